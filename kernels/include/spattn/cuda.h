@@ -1,0 +1,28 @@
+// CUDA launch entry of the SparseAttention kernels. Host code; includes no ONNX Runtime, TensorRT
+// or Torch header. The adapters validate with validate.h first (head dims: cuda_head_dim_support()).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+
+#include "spattn/params.h"
+#include "spattn/validate.h"
+
+namespace spattn {
+namespace cuda {
+
+// Head dims and dtypes this backend accepts (for validate_inputs).
+HeadDimSupport head_dim_support();
+
+// Device workspace `launch` needs for these shapes and attributes, in bytes (may be 0). Depends
+// only on sizes and attributes, never on tensor values, so a TensorRT plugin can report it at build.
+size_t workspace_size(const Params& p);
+
+// Runs the forward pass on `stream`: no allocation, no synchronization, no host-side planning that
+// reads device memory. `workspace` holds at least workspace_size(p) bytes (may be null if 0).
+// Returns cudaSuccess or the error of the failing launch; never throws.
+cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace spattn

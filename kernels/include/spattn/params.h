@@ -1,0 +1,87 @@
+// The one parameter struct of the SparseAttention kernels (docs/op-spec.md).
+//
+// Plain C++17, usable from host code, CUDA device code, the ONNX Runtime adapter and the TensorRT
+// adapter alike. It includes no ONNX Runtime, TensorRT or Torch header.
+#pragma once
+
+#include <cstdint>
+
+namespace spattn {
+
+// Element type of query, key, value and output (one type for all four).
+enum class DType : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+
+inline const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::kFloat32: return "float32";
+    case DType::kFloat16: return "float16";
+    case DType::kBFloat16: return "bfloat16";
+  }
+  return "unknown";
+}
+
+inline int dtype_size(DType t) { return t == DType::kFloat32 ? 4 : 2; }
+
+// The op's attributes, already validated (validate.h) and resolved (scale is never 0 here).
+struct PatternAttrs {
+  float scale = 0.f;        // multiplies q.k; resolved to 1/sqrt(D) when the attribute is 0/absent
+  int32_t window_left = -1;   // keys up to this many positions before the query; -1 unbounded
+  int32_t window_right = -1;  // keys up to this many positions after the query; -1 unbounded
+  int32_t causal = 0;         // 1: keys after the query position are never allowed
+  int32_t num_global = 0;     // first G positions attend to all and are attended by all
+  int32_t stride = 0;         // Sparse Transformer strided component; 0 off
+  int32_t block_size = 64;    // block edge for random and listed blocks
+  int32_t num_random = 0;     // random key blocks per (query head, query block)
+  int32_t seed = 0;           // seed of the random-block hash, 0 .. 2^31-1
+};
+
+// Everything one forward call needs. Tensors are addressed with element strides; the last
+// dimension (head dim) of query/key/value/output is contiguous.
+struct Params {
+  // Tensors (device pointers for the CUDA launch, host pointers for the CPU run).
+  const void* q = nullptr;               // [B, Hq, Lq, D]
+  const void* k = nullptr;               // [B, Hkv, Lk, D]
+  const void* v = nullptr;               // [B, Hkv, Lk, Dv]
+  void* o = nullptr;                     // [B, Hq, Lq, Dv]
+  const int32_t* key_lengths = nullptr;  // [B] or null (all Lk); validated to lie in [0, Lk]
+  const int32_t* block_indices = nullptr;  // [Hl, ceil(Lq/block_size), K] or null; -1 padded
+
+  DType dtype = DType::kFloat32;
+
+  // Sizes.
+  int32_t batch = 0;       // B
+  int32_t heads_q = 0;     // Hq
+  int32_t heads_kv = 0;    // Hkv; Hq % Hkv == 0, query head h reads kv head h / (Hq / Hkv)
+  int32_t len_q = 0;       // Lq
+  int32_t len_k = 0;       // Lk
+  int32_t head_dim = 0;    // D
+  int32_t head_dim_v = 0;  // Dv
+  int32_t bi_heads = 0;    // Hl: 1 or Hq (0 when block_indices is null)
+  int32_t bi_k = 0;        // K: entries per query block
+
+  // Element strides (batch, head, sequence). Contiguous tensors: head stride = L * D, etc.
+  int64_t q_batch_stride = 0, q_head_stride = 0, q_row_stride = 0;
+  int64_t k_batch_stride = 0, k_head_stride = 0, k_row_stride = 0;
+  int64_t v_batch_stride = 0, v_head_stride = 0, v_row_stride = 0;
+  int64_t o_batch_stride = 0, o_head_stride = 0, o_row_stride = 0;
+
+  PatternAttrs pattern;
+};
+
+// Fills the strides of contiguous [B, H, L, D] tensors.
+inline void set_contiguous_strides(Params& p) {
+  p.q_row_stride = p.head_dim;
+  p.q_head_stride = int64_t(p.len_q) * p.head_dim;
+  p.q_batch_stride = p.q_head_stride * p.heads_q;
+  p.k_row_stride = p.head_dim;
+  p.k_head_stride = int64_t(p.len_k) * p.head_dim;
+  p.k_batch_stride = p.k_head_stride * p.heads_kv;
+  p.v_row_stride = p.head_dim_v;
+  p.v_head_stride = int64_t(p.len_k) * p.head_dim_v;
+  p.v_batch_stride = p.v_head_stride * p.heads_kv;
+  p.o_row_stride = p.head_dim_v;
+  p.o_head_stride = int64_t(p.len_q) * p.head_dim_v;
+  p.o_batch_stride = p.o_head_stride * p.heads_q;
+}
+
+}  // namespace spattn
