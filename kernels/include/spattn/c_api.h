@@ -7,6 +7,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#if defined(_WIN32)
+#define SPATTN_API __declspec(dllexport)
+#else
+#define SPATTN_API __attribute__((visibility("default")))
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -30,13 +36,13 @@ typedef struct spattn_args {
 } spattn_args;
 
 /* All return 0 on success; otherwise write a message to err (if not NULL) and return non-zero. */
-int spattn_cpu_forward(const spattn_args* args, char* err, size_t err_len);
-int spattn_cuda_forward(const spattn_args* args, char* err, size_t err_len);
+SPATTN_API int spattn_cpu_forward(const spattn_args* args, char* err, size_t err_len);
+SPATTN_API int spattn_cuda_forward(const spattn_args* args, char* err, size_t err_len);
 /* Workspace bytes spattn_cuda_forward needs for these shapes (0 if the shapes are invalid). */
-size_t spattn_cuda_workspace_size(const spattn_args* args);
+SPATTN_API size_t spattn_cuda_workspace_size(const spattn_args* args);
 /* 1 if this build contains the CUDA kernels. */
-int spattn_has_cuda(void);
-const char* spattn_version(void);
+SPATTN_API int spattn_has_cuda(void);
+SPATTN_API const char* spattn_version(void);
 
 #ifdef __cplusplus
 }

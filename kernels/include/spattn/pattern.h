@@ -115,7 +115,7 @@ struct Pattern {
     if (local_on && (a.window_left < 0 || d <= a.window_left) &&
         (a.window_right < 0 || -d <= a.window_right))
       return true;
-    if (j < a.num_global || p < a.num_global) return true;
+    if (j < a.num_global || (p >= 0 && p < a.num_global)) return true;
     if (a.stride > 0 && d % a.stride == 0) return true;
     return block_selected(h, i / a.block_size, j / a.block_size);
   }
@@ -125,6 +125,45 @@ struct Pattern {
     if (j >= key_len(b)) return false;
     if (a.causal && int64_t(j) > pos(i)) return false;
     return structural(h, i, j);
+  }
+
+  // allowed(b, h, i, j) for the keys j in [j0, j1) of one query row, written to out[j - j0]
+  // (1 allowed, 0 not). The same rules as `allowed`, evaluated by intervals instead of pair by pair:
+  // kernels call it for the rows of partial tiles. tests/cpp checks it against `allowed`.
+  SPATTN_HD void row_mask(int32_t b, int32_t h, int32_t i, int32_t j0, int32_t j1,
+                          uint8_t* out) const {
+    const int32_t n = j1 - j0;
+    const int64_t p = pos(i);
+    int64_t upper = key_len(b);  // keys >= upper are never allowed
+    if (a.causal && p + 1 < upper) upper = p + 1;
+    if (p >= 0 && p < a.num_global) {  // a global query row: every key up to the bounds
+      for (int32_t t = 0; t < n; ++t) out[t] = j0 + t < upper;
+      return;
+    }
+    for (int32_t t = 0; t < n; ++t) out[t] = j0 + t < a.num_global;
+    if (local_on) {
+      int64_t lo = a.window_left < 0 ? j0 : p - a.window_left;
+      int64_t hi = a.window_right < 0 ? j1 - 1 : p + a.window_right;
+      if (lo < j0) lo = j0;
+      if (hi > j1 - 1) hi = j1 - 1;
+      for (int64_t j = lo; j <= hi; ++j) out[j - j0] = 1;
+    }
+    if (a.stride > 0) {
+      // Keys j = p - m * stride in [j0, j1): start from the smallest such j >= j0.
+      int64_t j = p - floor_div(p - j0, a.stride) * a.stride;
+      for (; j < j1; j += a.stride) out[j - j0] = 1;
+    }
+    if (a.num_random > 0 || block_indices) {
+      const int32_t bs = a.block_size, qb = i / bs;
+      for (int32_t kb = j0 / bs; kb <= (j1 - 1) / bs; ++kb) {
+        if (!block_selected(h, qb, kb)) continue;
+        const int32_t lo = kb * bs > j0 ? kb * bs : j0;
+        const int32_t hi = (kb + 1) * bs < j1 ? (kb + 1) * bs : j1;
+        for (int32_t j = lo; j < hi; ++j) out[j - j0] = 1;
+      }
+    }
+    for (int32_t t = 0; t < n; ++t)
+      if (j0 + t >= upper) out[t] = 0;
   }
 
   // Does the key range [j0, j1) meet a random or listed block of (h, qb)? Does one block cover it?
@@ -175,8 +214,8 @@ struct Pattern {
         all = true;
     }
     if (a.num_global > 0) {
-      if (t.j0 < a.num_global || p0 < a.num_global) any = true;
-      if (t.j1 <= a.num_global || p1 < a.num_global) all = true;
+      if (t.j0 < a.num_global || (p1 >= 0 && p0 < a.num_global)) any = true;
+      if (t.j1 <= a.num_global || (p0 >= 0 && p1 < a.num_global)) all = true;
     }
     if (a.stride > 0 && !all) {
       // Some d in [dmin, dmax] divisible by stride?

@@ -1,0 +1,297 @@
+// CPU kernel of SparseAttention: a block-sparse walk with online softmax (docs/op-spec.md).
+//
+// Work item: (batch, query head, query tile of kTileQ rows). For each, the candidate key tiles are
+// derived from the pattern's ranges (band, global keys, random and listed blocks), every candidate
+// is classified with Pattern::classify, empty tiles are skipped, full tiles need no mask, and only
+// partial tiles are masked token by token (Pattern::row_mask). Scores and sums are float32.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "spattn/cpu.h"
+#include "spattn/pattern.h"
+#include "tile_kernels.h"
+
+namespace spattn {
+namespace cpu {
+
+const TileKernels& select_tile_kernels() {
+  static const TileKernels* chosen = [] {
+    const char* force = std::getenv("SPATTN_CPU_ISA");  // generic | avx2 | avx512
+#if defined(SPATTN_X86)
+    __builtin_cpu_init();
+    const bool has512 = __builtin_cpu_supports("avx512f");
+    const bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    const bool has512 = false, has2 = false;
+#endif
+    if (force && std::strcmp(force, "generic") == 0) return &generic::kKernels;
+    if (force && std::strcmp(force, "avx2") == 0 && has2) return &avx2::kKernels;
+    if (has512 && !(force && std::strcmp(force, "avx2") == 0)) return &avx512::kKernels;
+    if (has2) return &avx2::kKernels;
+    return &generic::kKernels;
+  }();
+  return *chosen;
+}
+
+namespace {
+
+// ---- element conversions (round to nearest even on the way out) ----
+inline float bf16_to_float(uint16_t h) {
+  uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline uint16_t float_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // NaN stays NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, u;
+  if (exp == 0x1f) {
+    u = sign | 0x7f800000u | (man << 13);
+  } else if (exp == 0) {
+    if (man == 0) {
+      u = sign;
+    } else {  // subnormal: normalize
+      int e = -1;
+      do {
+        ++e;
+        man <<= 1;
+      } while (!(man & 0x400u));
+      u = sign | uint32_t(127 - 15 - e) << 23 | (man & 0x3ffu) << 13;
+    }
+  } else {
+    u = sign | (exp + 112) << 23 | man << 13;
+  }
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline uint16_t float_to_half(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint16_t sign = uint16_t((u >> 16) & 0x8000u);
+  u &= 0x7fffffffu;
+  if (u > 0x7f800000u) return sign | 0x7e00u;   // NaN
+  if (u >= 0x477ff000u) return sign | 0x7c00u;  // overflow (and inf) after rounding
+  if (u < 0x38800000u) {                        // subnormal or zero in half
+    if (u < 0x33000000u) return sign;           // rounds to zero
+    const uint32_t man = (u & 0x7fffffu) | 0x800000u;
+    const int shift = 126 - int(u >> 23);  // 14 + (113 - exp)
+    const uint32_t half = man >> shift;
+    const uint32_t rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
+    return sign | uint16_t(half + (rem > mid || (rem == mid && (half & 1))));
+  }
+  u += 0x0fffu + ((u >> 13) & 1u);  // round mantissa to 10 bits
+  return sign | uint16_t(((u >> 13) - (112u << 10)) & 0xffffu);
+}
+
+// Loads n elements of dtype t from src into float dst, multiplied by `mul`.
+inline void load_row(DType t, const void* src, int64_t offset, int n, float mul, float* dst) {
+  switch (t) {
+    case DType::kFloat32: {
+      const float* s = static_cast<const float*>(src) + offset;
+      for (int x = 0; x < n; ++x) dst[x] = s[x] * mul;
+      break;
+    }
+    case DType::kFloat16: {
+      const uint16_t* s = static_cast<const uint16_t*>(src) + offset;
+      for (int x = 0; x < n; ++x) dst[x] = half_to_float(s[x]) * mul;
+      break;
+    }
+    case DType::kBFloat16: {
+      const uint16_t* s = static_cast<const uint16_t*>(src) + offset;
+      for (int x = 0; x < n; ++x) dst[x] = bf16_to_float(s[x]) * mul;
+      break;
+    }
+  }
+}
+inline void store_row(DType t, const float* src, int n, void* dst, int64_t offset) {
+  switch (t) {
+    case DType::kFloat32: std::memcpy(static_cast<float*>(dst) + offset, src, sizeof(float) * n); break;
+    case DType::kFloat16: {
+      uint16_t* d = static_cast<uint16_t*>(dst) + offset;
+      for (int x = 0; x < n; ++x) d[x] = float_to_half(src[x]);
+      break;
+    }
+    case DType::kBFloat16: {
+      uint16_t* d = static_cast<uint16_t*>(dst) + offset;
+      for (int x = 0; x < n; ++x) d[x] = float_to_bf16(src[x]);
+      break;
+    }
+  }
+}
+
+inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+// Per-thread scratch, reused across work items and calls.
+struct Scratch {
+  std::vector<float> q, kt, v, s, o, m, l, corr;
+  std::vector<uint8_t> mask, marks;
+};
+
+// Marks the key tiles that may hold an allowed pair for query rows [i0, i1); the exact decision
+// per tile is Pattern::classify's.
+void mark_candidates(const Pattern& pat, int32_t h, int32_t i0, int32_t i1, int32_t num_tiles,
+                     uint8_t* marks) {
+  const PatternAttrs& a = pat.a;
+  const int64_t p0 = pat.pos(i0), p1 = pat.pos(i1 - 1);
+  const int32_t lk = pat.len_k;
+  auto mark_keys = [&](int64_t lo, int64_t hi) {  // keys [lo, hi] inclusive
+    lo = std::max<int64_t>(lo, 0);
+    hi = std::min<int64_t>(hi, lk - 1);
+    for (int64_t t = lo / kTileK; lo <= hi && t <= hi / kTileK; ++t) marks[t] = 1;
+  };
+  const bool unbounded_local = pat.local_on && a.window_left < 0 && a.window_right < 0;
+  if (a.stride > 0 || (p1 >= 0 && p0 < a.num_global) || unbounded_local) {
+    std::memset(marks, 1, num_tiles);
+    return;
+  }
+  std::memset(marks, 0, num_tiles);
+  if (pat.local_on) {
+    const int64_t lo = a.window_left < 0 ? 0 : p0 - a.window_left;
+    int64_t hi = a.window_right < 0 ? int64_t(lk) - 1 : p1 + a.window_right;
+    if (a.causal) hi = std::min(hi, p1);
+    mark_keys(lo, hi);
+  }
+  if (a.num_global > 0) mark_keys(0, a.num_global - 1);
+  if (a.num_random > 0 || pat.block_indices) {
+    const int32_t bs = a.block_size;
+    for (int32_t qb = i0 / bs; qb <= (i1 - 1) / bs; ++qb) {
+      for (int32_t r = 0; r < a.num_random; ++r) {
+        const int64_t kb = random_block(uint32_t(a.seed), uint32_t(h), uint32_t(qb), uint32_t(r),
+                                        uint32_t(pat.num_key_blocks));
+        mark_keys(kb * bs, kb * bs + bs - 1);
+      }
+      if (pat.block_indices) {
+        const int32_t* row = pat.listed_row(h, qb);
+        for (int32_t k = 0; k < pat.bi_k; ++k)
+          if (row[k] >= 0) mark_keys(int64_t(row[k]) * bs, int64_t(row[k]) * bs + bs - 1);
+      }
+    }
+  }
+}
+
+void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, int64_t item,
+              Scratch& w) {
+  const int32_t nqt = ceil_div(p.len_q, kTileQ);
+  const int32_t qt = int32_t(item % nqt);
+  const int32_t h = int32_t((item / nqt) % p.heads_q);
+  const int32_t b = int32_t(item / (int64_t(nqt) * p.heads_q));
+  const int32_t hk = h / (p.heads_q / p.heads_kv);
+  const int32_t i0 = qt * kTileQ, i1 = std::min(p.len_q, i0 + kTileQ), rows = i1 - i0;
+  const int32_t D = p.head_dim, Dv = p.head_dim_v;
+  const int32_t dv_pad = round_up(Dv, kern.dv_multiple);
+  const int32_t num_tiles = ceil_div(p.len_k, kTileK);
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+
+  w.q.resize(size_t(kTileQ) * D);
+  w.kt.resize(size_t(D) * kTileK);
+  w.v.resize(size_t(kTileK) * dv_pad);
+  w.s.resize(size_t(kTileQ) * kTileK);
+  w.o.assign(size_t(kTileQ) * dv_pad, 0.f);
+  w.m.assign(kTileQ, neg_inf);
+  w.l.assign(kTileQ, 0.f);
+  w.corr.resize(kTileQ);
+  w.mask.resize(kTileK);
+  w.marks.resize(num_tiles);
+
+  // Query rows, pre-multiplied by the scale.
+  const int64_t q_base = b * p.q_batch_stride + h * p.q_head_stride;
+  for (int32_t r = 0; r < rows; ++r)
+    load_row(p.dtype, p.q, q_base + (i0 + r) * p.q_row_stride, D, p.pattern.scale, &w.q[r * D]);
+
+  mark_candidates(pat, h, i0, i1, num_tiles, w.marks.data());
+  const int64_t k_base = b * p.k_batch_stride + hk * p.k_head_stride;
+  const int64_t v_base = b * p.v_batch_stride + hk * p.v_head_stride;
+  std::vector<float> krow(D);
+  for (int32_t t = 0; t < num_tiles; ++t) {
+    if (!w.marks[t]) continue;
+    const int32_t j0 = t * kTileK, j1 = std::min(p.len_k, j0 + kTileK), cols = j1 - j0;
+    const TileClass cls = pat.classify(b, h, Tile{i0, i1, j0, j1});
+    if (cls == TileClass::kEmpty) continue;
+    // K tile transposed to [D][kTileK], V tile to [kTileK][dv_pad]; zero padded.
+    for (int32_t c = 0; c < cols; ++c) {
+      load_row(p.dtype, p.k, k_base + (j0 + c) * p.k_row_stride, D, 1.f, krow.data());
+      for (int32_t d = 0; d < D; ++d) w.kt[d * kTileK + c] = krow[d];
+      float* vr = &w.v[size_t(c) * dv_pad];
+      load_row(p.dtype, p.v, v_base + (j0 + c) * p.v_row_stride, Dv, 1.f, vr);
+      std::fill(vr + Dv, vr + dv_pad, 0.f);
+    }
+    if (cols < kTileK) {
+      for (int32_t d = 0; d < D; ++d) std::fill(&w.kt[d * kTileK + cols], &w.kt[(d + 1) * kTileK], 0.f);
+      std::fill(w.v.begin() + size_t(cols) * dv_pad, w.v.end(), 0.f);
+    }
+    kern.qk(w.q.data(), D, w.kt.data(), D, w.s.data(), rows);
+    for (int32_t r = 0; r < rows; ++r) {
+      float* srow = &w.s[r * kTileK];
+      if (cls == TileClass::kPartial) {
+        pat.row_mask(b, h, i0 + r, j0, j1, w.mask.data());
+        for (int32_t c = 0; c < cols; ++c)
+          if (!w.mask[c]) srow[c] = neg_inf;
+      }
+      for (int32_t c = cols; c < kTileK; ++c) srow[c] = neg_inf;
+    }
+    kern.softmax(w.s.data(), rows, w.m.data(), w.l.data(), w.corr.data());
+    kern.pv(w.s.data(), w.v.data(), dv_pad, cols, w.o.data(), dv_pad, dv_pad, w.corr.data(), rows);
+  }
+
+  // Normalize; rows without any allowed key are zeros.
+  const int64_t o_base = b * p.o_batch_stride + h * p.o_head_stride;
+  for (int32_t r = 0; r < rows; ++r) {
+    float* orow = &w.o[size_t(r) * dv_pad];
+    const float inv = w.l[r] > 0.f ? 1.f / w.l[r] : 0.f;
+    for (int32_t d = 0; d < Dv; ++d) orow[d] *= inv;
+    store_row(p.dtype, orow, Dv, p.o, o_base + (i0 + r) * p.o_row_stride);
+  }
+}
+
+}  // namespace
+
+ParallelFor thread_parallel_for(int num_threads) {
+  return [num_threads](int64_t n, const std::function<void(int64_t)>& fn) {
+    int threads = num_threads > 0 ? num_threads : int(std::thread::hardware_concurrency());
+    threads = int(std::max<int64_t>(1, std::min<int64_t>(threads, n)));
+    std::atomic<int64_t> next{0};
+    auto worker = [&] {
+      for (int64_t t; (t = next.fetch_add(1)) < n;) fn(t);
+    };
+    std::vector<std::thread> pool;
+    for (int i = 1; i < threads; ++i) pool.emplace_back(worker);
+    worker();
+    for (auto& th : pool) th.join();
+  };
+}
+
+std::string run(const Params& p, const ParallelFor& parallel_for) {
+  const Pattern pat = Pattern::make(p);
+  const TileKernels& kern = select_tile_kernels();
+  const int64_t items = int64_t(p.batch) * p.heads_q * ceil_div(p.len_q, kTileQ);
+  std::atomic<bool> failed{false};
+  std::string error;
+  parallel_for(items, [&](int64_t item) {
+    thread_local Scratch scratch;
+    try {
+      run_item(p, pat, kern, item, scratch);
+    } catch (const std::exception& e) {  // allocation failure: report, never throw across the API
+      if (!failed.exchange(true)) error = std::string("SparseAttention: CPU kernel: ") + e.what();
+    }
+  });
+  return failed ? error : std::string();
+}
+
+}  // namespace cpu
+}  // namespace spattn

@@ -1,0 +1,35 @@
+// The CPU micro-kernels of one (query tile, key tile) step, compiled once per instruction set
+// (tile_kernels.inc) and chosen at run time (select_tile_kernels).
+#pragma once
+
+#include <cstdint>
+
+namespace spattn {
+namespace cpu {
+
+// Tile edges. kTileK is a multiple of every vector width used (4, 8 and 16 floats, two vectors).
+constexpr int kTileQ = 64;
+constexpr int kTileK = 64;
+
+struct TileKernels {
+  const char* isa;
+  // s[r][c] = sum_d q[r][d] * kt[d][c] for r < rows, c < kTileK (kt is [d][kTileK], zero padded).
+  void (*qk)(const float* q, int ldq, const float* kt, int d, float* s, int rows);
+  // Online-softmax step for `rows` rows of s[r][0..kTileK): s holds scores (-inf where masked);
+  // updates the running max m[r] and sum l[r], overwrites s with exp(s - m_new) and writes the
+  // factor corr[r] = exp(m_old - m_new) that rescales the row's output accumulator.
+  void (*softmax)(float* s, int rows, float* m, float* l, float* corr);
+  // o[r][0..dv_pad) = corr[r] * o[r] + sum_c p[r][c] * v[c][0..dv_pad) for c < cols.
+  void (*pv)(const float* p, const float* v, int ldv, int cols, float* o, int ldo, int dv_pad,
+             const float* corr, int rows);
+  int dv_multiple;  // o/v rows are padded to a multiple of this many floats
+};
+
+const TileKernels& select_tile_kernels();
+
+namespace avx512 { extern const TileKernels kKernels; }
+namespace avx2 { extern const TileKernels kKernels; }
+namespace generic { extern const TileKernels kKernels; }
+
+}  // namespace cpu
+}  // namespace spattn
