@@ -1,0 +1,322 @@
+// Pieces shared by every CUDA kernel of SparseAttention: the kernel parameters, the on-device visit
+// list of key tiles, the work items of the split-KV schedule and the bad-value checks.
+//
+// Tiling: a CTA owns a tile of kBlockM query rows of one (batch, query head) and walks the key
+// tiles (kBlockN keys each) that Pattern::classify does not call empty. Every kernel of one call
+// uses the same kBlockM/kBlockN, so the counts of the planning pass and the walks of the attention
+// kernels enumerate exactly the same list.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "spattn/params.h"
+#include "spattn/pattern.h"
+
+namespace spattn {
+namespace cuda {
+
+constexpr int kBlockM = 64;   // query rows per CTA tile
+constexpr int kBlockN = 64;   // keys per key tile
+constexpr int kThreads = 128;  // every attention kernel runs 4 warps
+// Key tiles classified per thread and window: a window of the visit list covers
+// kThreads * kTilesPerThread key tiles (2048: L = 131072 in one window at kBlockN = 64).
+constexpr int kTilesPerThread = 16;
+constexpr int kWindow = kThreads * kTilesPerThread;
+// A split work item covers at least this many key tiles (smaller pieces cost more to combine).
+constexpr int kMinTilesPerSplit = 8;
+// Upper bound of split work items the scheduler aims at (about 8 waves on a large GPU).
+constexpr int kSplitTarget = 1024;
+
+// One work item of the planned schedule.
+struct WorkItem {
+  int32_t qtile;   // global query tile: (b * Hq + h) * num_q_tiles + qt
+  int32_t split;   // index of this split
+  int32_t splits;  // number of splits of this query tile (1: writes the output directly)
+  int32_t pad;
+};
+
+// Everything the kernels read, passed by value.
+struct KParams {
+  Params p;
+  Pattern pat;
+  int32_t num_q_tiles;  // ceil(Lq / kBlockM)
+  int32_t num_k_tiles;  // ceil(Lk / kBlockN)
+  int32_t total_q_tiles;  // B * Hq * num_q_tiles
+  int32_t planned;        // 0: one CTA per query tile, no workspace; 1: work items
+  int32_t split_target;   // the scheduler splits the total work into about this many items
+  int32_t max_split_items;  // capacity of the partial buffers (2 * split_target)
+  float scale_log2;         // scale * log2(e): the kernels use exp2
+  // Workspace (planned mode only).
+  int32_t* counts;   // [total_q_tiles] visited key tiles per query tile
+  int32_t* header;   // [0] number of items, [1] number of split items (they come first)
+  WorkItem* items;   // [total_q_tiles + max_split_items]
+  float* part_o;     // [max_split_items, kBlockM, Dv] unnormalized partial outputs
+  float2* part_ml;   // [max_split_items, kBlockM] (running max in log2 units, sum of exp2)
+};
+
+// Decoded query tile of a CTA.
+struct QTile {
+  int32_t b, h, qt;  // batch, query head, query tile within the head
+  int32_t i0, i1;    // query rows [i0, i1)
+};
+
+__device__ __forceinline__ QTile decode_qtile(const KParams& kp, int32_t g) {
+  QTile t;
+  t.qt = g % kp.num_q_tiles;
+  const int32_t bh = g / kp.num_q_tiles;
+  t.h = bh % kp.p.heads_q;
+  t.b = bh / kp.p.heads_q;
+  t.i0 = t.qt * kBlockM;
+  t.i1 = min(t.i0 + kBlockM, kp.p.len_q);
+  return t;
+}
+
+// The work of one CTA: a query tile and the ranks [r0, r1) of its visit list. slot >= 0: write
+// the unnormalized partial result into slot `slot` of the partial buffers instead of the output.
+struct Work {
+  QTile q;
+  int64_t r0, r1;
+  int32_t slot;
+  bool valid;
+};
+
+__device__ __forceinline__ Work get_work(const KParams& kp) {
+  Work w;
+  w.valid = true;
+  w.slot = -1;
+  w.r0 = 0;
+  w.r1 = INT64_MAX;
+  if (!kp.planned) {
+    // Direct mode: the last query tiles first, so that causal rows (the longest) start early.
+    const int32_t bh_count = kp.p.batch * kp.p.heads_q;
+    const int32_t x = int32_t(blockIdx.x);
+    const int32_t qt = kp.num_q_tiles - 1 - x / bh_count;
+    w.q = decode_qtile(kp, (x % bh_count) * kp.num_q_tiles + qt);
+    return w;
+  }
+  const int32_t x = int32_t(blockIdx.x);
+  if (x >= kp.header[0]) {
+    w.valid = false;
+    return w;
+  }
+  const WorkItem it = kp.items[x];
+  w.q = decode_qtile(kp, it.qtile);
+  if (it.splits > 1) {
+    const int64_t n = kp.counts[it.qtile];
+    w.r0 = n * it.split / it.splits;
+    w.r1 = n * (it.split + 1) / it.splits;
+    w.slot = x;  // split items come first in the item list
+  }
+  return w;
+}
+
+// Rows whose inputs hold values outside the spec's ranges (key_lengths, block_indices): the
+// kernels never read out of bounds for them and write NaN into these rows to make them loud.
+__device__ __forceinline__ bool row_is_bad(const KParams& kp, int32_t b, int32_t h, int32_t i) {
+  const Pattern& pat = kp.pat;
+  if (pat.key_lengths) {
+    const int32_t len = pat.key_lengths[b];
+    if (len < 0 || len > pat.len_k) return true;
+  }
+  if (pat.block_indices) {
+    const int32_t* row = pat.listed_row(h, i / pat.a.block_size);
+    for (int32_t k = 0; k < pat.bi_k; ++k) {
+      const int32_t v = row[k];
+      if (v < -1 || v >= pat.num_key_blocks) return true;
+    }
+  }
+  return false;
+}
+
+// Token-level mask inside a partial tile. The bounds checks come first: `allowed` would read
+// block_indices for a query block past the end, and a bad key length could exceed Lk.
+__device__ __forceinline__ bool pair_allowed(const KParams& kp, int32_t b, int32_t h, int32_t i,
+                                             int32_t j) {
+  return i < kp.p.len_q && j < kp.p.len_k && kp.pat.allowed(b, h, i, j);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The visit list of key tiles, built on the device window by window.
+//
+// Candidates are the key tiles any pattern component can reach (the band, the global keys, the
+// random and listed blocks; everything when the strided component or a global query row is in the
+// tile); Pattern::classify then drops the empty ones and marks the full ones. The list of a window
+// is kept in shared memory in increasing key order.
+struct VisitSmem {
+  uint16_t list[kWindow];  // offset in window | 0x8000 when the tile is full
+  uint8_t flags[kWindow];  // random / listed block candidates
+  int32_t warp_sums[kThreads / 32];
+  int32_t total;
+};
+
+struct VisitIter {
+  // Candidate description of the query tile.
+  int32_t band_lo, band_hi;  // key tiles of the local band (empty when lo > hi)
+  int32_t glob_hi;           // key tiles [0, glob_hi) hold global keys
+  bool all;                  // every key tile is a candidate
+  bool blocks;               // random or listed blocks are on
+  // Walk state.
+  int32_t w0;      // first key tile of the next window to build
+  int32_t n, e;    // entries in the current window, next entry
+  int32_t wbase;   // first key tile of the current window
+  int64_t rank;    // rank of entry e in the whole list
+  int64_t r0, r1;  // ranks this CTA processes
+
+  __device__ void init(const KParams& kp, const Work& w) {
+    const Pattern& pat = kp.pat;
+    const PatternAttrs& a = pat.a;
+    const int64_t lk = kp.p.len_k;
+    const int64_t p0 = pat.pos(w.q.i0), p1 = pat.pos(w.q.i1 - 1);
+    all = a.stride > 0 || (a.num_global > 0 && p0 < a.num_global);
+    band_lo = 1;
+    band_hi = 0;
+    if (pat.local_on) {
+      int64_t lo = a.window_left < 0 ? 0 : p0 - a.window_left;
+      int64_t hi = a.window_right < 0 ? lk - 1 : p1 + a.window_right;
+      if (a.causal && hi > p1) hi = p1;
+      lo = lo < 0 ? 0 : lo;
+      hi = hi > lk - 1 ? lk - 1 : hi;
+      if (lo <= hi) {
+        band_lo = int32_t(lo / kBlockN);
+        band_hi = int32_t(hi / kBlockN);
+      }
+    }
+    glob_hi = 0;
+    if (a.num_global > 0) {
+      const int64_t g = a.num_global < lk ? a.num_global : lk;
+      glob_hi = int32_t((g + kBlockN - 1) / kBlockN);
+    }
+    blocks = a.num_random > 0 || pat.block_indices != nullptr;
+    w0 = 0;
+    n = 0;
+    e = 0;
+    wbase = 0;
+    rank = 0;
+    r0 = w.r0;
+    r1 = w.r1;
+  }
+
+  // Builds the list of the window starting at key tile w0. Called by every thread of the CTA.
+  __device__ void build(const KParams& kp, const Work& w, VisitSmem& sm) {
+    const Pattern& pat = kp.pat;
+    const int tid = threadIdx.x;
+    const int32_t nkt = kp.num_k_tiles;
+    const int32_t wend = min(w0 + kWindow, nkt);
+    __syncthreads();  // the previous window's list is no longer read
+    if (blocks && !all) {
+      for (int x = tid; x < kWindow; x += kThreads) sm.flags[x] = 0;
+      __syncthreads();
+      const int32_t bs = pat.a.block_size;
+      const int32_t qb0 = w.q.i0 / bs, qb1 = (w.q.i1 - 1) / bs;
+      const int32_t per_qb = pat.a.num_random + (pat.block_indices ? pat.bi_k : 0);
+      const int64_t total = int64_t(qb1 - qb0 + 1) * per_qb;
+      for (int64_t x = tid; x < total; x += kThreads) {
+        const int32_t qb = qb0 + int32_t(x / per_qb);
+        const int32_t r = int32_t(x % per_qb);
+        int32_t kb;
+        if (r < pat.a.num_random)
+          kb = random_block(uint32_t(pat.a.seed), uint32_t(w.q.h), uint32_t(qb), uint32_t(r),
+                            uint32_t(pat.num_key_blocks));
+        else
+          kb = pat.listed_row(w.q.h, qb)[r - pat.a.num_random];
+        if (kb < 0 || kb >= pat.num_key_blocks) continue;  // padding, or a bad value (ignored)
+        const int64_t j0 = int64_t(kb) * bs;
+        int64_t j1 = j0 + bs - 1;
+        if (j1 > kp.p.len_k - 1) j1 = kp.p.len_k - 1;
+        const int32_t t0 = max(int32_t(j0 / kBlockN), w0);
+        const int32_t t1 = min(int32_t(j1 / kBlockN), wend - 1);
+        for (int32_t t = t0; t <= t1; ++t) sm.flags[t - w0] = 1;
+      }
+      __syncthreads();
+    }
+    // Classify this thread's contiguous run of tiles.
+    uint32_t keep = 0, full = 0;
+    int32_t cnt = 0;
+    const int32_t base = w0 + tid * kTilesPerThread;
+#pragma unroll
+    for (int k = 0; k < kTilesPerThread; ++k) {
+      const int32_t t = base + k;
+      if (t >= wend) break;
+      bool cand = all || (t >= band_lo && t <= band_hi) || t < glob_hi;
+      if (!cand && blocks) cand = sm.flags[t - w0] != 0;
+      if (!cand) continue;
+      Tile tile;
+      tile.i0 = w.q.i0;
+      tile.i1 = w.q.i1;
+      tile.j0 = t * kBlockN;
+      tile.j1 = min(tile.j0 + kBlockN, kp.p.len_k);
+      const TileClass c = pat.classify(w.q.b, w.q.h, tile);
+      if (c == TileClass::kEmpty) continue;
+      keep |= 1u << k;
+      // A tile reaching past Lk holds padding columns that must be masked.
+      if (c == TileClass::kFull && tile.j0 + kBlockN <= kp.p.len_k) full |= 1u << k;
+      ++cnt;
+    }
+    // Exclusive scan of the counts over the CTA, in thread order (= key order).
+    const int lane = tid & 31, warp = tid >> 5;
+    int32_t incl = cnt;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int32_t y = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += y;
+    }
+    if (lane == 31) sm.warp_sums[warp] = incl;
+    __syncthreads();
+    int32_t off = incl - cnt;
+    int32_t tot = 0;
+#pragma unroll
+    for (int x = 0; x < kThreads / 32; ++x) {
+      const int32_t s = sm.warp_sums[x];
+      if (x < warp) off += s;
+      tot += s;
+    }
+#pragma unroll
+    for (int k = 0; k < kTilesPerThread; ++k) {
+      if (keep & (1u << k)) {
+        sm.list[off++] = uint16_t((tid * kTilesPerThread + k) | ((full >> k) & 1u) << 15);
+      }
+    }
+    __syncthreads();
+    n = tot;
+    e = 0;
+    wbase = w0;
+    w0 = wend;
+  }
+
+  // Next key tile of this CTA's rank range: returns false at the end. `is_full` says whether the
+  // tile needs no token-level mask. CTA-uniform.
+  __device__ bool next(const KParams& kp, const Work& w, VisitSmem& sm, int32_t* tile,
+                       bool* is_full) {
+    while (true) {
+      if (rank >= r1) return false;
+      if (e < n) {
+        if (rank < r0) {  // skip whole stretches below this CTA's range
+          const int64_t skip = min(int64_t(n - e), r0 - rank);
+          e += int32_t(skip);
+          rank += skip;
+          continue;
+        }
+        const uint32_t v = sm.list[e];
+        ++e;
+        ++rank;
+        *tile = wbase + int32_t(v & 0x7fffu);
+        *is_full = (v & 0x8000u) != 0;
+        return true;
+      }
+      if (w0 >= kp.num_k_tiles) return false;
+      build(kp, w, sm);
+    }
+  }
+};
+
+// Fast exp2 (ex2.approx, relative error ~2^-22); exp2(-inf) = 0.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+}  // namespace cuda
+}  // namespace spattn
