@@ -1,0 +1,367 @@
+"""Memory-efficient PyTorch path of ``spattn::SparseAttention``.
+
+For each chunk of queries only the candidate keys are gathered: the local band, the global keys,
+the random and listed blocks (shared by the chunk), plus per-row strided keys. The exact token mask
+of docs/op-spec.md is evaluated on that small slice and an online softmax in float32 combines the
+pieces, so memory grows with ``L * (window + blocks)``, never with ``L * L``. Query rows that are
+global (position ``< num_global``) attend to every key and are processed in key chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from . import reference
+
+__all__ = ["block_sparse_attention", "count_allowed", "block_any_mask"]
+
+# Scores per piece (elements); bounds the working memory of one step (~16 MiB of float32).
+_SCORE_BUDGET = 1 << 22
+
+
+@dataclass
+class _Ctx:
+    f: dict[str, int]
+    lq: int
+    lk: int
+    heads: int
+    key_lengths: torch.Tensor | None  # int64 [B]
+    bi: torch.Tensor | None  # int64 [Hl, nqb, K]
+    local_on: bool
+    nqb: int
+    nkb: int
+    max_len: int
+    global_rows: int  # queries [0, global_rows) have position < num_global
+
+    @property
+    def shift(self) -> int:
+        return self.lk - self.lq
+
+
+def _make_ctx(pattern: Any, lq: int, lk: int, heads: int, key_lengths: Any, block_indices: Any
+              ) -> _Ctx:
+    f = reference.pattern_fields(pattern)
+    bi = reference.resolve_block_indices(pattern, lq, lk, block_indices)
+    bi = reference._as_int_tensor(bi)
+    kl = reference._as_int_tensor(key_lengths)
+    bs = f["block_size"]
+    nqb, nkb = -(-lq // bs), -(-lk // bs)
+    if bi is not None:
+        if bi.dim() != 3 or bi.shape[0] not in (1, heads) or bi.shape[1] != nqb:
+            raise ValueError(
+                f"SparseAttention: block_indices: expected shape [1 or {heads}, {nqb}, K], "
+                f"got {list(bi.shape)}"
+            )
+        if bi.numel() and (int(bi.min()) < -1 or int(bi.max()) >= nkb):
+            raise ValueError(
+                f"SparseAttention: block_indices: entries must lie in [-1, {nkb}), got "
+                f"[{int(bi.min())}, {int(bi.max())}]"
+            )
+    if kl is not None:
+        if kl.dim() != 1:
+            raise ValueError(f"SparseAttention: key_lengths: expected rank 1, got {kl.dim()}")
+        if kl.numel() and (int(kl.min()) < 0 or int(kl.max()) > lk):
+            raise ValueError(
+                f"SparseAttention: key_lengths: values must lie in [0, {lk}], got "
+                f"{kl.tolist()}"
+            )
+    other = f["num_global"] > 0 or f["stride"] > 0 or f["num_random"] > 0 or bi is not None
+    local_on = not (f["window_left"] == -1 and f["window_right"] == -1 and other)
+    max_len = lk if kl is None or kl.numel() == 0 else int(kl.max())
+    global_rows = min(max(f["num_global"] - (lk - lq), 0), lq) if f["num_global"] > 0 else 0
+    return _Ctx(f, lq, lk, heads, kl, bi, local_on, nqb, nkb, max_len, global_rows)
+
+
+def _block_table(ctx: _Ctx, qb0: int, qb1: int) -> torch.Tensor | None:
+    """Bool ``[heads, qb1 - qb0 + 1, nkb + 1]``: random/listed key blocks of query blocks."""
+    f = ctx.f
+    if f["num_random"] == 0 and ctx.bi is None:
+        return None
+    n = qb1 - qb0 + 1
+    table = torch.zeros(ctx.heads, n, ctx.nkb + 1, dtype=torch.bool)
+    if f["num_random"] > 0:
+        rb = reference.random_blocks(
+            f["seed"], ctx.heads, torch.arange(qb0, qb1 + 1), f["num_random"], ctx.nkb
+        )
+        table.scatter_(2, rb, True)
+    if ctx.bi is not None and ctx.bi.shape[2] > 0:
+        rows = ctx.bi[:, qb0 : qb1 + 1].expand(ctx.heads, n, ctx.bi.shape[2])
+        rows = torch.where(rows < 0, torch.full_like(rows, ctx.nkb), rows)
+        table.scatter_(2, rows, True)
+    table[:, :, ctx.nkb] = False
+    return table
+
+
+def _slice_mask(
+    ctx: _Ctx, i: torch.Tensor, j: torch.Tensor, table: torch.Tensor | None, qb0: int
+) -> torch.Tensor:
+    """Exact mask on a slice: ``i [nq]``, ``j [n]`` or ``[nq, n]`` -> bool ``[B|1, H|1, nq, n]``."""
+    f = ctx.f
+    p = (i + ctx.shift).view(-1, 1)
+    jj = j.view(1, -1) if j.dim() == 1 else j
+    d = p - jj
+    wl, wr, g, s = f["window_left"], f["window_right"], f["num_global"], f["stride"]
+    if ctx.local_on:
+        struct = torch.ones(d.shape, dtype=torch.bool)
+        if wl != -1:
+            struct &= d <= wl
+        if wr != -1:
+            struct &= -d <= wr
+    else:
+        struct = torch.zeros(d.shape, dtype=torch.bool)
+    if g > 0:
+        struct |= (jj < g) | (p < g)
+    if s > 0:
+        struct |= torch.remainder(d, s) == 0
+    struct = struct.expand(i.numel(), jj.shape[1]).unsqueeze(0)  # [1, nq, n]
+    if table is not None:
+        bs = f["block_size"]
+        qbi = (i // bs - qb0).view(1, -1, 1)
+        kbj = (jj // bs).unsqueeze(0)
+        hh = torch.arange(ctx.heads).view(-1, 1, 1)
+        struct = struct | table[hh, qbi, kbj]
+    if f["causal"]:
+        struct = struct & (jj <= p).unsqueeze(0)
+    mask = struct.unsqueeze(0)  # [1, H|1, nq, n]
+    if ctx.key_lengths is not None:
+        valid = jj.unsqueeze(0) < ctx.key_lengths.view(-1, 1, 1)  # [B, 1|nq, n]
+        mask = mask & valid.unsqueeze(1)
+    return mask
+
+
+@dataclass
+class _Chunk:
+    i0: int
+    i1: int
+    keys: torch.Tensor  # sorted candidate keys shared by the chunk (int64 [n])
+    member: torch.Tensor | None  # bool [lk]: is a key among `keys` (for the strided dedupe)
+    strided_hi: int  # strided keys j <= strided_hi are gathered per row (-1: none)
+    table: torch.Tensor | None
+    qb0: int
+
+
+def _chunks(ctx: _Ctx, block_q: int) -> Iterator[_Chunk]:
+    """The query chunks and their candidate keys (see the module docstring)."""
+    f = ctx.f
+    bs, lq, lk = f["block_size"], ctx.lq, ctx.lk
+    blocks_on = f["num_random"] > 0 or ctx.bi is not None
+    cq = max(1, block_q)
+    bounds = set(range(0, lq, cq)) | {0, ctx.global_rows, lq}
+    if blocks_on:
+        if bs <= cq:
+            cq = (cq // bs) * bs
+            bounds = set(range(0, lq, cq)) | {0, ctx.global_rows, lq}
+        else:
+            bounds |= set(range(0, lq, bs))
+    edges = sorted(b for b in bounds if 0 <= b <= lq)
+    for i0, i1 in zip(edges[:-1], edges[1:], strict=False):
+        p0, p1 = i0 + ctx.shift, i1 - 1 + ctx.shift
+        hi = min(lk, ctx.max_len) - 1
+        if f["causal"]:
+            hi = min(hi, p1)
+        qb0, qb1 = i0 // bs, (i1 - 1) // bs
+        table = _block_table(ctx, qb0, qb1) if blocks_on else None
+        if hi < 0:
+            yield _Chunk(i0, i1, torch.zeros(0, dtype=torch.int64), None, -1, table, qb0)
+            continue
+        if i1 <= ctx.global_rows:  # every key is a candidate
+            yield _Chunk(i0, i1, torch.arange(hi + 1), None, -1, table, qb0)
+            continue
+        member = torch.zeros(lk, dtype=torch.bool)
+        if ctx.local_on:
+            lo = 0 if f["window_left"] == -1 else max(p0 - f["window_left"], 0)
+            up = hi if f["window_right"] == -1 else min(p1 + f["window_right"], hi)
+            if lo <= up:
+                member[lo : up + 1] = True
+        if f["num_global"] > 0:
+            member[: min(f["num_global"], hi + 1)] = True
+        if table is not None:
+            kb_any = table.any(dim=1).any(dim=0)[: ctx.nkb]  # [nkb]
+            member |= kb_any.repeat_interleave(bs)[:lk]
+        member[hi + 1 :] = False
+        keys = member.nonzero().squeeze(1)
+        strided_hi = hi if f["stride"] > 0 else -1
+        yield _Chunk(i0, i1, keys, member, strided_hi, table, qb0)
+
+
+def _strided_keys(ctx: _Ctx, i: torch.Tensor, m0: int, m1: int, hi: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row strided keys ``j = (p mod S) + m S`` for ``m in [m0, m1)``; (keys, in range)."""
+    s = ctx.f["stride"]
+    r = torch.remainder(i + ctx.shift, s).view(-1, 1)
+    j = r + s * torch.arange(m0, m1).view(1, -1)
+    ok = j <= hi
+    return torch.where(ok, j, torch.zeros_like(j)), ok
+
+
+class _Online:
+    """Online softmax state of one query chunk, float32."""
+
+    def __init__(self, b: int, hkv: int, g: int, nq: int, dv: int) -> None:
+        self.m = torch.full((b, hkv, g, nq), float("-inf"))
+        self.den = torch.zeros(b, hkv, g, nq)
+        self.acc = torch.zeros(b, hkv, g, nq, dv)
+
+    def update(self, s: torch.Tensor, mask: torch.Tensor, pv: Any) -> None:
+        s = s.masked_fill(~mask, float("-inf"))
+        m_new = torch.maximum(self.m, s.amax(dim=-1))
+        m_safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)
+        p = torch.exp(s - m_safe.unsqueeze(-1))
+        alpha = torch.exp(self.m - m_safe)
+        self.den = self.den * alpha + p.sum(dim=-1)
+        self.acc = self.acc * alpha.unsqueeze(-1) + pv(p)
+        self.m = m_new
+
+    def result(self) -> torch.Tensor:
+        den = self.den.unsqueeze(-1)
+        safe = torch.where(den > 0, den, torch.ones_like(den))
+        return torch.where(den > 0, self.acc / safe, torch.zeros_like(self.acc))
+
+
+def _gqa_mask(mask: torch.Tensor, hkv: int) -> torch.Tensor:
+    """``[B|1, Hq|1, nq, n]`` -> ``[B|1, Hkv|1, g|1, nq, n]``."""
+    bm, hm = mask.shape[0], mask.shape[1]
+    if hm == 1:
+        return mask.unsqueeze(1)
+    return mask.view(bm, hkv, hm // hkv, *mask.shape[2:])
+
+
+def block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    pattern: Any,
+    key_lengths: Any = None,
+    block_indices: Any = None,
+    scale: float | None = None,
+    block_q: int = 128,
+) -> torch.Tensor:
+    """Sparse attention with memory ``O(L * window)``: never allocates ``Lq x Lk``.
+
+    Same contract as :func:`~.reference.reference_attention`, but returns ``q.dtype`` (float32
+    accumulation, rounded once).
+
+    Parameters
+    ----------
+    q, k, v : torch.Tensor
+        ``[B, Hq, Lq, D]``, ``[B, Hkv, Lk, D]``, ``[B, Hkv, Lk, Dv]``.
+    pattern : Pattern or dict
+        The op attributes.
+    key_lengths, block_indices : tensor-like, optional
+        As in the op (``block_indices`` defaults to the pattern's layout).
+    scale : float, optional
+        Overrides the pattern's scale.
+    block_q : int
+        Query rows per chunk.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[B, Hq, Lq, Dv]`` in ``q.dtype``.
+
+    Examples
+    --------
+    >>> from spattn import Pattern
+    >>> q = torch.randn(1, 2, 1000, 32)
+    >>> block_sparse_attention(q, q, q, Pattern.longformer(64, 2)).shape
+    torch.Size([1, 2, 1000, 32])
+    """
+    reference._check_qkv(q, k, v)
+    b, hq, lq, d = q.shape
+    hkv, lk, dv = k.shape[1], k.shape[2], v.shape[3]
+    g = hq // hkv
+    ctx = _make_ctx(pattern, lq, lk, hq, key_lengths, block_indices)
+    sc = reference.resolve_scale(pattern, d, scale)
+    out = torch.empty(b, hq, lq, dv, dtype=q.dtype, device=q.device)
+    with torch.no_grad():
+        kf = k.detach().to(torch.float32)
+        vf = v.detach().to(torch.float32)
+        for ch in _chunks(ctx, block_q):
+            nq = ch.i1 - ch.i0
+            i = torch.arange(ch.i0, ch.i1)
+            qc = (q[:, :, ch.i0 : ch.i1].detach().to(torch.float32) * sc).view(b, hkv, g, nq, d)
+            st = _Online(b, hkv, g, nq, dv)
+            step = max(16, _SCORE_BUDGET // max(1, b * hq * nq))
+            n = ch.keys.numel()
+            for a in range(0, n, step):
+                idx = ch.keys[a : a + step]
+                kk = kf.index_select(2, idx)
+                vv = vf.index_select(2, idx)
+                s = torch.einsum("bhgqd,bhnd->bhgqn", qc, kk)
+                mask = _gqa_mask(_slice_mask(ctx, i, idx, ch.table, ch.qb0), hkv)
+                st.update(s, mask, lambda p, vv=vv: torch.einsum("bhgqn,bhnd->bhgqd", p, vv))
+            if ch.strided_hi >= 0:
+                s_ = ctx.f["stride"]
+                m_total = ch.strided_hi // s_ + 1
+                mstep = max(1, _SCORE_BUDGET // max(1, b * hq * nq) // 2)
+                for m0 in range(0, m_total, mstep):
+                    j, ok = _strided_keys(ctx, i, m0, min(m0 + mstep, m_total), ch.strided_hi)
+                    ok = ok & ~ch.member[j]
+                    kk = kf[:, :, j]  # [B, Hkv, nq, m, D]
+                    vv = vf[:, :, j]
+                    s = torch.einsum("bhgqd,bhqmd->bhgqm", qc, kk)
+                    mask = _slice_mask(ctx, i, j, ch.table, ch.qb0) & ok
+                    mask = _gqa_mask(mask, hkv)
+                    st.update(s, mask, lambda p, vv=vv: torch.einsum("bhgqm,bhqmd->bhgqd", p, vv))
+            out[:, :, ch.i0 : ch.i1] = st.result().view(b, hq, nq, dv).to(q.dtype)
+    return out
+
+
+def _iter_masks(
+    pattern: Any, lq: int, lk: int, heads: int, key_lengths: Any = None, block_indices: Any = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield ``(i [nq], j [n] or [nq, n], mask [B|1, H|1, nq, n])`` covering every allowed pair once."""
+    ctx = _make_ctx(pattern, lq, lk, heads, key_lengths, block_indices)
+    for ch in _chunks(ctx, 128):
+        i = torch.arange(ch.i0, ch.i1)
+        step = max(16, _SCORE_BUDGET // max(1, heads * (ch.i1 - ch.i0)))
+        for a in range(0, ch.keys.numel(), step):
+            idx = ch.keys[a : a + step]
+            yield i, idx, _slice_mask(ctx, i, idx, ch.table, ch.qb0)
+        if ch.strided_hi >= 0:
+            m_total = ch.strided_hi // ctx.f["stride"] + 1
+            j, ok = _strided_keys(ctx, i, 0, m_total, ch.strided_hi)
+            ok = ok & ~ch.member[j]
+            yield i, j, _slice_mask(ctx, i, j, ch.table, ch.qb0) & ok
+
+
+def count_allowed(
+    pattern: Any, lq: int, lk: int, heads: int = 1, key_lengths: Any = None,
+    block_indices: Any = None,
+) -> int:
+    """Number of allowed ``(b, h, i, j)`` pairs, without an ``lq x lk`` allocation.
+
+    Examples
+    --------
+    >>> from spattn import Pattern
+    >>> count_allowed(Pattern.sliding_window(1), 4, 4)
+    10
+    """
+    total = 0
+    for _, j, mask in _iter_masks(pattern, lq, lk, heads, key_lengths, block_indices):
+        mask = mask.expand(mask.shape[0], heads, *mask.shape[2:])
+        total += int(mask.sum())
+    return total
+
+
+def block_any_mask(pattern: Any, lq: int, lk: int, heads: int, block_size: int) -> torch.Tensor:
+    """Bool ``[heads, ceil(lq/bs), ceil(lk/bs)]``: blocks holding at least one allowed pair.
+
+    Examples
+    --------
+    >>> from spattn import Pattern
+    >>> block_any_mask(Pattern.dense(causal=True), 4, 4, 1, 2)[0].int().tolist()
+    [[1, 0], [1, 1]]
+    """
+    nqb, nkb = -(-lq // block_size), -(-lk // block_size)
+    out = torch.zeros(heads, nqb, nkb, dtype=torch.bool)
+    for i, j, mask in _iter_masks(pattern, lq, lk, heads):
+        m = mask.any(dim=0).expand(heads, i.numel(), mask.shape[-1])  # [H, nq, n]
+        jj = (j.view(1, -1) if j.dim() == 1 else j).expand(i.numel(), -1)
+        h_idx, r_idx, c_idx = m.nonzero(as_tuple=True)
+        out[h_idx, i[r_idx] // block_size, jj[r_idx, c_idx] // block_size] = True
+    return out

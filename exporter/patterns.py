@@ -1,0 +1,481 @@
+"""Sparse attention patterns: the attributes of one ``spattn::SparseAttention`` node.
+
+A :class:`Pattern` holds exactly the op's attributes (docs/op-spec.md) plus an optional fixed
+block layout. Constructors map the usual families (sliding window, Longformer, BigBird, Sparse
+Transformer strided, block layouts) and other libraries' window conventions onto them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import reference
+
+__all__ = ["Pattern"]
+
+_INT32_MAX = 2**31 - 1
+
+
+class _class_or_instance:
+    """``Pattern.block_layout(...)`` builds a pattern; ``pattern.block_layout(...)`` draws one."""
+
+    def __init__(self, on_class: Any, on_instance: Any) -> None:
+        self.on_class, self.on_instance = on_class, on_instance
+        self.__doc__ = on_class.__doc__
+
+    def __get__(self, obj: Any, cls: Any) -> Any:
+        if obj is None:
+            return self.on_class.__get__(cls, cls)
+        return self.on_instance.__get__(obj, cls)
+
+
+def _layout_tensor(x: Any) -> torch.Tensor:
+    t = x.detach().to("cpu") if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if t.dim() == 2:  # [nqb, K] shared by all heads
+        t = t.unsqueeze(0)
+    if t.dim() != 3:
+        raise ValueError(f"block_indices: expected rank 3 [Hl, nqb, K], got shape {list(t.shape)}")
+    return t.to(torch.int32)
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """The attributes of one ``spattn::SparseAttention`` node.
+
+    Fields are the op attributes with the spec's defaults (the default pattern is dense
+    attention). ``block_indices`` is an optional fixed layout ``[Hl, ceil(Lq/block_size), K]``
+    (array or tensor; it depends on ``Lq``) or a callable ``layout(lq, lk) -> array`` evaluated
+    at the length of each call or export.
+
+    Examples
+    --------
+    >>> p = Pattern.longformer(attention_window=512, num_global=2)
+    >>> p.attributes()["window_left"], p.attributes()["num_global"]
+    (256, 2)
+    """
+
+    window_left: int = -1
+    window_right: int = -1
+    causal: bool = False
+    num_global: int = 0
+    stride: int = 0
+    block_size: int = 64
+    num_random: int = 0
+    seed: int = 0
+    scale: float | None = None
+    block_indices: Any = field(default=None, compare=False, repr=False)
+    name: str = field(default="custom", compare=False)
+
+    def __post_init__(self) -> None:
+        def check(name: str, ok: bool, expect: str) -> None:
+            if not ok:
+                raise ValueError(f"Pattern: {name}: expected {expect}, got {getattr(self, name)!r}")
+
+        for name in ("window_left", "window_right"):
+            v = getattr(self, name)
+            check(name, isinstance(v, (int, np.integer)) and -1 <= v <= _INT32_MAX, "-1 or >= 0")
+        for name in ("num_global", "stride", "num_random"):
+            v = getattr(self, name)
+            check(name, isinstance(v, (int, np.integer)) and 0 <= v <= _INT32_MAX, ">= 0")
+        check("block_size", 1 <= int(self.block_size) <= 65536, "1 ... 65536")
+        check("seed", 0 <= int(self.seed) <= _INT32_MAX, "0 ... 2^31-1")
+        check("causal", self.causal in (0, 1, True, False), "0/1")
+        if self.scale is not None:
+            s = float(self.scale)
+            check("scale", np.isfinite(s) and s >= 0.0, "finite and > 0 (0: default)")
+        bi = self.block_indices
+        if bi is not None and not callable(bi):
+            object.__setattr__(self, "block_indices", _layout_tensor(bi))
+        object.__setattr__(self, "causal", bool(self.causal))
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def dense(cls, causal: bool = False) -> Pattern:
+        """Dense attention (causal with ``causal=True``).
+
+        Examples
+        --------
+        >>> Pattern.dense(causal=True).attributes()["causal"]
+        1
+        """
+        return cls(causal=causal, name="causal dense" if causal else "dense")
+
+    @classmethod
+    def sliding_window(cls, left: int, right: int | None = None, causal: bool = False) -> Pattern:
+        """Keys ``p - left <= j <= p + right`` (``right`` defaults to ``left``).
+
+        Examples
+        --------
+        >>> Pattern.sliding_window(4).attributes()["window_right"]
+        4
+        """
+        right = left if right is None else right
+        return cls(window_left=left, window_right=right, causal=causal, name="sliding window")
+
+    @classmethod
+    def causal_sliding_window(cls, window: int) -> Pattern:
+        """Hugging Face semantics: ``window`` keys including the query (``p - j < window``).
+
+        Examples
+        --------
+        >>> Pattern.causal_sliding_window(4096).attributes()["window_left"]
+        4095
+        """
+        if window < 1:
+            raise ValueError(f"Pattern: window: expected >= 1, got {window}")
+        return cls(window_left=window - 1, causal=True, name="causal sliding window")
+
+    @classmethod
+    def longformer(cls, attention_window: int, num_global: int = 0) -> Pattern:
+        """Longformer: ``|p - j| <= attention_window / 2`` plus the first ``num_global`` tokens.
+
+        Examples
+        --------
+        >>> Pattern.longformer(512, 1).attributes()["window_right"]
+        256
+        """
+        if attention_window < 0 or attention_window % 2:
+            raise ValueError(
+                f"Pattern: attention_window: expected an even number >= 0, got {attention_window}"
+            )
+        half = attention_window // 2
+        return cls(window_left=half, window_right=half, num_global=num_global, name="longformer")
+
+    @classmethod
+    def bigbird(
+        cls,
+        block_size: int,
+        num_local_blocks: int = 3,
+        num_global_blocks: int = 1,
+        num_random: int = 2,
+        seed: int = 0,
+        exact_blocks: bool = False,
+    ) -> Pattern:
+        """BigBird: local blocks, global blocks and random blocks.
+
+        With ``exact_blocks=False`` the local blocks are the token band
+        ``±block_size * (num_local_blocks - 1) / 2`` (dynamic lengths); with ``True`` they are a
+        listed layout of whole blocks ``qb - w ... qb + w`` (evaluated per length).
+
+        Examples
+        --------
+        >>> a = Pattern.bigbird(64).attributes()
+        >>> a["window_left"], a["num_global"], a["num_random"]
+        (64, 64, 2)
+        """
+        if num_local_blocks < 1 or num_local_blocks % 2 == 0:
+            raise ValueError(
+                f"Pattern: num_local_blocks: expected an odd number >= 1, got {num_local_blocks}"
+            )
+        w = (num_local_blocks - 1) // 2
+        common = dict(
+            block_size=block_size,
+            num_global=num_global_blocks * block_size,
+            num_random=num_random,
+            seed=seed,
+        )
+        if not exact_blocks:
+            return cls(window_left=w * block_size, window_right=w * block_size, name="bigbird",
+                       **common)
+
+        def layout(lq: int, lk: int) -> torch.Tensor:
+            nqb, nkb = -(-lq // block_size), -(-lk // block_size)
+            rows = torch.arange(nqb).view(-1, 1) + torch.arange(-w, w + 1).view(1, -1)
+            rows = torch.where((rows >= 0) & (rows < nkb), rows, torch.full_like(rows, -1))
+            return rows.to(torch.int32).unsqueeze(0)
+
+        return cls(block_indices=layout, name="bigbird (exact blocks)", **common)
+
+    @classmethod
+    def strided(cls, stride: int, causal: bool = True) -> Pattern:
+        """Sparse Transformer strided: the last ``stride`` keys plus every ``stride``-th key.
+
+        Non-causal: the band is ``±(stride - 1)``.
+
+        Examples
+        --------
+        >>> a = Pattern.strided(128).attributes()
+        >>> a["window_left"], a["stride"], a["causal"]
+        (127, 128, 1)
+        """
+        if stride < 1:
+            raise ValueError(f"Pattern: stride: expected >= 1, got {stride}")
+        return cls(
+            window_left=stride - 1,
+            window_right=-1 if causal else stride - 1,
+            causal=causal,
+            stride=stride,
+            name="strided",
+        )
+
+    @classmethod
+    def _block_layout_ctor(
+        cls,
+        block_indices: Any,
+        block_size: int,
+        causal: bool = False,
+    ) -> Pattern:
+        """An explicit block layout: ``block_indices [Hl, nqb, K]`` (or ``[nqb, K]``), ``-1`` pads.
+
+        ``block_indices`` may be a callable ``layout(lq, lk)`` returning such an array.
+
+        Examples
+        --------
+        >>> p = Pattern.block_layout([[[0, -1], [0, 1]]], block_size=16)
+        >>> p.layout_at(32, 32).shape
+        torch.Size([1, 2, 2])
+        """
+        return cls(block_indices=block_indices, block_size=block_size, causal=causal,
+                   name="block layout")
+
+    @classmethod
+    def from_hf_sliding_window(cls, sliding_window: int, legacy_flash_attn: bool = False) -> Pattern:
+        """Hugging Face ``config.sliding_window`` (Mistral, Qwen2, Gemma): ``p - j < W``, causal.
+
+        ``legacy_flash_attn=True`` maps the FlashAttention-2 path of transformers < 4.42
+        (``p - j <= W``).
+
+        Examples
+        --------
+        >>> Pattern.from_hf_sliding_window(4096).window_left
+        4095
+        """
+        if legacy_flash_attn:
+            return cls(window_left=sliding_window, causal=True, name="hf sliding window (legacy)")
+        p = cls.causal_sliding_window(sliding_window)
+        return dataclasses.replace(p, name="hf sliding window")
+
+    @classmethod
+    def from_flash_attn_window(cls, window_size: tuple[int, int], causal: bool = False) -> Pattern:
+        """FlashAttention ``window_size=(left, right)`` (``-1`` unbounded, bottom-right aligned).
+
+        Examples
+        --------
+        >>> Pattern.from_flash_attn_window((128, 0)).attributes()["window_right"]
+        0
+        """
+        left, right = window_size
+        return cls(window_left=int(left), window_right=int(right), causal=causal,
+                   name="flash-attn window")
+
+    @classmethod
+    def from_onnx_attention(
+        cls, left_window_size: int = -1, right_window_size: int = -1, is_causal: int = 0
+    ) -> Pattern:
+        """ONNX ``Attention`` (opset 25) ``left_window_size``/``right_window_size``/``is_causal``.
+
+        Examples
+        --------
+        >>> Pattern.from_onnx_attention(16, 0, 1).attributes()["causal"]
+        1
+        """
+        return cls(window_left=int(left_window_size), window_right=int(right_window_size),
+                   causal=bool(is_causal), name="onnx attention window")
+
+    @classmethod
+    def from_attributes(cls, attrs: dict[str, Any], block_indices: Any = None) -> Pattern:
+        """Inverse of :meth:`attributes` (unknown keys such as ``plugin_version`` are ignored).
+
+        Examples
+        --------
+        >>> p = Pattern.sliding_window(3)
+        >>> Pattern.from_attributes(p.attributes()) == p
+        True
+        """
+        f = reference.pattern_fields(attrs)
+        scale = attrs.get("scale")
+        scale = None if scale is None or float(scale) == 0.0 else float(scale)
+        return cls(
+            window_left=f["window_left"],
+            window_right=f["window_right"],
+            causal=bool(f["causal"]),
+            num_global=f["num_global"],
+            stride=f["stride"],
+            block_size=f["block_size"],
+            num_random=f["num_random"],
+            seed=f["seed"],
+            scale=scale,
+            block_indices=block_indices,
+        )
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def has_layout(self) -> bool:
+        """True when the pattern carries listed blocks (``block_indices``)."""
+        return self.block_indices is not None
+
+    @property
+    def local_on(self) -> bool:
+        """The spec's "local off" rule, for a call that passes this pattern's own layout."""
+        other = self.num_global > 0 or self.stride > 0 or self.num_random > 0 or self.has_layout
+        return not (self.window_left == -1 and self.window_right == -1 and other)
+
+    def replace(self, **changes: Any) -> Pattern:
+        """A copy with some fields changed.
+
+        Examples
+        --------
+        >>> Pattern.sliding_window(2).replace(causal=True).causal
+        True
+        """
+        return dataclasses.replace(self, **changes)
+
+    def layout_at(self, lq: int, lk: int | None = None) -> torch.Tensor | None:
+        """The ``block_indices`` (int32 ``[Hl, ceil(lq/block_size), K]``) for lengths ``(lq, lk)``.
+
+        Examples
+        --------
+        >>> Pattern.bigbird(4, exact_blocks=True).layout_at(8, 8).tolist()
+        [[[-1, 0, 1], [0, 1, -1]]]
+        """
+        lk = lq if lk is None else lk
+        bi = self.block_indices
+        if bi is None:
+            return None
+        if callable(bi):
+            bi = _layout_tensor(bi(lq, lk))
+        nqb = -(-lq // self.block_size)
+        if bi.shape[1] != nqb:
+            raise ValueError(
+                f"block_indices: the layout has {bi.shape[1]} query blocks, but Lq={lq} with "
+                f"block_size={self.block_size} needs {nqb}; pass a callable layout(lq, lk) "
+                "for lengths other than the one the layout was made for"
+            )
+        return bi
+
+    def attributes(self) -> dict[str, Any]:
+        """The ONNX attributes of the node: every pattern attribute, ``scale`` only when set.
+
+        Examples
+        --------
+        >>> Pattern.dense().attributes()["window_left"]
+        -1
+        """
+        attrs: dict[str, Any] = {
+            "window_left": int(self.window_left),
+            "window_right": int(self.window_right),
+            "causal": int(self.causal),
+            "num_global": int(self.num_global),
+            "stride": int(self.stride),
+            "block_size": int(self.block_size),
+            "num_random": int(self.num_random),
+            "seed": int(self.seed),
+        }
+        if self.scale is not None:
+            attrs["scale"] = float(self.scale)
+        return attrs
+
+    def token_mask(
+        self,
+        lq: int,
+        lk: int | None = None,
+        heads: int = 1,
+        key_lengths: Any = None,
+    ) -> torch.Tensor:
+        """The spec's mask: bool ``[heads, lq, lk]``, or ``[B, heads, lq, lk]`` with key lengths.
+
+        Examples
+        --------
+        >>> Pattern.dense(causal=True).token_mask(3)[0].int().tolist()
+        [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+        """
+        lk = lq if lk is None else lk
+        m = reference.allowed_mask(self, lq, lk, heads, key_lengths, self.layout_at(lq, lk))
+        return m if key_lengths is not None else m[0]
+
+    def block_layout_mask(
+        self, lq: int, lk: int | None = None, block_size: int | None = None, heads: int = 1
+    ) -> torch.Tensor:
+        """Bool ``[heads, ceil(lq/bs), ceil(lk/bs)]``: blocks holding at least one allowed pair.
+
+        Computed a block row at a time (memory ``O(bs * lk)``). ``block_size`` defaults to the
+        pattern's.
+
+        Examples
+        --------
+        >>> Pattern.sliding_window(0).block_layout_mask(8, block_size=4)[0].int().tolist()
+        [[1, 0], [0, 1]]
+        """
+        from . import blocksparse
+
+        lk = lq if lk is None else lk
+        bs = block_size or self.block_size
+        return blocksparse.block_any_mask(self, lq, lk, heads, bs)
+
+    def density(self, lq: int, lk: int | None = None, heads: int = 1) -> float:
+        """Fraction of allowed (query, key) pairs, counted without an ``lq x lk`` allocation.
+
+        Examples
+        --------
+        >>> Pattern.dense(causal=True).density(4)
+        0.625
+        """
+        from . import blocksparse
+
+        lk = lq if lk is None else lk
+        return blocksparse.count_allowed(self, lq, lk, heads) / float(heads * lq * lk)
+
+    block_layout = _class_or_instance(_block_layout_ctor, block_layout_mask)
+
+    def describe(self) -> str:
+        """A short one-line description.
+
+        Examples
+        --------
+        >>> Pattern.longformer(8, 2).describe()
+        'longformer: window_left=4 window_right=4 num_global=2'
+        """
+        attrs = self.attributes()
+        defaults = {"window_left": -1, "window_right": -1, "causal": 0, "num_global": 0,
+                    "stride": 0, "block_size": 64, "num_random": 0, "seed": 0}
+        needs_bs = self.num_random > 0 or self.has_layout
+        parts = [
+            f"{k}={v}"
+            for k, v in attrs.items()
+            if defaults.get(k) != v and (k != "block_size" or needs_bs) and k != "seed"
+        ]
+        if self.num_random > 0:
+            parts.append(f"seed={self.seed}")
+        if self.has_layout:
+            parts.append("block_indices=" + ("callable" if callable(self.block_indices)
+                                             else str(list(self.block_indices.shape))))
+        return f"{self.name}: " + (" ".join(parts) if parts else "(no attributes)")
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def plot(self, lq: int, path: str, lk: int | None = None, head: int = 0) -> str:
+        """Write a PNG of the token mask (``lq <= 1024``) or of the block layout.
+
+        Examples
+        --------
+        >>> Pattern.sliding_window(8).plot(128, "/tmp/sw.png")  # doctest: +SKIP
+        '/tmp/sw.png'
+        """
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        lk = lq if lk is None else lk
+        if lq <= 1024 and lk <= 1024:
+            img = self.token_mask(lq, lk, heads=head + 1)[head]
+            what = "token mask"
+        else:
+            img = self.block_layout_mask(lq, lk, heads=head + 1)[head]
+            what = f"block layout (block {self.block_size})"
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.imshow(img.numpy(), cmap="Greys", interpolation="nearest", aspect="auto")
+        ax.set_xlabel("key")
+        ax.set_ylabel("query")
+        ax.set_title(f"{self.describe()}\n{what}, Lq={lq} Lk={lk}, density "
+                     f"{self.density(lq, lk):.3f}", fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
