@@ -1,0 +1,32 @@
+# The two commands of the README:
+#   make demo   sets everything up, exports a long-context model, runs it in ONNX Runtime through
+#               our op, prints the numerical check and the timing against dense attention
+#   make test   sets everything up and runs the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SOURCES := $(shell find kernels plugins trt_plugins exporter cmake samples -type f 2>/dev/null) \
+           pyproject.toml CMakeLists.txt
+
+.PHONY: setup demo test bench-cpu clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: $(SOURCES)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch pinned to the CPU build: a plain `torch` requirement would pull a multi-GB CUDA build
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q ".[test]"
+	touch $@
+
+demo: setup
+	$(BIN)/python samples/quickstart.py
+
+test: setup
+	bash scripts/run-tests.sh $(BIN)/python
+
+bench-cpu: setup
+	$(BIN)/python benchmarks/bench_cpu.py
+
+clean:
+	rm -rf build $(VENV)

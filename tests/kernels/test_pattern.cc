@@ -1,0 +1,105 @@
+// Checks of the shared pattern rules (kernels/include/spattn/pattern.h):
+//  - the random-block hash matches the spec's test vectors,
+//  - row_mask (interval form used by kernels) equals allowed (the spec's rule) for every pair,
+//  - classify is conservative: kEmpty tiles hold no allowed pair, kFull tiles only allowed pairs,
+//    and a tile with an allowed pair is never kEmpty.
+// Built and run by tests/kernels/test_pattern_rules.py. Prints "N passed, 0 failed" on success.
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "spattn/pattern.h"
+
+using spattn::Params;
+using spattn::Pattern;
+using spattn::Tile;
+using spattn::TileClass;
+
+static int failures = 0, checks = 0;
+#define CHECK(cond, ...)                       \
+  do {                                         \
+    ++checks;                                  \
+    if (!(cond)) {                             \
+      if (++failures < 20) {                   \
+        std::printf("FAIL %s:%d: ", __FILE__, __LINE__); \
+        std::printf(__VA_ARGS__);              \
+        std::printf("\n");                     \
+      }                                        \
+    }                                          \
+  } while (0)
+
+int main() {
+  // Spec test vectors (docs/op-spec.md, "Random blocks").
+  struct V { uint32_t seed, h, qb, r, n; int32_t block; };
+  const V vectors[] = {{0, 0, 0, 0, 16, 14},      {0, 0, 0, 1, 16, 11},
+                       {0, 1, 0, 0, 16, 11},      {0, 0, 1, 0, 16, 11},
+                       {42, 3, 7, 1, 256, 95},    {2147483647u, 15, 1023, 2, 2048, 2000},
+                       {7, 0, 5, 0, 1, 0},        {123, 2, 9, 3, 1000, 871}};
+  for (const V& v : vectors)
+    CHECK(spattn::random_block(v.seed, v.h, v.qb, v.r, v.n) == v.block, "random_block(%u,%u,%u,%u,%u)",
+          v.seed, v.h, v.qb, v.r, v.n);
+
+  std::mt19937 rng(1234);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  for (int trial = 0; trial < 400; ++trial) {
+    Params p;
+    p.batch = 2;
+    p.heads_q = pick(1, 3);
+    p.len_q = pick(1, 90);
+    p.len_k = pick(1, 90);
+    p.pattern.window_left = pick(-1, 12);
+    p.pattern.window_right = pick(-1, 12);
+    p.pattern.causal = pick(0, 1);
+    p.pattern.num_global = pick(0, 1) ? pick(0, 6) : 0;
+    p.pattern.stride = pick(0, 2) == 0 ? pick(1, 9) : 0;
+    p.pattern.block_size = pick(1, 20);
+    p.pattern.num_random = pick(0, 2) == 0 ? pick(1, 3) : 0;
+    p.pattern.seed = pick(0, 1000);
+    const int nqb = spattn::ceil_div(p.len_q, p.pattern.block_size);
+    const int nkb = spattn::ceil_div(p.len_k, p.pattern.block_size);
+    std::vector<int32_t> bi;
+    if (pick(0, 2) == 0) {
+      p.bi_heads = pick(0, 1) ? p.heads_q : 1;
+      p.bi_k = pick(0, 3);
+      bi.resize(size_t(p.bi_heads) * nqb * p.bi_k);
+      for (auto& x : bi) x = pick(-1, nkb - 1);
+      p.block_indices = bi.data();
+    }
+    std::vector<int32_t> kl = {pick(0, p.len_k), p.len_k};
+    if (pick(0, 1)) p.key_lengths = kl.data();
+    const Pattern pat = Pattern::make(p);
+
+    std::vector<uint8_t> mask(p.len_k);
+    for (int b = 0; b < p.batch; ++b)
+      for (int h = 0; h < p.heads_q; ++h) {
+        for (int i = 0; i < p.len_q; ++i) {
+          pat.row_mask(b, h, i, 0, p.len_k, mask.data());
+          for (int j = 0; j < p.len_k; ++j)
+            CHECK(bool(mask[j]) == pat.allowed(b, h, i, j), "row_mask != allowed trial %d b%d h%d i%d j%d",
+                  trial, b, h, i, j);
+          // A sub-range gives the same answer.
+          const int j0 = pick(0, p.len_k - 1), j1 = pick(j0 + 1, p.len_k);
+          pat.row_mask(b, h, i, j0, j1, mask.data());
+          for (int j = j0; j < j1; ++j)
+            CHECK(bool(mask[j - j0]) == pat.allowed(b, h, i, j), "row_mask range trial %d", trial);
+        }
+        for (int t = 0; t < 30; ++t) {
+          Tile tile;
+          tile.i0 = pick(0, p.len_q - 1);
+          tile.i1 = pick(tile.i0 + 1, p.len_q);
+          tile.j0 = pick(0, p.len_k - 1);
+          tile.j1 = pick(tile.j0 + 1, p.len_k);
+          int allowed = 0, total = 0;
+          for (int i = tile.i0; i < tile.i1; ++i)
+            for (int j = tile.j0; j < tile.j1; ++j, ++total) allowed += pat.allowed(b, h, i, j);
+          const TileClass c = pat.classify(b, h, tile);
+          CHECK(c != TileClass::kEmpty || allowed == 0, "kEmpty tile with %d allowed pairs (trial %d)",
+                allowed, trial);
+          CHECK(c != TileClass::kFull || allowed == total, "kFull tile with %d/%d allowed (trial %d)",
+                allowed, total, trial);
+        }
+      }
+  }
+  std::printf("%d passed, %d failed\n", checks - failures, failures);
+  return failures ? 1 : 0;
+}
