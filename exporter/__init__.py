@@ -34,6 +34,12 @@ __all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "export":
+        # The submodule itself: it is callable (``spattn.export(model, inputs, path)``) and
+        # importing ``spattn.export`` would replace a function of the same name anyway.
+        value = importlib.import_module(".export", __name__)
+        globals()[name] = value
+        return value
     if name in _LAZY:
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(f".{module}", __name__), attr)

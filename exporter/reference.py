@@ -219,9 +219,9 @@ def allowed_mask(
             local &= -d <= wr
     else:
         local = torch.zeros(lq, lk, dtype=torch.bool)
-    # GLOBAL (off when num_global = 0, also for the negative positions of Lq > Lk)
+    # GLOBAL (off when num_global = 0; queries at negative positions (Lq > Lk) are never global)
     if g > 0:
-        glob = (j < g) | (p < g)
+        glob = (j < g) | ((p >= 0) & (p < g))
     else:
         glob = torch.zeros(lq, lk, dtype=torch.bool)
     # STRIDED
@@ -318,9 +318,9 @@ def reference_attention(
     mask = allowed_mask(pattern, lq, lk, hq, key_lengths, block_indices)
     mask = mask.expand(b, hq, lq, lk)
     group = hq // hkv
-    qf = q.detach().to(torch.float32)
-    kf = k.detach().to(torch.float32).repeat_interleave(group, dim=1)
-    vf = v.detach().to(torch.float32).repeat_interleave(group, dim=1)
+    qf = q.to(torch.float32)
+    kf = k.to(torch.float32).repeat_interleave(group, dim=1)
+    vf = v.to(torch.float32).repeat_interleave(group, dim=1)
     s = torch.matmul(qf, kf.transpose(-1, -2)) * resolve_scale(pattern, d, scale)
     s = s.masked_fill(~mask, float("-inf"))
     any_row = mask.any(dim=-1, keepdim=True)
