@@ -235,7 +235,7 @@ struct VisitIter {
     uint32_t keep = 0, full = 0;
     int32_t cnt = 0;
     const int32_t base = w0 + tid * kTilesPerThread;
-#pragma unroll
+#pragma unroll 1
     for (int k = 0; k < kTilesPerThread; ++k) {
       const int32_t t = base + k;
       if (t >= wend) break;
@@ -272,7 +272,7 @@ struct VisitIter {
       if (x < warp) off += s;
       tot += s;
     }
-#pragma unroll
+#pragma unroll 1
     for (int k = 0; k < kTilesPerThread; ++k) {
       if (keep & (1u << k)) {
         sm.list[off++] = uint16_t((tid * kTilesPerThread + k) | ((full >> k) & 1u) << 15);

@@ -1,0 +1,301 @@
+// Block-sparse FlashAttention-2 style forward for float16 / bfloat16 on tensor cores
+// (mma.sync m16n8k16, ldmatrix), float32 accumulation and online softmax.
+//
+// A CTA of 4 warps owns kBlockM = 64 query rows (16 per warp); K and V tiles of kBlockN = 64 keys
+// are double-buffered in shared memory with cp.async. Q stays in registers as MMA fragments, the
+// scores stay in registers and are reused as the A operand of P.V (no shared-memory round trip).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "common.cuh"
+
+namespace spattn {
+namespace cuda {
+
+template <typename T>
+struct MmaType;
+template <>
+struct MmaType<__half> {
+  __device__ static uint32_t pack(float a, float b) {
+    __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  __device__ static void mma(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+template <>
+struct MmaType<__nv_bfloat16> {
+  __device__ static uint32_t pack(float a, float b) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  __device__ static void mma(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool pred) {
+  const uint32_t s = uint32_t(__cvta_generic_to_shared(smem));
+  const int size = pred ? 16 : 0;  // 0: zero-fill, the source is not read
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(size));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t* r, const void* p) {
+  const uint32_t s = uint32_t(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t* r, const void* p) {
+  const uint32_t s = uint32_t(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+
+template <typename T, int D>
+struct MmaKernel {
+  static_assert(D % 64 == 0, "the XOR swizzle needs at least 8 chunks of 16 bytes per row");
+  static constexpr int kChunks = D / 8;  // 16-byte chunks per row
+  static constexpr int kTileElems = kBlockM * D;
+  static_assert(kBlockM == kBlockN, "Q, K and V tiles share one layout");
+  // Shared memory: Q, K[2], V[2] tiles, then the visit list.
+  static constexpr size_t kSmemTiles = size_t(5) * kTileElems * sizeof(T);
+  static constexpr size_t kSmem = kSmemTiles + sizeof(VisitSmem);
+
+  // Rows of D elements, 16-byte chunks XOR-swizzled by the row so that ldmatrix's 8 row reads of
+  // one chunk column land in 8 different bank groups.
+  __device__ static int off(int row, int chunk) { return row * D + ((chunk ^ (row & 7)) << 3); }
+
+  // Loads rows [r0, r0 + 64) of a [L, D] matrix (row stride `ld`) into a tile; rows >= L are zero.
+  __device__ static void load_tile(T* s, const T* g, int64_t ld, int32_t r0, int32_t L) {
+#pragma unroll
+    for (int x = threadIdx.x; x < kBlockM * kChunks; x += kThreads) {
+      const int row = x / kChunks, ch = x % kChunks;
+      const bool ok = r0 + row < L;
+      const T* src = ok ? g + int64_t(r0 + row) * ld + ch * 8 : g;
+      cp_async16(s + off(row, ch), src, ok);
+    }
+  }
+
+  __device__ static void run(const KParams& kp) {
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    T* sQ = reinterpret_cast<T*>(smem_raw);
+    T* sK = sQ + kTileElems;      // 2 buffers
+    T* sV = sK + 2 * kTileElems;  // 2 buffers
+    VisitSmem& vs = *reinterpret_cast<VisitSmem*>(smem_raw + kSmemTiles);
+
+    const Work w = get_work(kp);
+    if (!w.valid) return;
+    const Params& p = kp.p;
+    const int32_t b = w.q.b, h = w.q.h;
+    const int32_t hk = h / (p.heads_q / p.heads_kv);
+    const T* gQ = static_cast<const T*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
+    const T* gK = static_cast<const T*>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
+    const T* gV = static_cast<const T*>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride;
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, c4 = lane & 3;
+
+    load_tile(sQ, gQ, p.q_row_stride, w.q.i0, p.len_q);
+    cp_async_commit();
+
+    VisitIter it;
+    it.init(kp, w);
+    int32_t cur = -1;
+    bool cur_full = false;
+    bool have = it.next(kp, w, vs, &cur, &cur_full);
+    if (have) {
+      load_tile(sK, gK, p.k_row_stride, cur * kBlockN, p.len_k);
+      load_tile(sV, gV, p.v_row_stride, cur * kBlockN, p.len_k);
+    }
+    cp_async_commit();
+    cp_async_wait<1>();  // Q has landed
+    __syncthreads();
+
+    // Q fragments of this warp's 16 rows, all of D.
+    uint32_t qf[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const int mi = lane >> 3, r = lane & 7;
+      ldsm_x4(qf[kk], sQ + off(warp * 16 + (mi & 1) * 8 + r, kk * 2 + (mi >> 1)));
+    }
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int x = 0; x < D / 8; ++x) o[x][0] = o[x][1] = o[x][2] = o[x][3] = 0.f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    const float sl2 = kp.scale_log2;
+    const int32_t row_a = w.q.i0 + warp * 16 + g;  // this thread's two rows: row_a, row_a + 8
+
+    int buf = 0;
+    while (have) {
+      int32_t nxt = -1;
+      bool nxt_full = false;
+      const bool have_next = it.next(kp, w, vs, &nxt, &nxt_full);
+      if (have_next) {
+        load_tile(sK + (buf ^ 1) * kTileElems, gK, p.k_row_stride, nxt * kBlockN, p.len_k);
+        load_tile(sV + (buf ^ 1) * kTileElems, gV, p.v_row_stride, nxt * kBlockN, p.len_k);
+      }
+      cp_async_commit();
+      cp_async_wait<1>();
+      __syncthreads();
+
+      const T* k_s = sK + buf * kTileElems;
+      const T* v_s = sV + buf * kTileElems;
+      // S = Q K^T for 16 rows x 64 keys.
+      float s[8][4];
+#pragma unroll
+      for (int x = 0; x < 8; ++x) s[x][0] = s[x][1] = s[x][2] = s[x][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+        for (int np = 0; np < 4; ++np) {
+          uint32_t bf[4];
+          const int mi = lane >> 3, r = lane & 7;
+          ldsm_x4(bf, k_s + off(np * 16 + (mi >> 1) * 8 + r, kk * 2 + (mi & 1)));
+          MmaType<T>::mma(s[2 * np], qf[kk], bf[0], bf[1]);
+          MmaType<T>::mma(s[2 * np + 1], qf[kk], bf[2], bf[3]);
+        }
+      }
+      if (!cur_full) {
+        // Token-level mask of this thread's 32 scores, computed in a rolled loop so that the
+        // pattern code is emitted once rather than 32 times.
+        const int32_t j0 = cur * kBlockN;
+        uint32_t bits = 0;
+#pragma unroll 1
+        for (int x = 0; x < 32; ++x) {
+          const int32_t i = row_a + ((x >> 1) & 1) * 8;
+          const int32_t j = j0 + (x >> 2) * 8 + c4 * 2 + (x & 1);
+          if (pair_allowed(kp, b, h, i, j)) bits |= 1u << x;
+        }
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+          for (int x = 0; x < 4; ++x)
+            if (!((bits >> (nt * 4 + x)) & 1u)) s[nt][x] = -INFINITY;
+        }
+      }
+      // Online softmax, in log2 units.
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m[r], mx * sl2);
+        const float m_use = m_new == -INFINITY ? 0.f : m_new;
+        const float alpha = fast_exp2(m[r] - m_use);
+        float sum = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) {
+          s[nt][2 * r] = fast_exp2(fmaf(s[nt][2 * r], sl2, -m_use));
+          s[nt][2 * r + 1] = fast_exp2(fmaf(s[nt][2 * r + 1], sl2, -m_use));
+          sum += s[nt][2 * r] + s[nt][2 * r + 1];
+        }
+        l[r] = l[r] * alpha + sum;
+        m[r] = m_new;
+#pragma unroll
+        for (int x = 0; x < D / 8; ++x) {
+          o[x][2 * r] *= alpha;
+          o[x][2 * r + 1] *= alpha;
+        }
+      }
+      // O += P V.
+#pragma unroll
+      for (int kk = 0; kk < kBlockN / 16; ++kk) {
+        uint32_t pa[4];
+        pa[0] = MmaType<T>::pack(s[2 * kk][0], s[2 * kk][1]);
+        pa[1] = MmaType<T>::pack(s[2 * kk][2], s[2 * kk][3]);
+        pa[2] = MmaType<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        pa[3] = MmaType<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+        for (int nd = 0; nd < D / 16; ++nd) {
+          uint32_t bf[4];
+          const int mi = lane >> 3, r = lane & 7;
+          ldsm_x4_t(bf, v_s + off(kk * 16 + (mi & 1) * 8 + r, nd * 2 + (mi >> 1)));
+          MmaType<T>::mma(o[2 * nd], pa, bf[0], bf[1]);
+          MmaType<T>::mma(o[2 * nd + 1], pa, bf[2], bf[3]);
+        }
+      }
+      __syncthreads();  // this buffer is refilled two tiles later
+      buf ^= 1;
+      cur = nxt;
+      cur_full = nxt_full;
+      have = have_next;
+    }
+    cp_async_wait<0>();
+
+    // Row sums over the quad of lanes that share a row.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+      l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    }
+    const int32_t dv = p.head_dim_v;
+    if (w.slot >= 0) {
+      // Split item: unnormalized partial result, combined by combine_kernel.
+      float* po = kp.part_o + int64_t(w.slot) * kBlockM * dv;
+      float2* pml = kp.part_ml + int64_t(w.slot) * kBlockM;
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int rl = warp * 16 + g + r * 8;
+#pragma unroll
+        for (int nt = 0; nt < D / 8; ++nt)
+          *reinterpret_cast<float2*>(po + rl * dv + nt * 8 + c4 * 2) =
+              make_float2(o[nt][2 * r], o[nt][2 * r + 1]);
+        if (c4 == 0) pml[rl] = make_float2(m[r], l[r]);
+      }
+      return;
+    }
+    T* gO = static_cast<T*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int32_t i = row_a + r * 8;
+      if (i >= p.len_q) continue;
+      float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;  // no allowed key: zeros
+      if (row_is_bad(kp, b, h, i)) inv = __int_as_float(0x7fc00000);
+      T* orow = gO + int64_t(i) * p.o_row_stride;
+#pragma unroll
+      for (int nt = 0; nt < D / 8; ++nt)
+        *reinterpret_cast<uint32_t*>(orow + nt * 8 + c4 * 2) =
+            MmaType<T>::pack(o[nt][2 * r] * inv, o[nt][2 * r + 1] * inv);
+    }
+  }
+};
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads) mma_attention_kernel(const __grid_constant__ KParams kp) {
+  MmaKernel<T, D>::run(kp);
+}
+
+// Launches the attention kernel of one (dtype, head dim) on `grid` CTAs.
+template <typename T, int D>
+cudaError_t launch_mma(const KParams& kp, int32_t grid, cudaStream_t stream) {
+  constexpr size_t smem = MmaKernel<T, D>::kSmem;
+  cudaError_t e = cudaFuncSetAttribute(mma_attention_kernel<T, D>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  if (e != cudaSuccess) return e;
+  mma_attention_kernel<T, D><<<grid, kThreads, smem, stream>>>(kp);
+  return cudaGetLastError();
+}
+
+}  // namespace cuda
+}  // namespace spattn

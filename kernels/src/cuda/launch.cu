@@ -1,0 +1,326 @@
+// The CUDA launch entry (spattn/cuda.h): planning on the device, the dtype x head-dim dispatch,
+// and the combine step of split query tiles.
+//
+// Two modes, chosen on the host from sizes and attributes only (never from tensor values):
+//  * direct: one CTA per query tile, when every query tile has about the same work (local band,
+//    causal or dense patterns on a grid that fills the GPU);
+//  * planned: global tokens, strided, random or listed blocks can make some query tiles visit far
+//    more key tiles than others (a global query row visits them all). A counting pass writes the
+//    number of key tiles each query tile visits, a one-CTA scheduler splits the long ones into
+//    pieces of about equal work (split-KV), the attention kernel runs one CTA per piece and a
+//    combine step merges the pieces of a split tile. Everything stays on the stream: no host
+//    synchronization, no allocation, capturable in a CUDA graph.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "dispatch.cuh"
+#include "spattn/cuda.h"
+
+namespace spattn {
+namespace cuda {
+namespace {
+
+constexpr int kScheduleThreads = 1024;
+
+// Counts the key tiles each query tile visits.
+__global__ void __launch_bounds__(kThreads) count_kernel(const __grid_constant__ KParams kp) {
+  __shared__ VisitSmem vs;
+  Work w;
+  w.q = decode_qtile(kp, int32_t(blockIdx.x));
+  w.r0 = 0;
+  w.r1 = INT64_MAX;
+  w.slot = -1;
+  w.valid = true;
+  VisitIter it;
+  it.init(kp, w);
+  int32_t total = 0;
+  while (it.w0 < kp.num_k_tiles) {
+    it.build(kp, w, vs);
+    total += it.n;
+  }
+  if (threadIdx.x == 0) kp.counts[blockIdx.x] = total;
+}
+
+// Exclusive scan over the block of two counters at once; returns the totals.
+__device__ void block_scan2(int64_t a, int64_t b, int64_t* ea, int64_t* eb, int64_t* ta,
+                            int64_t* tb) {
+  __shared__ int64_t sa[kScheduleThreads / 32], sb[kScheduleThreads / 32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  int64_t ia = a, ib = b;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int64_t ya = __shfl_up_sync(0xffffffffu, ia, o);
+    const int64_t yb = __shfl_up_sync(0xffffffffu, ib, o);
+    if (lane >= o) {
+      ia += ya;
+      ib += yb;
+    }
+  }
+  if (lane == 31) {
+    sa[warp] = ia;
+    sb[warp] = ib;
+  }
+  __syncthreads();
+  int64_t oa = ia - a, ob = ib - b, xa = 0, xb = 0;
+  for (int x = 0; x < kScheduleThreads / 32; ++x) {
+    if (x < warp) {
+      oa += sa[x];
+      ob += sb[x];
+    }
+    xa += sa[x];
+    xb += sb[x];
+  }
+  __syncthreads();
+  *ea = oa;
+  *eb = ob;
+  *ta = xa;
+  *tb = xb;
+}
+
+__device__ __forceinline__ int32_t splits_of(int32_t count, int64_t per) {
+  return count > per ? int32_t((count + per - 1) / per) : 1;
+}
+
+// One CTA: splits the query tiles whose visit lists are longer than total / split_target and
+// writes the work items, split items first (they are the longest and should start first).
+__global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(
+    const __grid_constant__ KParams kp) {
+  const int32_t n = kp.total_q_tiles;
+  const int32_t per_thread = (n + kScheduleThreads - 1) / kScheduleThreads;
+  const int32_t beg = min(int32_t(threadIdx.x) * per_thread, n);
+  const int32_t end = min(beg + per_thread, n);
+  int64_t work = 0;
+  for (int32_t x = beg; x < end; ++x) work += kp.counts[x];
+  int64_t e0, e1, total_work, unused;
+  block_scan2(work, 0, &e0, &e1, &total_work, &unused);
+  int64_t per = (total_work + kp.split_target - 1) / kp.split_target;
+  if (per < kMinTilesPerSplit) per = kMinTilesPerSplit;
+
+  int64_t heavy = 0, light = 0;
+  for (int32_t x = beg; x < end; ++x) {
+    const int32_t s = splits_of(kp.counts[x], per);
+    if (s > 1)
+      heavy += s;
+    else
+      light += 1;
+  }
+  int64_t heavy_off, light_off, heavy_total, light_total;
+  block_scan2(heavy, light, &heavy_off, &light_off, &heavy_total, &light_total);
+  light_off += heavy_total;
+  for (int32_t x = beg; x < end; ++x) {
+    const int32_t s = splits_of(kp.counts[x], per);
+    if (s > 1) {
+      for (int32_t k = 0; k < s; ++k) kp.items[heavy_off++] = WorkItem{x, k, s, 0};
+    } else {
+      kp.items[light_off++] = WorkItem{x, 0, 1, 0};
+    }
+  }
+  if (threadIdx.x == 0) {
+    kp.header[0] = int32_t(heavy_total + light_total);
+    kp.header[1] = int32_t(heavy_total);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ float from_float<float>(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ __half from_float<__half>(float x) {
+  return __float2half_rn(x);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+// Merges the partial results of a split query tile (one CTA per first split item).
+template <typename T>
+__global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant__ KParams kp) {
+  const int32_t x = int32_t(blockIdx.x);
+  if (x >= kp.header[1]) return;
+  const WorkItem item = kp.items[x];
+  if (item.split != 0) return;
+  const QTile q = decode_qtile(kp, item.qtile);
+  const Params& p = kp.p;
+  const int32_t dv = p.head_dim_v;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  T* gO = static_cast<T*>(p.o) + q.b * p.o_batch_stride + q.h * p.o_head_stride;
+  for (int32_t rl = warp; rl < kBlockM; rl += kThreads / 32) {
+    const int32_t i = q.i0 + rl;
+    if (i >= p.len_q) break;
+    float mx = -INFINITY;
+    for (int32_t s = 0; s < item.splits; ++s)
+      mx = fmaxf(mx, kp.part_ml[int64_t(x + s) * kBlockM + rl].x);
+    const float m_use = mx == -INFINITY ? 0.f : mx;
+    float sum = 0.f;
+    for (int32_t s = 0; s < item.splits; ++s) {
+      const float2 ml = kp.part_ml[int64_t(x + s) * kBlockM + rl];
+      sum += ml.y * exp2f(ml.x - m_use);
+    }
+    float inv = sum > 0.f ? 1.f / sum : 0.f;
+    if (row_is_bad(kp, q.b, q.h, i)) inv = __int_as_float(0x7fc00000);
+    T* orow = gO + int64_t(i) * p.o_row_stride;
+    for (int32_t c = lane; c < dv; c += 32) {
+      float acc = 0.f;
+      for (int32_t s = 0; s < item.splits; ++s) {
+        const int64_t r = int64_t(x + s) * kBlockM + rl;
+        const float f = exp2f(kp.part_ml[r].x - m_use);
+        acc += kp.part_o[r * dv + c] * f;
+      }
+      orow[c] = from_float<T>(acc * inv);
+    }
+  }
+}
+
+// Workspace layout (planned mode), each piece 256-byte aligned.
+struct Layout {
+  size_t counts = 0, header = 0, items = 0, part_o = 0, part_ml = 0, total = 0;
+  int32_t split_target = 0, max_split_items = 0;
+  int64_t total_q_tiles = 0;
+};
+
+size_t align_up(size_t x) { return (x + 255) / 256 * 256; }
+
+Layout make_layout(const Params& p) {
+  Layout L;
+  const int64_t nqt = (int64_t(p.len_q) + kBlockM - 1) / kBlockM;
+  L.total_q_tiles = int64_t(p.batch) * p.heads_q * nqt;
+  // Split pieces are bounded by 2 * split_target (see schedule_kernel: at most total/per pieces
+  // of full length plus one remainder per split tile), so the partial buffers stay within twice
+  // the output size (and a fixed cap) whatever the sequence length.
+  int64_t target = L.total_q_tiles < 128 ? 128 : L.total_q_tiles;
+  if (target > kSplitTarget) target = kSplitTarget;
+  L.split_target = int32_t(target);
+  L.max_split_items = int32_t(2 * target);
+  size_t off = 0;
+  L.counts = off;
+  off = align_up(off + sizeof(int32_t) * size_t(L.total_q_tiles));
+  L.header = off;
+  off = align_up(off + sizeof(int32_t) * 4);
+  L.items = off;
+  off = align_up(off + sizeof(WorkItem) * size_t(L.total_q_tiles + L.max_split_items));
+  L.part_o = off;
+  off = align_up(off + sizeof(float) * size_t(L.max_split_items) * kBlockM * size_t(p.head_dim_v));
+  L.part_ml = off;
+  off = align_up(off + sizeof(float2) * size_t(L.max_split_items) * kBlockM);
+  L.total = off;
+  return L;
+}
+
+enum : int32_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
+
+// The one dtype x head-dim dispatch.
+cudaError_t launch_attention(const KParams& kp, int32_t grid, cudaStream_t stream) {
+  const int32_t key = int32_t(kp.p.dtype) * 1000 + kp.p.head_dim;
+  switch (key) {
+    case kF32 * 1000 + 64: return launch_attention_f32_d64(kp, grid, stream);
+    case kF32 * 1000 + 128: return launch_attention_f32_d128(kp, grid, stream);
+    case kF16 * 1000 + 64: return launch_attention_f16_d64(kp, grid, stream);
+    case kF16 * 1000 + 128: return launch_attention_f16_d128(kp, grid, stream);
+    case kBF16 * 1000 + 64: return launch_attention_bf16_d64(kp, grid, stream);
+    case kBF16 * 1000 + 128: return launch_attention_bf16_d128(kp, grid, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+cudaError_t launch_combine(const KParams& kp, cudaStream_t stream) {
+  const int32_t grid = kp.max_split_items;
+  switch (kp.p.dtype) {
+    case DType::kFloat32: combine_kernel<float><<<grid, kThreads, 0, stream>>>(kp); break;
+    case DType::kFloat16: combine_kernel<__half><<<grid, kThreads, 0, stream>>>(kp); break;
+    case DType::kBFloat16: combine_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(kp); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
+
+}  // namespace
+
+HeadDimSupport head_dim_support() {
+  static const int32_t kDims[] = {64, 128};
+  HeadDimSupport s;
+  s.max_dim = 128;
+  s.dims = kDims;
+  s.num_dims = 2;
+  s.dv_equals_d = true;
+  s.backend = "CUDA";
+  return s;
+}
+
+size_t workspace_size(const Params& p) { return make_layout(p).total; }
+
+cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  if (p.head_dim != p.head_dim_v || (p.head_dim != 64 && p.head_dim != 128))
+    return cudaErrorInvalidValue;
+  if (p.batch <= 0 || p.heads_q <= 0 || p.heads_kv <= 0 || p.len_q <= 0 || p.len_k <= 0 ||
+      p.heads_q % p.heads_kv != 0)
+    return cudaErrorInvalidValue;
+  if (p.dtype != DType::kFloat32) {
+    // cp.async moves 16-byte chunks: rows must start on 16-byte boundaries.
+    const int64_t strides[] = {p.q_batch_stride, p.q_head_stride, p.q_row_stride,
+                               p.k_batch_stride, p.k_head_stride, p.k_row_stride,
+                               p.v_batch_stride, p.v_head_stride, p.v_row_stride,
+                               p.o_batch_stride, p.o_head_stride, p.o_row_stride};
+    for (int64_t s : strides)
+      if (s % 8 != 0) return cudaErrorMisalignedAddress;
+    if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.o))
+      return cudaErrorMisalignedAddress;
+  }
+  const Layout L = make_layout(p);
+  if (L.total_q_tiles + L.max_split_items > INT32_MAX) return cudaErrorInvalidValue;
+
+  KParams kp;
+  kp.p = p;
+  kp.pat = Pattern::make(p);
+  kp.num_q_tiles = int32_t((int64_t(p.len_q) + kBlockM - 1) / kBlockM);
+  kp.num_k_tiles = int32_t((int64_t(p.len_k) + kBlockN - 1) / kBlockN);
+  kp.total_q_tiles = int32_t(L.total_q_tiles);
+  kp.split_target = L.split_target;
+  kp.max_split_items = L.max_split_items;
+  kp.scale_log2 = p.pattern.scale * 1.4426950408889634f;
+  kp.counts = nullptr;
+  kp.header = nullptr;
+  kp.items = nullptr;
+  kp.part_o = nullptr;
+  kp.part_ml = nullptr;
+
+  const PatternAttrs& a = p.pattern;
+  const bool balanced =
+      a.num_global == 0 && a.stride == 0 && a.num_random == 0 && p.block_indices == nullptr;
+  int dev = 0, sms = 132;
+  if (cudaGetDevice(&dev) == cudaSuccess)
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  // Few query tiles with long rows (decoding, short queries over a long cache) also need splits.
+  const bool few = L.total_q_tiles < 2 * int64_t(sms) && kp.num_k_tiles > 2 * kMinTilesPerSplit;
+  kp.planned = (!balanced || few) ? 1 : 0;
+
+  if (!kp.planned) return launch_attention(kp, kp.total_q_tiles, stream);
+
+  if (!workspace || workspace_bytes < L.total) return cudaErrorInvalidValue;
+  char* ws = static_cast<char*>(workspace);
+  kp.counts = reinterpret_cast<int32_t*>(ws + L.counts);
+  kp.header = reinterpret_cast<int32_t*>(ws + L.header);
+  kp.items = reinterpret_cast<WorkItem*>(ws + L.items);
+  kp.part_o = reinterpret_cast<float*>(ws + L.part_o);
+  kp.part_ml = reinterpret_cast<float2*>(ws + L.part_ml);
+
+  count_kernel<<<kp.total_q_tiles, kThreads, 0, stream>>>(kp);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
+  schedule_kernel<<<1, kScheduleThreads, 0, stream>>>(kp);
+  e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
+  e = launch_attention(kp, kp.total_q_tiles + kp.max_split_items, stream);
+  if (e != cudaSuccess) return e;
+  return launch_combine(kp, stream);
+}
+
+}  // namespace cuda
+}  // namespace spattn

@@ -1,0 +1,13 @@
+// Tensor-core forward, bf16, head dim 128.
+#include "dispatch.cuh"
+#include "fwd_mma.cuh"
+
+namespace spattn {
+namespace cuda {
+
+cudaError_t launch_attention_bf16_d128(const KParams& kp, int32_t grid, cudaStream_t stream) {
+  return launch_mma<__nv_bfloat16, 128>(kp, grid, stream);
+}
+
+}  // namespace cuda
+}  // namespace spattn
