@@ -1,0 +1,152 @@
+"""The shared CPU kernel through the direct C API (no ONNX Runtime), against the float32 oracle.
+
+Each SIMD variant of the micro-kernels (AVX-512, AVX2, generic) is exercised: the variant is chosen
+once per process, so the non-default ones run in a subprocess with SPATTN_CPU_ISA set.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from spattn import capi
+from spattn.reference import reference_attention
+from spattn.tolerances import assert_close
+
+PATTERNS = {
+    "dense": {},
+    "causal": {"causal": 1},
+    "sliding": {"window_left": 17, "window_right": 9},
+    "causal_sliding": {"window_left": 31, "causal": 1},
+    "longformer": {"window_left": 20, "window_right": 20, "num_global": 5},
+    "bigbird": {"window_left": 16, "window_right": 16, "num_global": 16, "num_random": 2,
+                "block_size": 16, "seed": 3},
+    "strided": {"window_left": 7, "causal": 1, "stride": 8},
+    "random_only": {"num_random": 3, "block_size": 32, "seed": 11},
+}
+SHAPES = [  # B, Hq, Hkv, Lq, Lk, D, Dv
+    (2, 4, 2, 150, 150, 32, 32),
+    (1, 4, 1, 70, 190, 64, 48),   # Lq < Lk (bottom-right), MQA, Dv != D
+    (2, 2, 2, 130, 100, 16, 16),  # Lq > Lk: negative positions
+]
+
+
+def _inputs(shape, dtype, seed=0):
+    b, hq, hkv, lq, lk, d, dv = shape
+    g = np.random.default_rng(seed)
+    q = g.standard_normal((b, hq, lq, d)).astype(dtype)
+    k = g.standard_normal((b, hkv, lk, d)).astype(dtype)
+    v = g.standard_normal((b, hkv, lk, dv)).astype(dtype)
+    return q, k, v
+
+
+def _ref(q, k, v, attrs, key_lengths=None, block_indices=None):
+    t = [torch.from_numpy(x.astype(np.float32)) for x in (q, k, v)]
+    kl = None if key_lengths is None else torch.from_numpy(key_lengths)
+    bi = None if block_indices is None else torch.from_numpy(block_indices)
+    return reference_attention(*t, dict(attrs), key_lengths=kl, block_indices=bi).numpy()
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("name", sorted(PATTERNS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["float32", "float16"])
+def test_families(shape, name, dtype):
+    q, k, v = _inputs(shape, dtype)
+    kl = np.array([shape[4], max(0, shape[4] // 2 - 3)][: shape[0]], dtype=np.int32)
+    got = capi.cpu_forward(q, k, v, key_lengths=kl, num_threads=2, **PATTERNS[name])
+    assert got.dtype == dtype
+    assert_close(got, _ref(q, k, v, PATTERNS[name], kl), dtype)
+
+
+@pytest.mark.parametrize("hl", ["shared", "per_head"])
+def test_block_indices(hl):
+    shape = (2, 4, 2, 100, 130, 32, 32)
+    q, k, v = _inputs(shape, np.float32, seed=1)
+    bs = 16
+    nqb, nkb = -(-100 // bs), -(-130 // bs)
+    g = np.random.default_rng(2)
+    bi = g.integers(-1, nkb, size=(1 if hl == "shared" else 4, nqb, 3)).astype(np.int32)
+    for attrs in ({"block_size": bs}, {"block_size": bs, "window_left": 2, "window_right": 2}):
+        got = capi.cpu_forward(q, k, v, block_indices=bi, **attrs)
+        assert_close(got, _ref(q, k, v, attrs, block_indices=bi), np.float32)
+
+
+def test_empty_rows_are_zero():
+    q, k, v = _inputs((2, 2, 2, 40, 40, 16, 16), np.float32)
+    kl = np.array([0, 40], dtype=np.int32)  # batch 0: every key is padding
+    got = capi.cpu_forward(q, k, v, key_lengths=kl, window_left=0, window_right=0, causal=1)
+    assert np.all(got[0] == 0)
+    assert np.isfinite(got).all()
+    # Lq > Lk with a causal mask: the first Lq - Lk queries see no key.
+    q2, k2, v2 = _inputs((1, 1, 1, 50, 30, 16, 16), np.float32)
+    got2 = capi.cpu_forward(q2, k2, v2, causal=1)
+    assert np.all(got2[0, 0, :20] == 0) and np.abs(got2[0, 0, 20:]).sum() > 0
+
+
+def test_long_sequence_rows():
+    """L = 8192, sliding window + global tokens: sampled rows against a direct float64 softmax."""
+    L, d, w, g = 8192, 32, 64, 8
+    q, k, v = _inputs((1, 1, 1, L, L, d, d), np.float32, seed=5)
+    got = capi.cpu_forward(q, k, v, window_left=w, window_right=w, num_global=g)
+    j = np.arange(L)
+    for r in (0, 7, 8, 9, 100, 4095, 8000, 8191):
+        allowed = (np.abs(r - j) <= w) | (j < g) | (r < g)
+        s = (q[0, 0, r].astype(np.float64) @ k[0, 0].T.astype(np.float64)) / np.sqrt(d)
+        s = np.where(allowed, s, -np.inf)
+        p = np.exp(s - s.max())
+        assert_close(got[0, 0, r], (p / p.sum()) @ v[0, 0].astype(np.float64), np.float32)
+
+
+ISA_SCRIPT = """
+import numpy as np, torch, sys
+from spattn import capi
+from spattn.reference import reference_attention
+from spattn.tolerances import assert_close
+g = np.random.default_rng(0)
+q = g.standard_normal((1, 3, 97, 48)).astype(np.float32)
+k = g.standard_normal((1, 3, 111, 48)).astype(np.float32)
+v = g.standard_normal((1, 3, 111, 40)).astype(np.float32)
+attrs = {"window_left": 9, "window_right": 3, "num_global": 2, "num_random": 1, "block_size": 8}
+got = capi.cpu_forward(q, k, v, **attrs)
+ref = reference_attention(*(torch.from_numpy(x) for x in (q, k, v)), attrs).numpy()
+assert_close(got, ref, np.float32)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_isa_variants(isa):
+    env = dict(os.environ, SPATTN_CPU_ISA=isa)
+    out = subprocess.run([sys.executable, "-c", ISA_SCRIPT], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"causal": 2}, "causal"),
+        ({"window_left": -2}, "window_left"),
+        ({"block_size": 0}, "block_size"),
+        ({"num_random": -1}, "num_random"),
+        ({"seed": -5}, "seed"),
+        ({"scale": float("nan")}, "scale"),
+    ],
+)
+def test_bad_attributes(kwargs, match):
+    q, k, v = _inputs((1, 2, 2, 16, 16, 8, 8), np.float32)
+    with pytest.raises(ValueError, match=match):
+        capi.cpu_forward(q, k, v, **kwargs)
+
+
+def test_bad_values():
+    q, k, v = _inputs((2, 2, 2, 16, 16, 8, 8), np.float32)
+    with pytest.raises(ValueError, match=r"key_lengths.*key_lengths\[1\] = 17"):
+        capi.cpu_forward(q, k, v, key_lengths=np.array([3, 17], np.int32))
+    with pytest.raises(ValueError, match=r"key_lengths.*= -1"):
+        capi.cpu_forward(q, k, v, key_lengths=np.array([-1, 3], np.int32))
+    bi = np.full((1, 1, 2), 5, np.int32)  # block_size 16: one key block, index 5 out of range
+    with pytest.raises(ValueError, match="block_indices"):
+        capi.cpu_forward(q, k, v, block_indices=bi, block_size=16)
