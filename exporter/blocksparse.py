@@ -4,7 +4,7 @@ For each chunk of queries only the candidate keys are gathered: the local band, 
 the random and listed blocks (shared by the chunk), plus per-row strided keys. The exact token mask
 of docs/op-spec.md is evaluated on that small slice and an online softmax in float32 combines the
 pieces, so memory grows with ``L * (window + blocks)``, never with ``L * L``. Query rows that are
-global (position ``< num_global``) attend to every key and are processed in key chunks.
+global (position in ``[0, num_global)``) attend to every key and are processed in key chunks.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ class _Ctx:
     nqb: int
     nkb: int
     max_len: int
-    global_rows: int  # queries [0, global_rows) have position < num_global
+    global_lo: int  # queries [global_lo, global_hi) have positions in [0, num_global):
+    global_hi: int  # they attend to every key
 
     @property
     def shift(self) -> int:
@@ -72,8 +73,10 @@ def _make_ctx(pattern: Any, lq: int, lk: int, heads: int, key_lengths: Any, bloc
     other = f["num_global"] > 0 or f["stride"] > 0 or f["num_random"] > 0 or bi is not None
     local_on = not (f["window_left"] == -1 and f["window_right"] == -1 and other)
     max_len = lk if kl is None or kl.numel() == 0 else int(kl.max())
-    global_rows = min(max(f["num_global"] - (lk - lq), 0), lq) if f["num_global"] > 0 else 0
-    return _Ctx(f, lq, lk, heads, kl, bi, local_on, nqb, nkb, max_len, global_rows)
+    # Positions p = i + lk - lq in [0, num_global) (negative positions are never global).
+    g_lo = min(max(lq - lk, 0), lq)
+    g_hi = min(max(f["num_global"] + lq - lk, g_lo), lq) if f["num_global"] > 0 else g_lo
+    return _Ctx(f, lq, lk, heads, kl, bi, local_on, nqb, nkb, max_len, g_lo, g_hi)
 
 
 def _block_table(ctx: _Ctx, qb0: int, qb1: int) -> torch.Tensor | None:
@@ -114,7 +117,7 @@ def _slice_mask(
     else:
         struct = torch.zeros(d.shape, dtype=torch.bool)
     if g > 0:
-        struct |= (jj < g) | (p < g)
+        struct |= (jj < g) | ((p >= 0) & (p < g))
     if s > 0:
         struct |= torch.remainder(d, s) == 0
     struct = struct.expand(i.numel(), jj.shape[1]).unsqueeze(0)  # [1, nq, n]
@@ -150,11 +153,11 @@ def _chunks(ctx: _Ctx, block_q: int) -> Iterator[_Chunk]:
     bs, lq, lk = f["block_size"], ctx.lq, ctx.lk
     blocks_on = f["num_random"] > 0 or ctx.bi is not None
     cq = max(1, block_q)
-    bounds = set(range(0, lq, cq)) | {0, ctx.global_rows, lq}
+    bounds = set(range(0, lq, cq)) | {0, ctx.global_lo, ctx.global_hi, lq}
     if blocks_on:
         if bs <= cq:
             cq = (cq // bs) * bs
-            bounds = set(range(0, lq, cq)) | {0, ctx.global_rows, lq}
+            bounds = set(range(0, lq, cq)) | {0, ctx.global_lo, ctx.global_hi, lq}
         else:
             bounds |= set(range(0, lq, bs))
     edges = sorted(b for b in bounds if 0 <= b <= lq)
@@ -168,7 +171,7 @@ def _chunks(ctx: _Ctx, block_q: int) -> Iterator[_Chunk]:
         if hi < 0:
             yield _Chunk(i0, i1, torch.zeros(0, dtype=torch.int64), None, -1, table, qb0)
             continue
-        if i1 <= ctx.global_rows:  # every key is a candidate
+        if ctx.global_lo <= i0 and i1 <= ctx.global_hi:  # every key is a candidate
             yield _Chunk(i0, i1, torch.arange(hi + 1), None, -1, table, qb0)
             continue
         member = torch.zeros(lk, dtype=torch.bool)
@@ -314,7 +317,8 @@ def block_sparse_attention(
 def _iter_masks(
     pattern: Any, lq: int, lk: int, heads: int, key_lengths: Any = None, block_indices: Any = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield ``(i [nq], j [n] or [nq, n], mask [B|1, H|1, nq, n])`` covering every allowed pair once."""
+    """Yield ``(i, j, mask)`` slices (``j [n]`` or ``[nq, n]``; mask ``[B|1, H|1, nq, n]``)
+    that cover every allowed pair exactly once."""
     ctx = _make_ctx(pattern, lq, lk, heads, key_lengths, block_indices)
     for ch in _chunks(ctx, 128):
         i = torch.arange(ch.i0, ch.i1)
@@ -342,7 +346,7 @@ def count_allowed(
     10
     """
     total = 0
-    for _, j, mask in _iter_masks(pattern, lq, lk, heads, key_lengths, block_indices):
+    for _, _, mask in _iter_masks(pattern, lq, lk, heads, key_lengths, block_indices):
         mask = mask.expand(mask.shape[0], heads, *mask.shape[2:])
         total += int(mask.sum())
     return total

@@ -115,7 +115,9 @@ class SparseMultiheadAttention(nn.Module):
         4
         """
         if mha.bias_k is not None or mha.add_zero_attn:
-            raise ValueError("nn.MultiheadAttention with add_bias_kv/add_zero_attn is not supported")
+            raise ValueError(
+                "nn.MultiheadAttention with add_bias_kv/add_zero_attn is not supported"
+            )
         w = mha.in_proj_weight if mha.in_proj_weight is not None else mha.q_proj_weight
         new = cls(mha.embed_dim, mha.num_heads, pattern, bias=mha.in_proj_bias is not None,
                   batch_first=mha.batch_first, kdim=mha.kdim, vdim=mha.vdim,

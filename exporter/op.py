@@ -112,7 +112,8 @@ def onnx_translation(
     Examples
     --------
     >>> table = custom_translation_table()  # doctest: +SKIP
-    >>> torch.onnx.export(model, args, dynamo=True, custom_translation_table=table)  # doctest: +SKIP
+    >>> torch.onnx.export(model, args, dynamo=True,
+    ...                   custom_translation_table=table)  # doctest: +SKIP
     """
     from onnxscript.values import Opset
 

@@ -234,7 +234,9 @@ class Pattern:
                    name="block layout")
 
     @classmethod
-    def from_hf_sliding_window(cls, sliding_window: int, legacy_flash_attn: bool = False) -> Pattern:
+    def from_hf_sliding_window(
+        cls, sliding_window: int, legacy_flash_attn: bool = False
+    ) -> Pattern:
         """Hugging Face ``config.sliding_window`` (Mistral, Qwen2, Gemma): ``p - j < W``, causal.
 
         ``legacy_flash_attn=True`` maps the FlashAttention-2 path of transformers < 4.42
