@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FAMILIES, listed_layout, make_qkv
-
 from spattn import Pattern
 from spattn.blocksparse import block_sparse_attention, count_allowed
 from spattn.reference import allowed_mask, reference_attention
