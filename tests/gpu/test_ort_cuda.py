@@ -1,0 +1,130 @@
+"""End to end on ONNX Runtime's CUDA execution provider with our library registered.
+
+The same model file runs on [CUDA, CPU] and on [CPU]: the op must be placed on the CUDA EP (read
+from ONNX Runtime's profile), read device tensors bound with I/O binding, and agree with the CPU
+kernel (itself checked against the float32 oracle) within the spec's tolerances.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+ort = pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")
+from onnx import TensorProto, helper  # noqa: E402
+
+from spattn.runtime import library_path  # noqa: E402
+from spattn.tolerances import assert_close  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+if "CUDAExecutionProvider" not in ort.get_available_providers():
+    pytest.skip("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)",
+                allow_module_level=True)
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device visible to torch", allow_module_level=True)
+
+PATTERNS = {
+    "sliding": {"window_left": 64, "window_right": 64},
+    "longformer": {"window_left": 64, "window_right": 64, "num_global": 16},
+    "bigbird": {"window_left": 64, "window_right": 64, "num_global": 64, "num_random": 2,
+                "block_size": 64, "seed": 7},
+    "causal_window": {"window_left": 127, "causal": 1},
+    "dense": {},
+}
+ONNX_TYPES = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16}
+
+
+def _model(dtype, attrs, with_lengths: bool) -> bytes:
+    t = ONNX_TYPES[dtype]
+    names = ["query", "key", "value"] + (["key_lengths"] if with_lengths else [])
+    ins = [helper.make_tensor_value_info(n, t, ["B", f"H{n[0]}", f"L{n[0]}", "D"])
+           for n in names[:3]]
+    if with_lengths:
+        ins.append(helper.make_tensor_value_info("key_lengths", TensorProto.INT32, ["B"]))
+    node = helper.make_node("SparseAttention", names, ["output"], domain="spattn", **attrs)
+    out = helper.make_tensor_value_info("output", t, None)
+    m = helper.make_model(helper.make_graph([node], "g", ins, [out]),
+                          opset_imports=[helper.make_opsetid("", 18),
+                                         helper.make_opsetid("spattn", 1)])
+    m.ir_version = 10
+    return m.SerializeToString()
+
+
+def _session(model: bytes, providers, profile_dir=None):
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(library_path("ort"))
+    if profile_dir:
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(profile_dir, "prof")
+    return ort.InferenceSession(model, so, providers=providers)
+
+
+def _providers_of_op(profile_path: str, op: str = "SparseAttention") -> set[str]:
+    with open(profile_path) as f:
+        events = json.load(f)
+    return {e["args"]["provider"] for e in events
+            if e.get("cat") == "Node" and e.get("args", {}).get("op_name") == op}
+
+
+@pytest.mark.parametrize("name", sorted(PATTERNS))
+@pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=["float16", "float32"])
+@pytest.mark.parametrize("gqa", [1, 4])
+def test_cuda_ep_matches_cpu_ep(name, dtype, gqa, tmp_path):
+    b, hq, lq, lk, d = 2, 8, 700, 700, 64
+    hkv = hq // gqa
+    g = np.random.default_rng(0)
+    feeds = {
+        "query": g.standard_normal((b, hq, lq, d)).astype(dtype),
+        "key": g.standard_normal((b, hkv, lk, d)).astype(dtype),
+        "value": g.standard_normal((b, hkv, lk, d)).astype(dtype),
+        "key_lengths": np.array([lk, 433], dtype=np.int32),
+    }
+    model = _model(dtype, PATTERNS[name], with_lengths=True)
+    cpu = _session(model, ["CPUExecutionProvider"]).run(None, feeds)[0]
+
+    sess = _session(model, ["CUDAExecutionProvider", "CPUExecutionProvider"], str(tmp_path))
+    binding = sess.io_binding()
+    device = {k: torch.from_numpy(v).cuda() for k, v in feeds.items()}
+    for k, v in device.items():
+        binding.bind_input(k, "cuda", 0, feeds[k].dtype, list(v.shape), v.data_ptr())
+    out = torch.empty((b, hq, lq, d), dtype=device["query"].dtype, device="cuda")
+    binding.bind_output("output", "cuda", 0, dtype, list(out.shape), out.data_ptr())
+    sess.run_with_iobinding(binding)
+    gpu = out.cpu().numpy()
+    assert _providers_of_op(sess.end_profiling()) == {"CUDAExecutionProvider"}
+    assert np.isfinite(gpu).all()
+    assert_close(gpu, cpu, dtype)
+
+
+def test_exported_model_runs_on_both_providers(tmp_path):
+    from spattn import export
+    from spattn.models import longformer_encoder
+
+    model, (x,) = longformer_encoder(d_model=128, nhead=2, attention_window=64, num_global=4,
+                                     seq_len=512, batch=1)
+    path = str(tmp_path / "encoder.onnx")
+    report = export(model, (x,), path)
+    assert report.passed and report.num_spattn_nodes == 2
+    with open(path, "rb") as f:
+        data = f.read()
+    feeds = {_session(data, ["CPUExecutionProvider"]).get_inputs()[0].name: x.numpy()}
+    cpu = _session(data, ["CPUExecutionProvider"]).run(None, feeds)[0]
+    sess = _session(data, ["CUDAExecutionProvider", "CPUExecutionProvider"], str(tmp_path))
+    gpu = sess.run(None, feeds)[0]
+    assert _providers_of_op(sess.end_profiling()) == {"CUDAExecutionProvider"}
+    assert_close(gpu, cpu, np.float32)
+
+
+def test_bad_input_is_an_error_not_a_crash():
+    model = _model(np.float16, PATTERNS["sliding"], with_lengths=False)
+    sess = _session(model, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    g = np.random.default_rng(0)
+    feeds = {"query": g.standard_normal((1, 3, 64, 64)).astype(np.float16),  # 3 % 2 != 0
+             "key": g.standard_normal((1, 2, 64, 64)).astype(np.float16),
+             "value": g.standard_normal((1, 2, 64, 64)).astype(np.float16)}
+    with pytest.raises(Exception, match="multiple of"):
+        sess.run(None, feeds)
