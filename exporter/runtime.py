@@ -157,7 +157,7 @@ def _with_float_outputs(model: Any) -> tuple[Any, dict[str, str]]:
     for out in proto2.graph.output:
         if out.type.tensor_type.elem_type != TensorProto.BFLOAT16:
             continue
-        new = f"{out.name}__float32"
+        new = f"{out.name}__float32"  # run_ort maps the suffix back
         proto2.graph.node.append(helper.make_node("Cast", [out.name], [new], to=TensorProto.FLOAT))
         renamed[new] = out.name
         out.name = new
@@ -190,6 +190,8 @@ def run_ort(
         model, renamed = _with_float_outputs(model)
         session = ort_session(model, providers, intra_op_threads)
     names = [o.name for o in session.get_outputs()]
+    suffix = "__float32"
+    renamed.update({n: n[: -len(suffix)] for n in names if n.endswith(suffix)})
     if output_names is not None:
         inv = {v: k for k, v in renamed.items()}
         names = [inv.get(n, n) for n in output_names]
