@@ -138,3 +138,13 @@ def test_export_validates_with_ort(name, dtype, tmp_path):
     assert report.passed, report.summary()
     assert len(report.errors) == 2
     assert onnx.load(str(tmp_path / "m.onnx")).ir_version <= 10
+
+
+def test_runtime_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, spattn, spattn.runtime as r; r.library_path('ort'); "
+            "assert 'torch' not in sys.modules, 'torch imported'; print(spattn.__version__)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
