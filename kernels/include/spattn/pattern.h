@@ -140,30 +140,32 @@ struct Pattern {
       for (int32_t t = 0; t < n; ++t) out[t] = j0 + t < upper;
       return;
     }
-    for (int32_t t = 0; t < n; ++t) out[t] = j0 + t < a.num_global;
+    // Global keys, the local band and the bounds in one branch-free pass (vectorizes).
+    int64_t lo = 1, hi = 0;  // an empty band when local is off
     if (local_on) {
-      int64_t lo = a.window_left < 0 ? j0 : p - a.window_left;
-      int64_t hi = a.window_right < 0 ? j1 - 1 : p + a.window_right;
-      if (lo < j0) lo = j0;
-      if (hi > j1 - 1) hi = j1 - 1;
-      for (int64_t j = lo; j <= hi; ++j) out[j - j0] = 1;
+      lo = a.window_left < 0 ? int64_t(j0) : p - a.window_left;
+      hi = a.window_right < 0 ? int64_t(j1) - 1 : p + a.window_right;
+    }
+    const int64_t g = a.num_global;
+    for (int32_t t = 0; t < n; ++t) {
+      const int64_t j = int64_t(j0) + t;
+      out[t] = uint8_t(((j < g) | ((j >= lo) & (j <= hi))) & (j < upper));
     }
     if (a.stride > 0) {
-      // Keys j = p - m * stride in [j0, j1): start from the smallest such j >= j0.
+      // Keys j = p - m * stride in [j0, min(j1, upper)): from the smallest such j >= j0.
       int64_t j = p - floor_div(p - j0, a.stride) * a.stride;
-      for (; j < j1; j += a.stride) out[j - j0] = 1;
+      for (; j < j1 && j < upper; j += a.stride) out[j - j0] = 1;
     }
     if (a.num_random > 0 || block_indices) {
       const int32_t bs = a.block_size, qb = i / bs;
       for (int32_t kb = j0 / bs; kb <= (j1 - 1) / bs; ++kb) {
         if (!block_selected(h, qb, kb)) continue;
-        const int32_t lo = kb * bs > j0 ? kb * bs : j0;
-        const int32_t hi = (kb + 1) * bs < j1 ? (kb + 1) * bs : j1;
-        for (int32_t j = lo; j < hi; ++j) out[j - j0] = 1;
+        const int64_t lo_b = kb * bs > j0 ? kb * bs : j0;
+        int64_t hi_b = (kb + 1) * bs < j1 ? (kb + 1) * bs : j1;
+        if (hi_b > upper) hi_b = upper;
+        for (int64_t j = lo_b; j < hi_b; ++j) out[j - j0] = 1;
       }
     }
-    for (int32_t t = 0; t < n; ++t)
-      if (j0 + t >= upper) out[t] = 0;
   }
 
   // Does the key range [j0, j1) meet a random or listed block of (h, qb)? Does one block cover it?

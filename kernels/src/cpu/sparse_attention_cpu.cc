@@ -139,9 +139,19 @@ inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
 // Per-thread scratch, reused across work items and calls.
 struct Scratch {
-  std::vector<float> q, kt, v, s, o, m, l, corr;
-  std::vector<uint8_t> mask, marks;
+  std::vector<float> q, s, o, m, l, corr;
+  std::vector<uint8_t> marks;
+  // Converted key/value tiles (K transposed to [D][kTileK], V as [kTileK][dv_pad]), cached by key
+  // tile: neighbouring query tiles of a band visit mostly the same key tiles, so each tile is
+  // converted about once per thread instead of once per visit. Direct-mapped on the tile index.
+  static constexpr int kSlots = 32;
+  std::vector<float> kt_cache, v_cache;
+  int64_t tag[kSlots];
+  uint64_t call = 0;  // the call the tags belong to
 };
+
+// Each call gets a new id, so no thread reuses tiles converted from another call's tensors.
+std::atomic<uint64_t> g_call_counter{0};
 
 // Marks the key tiles that may hold an allowed pair for query rows [i0, i1); the exact decision
 // per tile is Pattern::classify's.
@@ -186,7 +196,7 @@ void mark_candidates(const Pattern& pat, int32_t h, int32_t i0, int32_t i1, int3
 }
 
 void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, int64_t item,
-              Scratch& w) {
+              uint64_t call_id, Scratch& w) {
   const int32_t nqt = ceil_div(p.len_q, kTileQ);
   const int32_t qt = int32_t(item % nqt);
   const int32_t h = int32_t((item / nqt) % p.heads_q);
@@ -199,15 +209,20 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, int6
   const float neg_inf = -std::numeric_limits<float>::infinity();
 
   w.q.resize(size_t(kTileQ) * D);
-  w.kt.resize(size_t(D) * kTileK);
-  w.v.resize(size_t(kTileK) * dv_pad);
   w.s.resize(size_t(kTileQ) * kTileK);
   w.o.assign(size_t(kTileQ) * dv_pad, 0.f);
   w.m.assign(kTileQ, neg_inf);
   w.l.assign(kTileQ, 0.f);
   w.corr.resize(kTileQ);
-  w.mask.resize(kTileK);
   w.marks.resize(num_tiles);
+  const size_t kt_size = size_t(D) * kTileK, v_size = size_t(kTileK) * dv_pad;
+  if (w.call != call_id || w.kt_cache.size() != kt_size * Scratch::kSlots ||
+      w.v_cache.size() != v_size * Scratch::kSlots) {
+    w.kt_cache.assign(kt_size * Scratch::kSlots, 0.f);
+    w.v_cache.assign(v_size * Scratch::kSlots, 0.f);
+    std::fill(w.tag, w.tag + Scratch::kSlots, int64_t(-1));
+    w.call = call_id;
+  }
 
   // Query rows, pre-multiplied by the scale.
   const int64_t q_base = b * p.q_batch_stride + h * p.q_head_stride;
@@ -217,36 +232,38 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, int6
   mark_candidates(pat, h, i0, i1, num_tiles, w.marks.data());
   const int64_t k_base = b * p.k_batch_stride + hk * p.k_head_stride;
   const int64_t v_base = b * p.v_batch_stride + hk * p.v_head_stride;
-  std::vector<float> krow(D);
+  float krow[512];  // head dims are validated to at most 512
   for (int32_t t = 0; t < num_tiles; ++t) {
     if (!w.marks[t]) continue;
     const int32_t j0 = t * kTileK, j1 = std::min(p.len_k, j0 + kTileK), cols = j1 - j0;
     const TileClass cls = pat.classify(b, h, Tile{i0, i1, j0, j1});
     if (cls == TileClass::kEmpty) continue;
-    // K tile transposed to [D][kTileK], V tile to [kTileK][dv_pad]; zero padded.
-    for (int32_t c = 0; c < cols; ++c) {
-      load_row(p.dtype, p.k, k_base + (j0 + c) * p.k_row_stride, D, 1.f, krow.data());
-      for (int32_t d = 0; d < D; ++d) w.kt[d * kTileK + c] = krow[d];
-      float* vr = &w.v[size_t(c) * dv_pad];
-      load_row(p.dtype, p.v, v_base + (j0 + c) * p.v_row_stride, Dv, 1.f, vr);
-      std::fill(vr + Dv, vr + dv_pad, 0.f);
-    }
-    if (cols < kTileK) {
-      for (int32_t d = 0; d < D; ++d) std::fill(&w.kt[d * kTileK + cols], &w.kt[(d + 1) * kTileK], 0.f);
-      std::fill(w.v.begin() + size_t(cols) * dv_pad, w.v.end(), 0.f);
-    }
-    kern.qk(w.q.data(), D, w.kt.data(), D, w.s.data(), rows);
-    for (int32_t r = 0; r < rows; ++r) {
-      float* srow = &w.s[r * kTileK];
-      if (cls == TileClass::kPartial) {
-        pat.row_mask(b, h, i0 + r, j0, j1, w.mask.data());
-        for (int32_t c = 0; c < cols; ++c)
-          if (!w.mask[c]) srow[c] = neg_inf;
+    const int slot = t % Scratch::kSlots;
+    const int64_t tag = (int64_t(b) * p.heads_kv + hk) * num_tiles + t;
+    float* kt = &w.kt_cache[slot * kt_size];
+    float* vt = &w.v_cache[slot * v_size];
+    if (w.tag[slot] != tag) {
+      // K tile transposed to [D][kTileK], V tile to [kTileK][dv_pad]; zero padded.
+      for (int32_t c = 0; c < cols; ++c) {
+        load_row(p.dtype, p.k, k_base + (j0 + c) * p.k_row_stride, D, 1.f, krow);
+        for (int32_t d = 0; d < D; ++d) kt[d * kTileK + c] = krow[d];
+        float* vr = vt + size_t(c) * dv_pad;
+        load_row(p.dtype, p.v, v_base + (j0 + c) * p.v_row_stride, Dv, 1.f, vr);
+        std::fill(vr + Dv, vr + dv_pad, 0.f);
       }
-      for (int32_t c = cols; c < kTileK; ++c) srow[c] = neg_inf;
+      if (cols < kTileK) {
+        for (int32_t d = 0; d < D; ++d) std::fill(kt + d * kTileK + cols, kt + (d + 1) * kTileK, 0.f);
+        std::fill(vt + size_t(cols) * dv_pad, vt + v_size, 0.f);
+      }
+      w.tag[slot] = tag;
     }
+    kern.qk(w.q.data(), D, kt, D, w.s.data(), rows);
+    if (cls == TileClass::kPartial) kern.mask(pat, b, h, i0, rows, j0, j1, w.s.data());
+    if (cols < kTileK)
+      for (int32_t r = 0; r < rows; ++r)
+        std::fill(&w.s[r * kTileK + cols], &w.s[(r + 1) * kTileK], neg_inf);
     kern.softmax(w.s.data(), rows, w.m.data(), w.l.data(), w.corr.data());
-    kern.pv(w.s.data(), w.v.data(), dv_pad, cols, w.o.data(), dv_pad, dv_pad, w.corr.data(), rows);
+    kern.pv(w.s.data(), vt, dv_pad, cols, w.o.data(), dv_pad, dv_pad, w.corr.data(), rows);
   }
 
   // Normalize; rows without any allowed key are zeros.
@@ -279,13 +296,20 @@ ParallelFor thread_parallel_for(int num_threads) {
 std::string run(const Params& p, const ParallelFor& parallel_for) {
   const Pattern pat = Pattern::make(p);
   const TileKernels& kern = select_tile_kernels();
+  const uint64_t call_id = ++g_call_counter;
   const int64_t items = int64_t(p.batch) * p.heads_q * ceil_div(p.len_q, kTileQ);
+  // A task is a run of consecutive query tiles of one (batch, head): they share most key tiles,
+  // which then stay in the thread's tile cache. Enough tasks remain to balance the threads.
+  const int64_t per_task = std::max<int64_t>(1, std::min<int64_t>(8, items / 64));
+  const int64_t tasks = (items + per_task - 1) / per_task;
   std::atomic<bool> failed{false};
   std::string error;
-  parallel_for(items, [&](int64_t item) {
+  parallel_for(tasks, [&](int64_t task) {
     thread_local Scratch scratch;
     try {
-      run_item(p, pat, kern, item, scratch);
+      const int64_t end = std::min(items, (task + 1) * per_task);
+      for (int64_t item = task * per_task; item < end; ++item)
+        run_item(p, pat, kern, item, call_id, scratch);
     } catch (const std::exception& e) {  // allocation failure: report, never throw across the API
       if (!failed.exchange(true)) error = std::string("SparseAttention: CPU kernel: ") + e.what();
     }

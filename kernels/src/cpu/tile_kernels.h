@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "spattn/pattern.h"
+
 namespace spattn {
 namespace cpu {
 
@@ -22,6 +24,10 @@ struct TileKernels {
   // o[r][0..dv_pad) = corr[r] * o[r] + sum_c p[r][c] * v[c][0..dv_pad) for c < cols.
   void (*pv)(const float* p, const float* v, int ldv, int cols, float* o, int ldo, int dv_pad,
              const float* corr, int rows);
+  // Sets s[r][c] = -inf where Pattern::allowed(b, h, i0 + r, j0 + c) is false (c < j1 - j0):
+  // the token-level mask of a partial tile.
+  void (*mask)(const Pattern& pat, int32_t b, int32_t h, int32_t i0, int32_t rows, int32_t j0,
+               int32_t j1, float* s);
   int dv_multiple;  // o/v rows are padded to a multiple of this many floats
 };
 

@@ -169,7 +169,8 @@ struct VisitIter {
     const PatternAttrs& a = pat.a;
     const int64_t lk = kp.p.len_k;
     const int64_t p0 = pat.pos(w.q.i0), p1 = pat.pos(w.q.i1 - 1);
-    all = a.stride > 0 || (a.num_global > 0 && p0 < a.num_global);
+    // A global query row (0 <= p < G) reaches every key; so does the strided component.
+    all = a.stride > 0 || (a.num_global > 0 && p1 >= 0 && p0 < a.num_global);
     band_lo = 1;
     band_hi = 0;
     if (pat.local_on) {
