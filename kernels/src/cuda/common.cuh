@@ -1,9 +1,9 @@
 // Pieces shared by every CUDA kernel of SparseAttention: the kernel parameters, the on-device visit
 // list of key tiles, the work items of the split-KV schedule and the bad-value checks.
 //
-// Tiling: a CTA owns a tile of kBlockM query rows of one (batch, query head) and walks the key
+// Tiling: a CTA owns a tile of block_m query rows of one (batch, query head) and walks the key
 // tiles (kBlockN keys each) that Pattern::classify does not call empty. Every kernel of one call
-// uses the same kBlockM/kBlockN, so the counts of the planning pass and the walks of the attention
+// uses the same block_m/kBlockN, so the counts of the planning pass and the walks of the attention
 // kernels enumerate exactly the same list.
 #pragma once
 
@@ -17,7 +17,8 @@
 namespace spattn {
 namespace cuda {
 
-constexpr int kBlockM = 64;   // query rows per CTA tile
+constexpr int kBlockMMma = 128;  // query rows per CTA tile, tensor-core kernel (32 per warp)
+constexpr int kBlockMF32 = 64;   // query rows per CTA tile, float32 kernel (2 threads per row)
 constexpr int kBlockN = 64;   // keys per key tile
 constexpr int kThreads = 128;  // every attention kernel runs 4 warps
 // Key tiles classified per thread and window: a window of the visit list covers
@@ -41,7 +42,8 @@ struct WorkItem {
 struct KParams {
   Params p;
   Pattern pat;
-  int32_t num_q_tiles;  // ceil(Lq / kBlockM)
+  int32_t block_m;      // query rows per tile (kBlockMMma or kBlockMF32)
+  int32_t num_q_tiles;  // ceil(Lq / block_m)
   int32_t num_k_tiles;  // ceil(Lk / kBlockN)
   int32_t total_q_tiles;  // B * Hq * num_q_tiles
   int32_t planned;        // 0: one CTA per query tile, no workspace; 1: work items
@@ -52,8 +54,8 @@ struct KParams {
   int32_t* counts;   // [total_q_tiles] visited key tiles per query tile
   int32_t* header;   // [0] number of items, [1] number of split items (they come first)
   WorkItem* items;   // [total_q_tiles + max_split_items]
-  float* part_o;     // [max_split_items, kBlockM, Dv] unnormalized partial outputs
-  float2* part_ml;   // [max_split_items, kBlockM] (running max in log2 units, sum of exp2)
+  float* part_o;     // [max_split_items, block_m, Dv] unnormalized partial outputs
+  float2* part_ml;   // [max_split_items, block_m] (running max in log2 units, sum of exp2)
 };
 
 // Decoded query tile of a CTA.
@@ -68,8 +70,8 @@ __device__ __forceinline__ QTile decode_qtile(const KParams& kp, int32_t g) {
   const int32_t bh = g / kp.num_q_tiles;
   t.h = bh % kp.p.heads_q;
   t.b = bh / kp.p.heads_q;
-  t.i0 = t.qt * kBlockM;
-  t.i1 = min(t.i0 + kBlockM, kp.p.len_q);
+  t.i0 = t.qt * kp.block_m;
+  t.i1 = min(t.i0 + kp.block_m, kp.p.len_q);
   return t;
 }
 
@@ -235,9 +237,11 @@ struct VisitIter {
     // Classify this thread's contiguous run of tiles.
     uint32_t keep = 0, full = 0;
     int32_t cnt = 0;
-    const int32_t base = w0 + tid * kTilesPerThread;
+    // Contiguous runs (the list stays in key order) spread over all threads of the CTA.
+    const int32_t per = (wend - w0 + kThreads - 1) / kThreads;
+    const int32_t base = w0 + tid * per;
 #pragma unroll 1
-    for (int k = 0; k < kTilesPerThread; ++k) {
+    for (int k = 0; k < per; ++k) {
       const int32_t t = base + k;
       if (t >= wend) break;
       bool cand = all || (t >= band_lo && t <= band_hi) || t < glob_hi;
@@ -274,9 +278,9 @@ struct VisitIter {
       tot += s;
     }
 #pragma unroll 1
-    for (int k = 0; k < kTilesPerThread; ++k) {
+    for (int k = 0; k < per; ++k) {
       if (keep & (1u << k)) {
-        sm.list[off++] = uint16_t((tid * kTilesPerThread + k) | ((full >> k) & 1u) << 15);
+        sm.list[off++] = uint16_t((base - w0 + k) | ((full >> k) & 1u) << 15);
       }
     }
     __syncthreads();

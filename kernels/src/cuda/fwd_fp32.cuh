@@ -11,18 +11,19 @@ namespace cuda {
 
 template <int D>
 struct Fp32Kernel {
+  static constexpr int kRows = kBlockMF32;  // launch() sets KParams::block_m to this
   static constexpr int kLd = D + 1;  // padded rows: the 16 rows a warp reads hit distinct banks
   static constexpr int kHalfN = kBlockN / 2;
   static constexpr int kHalfD = D / 2;
   static constexpr size_t kSmemTiles =
-      sizeof(float) * (size_t(kBlockM) * kLd + size_t(kBlockN) * kLd + size_t(kBlockN) * D +
-                       size_t(kBlockM) * (kBlockN + 1));
+      sizeof(float) * (size_t(kRows) * kLd + size_t(kBlockN) * kLd + size_t(kBlockN) * D +
+                       size_t(kRows) * (kBlockN + 1));
   static constexpr size_t kSmem = kSmemTiles + sizeof(VisitSmem);
 
   __device__ static void run(const KParams& kp) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     float* sQ = reinterpret_cast<float*>(smem_raw);
-    float* sK = sQ + kBlockM * kLd;
+    float* sK = sQ + kRows * kLd;
     float* sV = sK + kBlockN * kLd;
     float* sP = sV + kBlockN * D;
     VisitSmem& vs = *reinterpret_cast<VisitSmem*>(smem_raw + kSmemTiles);
@@ -39,7 +40,7 @@ struct Fp32Kernel {
     const int row = tid >> 1, half = tid & 1;
     const int32_t i = w.q.i0 + row;
 
-    for (int x = tid; x < kBlockM * D; x += kThreads) {
+    for (int x = tid; x < kRows * D; x += kThreads) {
       const int r = x / D, c = x % D;
       sQ[r * kLd + c] = (w.q.i0 + r < p.len_q) ? gQ[int64_t(w.q.i0 + r) * p.q_row_stride + c] : 0.f;
     }
@@ -103,10 +104,10 @@ struct Fp32Kernel {
 
     const int32_t dv = p.head_dim_v;
     if (w.slot >= 0) {
-      float* po = kp.part_o + (int64_t(w.slot) * kBlockM + row) * dv + half * kHalfD;
+      float* po = kp.part_o + (int64_t(w.slot) * kRows + row) * dv + half * kHalfD;
 #pragma unroll
       for (int c = 0; c < kHalfD; ++c) po[c] = o[c];
-      if (half == 0) kp.part_ml[int64_t(w.slot) * kBlockM + row] = make_float2(m, l);
+      if (half == 0) kp.part_ml[int64_t(w.slot) * kRows + row] = make_float2(m, l);
       return;
     }
     if (i >= p.len_q) return;

@@ -1,9 +1,9 @@
 // Block-sparse FlashAttention-2 style forward for float16 / bfloat16 on tensor cores
 // (mma.sync m16n8k16, ldmatrix), float32 accumulation and online softmax.
 //
-// A CTA of 4 warps owns kBlockM = 64 query rows (16 per warp); K and V tiles of kBlockN = 64 keys
-// are double-buffered in shared memory with cp.async. Q stays in registers as MMA fragments, the
-// scores stay in registers and are reused as the A operand of P.V (no shared-memory round trip).
+// A CTA of 4 warps owns kBlockMMma = 128 query rows (32 per warp); K and V tiles of kBlockN = 64
+// keys are double-buffered in shared memory with cp.async. The scores stay in registers and are
+// reused as the A operand of P.V (no shared-memory round trip).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -72,21 +72,24 @@ __device__ __forceinline__ void ldsm_x4_t(uint32_t* r, const void* p) {
 template <typename T, int D>
 struct MmaKernel {
   static_assert(D % 64 == 0, "the XOR swizzle needs at least 8 chunks of 16 bytes per row");
-  static constexpr int kChunks = D / 8;  // 16-byte chunks per row
-  static constexpr int kTileElems = kBlockM * D;
-  static_assert(kBlockM == kBlockN, "Q, K and V tiles share one layout");
-  // Shared memory: Q, K[2], V[2] tiles, then the visit list.
-  static constexpr size_t kSmemTiles = size_t(5) * kTileElems * sizeof(T);
-  static constexpr size_t kSmem = kSmemTiles + sizeof(VisitSmem);
+  static constexpr int kRows = kBlockMMma;  // 4 warps x 32 rows; launch() sets block_m to this
+  static constexpr int kChunks = D / 8;     // 16-byte chunks per row
+  static constexpr int kQElems = kRows * D;
+  static constexpr int kKVElems = kBlockN * D;
+  // Shared memory: Q, K[2], V[2] tiles, the token mask of a partial tile, then the visit list.
+  static constexpr size_t kSmemTiles = size_t(kQElems + 4 * kKVElems) * sizeof(T);
+  static constexpr size_t kMaskBytes = size_t(kRows) * kBlockN;
+  static constexpr size_t kSmem = kSmemTiles + kMaskBytes + sizeof(VisitSmem);
 
   // Rows of D elements, 16-byte chunks XOR-swizzled by the row so that ldmatrix's 8 row reads of
   // one chunk column land in 8 different bank groups.
   __device__ static int off(int row, int chunk) { return row * D + ((chunk ^ (row & 7)) << 3); }
 
-  // Loads rows [r0, r0 + 64) of a [L, D] matrix (row stride `ld`) into a tile; rows >= L are zero.
+  // Loads rows [r0, r0 + ROWS) of a [L, D] matrix (row stride `ld`) into a tile; rows >= L are 0.
+  template <int ROWS>
   __device__ static void load_tile(T* s, const T* g, int64_t ld, int32_t r0, int32_t L) {
 #pragma unroll
-    for (int x = threadIdx.x; x < kBlockM * kChunks; x += kThreads) {
+    for (int x = threadIdx.x; x < ROWS * kChunks; x += kThreads) {
       const int row = x / kChunks, ch = x % kChunks;
       const bool ok = r0 + row < L;
       const T* src = ok ? g + int64_t(r0 + row) * ld + ch * 8 : g;
@@ -97,9 +100,10 @@ struct MmaKernel {
   __device__ static void run(const KParams& kp) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     T* sQ = reinterpret_cast<T*>(smem_raw);
-    T* sK = sQ + kTileElems;      // 2 buffers
-    T* sV = sK + 2 * kTileElems;  // 2 buffers
-    VisitSmem& vs = *reinterpret_cast<VisitSmem*>(smem_raw + kSmemTiles);
+    T* sK = sQ + kQElems;       // 2 buffers
+    T* sV = sK + 2 * kKVElems;  // 2 buffers
+    uint8_t* sMask = smem_raw + kSmemTiles;
+    VisitSmem& vs = *reinterpret_cast<VisitSmem*>(smem_raw + kSmemTiles + kMaskBytes);
 
     const Work w = get_work(kp);
     if (!w.valid) return;
@@ -112,8 +116,9 @@ struct MmaKernel {
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, c4 = lane & 3;
+    const int lm = lane >> 3, lr = lane & 7;  // ldmatrix: which 8x8 matrix, which row of it
 
-    load_tile(sQ, gQ, p.q_row_stride, w.q.i0, p.len_q);
+    load_tile<kRows>(sQ, gQ, p.q_row_stride, w.q.i0, p.len_q);
     cp_async_commit();
 
     VisitIter it;
@@ -122,27 +127,23 @@ struct MmaKernel {
     bool cur_full = false;
     bool have = it.next(kp, w, vs, &cur, &cur_full);
     if (have) {
-      load_tile(sK, gK, p.k_row_stride, cur * kBlockN, p.len_k);
-      load_tile(sV, gV, p.v_row_stride, cur * kBlockN, p.len_k);
+      load_tile<kBlockN>(sK, gK, p.k_row_stride, cur * kBlockN, p.len_k);
+      load_tile<kBlockN>(sV, gV, p.v_row_stride, cur * kBlockN, p.len_k);
     }
     cp_async_commit();
-    cp_async_wait<1>();  // Q has landed
-    __syncthreads();
 
-    // Q fragments of this warp's 16 rows, all of D.
-    uint32_t qf[D / 16][4];
+    // This warp owns rows [32 * warp, 32 * warp + 32) of the tile: two m16 tiles. Q fragments are
+    // re-read from shared memory at each tile (registers hold O and S for 32 rows instead); each
+    // K and V fragment feeds both m16 tiles, which halves shared-memory reads per MMA.
+    float o[2][D / 8][4];
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      const int mi = lane >> 3, r = lane & 7;
-      ldsm_x4(qf[kk], sQ + off(warp * 16 + (mi & 1) * 8 + r, kk * 2 + (mi >> 1)));
-    }
-
-    float o[D / 8][4];
+    for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-    for (int x = 0; x < D / 8; ++x) o[x][0] = o[x][1] = o[x][2] = o[x][3] = 0.f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+      for (int x = 0; x < D / 8; ++x) o[mt][x][0] = o[mt][x][1] = o[mt][x][2] = o[mt][x][3] = 0.f;
+    float m[2][2] = {{-INFINITY, -INFINITY}, {-INFINITY, -INFINITY}};
+    float l[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
     const float sl2 = kp.scale_log2;
-    const int32_t row_a = w.q.i0 + warp * 16 + g;  // this thread's two rows: row_a, row_a + 8
+    const int wrow = warp * 32;  // first tile row of this warp
 
     int buf = 0;
     while (have) {
@@ -150,89 +151,117 @@ struct MmaKernel {
       bool nxt_full = false;
       const bool have_next = it.next(kp, w, vs, &nxt, &nxt_full);
       if (have_next) {
-        load_tile(sK + (buf ^ 1) * kTileElems, gK, p.k_row_stride, nxt * kBlockN, p.len_k);
-        load_tile(sV + (buf ^ 1) * kTileElems, gV, p.v_row_stride, nxt * kBlockN, p.len_k);
+        load_tile<kBlockN>(sK + (buf ^ 1) * kKVElems, gK, p.k_row_stride, nxt * kBlockN, p.len_k);
+        load_tile<kBlockN>(sV + (buf ^ 1) * kKVElems, gV, p.v_row_stride, nxt * kBlockN, p.len_k);
       }
       cp_async_commit();
+
+      const int32_t j0 = cur * kBlockN;
+      if (!cur_full) {
+        // Token mask of a partial tile: each lane writes the row it owns with Pattern::row_mask
+        // (interval arithmetic, far cheaper than 64 calls of `allowed`), the warp reads it back.
+        uint8_t* mrow = sMask + (wrow + lane) * kBlockN;
+        const int32_t i = w.q.i0 + wrow + lane;
+        const int32_t j1 = min(j0 + kBlockN, p.len_k);
+        int32_t t0 = 0;
+        if (i < p.len_q) {  // rows past Lq would read block_indices out of bounds
+          kp.pat.row_mask(b, h, i, j0, j1, mrow);
+          t0 = j1 - j0;  // keys past Lk are padding, whatever a (bad) key length says
+        }
+        for (int32_t t = t0; t < kBlockN; ++t) mrow[t] = 0;
+        __syncwarp();
+      }
       cp_async_wait<1>();
       __syncthreads();
 
-      const T* k_s = sK + buf * kTileElems;
-      const T* v_s = sV + buf * kTileElems;
-      // S = Q K^T for 16 rows x 64 keys.
-      float s[8][4];
+      const T* k_s = sK + buf * kKVElems;
+      const T* v_s = sV + buf * kKVElems;
+      // S = Q K^T for 32 rows x 64 keys.
+      float s[2][8][4];
 #pragma unroll
-      for (int x = 0; x < 8; ++x) s[x][0] = s[x][1] = s[x][2] = s[x][3] = 0.f;
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int x = 0; x < 8; ++x) s[mt][x][0] = s[mt][x][1] = s[mt][x][2] = s[mt][x][3] = 0.f;
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
+        uint32_t qa[2][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt)
+          ldsm_x4(qa[mt], sQ + off(wrow + mt * 16 + (lm & 1) * 8 + lr, kk * 2 + (lm >> 1)));
 #pragma unroll
         for (int np = 0; np < 4; ++np) {
           uint32_t bf[4];
-          const int mi = lane >> 3, r = lane & 7;
-          ldsm_x4(bf, k_s + off(np * 16 + (mi >> 1) * 8 + r, kk * 2 + (mi & 1)));
-          MmaType<T>::mma(s[2 * np], qf[kk], bf[0], bf[1]);
-          MmaType<T>::mma(s[2 * np + 1], qf[kk], bf[2], bf[3]);
+          ldsm_x4(bf, k_s + off(np * 16 + (lm >> 1) * 8 + lr, kk * 2 + (lm & 1)));
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt) {
+            MmaType<T>::mma(s[mt][2 * np], qa[mt], bf[0], bf[1]);
+            MmaType<T>::mma(s[mt][2 * np + 1], qa[mt], bf[2], bf[3]);
+          }
         }
       }
       if (!cur_full) {
-        // Token-level mask of this thread's 32 scores, computed in a rolled loop so that the
-        // pattern code is emitted once rather than 32 times.
-        const int32_t j0 = cur * kBlockN;
-        uint32_t bits = 0;
-#pragma unroll 1
-        for (int x = 0; x < 32; ++x) {
-          const int32_t i = row_a + ((x >> 1) & 1) * 8;
-          const int32_t j = j0 + (x >> 2) * 8 + c4 * 2 + (x & 1);
-          if (pair_allowed(kp, b, h, i, j)) bits |= 1u << x;
-        }
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt) {
+        for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-          for (int x = 0; x < 4; ++x)
-            if (!((bits >> (nt * 4 + x)) & 1u)) s[nt][x] = -INFINITY;
-        }
+          for (int r = 0; r < 2; ++r) {
+            const uint8_t* mrow = sMask + (wrow + mt * 16 + g + r * 8) * kBlockN + c4 * 2;
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt) {
+              const uint16_t mm = *reinterpret_cast<const uint16_t*>(mrow + nt * 8);
+              if (!(mm & 0x00ffu)) s[mt][nt][2 * r] = -INFINITY;
+              if (!(mm & 0xff00u)) s[mt][nt][2 * r + 1] = -INFINITY;
+            }
+          }
       }
       // Online softmax, in log2 units.
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        float mx = -INFINITY;
+      for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float m_new = fmaxf(m[r], mx * sl2);
-        const float m_use = m_new == -INFINITY ? 0.f : m_new;
-        const float alpha = fast_exp2(m[r] - m_use);
-        float sum = 0.f;
+        for (int r = 0; r < 2; ++r) {
+          float mx = -INFINITY;
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt) {
-          s[nt][2 * r] = fast_exp2(fmaf(s[nt][2 * r], sl2, -m_use));
-          s[nt][2 * r + 1] = fast_exp2(fmaf(s[nt][2 * r + 1], sl2, -m_use));
-          sum += s[nt][2 * r] + s[nt][2 * r + 1];
+          for (int nt = 0; nt < 8; ++nt)
+            mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+          const float m_new = fmaxf(m[mt][r], mx * sl2);
+          const float m_use = m_new == -INFINITY ? 0.f : m_new;
+          const float alpha = fast_exp2(m[mt][r] - m_use);
+          float sum = 0.f;
+#pragma unroll
+          for (int nt = 0; nt < 8; ++nt) {
+            s[mt][nt][2 * r] = fast_exp2(fmaf(s[mt][nt][2 * r], sl2, -m_use));
+            s[mt][nt][2 * r + 1] = fast_exp2(fmaf(s[mt][nt][2 * r + 1], sl2, -m_use));
+            sum += s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
+          }
+          l[mt][r] = l[mt][r] * alpha + sum;
+          m[mt][r] = m_new;
+#pragma unroll
+          for (int x = 0; x < D / 8; ++x) {
+            o[mt][x][2 * r] *= alpha;
+            o[mt][x][2 * r + 1] *= alpha;
+          }
         }
-        l[r] = l[r] * alpha + sum;
-        m[r] = m_new;
-#pragma unroll
-        for (int x = 0; x < D / 8; ++x) {
-          o[x][2 * r] *= alpha;
-          o[x][2 * r + 1] *= alpha;
-        }
-      }
       // O += P V.
 #pragma unroll
       for (int kk = 0; kk < kBlockN / 16; ++kk) {
-        uint32_t pa[4];
-        pa[0] = MmaType<T>::pack(s[2 * kk][0], s[2 * kk][1]);
-        pa[1] = MmaType<T>::pack(s[2 * kk][2], s[2 * kk][3]);
-        pa[2] = MmaType<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        pa[3] = MmaType<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        uint32_t pa[2][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          pa[mt][0] = MmaType<T>::pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+          pa[mt][1] = MmaType<T>::pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+          pa[mt][2] = MmaType<T>::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+          pa[mt][3] = MmaType<T>::pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+        }
 #pragma unroll
         for (int nd = 0; nd < D / 16; ++nd) {
           uint32_t bf[4];
-          const int mi = lane >> 3, r = lane & 7;
-          ldsm_x4_t(bf, v_s + off(kk * 16 + (mi & 1) * 8 + r, nd * 2 + (mi >> 1)));
-          MmaType<T>::mma(o[2 * nd], pa, bf[0], bf[1]);
-          MmaType<T>::mma(o[2 * nd + 1], pa, bf[2], bf[3]);
+          ldsm_x4_t(bf, v_s + off(kk * 16 + (lm & 1) * 8 + lr, nd * 2 + (lm >> 1)));
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt) {
+            MmaType<T>::mma(o[mt][2 * nd], pa[mt], bf[0], bf[1]);
+            MmaType<T>::mma(o[mt][2 * nd + 1], pa[mt], bf[2], bf[3]);
+          }
         }
       }
       __syncthreads();  // this buffer is refilled two tiles later
@@ -245,39 +274,45 @@ struct MmaKernel {
 
     // Row sums over the quad of lanes that share a row.
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-      l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    }
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        l[mt][r] += __shfl_xor_sync(0xffffffffu, l[mt][r], 1);
+        l[mt][r] += __shfl_xor_sync(0xffffffffu, l[mt][r], 2);
+      }
     const int32_t dv = p.head_dim_v;
     if (w.slot >= 0) {
       // Split item: unnormalized partial result, combined by combine_kernel.
-      float* po = kp.part_o + int64_t(w.slot) * kBlockM * dv;
-      float2* pml = kp.part_ml + int64_t(w.slot) * kBlockM;
+      float* po = kp.part_o + int64_t(w.slot) * kRows * dv;
+      float2* pml = kp.part_ml + int64_t(w.slot) * kRows;
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int rl = warp * 16 + g + r * 8;
+      for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-        for (int nt = 0; nt < D / 8; ++nt)
-          *reinterpret_cast<float2*>(po + rl * dv + nt * 8 + c4 * 2) =
-              make_float2(o[nt][2 * r], o[nt][2 * r + 1]);
-        if (c4 == 0) pml[rl] = make_float2(m[r], l[r]);
-      }
+        for (int r = 0; r < 2; ++r) {
+          const int rl = wrow + mt * 16 + g + r * 8;
+#pragma unroll
+          for (int nt = 0; nt < D / 8; ++nt)
+            *reinterpret_cast<float2*>(po + rl * dv + nt * 8 + c4 * 2) =
+                make_float2(o[mt][nt][2 * r], o[mt][nt][2 * r + 1]);
+          if (c4 == 0) pml[rl] = make_float2(m[mt][r], l[mt][r]);
+        }
       return;
     }
     T* gO = static_cast<T*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int32_t i = row_a + r * 8;
-      if (i >= p.len_q) continue;
-      float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;  // no allowed key: zeros
-      if (row_is_bad(kp, b, h, i)) inv = __int_as_float(0x7fc00000);
-      T* orow = gO + int64_t(i) * p.o_row_stride;
+    for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-      for (int nt = 0; nt < D / 8; ++nt)
-        *reinterpret_cast<uint32_t*>(orow + nt * 8 + c4 * 2) =
-            MmaType<T>::pack(o[nt][2 * r] * inv, o[nt][2 * r + 1] * inv);
-    }
+      for (int r = 0; r < 2; ++r) {
+        const int32_t i = w.q.i0 + wrow + mt * 16 + g + r * 8;
+        if (i >= p.len_q) continue;
+        float inv = l[mt][r] > 0.f ? 1.f / l[mt][r] : 0.f;  // no allowed key: zeros
+        if (row_is_bad(kp, b, h, i)) inv = __int_as_float(0x7fc00000);
+        T* orow = gO + int64_t(i) * p.o_row_stride;
+#pragma unroll
+        for (int nt = 0; nt < D / 8; ++nt)
+          *reinterpret_cast<uint32_t*>(orow + nt * 8 + c4 * 2) =
+              MmaType<T>::pack(o[mt][nt][2 * r] * inv, o[mt][nt][2 * r + 1] * inv);
+      }
   }
 };
 

@@ -150,16 +150,17 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant
   const int32_t dv = p.head_dim_v;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   T* gO = static_cast<T*>(p.o) + q.b * p.o_batch_stride + q.h * p.o_head_stride;
-  for (int32_t rl = warp; rl < kBlockM; rl += kThreads / 32) {
+  const int32_t bm = kp.block_m;
+  for (int32_t rl = warp; rl < bm; rl += kThreads / 32) {
     const int32_t i = q.i0 + rl;
     if (i >= p.len_q) break;
     float mx = -INFINITY;
     for (int32_t s = 0; s < item.splits; ++s)
-      mx = fmaxf(mx, kp.part_ml[int64_t(x + s) * kBlockM + rl].x);
+      mx = fmaxf(mx, kp.part_ml[int64_t(x + s) * bm + rl].x);
     const float m_use = mx == -INFINITY ? 0.f : mx;
     float sum = 0.f;
     for (int32_t s = 0; s < item.splits; ++s) {
-      const float2 ml = kp.part_ml[int64_t(x + s) * kBlockM + rl];
+      const float2 ml = kp.part_ml[int64_t(x + s) * bm + rl];
       sum += ml.y * exp2f(ml.x - m_use);
     }
     float inv = sum > 0.f ? 1.f / sum : 0.f;
@@ -168,7 +169,7 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant
     for (int32_t c = lane; c < dv; c += 32) {
       float acc = 0.f;
       for (int32_t s = 0; s < item.splits; ++s) {
-        const int64_t r = int64_t(x + s) * kBlockM + rl;
+        const int64_t r = int64_t(x + s) * bm + rl;
         const float f = exp2f(kp.part_ml[r].x - m_use);
         acc += kp.part_o[r * dv + c] * f;
       }
@@ -180,15 +181,18 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant
 // Workspace layout (planned mode), each piece 256-byte aligned.
 struct Layout {
   size_t counts = 0, header = 0, items = 0, part_o = 0, part_ml = 0, total = 0;
-  int32_t split_target = 0, max_split_items = 0;
+  int32_t split_target = 0, max_split_items = 0, block_m = 0;
   int64_t total_q_tiles = 0;
 };
+
+int32_t block_m_for(DType t) { return t == DType::kFloat32 ? kBlockMF32 : kBlockMMma; }
 
 size_t align_up(size_t x) { return (x + 255) / 256 * 256; }
 
 Layout make_layout(const Params& p) {
   Layout L;
-  const int64_t nqt = (int64_t(p.len_q) + kBlockM - 1) / kBlockM;
+  L.block_m = block_m_for(p.dtype);
+  const int64_t nqt = (int64_t(p.len_q) + L.block_m - 1) / L.block_m;
   L.total_q_tiles = int64_t(p.batch) * p.heads_q * nqt;
   // Split pieces are bounded by 2 * split_target (see schedule_kernel: at most total/per pieces
   // of full length plus one remainder per split tile), so the partial buffers stay within twice
@@ -205,9 +209,9 @@ Layout make_layout(const Params& p) {
   L.items = off;
   off = align_up(off + sizeof(WorkItem) * size_t(L.total_q_tiles + L.max_split_items));
   L.part_o = off;
-  off = align_up(off + sizeof(float) * size_t(L.max_split_items) * kBlockM * size_t(p.head_dim_v));
+  off = align_up(off + sizeof(float) * size_t(L.max_split_items) * L.block_m * size_t(p.head_dim_v));
   L.part_ml = off;
-  off = align_up(off + sizeof(float2) * size_t(L.max_split_items) * kBlockM);
+  off = align_up(off + sizeof(float2) * size_t(L.max_split_items) * L.block_m);
   L.total = off;
   return L;
 }
@@ -279,7 +283,8 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   KParams kp;
   kp.p = p;
   kp.pat = Pattern::make(p);
-  kp.num_q_tiles = int32_t((int64_t(p.len_q) + kBlockM - 1) / kBlockM);
+  kp.block_m = L.block_m;
+  kp.num_q_tiles = int32_t((int64_t(p.len_q) + L.block_m - 1) / L.block_m);
   kp.num_k_tiles = int32_t((int64_t(p.len_k) + kBlockN - 1) / kBlockN);
   kp.total_q_tiles = int32_t(L.total_q_tiles);
   kp.split_target = L.split_target;

@@ -1,0 +1,338 @@
+"""Speed of the CUDA kernel (direct entry) against PyTorch FlexAttention and dense SDPA.
+
+Question answered: how fast is spattn's CUDA kernel on the common sparse patterns, next to
+FlexAttention with the same mask (block mask at BLOCK_SIZE=128) and dense cuDNN /
+FlashAttention-2 SDPA? B=1, 16 query heads (GQA pattern: 32 query heads over 8 KV heads).
+Effective TFLOP/s count only allowed (query, key) pairs: 4 * B * H * D * pairs / time.
+
+    python3 benchmarks/bench_cuda.py --L 4096 16384 --out benchmarks/results
+
+Writes cuda_<tag>.json (with the command line and the device name) and cuda_<tag>.png.
+`time_callable` times any no-argument callable and is meant to be reused (e.g. for an ONNX
+Runtime session run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "gpu"))
+from cuda_lib import Attrs, CudaSparseAttention, random_blocks  # noqa: E402
+
+
+def time_callable(fn, warmup: int = 5, iters: int = 20, min_time_s: float = 0.0) -> dict:
+    """Median time of `fn()` in milliseconds, measured with CUDA events around each call.
+
+    `fn` launches work on the current CUDA stream. Warm-up calls come first (compilation,
+    autotuning, caches); then at least `iters` timed calls (more while `min_time_s` is not spent).
+    """
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    t0 = time.perf_counter()
+    while len(times) < iters or time.perf_counter() - t0 < min_time_s:
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+        if len(times) >= 10 * iters:
+            break
+    return {
+        "median_ms": statistics.median(times),
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "n": len(times),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Patterns: our attributes, the FlexAttention mask_mod, and row intervals for exact pair counts.
+
+
+class Pattern:
+    def __init__(self, name, attrs, hq=16, hkv=16, head_dependent=False):
+        self.name, self.attrs, self.hq, self.hkv = name, attrs, hq, hkv
+        self.head_dependent = head_dependent
+
+    def random_table(self, L, device):
+        a = self.attrs
+        if a.num_random == 0:
+            return None
+        nb = -(-L // a.block_size)
+        return torch.from_numpy(random_blocks(a.seed, self.hq, nb, a.num_random, nb)).to(device)
+
+    def mask_mod(self, L, device):
+        a = self.attrs
+        G, bs, R = a.num_global, a.block_size, a.num_random
+        rt = self.random_table(L, device)
+        # One [H, nqb] table per draw: indexing with a constant last index trips Inductor.
+        tables = [rt[:, :, r].contiguous() for r in range(R)] if rt is not None else []
+        wl, wr, causal = a.window_left, a.window_right, a.causal
+
+        def mod(b, h, q, kv):
+            d = q - kv
+            m = (d >= -wr) if wr >= 0 else (d == d)
+            if wl >= 0:
+                m = m & (d <= wl)
+            if G > 0:
+                m = m | (kv < G) | (q < G)
+            if R > 0:
+                kb = kv // bs
+                for t in tables:
+                    m = m | (t[h, q // bs] == kb)
+            if causal:
+                m = m & (kv <= q)
+            return m
+
+        return mod
+
+    def pair_count(self, L, device):
+        """Exact allowed pairs (per head summed over heads) from the union of row intervals."""
+        a = self.attrs
+        i = torch.arange(L, device=device, dtype=torch.int64)
+        ivs = []  # list of (start [H or 1, L], end) half-open
+        lo = (i - a.window_left).clamp(min=0) if a.window_left >= 0 else torch.zeros_like(i)
+        hi = (i + a.window_right + 1).clamp(max=L) if a.window_right >= 0 else torch.full_like(i, L)
+        if a.causal:
+            hi = torch.minimum(hi, i + 1)
+        ivs.append((lo[None], hi[None]))
+        if a.num_global > 0:
+            ivs.append((torch.zeros_like(i)[None], torch.full_like(i, min(a.num_global, L))[None]))
+        rt = self.random_table(L, device)
+        if rt is not None:
+            bs = a.block_size
+            for r in range(a.num_random):
+                kb = rt[:, i // bs, r]  # [H, L]
+                s = kb * bs
+                e = torch.clamp(s + bs, max=L)
+                if a.causal:
+                    e = torch.minimum(e, i[None] + 1)
+                    s = torch.minimum(s, e)
+                ivs.append((s, e))
+        H = self.hq
+        starts = torch.stack([s.expand(H, L) for s, _ in ivs], -1)
+        ends = torch.stack([e.expand(H, L) for _, e in ivs], -1)
+        order = starts.argsort(-1)
+        starts, ends = starts.gather(-1, order), ends.gather(-1, order)
+        total = torch.zeros(H, L, dtype=torch.int64, device=device)
+        reach = torch.zeros(H, L, dtype=torch.int64, device=device)
+        for k in range(starts.shape[-1]):
+            s, e = starts[..., k], ends[..., k]
+            total += (e - torch.maximum(s, reach)).clamp(min=0)
+            reach = torch.maximum(reach, e)
+        if a.num_global > 0:  # global query rows see everything
+            total[:, : a.num_global] = L
+        return int(total.sum().item())
+
+
+def patterns():
+    return {
+        "sliding256": Pattern("sliding ±256", Attrs(window_left=256, window_right=256)),
+        "sliding256_global64": Pattern(
+            "±256 + 64 global", Attrs(window_left=256, window_right=256, num_global=64)
+        ),
+        "bigbird": Pattern(
+            "BigBird-like (bs 64, ±64, 64 global, 2 random)",
+            Attrs(block_size=64, window_left=64, window_right=64, num_global=64, num_random=2),
+            head_dependent=True,
+        ),
+        "causal_window4096_gqa": Pattern(
+            "causal window 4096, GQA 32:8", Attrs(causal=1, window_left=4095), hq=32, hkv=8
+        ),
+        "dense": Pattern("dense", Attrs()),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def bench_one(pat: Pattern, L, D, dtype, args, kernel, results):
+    dev = "cuda"
+    g = torch.Generator(device=dev).manual_seed(0)
+    q = torch.randn(1, pat.hq, L, D, device=dev, dtype=dtype, generator=g)
+    k = torch.randn(1, pat.hkv, L, D, device=dev, dtype=dtype, generator=g)
+    v = torch.randn(1, pat.hkv, L, D, device=dev, dtype=dtype, generator=g)
+    pairs = pat.pair_count(L, dev)  # summed over the query heads
+    flops = 4.0 * D * pairs
+    row = {
+        "pattern": pat.name,
+        "key": None,
+        "L": L,
+        "D": D,
+        "dtype": str(dtype).replace("torch.", ""),
+        "heads_q": pat.hq,
+        "heads_kv": pat.hkv,
+        "pairs_per_head": pairs / pat.hq,
+        "density": pairs / (pat.hq * L * L),
+        "impl": {},
+    }
+    dense = pat.name == "dense"
+    iters = args.iters
+
+    def record(name, fn):
+        try:
+            t = time_callable(fn, warmup=args.warmup, iters=iters)
+            t["tflops"] = flops / (t["median_ms"] * 1e-3) / 1e12
+            row["impl"][name] = t
+        except Exception as ex:  # a backend that cannot run this shape is reported, not fatal
+            row["impl"][name] = {"error": f"{type(ex).__name__}: {str(ex)[:300]}"}
+        torch.cuda.empty_cache()
+
+    out = torch.empty(1, pat.hq, L, D, device=dev, dtype=dtype)
+    record("spattn", kernel.prepare(q, k, v, out, pat.attrs))
+
+    if args.flex and (dtype == torch.bfloat16 or args.flex_fp16):
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        flex = args._flex_compiled
+        if flex is None:
+            flex = args._flex_compiled = torch.compile(flex_attention)
+        if dense:
+            bm = None
+        else:
+            bm = create_block_mask(
+                pat.mask_mod(L, dev),
+                B=None,
+                H=pat.hq if pat.head_dependent else None,
+                Q_LEN=L,
+                KV_LEN=L,
+                device=dev,
+                BLOCK_SIZE=128,
+                _compile=True,
+            )
+        gqa = pat.hq != pat.hkv
+        record("flex", lambda: flex(q, k, v, block_mask=bm, enable_gqa=gqa))
+        del bm
+
+    if dense and args.sdpa:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+        for name, backend in (
+            ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION),
+            ("sdpa_flash2", SDPBackend.FLASH_ATTENTION),
+        ):
+
+            def fn(backend=backend):
+                with sdpa_kernel(backend):
+                    return sdpa(q, k, v)
+
+            record(name, fn)
+
+    ours = row["impl"]["spattn"].get("median_ms")
+    for name, t in row["impl"].items():
+        if name != "spattn" and ours and "median_ms" in t:
+            row["impl"][name]["spattn_speedup"] = t["median_ms"] / ours
+    results.append(row)
+    cells = []
+    for name, t in row["impl"].items():
+        if "median_ms" in t:
+            cells.append(f"{name} {t['median_ms']:.3f} ms {t['tflops']:.0f} TF/s")
+        else:
+            cells.append(f"{name} ERR")
+    print(f"{pat.name:48s} L={L:6d} D={D:3d} {row['dtype']:8s} | " + " | ".join(cells), flush=True)
+    del q, k, v, out
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({(r["pattern"], r["D"], r["dtype"]) for r in results})
+    bf = [kk for kk in keys if kk[2] == "bfloat16"] or keys
+    n = len(bf)
+    cols = 2
+    rows_ = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(12, 3.2 * rows_), squeeze=False)
+    for ax, (pname, D, dt) in zip(axes.flat, bf):
+        sel = sorted((r for r in results if (r["pattern"], r["D"], r["dtype"]) == (pname, D, dt)),
+                     key=lambda r: r["L"])
+        impls = sorted({n for r in sel for n in r["impl"]})
+        for name in impls:
+            xs = [r["L"] for r in sel if "tflops" in r["impl"].get(name, {})]
+            ys = [r["impl"][name]["tflops"] for r in sel if "tflops" in r["impl"].get(name, {})]
+            if xs:
+                ax.plot(xs, ys, marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{pname}, D={D}, {dt}", fontsize=9)
+        ax.set_xlabel("L")
+        ax.set_ylabel("effective TFLOP/s")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--L", type=int, nargs="+", default=[4096, 16384, 65536, 131072])
+    ap.add_argument("--D", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--dtypes", nargs="+", default=["bfloat16", "float16"])
+    ap.add_argument("--patterns", nargs="+", default=list(patterns()))
+    ap.add_argument("--skip-dense-above", type=int, default=1 << 30,
+                    help="skip the dense pattern for L above this (it dominates the run time)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--no-flex", dest="flex", action="store_false")
+    ap.add_argument("--flex-fp16", action="store_true", help="also time FlexAttention in float16")
+    ap.add_argument("--no-sdpa", dest="sdpa", action="store_false")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--tag", default="bench")
+    args = ap.parse_args(argv)
+    args._flex_compiled = None
+    import torch._dynamo
+
+    torch._dynamo.config.cache_size_limit = 1024
+    if hasattr(torch._dynamo.config, "recompile_limit"):
+        torch._dynamo.config.recompile_limit = 1024
+    kernel = CudaSparseAttention()
+    pats = patterns()
+    results = []
+    for L in args.L:
+        for D in args.D:
+            for dt in args.dtypes:
+                for key in args.patterns:
+                    if key == "dense" and L > args.skip_dense_above:
+                        continue
+                    bench_one(pats[key], L, D, getattr(torch, dt), args, kernel, results)
+                    results[-1]["key"] = key
+    os.makedirs(args.out, exist_ok=True)
+    meta = {
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "batch": 1,
+        "note": "effective TFLOP/s = 4 * B * Hq * D * allowed pairs / median time",
+    }
+    path = os.path.join(args.out, f"cuda_{args.tag}.json")
+    with open(path, "w") as f:
+        json.dump({"meta": meta, "results": results}, f, indent=1)
+    try:
+        plot(results, os.path.join(args.out, f"cuda_{args.tag}.png"))
+    except Exception as ex:
+        print("plot failed:", ex)
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""GPU tests of the CUDA kernel through the direct C entry, against the float64 dense-mask
+reference of docs/op-spec.md (tests/gpu/cuda_lib.py).
+
+Skipped with a reason when torch has no CUDA device or the library has no CUDA kernels.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+torch = pytest.importorskip("torch")
+
+from cuda_lib import (  # noqa: E402
+    Attrs,
+    CudaSparseAttention,
+    find_library,
+    load_library,
+    random_blocks,
+    reference_attention,
+)
+
+pytestmark = pytest.mark.gpu
+
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device visible to torch", allow_module_level=True)
+if load_library() is None:
+    pytest.skip(
+        f"no CUDA build of libspattn_kernels.so (found: {find_library()}); "
+        "build with -DSPATTN_CUDA=ON or set SPATTN_KERNELS_LIB",
+        allow_module_level=True,
+    )
+
+DEV = "cuda"
+TOL = {
+    torch.float32: (2e-5, 1e-4),
+    torch.float16: (2e-3, 5e-3),
+    torch.bfloat16: (1.5e-2, 2e-2),
+}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def block_layout(hl, len_q, len_k, bs, k, seed, pad_frac=0.3):
+    """Random block_indices [hl, ceil(Lq/bs), k] with -1 padding and duplicates."""
+    g = np.random.default_rng(seed)
+    nqb, nkb = -(-len_q // bs), -(-len_k // bs)
+    bi = g.integers(0, nkb, size=(hl, nqb, k))
+    bi[g.random(bi.shape) < pad_frac] = -1
+    return torch.tensor(bi, dtype=torch.int32, device=DEV)
+
+
+# name -> (attrs, block_indices spec (heads "1" or "hq", block count K) or None)
+PATTERNS = {
+    "dense": (Attrs(), None),
+    "causal": (Attrs(causal=1), None),
+    "sliding": (Attrs(window_left=37, window_right=37), None),
+    "causal_sliding": (Attrs(causal=1, window_left=50), None),
+    "longformer": (Attrs(window_left=32, window_right=32, num_global=5), None),
+    "bigbird": (
+        Attrs(block_size=16, window_left=16, window_right=16, num_global=32, num_random=2, seed=7),
+        None,
+    ),
+    "bigbird_bs48": (
+        Attrs(block_size=48, window_left=48, window_right=48, num_global=48, num_random=3, seed=3),
+        None,
+    ),
+    "random_bs1": (Attrs(block_size=1, num_random=5, window_left=3, window_right=3, seed=11), None),
+    "strided": (Attrs(window_left=23, causal=1, stride=24), None),
+    "listed_shared": (Attrs(block_size=32), ("1", 3)),
+    "listed_per_head": (Attrs(block_size=32, window_left=0, window_right=0), ("hq", 4)),
+    "listed_random_bs100": (Attrs(block_size=100, num_random=1, seed=5, causal=1), ("hq", 2)),
+    "huge_block": (Attrs(block_size=65536, num_random=1, window_left=10, window_right=10), None),
+    "scale": (Attrs(scale=0.3, window_left=20, window_right=5), None),
+}
+
+# (B, Lq, Lk, key_lengths or None)
+SHAPES = {
+    "sq200": (1, 200, 200, None),
+    "q77k333_kl": (2, 77, 333, [333, 150]),
+    "q333k77_kl": (2, 333, 77, [50, 77]),
+}
+
+
+def make_inputs(b, hq, hkv, lq, lk, d, dtype, seed):
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    q = torch.randn(b, hq, lq, d, device=DEV, generator=g).to(dtype)
+    k = torch.randn(b, hkv, lk, d, device=DEV, generator=g).to(dtype)
+    v = torch.randn(b, hkv, lk, d, device=DEV, generator=g).to(dtype)
+    return q, k, v
+
+
+def run_case(attrs, bi_spec, b, hq, hkv, lq, lk, d, dtype, kl, seed=0, bad_rows=None, bi=None):
+    q, k, v = make_inputs(b, hq, hkv, lq, lk, d, dtype, seed)
+    key_lengths = torch.tensor(kl, dtype=torch.int32, device=DEV) if kl is not None else None
+    if bi is None and bi_spec is not None:
+        hl = 1 if bi_spec[0] == "1" else hq
+        bi = block_layout(hl, lq, lk, attrs.block_size, bi_spec[1], seed + 1)
+    kernel = CudaSparseAttention()
+    out = kernel(q, k, v, attrs, key_lengths, bi)
+    torch.cuda.synchronize()
+    ref, mask = reference_attention(q, k, v, attrs, key_lengths, bi)
+    got = out.double()
+    atol, rtol = TOL[dtype]
+    bad = torch.zeros(b, hq, lq, dtype=torch.bool, device=DEV)
+    if bad_rows is not None:
+        bad = bad_rows
+    # Rows that must be NaN are, the others are finite and within tolerance.
+    assert torch.isnan(got[bad]).all(), "rows with bad input values must be NaN"
+    good = ~bad
+    g_ok, r_ok = got[good], ref[good]
+    assert torch.isfinite(g_ok).all(), "non-finite values in the output (unwritten rows?)"
+    err = (g_ok - r_ok).abs()
+    lim = atol + rtol * r_ok.abs()
+    worst = (err - lim).max().item() if err.numel() else -1.0
+    assert worst <= 0, f"max |err| {err.max().item():.3e} beyond tolerance (excess {worst:.3e})"
+    # Rows with no allowed key are exact zeros.
+    empty = ~mask.any(-1) & good
+    if empty.any():
+        assert (got[empty] == 0).all(), "rows with no allowed key must be zeros"
+    return out
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("gqa", [1, 4])
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("pattern", list(PATTERNS))
+def test_patterns(pattern, dtype, d, gqa, shape):
+    attrs, bi_spec = PATTERNS[pattern]
+    b, lq, lk, kl = SHAPES[shape]
+    hkv = 2
+    run_case(attrs, bi_spec, b, hkv * gqa, hkv, lq, lk, d, DTYPES[dtype], kl, seed=zlib.crc32(pattern.encode()) % 1000)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_global_rows_are_split(dtype):
+    # Global query rows visit every key tile: the schedule splits them over several CTAs.
+    attrs = Attrs(window_left=64, window_right=64, num_global=16)
+    run_case(attrs, None, 1, 4, 2, 3000, 3000, 128, DTYPES[dtype], None, seed=3)
+
+
+@pytest.mark.parametrize("pattern", ["dense", "bigbird", "listed"])
+def test_long_keys_several_windows(pattern):
+    # Lk > 2048 key tiles: the visit list is built in several windows; few query tiles: split.
+    lk = 140_000
+    if pattern == "dense":
+        attrs, bi = Attrs(), None
+    elif pattern == "bigbird":
+        attrs = Attrs(block_size=64, window_left=64, window_right=64, num_global=64,
+                      num_random=3, seed=1)
+        bi = None
+    else:
+        attrs = Attrs(block_size=256, window_left=100, window_right=0)
+        bi = block_layout(1, 70, lk, 256, 6, 4, pad_frac=0.0)
+    run_case(attrs, None, 1, 2, 1, 70, lk, 64, torch.bfloat16, [lk - 1000], seed=5, bi=bi)
+
+
+def test_causal_dense_long_few_tiles():
+    # Decoding-like: short query over a long cache, causal, bottom-right aligned.
+    run_case(Attrs(causal=1), None, 1, 8, 2, 5, 20_000, 128, torch.float16, None, seed=9)
+
+
+def test_rows_with_no_key_are_zero():
+    attrs = Attrs(window_left=5, window_right=5)
+    out = run_case(attrs, None, 3, 2, 2, 150, 150, 64, torch.float16, [0, 20, 150], seed=2)
+    assert (out[0] == 0).all()
+
+
+def test_bad_key_lengths_give_nan_rows():
+    b, hq, lq, lk = 3, 2, 100, 120
+    bad = torch.zeros(b, hq, lq, dtype=torch.bool, device=DEV)
+    bad[0] = True
+    bad[2] = True
+    run_case(Attrs(window_left=10, window_right=10, num_global=3), None, b, hq, 1, lq, lk, 64,
+             torch.bfloat16, [-3, 77, lk + 7], seed=4, bad_rows=bad)
+
+
+@pytest.mark.parametrize("hl", ["1", "hq"])
+def test_bad_block_indices_give_nan_rows(hl):
+    b, hq, lq, lk, bs = 2, 4, 200, 260, 32
+    nkb = -(-lk // bs)
+    h = 1 if hl == "1" else hq
+    bi = block_layout(h, lq, lk, bs, 3, 6)
+    bi[0, 2, 1] = nkb + 5  # query block 2: rows 64..95
+    bi[h - 1, 5, 0] = -9  # query block 5: rows 160..191
+    bad = torch.zeros(b, hq, lq, dtype=torch.bool, device=DEV)
+    heads0 = slice(None) if h == 1 else slice(0, 1)
+    heads1 = slice(None) if h == 1 else slice(hq - 1, hq)
+    bad[:, heads0, 64:96] = True
+    bad[:, heads1, 160:192] = True
+    run_case(Attrs(block_size=bs, num_random=1), None, b, hq, 2, lq, lk, 128, torch.float16, None,
+             seed=6, bad_rows=bad, bi=bi)
+    torch.cuda.synchronize()  # no sticky error: the context is still usable
+
+
+def test_cuda_graph_capture():
+    # No host synchronization, allocation or planning inside the call: it can be captured.
+    attrs = Attrs(block_size=64, window_left=64, window_right=64, num_global=64, num_random=2)
+    q, k, v = make_inputs(1, 4, 2, 1000, 1000, 64, torch.bfloat16, 8)
+    out = torch.full((1, 4, 1000, 64), float("nan"), dtype=torch.bfloat16, device=DEV)
+    kernel = CudaSparseAttention()
+    call = kernel.prepare(q, k, v, out, attrs)
+    call()
+    torch.cuda.synchronize()
+    first = out.clone()
+    out.fill_(float("nan"))
+    s = torch.cuda.Stream()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(s):
+        call2 = kernel.prepare(q, k, v, out, attrs)
+        with torch.cuda.graph(graph, stream=s):
+            call2()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, first)
+
+
+def test_unsupported_head_dim_is_an_error():
+    q, k, v = make_inputs(1, 2, 2, 10, 10, 96, torch.float16, 0)
+    with pytest.raises(RuntimeError, match="head dim"):
+        CudaSparseAttention()(q, k, v, Attrs())
+
+
+def test_random_block_vectors():
+    # The spec's test vectors of the hash, as the reference computes it.
+    vec = [(0, 0, 0, 0, 16, 14), (0, 0, 0, 1, 16, 11), (0, 1, 0, 0, 16, 11), (0, 0, 1, 0, 16, 11),
+           (42, 3, 7, 1, 256, 95), (2147483647, 15, 1023, 2, 2048, 2000), (7, 0, 5, 0, 1, 0),
+           (123, 2, 9, 3, 1000, 871)]
+    for seed, h, qb, r, nkb, want in vec:
+        assert random_blocks(seed, h + 1, qb + 1, r + 1, nkb)[h, qb, r] == want
