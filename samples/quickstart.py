@@ -21,12 +21,11 @@ import warnings
 
 import numpy as np
 import onnxruntime as ort
-import torch
-from torch import nn
-
 import spattn
+import torch
 from spattn import Pattern, convert_transformer, export
 from spattn.runtime import ort_session
+from torch import nn
 
 
 def median_ms(session: ort.InferenceSession, feeds: dict, repeats: int) -> float:
