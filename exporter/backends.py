@@ -339,6 +339,13 @@ def parse_shape_overrides(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
 def _resolve_dims(specs: Sequence[TensorSpec], batch: int, seq_len: int,
                   overrides: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
     symbols: dict[str, int] = {}
+    for s in specs:  # explicit shapes also set the batch and sequence of the other inputs
+        if s.name in overrides and s.dims:
+            shape = overrides[s.name]
+            if not isinstance(s.dims[0], int) and shape:
+                batch = shape[0]
+            if len(s.dims) >= 2 and len(shape) >= 2 and not isinstance(s.dims[1], int):
+                seq_len = shape[1]
     for s in specs:  # symbols fixed by explicit shapes first
         if s.name in overrides and s.dims is not None:
             for d, v in zip(s.dims, overrides[s.name], strict=False):
@@ -373,8 +380,10 @@ def make_feeds(specs: Sequence[TensorSpec], batch: int = 1, seq_len: int = 128,
     """Deterministic inputs for a model: standard normal floats, integers = the sequence length.
 
     Dynamic dims take ``batch`` (axis 0) or ``seq_len`` (other axes); a symbolic dim shared by
-    several inputs takes one value. Integer inputs (``key_lengths``) hold the sequence length
-    (no padding). bfloat16 inputs are float32 arrays holding bfloat16 values.
+    several inputs takes one value; an explicit shape in ``shapes`` sets the batch and sequence
+    of the others. Integer inputs (``key_lengths``) hold the sequence length (axis 1 of the
+    first floating-point input of rank >= 2): no padding. bfloat16 inputs are float32 arrays
+    holding bfloat16 values.
 
     Examples
     --------
@@ -384,12 +393,8 @@ def make_feeds(specs: Sequence[TensorSpec], batch: int = 1, seq_len: int = 128,
     """
     shapes = _resolve_dims(specs, batch, seq_len, shapes or {})
     check_feeds(specs, {}, shapes=shapes)
-    dynamic_seq = any(isinstance(d, str) or d is None
-                      for s in specs for d in (s.dims or [])[1:])
-    fill = seq_len
-    if not dynamic_seq:
-        float_shapes = [shapes[s.name] for s in specs if s.is_float and len(shapes[s.name]) >= 2]
-        fill = float_shapes[0][1] if float_shapes else seq_len
+    float_shapes = [shapes[s.name] for s in specs if s.is_float and len(shapes[s.name]) >= 2]
+    fill = float_shapes[0][1] if float_shapes else seq_len
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for s in specs:

@@ -82,6 +82,13 @@ def _json_default(x: Any) -> Any:
 
 def _console(ctx: click.Context, quiet: bool, as_json: bool, debug: bool) -> Console:
     obj = ctx.ensure_object(dict)
+    if not (debug or obj.get("debug")):
+        try:  # ONNX Runtime logs its own copy of every error; ours is the one line
+            import onnxruntime
+
+            onnxruntime.set_default_logger_severity(4)
+        except ImportError:
+            pass
     obj["debug"] = obj.get("debug", False) or debug
     obj["json"] = obj.get("json", False) or as_json
     obj["quiet"] = obj.get("quiet", False) or quiet
@@ -559,6 +566,10 @@ def run(ctx: click.Context, model: str, backend: str, engine: str | None,
         proto = bk.load_onnx(model)
         bk.spattn_node_info(proto, path=model)
         specs = bk.input_specs(proto)
+    if backend != "tensorrt":
+        ok, reason = bk.backend_status(backend)
+        if not ok:
+            raise UserError(reason)
     feeds = _feeds(specs, inputs_path, batch, seq_len, shape_items, seed)
     if save_inputs:
         np.savez(save_inputs, **feeds)
