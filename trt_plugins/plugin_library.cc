@@ -81,7 +81,8 @@ const char* tensorrt_library_kind(const char* path) {
   const char* base = std::strrchr(path, '/');
   base = base ? base + 1 : path;
   if (std::strncmp(base, "libtensorrt_rtx.so", 18) == 0) return "rtx";
-  if (std::strncmp(base, "libnvinfer.so", 13) == 0 || std::strncmp(base, "libnvinfer_lean.so", 18) == 0)
+  if (std::strncmp(base, "libnvinfer.so", 13) == 0 ||
+      std::strncmp(base, "libnvinfer_lean.so", 18) == 0)
     return "nvinfer";
   return nullptr;
 }
@@ -123,8 +124,8 @@ Registry process_registry() {
     r.abi = &kRegistryAbiNoV2;
   } else {
     void* handle = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
-    auto major = handle ? reinterpret_cast<GetVersionFn>(dlsym(handle, "getInferLibMajorVersion"))
-                        : nullptr;
+    auto major =
+        handle ? reinterpret_cast<GetVersionFn>(dlsym(handle, "getInferLibMajorVersion")) : nullptr;
     const int32_t v = major ? major() : 0;
     if (handle) dlclose(handle);
     if (v == 10) r.abi = &kRegistryAbi10;

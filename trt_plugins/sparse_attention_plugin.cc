@@ -21,49 +21,75 @@ using nvinfer1::PluginFieldType;
 
 constexpr int kNumIntFields = 8;
 // The INT attributes of the op, in the order of PatternAttrs.
-constexpr const char* kIntFieldNames[kNumIntFields] = {
-    "window_left", "window_right", "causal", "num_global", "stride", "block_size", "num_random",
-    "seed"};
+constexpr const char* kIntFieldNames[kNumIntFields] = {"window_left", "window_right", "causal",
+                                                       "num_global",  "stride",       "block_size",
+                                                       "num_random",  "seed"};
 constexpr const char* kInputNames[5] = {"query", "key", "value", "key_lengths", "block_indices"};
 
 int32_t dtype_code(DataType t) {
   switch (t) {
-    case DataType::kFLOAT: return int32_t(DType::kFloat32);
-    case DataType::kHALF: return int32_t(DType::kFloat16);
-    case DataType::kBF16: return int32_t(DType::kBFloat16);
-    case DataType::kINT32: return kInt32Code;
-    default: return -1;
+    case DataType::kFLOAT:
+      return int32_t(DType::kFloat32);
+    case DataType::kHALF:
+      return int32_t(DType::kFloat16);
+    case DataType::kBF16:
+      return int32_t(DType::kBFloat16);
+    case DataType::kINT32:
+      return kInt32Code;
+    default:
+      return -1;
   }
 }
 
 const char* type_name(DataType t) {
   switch (t) {
-    case DataType::kFLOAT: return "float32";
-    case DataType::kHALF: return "float16";
-    case DataType::kBF16: return "bfloat16";
-    case DataType::kINT32: return "int32";
-    case DataType::kINT64: return "int64";
-    case DataType::kINT8: return "int8";
-    case DataType::kUINT8: return "uint8";
-    case DataType::kBOOL: return "bool";
-    case DataType::kFP8: return "float8";
-    default: return "another TensorRT type";
+    case DataType::kFLOAT:
+      return "float32";
+    case DataType::kHALF:
+      return "float16";
+    case DataType::kBF16:
+      return "bfloat16";
+    case DataType::kINT32:
+      return "int32";
+    case DataType::kINT64:
+      return "int64";
+    case DataType::kINT8:
+      return "int8";
+    case DataType::kUINT8:
+      return "uint8";
+    case DataType::kBOOL:
+      return "bool";
+    case DataType::kFP8:
+      return "float8";
+    default:
+      return "another TensorRT type";
   }
 }
 
 const char* field_type_name(PluginFieldType t) {
   switch (t) {
-    case PluginFieldType::kFLOAT16: return "FLOAT16";
-    case PluginFieldType::kFLOAT32: return "FLOAT32";
-    case PluginFieldType::kFLOAT64: return "FLOAT64";
-    case PluginFieldType::kINT8: return "INT8";
-    case PluginFieldType::kINT16: return "INT16";
-    case PluginFieldType::kINT32: return "INT32";
-    case PluginFieldType::kINT64: return "INT64";
-    case PluginFieldType::kCHAR: return "CHAR";
-    case PluginFieldType::kDIMS: return "DIMS";
-    case PluginFieldType::kBF16: return "BF16";
-    default: return "another field type";
+    case PluginFieldType::kFLOAT16:
+      return "FLOAT16";
+    case PluginFieldType::kFLOAT32:
+      return "FLOAT32";
+    case PluginFieldType::kFLOAT64:
+      return "FLOAT64";
+    case PluginFieldType::kINT8:
+      return "INT8";
+    case PluginFieldType::kINT16:
+      return "INT16";
+    case PluginFieldType::kINT32:
+      return "INT32";
+    case PluginFieldType::kINT64:
+      return "INT64";
+    case PluginFieldType::kCHAR:
+      return "CHAR";
+    case PluginFieldType::kDIMS:
+      return "DIMS";
+    case PluginFieldType::kBF16:
+      return "BF16";
+    default:
+      return "another field type";
   }
 }
 
@@ -142,9 +168,8 @@ R guarded(const char* where, R on_error, nvinfer1::IErrorRecorder* recorder, F&&
 std::string parse_fields(const nvinfer1::PluginFieldCollection* fc, PatternAttrs* out) {
   RawAttrs r;
   if (fc && fc->nbFields > 0 && !fc->fields)
-    return detail::err("plugin fields", "a field array", "null with " +
-                                                              std::to_string(fc->nbFields) +
-                                                              " fields");
+    return detail::err("plugin fields", "a field array",
+                       "null with " + std::to_string(fc->nbFields) + " fields");
   const int32_t n = fc ? fc->nbFields : 0;
   for (int32_t i = 0; i < n; ++i) {
     const PluginField& f = fc->fields[i];
@@ -168,11 +193,20 @@ std::string parse_fields(const nvinfer1::PluginFieldCollection* fc, PatternAttrs
     bool ok = f.length == 1 && f.data;
     if (ok) {
       switch (f.type) {
-        case PluginFieldType::kINT32: v = *static_cast<const int32_t*>(f.data); break;
-        case PluginFieldType::kINT64: v = *static_cast<const int64_t*>(f.data); break;
-        case PluginFieldType::kINT16: v = *static_cast<const int16_t*>(f.data); break;
-        case PluginFieldType::kINT8: v = *static_cast<const int8_t*>(f.data); break;
-        default: ok = false;
+        case PluginFieldType::kINT32:
+          v = *static_cast<const int32_t*>(f.data);
+          break;
+        case PluginFieldType::kINT64:
+          v = *static_cast<const int64_t*>(f.data);
+          break;
+        case PluginFieldType::kINT16:
+          v = *static_cast<const int16_t*>(f.data);
+          break;
+        case PluginFieldType::kINT8:
+          v = *static_cast<const int8_t*>(f.data);
+          break;
+        default:
+          ok = false;
       }
     }
     if (!ok) return detail::err(kIntFieldNames[int_index], "an INT32 field of length 1", got);
@@ -231,29 +265,28 @@ int32_t SparseAttentionPlugin::getOutputDataTypes(nvinfer1::DataType* output_typ
   });
 }
 
-int32_t SparseAttentionPlugin::getOutputShapes(const nvinfer1::DimsExprs* inputs,
-                                               int32_t nb_inputs, const nvinfer1::DimsExprs*,
-                                               int32_t, nvinfer1::DimsExprs* outputs,
-                                               int32_t nb_outputs,
+int32_t SparseAttentionPlugin::getOutputShapes(const nvinfer1::DimsExprs* inputs, int32_t nb_inputs,
+                                               const nvinfer1::DimsExprs*, int32_t,
+                                               nvinfer1::DimsExprs* outputs, int32_t nb_outputs,
                                                nvinfer1::IExprBuilder&) noexcept {
   return guarded("getOutputShapes", int32_t(-1), recorder_, [&]() -> int32_t {
     // Only what the output shape needs is checked here; configurePlugin runs the full validation
     // (validate.h) on the profile's shapes.
     if (nb_outputs != 1) return -1;
     if (nb_inputs < 3 || nb_inputs > 5) {
-      report_error(nb_inputs > 5 ? detail::err("input 5",
-                                               "not used by SparseAttention version 1 (reserved)",
-                                               std::to_string(nb_inputs) + " inputs")
-                                 : detail::err(kInputNames[nb_inputs < 0 ? 0 : nb_inputs],
-                                               "a required input", "nothing"),
+      report_error(nb_inputs > 5
+                       ? detail::err("input 5", "not used by SparseAttention version 1 (reserved)",
+                                     std::to_string(nb_inputs) + " inputs")
+                       : detail::err(kInputNames[nb_inputs < 0 ? 0 : nb_inputs], "a required input",
+                                     "nothing"),
                    recorder_);
       return -1;
     }
     for (int i = 0; i < 3; ++i)
       if (inputs[i].nbDims != 4) {
-        report_error(detail::err(kInputNames[i], "rank 4",
-                                 "rank " + std::to_string(inputs[i].nbDims)),
-                     recorder_);
+        report_error(
+            detail::err(kInputNames[i], "rank 4", "rank " + std::to_string(inputs[i].nbDims)),
+            recorder_);
         return -1;
       }
     // [B, Hq, Lq] of query and Dv of value, as TensorRT's own expressions.
@@ -306,8 +339,8 @@ size_t SparseAttentionPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTens
     Params p;
     // workspace_size grows with every dim: the profile's maximum covers every smaller shape.
     const std::string e = validate_descs(
-        attrs_, inputs, nb_inputs,
-        [](const nvinfer1::DynamicPluginTensorDesc& d) { return d.max; }, &p);
+        attrs_, inputs, nb_inputs, [](const nvinfer1::DynamicPluginTensorDesc& d) { return d.max; },
+        &p);
     return e.empty() ? cuda::workspace_size(p) : size_t(0);
   });
 }
@@ -358,10 +391,11 @@ int32_t SparseAttentionPlugin::enqueue(const nvinfer1::PluginTensorDesc* input_d
       return -1;
     }
     if (output_desc[0].type != input_desc[0].type) {
-      report_error(detail::err("output", std::string("the type of query (") +
-                                             type_name(input_desc[0].type) + ")",
-                               type_name(output_desc[0].type)),
-                   recorder_);
+      report_error(
+          detail::err("output",
+                      std::string("the type of query (") + type_name(input_desc[0].type) + ")",
+                      type_name(output_desc[0].type)),
+          recorder_);
       return -1;
     }
     p.q = inputs[0];
@@ -393,23 +427,22 @@ nvinfer1::IPluginV3* SparseAttentionPlugin::attachToContext(
 }
 
 const nvinfer1::PluginFieldCollection* SparseAttentionPlugin::getFieldsToSerialize() noexcept {
-  return guarded("getFieldsToSerialize",
-                 static_cast<const nvinfer1::PluginFieldCollection*>(nullptr), recorder_,
-                 [&]() -> const nvinfer1::PluginFieldCollection* {
-                   // Every attribute, resolved as the creator reads it: createPlugin(kRUNTIME)
-                   // on these fields gives an identical plugin.
-                   ser_fields_.clear();
-                   ser_scale_ = attrs_.scale;
-                   ser_fields_.emplace_back("scale", &ser_scale_, PluginFieldType::kFLOAT32, 1);
-                   for (int i = 0; i < kNumIntFields; ++i) {
-                     ser_ints_[i] = *int_field(attrs_, i);
-                     ser_fields_.emplace_back(kIntFieldNames[i], &ser_ints_[i],
-                                              PluginFieldType::kINT32, 1);
-                   }
-                   ser_collection_.nbFields = int32_t(ser_fields_.size());
-                   ser_collection_.fields = ser_fields_.data();
-                   return &ser_collection_;
-                 });
+  return guarded(
+      "getFieldsToSerialize", static_cast<const nvinfer1::PluginFieldCollection*>(nullptr),
+      recorder_, [&]() -> const nvinfer1::PluginFieldCollection* {
+        // Every attribute, resolved as the creator reads it: createPlugin(kRUNTIME)
+        // on these fields gives an identical plugin.
+        ser_fields_.clear();
+        ser_scale_ = attrs_.scale;
+        ser_fields_.emplace_back("scale", &ser_scale_, PluginFieldType::kFLOAT32, 1);
+        for (int i = 0; i < kNumIntFields; ++i) {
+          ser_ints_[i] = *int_field(attrs_, i);
+          ser_fields_.emplace_back(kIntFieldNames[i], &ser_ints_[i], PluginFieldType::kINT32, 1);
+        }
+        ser_collection_.nbFields = int32_t(ser_fields_.size());
+        ser_collection_.fields = ser_fields_.data();
+        return &ser_collection_;
+      });
 }
 
 // ---- SparseAttentionPluginCreator ----
@@ -425,8 +458,7 @@ SparseAttentionPluginCreator::SparseAttentionPluginCreator() {
 }
 
 nvinfer1::IPluginV3* SparseAttentionPluginCreator::createPlugin(
-    const char* name, const nvinfer1::PluginFieldCollection* fc,
-    nvinfer1::TensorRTPhase) noexcept {
+    const char* name, const nvinfer1::PluginFieldCollection* fc, nvinfer1::TensorRTPhase) noexcept {
   return guarded("createPlugin", static_cast<nvinfer1::IPluginV3*>(nullptr), nullptr,
                  [&]() -> nvinfer1::IPluginV3* {
                    PatternAttrs attrs;

@@ -24,7 +24,8 @@ constexpr const char* kPluginNamespace = "spattn";
 
 // Reports an error through TensorRT: the logger of setLoggerFinder, and the error recorder of the
 // execution context (if attached) or of the plugin registry. Defined in plugin_library.cc.
-void report_error(const std::string& message, nvinfer1::IErrorRecorder* recorder = nullptr) noexcept;
+void report_error(const std::string& message,
+                  nvinfer1::IErrorRecorder* recorder = nullptr) noexcept;
 
 class SparseAttentionPlugin final : public nvinfer1::IPluginV3,
                                     public nvinfer1::IPluginV3OneCore,
@@ -69,7 +70,8 @@ class SparseAttentionPlugin final : public nvinfer1::IPluginV3,
 
   // IPluginV3OneRuntime
   int32_t onShapeChange(const nvinfer1::PluginTensorDesc* in, int32_t nb_inputs,
-                        const nvinfer1::PluginTensorDesc* out, int32_t nb_outputs) noexcept override;
+                        const nvinfer1::PluginTensorDesc* out,
+                        int32_t nb_outputs) noexcept override;
   int32_t enqueue(const nvinfer1::PluginTensorDesc* input_desc,
                   const nvinfer1::PluginTensorDesc* output_desc, const void* const* inputs,
                   void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import onnx
 import torch
-from torch import nn
-
 from spattn import Pattern, SparseMultiheadAttention
 from spattn import export as spattn_export
 from spattn.models import gqa_decoder_block, longformer_encoder
+from torch import nn
 
 
 class _Attention(nn.Module):
@@ -38,16 +37,35 @@ def models() -> dict[str, tuple[nn.Module, tuple]]:
     """The exported models: every attribute and both optional inputs appear in some node."""
     torch.manual_seed(0)
     x = torch.randn(2, 96, 256)
-    mixed = Pattern(window_left=2, window_right=0, causal=True, num_global=4, stride=3,
-                    num_random=1, block_size=8, seed=11, scale=0.3)
+    mixed = Pattern(
+        window_left=2,
+        window_right=0,
+        causal=True,
+        num_global=4,
+        stride=3,
+        num_random=1,
+        block_size=8,
+        seed=11,
+        scale=0.3,
+    )
     return {
-        "longformer": longformer_encoder(d_model=256, nhead=4, num_layers=1, attention_window=32,
-                                         num_global=2, seq_len=96, batch=2),
-        "gqa_decoder": gqa_decoder_block(d_model=256, num_heads=4, num_kv_heads=2, window=48,
-                                         seq_len=96, batch=2),
+        "longformer": longformer_encoder(
+            d_model=256,
+            nhead=4,
+            num_layers=1,
+            attention_window=32,
+            num_global=2,
+            seq_len=96,
+            batch=2,
+        ),
+        "gqa_decoder": gqa_decoder_block(
+            d_model=256, num_heads=4, num_kv_heads=2, window=48, seq_len=96, batch=2
+        ),
         "mixed": (_Attention(mixed, kv_heads=2).eval(), (x,)),
-        "bigbird_exact": (_Attention(Pattern.bigbird(16, num_random=1, seed=2,
-                                                     exact_blocks=True)).eval(), (x,)),
+        "bigbird_exact": (
+            _Attention(Pattern.bigbird(16, num_random=1, seed=2, exact_blocks=True)).eval(),
+            (x,),
+        ),
     }
 
 

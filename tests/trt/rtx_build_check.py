@@ -97,8 +97,9 @@ _BUILD = _IMPORT + textwrap.dedent("""
 
 
 def _run(code: str, args: list[str], timeout: int = 600) -> tuple[dict, str, int]:
-    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                       timeout=timeout)
+    p = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout
+    )
     result: dict = {}
     for line in p.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -120,12 +121,17 @@ def main() -> int:
         print(s, flush=True)
         lines.append(s)
 
-    version, _, rc = _run(_IMPORT + "print('RESULT ' + __import__('json').dumps("
-                          "{'v': trt.__version__}))", [])
+    version, _, rc = _run(
+        _IMPORT + "print('RESULT ' + __import__('json').dumps({'v': trt.__version__}))", []
+    )
     say(f"TensorRT for RTX {version.get('v', '(not importable)')}, plugin {a.plugin}")
     try:
-        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30).stdout.strip()
+        gpu = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         gpu = "(no nvidia-smi)"
     say(f"GPU: {gpu or '(none)'}")
@@ -135,7 +141,10 @@ def main() -> int:
         res, tail, rc = _run(_LOAD, [mode, a.plugin])
         found = res.get("found", False)
         ok_all &= found
-        say(f"{mode:13s} rc={rc} found={found} {json.dumps({k: v for k, v in res.items() if k not in ('mode', 'fields')})}")
+        say(
+            f"{mode:13s} rc={rc} found={found} "
+            + json.dumps({k: v for k, v in res.items() if k not in ("mode", "fields")})
+        )
         if res.get("fields"):
             say(f"  fields: {res['fields']}")
         if not found and tail:
@@ -144,11 +153,15 @@ def main() -> int:
     models = sorted(f for f in os.listdir(a.models) if f.endswith(".onnx"))
     for m in models:
         res, tail, rc = _run(_BUILD, [os.path.join(a.models, m), a.plugin])
-        say(f"{m}: rc={rc} parsed={res.get('parsed')} engine_bytes={res.get('engine_bytes')} "
-            f"deserialized={res.get('deserialized')}")
+        say(
+            f"{m}: rc={rc} parsed={res.get('parsed')} engine_bytes={res.get('engine_bytes')} "
+            f"deserialized={res.get('deserialized')}"
+        )
         for layer in res.get("plugin_layers", []):
-            say(f"  plugin layer {layer['name']}: inputs {layer['inputs']} -> {layer['output']} "
-                f"{layer['dtype']}")
+            say(
+                f"  plugin layer {layer['name']}: inputs {layer['inputs']} -> {layer['output']} "
+                f"{layer['dtype']}"
+            )
         if res.get("parser_errors"):
             say(f"  parser errors: {res['parser_errors']}")
         if tail and (rc != 0 or not res.get("deserialized")):

@@ -2,8 +2,8 @@
 // finds the creator through the library's getCreators entry (as IPluginRegistry::loadLibrary does),
 // creates the plugin from the fields TensorRT's ONNX parser makes of exported nodes, drives the
 // build-phase methods with a small IExprBuilder, enqueues on the GPU and compares with the CPU
-// kernel on the same inputs (docs/op-spec.md tolerances). Also: serialization round trip, bad fields
-// and shapes, several execution contexts, and plugin enqueue time against the direct launch.
+// kernel on the same inputs (docs/op-spec.md tolerances). Also: serialization round trip, bad
+// fields and shapes, several execution contexts, and plugin enqueue time against the direct launch.
 //
 // usage: spattn_trt_harness --plugin libspattn_trt.so --nodes nodes.txt [--bench] [--bench-only]
 // Prints one line per check and "N passed, M failed"; exits non-zero on any failure.
@@ -43,14 +43,14 @@ void check(bool ok, const std::string& what) {
   (ok ? g_passed : g_failed)++;
 }
 
-#define CUDA_OK(expr)                                                                   \
-  do {                                                                                  \
-    cudaError_t _e = (expr);                                                            \
-    if (_e != cudaSuccess) {                                                            \
+#define CUDA_OK(expr)                                                                    \
+  do {                                                                                   \
+    cudaError_t _e = (expr);                                                             \
+    if (_e != cudaSuccess) {                                                             \
       std::fprintf(stderr, "CUDA error %s at %s:%d\n", cudaGetErrorString(_e), __FILE__, \
-                   __LINE__);                                                           \
-      std::exit(3);                                                                     \
-    }                                                                                   \
+                   __LINE__);                                                            \
+      std::exit(3);                                                                      \
+    }                                                                                    \
   } while (0)
 
 // ---- logging: what the plugin reports through setLoggerFinder ----
@@ -127,15 +127,33 @@ struct ExprBuilderImpl : nvinfer1::apiv::VExprBuilder {
     int64_t r = 0;
     using Op = nvinfer1::DimensionOperation;
     switch (op) {
-      case Op::kSUM: r = x + y; break;
-      case Op::kPROD: r = x * y; break;
-      case Op::kMAX: r = std::max(x, y); break;
-      case Op::kMIN: r = std::min(x, y); break;
-      case Op::kSUB: r = x - y; break;
-      case Op::kEQUAL: r = x == y; break;
-      case Op::kLESS: r = x < y; break;
-      case Op::kFLOOR_DIV: r = x / y; break;
-      case Op::kCEIL_DIV: r = (x + y - 1) / y; break;
+      case Op::kSUM:
+        r = x + y;
+        break;
+      case Op::kPROD:
+        r = x * y;
+        break;
+      case Op::kMAX:
+        r = std::max(x, y);
+        break;
+      case Op::kMIN:
+        r = std::min(x, y);
+        break;
+      case Op::kSUB:
+        r = x - y;
+        break;
+      case Op::kEQUAL:
+        r = x == y;
+        break;
+      case Op::kLESS:
+        r = x < y;
+        break;
+      case Op::kFLOOR_DIV:
+        r = x / y;
+        break;
+      case Op::kCEIL_DIV:
+        r = (x + y - 1) / y;
+        break;
     }
     return make(a.isConstant() && b.isConstant(), r);
   }
@@ -218,7 +236,7 @@ float from_bf16(uint16_t b) {
 const char* dtype_label(spattn::DType t) { return spattn::dtype_name(t); }
 
 DataType trt_type(spattn::DType t) {
-  return t == spattn::DType::kFloat32 ? DataType::kFLOAT
+  return t == spattn::DType::kFloat32   ? DataType::kFLOAT
          : t == spattn::DType::kFloat16 ? DataType::kHALF
                                         : DataType::kBF16;
 }
@@ -536,9 +554,12 @@ struct Tolerance {
 
 Tolerance tolerance(spattn::DType t) {
   switch (t) {
-    case spattn::DType::kFloat32: return {2e-5, 1e-4};
-    case spattn::DType::kFloat16: return {2e-3, 5e-3};
-    default: return {1.5e-2, 2e-2};
+    case spattn::DType::kFloat32:
+      return {2e-5, 1e-4};
+    case spattn::DType::kFloat16:
+      return {2e-3, 5e-3};
+    default:
+      return {1.5e-2, 2e-2};
   }
 }
 
@@ -610,8 +631,8 @@ int64_t build_phase(PluginHandle& h, const Problem& prob, const std::string& tag
   std::vector<DataType> in_types;
   for (const auto& d : prob.descs()) in_types.push_back(d.type);
   DataType out_type = DataType::kINT8;
-  ok = ok && h.build->getOutputDataTypes(&out_type, 1, in_types.data(), int32_t(in_types.size())) ==
-                 0 &&
+  ok = ok &&
+       h.build->getOutputDataTypes(&out_type, 1, in_types.data(), int32_t(in_types.size())) == 0 &&
        out_type == trt_type(prob.dtype);
   check(ok, tag + " getNbOutputs/getOutputDataTypes");
   // Output shapes through symbolic expressions.
@@ -678,8 +699,8 @@ int64_t build_phase(PluginHandle& h, const Problem& prob, const std::string& tag
   spattn::validate_inputs(a, n, td[0], td[1], td[2], td[3], td[4], spattn::cuda::head_dim_support(),
                           &pb);
   const size_t need = spattn::cuda::workspace_size(pb);
-  check(crc == 0 && ws >= need,
-        tag + " configurePlugin + getWorkspaceSize (" + std::to_string(ws) + " bytes for max shapes)");
+  check(crc == 0 && ws >= need, tag + " configurePlugin + getWorkspaceSize (" + std::to_string(ws) +
+                                    " bytes for max shapes)");
   return ok && shape_ok && fmt_ok && crc == 0 ? int64_t(ws) : -1;
 }
 
@@ -715,8 +736,8 @@ void node_checks(Library& lib, const Node& node, spattn::DType dtype, cudaStream
                  cudaStream_t s1) {
   const std::string tag = node.model + "/" + dtype_label(dtype);
   auto fields = parser_fields(lib.creator, node);
-  PluginHandle h(lib.creator->createPlugin(node.name.c_str(), &fields->fc,
-                                           nvinfer1::TensorRTPhase::kBUILD));
+  PluginHandle h(
+      lib.creator->createPlugin(node.name.c_str(), &fields->fc, nvinfer1::TensorRTPhase::kBUILD));
   check(h.plugin && h.core && h.build && h.runtime,
         tag + " createPlugin(kBUILD) from the parser's " + std::to_string(fields->fc.nbFields) +
             " fields" + (h.plugin ? "" : ": " + lib.logger.last()));
@@ -755,8 +776,8 @@ void node_checks(Library& lib, const Node& node, spattn::DType dtype, cudaStream
   std::deque<std::string> names;
   const nvinfer1::PluginFieldCollection* ser = h.runtime->getFieldsToSerialize();
   auto copy = copy_fields(ser, &names);
-  PluginHandle r(lib.creator->createPlugin(node.name.c_str(), &copy->fc,
-                                           nvinfer1::TensorRTPhase::kRUNTIME));
+  PluginHandle r(
+      lib.creator->createPlugin(node.name.c_str(), &copy->fc, nvinfer1::TensorRTPhase::kRUNTIME));
   bool same = false;
   if (r.plugin && r.runtime) {
     int32_t rrc = -1;
@@ -833,7 +854,8 @@ void bad_field_checks(Library& lib) {
     lib.logger.errors.clear();
     nvinfer1::IPluginV3* p = lib.creator->createPlugin("bad", &fc, nvinfer1::TensorRTPhase::kBUILD);
     const std::string msg = lib.logger.last();
-    const bool ok = !p && msg.find(std::string("SparseAttention: ") + c.name + ":") != std::string::npos;
+    const bool ok =
+        !p && msg.find(std::string("SparseAttention: ") + c.name + ":") != std::string::npos;
     delete p;
     char what[96];
     std::snprintf(what, sizeof(what), "bad field %s=%g (%s, length %d) rejected", c.name, c.value,
@@ -987,7 +1009,9 @@ void bench(Library& lib, cudaStream_t s) {
     p.o = out;
     void* outs[1] = {out};
     bool ok = h.runtime->onShapeChange(in.data(), 3, &od, 1) == 0;
-    auto plugin_call = [&] { ok = ok && h.runtime->enqueue(in.data(), &od, ptrs.data(), outs, ws, s) == 0; };
+    auto plugin_call = [&] {
+      ok = ok && h.runtime->enqueue(in.data(), &od, ptrs.data(), outs, ws, s) == 0;
+    };
     auto direct_call = [&] { ok = ok && spattn::cuda::launch(p, ws, wsb, s) == cudaSuccess; };
     cudaEvent_t e0, e1;
     CUDA_OK(cudaEventCreate(&e0));
@@ -1020,7 +1044,8 @@ void bench(Library& lib, cudaStream_t s) {
     const double ratio = mp / md;
     std::printf("BENCH %s: plugin %.2f us, direct %.2f us, ratio %.4f (%d calls x 15 samples)\n",
                 c.label, mp, md, ratio, iters);
-    check(ok && ratio <= 1.03, std::string("plugin enqueue within 3% of the direct launch: ") + c.label);
+    check(ok && ratio <= 1.03,
+          std::string("plugin enqueue within 3% of the direct launch: ") + c.label);
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
     cudaFree(out);
@@ -1036,10 +1061,14 @@ int main(int argc, char** argv) {
   bool do_bench = false, bench_only = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--plugin" && i + 1 < argc) plugin_path = argv[++i];
-    else if (a == "--nodes" && i + 1 < argc) nodes_path = argv[++i];
-    else if (a == "--bench") do_bench = true;
-    else if (a == "--bench-only") do_bench = bench_only = true;
+    if (a == "--plugin" && i + 1 < argc)
+      plugin_path = argv[++i];
+    else if (a == "--nodes" && i + 1 < argc)
+      nodes_path = argv[++i];
+    else if (a == "--bench")
+      do_bench = true;
+    else if (a == "--bench-only")
+      do_bench = bench_only = true;
   }
   if (plugin_path.empty() || (nodes_path.empty() && !bench_only)) {
     std::fprintf(stderr, "usage: %s --plugin libspattn_trt.so --nodes nodes.txt [--bench]\n",
@@ -1059,7 +1088,8 @@ int main(int argc, char** argv) {
 
   Library lib;
   lib.handle = dlopen(plugin_path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  check(lib.handle != nullptr, "dlopen " + plugin_path + (lib.handle ? "" : std::string(": ") + dlerror()));
+  check(lib.handle != nullptr,
+        "dlopen " + plugin_path + (lib.handle ? "" : std::string(": ") + dlerror()));
   if (!lib.handle) return 1;
   auto get_creators = reinterpret_cast<GetCreatorsFn>(dlsym(lib.handle, "getCreators"));
   auto set_finder = reinterpret_cast<SetLoggerFinderFn>(dlsym(lib.handle, "setLoggerFinder"));
@@ -1073,7 +1103,8 @@ int main(int argc, char** argv) {
     if (std::strcmp(creators[i]->getInterfaceInfo().kind, "PLUGIN CREATOR_V3ONE") != 0) continue;
     auto* c = static_cast<nvinfer1::IPluginCreatorV3One*>(creators[i]);
     if (std::string(c->getPluginName()) == "SparseAttention" &&
-        std::string(c->getPluginVersion()) == "1" && std::string(c->getPluginNamespace()) == "spattn")
+        std::string(c->getPluginVersion()) == "1" &&
+        std::string(c->getPluginNamespace()) == "spattn")
       lib.creator = c;
   }
   check(lib.creator != nullptr, "getCreators has SparseAttention version 1 in namespace spattn");
@@ -1085,7 +1116,7 @@ int main(int argc, char** argv) {
     const PluginField& f = names->fields[i];
     list += std::string(i ? "," : "") + f.name;
     types_ok = types_ok && (std::strcmp(f.name, "scale") == 0 ? f.type == PluginFieldType::kFLOAT32
-                                                                : f.type == PluginFieldType::kINT32);
+                                                              : f.type == PluginFieldType::kINT32);
   }
   check(types_ok, "field names = the op's attributes (scale FLOAT32, the rest INT32): " + list);
 
