@@ -261,10 +261,6 @@ def _batching(specs: Sequence[TensorSpec], max_batch_size: int) -> tuple[bool, s
     if fixed:
         return False, (f"batching off: axis 0 of {', '.join(fixed)} is not dynamic; export with "
                        "a dynamic batch axis (spattn export --dynamic-batch) for dynamic batching")
-    symbols = {s.dims[0] for s in specs if isinstance(s.dims[0], str)}
-    if len(symbols) > 1:
-        return False, (f"batching off: the inputs' and outputs' axis 0 have different names "
-                       f"({', '.join(sorted(symbols))}), so they may not be one batch axis")
     return True, ""
 
 
