@@ -678,11 +678,12 @@ def tensorrt_status() -> tuple[bool, str]:
         return False, ("libspattn_trt.so was not built: rebuild spattn with `pip install .` on "
                        "a machine with nvcc and TensorRT (headers: SPATTN_TRT_INCLUDE_DIR)")
     try:
-        ok = bool(trt.available())
+        res = trt.available()
     except Exception as e:  # a broken TensorRT install raises many kinds of errors
         return False, f"TensorRT cannot be used here: {e}"
+    ok, why = res if isinstance(res, tuple) else (bool(res), "")
     if not ok:
-        return False, "TensorRT is installed but not usable here (no NVIDIA GPU or driver?)"
+        return False, why or "TensorRT is installed but not usable here (no GPU or driver?)"
     return True, lib
 
 
@@ -724,7 +725,8 @@ class OrtRunner:
         try:
             self.session = runtime.ort_session(proto, providers, intra_op_threads=threads)
         except Exception as e:  # onnxruntime's own exception types
-            raise UserError(_ort_message(e, device)) from e
+            bf16 = any(s.elem_type == 16 for s in specs)
+            raise UserError(_ort_message(e, device, bf16)) from e
         if device == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
             raise UserError("ONNX Runtime could not start its CUDA execution provider (no GPU, "
                             "or a CUDA/cuDNN mismatch); run `spattn doctor`")
@@ -740,11 +742,12 @@ class OrtRunner:
         return {self.renamed.get(k, k): v for k, v in outs.items()}
 
 
-def _ort_message(e: Exception, where: str) -> str:
+def _ort_message(e: Exception, where: str, bf16: bool = False) -> str:
     text = " ".join(str(e).split())
-    if "NOT_IMPLEMENTED" in text and "bfloat16" in text.lower():
-        return ("ONNX Runtime's CPU provider has no bfloat16 kernels for some ops of this model; "
-                "run the bfloat16 model on CUDA (--backend ort-cuda) or export float32/float16")
+    if "NOT_IMPLEMENTED" in text and (bf16 or "bfloat16" in text.lower()):
+        return ("ONNX Runtime's CPU provider has no bfloat16 kernels for some ops of this model "
+                f"({text.split(' : ')[-1]}); run the bfloat16 model on CUDA (--backend ort-cuda) "
+                "or export it in float32/float16")
     if "SparseAttention" in text:
         i = text.find("SparseAttention:")
         detail = text[i:] if i >= 0 else text
@@ -790,18 +793,10 @@ def run_tensorrt(engine: str, specs: Sequence[TensorSpec],
     trt = tensorrt_module()
     if not Path(engine).is_file():
         raise UserError(f"{engine}: no such engine file; build one with `spattn build`")
-    typed: dict[str, Any] = {}
-    for s in specs:
-        a = feeds[s.name]
-        if s.elem_type == 16:
-            try:
-                import ml_dtypes
-
-                a = a.astype(ml_dtypes.bfloat16)
-            except ImportError:
-                pass
-        typed[s.name] = a
-    outs = trt.run_engine(engine, typed)
+    try:  # bfloat16 inputs are float32 arrays here; run_engine rounds them
+        outs = trt.run_engine(engine, {s.name: feeds[s.name] for s in specs})
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"TensorRT failed: {' '.join(str(e).split())}") from e
     return {k: np.asarray(v).astype(np.float32) if np.asarray(v).dtype.kind == "f"
             or str(np.asarray(v).dtype) == "bfloat16" else np.asarray(v)
             for k, v in outs.items()}

@@ -351,6 +351,7 @@ def export(ctx: click.Context, source: str, output: str | None, params: tuple[st
 
     dyn = [n for n, on in (("batch", dynamic_batch), ("sequence", dynamic_seq)) if on]
     report = {
+        "ok": validation is None or validation["passed"],
         "onnx": output,
         "report": report_path,
         "source": source,
@@ -560,6 +561,9 @@ def run(ctx: click.Context, model: str, backend: str, engine: str | None,
         if not inputs_path:
             raise click.BadParameter("running an engine file needs --inputs FILE.npz (or give "
                                      "the ONNX model with --engine)", param_hint="--inputs")
+        if not Path(inputs_path).is_file():
+            raise UserError(f"{inputs_path}: no such file; give an .npz with one array per "
+                            "engine input")
         with np.load(inputs_path) as z:
             specs = [bk.TensorSpec(k, _onnx_type(z[k].dtype), list(z[k].shape)) for k in z.files]
     else:
@@ -575,12 +579,11 @@ def run(ctx: click.Context, model: str, backend: str, engine: str | None,
         np.savez(save_inputs, **feeds)
 
     if backend == "tensorrt":
-        trt = bk.tensorrt_module()  # one clear line when TensorRT is missing
+        bk.tensorrt_module()  # one clear line when TensorRT is missing
         if engine is None:
             raise click.BadParameter("--backend tensorrt needs --engine ENGINE.plan (build it "
                                      "with `spattn build MODEL.onnx -o ENGINE.plan`)",
                                      param_hint="--engine")
-        del trt
 
         def call() -> dict[str, np.ndarray]:
             return bk.run_tensorrt(engine, specs, feeds)
@@ -841,7 +844,8 @@ def verify(ctx: click.Context, model: str, factory: str | None, params: tuple[st
     for b in usable[1:]:
         rows += [(b, r) for r in bk.compare_outputs(ref, results[b], atol, rtol)]
     passed = all(r["passed"] for _, r in rows)
-    data = {"model": model, "dtype": dtype, "atol": atol, "rtol": rtol, "reference": ref_name,
+    data = {"ok": passed, "model": model, "dtype": dtype, "atol": atol, "rtol": rtol,
+            "reference": ref_name,
             "inputs": {k: list(v.shape) for k, v in feeds.items()},
             "comparisons": [{"backend": b, **r} for b, r in rows],
             "skipped": skipped, "passed": passed}

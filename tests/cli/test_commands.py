@@ -329,3 +329,62 @@ def test_doctor_require_missing_backend():
 
 def test_sparse_model_helper_is_valid(tmp_path):
     onnx.checker.check_model(onnx.load(str(sparse_model(tmp_path / "ok.onnx", window_left=2))))
+
+
+# ------------------------------------------------------------------------------ TensorRT paths
+class FakeTensorRT:
+    """Stands in for spattn.trt: records build_engine calls; run_engine runs ONNX Runtime on
+    the model whose path the fake engine file holds."""
+
+    def __init__(self):
+        self.builds = []
+
+    def build_engine(self, onnx_path, engine_path, **kwargs):
+        self.builds.append(kwargs)
+        with open(engine_path, "w") as f:
+            f.write(str(onnx_path))
+        return str(engine_path)
+
+    def run_engine(self, engine_path, feeds):
+        from spattn.backends import OrtRunner, input_specs, load_onnx
+
+        with open(engine_path) as f:
+            onnx_path = f.read()
+        return OrtRunner(onnx_path, input_specs(load_onnx(onnx_path)))(feeds)
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    from spattn import backends
+
+    fake = FakeTensorRT()
+    monkeypatch.setattr(backends, "tensorrt_status", lambda: (True, "fake TensorRT"))
+    monkeypatch.setattr(backends, "tensorrt_module", lambda: fake)
+    return fake
+
+
+def test_build_run_verify_through_the_tensorrt_api(decoder, tmp_path, fake_trt):
+    plan = tmp_path / "decoder.plan"
+    data = invoke_json("build", decoder, "-o", plan, "--batch", "1,2,4", "--seq-len", "8,16,64",
+                       "--max-shapes", "x=4,128,32")
+    kw = fake_trt.builds[0]
+    assert kw["min_shapes"] == {"x": (1, 8, 32), "key_lengths": (1,)}
+    assert kw["opt_shapes"] == {"x": (2, 16, 32), "key_lengths": (2,)}
+    assert kw["max_shapes"] == {"x": (4, 128, 32), "key_lengths": (4,)}
+    assert kw["strongly_typed"] and kw["progress"] is False and data["engine"] == str(plan)
+    r = invoke_json("run", decoder, "--backend", "tensorrt", "--engine", plan, "--repeat", "1",
+                    "--batch", "2", "--seq-len", "16", "-o", tmp_path / "trt.npz")
+    assert r["outputs"][0]["shape"] == [2, 16, 32]
+    v = invoke_json("verify", decoder, "--backends", "ort-cpu,tensorrt", "--engine", plan)
+    assert v["passed"] and [c["backend"] for c in v["comparisons"]] == ["tensorrt"]
+    v = invoke_json("verify", decoder, "--backends", "ort-cpu,tensorrt")  # temporary engine
+    assert v["passed"] and len(fake_trt.builds) == 2
+
+
+def test_export_bfloat16_notes_missing_cpu_kernels(tmp_path):
+    data = invoke_json("export", "gqa_decoder_block", "-o", tmp_path / "bf16.onnx",
+                       *DECODER_PARAMS, "--dtype", "bfloat16")
+    assert data["ok"] and data["validation"] is None and data["dtype"] == "bfloat16"
+    assert "bfloat16 kernels" in data["notes"][0]
+    r = invoke("run", tmp_path / "bf16.onnx", code=1)
+    assert "--backend ort-cuda" in r.output
