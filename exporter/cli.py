@@ -234,7 +234,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 # ------------------------------------------------------------------------------ export
-@cli.command(context_settings=_CONTEXT)
+@cli.command(context_settings=_CONTEXT,
+             short_help="Export a PyTorch model to ONNX, validated against PyTorch.")
 @click.argument("source")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="ONNX file to write.  [default: SOURCE's name + .onnx]")
@@ -400,7 +401,8 @@ def _error_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
 
 
 # ------------------------------------------------------------------------------ inspect
-@cli.command(context_settings=_CONTEXT)
+@cli.command(context_settings=_CONTEXT,
+             short_help="List spattn nodes: pattern, density; plot a mask.")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-L", "--length", type=click.IntRange(min=1), default=1024, show_default=True,
               help="Sequence length (Lq = Lk) for densities and the plot.")
@@ -517,7 +519,8 @@ def _describe_feeds(feeds: dict[str, np.ndarray]) -> str:
 
 
 # ------------------------------------------------------------------------------ run
-@cli.command(context_settings=_CONTEXT)
+@cli.command(context_settings=_CONTEXT,
+             short_help="Run with ONNX Runtime (CPU/CUDA) or TensorRT: outputs, timing.")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-b", "--backend", type=click.Choice(["ort-cpu", "ort-cuda", "tensorrt"]),
               default="ort-cpu", show_default=True,
@@ -668,7 +671,8 @@ def profile_shapes(specs: Sequence[bk.TensorSpec], batch: tuple[int, int, int],
     return out
 
 
-@cli.command(context_settings=_CONTEXT)
+@cli.command(context_settings=_CONTEXT,
+             short_help="Build a TensorRT engine with the spattn plugin.")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Engine file.  [default: MODEL with .plan]")
@@ -738,7 +742,8 @@ def build(ctx: click.Context, model: str, output: str | None, batch_range: str, 
 
 
 # ------------------------------------------------------------------------------ verify
-@cli.command(context_settings=_CONTEXT)
+@cli.command(context_settings=_CONTEXT,
+             short_help="Compare PyTorch, ORT CPU, ORT CUDA and TensorRT outputs.")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--factory", help="Model factory or sample that made MODEL (adds PyTorch as the "
                                 "reference).")
@@ -875,7 +880,8 @@ def _verify_trt_temp(model: str, specs: Sequence[bk.TensorSpec], feeds: dict[str
 
 
 # ------------------------------------------------------------------------------ bench
-@cli.command(context_settings=_CONTEXT)
+@cli.command(context_settings=_CONTEXT,
+             short_help="Time and memory of our op vs dense attention over lengths.")
 @click.option("-L", "--lengths", default="256,512,1024,2048", show_default=True,
               help="Comma-separated sequence lengths.")
 @click.option("--heads", type=click.IntRange(min=1), default=8, show_default=True)
@@ -951,7 +957,8 @@ def bench(ctx: click.Context, lengths: str, heads: int, kv_heads: int | None, he
 
 
 # ------------------------------------------------------------------------------ doctor
-@cli.command(context_settings=_CONTEXT)
+@cli.command(context_settings=_CONTEXT,
+             short_help="Versions, libraries, usable backends, how to get the rest.")
 @click.option("--require", "required", multiple=True,
               type=click.Choice(list(bk.BACKENDS)),
               help="Exit with status 1 unless this backend is usable (repeatable).")
@@ -978,7 +985,8 @@ def doctor(ctx: click.Context, required: tuple[str, ...], quiet: bool, as_json: 
 
 
 # ------------------------------------------------------------------------------ triton-repo
-@cli.command("triton-repo", context_settings=_CONTEXT)
+@cli.command("triton-repo", context_settings=_CONTEXT,
+             short_help="Write a Triton model repository (ONNX Runtime, TensorRT).")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", "repo", type=click.Path(file_okay=False), default="model_repository",
               show_default=True, help="Model repository folder (created).")
