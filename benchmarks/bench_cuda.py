@@ -199,7 +199,9 @@ def bench_one(pat: Pattern, L, D, dtype, args, kernel, results):
 
         flex = args._flex_compiled
         if flex is None:
-            flex = args._flex_compiled = torch.compile(flex_attention)
+            # Static shapes: FlexAttention's lowering fails on the dynamic shapes that dynamo picks
+            # after a few sizes; each size compiles once instead.
+            flex = args._flex_compiled = torch.compile(flex_attention, dynamic=False)
         if dense:
             bm = None
         else:

@@ -11,7 +11,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=cs
 while [ $# -gt 0 ]; do
   case "$1" in
     tests)
-      python3 -m pytest -q -m gpu tests/gpu -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -25
+      python3 -m pytest -q -m gpu tests/gpu/test_cuda_kernel.py -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -25
       shift ;;
     sanitize)
       for tool in memcheck racecheck; do

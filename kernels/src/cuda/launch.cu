@@ -138,7 +138,11 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
 }
 
-// Merges the partial results of a split query tile (one CTA per first split item).
+// Merges the partial results of a split query tile. CTA (item x, row group y) handles rows
+// [16 y, 16 y + 16) of the tile when x is the first piece of a split tile; 8 threads share a row,
+// each owning 4-column groups of it, so the partial reads are 16-byte and many are in flight.
+constexpr int kCombineRows = 16;
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant__ KParams kp) {
   const int32_t x = int32_t(blockIdx.x);
@@ -147,34 +151,40 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant
   if (item.split != 0) return;
   const QTile q = decode_qtile(kp, item.qtile);
   const Params& p = kp.p;
-  const int32_t dv = p.head_dim_v;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  T* gO = static_cast<T*>(p.o) + q.b * p.o_batch_stride + q.h * p.o_head_stride;
-  const int32_t bm = kp.block_m;
-  for (int32_t rl = warp; rl < bm; rl += kThreads / 32) {
-    const int32_t i = q.i0 + rl;
-    if (i >= p.len_q) break;
-    float mx = -INFINITY;
-    for (int32_t s = 0; s < item.splits; ++s)
-      mx = fmaxf(mx, kp.part_ml[int64_t(x + s) * bm + rl].x);
-    const float m_use = mx == -INFINITY ? 0.f : mx;
-    float sum = 0.f;
+  const int32_t dv = p.head_dim_v, bm = kp.block_m;
+  const int32_t rl = int32_t(blockIdx.y) * kCombineRows + int32_t(threadIdx.x) / 8;
+  const int32_t i = q.i0 + rl;
+  if (rl >= bm || i >= p.len_q) return;
+  const int sub = threadIdx.x % 8;
+  float mx = -INFINITY;
+  for (int32_t s = 0; s < item.splits; ++s)
+    mx = fmaxf(mx, kp.part_ml[int64_t(x + s) * bm + rl].x);
+  const float m_use = mx == -INFINITY ? 0.f : mx;
+  float sum = 0.f;
+  for (int32_t s = 0; s < item.splits; ++s) {
+    const float2 ml = kp.part_ml[int64_t(x + s) * bm + rl];
+    sum += ml.y * exp2f(ml.x - m_use);
+  }
+  float inv = sum > 0.f ? 1.f / sum : 0.f;  // no allowed key: zeros
+  if (row_is_bad(kp, q.b, q.h, i)) inv = __int_as_float(0x7fc00000);
+  T* orow = static_cast<T*>(p.o) + q.b * p.o_batch_stride + q.h * p.o_head_stride +
+            int64_t(i) * p.o_row_stride;
+  for (int32_t c = sub * 4; c < dv; c += 32) {
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 4
     for (int32_t s = 0; s < item.splits; ++s) {
-      const float2 ml = kp.part_ml[int64_t(x + s) * bm + rl];
-      sum += ml.y * exp2f(ml.x - m_use);
+      const int64_t r = int64_t(x + s) * bm + rl;
+      const float f = exp2f(kp.part_ml[r].x - m_use);
+      const float4 v = *reinterpret_cast<const float4*>(kp.part_o + r * dv + c);
+      acc.x += v.x * f;
+      acc.y += v.y * f;
+      acc.z += v.z * f;
+      acc.w += v.w * f;
     }
-    float inv = sum > 0.f ? 1.f / sum : 0.f;
-    if (row_is_bad(kp, q.b, q.h, i)) inv = __int_as_float(0x7fc00000);
-    T* orow = gO + int64_t(i) * p.o_row_stride;
-    for (int32_t c = lane; c < dv; c += 32) {
-      float acc = 0.f;
-      for (int32_t s = 0; s < item.splits; ++s) {
-        const int64_t r = int64_t(x + s) * bm + rl;
-        const float f = exp2f(kp.part_ml[r].x - m_use);
-        acc += kp.part_o[r * dv + c] * f;
-      }
-      orow[c] = from_float<T>(acc * inv);
-    }
+    orow[c] = from_float<T>(acc.x * inv);
+    orow[c + 1] = from_float<T>(acc.y * inv);
+    orow[c + 2] = from_float<T>(acc.z * inv);
+    orow[c + 3] = from_float<T>(acc.w * inv);
   }
 }
 
@@ -233,7 +243,7 @@ cudaError_t launch_attention(const KParams& kp, int32_t grid, cudaStream_t strea
 }
 
 cudaError_t launch_combine(const KParams& kp, cudaStream_t stream) {
-  const int32_t grid = kp.max_split_items;
+  const dim3 grid(kp.max_split_items, (kp.block_m + kCombineRows - 1) / kCombineRows);
   switch (kp.p.dtype) {
     case DType::kFloat32: combine_kernel<float><<<grid, kThreads, 0, stream>>>(kp); break;
     case DType::kFloat16: combine_kernel<__half><<<grid, kThreads, 0, stream>>>(kp); break;
