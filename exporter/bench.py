@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["DEFAULT_PATTERN", "BenchConfig", "parse_attributes", "sparse_attention_model",
-           "dense_attention_model", "time_session", "run_benchmark", "table", "plot"]
+           "dense_attention_model", "time_session", "measure_memory", "run_benchmark", "table",
+           "plot"]
 
 #: Longformer-style band +-256 plus 64 global tokens (benchmarks/bench_cpu.py's pattern).
 DEFAULT_PATTERN = {"window_left": 256, "window_right": 256, "num_global": 64}
@@ -174,7 +175,10 @@ def _inputs(cfg: BenchConfig, length: int, sparse: bool, seed: int = 0) -> dict[
     rng = np.random.default_rng(seed)
     np_dtype = np.float16 if cfg.dtype == "float16" else np.float32
     shapes = {"query": cfg.heads, "key": cfg.kv_heads, "value": cfg.kv_heads}
-    qkv = {n: rng.standard_normal((cfg.batch, h, length, cfg.head_dim)).astype(np_dtype)
+    # Drawn in float32 directly: a float64 temporary, once freed, would be reused by the run's
+    # allocations and hide them from the memory measurement.
+    qkv = {n: rng.standard_normal((cfg.batch, h, length, cfg.head_dim),
+                                  dtype=np.float32).astype(np_dtype, copy=False)
            for n, h in shapes.items()}
     if sparse:
         return qkv
@@ -299,7 +303,7 @@ def _time_torch(call: Callable[[], Any], warmup: int, repeat: int) -> list[float
 
 
 # ------------------------------------------------------------------------------ memory
-def _measure_memory(backend: str, cfg: BenchConfig, length: int) -> dict[str, Any]:
+def measure_memory(backend: str, cfg: BenchConfig, length: int) -> dict[str, Any]:
     """Run one point in a child process; returns its memory numbers (bytes)."""
     payload = json.dumps({"backend": backend, "length": length, "config": asdict(cfg)})
     env = dict(os.environ)
@@ -491,7 +495,7 @@ def run_benchmark(cfg: BenchConfig, device: str = "auto", bar: Callable[..., Any
                     m = None
                     if t:
                         try:
-                            m = _measure_memory(n, cfg, length)["run_growth_bytes"]
+                            m = measure_memory(n, cfg, length)["run_growth_bytes"]
                         except (RuntimeError, subprocess.SubprocessError, ValueError) as e:
                             notes.append(str(e)[:300])
                     row["memory_bytes"][n] = m
