@@ -17,6 +17,8 @@ $(VENV)/.installed: $(SOURCES)
 	# torch pinned to the CPU build: a plain `torch` requirement would pull a multi-GB CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q ".[test]"
+	# Triton's own model-config schema, to check the generated config.pbtxt files (protobuf only)
+	$(BIN)/python -m pip install -q --no-deps tritonclient==2.73.0
 	touch $@
 
 demo: setup
