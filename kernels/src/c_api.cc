@@ -35,7 +35,8 @@ spattn::TensorDesc desc(const char* what, int32_t dtype, std::initializer_list<i
 }
 
 // Validates the arguments against the spec and fills the params struct.
-std::string to_params(const spattn_args* a, const spattn::HeadDimSupport& support, spattn::Params* p) {
+std::string to_params(const spattn_args* a, const spattn::HeadDimSupport& support, spattn::Params* p,
+                      bool need_pointers = true) {
   if (!a) return "SparseAttention: args: a non-null spattn_args, got NULL";
   spattn::RawAttrs r;
   r.scale = a->scale;
@@ -61,7 +62,8 @@ std::string to_params(const spattn_args* a, const spattn::HeadDimSupport& suppor
   e = spattn::validate_inputs(attrs, a->block_indices ? 5 : (a->key_lengths ? 4 : 3), q, k, v, kl, bi,
                               support, p);
   if (!e.empty()) return e;
-  if (!a->q || !a->k || !a->v || !a->o) return "SparseAttention: query/key/value/output: non-null pointers";
+  if (need_pointers && (!a->q || !a->k || !a->v || !a->o))
+    return "SparseAttention: query/key/value/output: non-null pointers";
   p->q = a->q;
   p->k = a->k;
   p->v = a->v;
@@ -127,7 +129,8 @@ size_t spattn_cuda_workspace_size(const spattn_args* a) {
 #if defined(SPATTN_WITH_CUDA)
   try {
     spattn::Params p;
-    if (!to_params(a, spattn::cuda::head_dim_support(), &p).empty()) return 0;
+    // Sizes only: the tensors need not exist yet.
+    if (!to_params(a, spattn::cuda::head_dim_support(), &p, false).empty()) return 0;
     return spattn::cuda::workspace_size(p);
   } catch (...) {
     return 0;

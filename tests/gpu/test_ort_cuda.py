@@ -55,6 +55,9 @@ def _model(dtype, attrs, with_lengths: bool) -> bytes:
 
 
 def _session(model: bytes, providers, profile_dir=None):
+    # TF32 off: the float32 comparisons must measure our op, not TF32 MatMuls around it.
+    providers = [("CUDAExecutionProvider", {"use_tf32": "0"}) if p == "CUDAExecutionProvider"
+                 else p for p in providers]
     so = ort.SessionOptions()
     so.register_custom_ops_library(library_path("ort"))
     if profile_dir:
