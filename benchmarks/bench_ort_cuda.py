@@ -1,0 +1,191 @@
+"""GPU: our op through ONNX Runtime's CUDA EP vs the direct kernel launch vs ORT's dense attention.
+
+Question: what does serving through ONNX Runtime cost over launching the kernel directly (target:
+within 5% at L >= 16K), and how does the op compare with ONNX Runtime's own dense attention
+(com.microsoft::MultiHeadAttention) on the same GPU, in the same run?
+
+B=1, 16 heads, float16 (ONNX Runtime's I/O binding takes numpy element types; bfloat16 runs go
+through the direct entry in benchmarks/bench_cuda.py). ONNX Runtime runs on torch's current
+stream (provider option user_compute_stream), so CUDA events around each call time both paths
+the same way, host overhead included. Median of --iters calls after warm-up.
+Writes benchmarks/results/ort_cuda.json and .png.
+
+    python benchmarks/bench_ort_cuda.py [--lengths 16384 65536] [--dims 64 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from onnx import TensorProto, helper
+
+from spattn import capi
+from spattn.patterns import Pattern
+from spattn.runtime import library_path
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+HEADS = 16
+PATTERNS = {
+    "sliding ±256": {"window_left": 256, "window_right": 256},
+    "±256 + 64 global": {"window_left": 256, "window_right": 256, "num_global": 64},
+    "BigBird-like (block 64: ±64, 64 global, 2 random)": {
+        "window_left": 64, "window_right": 64, "num_global": 64, "num_random": 2,
+        "block_size": 64, "seed": 0},
+    "dense": {},
+}
+
+
+def cuda_time(fn, warmup: int, iters: int) -> float:
+    """Median milliseconds of fn() between CUDA events on the current stream."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def _model(node, ins, out) -> bytes:
+    m = helper.make_model(helper.make_graph([node], "g", ins, [out]),
+                          opset_imports=[helper.make_opsetid("", 18),
+                                         helper.make_opsetid(node.domain, 1)])
+    m.ir_version = 10
+    return m.SerializeToString()
+
+
+def sparse_model(d: int, attrs: dict) -> bytes:
+    t = TensorProto.FLOAT16
+    ins = [helper.make_tensor_value_info(n, t, [1, HEADS, "L", d]) for n in ("query", "key", "value")]
+    node = helper.make_node("SparseAttention", ["query", "key", "value"], ["output"],
+                            domain="spattn", **attrs)
+    return _model(node, ins, helper.make_tensor_value_info("output", t, [1, HEADS, "L", d]))
+
+
+def dense_model(d: int) -> bytes:
+    t = TensorProto.FLOAT16
+    ins = [helper.make_tensor_value_info(n, t, [1, "L", HEADS * d]) for n in ("query", "key", "value")]
+    node = helper.make_node("MultiHeadAttention", ["query", "key", "value"], ["output"],
+                            domain="com.microsoft", num_heads=HEADS)
+    return _model(node, ins, helper.make_tensor_value_info("output", t, [1, "L", HEADS * d]))
+
+
+def session(model: bytes, custom: bool) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    if custom:
+        opts.register_custom_ops_library(library_path("ort"))
+    stream = torch.cuda.current_stream().cuda_stream
+    providers = [("CUDAExecutionProvider", {"user_compute_stream": str(stream)}),
+                 "CPUExecutionProvider"]
+    return ort.InferenceSession(model, opts, providers=providers)
+
+
+def bound(sess: ort.InferenceSession, inputs: dict, out: torch.Tensor):
+    binding = sess.io_binding()
+    for name, x in inputs.items():
+        binding.bind_input(name, "cuda", 0, np.float16, list(x.shape), x.data_ptr())
+    binding.bind_output("output", "cuda", 0, np.float16, list(out.shape), out.data_ptr())
+    return lambda: sess.run_with_iobinding(binding)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lengths", type=int, nargs="+", default=[4096, 16384, 65536])
+    ap.add_argument("--dims", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--dense-max", type=int, default=65536)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    rows = []
+    for d in args.dims:
+        for length in args.lengths:
+            q, k, v = (torch.randn(1, HEADS, length, d, device="cuda", dtype=torch.float16)
+                       for _ in range(3))
+            out = torch.empty_like(q)
+            for name, attrs in PATTERNS.items():
+                heads = HEADS if attrs.get("num_random") else 1  # random blocks differ per head
+                pairs = (Pattern.from_attributes(attrs).density(length, heads=heads)
+                         * length * length * HEADS)
+                ws_bytes = capi.cuda_workspace_size(q, k, v, **attrs)
+                ws = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device="cuda")
+                stream = torch.cuda.current_stream().cuda_stream
+
+                def direct(attrs=attrs, ws=ws, stream=stream):
+                    capi.cuda_forward(q, k, v, out, stream=stream, workspace=ws, **attrs)
+
+                t_direct = cuda_time(direct, 3, args.iters)
+                ref = out.clone()
+                run = bound(session(sparse_model(d, attrs), True),
+                            {"query": q, "key": k, "value": v}, out)
+                t_ort = cuda_time(run, 3, args.iters)
+                same = bool(torch.equal(out, ref))
+                row = {"pattern": name, "L": length, "D": d, "attributes": attrs,
+                       "allowed_pairs": pairs, "direct_ms": t_direct, "ort_cuda_ms": t_ort,
+                       "ort_over_direct": t_ort / t_direct, "ort_output_equals_direct": same,
+                       "ort_effective_tflops": 4 * d * pairs / (t_ort / 1e3) / 1e12}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            if length <= args.dense_max:
+                flat = [x.transpose(1, 2).reshape(1, length, HEADS * d).contiguous() for x in (q, k, v)]
+                dout = torch.empty_like(flat[0])
+                run = bound(session(dense_model(d), False),
+                            dict(zip(("query", "key", "value"), flat)), dout)
+                t = cuda_time(run, 3, args.iters)
+                row = {"pattern": "ORT MultiHeadAttention (dense)", "L": length, "D": d,
+                       "ort_cuda_ms": t,
+                       "ort_effective_tflops": 4 * d * HEADS * length * length / (t / 1e3) / 1e12}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            del q, k, v, out
+            torch.cuda.empty_cache()
+    result = {
+        "question": "SparseAttention through ONNX Runtime's CUDA EP vs the direct launch vs "
+                    "com.microsoft::MultiHeadAttention, B=1, 16 heads, float16",
+        "command": "python benchmarks/bench_ort_cuda.py " + " ".join(sys.argv[1:]),
+        "device": torch.cuda.get_device_name(), "onnxruntime": ort.__version__,
+        "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "rows": rows,
+    }
+    os.makedirs(RESULTS, exist_ok=True)
+    out_dir = os.environ.get("OUT") or RESULTS
+    with open(os.path.join(out_dir, "ort_cuda.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    plot(result, os.path.join(out_dir, "ort_cuda.png"))
+
+
+def plot(result: dict, path: str) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    dims = sorted({r["D"] for r in result["rows"]})
+    fig, axes = plt.subplots(1, len(dims), figsize=(6 * len(dims), 4), squeeze=False)
+    for ax, d in zip(axes[0], dims):
+        for name in list(PATTERNS) + ["ORT MultiHeadAttention (dense)"]:
+            rs = [r for r in result["rows"] if r["D"] == d and r["pattern"] == name]
+            if rs:
+                ax.loglog([r["L"] for r in rs], [r["ort_cuda_ms"] for r in rs], "o-", label=name)
+        ax.set_title(f"ONNX Runtime CUDA EP, fp16, 16 heads, D={d}")
+        ax.set_xlabel("sequence length")
+        ax.set_ylabel("ms")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
