@@ -10,7 +10,8 @@ Both ops run in ONNX Runtime's CPU execution provider with the same intra-op thr
 measurement code is spattn.bench's (the `spattn bench` command). Writes
 benchmarks/results/cpu_sparse_vs_dense.json and .png.
 
-    python benchmarks/bench_cpu.py [--threads 2] [--lengths 1024 4096 16384] [--memory 16384 32768 65536]
+    python benchmarks/bench_cpu.py [--threads 2] [--lengths 1024 4096 16384]
+                                   [--memory 16384 32768 65536]
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import sys
 import time
 
 import onnxruntime as ort
-
 from spattn.bench import DEFAULT_PATTERN, BenchConfig, measure_memory, run_benchmark
 from spattn.patterns import Pattern
 

@@ -26,8 +26,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper
-
 from spattn import capi
+from spattn.bench import cuda_event_times
 from spattn.patterns import Pattern
 from spattn.runtime import library_path
 
@@ -45,18 +45,7 @@ PATTERNS = {
 
 def cuda_time(fn, warmup: int, iters: int) -> float:
     """Median milliseconds of fn() between CUDA events on the current stream."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return statistics.median(cuda_event_times(fn, warmup, iters))
 
 
 def _model(node, ins, out) -> bytes:
@@ -69,7 +58,8 @@ def _model(node, ins, out) -> bytes:
 
 def sparse_model(d: int, attrs: dict) -> bytes:
     t = TensorProto.FLOAT16
-    ins = [helper.make_tensor_value_info(n, t, [1, HEADS, "L", d]) for n in ("query", "key", "value")]
+    ins = [helper.make_tensor_value_info(n, t, [1, HEADS, "L", d])
+           for n in ("query", "key", "value")]
     node = helper.make_node("SparseAttention", ["query", "key", "value"], ["output"],
                             domain="spattn", **attrs)
     return _model(node, ins, helper.make_tensor_value_info("output", t, [1, HEADS, "L", d]))
@@ -77,7 +67,8 @@ def sparse_model(d: int, attrs: dict) -> bytes:
 
 def dense_model(d: int) -> bytes:
     t = TensorProto.FLOAT16
-    ins = [helper.make_tensor_value_info(n, t, [1, "L", HEADS * d]) for n in ("query", "key", "value")]
+    ins = [helper.make_tensor_value_info(n, t, [1, "L", HEADS * d])
+           for n in ("query", "key", "value")]
     node = helper.make_node("MultiHeadAttention", ["query", "key", "value"], ["output"],
                             domain="com.microsoft", num_heads=HEADS)
     return _model(node, ins, helper.make_tensor_value_info("output", t, [1, "L", HEADS * d]))
@@ -123,7 +114,7 @@ def main() -> None:
                 ws = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device="cuda")
                 stream = torch.cuda.current_stream().cuda_stream
 
-                def direct(attrs=attrs, ws=ws, stream=stream):
+                def direct(q=q, k=k, v=v, out=out, attrs=attrs, ws=ws, stream=stream):
                     capi.cuda_forward(q, k, v, out, stream=stream, workspace=ws, **attrs)
 
                 t_direct = cuda_time(direct, 3, args.iters)
@@ -139,10 +130,11 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             if length <= args.dense_max:
-                flat = [x.transpose(1, 2).reshape(1, length, HEADS * d).contiguous() for x in (q, k, v)]
+                flat = [x.transpose(1, 2).reshape(1, length, HEADS * d).contiguous()
+                        for x in (q, k, v)]
                 dout = torch.empty_like(flat[0])
                 run = bound(session(dense_model(d), False),
-                            dict(zip(("query", "key", "value"), flat)), dout)
+                            dict(zip(("query", "key", "value"), flat, strict=True)), dout)
                 t = cuda_time(run, 3, args.iters)
                 row = {"pattern": "ORT MultiHeadAttention (dense)", "L": length, "D": d,
                        "ort_cuda_ms": t,
@@ -173,7 +165,7 @@ def plot(result: dict, path: str) -> None:
 
     dims = sorted({r["D"] for r in result["rows"]})
     fig, axes = plt.subplots(1, len(dims), figsize=(6 * len(dims), 4), squeeze=False)
-    for ax, d in zip(axes[0], dims):
+    for ax, d in zip(axes[0], dims, strict=False):
         for name in list(PATTERNS) + ["ORT MultiHeadAttention (dense)"]:
             rs = [r for r in result["rows"] if r["D"] == d and r["pattern"] == name]
             if rs:

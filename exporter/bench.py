@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["DEFAULT_PATTERN", "BenchConfig", "parse_attributes", "sparse_attention_model",
-           "dense_attention_model", "time_session", "measure_memory", "run_benchmark", "table",
-           "plot"]
+           "dense_attention_model", "time_session", "cuda_event_times", "measure_memory",
+           "run_benchmark", "table", "plot"]
 
 #: Longformer-style band +-256 plus 64 global tokens (benchmarks/bench_cpu.py's pattern).
 DEFAULT_PATTERN = {"window_left": 256, "window_right": 256, "num_global": 64}
@@ -285,7 +285,8 @@ def _flex_runner(cfg: BenchConfig, length: int) -> Callable[[], Any]:
                       enable_gqa=cfg.kv_heads != cfg.heads)
 
 
-def _time_torch(call: Callable[[], Any], warmup: int, repeat: int) -> list[float]:
+def cuda_event_times(call: Callable[[], Any], warmup: int, repeat: int) -> list[float]:
+    """Milliseconds of ``repeat`` calls between CUDA events on the current stream, after warm-up."""
     import torch
 
     for _ in range(max(warmup, 1)):  # the first call compiles
@@ -481,7 +482,7 @@ def run_benchmark(cfg: BenchConfig, device: str = "auto", bar: Callable[..., Any
                 if not skip:
                     try:
                         if n.startswith("flex"):
-                            t = _time_torch(_flex_runner(cfg, length), cfg.warmup, cfg.repeat)
+                            t = cuda_event_times(_flex_runner(cfg, length), cfg.warmup, cfg.repeat)
                         else:
                             feeds = _inputs(cfg, length, n.startswith("spattn"))
                             t = time_session(sessions[n], feeds, cfg.warmup, cfg.repeat,

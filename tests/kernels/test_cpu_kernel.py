@@ -11,7 +11,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from spattn import capi
 from spattn.reference import reference_attention
 from spattn.tolerances import assert_close
@@ -120,7 +119,8 @@ print("ok")
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 def test_isa_variants(isa):
     env = dict(os.environ, SPATTN_CPU_ISA=isa)
-    out = subprocess.run([sys.executable, "-c", ISA_SCRIPT], env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", ISA_SCRIPT], env=env, capture_output=True,
+                         text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stdout + out.stderr
 
 

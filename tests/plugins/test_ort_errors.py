@@ -11,7 +11,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
-
 from spattn.runtime import library_path
 
 F32 = TensorProto.FLOAT
@@ -149,7 +148,8 @@ def test_bad_block_indices(indices, text):
 def test_absent_key_lengths_with_block_indices_runs():
     """An omitted optional input written as "" between present ones is accepted."""
     feeds = dict(_qkv(), block_indices=np.array([[[0, -1], [2, 1]]], np.int32))
-    out = _run(feeds, attrs={"block_size": 16}, inputs=("query", "key", "value", "", "block_indices"))
+    out = _run(feeds, attrs={"block_size": 16},
+               inputs=("query", "key", "value", "", "block_indices"))
     assert out[0].shape == (2, 4, 32, 16) and np.isfinite(out[0]).all()
 
 
