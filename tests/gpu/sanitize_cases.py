@@ -29,6 +29,7 @@ def main() -> int:
         ("listed_shared", torch.bfloat16, 128, 2, 1, 130, 200, None),
         ("listed_per_head", torch.float32, 128, 4, 2, 100, 170, [170, 3]),
         ("huge_block", torch.float16, 128, 2, 2, 100, 100, None),
+        ("bigbird_bs64", torch.bfloat16, 128, 2, 1, 300, 300, [300, 150]),
     ]
     n = 0
     for name, dtype, d, hq, hkv, lq, lk, kl in cases:

@@ -75,6 +75,12 @@ PATTERNS = {
     "listed_shared": (Attrs(block_size=32), ("1", 3)),
     "listed_per_head": (Attrs(block_size=32, window_left=0, window_right=0), ("hq", 4)),
     "listed_random_bs100": (Attrs(block_size=100, num_random=1, seed=5, causal=1), ("hq", 2)),
+    # Blocks that cover whole 64-key tiles: the register-masked path of the 64-row kernel.
+    "bigbird_bs64": (
+        Attrs(block_size=64, window_left=64, window_right=64, num_global=8, num_random=2, seed=5),
+        None,
+    ),
+    "listed_bs128": (Attrs(block_size=128, window_left=5, window_right=5), ("hq", 2)),
     "huge_block": (Attrs(block_size=65536, num_random=1, window_left=10, window_right=10), None),
     "scale": (Attrs(scale=0.3, window_left=20, window_right=5), None),
 }

@@ -1,6 +1,7 @@
 // Checks of the shared pattern rules (kernels/include/spattn/pattern.h):
 //  - the random-block hash matches the spec's test vectors,
 //  - row_mask (interval form used by kernels) equals allowed (the spec's rule) for every pair,
+//  - row_bounds().allows equals allowed when the pattern has no strided/random/listed component,
 //  - classify is conservative: kEmpty tiles hold no allowed pair, kFull tiles only allowed pairs,
 //    and a tile with an allowed pair is never kEmpty.
 // Built and run by tests/kernels/test_pattern_rules.py. Prints "N passed, 0 failed" on success.
@@ -77,6 +78,22 @@ int main() {
           for (int j = 0; j < p.len_k; ++j)
             CHECK(bool(mask[j]) == pat.allowed(b, h, i, j), "row_mask != allowed trial %d b%d h%d i%d j%d",
                   trial, b, h, i, j);
+          // row_bounds: the interval part. Exact without strided/random/listed components; with
+          // them, a subset of the allowed keys, and every allowed key lies below `upper`.
+          const spattn::RowBounds rb = pat.row_bounds(b, i);
+          const bool intervals_only =
+              p.pattern.stride == 0 && p.pattern.num_random == 0 && p.block_indices == nullptr;
+          for (int j = 0; j < p.len_k; ++j) {
+            const bool al = pat.allowed(b, h, i, j);
+            if (intervals_only)
+              CHECK(rb.allows(j) == al, "row_bounds != allowed trial %d b%d h%d i%d j%d", trial, b, h,
+                    i, j);
+            else
+              CHECK(!rb.allows(j) || al, "row_bounds allows a masked pair trial %d i%d j%d", trial, i,
+                    j);
+            CHECK(!al || j < rb.upper, "allowed pair past upper trial %d i%d j%d", trial, i, j);
+            CHECK(!rb.global_row || al == (j < rb.upper), "global row trial %d i%d j%d", trial, i, j);
+          }
           // A sub-range gives the same answer.
           const int j0 = pick(0, p.len_k - 1), j1 = pick(j0 + 1, p.len_k);
           pat.row_mask(b, h, i, j0, j1, mask.data());

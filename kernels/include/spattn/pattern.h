@@ -53,6 +53,17 @@ struct Tile {
   int32_t i0, i1, j0, j1;
 };
 
+// The interval form of one query row, for keys 0 <= j < len_k: `allows(j)` is allowed(b, h, i, j)
+// without the strided, random and listed components (the whole rule when the pattern has none of
+// them). Those components add keys below `upper` only.
+struct RowBounds {
+  int32_t upper;       // keys j >= upper are never allowed (key length, causal), in [0, len_k]
+  bool global_row;     // a global query row: every key below upper (the band says so too)
+  int32_t num_global;  // keys [0, num_global) are allowed (global keys), num_global <= upper
+  int32_t lo, hi;      // keys [lo, hi] are allowed (local band), hi < upper; empty when lo > hi
+  SPATTN_HD bool allows(int32_t j) const { return (j < num_global) | ((j >= lo) & (j <= hi)); }
+};
+
 // The pattern of one call: attributes plus the run-time sizes and inputs it depends on.
 struct Pattern {
   PatternAttrs a;
@@ -127,30 +138,48 @@ struct Pattern {
     return structural(h, i, j);
   }
 
-  // allowed(b, h, i, j) for the keys j in [j0, j1) of one query row, written to out[j - j0]
-  // (1 allowed, 0 not). The same rules as `allowed`, evaluated by intervals instead of pair by pair:
-  // kernels call it for the rows of partial tiles. tests/cpp checks it against `allowed`.
+  // The interval form of query row i of batch b (see RowBounds): the key-length and causal bound,
+  // the global-row flag, the global keys and the local band, each clipped to [0, len_k).
+  SPATTN_HD RowBounds row_bounds(int32_t b, int32_t i) const {
+    RowBounds r;
+    const int64_t p = pos(i);
+    int64_t up = key_len(b);  // keys >= up are never allowed
+    if (a.causal && p + 1 < up) up = p + 1;
+    up = up < 0 ? 0 : (up > len_k ? len_k : up);
+    r.upper = int32_t(up);
+    r.global_row = p >= 0 && p < a.num_global;
+    int64_t lo = 1, hi = 0;  // an empty band when local is off
+    if (r.global_row) {      // a global query row: every key below the bound
+      lo = 0;
+      hi = up - 1;
+    } else if (local_on) {
+      lo = a.window_left < 0 ? 0 : p - a.window_left;
+      hi = a.window_right < 0 ? up - 1 : p + a.window_right;
+    }
+    if (lo < 0) lo = 0;
+    if (hi > up - 1) hi = up - 1;
+    if (lo > hi) {
+      lo = 1;
+      hi = 0;
+    }
+    r.lo = int32_t(lo);
+    r.hi = int32_t(hi);
+    r.num_global = int32_t(a.num_global < up ? a.num_global : up);
+    return r;
+  }
+
+  // allowed(b, h, i, j) for the keys j in [j0, j1) of one query row (j1 <= len_k), written to
+  // out[j - j0] (1 allowed, 0 not). The same rules as `allowed`, evaluated by intervals instead of
+  // pair by pair (row_bounds, then the strided, random and listed keys); tests/kernels checks it
+  // against `allowed`.
   SPATTN_HD void row_mask(int32_t b, int32_t h, int32_t i, int32_t j0, int32_t j1,
                           uint8_t* out) const {
     const int32_t n = j1 - j0;
+    const RowBounds rb = row_bounds(b, i);
+    for (int32_t t = 0; t < n; ++t) out[t] = uint8_t(rb.allows(j0 + t));  // branch-free, vectorizes
+    if (rb.global_row) return;
+    const int64_t upper = rb.upper;
     const int64_t p = pos(i);
-    int64_t upper = key_len(b);  // keys >= upper are never allowed
-    if (a.causal && p + 1 < upper) upper = p + 1;
-    if (p >= 0 && p < a.num_global) {  // a global query row: every key up to the bounds
-      for (int32_t t = 0; t < n; ++t) out[t] = j0 + t < upper;
-      return;
-    }
-    // Global keys, the local band and the bounds in one branch-free pass (vectorizes).
-    int64_t lo = 1, hi = 0;  // an empty band when local is off
-    if (local_on) {
-      lo = a.window_left < 0 ? int64_t(j0) : p - a.window_left;
-      hi = a.window_right < 0 ? int64_t(j1) - 1 : p + a.window_right;
-    }
-    const int64_t g = a.num_global;
-    for (int32_t t = 0; t < n; ++t) {
-      const int64_t j = int64_t(j0) + t;
-      out[t] = uint8_t(((j < g) | ((j >= lo) & (j <= hi))) & (j < upper));
-    }
     if (a.stride > 0) {
       // Keys j = p - m * stride in [j0, min(j1, upper)): from the smallest such j >= j0.
       int64_t j = p - floor_div(p - j0, a.stride) * a.stride;

@@ -17,7 +17,10 @@
 namespace spattn {
 namespace cuda {
 
-constexpr int kBlockMMma = 128;  // query rows per CTA tile, tensor-core kernel (32 per warp)
+// Query rows per CTA tile of the tensor-core kernel (16 or 32 per warp). launch.cu picks the
+// narrow tile for patterns whose rows are short (see narrow_rows there).
+constexpr int kBlockMMmaWide = 128;
+constexpr int kBlockMMmaNarrow = 64;
 constexpr int kBlockMF32 = 64;   // query rows per CTA tile, float32 kernel (2 threads per row)
 constexpr int kBlockN = 64;   // keys per key tile
 constexpr int kThreads = 128;  // every attention kernel runs 4 warps
@@ -42,7 +45,7 @@ struct WorkItem {
 struct KParams {
   Params p;
   Pattern pat;
-  int32_t block_m;      // query rows per tile (kBlockMMma or kBlockMF32)
+  int32_t block_m;      // query rows per tile (kBlockMMmaWide/Narrow or kBlockMF32)
   int32_t num_q_tiles;  // ceil(Lq / block_m)
   int32_t num_k_tiles;  // ceil(Lk / kBlockN)
   int32_t total_q_tiles;  // B * Hq * num_q_tiles

@@ -1,9 +1,15 @@
 // Block-sparse FlashAttention-2 style forward for float16 / bfloat16 on tensor cores
 // (mma.sync m16n8k16, ldmatrix), float32 accumulation and online softmax.
 //
-// A CTA of 4 warps owns kBlockMMma = 128 query rows (32 per warp); K and V tiles of kBlockN = 64
-// keys are double-buffered in shared memory with cp.async. The scores stay in registers and are
-// reused as the A operand of P.V (no shared-memory round trip).
+// A CTA of 4 warps owns 64 * MT query rows (MT m16 tiles per warp; launch.cu picks MT = 1 for
+// patterns with short rows, MT = 2 otherwise); K and V tiles of kBlockN = 64 keys are
+// double-buffered in shared memory with cp.async. The scores stay in registers and are reused as
+// the A operand of P.V (no shared-memory round trip).
+//
+// Partial tiles: with MT = 1 they are masked in registers from Pattern::row_bounds (the interval
+// form of a row) when the pattern has no strided component and its random/listed blocks cover
+// whole key tiles. Otherwise a token mask is built in shared memory with Pattern::row_mask (MT = 2
+// keeps to it: the register path costs that kernel spills in its main loop).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -69,10 +75,12 @@ __device__ __forceinline__ void ldsm_x4_t(uint32_t* r, const void* p) {
                : "r"(s));
 }
 
-template <typename T, int D>
+template <typename T, int D, int MT>
 struct MmaKernel {
   static_assert(D % 64 == 0, "the XOR swizzle needs at least 8 chunks of 16 bytes per row");
-  static constexpr int kRows = kBlockMMma;  // 4 warps x 32 rows; launch() sets block_m to this
+  static_assert(MT == 1 || MT == 2, "m16 tiles per warp");
+  static constexpr int kRows = 64 * MT;  // 4 warps x 16 * MT rows = KParams::block_m
+  static constexpr int kWarpRows = 16 * MT;
   static constexpr int kChunks = D / 8;     // 16-byte chunks per row
   static constexpr int kQElems = kRows * D;
   static constexpr int kKVElems = kBlockN * D;
@@ -132,18 +140,28 @@ struct MmaKernel {
     }
     cp_async_commit();
 
-    // This warp owns rows [32 * warp, 32 * warp + 32) of the tile: two m16 tiles. Q fragments are
-    // re-read from shared memory at each tile (registers hold O and S for 32 rows instead); each
+    // This warp owns rows [wrow, wrow + 16 * MT) of the tile: MT m16 tiles. Q fragments are
+    // re-read from shared memory at each tile (registers hold O and S instead); with MT = 2 each
     // K and V fragment feeds both m16 tiles, which halves shared-memory reads per MMA.
-    float o[2][D / 8][4];
+    float o[MT][D / 8][4];
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int x = 0; x < D / 8; ++x) o[mt][x][0] = o[mt][x][1] = o[mt][x][2] = o[mt][x][3] = 0.f;
-    float m[2][2] = {{-INFINITY, -INFINITY}, {-INFINITY, -INFINITY}};
-    float l[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+    float m[MT][2], l[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      m[mt][0] = m[mt][1] = -INFINITY;
+      l[mt][0] = l[mt][1] = 0.f;
+    }
     const float sl2 = kp.scale_log2;
-    const int wrow = warp * 32;  // first tile row of this warp
+    const int wrow = warp * kWarpRows;  // first tile row of this warp
+
+    // Register masking (see the file comment): a key tile of kBlockN keys then lies in one block.
+    const Pattern& pat = kp.pat;
+    const bool blocks = pat.a.num_random > 0 || pat.block_indices != nullptr;
+    const bool reg_mask =
+        MT == 1 && pat.a.stride == 0 && (!blocks || pat.a.block_size % kBlockN == 0);
 
     int buf = 0;
     while (have) {
@@ -157,18 +175,21 @@ struct MmaKernel {
       cp_async_commit();
 
       const int32_t j0 = cur * kBlockN;
-      if (!cur_full) {
-        // Token mask of a partial tile: each lane writes the row it owns with Pattern::row_mask
+      if (!cur_full && !reg_mask) {
+        // Token mask of a partial tile: a lane writes a row of the warp with Pattern::row_mask
         // (interval arithmetic, far cheaper than 64 calls of `allowed`), the warp reads it back.
-        uint8_t* mrow = sMask + (wrow + lane) * kBlockN;
-        const int32_t i = w.q.i0 + wrow + lane;
-        const int32_t j1 = min(j0 + kBlockN, p.len_k);
-        int32_t t0 = 0;
-        if (i < p.len_q) {  // rows past Lq would read block_indices out of bounds
-          kp.pat.row_mask(b, h, i, j0, j1, mrow);
-          t0 = j1 - j0;  // keys past Lk are padding, whatever a (bad) key length says
+        const int rw = lane;
+        if (rw < kWarpRows) {
+          uint8_t* mrow = sMask + (wrow + rw) * kBlockN;
+          const int32_t i = w.q.i0 + wrow + rw;
+          const int32_t j1 = min(j0 + kBlockN, p.len_k);
+          int32_t t0 = 0;
+          if (i < p.len_q) {  // rows past Lq would read block_indices out of bounds
+            kp.pat.row_mask(b, h, i, j0, j1, mrow);
+            t0 = j1 - j0;  // keys past Lk are padding, whatever a (bad) key length says
+          }
+          for (int32_t t = t0; t < kBlockN; ++t) mrow[t] = 0;
         }
-        for (int32_t t = t0; t < kBlockN; ++t) mrow[t] = 0;
         __syncwarp();
       }
       cp_async_wait<1>();
@@ -177,31 +198,64 @@ struct MmaKernel {
       const T* k_s = sK + buf * kKVElems;
       const T* v_s = sV + buf * kKVElems;
       // S = Q K^T for 32 rows x 64 keys.
-      float s[2][8][4];
+      float s[MT][8][4];
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
+      for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
         for (int x = 0; x < 8; ++x) s[mt][x][0] = s[mt][x][1] = s[mt][x][2] = s[mt][x][3] = 0.f;
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
-        uint32_t qa[2][4];
+        uint32_t qa[MT][4];
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt)
+        for (int mt = 0; mt < MT; ++mt)
           ldsm_x4(qa[mt], sQ + off(wrow + mt * 16 + (lm & 1) * 8 + lr, kk * 2 + (lm >> 1)));
 #pragma unroll
         for (int np = 0; np < 4; ++np) {
           uint32_t bf[4];
           ldsm_x4(bf, k_s + off(np * 16 + (lm >> 1) * 8 + lr, kk * 2 + (lm & 1)));
 #pragma unroll
-          for (int mt = 0; mt < 2; ++mt) {
+          for (int mt = 0; mt < MT; ++mt) {
             MmaType<T>::mma(s[mt][2 * np], qa[mt], bf[0], bf[1]);
             MmaType<T>::mma(s[mt][2 * np + 1], qa[mt], bf[2], bf[3]);
           }
         }
       }
-      if (!cur_full) {
+      if (!cur_full && reg_mask) {
+        // Each lane owns rows (g, g + 8) of every m16 tile and keys j0 + 8 nt + 2 c4 + (0, 1).
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt)
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const int32_t i = w.q.i0 + wrow + mt * 16 + g + r * 8;
+            RowBounds rb;
+            rb.upper = rb.num_global = 0;
+            rb.lo = 1;
+            rb.hi = 0;
+            rb.global_row = false;
+            if (i < p.len_q) {  // rows past Lq: nothing (and no block_indices read)
+              rb = pat.row_bounds(b, i);
+              // A selected random/listed block covers the whole key tile: every key below upper.
+              if (blocks && !rb.global_row &&
+                  pat.block_selected(h, i / pat.a.block_size, j0 / pat.a.block_size)) {
+                rb.lo = 0;
+                rb.hi = rb.upper - 1;
+              }
+            }
+            // Bounds relative to this lane's first key, so that each test is against a constant.
+            const int32_t base = j0 + 2 * c4;
+            RowBounds rel = rb;
+            rel.num_global = rb.num_global - base;
+            rel.lo = rb.lo - base;
+            rel.hi = rb.hi - base;
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt) {
+              if (!rel.allows(nt * 8)) s[mt][nt][2 * r] = -INFINITY;
+              if (!rel.allows(nt * 8 + 1)) s[mt][nt][2 * r + 1] = -INFINITY;
+            }
+          }
+      } else if (!cur_full) {
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
             const uint8_t* mrow = sMask + (wrow + mt * 16 + g + r * 8) * kBlockN + c4 * 2;
@@ -215,7 +269,7 @@ struct MmaKernel {
       }
       // Online softmax, in log2 units.
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
+      for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
           float mx = -INFINITY;
@@ -245,9 +299,9 @@ struct MmaKernel {
       // O += P V.
 #pragma unroll
       for (int kk = 0; kk < kBlockN / 16; ++kk) {
-        uint32_t pa[2][4];
+        uint32_t pa[MT][4];
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
+        for (int mt = 0; mt < MT; ++mt) {
           pa[mt][0] = MmaType<T>::pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
           pa[mt][1] = MmaType<T>::pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
           pa[mt][2] = MmaType<T>::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
@@ -258,7 +312,7 @@ struct MmaKernel {
           uint32_t bf[4];
           ldsm_x4_t(bf, v_s + off(kk * 16 + (lm & 1) * 8 + lr, nd * 2 + (lm >> 1)));
 #pragma unroll
-          for (int mt = 0; mt < 2; ++mt) {
+          for (int mt = 0; mt < MT; ++mt) {
             MmaType<T>::mma(o[mt][2 * nd], pa[mt], bf[0], bf[1]);
             MmaType<T>::mma(o[mt][2 * nd + 1], pa[mt], bf[2], bf[3]);
           }
@@ -274,7 +328,7 @@ struct MmaKernel {
 
     // Row sums over the quad of lanes that share a row.
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         l[mt][r] += __shfl_xor_sync(0xffffffffu, l[mt][r], 1);
@@ -286,7 +340,7 @@ struct MmaKernel {
       float* po = kp.part_o + int64_t(w.slot) * kRows * dv;
       float2* pml = kp.part_ml + int64_t(w.slot) * kRows;
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
+      for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
           const int rl = wrow + mt * 16 + g + r * 8;
@@ -300,7 +354,7 @@ struct MmaKernel {
     }
     T* gO = static_cast<T*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const int32_t i = w.q.i0 + wrow + mt * 16 + g + r * 8;
@@ -316,20 +370,27 @@ struct MmaKernel {
   }
 };
 
-template <typename T, int D>
+template <typename T, int D, int MT>
 __global__ void __launch_bounds__(kThreads) mma_attention_kernel(const __grid_constant__ KParams kp) {
-  MmaKernel<T, D>::run(kp);
+  MmaKernel<T, D, MT>::run(kp);
 }
 
-// Launches the attention kernel of one (dtype, head dim) on `grid` CTAs.
-template <typename T, int D>
-cudaError_t launch_mma(const KParams& kp, int32_t grid, cudaStream_t stream) {
-  constexpr size_t smem = MmaKernel<T, D>::kSmem;
-  cudaError_t e = cudaFuncSetAttribute(mma_attention_kernel<T, D>,
+template <typename T, int D, int MT>
+cudaError_t launch_mma_rows(const KParams& kp, int32_t grid, cudaStream_t stream) {
+  constexpr size_t smem = MmaKernel<T, D, MT>::kSmem;
+  cudaError_t e = cudaFuncSetAttribute(mma_attention_kernel<T, D, MT>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (e != cudaSuccess) return e;
-  mma_attention_kernel<T, D><<<grid, kThreads, smem, stream>>>(kp);
+  mma_attention_kernel<T, D, MT><<<grid, kThreads, smem, stream>>>(kp);
   return cudaGetLastError();
+}
+
+// Launches the attention kernel of one (dtype, head dim) on `grid` CTAs, for kp.block_m rows.
+template <typename T, int D>
+cudaError_t launch_mma(const KParams& kp, int32_t grid, cudaStream_t stream) {
+  if (kp.block_m == kBlockMMmaNarrow) return launch_mma_rows<T, D, 1>(kp, grid, stream);
+  if (kp.block_m == kBlockMMmaWide) return launch_mma_rows<T, D, 2>(kp, grid, stream);
+  return cudaErrorInvalidValue;
 }
 
 }  // namespace cuda

@@ -195,13 +195,29 @@ struct Layout {
   int64_t total_q_tiles = 0;
 };
 
-int32_t block_m_for(DType t) { return t == DType::kFloat32 ? kBlockMF32 : kBlockMMma; }
+// Short rows (a band of at most 1024 keys, or only global tokens and blocks): 64-row query tiles,
+// which halve the partial tiles of a band, align with blocks of 64 and mask in registers. Long rows
+// (dense, causal, wide bands, strided): 128-row tiles, which load each K/V tile half as often.
+bool narrow_rows(const Params& p) {
+  const PatternAttrs& a = p.pattern;
+  if (a.stride > 0) return false;
+  const bool other = a.num_global > 0 || a.num_random > 0 || p.block_indices != nullptr;
+  if (a.window_left < 0 && a.window_right < 0) return other;  // local off, or dense
+  if (a.window_left < 0 || (a.window_right < 0 && !a.causal)) return false;
+  const int64_t width = int64_t(a.window_left) + (a.causal ? 0 : int64_t(a.window_right)) + 1;
+  return width <= 1024;
+}
+
+int32_t block_m_for(const Params& p) {
+  if (p.dtype == DType::kFloat32) return kBlockMF32;
+  return narrow_rows(p) ? kBlockMMmaNarrow : kBlockMMmaWide;
+}
 
 size_t align_up(size_t x) { return (x + 255) / 256 * 256; }
 
 Layout make_layout(const Params& p) {
   Layout L;
-  L.block_m = block_m_for(p.dtype);
+  L.block_m = block_m_for(p);
   const int64_t nqt = (int64_t(p.len_q) + L.block_m - 1) / L.block_m;
   L.total_q_tiles = int64_t(p.batch) * p.heads_q * nqt;
   // Split pieces are bounded by 2 * split_target (see schedule_kernel: at most total/per pieces
