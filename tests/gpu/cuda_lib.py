@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,40 +17,10 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-class SpattnArgs(ctypes.Structure):
-    """Mirror of ``spattn_args`` in kernels/include/spattn/c_api.h."""
-
-    _fields_ = [
-        ("q", ctypes.c_void_p),
-        ("k", ctypes.c_void_p),
-        ("v", ctypes.c_void_p),
-        ("o", ctypes.c_void_p),
-        ("key_lengths", ctypes.c_void_p),
-        ("block_indices", ctypes.c_void_p),
-        ("dtype", ctypes.c_int32),
-        ("batch", ctypes.c_int32),
-        ("heads_q", ctypes.c_int32),
-        ("heads_kv", ctypes.c_int32),
-        ("len_q", ctypes.c_int32),
-        ("len_k", ctypes.c_int32),
-        ("head_dim", ctypes.c_int32),
-        ("head_dim_v", ctypes.c_int32),
-        ("bi_heads", ctypes.c_int32),
-        ("bi_k", ctypes.c_int32),
-        ("scale", ctypes.c_float),
-        ("window_left", ctypes.c_int32),
-        ("window_right", ctypes.c_int32),
-        ("causal", ctypes.c_int32),
-        ("num_global", ctypes.c_int32),
-        ("stride", ctypes.c_int32),
-        ("block_size", ctypes.c_int32),
-        ("num_random", ctypes.c_int32),
-        ("seed", ctypes.c_int32),
-        ("stream", ctypes.c_void_p),
-        ("workspace", ctypes.c_void_p),
-        ("workspace_bytes", ctypes.c_size_t),
-        ("num_threads", ctypes.c_int32),
-    ]
+# The one mirror of ``spattn_args`` lives in the package (exporter/capi.py); importing it from the
+# source tree keeps these tests runnable without installing the package.
+sys.path.insert(0, ROOT)
+from exporter.capi import SpattnArgs  # noqa: E402
 
 
 @dataclass
