@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--dims", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--dense-max", type=int, default=65536)
+    ap.add_argument("--out", default=RESULTS, help="folder for ort_cuda.json and .png")
     args = ap.parse_args()
     torch.manual_seed(0)
     rows = []
@@ -150,11 +151,10 @@ def main() -> None:
         "device": torch.cuda.get_device_name(), "onnxruntime": ort.__version__,
         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "rows": rows,
     }
-    os.makedirs(RESULTS, exist_ok=True)
-    out_dir = os.environ.get("OUT") or RESULTS
-    with open(os.path.join(out_dir, "ort_cuda.json"), "w") as f:
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "ort_cuda.json"), "w") as f:
         json.dump(result, f, indent=2)
-    plot(result, os.path.join(out_dir, "ort_cuda.png"))
+    plot(result, os.path.join(args.out, "ort_cuda.png"))
 
 
 def plot(result: dict, path: str) -> None:
