@@ -224,10 +224,11 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, int6
     w.call = call_id;
   }
 
-  // Query rows, pre-multiplied by the scale.
+  // Query rows, pre-multiplied by the scale and log2(e): the softmax works in base 2.
   const int64_t q_base = b * p.q_batch_stride + h * p.q_head_stride;
+  const float q_mul = p.pattern.scale * 1.4426950408889634f;
   for (int32_t r = 0; r < rows; ++r)
-    load_row(p.dtype, p.q, q_base + (i0 + r) * p.q_row_stride, D, p.pattern.scale, &w.q[r * D]);
+    load_row(p.dtype, p.q, q_base + (i0 + r) * p.q_row_stride, D, q_mul, &w.q[r * D]);
 
   mark_candidates(pat, h, i0, i1, num_tiles, w.marks.data());
   const int64_t k_base = b * p.k_batch_stride + hk * p.k_head_stride;

@@ -17,9 +17,10 @@ struct TileKernels {
   const char* isa;
   // s[r][c] = sum_d q[r][d] * kt[d][c] for r < rows, c < kTileK (kt is [d][kTileK], zero padded).
   void (*qk)(const float* q, int ldq, const float* kt, int d, float* s, int rows);
-  // Online-softmax step for `rows` rows of s[r][0..kTileK): s holds scores (-inf where masked);
-  // updates the running max m[r] and sum l[r], overwrites s with exp(s - m_new) and writes the
-  // factor corr[r] = exp(m_old - m_new) that rescales the row's output accumulator.
+  // Online-softmax step for `rows` rows of s[r][0..kTileK): s holds scores in log2 units (the
+  // query carries scale * log2(e); -inf where masked); updates the running max m[r] and sum l[r],
+  // overwrites s with 2^(s - m_new) and writes corr[r] = 2^(m_old - m_new), which rescales the
+  // row's output accumulator. Base 2 gives the same softmax with a cheaper exponential.
   void (*softmax)(float* s, int rows, float* m, float* l, float* corr);
   // o[r][0..dv_pad) = corr[r] * o[r] + sum_c p[r][c] * v[c][0..dv_pad) for c < cols.
   void (*pv)(const float* p, const float* v, int ldv, int cols, float* o, int ldo, int dv_pad,
