@@ -56,8 +56,9 @@ __all__ = [
 BACKENDS = ("pytorch", "ort-cpu", "ort-cuda", "tensorrt")
 
 TENSORRT_MISSING = (
-    "TensorRT is not installed: on a machine with an NVIDIA GPU run `pip install tensorrt-cu12` "
-    "(or install NVIDIA's TensorRT packages), then rebuild spattn there with `pip install .` "
+    "TensorRT is not installed: on a machine with an NVIDIA GPU run `pip install tensorrt-cu13` "
+    "(`tensorrt-cu12` for CUDA 12, or NVIDIA's TensorRT packages), then rebuild spattn there "
+    "with `pip install .` "
     "so that libspattn_trt.so is built"
 )
 ORT_CUDA_MISSING = (

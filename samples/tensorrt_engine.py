@@ -1,7 +1,8 @@
 """Sample 4: build a TensorRT engine with the spattn plugin, run it, compare with ONNX Runtime.
 
-Needs an NVIDIA GPU, TensorRT (`pip install tensorrt-cu12`) and spattn built with CUDA and
-TensorRT (libspattn_trt.so). Without them it says what is missing and exits with status 1.
+Needs an NVIDIA GPU, TensorRT (`pip install tensorrt-cu13`, or `tensorrt-cu12` for CUDA 12) and
+spattn built with CUDA and TensorRT (libspattn_trt.so). Without them it says what is missing and
+exits with status 1.
 
     python samples/tensorrt_engine.py [MODEL.onnx] [--seq-len 2048] [--out out/]
 
