@@ -136,31 +136,20 @@ def load_onnx(path: str | os.PathLike) -> Any:
                         "file written by `spattn export` or torch.onnx.export") from None
 
 
-def _dims(value_info: Any) -> list[Any] | None:
-    tt = value_info.type.tensor_type
-    if not tt.HasField("shape"):
-        return None
-    out: list[Any] = []
-    for d in tt.shape.dim:
-        if d.HasField("dim_value"):
-            out.append(int(d.dim_value))
-        elif d.HasField("dim_param"):
-            out.append(d.dim_param)
-        else:
-            out.append(None)
-    return out
-
-
 def input_specs(model: Any) -> list[TensorSpec]:
     """The graph inputs that are fed at run time (initializers excluded), in order."""
+    from .schema import tensor_dims
+
     inits = {i.name for i in model.graph.initializer}
-    return [TensorSpec(v.name, v.type.tensor_type.elem_type, _dims(v))
+    return [TensorSpec(v.name, v.type.tensor_type.elem_type, tensor_dims(v.type))
             for v in model.graph.input if v.name not in inits]
 
 
 def output_specs(model: Any) -> list[TensorSpec]:
     """The graph outputs, in order."""
-    return [TensorSpec(v.name, v.type.tensor_type.elem_type, _dims(v))
+    from .schema import tensor_dims
+
+    return [TensorSpec(v.name, v.type.tensor_type.elem_type, tensor_dims(v.type))
             for v in model.graph.output]
 
 

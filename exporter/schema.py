@@ -18,7 +18,8 @@ import onnx
 from onnx import TensorProto, helper
 from onnx.defs import OpSchema
 
-__all__ = ["DOMAIN", "OP_TYPE", "VERSION", "make_schema", "register", "is_registered"]
+__all__ = ["DOMAIN", "OP_TYPE", "VERSION", "make_schema", "register", "is_registered",
+           "tensor_dims"]
 
 DOMAIN = "spattn"
 OP_TYPE = "SparseAttention"
@@ -42,7 +43,8 @@ def _fail(msg: str) -> None:
     raise onnx.shape_inference.InferenceError(f"[ShapeInferenceError] {OP_TYPE}: {msg}")
 
 
-def _dims(t: onnx.TypeProto) -> list[Any] | None:
+def tensor_dims(t: onnx.TypeProto) -> list[Any] | None:
+    """Dims of a tensor type: ints, symbolic names, None for unknown; None without a shape."""
     tt = t.tensor_type
     if not tt.HasField("shape"):
         return None
@@ -87,7 +89,7 @@ def _infer(ctx: Any) -> None:
         if types[i] is not None and elem[i] and elem[i] != TensorProto.INT32:
             _fail(f"{names[i]}: expected int32, got elem_type {elem[i]}")
 
-    shapes = [_dims(t) if t is not None else None for t in types]
+    shapes = [tensor_dims(t) if t is not None else None for t in types]
     ranks = {0: 4, 1: 4, 2: 4, 3: 1, 4: 3}
     for i, r in ranks.items():
         if shapes[i] is not None and len(shapes[i]) != r:
