@@ -193,6 +193,13 @@ def bench_one(pat: Pattern, L, D, dtype, args, kernel, results):
 
     out = torch.empty(1, pat.hq, L, D, device=dev, dtype=dtype)
     record("spattn", kernel.prepare(q, k, v, out, pat.attrs))
+    if args.also_mma and dtype != torch.float32:
+        # The portable mma.sync kernel, which the library runs where the Hopper one is not built.
+        os.environ["SPATTN_CUDA_KERNEL"] = "mma"
+        try:
+            record("spattn_mma", kernel.prepare(q, k, v, out, pat.attrs))
+        finally:
+            del os.environ["SPATTN_CUDA_KERNEL"]
 
     if args.flex and (dtype == torch.bfloat16 or args.flex_fp16):
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -295,6 +302,8 @@ def main(argv=None):
     ap.add_argument("--no-flex", dest="flex", action="store_false")
     ap.add_argument("--flex-fp16", action="store_true", help="also time FlexAttention in float16")
     ap.add_argument("--no-sdpa", dest="sdpa", action="store_false")
+    ap.add_argument("--also-mma", action="store_true",
+                    help="also time the portable mma.sync kernel (SPATTN_CUDA_KERNEL=mma)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--tag", default="bench")
     args = ap.parse_args(argv)

@@ -46,6 +46,17 @@ TOL = {
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+@pytest.fixture(autouse=True, params=["default", "mma"])
+def kernel_choice(request, monkeypatch):
+    """Every test runs with the library's own kernel choice (the Hopper wgmma kernel for 16-bit
+    types on compute capability 9.0) and with the portable mma.sync kernel forced."""
+    if request.param == "mma":
+        monkeypatch.setenv("SPATTN_CUDA_KERNEL", "mma")
+    else:
+        monkeypatch.delenv("SPATTN_CUDA_KERNEL", raising=False)
+    return request.param
+
+
 def block_layout(hl, len_q, len_k, bs, k, seed, pad_frac=0.3):
     """Random block_indices [hl, ceil(Lq/bs), k] with -1 padding and duplicates."""
     g = np.random.default_rng(seed)
@@ -240,3 +251,29 @@ def test_random_block_vectors():
            (123, 2, 9, 3, 1000, 871)]
     for seed, h, qb, r, nkb, want in vec:
         assert random_blocks(seed, h + 1, qb + 1, r + 1, nkb)[h, qb, r] == want
+
+
+def _kernel_names(fn):
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return {e.key for e in prof.key_averages()}
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_kernel_choice_runs_the_intended_kernel(dtype, kernel_choice):
+    # The 16-bit types run the Hopper kernel on compute capability 9.0 unless the portable one is
+    # asked for; a silent fallback would leave one of them untested.
+    attrs = Attrs(window_left=100, window_right=100)
+    names = _kernel_names(
+        lambda: run_case(attrs, None, 1, 2, 1, 300, 300, 128, DTYPES[dtype], None, seed=1)
+    )
+    hopper = torch.cuda.get_device_capability() == (9, 0)
+    ran_wgmma = any("wgmma_attention_kernel" in n for n in names)
+    ran_mma = any("mma_attention_kernel" in n and "wgmma" not in n for n in names)
+    if kernel_choice == "default" and hopper:
+        assert ran_wgmma and not ran_mma, sorted(names)
+    else:
+        assert ran_mma and not ran_wgmma, sorted(names)

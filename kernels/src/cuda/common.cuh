@@ -50,6 +50,7 @@ struct KParams {
   int32_t num_k_tiles;  // ceil(Lk / kBlockN)
   int32_t total_q_tiles;  // B * Hq * num_q_tiles
   int32_t planned;        // 0: one CTA per query tile, no workspace; 1: work items
+  int32_t wgmma;          // 1: the Hopper kernel (fwd_wgmma.cuh) runs the 16-bit types
   int32_t split_target;   // the scheduler splits the total work into about this many items
   int32_t max_split_items;  // capacity of the partial buffers (2 * split_target)
   float scale_log2;         // scale * log2(e): the kernels use exp2

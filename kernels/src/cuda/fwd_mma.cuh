@@ -75,6 +75,200 @@ __device__ __forceinline__ void ldsm_x4_t(uint32_t* r, const void* p) {
                : "r"(s));
 }
 
+// The per-tile steps both tensor-core kernels share (this one and the Hopper kernel of
+// fwd_wgmma.cuh). Score and output fragments use the m16n8 accumulator layout: a warp owns rows
+// wrow + 16 mt + (g, g + 8) and lane (g, c4) holds keys/columns 8 nt + 2 c4 + (0, 1) of them.
+template <typename T, int D, int MT>
+struct TileOps {
+  // Token mask of a partial tile in shared memory: a lane writes a row of the warp with
+  // Pattern::row_mask (interval arithmetic, far cheaper than 64 calls of `allowed`), the warp
+  // reads it back after __syncwarp.
+  __device__ static void build_mask(const KParams& kp, const Work& w, int wrow, int32_t j0,
+                                    uint8_t* sMask) {
+    const Params& p = kp.p;
+    const int lane = threadIdx.x & 31;
+    if (lane < 16 * MT) {
+      uint8_t* mrow = sMask + (wrow + lane) * kBlockN;
+      const int32_t i = w.q.i0 + wrow + lane;
+      const int32_t j1 = min(j0 + kBlockN, p.len_k);
+      int32_t t0 = 0;
+      if (i < p.len_q) {  // rows past Lq would read block_indices out of bounds
+        kp.pat.row_mask(w.q.b, w.q.h, i, j0, j1, mrow);
+        t0 = j1 - j0;  // keys past Lk are padding, whatever a (bad) key length says
+      }
+      for (int32_t t = t0; t < kBlockN; ++t) mrow[t] = 0;
+    }
+    __syncwarp();
+  }
+
+  __device__ static void apply_smem_mask(float (&s)[MT][8][4], int wrow, const uint8_t* sMask) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, c4 = lane & 3;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const uint8_t* mrow = sMask + (wrow + mt * 16 + g + r * 8) * kBlockN + c4 * 2;
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) {
+          const uint16_t mm = *reinterpret_cast<const uint16_t*>(mrow + nt * 8);
+          if (!(mm & 0x00ffu)) s[mt][nt][2 * r] = -INFINITY;
+          if (!(mm & 0xff00u)) s[mt][nt][2 * r + 1] = -INFINITY;
+        }
+      }
+  }
+
+  // Register mask of a partial tile from Pattern::row_bounds: valid when the pattern has no
+  // strided component and its random/listed blocks cover whole key tiles (reg_mask_ok).
+  __device__ static bool reg_mask_ok(const Pattern& pat) {
+    const bool blocks = pat.a.num_random > 0 || pat.block_indices != nullptr;
+    return pat.a.stride == 0 && (!blocks || pat.a.block_size % kBlockN == 0);
+  }
+
+  __device__ static void apply_reg_mask(const KParams& kp, const Work& w, float (&s)[MT][8][4],
+                                        int wrow, int32_t j0) {
+    const Params& p = kp.p;
+    const Pattern& pat = kp.pat;
+    const bool blocks = pat.a.num_random > 0 || pat.block_indices != nullptr;
+    const int lane = threadIdx.x & 31, g = lane >> 2, c4 = lane & 3;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int32_t i = w.q.i0 + wrow + mt * 16 + g + r * 8;
+        RowBounds rb;
+        rb.upper = rb.num_global = 0;
+        rb.lo = 1;
+        rb.hi = 0;
+        rb.global_row = false;
+        if (i < p.len_q) {  // rows past Lq: nothing (and no block_indices read)
+          rb = pat.row_bounds(w.q.b, i);
+          // A selected random/listed block covers the whole key tile: every key below upper.
+          if (blocks && !rb.global_row &&
+              pat.block_selected(w.q.h, i / pat.a.block_size, j0 / pat.a.block_size)) {
+            rb.lo = 0;
+            rb.hi = rb.upper - 1;
+          }
+        }
+        // Bounds relative to this lane's first key, so that each test is against a constant.
+        const int32_t base = j0 + 2 * c4;
+        RowBounds rel = rb;
+        rel.num_global = rb.num_global - base;
+        rel.lo = rb.lo - base;
+        rel.hi = rb.hi - base;
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) {
+          if (!rel.allows(nt * 8)) s[mt][nt][2 * r] = -INFINITY;
+          if (!rel.allows(nt * 8 + 1)) s[mt][nt][2 * r + 1] = -INFINITY;
+        }
+      }
+  }
+
+  // Online softmax in log2 units: turns the scores into probabilities and updates the running
+  // max and sum; alpha[mt][r] rescales what the output accumulator holds (rescale).
+  __device__ static void softmax_p(float (&s)[MT][8][4], float (&m)[MT][2], float (&l)[MT][2],
+                                   float sl2, float (&alpha)[MT * 2]) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt)
+          mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m[mt][r], mx * sl2);
+        const float m_use = m_new == -INFINITY ? 0.f : m_new;
+        alpha[mt * 2 + r] = fast_exp2(m[mt][r] - m_use);
+        float sum = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) {
+          s[mt][nt][2 * r] = fast_exp2(fmaf(s[mt][nt][2 * r], sl2, -m_use));
+          s[mt][nt][2 * r + 1] = fast_exp2(fmaf(s[mt][nt][2 * r + 1], sl2, -m_use));
+          sum += s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
+        }
+        l[mt][r] = l[mt][r] * alpha[mt * 2 + r] + sum;
+        m[mt][r] = m_new;
+      }
+  }
+
+  __device__ static void rescale(float (&o)[MT][D / 8][4], const float (&alpha)[MT * 2]) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int r = 0; r < 2; ++r)
+#pragma unroll
+        for (int x = 0; x < D / 8; ++x) {
+          o[mt][x][2 * r] *= alpha[mt * 2 + r];
+          o[mt][x][2 * r + 1] *= alpha[mt * 2 + r];
+        }
+  }
+
+  __device__ static void softmax(float (&s)[MT][8][4], float (&m)[MT][2], float (&l)[MT][2],
+                                 float (&o)[MT][D / 8][4], float sl2) {
+    float alpha[MT * 2];
+    softmax_p(s, m, l, sl2, alpha);
+    rescale(o, alpha);
+  }
+
+  // The probabilities of keys [16 kk, 16 kk + 16) as the A fragment of an m16k16 product.
+  __device__ static void pack_p(const float (&s)[MT][8][4], int mt, int kk, uint32_t* pa) {
+    pa[0] = MmaType<T>::pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+    pa[1] = MmaType<T>::pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+    pa[2] = MmaType<T>::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+    pa[3] = MmaType<T>::pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+  }
+
+  // Finishes the rows: the normalized output, or (split work item) the unnormalized partial
+  // result and its (max, sum) for combine_kernel. kRows: rows of the CTA tile.
+  template <int kRows>
+  __device__ static void write_out(const KParams& kp, const Work& w, float (&o)[MT][D / 8][4],
+                                   const float (&m)[MT][2], float (&l)[MT][2], int wrow) {
+    const Params& p = kp.p;
+    const int lane = threadIdx.x & 31, g = lane >> 2, c4 = lane & 3;
+    // Row sums over the quad of lanes that share a row.
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        l[mt][r] += __shfl_xor_sync(0xffffffffu, l[mt][r], 1);
+        l[mt][r] += __shfl_xor_sync(0xffffffffu, l[mt][r], 2);
+      }
+    const int32_t dv = p.head_dim_v;
+    if (w.slot >= 0) {
+      float* po = kp.part_o + int64_t(w.slot) * kRows * dv;
+      float2* pml = kp.part_ml + int64_t(w.slot) * kRows;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const int rl = wrow + mt * 16 + g + r * 8;
+#pragma unroll
+          for (int nt = 0; nt < D / 8; ++nt)
+            *reinterpret_cast<float2*>(po + rl * dv + nt * 8 + c4 * 2) =
+                make_float2(o[mt][nt][2 * r], o[mt][nt][2 * r + 1]);
+          if (c4 == 0) pml[rl] = make_float2(m[mt][r], l[mt][r]);
+        }
+      return;
+    }
+    T* gO = static_cast<T*>(p.o) + w.q.b * p.o_batch_stride + w.q.h * p.o_head_stride;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int32_t i = w.q.i0 + wrow + mt * 16 + g + r * 8;
+        if (i >= p.len_q) continue;
+        float inv = l[mt][r] > 0.f ? 1.f / l[mt][r] : 0.f;  // no allowed key: zeros
+        if (row_is_bad(kp, w.q.b, w.q.h, i)) inv = __int_as_float(0x7fc00000);
+        T* orow = gO + int64_t(i) * p.o_row_stride;
+#pragma unroll
+        for (int nt = 0; nt < D / 8; ++nt)
+          *reinterpret_cast<uint32_t*>(orow + nt * 8 + c4 * 2) =
+              MmaType<T>::pack(o[mt][nt][2 * r] * inv, o[mt][nt][2 * r + 1] * inv);
+      }
+  }
+};
+
 template <typename T, int D, int MT>
 struct MmaKernel {
   static_assert(D % 64 == 0, "the XOR swizzle needs at least 8 chunks of 16 bytes per row");
@@ -123,7 +317,6 @@ struct MmaKernel {
     const T* gV = static_cast<const T*>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride;
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int g = lane >> 2, c4 = lane & 3;
     const int lm = lane >> 3, lr = lane & 7;  // ldmatrix: which 8x8 matrix, which row of it
 
     load_tile<kRows>(sQ, gQ, p.q_row_stride, w.q.i0, p.len_q);
@@ -158,10 +351,8 @@ struct MmaKernel {
     const int wrow = warp * kWarpRows;  // first tile row of this warp
 
     // Register masking (see the file comment): a key tile of kBlockN keys then lies in one block.
-    const Pattern& pat = kp.pat;
-    const bool blocks = pat.a.num_random > 0 || pat.block_indices != nullptr;
-    const bool reg_mask =
-        MT == 1 && pat.a.stride == 0 && (!blocks || pat.a.block_size % kBlockN == 0);
+    using Ops = TileOps<T, D, MT>;
+    const bool reg_mask = MT == 1 && Ops::reg_mask_ok(kp.pat);
 
     int buf = 0;
     while (have) {
@@ -175,29 +366,13 @@ struct MmaKernel {
       cp_async_commit();
 
       const int32_t j0 = cur * kBlockN;
-      if (!cur_full && !reg_mask) {
-        // Token mask of a partial tile: a lane writes a row of the warp with Pattern::row_mask
-        // (interval arithmetic, far cheaper than 64 calls of `allowed`), the warp reads it back.
-        const int rw = lane;
-        if (rw < kWarpRows) {
-          uint8_t* mrow = sMask + (wrow + rw) * kBlockN;
-          const int32_t i = w.q.i0 + wrow + rw;
-          const int32_t j1 = min(j0 + kBlockN, p.len_k);
-          int32_t t0 = 0;
-          if (i < p.len_q) {  // rows past Lq would read block_indices out of bounds
-            kp.pat.row_mask(b, h, i, j0, j1, mrow);
-            t0 = j1 - j0;  // keys past Lk are padding, whatever a (bad) key length says
-          }
-          for (int32_t t = t0; t < kBlockN; ++t) mrow[t] = 0;
-        }
-        __syncwarp();
-      }
+      if (!cur_full && !reg_mask) Ops::build_mask(kp, w, wrow, j0, sMask);
       cp_async_wait<1>();
       __syncthreads();
 
       const T* k_s = sK + buf * kKVElems;
       const T* v_s = sV + buf * kKVElems;
-      // S = Q K^T for 32 rows x 64 keys.
+      // S = Q K^T for 16 * MT rows x 64 keys per warp.
       float s[MT][8][4];
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
@@ -220,93 +395,19 @@ struct MmaKernel {
           }
         }
       }
-      if (!cur_full && reg_mask) {
-        // Each lane owns rows (g, g + 8) of every m16 tile and keys j0 + 8 nt + 2 c4 + (0, 1).
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            const int32_t i = w.q.i0 + wrow + mt * 16 + g + r * 8;
-            RowBounds rb;
-            rb.upper = rb.num_global = 0;
-            rb.lo = 1;
-            rb.hi = 0;
-            rb.global_row = false;
-            if (i < p.len_q) {  // rows past Lq: nothing (and no block_indices read)
-              rb = pat.row_bounds(b, i);
-              // A selected random/listed block covers the whole key tile: every key below upper.
-              if (blocks && !rb.global_row &&
-                  pat.block_selected(h, i / pat.a.block_size, j0 / pat.a.block_size)) {
-                rb.lo = 0;
-                rb.hi = rb.upper - 1;
-              }
-            }
-            // Bounds relative to this lane's first key, so that each test is against a constant.
-            const int32_t base = j0 + 2 * c4;
-            RowBounds rel = rb;
-            rel.num_global = rb.num_global - base;
-            rel.lo = rb.lo - base;
-            rel.hi = rb.hi - base;
-#pragma unroll
-            for (int nt = 0; nt < 8; ++nt) {
-              if (!rel.allows(nt * 8)) s[mt][nt][2 * r] = -INFINITY;
-              if (!rel.allows(nt * 8 + 1)) s[mt][nt][2 * r + 1] = -INFINITY;
-            }
-          }
-      } else if (!cur_full) {
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            const uint8_t* mrow = sMask + (wrow + mt * 16 + g + r * 8) * kBlockN + c4 * 2;
-#pragma unroll
-            for (int nt = 0; nt < 8; ++nt) {
-              const uint16_t mm = *reinterpret_cast<const uint16_t*>(mrow + nt * 8);
-              if (!(mm & 0x00ffu)) s[mt][nt][2 * r] = -INFINITY;
-              if (!(mm & 0xff00u)) s[mt][nt][2 * r + 1] = -INFINITY;
-            }
-          }
+      if (!cur_full) {
+        if (reg_mask)
+          Ops::apply_reg_mask(kp, w, s, wrow, j0);
+        else
+          Ops::apply_smem_mask(s, wrow, sMask);
       }
-      // Online softmax, in log2 units.
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          float mx = -INFINITY;
-#pragma unroll
-          for (int nt = 0; nt < 8; ++nt)
-            mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-          const float m_new = fmaxf(m[mt][r], mx * sl2);
-          const float m_use = m_new == -INFINITY ? 0.f : m_new;
-          const float alpha = fast_exp2(m[mt][r] - m_use);
-          float sum = 0.f;
-#pragma unroll
-          for (int nt = 0; nt < 8; ++nt) {
-            s[mt][nt][2 * r] = fast_exp2(fmaf(s[mt][nt][2 * r], sl2, -m_use));
-            s[mt][nt][2 * r + 1] = fast_exp2(fmaf(s[mt][nt][2 * r + 1], sl2, -m_use));
-            sum += s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
-          }
-          l[mt][r] = l[mt][r] * alpha + sum;
-          m[mt][r] = m_new;
-#pragma unroll
-          for (int x = 0; x < D / 8; ++x) {
-            o[mt][x][2 * r] *= alpha;
-            o[mt][x][2 * r + 1] *= alpha;
-          }
-        }
+      Ops::softmax(s, m, l, o, sl2);
       // O += P V.
 #pragma unroll
       for (int kk = 0; kk < kBlockN / 16; ++kk) {
         uint32_t pa[MT][4];
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          pa[mt][0] = MmaType<T>::pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-          pa[mt][1] = MmaType<T>::pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-          pa[mt][2] = MmaType<T>::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-          pa[mt][3] = MmaType<T>::pack(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-        }
+        for (int mt = 0; mt < MT; ++mt) Ops::pack_p(s, mt, kk, pa[mt]);
 #pragma unroll
         for (int nd = 0; nd < D / 16; ++nd) {
           uint32_t bf[4];
@@ -325,48 +426,7 @@ struct MmaKernel {
       have = have_next;
     }
     cp_async_wait<0>();
-
-    // Row sums over the quad of lanes that share a row.
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        l[mt][r] += __shfl_xor_sync(0xffffffffu, l[mt][r], 1);
-        l[mt][r] += __shfl_xor_sync(0xffffffffu, l[mt][r], 2);
-      }
-    const int32_t dv = p.head_dim_v;
-    if (w.slot >= 0) {
-      // Split item: unnormalized partial result, combined by combine_kernel.
-      float* po = kp.part_o + int64_t(w.slot) * kRows * dv;
-      float2* pml = kp.part_ml + int64_t(w.slot) * kRows;
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int rl = wrow + mt * 16 + g + r * 8;
-#pragma unroll
-          for (int nt = 0; nt < D / 8; ++nt)
-            *reinterpret_cast<float2*>(po + rl * dv + nt * 8 + c4 * 2) =
-                make_float2(o[mt][nt][2 * r], o[mt][nt][2 * r + 1]);
-          if (c4 == 0) pml[rl] = make_float2(m[mt][r], l[mt][r]);
-        }
-      return;
-    }
-    T* gO = static_cast<T*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int32_t i = w.q.i0 + wrow + mt * 16 + g + r * 8;
-        if (i >= p.len_q) continue;
-        float inv = l[mt][r] > 0.f ? 1.f / l[mt][r] : 0.f;  // no allowed key: zeros
-        if (row_is_bad(kp, b, h, i)) inv = __int_as_float(0x7fc00000);
-        T* orow = gO + int64_t(i) * p.o_row_stride;
-#pragma unroll
-        for (int nt = 0; nt < D / 8; ++nt)
-          *reinterpret_cast<uint32_t*>(orow + nt * 8 + c4 * 2) =
-              MmaType<T>::pack(o[mt][nt][2 * r] * inv, o[mt][nt][2 * r + 1] * inv);
-      }
+    Ops::template write_out<kRows>(kp, w, o, m, l, wrow);
   }
 };
 

@@ -14,6 +14,8 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "dispatch.cuh"
 #include "spattn/cuda.h"
@@ -208,16 +210,37 @@ bool narrow_rows(const Params& p) {
   return width <= 1024;
 }
 
-int32_t block_m_for(const Params& p) {
+// The Hopper kernel runs the 16-bit types on a compute capability 9.0 device when the library
+// holds its sm_90a image. SPATTN_CUDA_KERNEL=mma keeps the portable mma.sync kernel (to compare
+// the two, or to rule one out).
+bool use_wgmma(const Params& p) {
+#ifdef SPATTN_HAVE_SM90A
+  if (p.dtype == DType::kFloat32) return false;
+  const char* env = std::getenv("SPATTN_CUDA_KERNEL");
+  if (env && std::strcmp(env, "mma") == 0) return false;
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+    return false;
+  return major == 9 && minor == 0;
+#else
+  (void)p;
+  return false;
+#endif
+}
+
+int32_t block_m_for(const Params& p, bool wgmma) {
   if (p.dtype == DType::kFloat32) return kBlockMF32;
+  if (wgmma) return kBlockMMmaNarrow;
   return narrow_rows(p) ? kBlockMMmaNarrow : kBlockMMmaWide;
 }
 
 size_t align_up(size_t x) { return (x + 255) / 256 * 256; }
 
-Layout make_layout(const Params& p) {
+Layout make_layout(const Params& p, bool wgmma) {
   Layout L;
-  L.block_m = block_m_for(p);
+  L.block_m = block_m_for(p, wgmma);
   const int64_t nqt = (int64_t(p.len_q) + L.block_m - 1) / L.block_m;
   L.total_q_tiles = int64_t(p.batch) * p.heads_q * nqt;
   // Split pieces are bounded by 2 * split_target (see schedule_kernel: at most total/per pieces
@@ -284,7 +307,11 @@ HeadDimSupport head_dim_support() {
   return s;
 }
 
-size_t workspace_size(const Params& p) { return make_layout(p).total; }
+// Enough for either tensor-core kernel: the host asking may not know the device that runs it.
+size_t workspace_size(const Params& p) {
+  const size_t a = make_layout(p, false).total, b = make_layout(p, true).total;
+  return a > b ? a : b;
+}
 
 cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   if (p.head_dim != p.head_dim_v || (p.head_dim != 64 && p.head_dim != 128))
@@ -303,13 +330,15 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
     if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.o))
       return cudaErrorMisalignedAddress;
   }
-  const Layout L = make_layout(p);
+  const bool wgmma = use_wgmma(p);
+  const Layout L = make_layout(p, wgmma);
   if (L.total_q_tiles + L.max_split_items > INT32_MAX) return cudaErrorInvalidValue;
 
   KParams kp;
   kp.p = p;
   kp.pat = Pattern::make(p);
   kp.block_m = L.block_m;
+  kp.wgmma = wgmma ? 1 : 0;
   kp.num_q_tiles = int32_t((int64_t(p.len_q) + L.block_m - 1) / L.block_m);
   kp.num_k_tiles = int32_t((int64_t(p.len_k) + kBlockN - 1) / kBlockN);
   kp.total_q_tiles = int32_t(L.total_q_tiles);

@@ -1,12 +1,12 @@
 // Tensor-core forward, f16, head dim 128.
 #include "dispatch.cuh"
-#include "fwd_mma.cuh"
+#include "fwd_wgmma.cuh"
 
 namespace spattn {
 namespace cuda {
 
 cudaError_t launch_attention_f16_d128(const KParams& kp, int32_t grid, cudaStream_t stream) {
-  return launch_mma<__half, 128>(kp, grid, stream);
+  return launch_tensor_core<__half, 128>(kp, grid, stream);
 }
 
 }  // namespace cuda

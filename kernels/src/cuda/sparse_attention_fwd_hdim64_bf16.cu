@@ -1,12 +1,12 @@
 // Tensor-core forward, bf16, head dim 64.
 #include "dispatch.cuh"
-#include "fwd_mma.cuh"
+#include "fwd_wgmma.cuh"
 
 namespace spattn {
 namespace cuda {
 
 cudaError_t launch_attention_bf16_d64(const KParams& kp, int32_t grid, cudaStream_t stream) {
-  return launch_mma<__nv_bfloat16, 64>(kp, grid, stream);
+  return launch_tensor_core<__nv_bfloat16, 64>(kp, grid, stream);
 }
 
 }  // namespace cuda

@@ -1,0 +1,359 @@
+// Block-sparse forward for float16 / bfloat16 on Hopper (sm_90a): warpgroup MMA
+// (wgmma.mma_async) with float32 accumulation and online softmax.
+//
+// A CTA is one warpgroup (4 warps) owning 64 query rows, the same tiles, visit list, split-KV
+// work items and per-tile steps (masking, softmax, epilogue: TileOps) as the mma.sync kernel of
+// fwd_mma.cuh. What changes is where the products run:
+//  * S = Q K^T: one m64n64k16 wgmma per 16 head-dim columns, both operands read by the tensor
+//    cores straight from shared memory (no ldmatrix, no per-warp copies of K);
+//  * O += P V: P stays in registers (the score accumulator converted in place is the A fragment),
+//    V is read from shared memory in its natural [key][dv] layout (the "transposed B" mode).
+// Q, K and V tiles sit in shared memory in the canonical 128-byte-swizzle layout of the tensor
+// cores: panels of 64 columns (128 bytes per row), 16-byte chunks XOR-swizzled by row % 8.
+//
+// The wgmma code is compiled for sm_90a only; launch.cu picks this kernel on a compute
+// capability 9.0 device when the library holds that image (SPATTN_HAVE_SM90A).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "common.cuh"
+#include "fwd_mma.cuh"
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define SPATTN_WGMMA_DEVICE 1
+#endif
+
+namespace spattn {
+namespace cuda {
+
+// ---------------------------------------------------------------------------------------------
+// wgmma wrappers. The descriptor of a shared-memory operand (PTX ISA, "matrix descriptor"):
+// start address, leading and stride byte offsets (all >> 4), layout type 1 = 128-byte swizzle.
+__device__ __forceinline__ uint64_t smem_desc(const void* ptr, uint32_t lbo, uint32_t sbo) {
+  const uint32_t addr = uint32_t(__cvta_generic_to_shared(ptr));
+  uint64_t d = uint64_t((addr & 0x3FFFFu) >> 4);
+  d |= uint64_t((lbo >> 4) & 0x3FFFu) << 16;
+  d |= uint64_t((sbo >> 4) & 0x3FFFu) << 32;
+  d |= uint64_t(1) << 62;
+  return d;
+}
+
+__device__ __forceinline__ void wgmma_fence() {
+#ifdef SPATTN_WGMMA_DEVICE
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_commit() {
+#ifdef SPATTN_WGMMA_DEVICE
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_wait_all() {
+#ifdef SPATTN_WGMMA_DEVICE
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#endif
+}
+// Makes this thread's generic-proxy writes to shared memory (cp.async) visible to the tensor
+// cores' async proxy.
+__device__ __forceinline__ void fence_async_smem() {
+#ifdef SPATTN_WGMMA_DEVICE
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+// Keeps the compiler from moving reads or writes of an accumulator across wgmma issue/wait.
+__device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+
+#define SPATTN_ACC8(b)                                                                      \
+  "+f"(d[b + 0]), "+f"(d[b + 1]), "+f"(d[b + 2]), "+f"(d[b + 3]), "+f"(d[b + 4]),          \
+      "+f"(d[b + 5]), "+f"(d[b + 6]), "+f"(d[b + 7])
+#define SPATTN_ACC32 SPATTN_ACC8(0), SPATTN_ACC8(8), SPATTN_ACC8(16), SPATTN_ACC8(24)
+#define SPATTN_ACC64 SPATTN_ACC32, SPATTN_ACC8(32), SPATTN_ACC8(40), SPATTN_ACC8(48), SPATTN_ACC8(56)
+#define SPATTN_REGS32                                                                        \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
+  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define SPATTN_REGS64                                                                        \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
+  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "  \
+  "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "  \
+  "%56, %57, %58, %59, %60, %61, %62, %63}"
+
+// The four products of this file, per element type (the PTX type suffix).
+#define SPATTN_DEFINE_WGMMA(TYPE, SUFFIX)                                                       \
+  /* d[32] (+)= A(smem, K-major) B(smem, K-major): m64n64k16. */                                \
+  __device__ __forceinline__ void wgmma_ss_n64(TYPE, float* d, uint64_t da, uint64_t db,       \
+                                               int accumulate) {                               \
+    asm volatile(                                                                               \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                            \
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32" SUFFIX " " SPATTN_REGS32                  \
+        ", %32, %33, p, 1, 1, 0, 0;\n}\n"                                                       \
+        : SPATTN_ACC32                                                                          \
+        : "l"(da), "l"(db), "r"(accumulate));                                                   \
+  }                                                                                             \
+  /* d[32] += A(registers) B(smem, N-major): m64n64k16. */                                      \
+  __device__ __forceinline__ void wgmma_rs_n64(TYPE, float* d, const uint32_t* a, uint64_t db) { \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                 \
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32" SUFFIX " " SPATTN_REGS32         \
+                 ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"                               \
+                 : SPATTN_ACC32                                                                 \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "n"(1));                \
+  }                                                                                             \
+  /* d[64] += A(registers) B(smem, N-major): m64n128k16. */                                     \
+  __device__ __forceinline__ void wgmma_rs_n128(TYPE, float* d, const uint32_t* a,             \
+                                                uint64_t db) {                                  \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                 \
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32" SUFFIX " " SPATTN_REGS64        \
+                 ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"                               \
+                 : SPATTN_ACC64                                                                 \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "n"(1));                \
+  }
+
+#ifdef SPATTN_WGMMA_DEVICE
+SPATTN_DEFINE_WGMMA(__half, ".f16.f16")
+SPATTN_DEFINE_WGMMA(__nv_bfloat16, ".bf16.bf16")
+#else
+// Other targets never run the Hopper kernel (launch.cu checks the device); these keep it compiling.
+template <typename TYPE>
+__device__ __forceinline__ void wgmma_ss_n64(TYPE, float*, uint64_t, uint64_t, int) {
+  __trap();
+}
+template <typename TYPE>
+__device__ __forceinline__ void wgmma_rs_n64(TYPE, float*, const uint32_t*, uint64_t) {
+  __trap();
+}
+template <typename TYPE>
+__device__ __forceinline__ void wgmma_rs_n128(TYPE, float*, const uint32_t*, uint64_t) {
+  __trap();
+}
+#endif
+#undef SPATTN_DEFINE_WGMMA
+#undef SPATTN_ACC8
+#undef SPATTN_ACC32
+#undef SPATTN_ACC64
+#undef SPATTN_REGS32
+#undef SPATTN_REGS64
+
+// ---------------------------------------------------------------------------------------------
+template <typename T, int D>
+struct WgmmaKernel {
+  static_assert(D == 64 || D == 128, "head dims of the Hopper kernel");
+  static constexpr int kRows = kBlockMMmaNarrow;  // 64: one m64 warpgroup tile
+  static constexpr int kChunks = D / 8;           // 16-byte chunks per row
+  static constexpr int kPanelElems = 64;          // columns per 128-byte swizzle panel
+  static constexpr int kQElems = kRows * D;
+  static constexpr int kKVElems = kBlockN * D;
+  // Every tile is a multiple of 8 KB, so each starts on the 1024-byte swizzle-atom boundary the
+  // descriptors assume once the base is aligned.
+  static constexpr size_t kSmemTiles = size_t(kQElems + 4 * kKVElems) * sizeof(T);
+  static constexpr size_t kMaskBytes = size_t(kRows) * kBlockN;
+  static constexpr size_t kAlign = 1024;
+  static constexpr size_t kSmem = kAlign + kSmemTiles + kMaskBytes + sizeof(VisitSmem);
+  // Byte strides of the canonical layout: 8 rows of 128 bytes form a swizzle atom; a panel of
+  // 64 columns holds all rows of the tile.
+  static constexpr uint32_t kAtomBytes = 8 * 128;
+  static constexpr uint32_t kKVPanelBytes = kBlockN * 128;
+
+  // Element offset of (row, 16-byte chunk) in a tile of R rows.
+  template <int R>
+  __device__ static int off(int row, int chunk) {
+    return (chunk >> 3) * (R * kPanelElems) + row * kPanelElems + (((chunk & 7) ^ (row & 7)) << 3);
+  }
+
+  // Loads rows [r0, r0 + ROWS) of a [L, D] matrix (row stride `ld`) into a tile; rows >= L are 0.
+  // A thread moves one 16-byte chunk column of every kStep-th row: its swizzled chunk is the
+  // same in every pass, so the addresses are computed once.
+  template <int ROWS>
+  __device__ static void load_tile(T* s, const T* g, int64_t ld, int32_t r0, int32_t L) {
+    constexpr int kStep = kThreads / kChunks;
+    static_assert(kStep % 8 == 0 && ROWS % kStep == 0, "passes keep the swizzle phase");
+    const int ch = threadIdx.x % kChunks, row0 = threadIdx.x / kChunks;
+    T* dst = s + off<ROWS>(row0, ch);
+    const T* src = g + int64_t(r0 + row0) * ld + ch * 8;
+    const int64_t step = int64_t(kStep) * ld;
+#pragma unroll
+    for (int x = 0; x < ROWS / kStep; ++x) {
+      const bool ok = r0 + row0 + x * kStep < L;
+      cp_async16(dst + x * kStep * kPanelElems, ok ? src + x * step : g, ok);
+    }
+  }
+
+  // S = Q K^T for 64 rows x 64 keys: D / 16 steps of 16 head-dim columns (32 bytes of a panel).
+  __device__ static void issue_qk(float* sd, const T* sQ, const T* k_s) {
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const int eq = (kk >> 2) * (kRows * kPanelElems) + (kk & 3) * 16;
+      const int ek = (kk >> 2) * (kBlockN * kPanelElems) + (kk & 3) * 16;
+      wgmma_ss_n64(T(), sd, smem_desc(sQ + eq, 16, kAtomBytes), smem_desc(k_s + ek, 16, kAtomBytes),
+                   kk > 0);
+    }
+    wgmma_commit();
+  }
+
+  // O += P V: 4 steps of 16 keys, each two 8-row swizzle atoms of V.
+  __device__ static void issue_pv(float* od, const uint32_t (&pa)[4][4], const T* v_s) {
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      const uint64_t dv = smem_desc(v_s + kk * 16 * kPanelElems, kKVPanelBytes, kAtomBytes);
+      if constexpr (D == 64)
+        wgmma_rs_n64(T(), od, pa[kk], dv);
+      else
+        wgmma_rs_n128(T(), od, pa[kk], dv);
+    }
+    wgmma_commit();
+  }
+
+  template <int N>
+  __device__ static void wgmma_wait() {
+#ifdef SPATTN_WGMMA_DEVICE
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+#endif
+  }
+
+  template <int N>
+  __device__ static void fence_regs(float* r) {
+#pragma unroll
+    for (int x = 0; x < N; ++x) reg_fence(r[x]);
+  }
+
+  // Software pipeline over the visit list (one warpgroup): step t issues S_t = Q K_t and then
+  // O += P_{t-1} V_{t-1}, so that the tensor cores run the second product while the warps turn
+  // S_t into P_t; O is rescaled once that product is done. K_{t+1} and V_t are loaded during
+  // step t: their buffers held K_{t-1} and V_{t-2}, both consumed by the end of step t-1.
+  __device__ static void run(const KParams& kp) {
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    unsigned char* base = smem_raw;
+    {
+      const uint32_t a = uint32_t(__cvta_generic_to_shared(smem_raw));
+      base += (kAlign - (a & (kAlign - 1))) & (kAlign - 1);
+    }
+    T* sQ = reinterpret_cast<T*>(base);
+    T* sK = sQ + kQElems;       // 2 buffers
+    T* sV = sK + 2 * kKVElems;  // 2 buffers
+    uint8_t* sMask = base + kSmemTiles;
+    VisitSmem& vs = *reinterpret_cast<VisitSmem*>(base + kSmemTiles + kMaskBytes);
+
+    const Work w = get_work(kp);
+    if (!w.valid) return;
+    const Params& p = kp.p;
+    const int32_t b = w.q.b, h = w.q.h;
+    const int32_t hk = h / (p.heads_q / p.heads_kv);
+    const T* gQ = static_cast<const T*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
+    const T* gK = static_cast<const T*>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
+    const T* gV = static_cast<const T*>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride;
+    const int warp = threadIdx.x >> 5;
+    const int wrow = warp * 16;  // wgmma m64: warp w of the warpgroup owns rows 16 w .. 16 w + 15
+
+    VisitIter it;
+    it.init(kp, w);
+    int32_t cur = -1;
+    bool cur_full = false;
+    bool have = it.next(kp, w, vs, &cur, &cur_full);
+    load_tile<kRows>(sQ, gQ, p.q_row_stride, w.q.i0, p.len_q);
+    if (have) load_tile<kBlockN>(sK, gK, p.k_row_stride, cur * kBlockN, p.len_k);
+    cp_async_commit();
+
+    using Ops = TileOps<T, D, 1>;
+    float o[1][D / 8][4];
+    float s[1][8][4];
+#pragma unroll
+    for (int x = 0; x < D / 8; ++x) o[0][x][0] = o[0][x][1] = o[0][x][2] = o[0][x][3] = 0.f;
+#pragma unroll
+    for (int x = 0; x < 8; ++x) s[0][x][0] = s[0][x][1] = s[0][x][2] = s[0][x][3] = 0.f;
+    float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
+    const float sl2 = kp.scale_log2;
+    const bool reg_mask = Ops::reg_mask_ok(kp.pat);
+    float* sd = &s[0][0][0];
+    float* od = &o[0][0][0];
+    uint32_t pa[4][4];  // P of the previous tile, the A operand of its P V product
+    bool have_prev = false;
+
+    int buf = 0;  // K_t sits in sK[buf], V_t goes to sV[buf]
+    while (have) {
+      int32_t nxt = -1;
+      bool nxt_full = false;
+      const bool have_next = it.next(kp, w, vs, &nxt, &nxt_full);
+      if (have_next)
+        load_tile<kBlockN>(sK + (buf ^ 1) * kKVElems, gK, p.k_row_stride, nxt * kBlockN, p.len_k);
+      load_tile<kBlockN>(sV + buf * kKVElems, gV, p.v_row_stride, cur * kBlockN, p.len_k);
+      cp_async_commit();
+
+      const int32_t j0 = cur * kBlockN;
+      if (!cur_full && !reg_mask) Ops::build_mask(kp, w, wrow, j0, sMask);
+      cp_async_wait<1>();  // K_t and V_{t-1}
+      fence_async_smem();
+      __syncthreads();
+
+      fence_regs<32>(sd);
+      issue_qk(sd, sQ, sK + buf * kKVElems);
+      if (have_prev) {
+        fence_regs<D / 2>(od);
+        issue_pv(od, pa, sV + (buf ^ 1) * kKVElems);
+        wgmma_wait<1>();
+      } else {
+        wgmma_wait<0>();
+      }
+      fence_regs<32>(sd);
+
+      if (!cur_full) {
+        if (reg_mask)
+          Ops::apply_reg_mask(kp, w, s, wrow, j0);
+        else
+          Ops::apply_smem_mask(s, wrow, sMask);
+      }
+      float alpha[2];
+      Ops::softmax_p(s, m, l, sl2, alpha);
+      wgmma_wait<0>();
+      fence_regs<D / 2>(od);
+      Ops::rescale(o, alpha);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) Ops::pack_p(s, 0, kk, pa[kk]);
+      have_prev = true;
+
+      __syncthreads();  // K_t and V_{t-1} are consumed: the next step refills their buffers
+      buf ^= 1;
+      cur = nxt;
+      cur_full = nxt_full;
+      have = have_next;
+    }
+    if (have_prev) {
+      cp_async_wait<0>();
+      fence_async_smem();
+      __syncthreads();
+      fence_regs<D / 2>(od);
+      issue_pv(od, pa, sV + (buf ^ 1) * kKVElems);
+      wgmma_wait<0>();
+      fence_regs<D / 2>(od);
+    }
+    cp_async_wait<0>();
+    Ops::template write_out<kRows>(kp, w, o, m, l, wrow);
+  }
+};
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads) wgmma_attention_kernel(const __grid_constant__ KParams kp) {
+  WgmmaKernel<T, D>::run(kp);
+}
+
+template <typename T, int D>
+cudaError_t launch_wgmma(const KParams& kp, int32_t grid, cudaStream_t stream) {
+  if (kp.block_m != WgmmaKernel<T, D>::kRows) return cudaErrorInvalidValue;
+  constexpr size_t smem = WgmmaKernel<T, D>::kSmem;
+  cudaError_t e = cudaFuncSetAttribute(wgmma_attention_kernel<T, D>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  if (e != cudaSuccess) return e;
+  wgmma_attention_kernel<T, D><<<grid, kThreads, smem, stream>>>(kp);
+  return cudaGetLastError();
+}
+
+// The tensor-core kernel of one (dtype, head dim): the Hopper kernel when launch() chose it.
+template <typename T, int D>
+cudaError_t launch_tensor_core(const KParams& kp, int32_t grid, cudaStream_t stream) {
+  if (kp.wgmma) return launch_wgmma<T, D>(kp, grid, stream);
+  return launch_mma<T, D>(kp, grid, stream);
+}
+
+}  // namespace cuda
+}  // namespace spattn
