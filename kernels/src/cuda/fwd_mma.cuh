@@ -171,28 +171,42 @@ struct TileOps {
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        float mx = -INFINITY;
+        // Reductions as trees: short dependency chains, which matter at 2 warps per scheduler.
+        float t[8];
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt)
-          mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]));
+        for (int nt = 0; nt < 8; ++nt) t[nt] = fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]);
+#pragma unroll
+        for (int w = 4; w >= 1; w >>= 1)
+#pragma unroll
+          for (int x = 0; x < w; ++x) t[x] = fmaxf(t[x], t[x + w]);
+        float mx = t[0];
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float m_new = fmaxf(m[mt][r], mx * sl2);
         const float m_use = m_new == -INFINITY ? 0.f : m_new;
         alpha[mt * 2 + r] = fast_exp2(m[mt][r] - m_use);
-        float sum = 0.f;
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt) {
           s[mt][nt][2 * r] = fast_exp2(fmaf(s[mt][nt][2 * r], sl2, -m_use));
           s[mt][nt][2 * r + 1] = fast_exp2(fmaf(s[mt][nt][2 * r + 1], sl2, -m_use));
-          sum += s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
+          t[nt] = s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
         }
-        l[mt][r] = l[mt][r] * alpha[mt * 2 + r] + sum;
+#pragma unroll
+        for (int w = 4; w >= 1; w >>= 1)
+#pragma unroll
+          for (int x = 0; x < w; ++x) t[x] += t[x + w];
+        l[mt][r] = l[mt][r] * alpha[mt * 2 + r] + t[0];
         m[mt][r] = m_new;
       }
   }
 
+  // Skips the multiplications when no row of the warp changed its max (alpha == 1), which is
+  // most tiles of a long row.
   __device__ static void rescale(float (&o)[MT][D / 8][4], const float (&alpha)[MT * 2]) {
+    bool one = true;
+#pragma unroll
+    for (int x = 0; x < MT * 2; ++x) one = one && alpha[x] == 1.f;
+    if (__all_sync(0xffffffffu, one)) return;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
