@@ -328,7 +328,7 @@ struct WgmmaKernel {
       fence_regs<D / 2>(od);
     }
     cp_async_wait<0>();
-    Ops::template write_out<kRows>(kp, w, o, m, l, wrow);
+    Ops::template write_out<kRows>(kp, w, o, m, l, wrow, sQ);
   }
 };
 
