@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <exception>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,13 @@ OrtStatus* read_float(const OrtKernelInfo* info, const char* name, float def, fl
 struct Kernel {
   PatternAttrs attrs;
   bool cuda = false;
+  // ONNX Runtime's CUDA allocator, looked up on the first call that needs a workspace and kept
+  // (a lookup per call costs more than some kernels at 16K).
+  std::mutex alloc_mu;
+  OrtAllocator* cuda_alloc = nullptr;
+  ~Kernel() {
+    if (cuda_alloc) g_api->ReleaseAllocator(cuda_alloc);
+  }
 };
 
 int32_t dtype_code(ONNXTensorElementDataType t) {
@@ -171,32 +179,38 @@ OrtStatus* compute(Kernel* kernel, OrtKernelContext* ctx) {
 #if defined(SPATTN_WITH_CUDA)
     void* stream = nullptr;
     SPATTN_ORT_RETURN_IF_ERROR(g_api->KernelContext_GetGPUComputeStream(ctx, &stream));
-    const size_t bytes = cuda::workspace_size(p);
+    const size_t bytes = cuda::workspace_size_current_device(p);
     void* ws = nullptr;
     OrtAllocator* alloc = nullptr;
-    OrtMemoryInfo* mem = nullptr;
     if (bytes) {
-      int device = 0;
-      cudaGetDevice(&device);
-      SPATTN_ORT_RETURN_IF_ERROR(
-          g_api->CreateMemoryInfo("Cuda", OrtDeviceAllocator, device, OrtMemTypeDefault, &mem));
-      OrtStatus* st = g_api->KernelContext_GetAllocator(ctx, mem, &alloc);
-      g_api->ReleaseMemoryInfo(mem);
-      if (st) return st;
+      {
+        std::lock_guard<std::mutex> lock(kernel->alloc_mu);
+        if (!kernel->cuda_alloc) {
+          int device = 0;
+          cudaGetDevice(&device);
+          OrtMemoryInfo* mem = nullptr;
+          SPATTN_ORT_RETURN_IF_ERROR(g_api->CreateMemoryInfo("Cuda", OrtDeviceAllocator, device,
+                                                             OrtMemTypeDefault, &mem));
+          OrtStatus* st = g_api->KernelContext_GetAllocator(ctx, mem, &kernel->cuda_alloc);
+          g_api->ReleaseMemoryInfo(mem);
+          if (st) {
+            kernel->cuda_alloc = nullptr;
+            return st;
+          }
+        }
+        alloc = kernel->cuda_alloc;
+      }
       ws = alloc->Alloc(alloc, bytes);
-      if (!ws) {
-        g_api->ReleaseAllocator(alloc);
+      if (!ws)
         return make_error("SparseAttention: could not allocate " + std::to_string(bytes) +
                               " bytes of CUDA workspace",
                           ORT_FAIL);
-      }
     }
     const cudaError_t rc = cuda::launch(p, ws, bytes, static_cast<cudaStream_t>(stream));
     if (ws) {
       // The allocator is stream-ordered for ONNX Runtime's compute stream, so the buffer can go
       // back right after the enqueue.
       alloc->Free(alloc, ws);
-      g_api->ReleaseAllocator(alloc);
     }
     if (rc != cudaSuccess)
       return make_error(std::string("SparseAttention: CUDA launch failed: ") + cudaGetErrorString(rc),

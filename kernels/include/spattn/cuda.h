@@ -19,6 +19,10 @@ HeadDimSupport head_dim_support();
 // only on sizes and attributes, never on tensor values, so a TensorRT plugin can report it at build.
 size_t workspace_size(const Params& p);
 
+// The workspace of the kernel `launch` picks on the current device (no larger than
+// workspace_size): for callers that launch right away on that device.
+size_t workspace_size_current_device(const Params& p);
+
 // Runs the forward pass on `stream`: no allocation, no synchronization, no host-side planning that
 // reads device memory. `workspace` holds at least workspace_size(p) bytes (may be null if 0).
 // Returns cudaSuccess or the error of the failing launch; never throws.

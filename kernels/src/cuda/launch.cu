@@ -236,6 +236,10 @@ int32_t block_m_for(const Params& p, bool wgmma) {
   return narrow_rows(p) ? kBlockMMmaNarrow : kBlockMMmaWide;
 }
 
+// Whether a call runs the planned (split-KV) schedule, which needs the workspace.
+struct Layout;
+bool planned_mode(const Params& p, const Layout& L);
+
 size_t align_up(size_t x) { return (x + 255) / 256 * 256; }
 
 Layout make_layout(const Params& p, bool wgmma) {
@@ -263,6 +267,19 @@ Layout make_layout(const Params& p, bool wgmma) {
   off = align_up(off + sizeof(float2) * size_t(L.max_split_items) * L.block_m);
   L.total = off;
   return L;
+}
+
+bool planned_mode(const Params& p, const Layout& L) {
+  const PatternAttrs& a = p.pattern;
+  const bool balanced =
+      a.num_global == 0 && a.stride == 0 && a.num_random == 0 && p.block_indices == nullptr;
+  int dev = 0, sms = 132;
+  if (cudaGetDevice(&dev) == cudaSuccess)
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  // Few query tiles with long rows (decoding, short queries over a long cache) also need splits.
+  const int64_t num_k_tiles = (int64_t(p.len_k) + kBlockN - 1) / kBlockN;
+  const bool few = L.total_q_tiles < 2 * int64_t(sms) && num_k_tiles > 2 * kMinTilesPerSplit;
+  return !balanced || few;
 }
 
 enum : int32_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
@@ -313,6 +330,11 @@ size_t workspace_size(const Params& p) {
   return a > b ? a : b;
 }
 
+size_t workspace_size_current_device(const Params& p) {
+  const Layout L = make_layout(p, use_wgmma(p));
+  return planned_mode(p, L) ? L.total : 0;
+}
+
 cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   if (p.head_dim != p.head_dim_v || (p.head_dim != 64 && p.head_dim != 128))
     return cudaErrorInvalidValue;
@@ -351,15 +373,7 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   kp.part_o = nullptr;
   kp.part_ml = nullptr;
 
-  const PatternAttrs& a = p.pattern;
-  const bool balanced =
-      a.num_global == 0 && a.stride == 0 && a.num_random == 0 && p.block_indices == nullptr;
-  int dev = 0, sms = 132;
-  if (cudaGetDevice(&dev) == cudaSuccess)
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  // Few query tiles with long rows (decoding, short queries over a long cache) also need splits.
-  const bool few = L.total_q_tiles < 2 * int64_t(sms) && kp.num_k_tiles > 2 * kMinTilesPerSplit;
-  kp.planned = (!balanced || few) ? 1 : 0;
+  kp.planned = planned_mode(p, L) ? 1 : 0;
 
   if (!kp.planned) return launch_attention(kp, kp.total_q_tiles, stream);
 
