@@ -79,6 +79,25 @@ __device__ __forceinline__ QTile decode_qtile(const KParams& kp, int32_t g) {
   return t;
 }
 
+// Query, key and value of the (batch, head) of a query tile; GQA: query head h reads KV head
+// h / (Hq / Hkv).
+template <typename T>
+struct HeadInputs {
+  const T* q;
+  const T* k;
+  const T* v;
+};
+
+template <typename T>
+__device__ __forceinline__ HeadInputs<T> head_inputs(const Params& p, const QTile& t) {
+  const int32_t hk = t.h / (p.heads_q / p.heads_kv);
+  HeadInputs<T> in;
+  in.q = static_cast<const T*>(p.q) + t.b * p.q_batch_stride + t.h * p.q_head_stride;
+  in.k = static_cast<const T*>(p.k) + t.b * p.k_batch_stride + hk * p.k_head_stride;
+  in.v = static_cast<const T*>(p.v) + t.b * p.v_batch_stride + hk * p.v_head_stride;
+  return in;
+}
+
 // The work of one CTA: a query tile and the ranks [r0, r1) of its visit list. slot >= 0: write
 // the unnormalized partial result into slot `slot` of the partial buffers instead of the output.
 struct Work {

@@ -32,10 +32,10 @@ struct Fp32Kernel {
     if (!w.valid) return;
     const Params& p = kp.p;
     const int32_t b = w.q.b, h = w.q.h;
-    const int32_t hk = h / (p.heads_q / p.heads_kv);
-    const float* gQ = static_cast<const float*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
-    const float* gK = static_cast<const float*>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
-    const float* gV = static_cast<const float*>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride;
+    const HeadInputs<float> in = head_inputs<float>(p, w.q);
+    const float* gQ = in.q;
+    const float* gK = in.k;
+    const float* gV = in.v;
     const int tid = threadIdx.x;
     const int row = tid >> 1, half = tid & 1;
     const int32_t i = w.q.i0 + row;

@@ -338,11 +338,10 @@ struct MmaKernel {
     const Work w = get_work(kp);
     if (!w.valid) return;
     const Params& p = kp.p;
-    const int32_t b = w.q.b, h = w.q.h;
-    const int32_t hk = h / (p.heads_q / p.heads_kv);
-    const T* gQ = static_cast<const T*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
-    const T* gK = static_cast<const T*>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
-    const T* gV = static_cast<const T*>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride;
+    const HeadInputs<T> in = head_inputs<T>(p, w.q);
+    const T* gQ = in.q;
+    const T* gK = in.k;
+    const T* gV = in.v;
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int lm = lane >> 3, lr = lane & 7;  // ldmatrix: which 8x8 matrix, which row of it

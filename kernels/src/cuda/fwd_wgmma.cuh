@@ -50,9 +50,11 @@ __device__ __forceinline__ void wgmma_commit() {
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 #endif
 }
-__device__ __forceinline__ void wgmma_wait_all() {
+// Waits until at most N committed groups of this warpgroup are still running.
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
 #ifdef SPATTN_WGMMA_DEVICE
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 #endif
 }
 // Makes this thread's generic-proxy writes to shared memory (cp.async) visible to the tensor
@@ -206,13 +208,6 @@ struct WgmmaKernel {
   }
 
   template <int N>
-  __device__ static void wgmma_wait() {
-#ifdef SPATTN_WGMMA_DEVICE
-    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-#endif
-  }
-
-  template <int N>
   __device__ static void fence_regs(float* r) {
 #pragma unroll
     for (int x = 0; x < N; ++x) reg_fence(r[x]);
@@ -238,11 +233,10 @@ struct WgmmaKernel {
     const Work w = get_work(kp);
     if (!w.valid) return;
     const Params& p = kp.p;
-    const int32_t b = w.q.b, h = w.q.h;
-    const int32_t hk = h / (p.heads_q / p.heads_kv);
-    const T* gQ = static_cast<const T*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
-    const T* gK = static_cast<const T*>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
-    const T* gV = static_cast<const T*>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride;
+    const HeadInputs<T> in = head_inputs<T>(p, w.q);
+    const T* gQ = in.q;
+    const T* gK = in.k;
+    const T* gV = in.v;
     const int warp = threadIdx.x >> 5;
     const int wrow = warp * 16;  // wgmma m64: warp w of the warpgroup owns rows 16 w .. 16 w + 15
 

@@ -236,10 +236,6 @@ int32_t block_m_for(const Params& p, bool wgmma) {
   return narrow_rows(p) ? kBlockMMmaNarrow : kBlockMMmaWide;
 }
 
-// Whether a call runs the planned (split-KV) schedule, which needs the workspace.
-struct Layout;
-bool planned_mode(const Params& p, const Layout& L);
-
 size_t align_up(size_t x) { return (x + 255) / 256 * 256; }
 
 Layout make_layout(const Params& p, bool wgmma) {
@@ -269,6 +265,7 @@ Layout make_layout(const Params& p, bool wgmma) {
   return L;
 }
 
+// Whether a call runs the planned (split-KV) schedule, which needs the workspace.
 bool planned_mode(const Params& p, const Layout& L) {
   const PatternAttrs& a = p.pattern;
   const bool balanced =
