@@ -339,6 +339,25 @@ struct VisitIter {
   }
 };
 
+// Shared memory of the tensor-core kernels: the Q tile, two K and two V tiles, the token mask of
+// a partial tile, then the visit list. q_elems / kv_elems: elements of the Q / one K or V tile.
+template <typename T>
+struct TileSmem {
+  T* q;
+  T* k;  // 2 buffers
+  T* v;  // 2 buffers
+  uint8_t* mask;
+  VisitSmem* visit;
+
+  __device__ TileSmem(unsigned char* base, int q_elems, int kv_elems, size_t mask_bytes) {
+    q = reinterpret_cast<T*>(base);
+    k = q + q_elems;
+    v = k + 2 * kv_elems;
+    mask = reinterpret_cast<uint8_t*>(v + 2 * kv_elems);
+    visit = reinterpret_cast<VisitSmem*>(mask + mask_bytes);
+  }
+};
+
 // Fast exp2 (ex2.approx, relative error ~2^-22); exp2(-inf) = 0.
 __device__ __forceinline__ float fast_exp2(float x) {
   float y;

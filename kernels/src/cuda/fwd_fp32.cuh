@@ -33,16 +33,13 @@ struct Fp32Kernel {
     const Params& p = kp.p;
     const int32_t b = w.q.b, h = w.q.h;
     const HeadInputs<float> in = head_inputs<float>(p, w.q);
-    const float* gQ = in.q;
-    const float* gK = in.k;
-    const float* gV = in.v;
     const int tid = threadIdx.x;
     const int row = tid >> 1, half = tid & 1;
     const int32_t i = w.q.i0 + row;
 
     for (int x = tid; x < kRows * D; x += kThreads) {
       const int r = x / D, c = x % D;
-      sQ[r * kLd + c] = (w.q.i0 + r < p.len_q) ? gQ[int64_t(w.q.i0 + r) * p.q_row_stride + c] : 0.f;
+      sQ[r * kLd + c] = (w.q.i0 + r < p.len_q) ? in.q[int64_t(w.q.i0 + r) * p.q_row_stride + c] : 0.f;
     }
 
     VisitIter it;
@@ -59,8 +56,8 @@ struct Fp32Kernel {
       for (int x = tid; x < kBlockN * D; x += kThreads) {
         const int r = x / D, c = x % D;
         const bool ok = j0 + r < p.len_k;
-        sK[r * kLd + c] = ok ? gK[int64_t(j0 + r) * p.k_row_stride + c] : 0.f;
-        sV[r * D + c] = ok ? gV[int64_t(j0 + r) * p.v_row_stride + c] : 0.f;
+        sK[r * kLd + c] = ok ? in.k[int64_t(j0 + r) * p.k_row_stride + c] : 0.f;
+        sV[r * D + c] = ok ? in.v[int64_t(j0 + r) * p.v_row_stride + c] : 0.f;
       }
       __syncthreads();
       float s[kHalfN];

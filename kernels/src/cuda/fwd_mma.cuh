@@ -329,24 +329,22 @@ struct MmaKernel {
 
   __device__ static void run(const KParams& kp) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
-    T* sQ = reinterpret_cast<T*>(smem_raw);
-    T* sK = sQ + kQElems;       // 2 buffers
-    T* sV = sK + 2 * kKVElems;  // 2 buffers
-    uint8_t* sMask = smem_raw + kSmemTiles;
-    VisitSmem& vs = *reinterpret_cast<VisitSmem*>(smem_raw + kSmemTiles + kMaskBytes);
+    const TileSmem<T> sm(smem_raw, kQElems, kKVElems, kMaskBytes);
+    T* sQ = sm.q;
+    T* sK = sm.k;
+    T* sV = sm.v;
+    uint8_t* sMask = sm.mask;
+    VisitSmem& vs = *sm.visit;
 
     const Work w = get_work(kp);
     if (!w.valid) return;
     const Params& p = kp.p;
     const HeadInputs<T> in = head_inputs<T>(p, w.q);
-    const T* gQ = in.q;
-    const T* gK = in.k;
-    const T* gV = in.v;
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int lm = lane >> 3, lr = lane & 7;  // ldmatrix: which 8x8 matrix, which row of it
 
-    load_tile<kRows>(sQ, gQ, p.q_row_stride, w.q.i0, p.len_q);
+    load_tile<kRows>(sQ, in.q, p.q_row_stride, w.q.i0, p.len_q);
     cp_async_commit();
 
     VisitIter it;
@@ -355,8 +353,8 @@ struct MmaKernel {
     bool cur_full = false;
     bool have = it.next(kp, w, vs, &cur, &cur_full);
     if (have) {
-      load_tile<kBlockN>(sK, gK, p.k_row_stride, cur * kBlockN, p.len_k);
-      load_tile<kBlockN>(sV, gV, p.v_row_stride, cur * kBlockN, p.len_k);
+      load_tile<kBlockN>(sK, in.k, p.k_row_stride, cur * kBlockN, p.len_k);
+      load_tile<kBlockN>(sV, in.v, p.v_row_stride, cur * kBlockN, p.len_k);
     }
     cp_async_commit();
 
@@ -387,8 +385,8 @@ struct MmaKernel {
       bool nxt_full = false;
       const bool have_next = it.next(kp, w, vs, &nxt, &nxt_full);
       if (have_next) {
-        load_tile<kBlockN>(sK + (buf ^ 1) * kKVElems, gK, p.k_row_stride, nxt * kBlockN, p.len_k);
-        load_tile<kBlockN>(sV + (buf ^ 1) * kKVElems, gV, p.v_row_stride, nxt * kBlockN, p.len_k);
+        load_tile<kBlockN>(sK + (buf ^ 1) * kKVElems, in.k, p.k_row_stride, nxt * kBlockN, p.len_k);
+        load_tile<kBlockN>(sV + (buf ^ 1) * kKVElems, in.v, p.v_row_stride, nxt * kBlockN, p.len_k);
       }
       cp_async_commit();
 

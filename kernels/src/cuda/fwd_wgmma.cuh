@@ -224,19 +224,17 @@ struct WgmmaKernel {
       const uint32_t a = uint32_t(__cvta_generic_to_shared(smem_raw));
       base += (kAlign - (a & (kAlign - 1))) & (kAlign - 1);
     }
-    T* sQ = reinterpret_cast<T*>(base);
-    T* sK = sQ + kQElems;       // 2 buffers
-    T* sV = sK + 2 * kKVElems;  // 2 buffers
-    uint8_t* sMask = base + kSmemTiles;
-    VisitSmem& vs = *reinterpret_cast<VisitSmem*>(base + kSmemTiles + kMaskBytes);
+    const TileSmem<T> sm(base, kQElems, kKVElems, kMaskBytes);
+    T* sQ = sm.q;
+    T* sK = sm.k;
+    T* sV = sm.v;
+    uint8_t* sMask = sm.mask;
+    VisitSmem& vs = *sm.visit;
 
     const Work w = get_work(kp);
     if (!w.valid) return;
     const Params& p = kp.p;
     const HeadInputs<T> in = head_inputs<T>(p, w.q);
-    const T* gQ = in.q;
-    const T* gK = in.k;
-    const T* gV = in.v;
     const int warp = threadIdx.x >> 5;
     const int wrow = warp * 16;  // wgmma m64: warp w of the warpgroup owns rows 16 w .. 16 w + 15
 
@@ -245,8 +243,8 @@ struct WgmmaKernel {
     int32_t cur = -1;
     bool cur_full = false;
     bool have = it.next(kp, w, vs, &cur, &cur_full);
-    load_tile<kRows>(sQ, gQ, p.q_row_stride, w.q.i0, p.len_q);
-    if (have) load_tile<kBlockN>(sK, gK, p.k_row_stride, cur * kBlockN, p.len_k);
+    load_tile<kRows>(sQ, in.q, p.q_row_stride, w.q.i0, p.len_q);
+    if (have) load_tile<kBlockN>(sK, in.k, p.k_row_stride, cur * kBlockN, p.len_k);
     cp_async_commit();
 
     using Ops = TileOps<T, D, 1>;
@@ -270,8 +268,8 @@ struct WgmmaKernel {
       bool nxt_full = false;
       const bool have_next = it.next(kp, w, vs, &nxt, &nxt_full);
       if (have_next)
-        load_tile<kBlockN>(sK + (buf ^ 1) * kKVElems, gK, p.k_row_stride, nxt * kBlockN, p.len_k);
-      load_tile<kBlockN>(sV + buf * kKVElems, gV, p.v_row_stride, cur * kBlockN, p.len_k);
+        load_tile<kBlockN>(sK + (buf ^ 1) * kKVElems, in.k, p.k_row_stride, nxt * kBlockN, p.len_k);
+      load_tile<kBlockN>(sV + buf * kKVElems, in.v, p.v_row_stride, cur * kBlockN, p.len_k);
       cp_async_commit();
 
       const int32_t j0 = cur * kBlockN;
