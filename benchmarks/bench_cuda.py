@@ -193,11 +193,12 @@ def bench_one(pat: Pattern, L, D, dtype, args, kernel, results):
 
     out = torch.empty(1, pat.hq, L, D, device=dev, dtype=dtype)
     record("spattn", kernel.prepare(q, k, v, out, pat.attrs))
-    if args.also_mma and dtype != torch.float32:
-        # The portable mma.sync kernel, which the library runs where the Hopper one is not built.
-        os.environ["SPATTN_CUDA_KERNEL"] = "mma"
+    for other in args.also_kernels if dtype != torch.float32 else []:
+        # The other kernels of the 16-bit types, forced with SPATTN_CUDA_KERNEL: the one-warpgroup
+        # Hopper kernel and the portable mma.sync kernel (what runs where sm_90a is not built).
+        os.environ["SPATTN_CUDA_KERNEL"] = other
         try:
-            record("spattn_mma", kernel.prepare(q, k, v, out, pat.attrs))
+            record(f"spattn_{other}", kernel.prepare(q, k, v, out, pat.attrs))
         finally:
             del os.environ["SPATTN_CUDA_KERNEL"]
 
@@ -302,11 +303,15 @@ def main(argv=None):
     ap.add_argument("--no-flex", dest="flex", action="store_false")
     ap.add_argument("--flex-fp16", action="store_true", help="also time FlexAttention in float16")
     ap.add_argument("--no-sdpa", dest="sdpa", action="store_false")
-    ap.add_argument("--also-mma", action="store_true",
-                    help="also time the portable mma.sync kernel (SPATTN_CUDA_KERNEL=mma)")
+    ap.add_argument("--also-kernels", nargs="*", default=[], choices=["wgmma", "mma"],
+                    help="also time these kernels of the 16-bit types (SPATTN_CUDA_KERNEL=...): "
+                    "wgmma, the one-warpgroup Hopper kernel; mma, the portable mma.sync kernel")
+    ap.add_argument("--also-mma", action="store_true", help="same as --also-kernels mma")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--tag", default="bench")
     args = ap.parse_args(argv)
+    if args.also_mma and "mma" not in args.also_kernels:
+        args.also_kernels.append("mma")
     args._flex_compiled = None
     import torch._dynamo
 

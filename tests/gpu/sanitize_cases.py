@@ -32,11 +32,17 @@ def main() -> int:
         ("bigbird_bs64", torch.bfloat16, 128, 2, 1, 300, 300, [300, 150]),
     ]
     n = 0
-    for name, dtype, d, hq, hkv, lq, lk, kl in cases:
-        attrs, bi_spec = PATTERNS[name]
-        b = 1 if kl is None else len(kl)
-        run_case(attrs, bi_spec, b, hq, hkv, lq, lk, d, dtype, kl, seed=n)
-        n += 1
+    # Each case with every kernel of the 16-bit types (float32 has one kernel).
+    for kernel in ("ws", "wgmma", "mma"):
+        os.environ["SPATTN_CUDA_KERNEL"] = kernel
+        for name, dtype, d, hq, hkv, lq, lk, kl in cases:
+            if dtype == torch.float32 and kernel != "ws":
+                continue
+            attrs, bi_spec = PATTERNS[name]
+            b = 1 if kl is None else len(kl)
+            run_case(attrs, bi_spec, b, hq, hkv, lq, lk, d, dtype, kl, seed=n)
+            n += 1
+    del os.environ["SPATTN_CUDA_KERNEL"]
     # Split schedule (global rows) and bad values.
     from cuda_lib import Attrs
 

@@ -46,14 +46,18 @@ TOL = {
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-@pytest.fixture(autouse=True, params=["default", "mma"])
+KERNELS = ["default", "ws", "wgmma", "mma"]
+
+
+@pytest.fixture(autouse=True, params=KERNELS)
 def kernel_choice(request, monkeypatch):
-    """Every test runs with the library's own kernel choice (the Hopper wgmma kernel for 16-bit
-    types on compute capability 9.0) and with the portable mma.sync kernel forced."""
-    if request.param == "mma":
-        monkeypatch.setenv("SPATTN_CUDA_KERNEL", "mma")
-    else:
+    """Every test runs with each CUDA kernel of the 16-bit types: the library's own choice, and
+    each kernel forced with SPATTN_CUDA_KERNEL: the two Hopper kernels (warp-specialized "ws",
+    one-warpgroup "wgmma") and the portable mma.sync kernel ("mma")."""
+    if request.param == "default":
         monkeypatch.delenv("SPATTN_CUDA_KERNEL", raising=False)
+    else:
+        monkeypatch.setenv("SPATTN_CUDA_KERNEL", request.param)
     return request.param
 
 
@@ -262,18 +266,25 @@ def _kernel_names(fn):
     return {e.key for e in prof.key_averages()}
 
 
+@pytest.mark.parametrize("rows", ["short", "long"])
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-def test_kernel_choice_runs_the_intended_kernel(dtype, kernel_choice):
-    # The 16-bit types run the Hopper kernel on compute capability 9.0 unless the portable one is
-    # asked for; a silent fallback would leave one of them untested.
-    attrs = Attrs(window_left=100, window_right=100)
+def test_kernel_choice_runs_the_intended_kernel(dtype, rows, kernel_choice):
+    # The 16-bit types run a Hopper kernel on compute capability 9.0 unless the portable one is
+    # asked for: by default the one-warpgroup kernel for short rows (a band of at most 1024 keys)
+    # and the warp-specialized one for long rows. A silent fallback would leave one untested.
+    width = 100 if rows == "short" else 600
+    attrs = Attrs(window_left=width, window_right=width)
     names = _kernel_names(
         lambda: run_case(attrs, None, 1, 2, 1, 300, 300, 128, DTYPES[dtype], None, seed=1)
     )
     hopper = torch.cuda.get_device_capability() == (9, 0)
-    ran_wgmma = any("wgmma_attention_kernel" in n for n in names)
-    ran_mma = any("mma_attention_kernel" in n and "wgmma" not in n for n in names)
-    if kernel_choice == "default" and hopper:
-        assert ran_wgmma and not ran_mma, sorted(names)
-    else:
-        assert ran_mma and not ran_wgmma, sorted(names)
+    ran = {
+        "ws": any("ws_attention_kernel" in n for n in names),
+        "wgmma": any("wgmma_attention_kernel" in n for n in names),
+        "mma": any("mma_attention_kernel" in n and "wgmma" not in n for n in names),
+    }
+    want = "mma"
+    if hopper:
+        default = "wgmma" if rows == "short" else "ws"
+        want = {"default": default, "ws": "ws", "wgmma": "wgmma"}.get(kernel_choice, "mma")
+    assert ran[want] and sum(ran.values()) == 1, sorted(names)

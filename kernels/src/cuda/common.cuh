@@ -33,6 +33,28 @@ constexpr int kMinTilesPerSplit = 8;
 // Upper bound of split work items the scheduler aims at (about 8 waves on a large GPU).
 constexpr int kSplitTarget = 1024;
 
+// The kernels of the 16-bit types (launch.cu picks one per call).
+enum KernelKind : int32_t {
+  kKernelMma = 0,    // portable mma.sync kernel, fwd_mma.cuh
+  kKernelWgmma = 1,  // Hopper, one warpgroup per 64-row tile, fwd_wgmma.cuh
+  kKernelWs = 2,     // Hopper, warp-specialized and persistent, 128-row tiles, fwd_ws.cuh
+};
+// Query rows per tile of the warp-specialized kernel: two consumer warpgroups of 64 rows.
+constexpr int kBlockMWs = 128;
+
+// Barriers over the threads that run a piece of code together: the whole CTA, or one group of
+// kThreads threads (a warpgroup) with its own hardware barrier ID (1..15; 0 is __syncthreads).
+struct CtaSync {
+  __device__ static void sync() { __syncthreads(); }
+  __device__ static int tid() { return int(threadIdx.x); }
+};
+template <int ID>
+struct GroupSync {
+  static_assert(ID >= 1 && ID <= 15, "named barrier IDs");
+  __device__ static void sync() { asm volatile("bar.sync %0, %1;\n" ::"n"(ID), "n"(kThreads) : "memory"); }
+  __device__ static int tid() { return int(threadIdx.x) % kThreads; }
+};
+
 // One work item of the planned schedule.
 struct WorkItem {
   int32_t qtile;   // global query tile: (b * Hq + h) * num_q_tiles + qt
@@ -50,7 +72,7 @@ struct KParams {
   int32_t num_k_tiles;  // ceil(Lk / kBlockN)
   int32_t total_q_tiles;  // B * Hq * num_q_tiles
   int32_t planned;        // 0: one CTA per query tile, no workspace; 1: work items
-  int32_t wgmma;          // 1: the Hopper kernel (fwd_wgmma.cuh) runs the 16-bit types
+  int32_t kernel;         // which kernel runs the 16-bit types (KernelKind)
   int32_t split_target;   // the scheduler splits the total work into about this many items
   int32_t max_split_items;  // capacity of the partial buffers (2 * split_target)
   float scale_log2;         // scale * log2(e): the kernels use exp2
@@ -107,7 +129,14 @@ struct Work {
   bool valid;
 };
 
-__device__ __forceinline__ Work get_work(const KParams& kp) {
+// The number of work items of a launch (direct mode: the query tiles; planned mode: the scheduled
+// items, known on the device only).
+__device__ __forceinline__ int32_t num_work(const KParams& kp) {
+  return kp.planned ? kp.header[0] : kp.total_q_tiles;
+}
+
+// Work item x: the CTA's own (x = blockIdx.x), or the x-th of a persistent CTA's loop.
+__device__ __forceinline__ Work get_work(const KParams& kp, int32_t x) {
   Work w;
   w.valid = true;
   w.slot = -1;
@@ -116,12 +145,10 @@ __device__ __forceinline__ Work get_work(const KParams& kp) {
   if (!kp.planned) {
     // Direct mode: the last query tiles first, so that causal rows (the longest) start early.
     const int32_t bh_count = kp.p.batch * kp.p.heads_q;
-    const int32_t x = int32_t(blockIdx.x);
     const int32_t qt = kp.num_q_tiles - 1 - x / bh_count;
     w.q = decode_qtile(kp, (x % bh_count) * kp.num_q_tiles + qt);
     return w;
   }
-  const int32_t x = int32_t(blockIdx.x);
   if (x >= kp.header[0]) {
     w.valid = false;
     return w;
@@ -136,6 +163,8 @@ __device__ __forceinline__ Work get_work(const KParams& kp) {
   }
   return w;
 }
+
+__device__ __forceinline__ Work get_work(const KParams& kp) { return get_work(kp, int32_t(blockIdx.x)); }
 
 // Rows whose inputs hold values outside the spec's ranges (key_lengths, block_indices): the
 // kernels never read out of bounds for them and write NaN into these rows to make them loud.
@@ -170,7 +199,7 @@ __device__ __forceinline__ bool pair_allowed(const KParams& kp, int32_t b, int32
 // tile); Pattern::classify then drops the empty ones and marks the full ones. The list of a window
 // is kept in shared memory in increasing key order.
 struct VisitSmem {
-  uint16_t list[kWindow];  // offset in window | 0x8000 when the tile is full
+  uint16_t list[kWindow];  // offset in window | tag (see VisitIter::build)
   uint8_t flags[kWindow];  // random / listed block candidates
   int32_t warp_sums[kThreads / 32];
   int32_t total;
@@ -224,16 +253,22 @@ struct VisitIter {
     r1 = w.r1;
   }
 
-  // Builds the list of the window starting at key tile w0. Called by every thread of the CTA.
+  // Builds the list of the window starting at key tile w0. Called by every thread of the CTA
+  // (Sync = CtaSync) or of one warpgroup (GroupSync). An entry is the tile's offset in the
+  // window (11 bits) and either its full flag (bit 15) or, with kHalves, the class of the tile
+  // for each 64-row half of the query tile (2 bits each from bit 11: 0 empty, 1 partial, 2 full).
+  // Either way the list holds the tiles Pattern::classify does not call empty for the whole tile,
+  // the list count_kernel counts.
+  template <typename Sync = CtaSync, bool kHalves = false>
   __device__ void build(const KParams& kp, const Work& w, VisitSmem& sm) {
     const Pattern& pat = kp.pat;
-    const int tid = threadIdx.x;
+    const int tid = Sync::tid();
     const int32_t nkt = kp.num_k_tiles;
     const int32_t wend = min(w0 + kWindow, nkt);
-    __syncthreads();  // the previous window's list is no longer read
+    Sync::sync();  // the previous window's list is no longer read
     if (blocks && !all) {
       for (int x = tid; x < kWindow; x += kThreads) sm.flags[x] = 0;
-      __syncthreads();
+      Sync::sync();
       const int32_t bs = pat.a.block_size;
       const int32_t qb0 = w.q.i0 / bs, qb1 = (w.q.i1 - 1) / bs;
       const int32_t per_qb = pat.a.num_random + (pat.block_indices ? pat.bi_k : 0);
@@ -255,10 +290,11 @@ struct VisitIter {
         const int32_t t1 = min(int32_t(j1 / kBlockN), wend - 1);
         for (int32_t t = t0; t <= t1; ++t) sm.flags[t - w0] = 1;
       }
-      __syncthreads();
+      Sync::sync();
     }
     // Classify this thread's contiguous run of tiles.
     uint32_t keep = 0, full = 0;
+    uint64_t halves = 0;  // kHalves: 4 bits per tile of the run
     int32_t cnt = 0;
     // Contiguous runs (the list stays in key order) spread over all threads of the CTA.
     const int32_t per = (wend - w0 + kThreads - 1) / kThreads;
@@ -279,7 +315,22 @@ struct VisitIter {
       if (c == TileClass::kEmpty) continue;
       keep |= 1u << k;
       // A tile reaching past Lk holds padding columns that must be masked.
-      if (c == TileClass::kFull && tile.j0 + kBlockN <= kp.p.len_k) full |= 1u << k;
+      const bool in_bounds = tile.j0 + kBlockN <= kp.p.len_k;
+      if (c == TileClass::kFull && in_bounds) full |= 1u << k;
+      if constexpr (kHalves) {
+        uint32_t code = 0;
+#pragma unroll 1
+        for (int hh = 0; hh < 2; ++hh) {
+          Tile ht = tile;
+          ht.i0 = w.q.i0 + hh * (kBlockMWs / 2);
+          ht.i1 = min(ht.i0 + kBlockMWs / 2, w.q.i1);
+          if (ht.i0 >= ht.i1) continue;  // rows past Lq
+          const TileClass hc = pat.classify(w.q.b, w.q.h, ht);
+          const uint32_t v = hc == TileClass::kEmpty ? 0u : (hc == TileClass::kFull && in_bounds) ? 2u : 1u;
+          code |= v << (2 * hh);
+        }
+        halves |= uint64_t(code) << (4 * k);
+      }
       ++cnt;
     }
     // Exclusive scan of the counts over the CTA, in thread order (= key order).
@@ -291,7 +342,7 @@ struct VisitIter {
       if (lane >= o) incl += y;
     }
     if (lane == 31) sm.warp_sums[warp] = incl;
-    __syncthreads();
+    Sync::sync();
     int32_t off = incl - cnt;
     int32_t tot = 0;
 #pragma unroll
@@ -303,10 +354,12 @@ struct VisitIter {
 #pragma unroll 1
     for (int k = 0; k < per; ++k) {
       if (keep & (1u << k)) {
-        sm.list[off++] = uint16_t((base - w0 + k) | ((full >> k) & 1u) << 15);
+        const uint32_t tag = kHalves ? uint32_t((halves >> (4 * k)) & 15u) << 11
+                                     : ((full >> k) & 1u) << 15;
+        sm.list[off++] = uint16_t(uint32_t(base - w0 + k) | tag);
       }
     }
-    __syncthreads();
+    Sync::sync();
     n = tot;
     e = 0;
     wbase = w0;
@@ -317,6 +370,17 @@ struct VisitIter {
   // tile needs no token-level mask. CTA-uniform.
   __device__ bool next(const KParams& kp, const Work& w, VisitSmem& sm, int32_t* tile,
                        bool* is_full) {
+    uint32_t tag = 0;
+    const bool ok = next_tagged<CtaSync, false>(kp, w, sm, tile, &tag);
+    *is_full = tag != 0;
+    return ok;
+  }
+
+  // The same walk with the tag of the entry: the full flag, or (kHalves) the 4 bits of the two
+  // halves' classes. Uniform over the threads that build.
+  template <typename Sync, bool kHalves>
+  __device__ bool next_tagged(const KParams& kp, const Work& w, VisitSmem& sm, int32_t* tile,
+                              uint32_t* tag) {
     while (true) {
       if (rank >= r1) return false;
       if (e < n) {
@@ -329,12 +393,12 @@ struct VisitIter {
         const uint32_t v = sm.list[e];
         ++e;
         ++rank;
-        *tile = wbase + int32_t(v & 0x7fffu);
-        *is_full = (v & 0x8000u) != 0;
+        *tile = wbase + int32_t(v & 0x7ffu);
+        *tag = kHalves ? (v >> 11) & 15u : v >> 15;
         return true;
       }
       if (w0 >= kp.num_k_tiles) return false;
-      build(kp, w, sm);
+      build<Sync, kHalves>(kp, w, sm);
     }
   }
 };

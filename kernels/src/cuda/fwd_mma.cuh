@@ -234,12 +234,13 @@ struct TileOps {
   }
 
   // Finishes the rows: the normalized output, or (split work item) the unnormalized partial
-  // result and its (max, sum) for combine_kernel. kRows: rows of the CTA tile; `stage`: a
-  // shared buffer of kRows x D elements that no warp reads any more. Called by the whole CTA.
-  template <int kRows>
+  // result and its (max, sum) for combine_kernel. Called by the threads of Sync (the CTA, or a
+  // warpgroup), which own rows [row0, row0 + kRows) of the tile; `stage`: a shared buffer of
+  // kRows x D elements that none of them reads any more.
+  template <int kRows, typename Sync = CtaSync>
   __device__ static void write_out(const KParams& kp, const Work& w, float (&o)[MT][D / 8][4],
                                    const float (&m)[MT][2], float (&l)[MT][2], int wrow,
-                                   T* stage) {
+                                   T* stage, int row0 = 0) {
     const Params& p = kp.p;
     const int lane = threadIdx.x & 31, g = lane >> 2, c4 = lane & 3;
     // Row sums over the quad of lanes that share a row.
@@ -252,8 +253,8 @@ struct TileOps {
       }
     const int32_t dv = p.head_dim_v;
     if (w.slot >= 0) {
-      float* po = kp.part_o + int64_t(w.slot) * kRows * dv;
-      float2* pml = kp.part_ml + int64_t(w.slot) * kRows;
+      float* po = kp.part_o + int64_t(w.slot) * kp.block_m * dv;
+      float2* pml = kp.part_ml + int64_t(w.slot) * kp.block_m;
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -270,29 +271,30 @@ struct TileOps {
     // The normalized tile goes through `stage` (the Q buffer, kRows x D, free once the last
     // product is done) so that the global stores are whole 16-byte chunks. Chunks are
     // XOR-swizzled by row: the 4-byte writes of a warp then hit 32 distinct banks.
-    __syncthreads();
+    Sync::sync();
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const int rl = wrow + mt * 16 + g + r * 8;
+        const int sr = rl - row0;  // row0 is a multiple of 8: the same swizzle phase
         const int32_t i = w.q.i0 + rl;
         float inv = l[mt][r] > 0.f ? 1.f / l[mt][r] : 0.f;  // no allowed key: zeros
         if (i < p.len_q && row_is_bad(kp, w.q.b, w.q.h, i)) inv = __int_as_float(0x7fc00000);
 #pragma unroll
         for (int nt = 0; nt < D / 8; ++nt)
-          *reinterpret_cast<uint32_t*>(stage + rl * D + ((nt ^ (rl & 7)) << 3) + c4 * 2) =
+          *reinterpret_cast<uint32_t*>(stage + sr * D + ((nt ^ (sr & 7)) << 3) + c4 * 2) =
               MmaType<T>::pack(o[mt][nt][2 * r] * inv, o[mt][nt][2 * r + 1] * inv);
       }
-    __syncthreads();
+    Sync::sync();
     T* gO = static_cast<T*>(p.o) + w.q.b * p.o_batch_stride + w.q.h * p.o_head_stride;
     constexpr int kChunks = D / 8;
-    for (int x = threadIdx.x; x < kRows * kChunks; x += kThreads) {
-      const int rl = x / kChunks, ch = x % kChunks;
-      const int32_t i = w.q.i0 + rl;
+    for (int x = Sync::tid(); x < kRows * kChunks; x += kThreads) {
+      const int sr = x / kChunks, ch = x % kChunks;
+      const int32_t i = w.q.i0 + row0 + sr;
       if (i < p.len_q)
         *reinterpret_cast<uint4*>(gO + int64_t(i) * p.o_row_stride + ch * 8) =
-            *reinterpret_cast<const uint4*>(stage + rl * D + ((ch ^ (rl & 7)) << 3));
+            *reinterpret_cast<const uint4*>(stage + sr * D + ((ch ^ (sr & 7)) << 3));
     }
   }
 };

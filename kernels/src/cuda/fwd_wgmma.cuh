@@ -11,8 +11,8 @@
 // Q, K and V tiles sit in shared memory in the canonical 128-byte-swizzle layout of the tensor
 // cores: panels of 64 columns (128 bytes per row), 16-byte chunks XOR-swizzled by row % 8.
 //
-// The wgmma code is compiled for sm_90a only; launch.cu picks this kernel on a compute
-// capability 9.0 device when the library holds that image (SPATTN_HAVE_SM90A).
+// The wgmma code is compiled for sm_90a only. fwd_ws.cuh builds the warp-specialized kernel
+// (the default on Hopper) from the tile layout and products defined here.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -338,13 +338,6 @@ cudaError_t launch_wgmma(const KParams& kp, int32_t grid, cudaStream_t stream) {
   if (e != cudaSuccess) return e;
   wgmma_attention_kernel<T, D><<<grid, kThreads, smem, stream>>>(kp);
   return cudaGetLastError();
-}
-
-// The tensor-core kernel of one (dtype, head dim): the Hopper kernel when launch() chose it.
-template <typename T, int D>
-cudaError_t launch_tensor_core(const KParams& kp, int32_t grid, cudaStream_t stream) {
-  if (kp.wgmma) return launch_wgmma<T, D>(kp, grid, stream);
-  return launch_mma<T, D>(kp, grid, stream);
 }
 
 }  // namespace cuda

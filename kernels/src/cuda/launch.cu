@@ -210,37 +210,45 @@ bool narrow_rows(const Params& p) {
   return width <= 1024;
 }
 
-// The Hopper kernel runs the 16-bit types on a compute capability 9.0 device when the library
-// holds its sm_90a image. SPATTN_CUDA_KERNEL=mma keeps the portable mma.sync kernel (to compare
-// the two, or to rule one out).
-bool use_wgmma(const Params& p) {
+// The kernel of the 16-bit types. On a compute capability 9.0 device, when the library holds the
+// sm_90a image, a Hopper kernel: the warp-specialized one (two 64-row consumers share each K/V
+// load, the producer streams the next work item meanwhile) for long rows, where it is 1.2x-1.4x
+// faster; the one-warpgroup kernel for short rows (narrow_rows), where two independent CTAs per
+// SM hide each other's per-tile start and finish better than the two coupled consumers do.
+// Elsewhere the portable mma.sync kernel. SPATTN_CUDA_KERNEL=ws|wgmma|mma forces one (to compare
+// them, or to rule one out); float32 has its own kernel.
+KernelKind kernel_for(const Params& p) {
 #ifdef SPATTN_HAVE_SM90A
-  if (p.dtype == DType::kFloat32) return false;
+  if (p.dtype == DType::kFloat32) return kKernelMma;
   const char* env = std::getenv("SPATTN_CUDA_KERNEL");
-  if (env && std::strcmp(env, "mma") == 0) return false;
+  if (env && std::strcmp(env, "mma") == 0) return kKernelMma;
   int dev = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (cudaGetDevice(&dev) != cudaSuccess) return kKernelMma;
   if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
-    return false;
-  return major == 9 && minor == 0;
+    return kKernelMma;
+  if (major != 9 || minor != 0) return kKernelMma;
+  if (env && std::strcmp(env, "wgmma") == 0) return kKernelWgmma;
+  if (env && std::strcmp(env, "ws") == 0) return kKernelWs;
+  return narrow_rows(p) ? kKernelWgmma : kKernelWs;
 #else
   (void)p;
-  return false;
+  return kKernelMma;
 #endif
 }
 
-int32_t block_m_for(const Params& p, bool wgmma) {
+int32_t block_m_for(const Params& p, KernelKind kernel) {
   if (p.dtype == DType::kFloat32) return kBlockMF32;
-  if (wgmma) return kBlockMMmaNarrow;
+  if (kernel == kKernelWs) return kBlockMWs;
+  if (kernel == kKernelWgmma) return kBlockMMmaNarrow;
   return narrow_rows(p) ? kBlockMMmaNarrow : kBlockMMmaWide;
 }
 
 size_t align_up(size_t x) { return (x + 255) / 256 * 256; }
 
-Layout make_layout(const Params& p, bool wgmma) {
+Layout make_layout(const Params& p, KernelKind kernel) {
   Layout L;
-  L.block_m = block_m_for(p, wgmma);
+  L.block_m = block_m_for(p, kernel);
   const int64_t nqt = (int64_t(p.len_q) + L.block_m - 1) / L.block_m;
   L.total_q_tiles = int64_t(p.batch) * p.heads_q * nqt;
   // Split pieces are bounded by 2 * split_target (see schedule_kernel: at most total/per pieces
@@ -321,14 +329,18 @@ HeadDimSupport head_dim_support() {
   return s;
 }
 
-// Enough for either tensor-core kernel: the host asking may not know the device that runs it.
+// Enough for any tensor-core kernel: the host asking may not know the device that runs it.
 size_t workspace_size(const Params& p) {
-  const size_t a = make_layout(p, false).total, b = make_layout(p, true).total;
-  return a > b ? a : b;
+  size_t most = 0;
+  for (KernelKind k : {kKernelMma, kKernelWgmma, kKernelWs}) {
+    const size_t t = make_layout(p, k).total;
+    if (t > most) most = t;
+  }
+  return most;
 }
 
 size_t workspace_size_current_device(const Params& p) {
-  const Layout L = make_layout(p, use_wgmma(p));
+  const Layout L = make_layout(p, kernel_for(p));
   return planned_mode(p, L) ? L.total : 0;
 }
 
@@ -349,15 +361,15 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
     if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.o))
       return cudaErrorMisalignedAddress;
   }
-  const bool wgmma = use_wgmma(p);
-  const Layout L = make_layout(p, wgmma);
+  const KernelKind kernel = kernel_for(p);
+  const Layout L = make_layout(p, kernel);
   if (L.total_q_tiles + L.max_split_items > INT32_MAX) return cudaErrorInvalidValue;
 
   KParams kp;
   kp.p = p;
   kp.pat = Pattern::make(p);
   kp.block_m = L.block_m;
-  kp.wgmma = wgmma ? 1 : 0;
+  kp.kernel = kernel;
   kp.num_q_tiles = int32_t((int64_t(p.len_q) + L.block_m - 1) / L.block_m);
   kp.num_k_tiles = int32_t((int64_t(p.len_k) + kBlockN - 1) / kBlockN);
   kp.total_q_tiles = int32_t(L.total_q_tiles);

@@ -1,6 +1,6 @@
 // Tensor-core forward, f16, head dim 128.
 #include "dispatch.cuh"
-#include "fwd_wgmma.cuh"
+#include "fwd_ws.cuh"
 
 namespace spattn {
 namespace cuda {

@@ -1,0 +1,375 @@
+// Block-sparse forward for float16 / bfloat16 on Hopper (sm_90a): warp-specialized and
+// persistent, built from the products of fwd_wgmma.cuh and the per-tile steps of TileOps.
+//
+// A CTA runs three warpgroups and stays on its SM for a strided range of work items:
+//  * the producer (warpgroup 0) walks the visit list of a 128-row query tile and streams the Q
+//    tile and the K/V tiles into a ring of kStages shared-memory stages with cp.async; each
+//    stage carries its key tile's index and, for each 64-row half, whether that half sees the
+//    tile at all, partly or fully;
+//  * two consumers (warpgroups 1 and 2) own 64 rows each and run the software pipeline of the
+//    one-warpgroup kernel on the stages (S = Q K^T with wgmma from shared memory, P in registers
+//    for O += P V), skipping the tiles their half does not see.
+// Stages are handed over with mbarriers (full: the producer's copies landed; empty: both
+// consumers are done with it), so no CTA-wide barrier runs in the main loop; the producer is
+// already loading the next work item while the consumers finish the current one. Both consumers
+// share every K/V load, which halves the traffic from L2 per product compared with 64-row
+// tiles. setmaxnreg moves registers from the producer to the consumers.
+#pragma once
+
+#include "fwd_wgmma.cuh"
+
+namespace spattn {
+namespace cuda {
+
+// ---------------------------------------------------------------------------------------------
+// mbarrier, cp.async arrive and register reallocation (PTX ISA 8.0, sm_90).
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return uint32_t(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count)
+               : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(
+                   smem_u32(bar))
+               : "memory");
+}
+// Arrives on `bar` once every cp.async this thread issued so far has landed (counts as one of
+// the barrier's expected arrivals).
+__device__ __forceinline__ void mbar_arrive_cp_async(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_u32(bar))
+               : "memory");
+}
+// Waits until the phase of parity `parity` of `bar` has completed.
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+#ifdef SPATTN_WGMMA_DEVICE
+  const uint32_t a = smem_u32(bar);
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(a), "r"(parity)
+        : "memory");
+  } while (!done);
+#else
+  (void)bar;
+  (void)parity;
+#endif
+}
+template <int N>
+__device__ __forceinline__ void regs_dealloc() {
+#ifdef SPATTN_WGMMA_DEVICE
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+template <int N>
+__device__ __forceinline__ void regs_alloc() {
+#ifdef SPATTN_WGMMA_DEVICE
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+template <typename T, int D>
+struct WsKernel {
+  using Base = WgmmaKernel<T, D>;  // tile layout, loads and the two products
+  static constexpr int kHalfRows = kBlockMWs / 2;  // rows of one consumer (one m64 tile)
+  static constexpr int kCTAThreads = 3 * kThreads;
+  static constexpr int kStages = D == 64 ? 6 : 4;
+  static constexpr int kQElems = kHalfRows * D;  // one half's Q tile
+  static constexpr int kKVElems = kBlockN * D;
+  // Registers per thread after setmaxnreg (multiples of 8): the CTA starts with 168 per thread
+  // (65536 / 384, rounded down to 8); the producer gives back what the consumers take. The
+  // producer keeps enough for the visit-list walk.
+  static constexpr int kEntryRegs = 168;
+  static constexpr int kProducerRegs = 104;
+  static constexpr int kConsumerRegs = (3 * kEntryRegs - kProducerRegs) / 2;  // 200
+  static_assert(kConsumerRegs % 8 == 0, "setmaxnreg takes multiples of 8");
+
+  // Tag of a stage: bits 0-3 the two halves' classes (VisitIter::build), plus these.
+  static constexpr uint32_t kLast = 16;   // the last stage of the work item
+  static constexpr uint32_t kNone = 32;   // no key tile at all: nothing to load or compute
+
+  struct Stage {
+    int32_t tile;
+    uint32_t tag;
+  };
+
+  // Shared memory after the 1024-byte alignment: two Q buffers of two halves each (the next work
+  // item's Q loads while the current one runs; a half's buffer then stages its output tile), the
+  // K and V rings, the token mask (128 rows), then the producer's visit list, the stage tags and
+  // the barriers. Every tile is a multiple of 8 KB (swizzle atoms stay aligned).
+  static constexpr size_t kQBytes = size_t(4) * kQElems * sizeof(T);
+  static constexpr size_t kKVBytes = size_t(kStages) * kKVElems * sizeof(T);
+  static constexpr size_t kMaskBytes = size_t(kBlockMWs) * kBlockN;
+  static constexpr size_t kOffK = kQBytes;
+  static constexpr size_t kOffV = kOffK + kKVBytes;
+  static constexpr size_t kOffMask = kOffV + kKVBytes;
+  static constexpr size_t kOffVisit = kOffMask + kMaskBytes;
+  static constexpr size_t kOffStage = (kOffVisit + sizeof(VisitSmem) + 15) / 16 * 16;
+  static constexpr size_t kOffBar = kOffStage + kStages * sizeof(Stage);
+  // Barriers: full[kStages], empty[kStages], q_full[2], q_empty[2].
+  static constexpr size_t kSmem = Base::kAlign + kOffBar + (2 * kStages + 4) * sizeof(uint64_t);
+  static_assert(kSmem <= 227 * 1024, "shared memory of one CTA");
+
+  struct Smem {
+    T* q;  // [2 buffers][2 halves][kQElems]
+    T* k;  // [kStages][kKVElems]
+    T* v;
+    uint8_t* mask;
+    VisitSmem* visit;
+    Stage* stage;
+    uint64_t* full;
+    uint64_t* empty;
+    uint64_t* q_full;
+    uint64_t* q_empty;
+  };
+
+  __device__ static Smem carve() {
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    unsigned char* base = smem_raw;
+    const uint32_t a = smem_u32(smem_raw);
+    base += (Base::kAlign - (a & (Base::kAlign - 1))) & (Base::kAlign - 1);
+    Smem s;
+    s.q = reinterpret_cast<T*>(base);
+    s.k = reinterpret_cast<T*>(base + kOffK);
+    s.v = reinterpret_cast<T*>(base + kOffV);
+    s.mask = base + kOffMask;
+    s.visit = reinterpret_cast<VisitSmem*>(base + kOffVisit);
+    s.stage = reinterpret_cast<Stage*>(base + kOffStage);
+    s.full = reinterpret_cast<uint64_t*>(base + kOffBar);
+    s.empty = s.full + kStages;
+    s.q_full = s.empty + kStages;
+    s.q_empty = s.q_full + 2;
+    return s;
+  }
+
+  // The producer warpgroup (threads 0..127). Each stage fill gets kThreads cp.async arrivals plus
+  // one plain arrival of thread 0 after it wrote the stage's tag (the release of that write).
+  __device__ static void produce(const KParams& kp, const Smem& sm) {
+    using Sync = GroupSync<1>;
+    const Params& p = kp.p;
+    const int tid = Sync::tid();
+    const int32_t items = num_work(kp);
+    uint32_t n = 0;  // stage fills so far
+    uint32_t k = 0;  // work items so far
+    for (int32_t x = int32_t(blockIdx.x); x < items; x += int32_t(gridDim.x), ++k) {
+      const Work w = get_work(kp, x);
+      const HeadInputs<T> in = head_inputs<T>(p, w.q);
+      // Q of this item into buffer k % 2, once both consumers wrote out item k - 2 from it.
+      const uint32_t qb = k & 1u;
+      mbar_wait(sm.q_empty + qb, ((k >> 1) & 1u) ^ 1u);
+      T* q_s = sm.q + qb * 2 * kQElems;
+      Base::template load_tile<kHalfRows>(q_s, in.q, p.q_row_stride, w.q.i0, p.len_q);
+      Base::template load_tile<kHalfRows>(q_s + kQElems, in.q, p.q_row_stride,
+                                          w.q.i0 + kHalfRows, p.len_q);
+      cp_async_commit();
+      mbar_arrive_cp_async(sm.q_full + qb);
+
+      // One tile of look-ahead: a stage is filled once the walk knows whether it is the last.
+      VisitIter it;
+      it.init(kp, w);
+      int32_t cur = -1, nxt = -1;
+      uint32_t cur_tag = 0, nxt_tag = 0;
+      bool have_cur = false;
+      while (true) {
+        const bool have_next =
+            it.template next_tagged<Sync, true>(kp, w, *sm.visit, &nxt, &nxt_tag);
+        if (have_cur || !have_next) {
+          const uint32_t s = n % kStages;
+          mbar_wait(sm.empty + s, ((n / kStages) & 1u) ^ 1u);
+          ++n;
+          const uint32_t last = have_next ? 0u : kLast;
+          if (have_cur) {
+            Base::template load_tile<kBlockN>(sm.k + s * kKVElems, in.k, p.k_row_stride,
+                                              cur * kBlockN, p.len_k);
+            Base::template load_tile<kBlockN>(sm.v + s * kKVElems, in.v, p.v_row_stride,
+                                              cur * kBlockN, p.len_k);
+            cp_async_commit();
+            mbar_arrive_cp_async(sm.full + s);
+          } else {
+            mbar_arrive(sm.full + s);  // an empty visit list: one stage that says so
+          }
+          if (tid == 0) {
+            sm.stage[s] = Stage{cur, have_cur ? cur_tag | last : kNone | kLast};
+            mbar_arrive(sm.full + s);
+          }
+        }
+        if (!have_next) break;
+        cur = nxt;
+        cur_tag = nxt_tag;
+        have_cur = true;
+      }
+    }
+    cp_async_wait<0>();
+  }
+
+  // A consumer warpgroup: rows [64 half, 64 half + 64) of each work item.
+  template <int kHalf>
+  __device__ static void consume(const KParams& kp, const Smem& sm) {
+    using Sync = GroupSync<2 + kHalf>;
+    using Ops = TileOps<T, D, 1>;
+    const int warp = Sync::tid() >> 5;
+    const int row0 = kHalf * kHalfRows;
+    const int wrow = row0 + warp * 16;  // wgmma m64: warp w owns rows 16 w .. 16 w + 15
+    const float sl2 = kp.scale_log2;
+    const bool reg_mask = Ops::reg_mask_ok(kp.pat);
+    const int32_t items = num_work(kp);
+    uint32_t n = 0, k = 0;
+    for (int32_t x = int32_t(blockIdx.x); x < items; x += int32_t(gridDim.x), ++k) {
+      const Work w = get_work(kp, x);
+      float o[1][D / 8][4];
+      float s[1][8][4];
+#pragma unroll
+      for (int c = 0; c < D / 8; ++c) o[0][c][0] = o[0][c][1] = o[0][c][2] = o[0][c][3] = 0.f;
+#pragma unroll
+      for (int c = 0; c < 8; ++c) s[0][c][0] = s[0][c][1] = s[0][c][2] = s[0][c][3] = 0.f;
+      float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
+      float* sd = &s[0][0][0];
+      float* od = &o[0][0][0];
+      uint32_t pa[4][4];  // P of the previous computed tile, the A operand of its P V product
+      int32_t prev = -1;  // its stage, -1: none pending
+      uint32_t prev_n = 0;  // the fill index of that stage
+
+      const uint32_t qb = k & 1u;
+      T* sQ = sm.q + (qb * 2 + kHalf) * kQElems;  // this half's Q, then its output staging
+      mbar_wait(sm.q_full + qb, (k >> 1) & 1u);
+      while (true) {
+        if (prev >= 0 && n - prev_n >= uint32_t(kStages)) {
+          // Skipped tiles have brought the ring round to the stage still held for its P V
+          // product: the producer refills a stage only once both consumers handed it back.
+          Base::template fence_regs<D / 2>(od);
+          Base::issue_pv(od, pa, sm.v + prev * kKVElems);
+          wgmma_wait<0>();
+          Base::template fence_regs<D / 2>(od);
+          mbar_arrive(sm.empty + prev);
+          prev = -1;
+        }
+        const uint32_t st = n % kStages;
+        mbar_wait(sm.full + st, (n / kStages) & 1u);
+        ++n;
+        const Stage stage = sm.stage[st];
+        const uint32_t cls = (stage.tag >> (2 * kHalf)) & 3u;
+        const bool last = (stage.tag & kLast) != 0;
+        if ((stage.tag & kNone) || cls == 0) {
+          mbar_arrive(sm.empty + st);  // nothing of this tile for these rows
+        } else {
+          fence_async_smem();
+          Base::template fence_regs<32>(sd);
+          Base::issue_qk(sd, sQ, sm.k + st * kKVElems);
+          if (prev >= 0) {
+            Base::template fence_regs<D / 2>(od);
+            Base::issue_pv(od, pa, sm.v + prev * kKVElems);
+            wgmma_wait<1>();
+          } else {
+            wgmma_wait<0>();
+          }
+          Base::template fence_regs<32>(sd);
+          const int32_t j0 = stage.tile * kBlockN;
+          if (cls == 1) {
+            if (reg_mask) {
+              Ops::apply_reg_mask(kp, w, s, wrow, j0);
+            } else {
+              Ops::build_mask(kp, w, wrow, j0, sm.mask);
+              Ops::apply_smem_mask(s, wrow, sm.mask);
+              __syncwarp();  // the warp's mask rows are rewritten by its next partial tile
+            }
+          }
+          float alpha[2];
+          Ops::softmax_p(s, m, l, sl2, alpha);
+          wgmma_wait<0>();
+          Base::template fence_regs<D / 2>(od);
+          if (prev >= 0) mbar_arrive(sm.empty + prev);  // P V of that stage is done
+          Ops::rescale(o, alpha);
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk) Ops::pack_p(s, 0, kk, pa[kk]);
+          prev = int32_t(st);
+          prev_n = n - 1;
+          if (last) break;
+          continue;
+        }
+        if (last) break;
+      }
+      if (prev >= 0) {
+        Base::template fence_regs<D / 2>(od);
+        Base::issue_pv(od, pa, sm.v + prev * kKVElems);
+        wgmma_wait<0>();
+        Base::template fence_regs<D / 2>(od);
+        mbar_arrive(sm.empty + prev);
+      }
+      Ops::template write_out<kHalfRows, Sync>(kp, w, o, m, l, wrow, sQ, row0);
+      mbar_arrive(sm.q_empty + qb);  // Q and the staged output are read
+    }
+  }
+
+  __device__ static void run(const KParams& kp) {
+#ifdef SPATTN_WGMMA_DEVICE
+    const Smem sm = carve();
+    if (threadIdx.x == 0) {
+      for (int s = 0; s < kStages; ++s) {
+        mbar_init(sm.full + s, kThreads + 1);
+        mbar_init(sm.empty + s, 2 * kThreads);
+      }
+      for (int b = 0; b < 2; ++b) {
+        mbar_init(sm.q_full + b, kThreads);
+        mbar_init(sm.q_empty + b, 2 * kThreads);
+      }
+    }
+    __syncthreads();
+    const int group = threadIdx.x / kThreads;
+    if (group == 0) {
+      regs_dealloc<kProducerRegs>();
+      produce(kp, sm);
+    } else {
+      regs_alloc<kConsumerRegs>();
+      if (group == 1)
+        consume<0>(kp, sm);
+      else
+        consume<1>(kp, sm);
+    }
+#else
+    (void)kp;
+    __trap();
+#endif
+  }
+};
+
+template <typename T, int D>
+__global__ void __launch_bounds__(WsKernel<T, D>::kCTAThreads, 1)
+    ws_attention_kernel(const __grid_constant__ KParams kp) {
+  WsKernel<T, D>::run(kp);
+}
+
+// `grid`: the number of work items (direct mode) or its upper bound (planned mode); the
+// persistent CTAs take them in turn, one CTA per SM.
+template <typename T, int D>
+cudaError_t launch_ws(const KParams& kp, int32_t grid, cudaStream_t stream) {
+  if (kp.block_m != kBlockMWs) return cudaErrorInvalidValue;
+  constexpr size_t smem = WsKernel<T, D>::kSmem;
+  cudaError_t e = cudaFuncSetAttribute(ws_attention_kernel<T, D>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  if (e != cudaSuccess) return e;
+  int dev = 0, sms = 0;
+  e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  if (e != cudaSuccess) return e;
+  if (grid > sms) grid = sms;
+  ws_attention_kernel<T, D><<<grid, WsKernel<T, D>::kCTAThreads, smem, stream>>>(kp);
+  return cudaGetLastError();
+}
+
+// The tensor-core kernel of one (dtype, head dim) that launch() chose.
+template <typename T, int D>
+cudaError_t launch_tensor_core(const KParams& kp, int32_t grid, cudaStream_t stream) {
+  switch (kp.kernel) {
+    case kKernelWs: return launch_ws<T, D>(kp, grid, stream);
+    case kKernelWgmma: return launch_wgmma<T, D>(kp, grid, stream);
+    default: return launch_mma<T, D>(kp, grid, stream);
+  }
+}
+
+}  // namespace cuda
+}  // namespace spattn
