@@ -28,6 +28,7 @@ constexpr int kThreads = 128;  // every attention kernel runs 4 warps
 // kThreads * kTilesPerThread key tiles (2048: L = 131072 in one window at kBlockN = 64).
 constexpr int kTilesPerThread = 16;
 constexpr int kWindow = kThreads * kTilesPerThread;
+static_assert(kWindow <= 2048, "a visit-list entry holds its offset in the window in 11 bits");
 // A split work item covers at least this many key tiles (smaller pieces cost more to combine).
 constexpr int kMinTilesPerSplit = 8;
 // Upper bound of split work items the scheduler aims at (about 8 waves on a large GPU).
@@ -67,7 +68,7 @@ struct WorkItem {
 struct KParams {
   Params p;
   Pattern pat;
-  int32_t block_m;      // query rows per tile (kBlockMMmaWide/Narrow or kBlockMF32)
+  int32_t block_m;      // query rows per tile (kBlockMMmaWide/Narrow, kBlockMWs or kBlockMF32)
   int32_t num_q_tiles;  // ceil(Lq / block_m)
   int32_t num_k_tiles;  // ceil(Lk / kBlockN)
   int32_t total_q_tiles;  // B * Hq * num_q_tiles
