@@ -303,9 +303,10 @@ def main(argv=None):
     ap.add_argument("--no-flex", dest="flex", action="store_false")
     ap.add_argument("--flex-fp16", action="store_true", help="also time FlexAttention in float16")
     ap.add_argument("--no-sdpa", dest="sdpa", action="store_false")
-    ap.add_argument("--also-kernels", nargs="*", default=[], choices=["wgmma", "mma"],
+    ap.add_argument("--also-kernels", nargs="*", default=[], choices=["ws", "wgmma", "mma"],
                     help="also time these kernels of the 16-bit types (SPATTN_CUDA_KERNEL=...): "
-                    "wgmma, the one-warpgroup Hopper kernel; mma, the portable mma.sync kernel")
+                    "ws, the warp-specialized Hopper kernel; wgmma, the one-warpgroup Hopper "
+                    "kernel; mma, the portable mma.sync kernel")
     ap.add_argument("--also-mma", action="store_true", help="same as --also-kernels mma")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--tag", default="bench")

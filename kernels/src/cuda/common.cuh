@@ -7,6 +7,7 @@
 // kernels enumerate exactly the same list.
 #pragma once
 
+#include <cuda.h>  // CUtensorMap (the tensor maps of the warp-specialized kernel)
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -83,6 +84,9 @@ struct KParams {
   WorkItem* items;   // [total_q_tiles + max_split_items]
   float* part_o;     // [max_split_items, block_m, Dv] unnormalized partial outputs
   float2* part_ml;   // [max_split_items, block_m] (running max in log2 units, sum of exp2)
+  // Tensor maps of q, k and v as [B, H, L, D] (boxes of 64 rows x 64 columns, 128-byte
+  // swizzle) for the bulk tensor copies of the warp-specialized kernel; set by launch.cu for it.
+  CUtensorMap tma_q, tma_k, tma_v;
 };
 
 // Decoded query tile of a CTA.
@@ -199,6 +203,11 @@ __device__ __forceinline__ bool pair_allowed(const KParams& kp, int32_t b, int32
 // random and listed blocks; everything when the strided component or a global query row is in the
 // tile); Pattern::classify then drops the empty ones and marks the full ones. The list of a window
 // is kept in shared memory in increasing key order.
+//
+// Windows run over candidate indices u. Without random/listed blocks and without `all`, the
+// candidates are two runs of key tiles, the global keys' [0, glob_hi) and the band's, so u counts
+// just those (a band of 10 tiles in a row of 1024 is 10 indices, one per thread); otherwise u is
+// the key tile itself.
 struct VisitSmem {
   uint16_t list[kWindow];  // offset in window | tag (see VisitIter::build)
   uint8_t flags[kWindow];  // random / listed block candidates
@@ -212,6 +221,8 @@ struct VisitIter {
   int32_t glob_hi;           // key tiles [0, glob_hi) hold global keys
   bool all;                  // every key tile is a candidate
   bool blocks;               // random or listed blocks are on
+  int32_t nu;                // candidate indices [0, nu)
+  int32_t u_band, u_shift;   // u >= u_band is key tile u + u_shift (the band run)
   // Walk state.
   int32_t w0;      // first key tile of the next window to build
   int32_t n, e;    // entries in the current window, next entry
@@ -245,6 +256,17 @@ struct VisitIter {
       glob_hi = int32_t((g + kBlockN - 1) / kBlockN);
     }
     blocks = a.num_random > 0 || pat.block_indices != nullptr;
+    if (all || blocks) {
+      nu = kp.num_k_tiles;
+      u_band = 0;
+      u_shift = 0;
+    } else {
+      const int32_t lo = max(band_lo, glob_hi);  // band tiles not already global
+      const int32_t len = band_hi >= lo ? band_hi - lo + 1 : 0;
+      u_band = glob_hi;
+      u_shift = lo - glob_hi;
+      nu = glob_hi + len;
+    }
     w0 = 0;
     n = 0;
     e = 0;
@@ -254,7 +276,9 @@ struct VisitIter {
     r1 = w.r1;
   }
 
-  // Builds the list of the window starting at key tile w0. Called by every thread of the CTA
+  __device__ int32_t tile_of(int32_t u) const { return u >= u_band ? u + u_shift : u; }
+
+  // Builds the list of the window starting at candidate index w0. Called by every thread of the CTA
   // (Sync = CtaSync) or of one warpgroup (GroupSync). An entry is the tile's offset in the
   // window (11 bits) and either its full flag (bit 15) or, with kHalves, the class of the tile
   // for each 64-row half of the query tile (2 bits each from bit 11: 0 empty, 1 partial, 2 full).
@@ -264,8 +288,7 @@ struct VisitIter {
   __device__ void build(const KParams& kp, const Work& w, VisitSmem& sm) {
     const Pattern& pat = kp.pat;
     const int tid = Sync::tid();
-    const int32_t nkt = kp.num_k_tiles;
-    const int32_t wend = min(w0 + kWindow, nkt);
+    const int32_t wend = min(w0 + kWindow, nu);
     Sync::sync();  // the previous window's list is no longer read
     if (blocks && !all) {
       for (int x = tid; x < kWindow; x += kThreads) sm.flags[x] = 0;
@@ -302,8 +325,9 @@ struct VisitIter {
     const int32_t base = w0 + tid * per;
 #pragma unroll 1
     for (int k = 0; k < per; ++k) {
-      const int32_t t = base + k;
-      if (t >= wend) break;
+      const int32_t u = base + k;
+      if (u >= wend) break;
+      const int32_t t = tile_of(u);
       bool cand = all || (t >= band_lo && t <= band_hi) || t < glob_hi;
       if (!cand && blocks) cand = sm.flags[t - w0] != 0;
       if (!cand) continue;
@@ -394,11 +418,11 @@ struct VisitIter {
         const uint32_t v = sm.list[e];
         ++e;
         ++rank;
-        *tile = wbase + int32_t(v & 0x7ffu);
+        *tile = tile_of(wbase + int32_t(v & 0x7ffu));
         *tag = kHalves ? (v >> 11) & 15u : v >> 15;
         return true;
       }
-      if (w0 >= kp.num_k_tiles) return false;
+      if (w0 >= nu) return false;
       build<Sync, kHalves>(kp, w, sm);
     }
   }

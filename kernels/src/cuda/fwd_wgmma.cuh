@@ -181,24 +181,28 @@ struct WgmmaKernel {
   }
 
   // S = Q K^T for 64 rows x 64 keys: D / 16 steps of 16 head-dim columns (32 bytes of a panel).
+  // The descriptors are built once: the start address is bits 0-13 (bytes >> 4), and a step's
+  // offset stays inside the tile, so it is added to the low word without a carry.
   __device__ static void issue_qk(float* sd, const T* sQ, const T* k_s) {
+    const uint64_t dq = smem_desc(sQ, 16, kAtomBytes), dk = smem_desc(k_s, 16, kAtomBytes);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-      const int eq = (kk >> 2) * (kRows * kPanelElems) + (kk & 3) * 16;
-      const int ek = (kk >> 2) * (kBlockN * kPanelElems) + (kk & 3) * 16;
-      wgmma_ss_n64(T(), sd, smem_desc(sQ + eq, 16, kAtomBytes), smem_desc(k_s + ek, 16, kAtomBytes),
-                   kk > 0);
+      // Element offsets of the step in the two tiles, in the descriptor's 16-byte units.
+      const uint32_t eq = ((kk >> 2) * (kRows * kPanelElems) + (kk & 3) * 16) * sizeof(T) / 16;
+      const uint32_t ek = ((kk >> 2) * (kBlockN * kPanelElems) + (kk & 3) * 16) * sizeof(T) / 16;
+      wgmma_ss_n64(T(), sd, dq + eq, dk + ek, kk > 0);
     }
     wgmma_commit();
   }
 
   // O += P V: 4 steps of 16 keys, each two 8-row swizzle atoms of V.
   __device__ static void issue_pv(float* od, const uint32_t (&pa)[4][4], const T* v_s) {
+    const uint64_t dv0 = smem_desc(v_s, kKVPanelBytes, kAtomBytes);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
-      const uint64_t dv = smem_desc(v_s + kk * 16 * kPanelElems, kKVPanelBytes, kAtomBytes);
+      const uint64_t dv = dv0 + uint32_t(kk * 16 * kPanelElems * sizeof(T) / 16);
       if constexpr (D == 64)
         wgmma_rs_n64(T(), od, pa[kk], dv);
       else

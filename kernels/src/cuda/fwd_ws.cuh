@@ -2,18 +2,19 @@
 // persistent, built from the products of fwd_wgmma.cuh and the per-tile steps of TileOps.
 //
 // A CTA runs three warpgroups and stays on its SM for a strided range of work items:
-//  * the producer (warpgroup 0) walks the visit list of a 128-row query tile and streams the Q
-//    tile and the K/V tiles into a ring of kStages shared-memory stages with cp.async; each
-//    stage carries its key tile's index and, for each 64-row half, whether that half sees the
-//    tile at all, partly or fully;
+//  * the producer (warpgroup 0) walks the visit list of a 128-row query tile; one of its threads
+//    streams the Q tile and the K/V tiles into a ring of kStages shared-memory stages with bulk
+//    tensor copies (TMA: one instruction per 64 x 64 box, written in the tensor cores' swizzled
+//    layout, rows past the end filled with zeros); each stage carries its key tile's index and,
+//    for each 64-row half, whether that half sees the tile at all, partly or fully;
 //  * two consumers (warpgroups 1 and 2) own 64 rows each and run the software pipeline of the
 //    one-warpgroup kernel on the stages (S = Q K^T with wgmma from shared memory, P in registers
 //    for O += P V), skipping the tiles their half does not see.
-// Stages are handed over with mbarriers (full: the producer's copies landed; empty: both
-// consumers are done with it), so no CTA-wide barrier runs in the main loop; the producer is
-// already loading the next work item while the consumers finish the current one. Both consumers
-// share every K/V load, which halves the traffic from L2 per product compared with 64-row
-// tiles. setmaxnreg moves registers from the producer to the consumers.
+// Stages are handed over with mbarriers (full: the copies' bytes landed; empty: both consumers
+// are done with it), so no CTA-wide barrier runs in the main loop; the producer is already
+// loading the next work item while the consumers finish the current one. Both consumers share
+// every K/V load, which halves the traffic from L2 per product compared with 64-row tiles.
+// setmaxnreg moves registers from the producer to the consumers.
 #pragma once
 
 #include "fwd_wgmma.cuh"
@@ -35,11 +36,31 @@ __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
                    smem_u32(bar))
                : "memory");
 }
-// Arrives on `bar` once every cp.async this thread issued so far has landed (counts as one of
-// the barrier's expected arrivals).
-__device__ __forceinline__ void mbar_arrive_cp_async(uint64_t* bar) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_u32(bar))
+// Arrives on `bar` and adds `bytes` to the transaction count its current phase waits for.
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)),
+               "r"(bytes)
                : "memory");
+}
+// Bulk tensor copy of the box at (c0, c1, c2, c3) of a 4-D tensor map into shared memory; its
+// bytes count against `bar`'s transaction count. `map` is the tensor map in parameter space.
+__device__ __forceinline__ void tma_load_4d(void* dst, const CUtensorMap* map, uint64_t* bar,
+                                            int32_t c0, int32_t c1, int32_t c2, int32_t c3) {
+#ifdef SPATTN_WGMMA_DEVICE
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%3, %4, %5, %6}], [%2];\n" ::"r"(smem_u32(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_u32(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+      : "memory");
+#else
+  (void)dst;
+  (void)map;
+  (void)bar;
+  (void)c0;
+  (void)c1;
+  (void)c2;
+  (void)c3;
+#endif
 }
 // Waits until the phase of parity `parity` of `bar` has completed.
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
@@ -147,27 +168,38 @@ struct WsKernel {
     return s;
   }
 
-  // The producer warpgroup (threads 0..127). Each stage fill gets kThreads cp.async arrivals plus
-  // one plain arrival of thread 0 after it wrote the stage's tag (the release of that write).
+  // Loads a 64-row tile of a [B, H, L, D] tensor map at row r0: D / 64 boxes of 64 columns,
+  // each one 128-byte-swizzled panel of the tile.
+  __device__ static void load_box_rows(T* dst, const CUtensorMap* map, uint64_t* bar, int32_t r0,
+                                       int32_t h, int32_t b) {
+#pragma unroll
+    for (int c = 0; c < D / 64; ++c) tma_load_4d(dst + c * 64 * 64, map, bar, c * 64, r0, h, b);
+  }
+
+  // The producer warpgroup (threads 0..127) walks the visit list together; its thread 0 alone
+  // waits for free stages and issues the copies. A stage's full barrier takes one arrival (thread
+  // 0's, after it wrote the stage's tag) plus the bytes of the copies.
   __device__ static void produce(const KParams& kp, const Smem& sm) {
     using Sync = GroupSync<1>;
     const Params& p = kp.p;
-    const int tid = Sync::tid();
+    const bool leader = Sync::tid() == 0;
     const int32_t items = num_work(kp);
+    constexpr uint32_t kStageBytes = 2 * kKVElems * sizeof(T);
+    constexpr uint32_t kQTileBytes = 2 * kQElems * sizeof(T);
     uint32_t n = 0;  // stage fills so far
     uint32_t k = 0;  // work items so far
     for (int32_t x = int32_t(blockIdx.x); x < items; x += int32_t(gridDim.x), ++k) {
       const Work w = get_work(kp, x);
-      const HeadInputs<T> in = head_inputs<T>(p, w.q);
-      // Q of this item into buffer k % 2, once both consumers wrote out item k - 2 from it.
-      const uint32_t qb = k & 1u;
-      mbar_wait(sm.q_empty + qb, ((k >> 1) & 1u) ^ 1u);
-      T* q_s = sm.q + qb * 2 * kQElems;
-      Base::template load_tile<kHalfRows>(q_s, in.q, p.q_row_stride, w.q.i0, p.len_q);
-      Base::template load_tile<kHalfRows>(q_s + kQElems, in.q, p.q_row_stride,
-                                          w.q.i0 + kHalfRows, p.len_q);
-      cp_async_commit();
-      mbar_arrive_cp_async(sm.q_full + qb);
+      const int32_t hk = w.q.h / (p.heads_q / p.heads_kv);
+      if (leader) {
+        // Q of this item into buffer k % 2, once both consumers wrote out item k - 2 from it.
+        const uint32_t qb = k & 1u;
+        mbar_wait(sm.q_empty + qb, ((k >> 1) & 1u) ^ 1u);
+        T* q_s = sm.q + qb * 2 * kQElems;
+        mbar_arrive_expect_tx(sm.q_full + qb, kQTileBytes);
+        load_box_rows(q_s, &kp.tma_q, sm.q_full + qb, w.q.i0, w.q.h, w.q.b);
+        load_box_rows(q_s + kQElems, &kp.tma_q, sm.q_full + qb, w.q.i0 + kHalfRows, w.q.h, w.q.b);
+      }
 
       // One tile of look-ahead: a stage is filled once the walk knows whether it is the last.
       VisitIter it;
@@ -179,24 +211,20 @@ struct WsKernel {
         const bool have_next =
             it.template next_tagged<Sync, true>(kp, w, *sm.visit, &nxt, &nxt_tag);
         if (have_cur || !have_next) {
-          const uint32_t s = n % kStages;
-          mbar_wait(sm.empty + s, ((n / kStages) & 1u) ^ 1u);
-          ++n;
-          const uint32_t last = have_next ? 0u : kLast;
-          if (have_cur) {
-            Base::template load_tile<kBlockN>(sm.k + s * kKVElems, in.k, p.k_row_stride,
-                                              cur * kBlockN, p.len_k);
-            Base::template load_tile<kBlockN>(sm.v + s * kKVElems, in.v, p.v_row_stride,
-                                              cur * kBlockN, p.len_k);
-            cp_async_commit();
-            mbar_arrive_cp_async(sm.full + s);
-          } else {
-            mbar_arrive(sm.full + s);  // an empty visit list: one stage that says so
-          }
-          if (tid == 0) {
+          if (leader) {
+            const uint32_t s = n % kStages;
+            mbar_wait(sm.empty + s, ((n / kStages) & 1u) ^ 1u);
+            const uint32_t last = have_next ? 0u : kLast;
             sm.stage[s] = Stage{cur, have_cur ? cur_tag | last : kNone | kLast};
-            mbar_arrive(sm.full + s);
+            if (have_cur) {
+              mbar_arrive_expect_tx(sm.full + s, kStageBytes);
+              load_box_rows(sm.k + s * kKVElems, &kp.tma_k, sm.full + s, cur * kBlockN, hk, w.q.b);
+              load_box_rows(sm.v + s * kKVElems, &kp.tma_v, sm.full + s, cur * kBlockN, hk, w.q.b);
+            } else {
+              mbar_arrive(sm.full + s);  // an empty visit list: one stage that says so
+            }
           }
+          ++n;
         }
         if (!have_next) break;
         cur = nxt;
@@ -204,7 +232,6 @@ struct WsKernel {
         have_cur = true;
       }
     }
-    cp_async_wait<0>();
   }
 
   // A consumer warpgroup: rows [64 half, 64 half + 64) of each work item.
@@ -257,7 +284,6 @@ struct WsKernel {
         if ((stage.tag & kNone) || cls == 0) {
           mbar_arrive(sm.empty + st);  // nothing of this tile for these rows
         } else {
-          fence_async_smem();
           Base::template fence_regs<32>(sd);
           Base::issue_qk(sd, sQ, sm.k + st * kKVElems);
           if (prev >= 0) {
@@ -301,6 +327,9 @@ struct WsKernel {
         mbar_arrive(sm.empty + prev);
       }
       Ops::template write_out<kHalfRows, Sync>(kp, w, o, m, l, wrow, sQ, row0);
+      // The staged output was written and read through the generic proxy; the next Q lands
+      // there through the async proxy.
+      fence_async_smem();
       mbar_arrive(sm.q_empty + qb);  // Q and the staged output are read
     }
   }
@@ -310,13 +339,15 @@ struct WsKernel {
     const Smem sm = carve();
     if (threadIdx.x == 0) {
       for (int s = 0; s < kStages; ++s) {
-        mbar_init(sm.full + s, kThreads + 1);
+        mbar_init(sm.full + s, 1);
         mbar_init(sm.empty + s, 2 * kThreads);
       }
       for (int b = 0; b < 2; ++b) {
-        mbar_init(sm.q_full + b, kThreads);
+        mbar_init(sm.q_full + b, 1);
         mbar_init(sm.q_empty + b, 2 * kThreads);
       }
+      // The initialized barriers become visible to the copy engine (async proxy).
+      asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
     const int group = threadIdx.x / kThreads;

@@ -38,7 +38,7 @@ __global__ void __launch_bounds__(kThreads) count_kernel(const __grid_constant__
   VisitIter it;
   it.init(kp, w);
   int32_t total = 0;
-  while (it.w0 < kp.num_k_tiles) {
+  while (it.w0 < it.nu) {
     it.build(kp, w, vs);
     total += it.n;
   }
@@ -316,6 +316,57 @@ cudaError_t launch_combine(const KParams& kp, cudaStream_t stream) {
 
 bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
 
+// cuTensorMapEncodeTiled, from the driver the runtime already loaded (no link to libcuda).
+using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
+                                   const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
+                                   const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                   CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+EncodeTiledFn encode_tiled() {
+  static const EncodeTiledFn fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
+                                         &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      return EncodeTiledFn(nullptr);
+    return reinterpret_cast<EncodeTiledFn>(f);
+  }();
+  return fn;
+}
+
+// The tensor map of a [B, H, L, D] tensor with element strides (batch, head, row): boxes of 64
+// rows x 64 columns in the 128-byte swizzle of the tensor cores, rows past L read as zeros.
+bool encode_bhld(CUtensorMap* map, const Params& p, const void* ptr, int32_t heads, int32_t len,
+                 int32_t dim, int64_t sb, int64_t sh, int64_t sr) {
+  const EncodeTiledFn fn = encode_tiled();
+  if (!fn) return false;
+  const cuuint64_t es = cuuint64_t(dtype_size(p.dtype));
+  const cuuint64_t dims[4] = {cuuint64_t(dim), cuuint64_t(len), cuuint64_t(heads),
+                              cuuint64_t(p.batch)};
+  cuuint64_t strides[3] = {cuuint64_t(sr) * es, cuuint64_t(sh) * es, cuuint64_t(sb) * es};
+  // A dimension of size 1 is never stepped: any valid stride does (some callers pass 0).
+  for (int d = 0; d < 3; ++d)
+    if (dims[d + 1] == 1) strides[d] = (d == 0 ? dims[0] * es : strides[d - 1] * dims[d]);
+  const cuuint32_t box[4] = {64, 64, 1, 1};
+  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
+  const CUtensorMapDataType type = p.dtype == DType::kBFloat16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                                                : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  return fn(map, type, 4, const_cast<void*>(ptr), dims, strides, box, elem_strides,
+            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+// The tensor maps of the warp-specialized kernel; false if the driver refuses one.
+bool encode_tensor_maps(const Params& p, KParams* kp) {
+  return encode_bhld(&kp->tma_q, p, p.q, p.heads_q, p.len_q, p.head_dim, p.q_batch_stride,
+                     p.q_head_stride, p.q_row_stride) &&
+         encode_bhld(&kp->tma_k, p, p.k, p.heads_kv, p.len_k, p.head_dim, p.k_batch_stride,
+                     p.k_head_stride, p.k_row_stride) &&
+         encode_bhld(&kp->tma_v, p, p.v, p.heads_kv, p.len_k, p.head_dim_v, p.v_batch_stride,
+                     p.v_head_stride, p.v_row_stride);
+}
+
 }  // namespace
 
 HeadDimSupport head_dim_support() {
@@ -340,8 +391,14 @@ size_t workspace_size(const Params& p) {
 }
 
 size_t workspace_size_current_device(const Params& p) {
-  const Layout L = make_layout(p, kernel_for(p));
-  return planned_mode(p, L) ? L.total : 0;
+  const KernelKind kernel = kernel_for(p);
+  const Layout L = make_layout(p, kernel);
+  size_t need = planned_mode(p, L) ? L.total : 0;
+  if (kernel == kKernelWs) {  // launch falls back to the one-warpgroup kernel without tensor maps
+    const Layout F = make_layout(p, kKernelWgmma);
+    if (planned_mode(p, F) && F.total > need) need = F.total;
+  }
+  return need;
 }
 
 cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
@@ -361,11 +418,12 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
     if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.o))
       return cudaErrorMisalignedAddress;
   }
-  const KernelKind kernel = kernel_for(p);
+  KParams kp;
+  KernelKind kernel = kernel_for(p);
+  if (kernel == kKernelWs && !encode_tensor_maps(p, &kp)) kernel = kKernelWgmma;
   const Layout L = make_layout(p, kernel);
   if (L.total_q_tiles + L.max_split_items > INT32_MAX) return cudaErrorInvalidValue;
 
-  KParams kp;
   kp.p = p;
   kp.pat = Pattern::make(p);
   kp.block_m = L.block_m;
