@@ -266,16 +266,26 @@ def _kernel_names(fn):
     return {e.key for e in prof.key_averages()}
 
 
-@pytest.mark.parametrize("rows", ["short", "long"])
+# (attributes, head dim, the default kernel on Hopper)
+CHOICE_CASES = {
+    "short-d64": (Attrs(window_left=100, window_right=100), 64, "wgmma"),
+    "short-d128": (Attrs(window_left=100, window_right=100), 128, "ws"),
+    "blocks-d128": (Attrs(block_size=64, window_left=64, window_right=64, num_random=1), 128, "wgmma"),
+    "long-d64": (Attrs(window_left=600, window_right=600), 64, "ws"),
+    "long-d128": (Attrs(window_left=600, window_right=600), 128, "ws"),
+}
+
+
+@pytest.mark.parametrize("case", list(CHOICE_CASES))
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-def test_kernel_choice_runs_the_intended_kernel(dtype, rows, kernel_choice):
+def test_kernel_choice_runs_the_intended_kernel(dtype, case, kernel_choice):
     # The 16-bit types run a Hopper kernel on compute capability 9.0 unless the portable one is
-    # asked for: by default the one-warpgroup kernel for short rows (a band of at most 1024 keys)
-    # and the warp-specialized one for long rows. A silent fallback would leave one untested.
-    width = 100 if rows == "short" else 600
-    attrs = Attrs(window_left=width, window_right=width)
+    # asked for: by default the warp-specialized kernel, except the one-warpgroup kernel for short
+    # rows (a band of at most 1024 keys) at head dim 64 and for random blocks. A silent fallback
+    # would leave one untested.
+    attrs, D, default = CHOICE_CASES[case]
     names = _kernel_names(
-        lambda: run_case(attrs, None, 1, 2, 1, 300, 300, 128, DTYPES[dtype], None, seed=1)
+        lambda: run_case(attrs, None, 1, 2, 1, 300, 300, D, DTYPES[dtype], None, seed=1)
     )
     hopper = torch.cuda.get_device_capability() == (9, 0)
     ran = {
@@ -285,6 +295,5 @@ def test_kernel_choice_runs_the_intended_kernel(dtype, rows, kernel_choice):
     }
     want = "mma"
     if hopper:
-        default = "wgmma" if rows == "short" else "ws"
         want = {"default": default, "ws": "ws", "wgmma": "wgmma"}.get(kernel_choice, "mma")
     assert ran[want] and sum(ran.values()) == 1, sorted(names)

@@ -164,19 +164,24 @@ struct WgmmaKernel {
 
   // Loads rows [r0, r0 + ROWS) of a [L, D] matrix (row stride `ld`) into a tile; rows >= L are 0.
   // A thread moves one 16-byte chunk column of every kStep-th row: its swizzled chunk is the
-  // same in every pass, so the addresses are computed once.
+  // same in every pass, so the shared address takes a constant offset per pass and the global one
+  // a constant step (rows past L read `g` with a zero source size: nothing is read).
   template <int ROWS>
   __device__ static void load_tile(T* s, const T* g, int64_t ld, int32_t r0, int32_t L) {
     constexpr int kStep = kThreads / kChunks;
     static_assert(kStep % 8 == 0 && ROWS % kStep == 0, "passes keep the swizzle phase");
     const int ch = threadIdx.x % kChunks, row0 = threadIdx.x / kChunks;
-    T* dst = s + off<ROWS>(row0, ch);
-    const T* src = g + int64_t(r0 + row0) * ld + ch * 8;
-    const int64_t step = int64_t(kStep) * ld;
+    const uint32_t dst = uint32_t(__cvta_generic_to_shared(s + off<ROWS>(row0, ch)));
+    const char* src = reinterpret_cast<const char*>(g + int64_t(r0 + row0) * ld + ch * 8);
+    const int64_t step = int64_t(kStep) * ld * int64_t(sizeof(T));
+    const int32_t rows_left = L - (r0 + row0);  // passes x with x * kStep < rows_left are inside
 #pragma unroll
     for (int x = 0; x < ROWS / kStep; ++x) {
-      const bool ok = r0 + row0 + x * kStep < L;
-      cp_async16(dst + x * kStep * kPanelElems, ok ? src + x * step : g, ok);
+      const bool ok = x * kStep < rows_left;
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
+                       dst + uint32_t(x * kStep * kPanelElems * sizeof(T))),
+                   "l"(ok ? src : reinterpret_cast<const char*>(g)), "r"(ok ? 16 : 0));
+      src += step;
     }
   }
 
