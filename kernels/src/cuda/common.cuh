@@ -80,8 +80,9 @@ struct KParams {
   float scale_log2;         // scale * log2(e): the kernels use exp2
   // Workspace (planned mode only).
   int32_t* counts;   // [total_q_tiles] visited key tiles per query tile
-  int32_t* header;   // [0] number of items, [1] number of split items (they come first)
-  WorkItem* items;   // [total_q_tiles + max_split_items]
+  int32_t* header;   // [0] number of items, [1] number of split items (they come first), [2]
+                     // the longest visit list left whole
+  WorkItem* items;   // [max_split_items] the split items
   float* part_o;     // [max_split_items, block_m, Dv] unnormalized partial outputs
   float2* part_ml;   // [max_split_items, block_m] (running max in log2 units, sum of exp2)
   // Tensor maps of q, k and v as [B, H, L, D] (boxes of 64 rows x 64 columns, 128-byte
@@ -156,6 +157,19 @@ __device__ __forceinline__ Work get_work(const KParams& kp, int32_t x) {
   }
   if (x >= kp.header[0]) {
     w.valid = false;
+    return w;
+  }
+  // Items [0, header[1]) are the pieces of split query tiles; item header[1] + t is query tile t
+  // whole, unless t was split (its visit list is longer than header[2] tiles): then it does
+  // nothing, its pieces came first.
+  const int32_t n_split = kp.header[1];
+  if (x >= n_split) {
+    const int32_t t = x - n_split;
+    if (kp.counts[t] > kp.header[2]) {
+      w.valid = false;
+      return w;
+    }
+    w.q = decode_qtile(kp, t);
     return w;
   }
   const WorkItem it = kp.items[x];

@@ -187,9 +187,10 @@ struct WsKernel {
     constexpr uint32_t kStageBytes = 2 * kKVElems * sizeof(T);
     constexpr uint32_t kQTileBytes = 2 * kQElems * sizeof(T);
     uint32_t n = 0;  // stage fills so far
-    uint32_t k = 0;  // work items so far
-    for (int32_t x = int32_t(blockIdx.x); x < items; x += int32_t(gridDim.x), ++k) {
+    uint32_t k = 0;  // work items run so far
+    for (int32_t x = int32_t(blockIdx.x); x < items; x += int32_t(gridDim.x)) {
       const Work w = get_work(kp, x);
+      if (!w.valid) continue;  // a split tile's whole-tile slot (get_work)
       const int32_t hk = w.q.h / (p.heads_q / p.heads_kv);
       if (leader) {
         // Q of this item into buffer k % 2, once both consumers wrote out item k - 2 from it.
@@ -231,6 +232,7 @@ struct WsKernel {
         cur_tag = nxt_tag;
         have_cur = true;
       }
+      ++k;
     }
   }
 
@@ -246,8 +248,9 @@ struct WsKernel {
     const bool reg_mask = Ops::reg_mask_ok(kp.pat);
     const int32_t items = num_work(kp);
     uint32_t n = 0, k = 0;
-    for (int32_t x = int32_t(blockIdx.x); x < items; x += int32_t(gridDim.x), ++k) {
+    for (int32_t x = int32_t(blockIdx.x); x < items; x += int32_t(gridDim.x)) {
       const Work w = get_work(kp, x);
+      if (!w.valid) continue;
       float o[1][D / 8][4];
       float s[1][8][4];
 #pragma unroll
@@ -331,6 +334,7 @@ struct WsKernel {
       // there through the async proxy.
       fence_async_smem();
       mbar_arrive(sm.q_empty + qb);  // Q and the staged output are read
+      ++k;
     }
   }
 

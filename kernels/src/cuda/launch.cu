@@ -25,6 +25,9 @@ namespace cuda {
 namespace {
 
 constexpr int kScheduleThreads = 1024;
+// The scheduler stages up to this many counts in shared memory (its three passes then read them
+// there instead of from global memory, one latency each).
+constexpr int32_t kScheduleSmemTiles = 40960;
 
 // Counts the key tiles each query tile visits.
 __global__ void __launch_bounds__(kThreads) count_kernel(const __grid_constant__ KParams kp) {
@@ -86,42 +89,47 @@ __device__ __forceinline__ int32_t splits_of(int32_t count, int64_t per) {
 }
 
 // One CTA: splits the query tiles whose visit lists are longer than total / split_target and
-// writes the work items, split items first (they are the longest and should start first).
+// writes their pieces as the first work items; the whole query tiles follow implicitly (see
+// get_work), so only the few split items are written. `staged`: the counts fit in
+// kScheduleSmemTiles and are read once, coalesced, into shared memory.
 __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(
-    const __grid_constant__ KParams kp) {
+    const __grid_constant__ KParams kp, int32_t staged) {
+  extern __shared__ int32_t staged_counts[];
   const int32_t n = kp.total_q_tiles;
+  const int32_t* counts = kp.counts;
+  if (staged) {
+#pragma unroll 8
+    for (int32_t x = int32_t(threadIdx.x); x < n; x += kScheduleThreads)
+      staged_counts[x] = kp.counts[x];
+    __syncthreads();
+    counts = staged_counts;
+  }
   const int32_t per_thread = (n + kScheduleThreads - 1) / kScheduleThreads;
   const int32_t beg = min(int32_t(threadIdx.x) * per_thread, n);
   const int32_t end = min(beg + per_thread, n);
   int64_t work = 0;
-  for (int32_t x = beg; x < end; ++x) work += kp.counts[x];
+  for (int32_t x = beg; x < end; ++x) work += counts[x];
   int64_t e0, e1, total_work, unused;
   block_scan2(work, 0, &e0, &e1, &total_work, &unused);
   int64_t per = (total_work + kp.split_target - 1) / kp.split_target;
   if (per < kMinTilesPerSplit) per = kMinTilesPerSplit;
 
-  int64_t heavy = 0, light = 0;
+  int64_t heavy = 0;
   for (int32_t x = beg; x < end; ++x) {
-    const int32_t s = splits_of(kp.counts[x], per);
-    if (s > 1)
-      heavy += s;
-    else
-      light += 1;
+    const int32_t s = splits_of(counts[x], per);
+    if (s > 1) heavy += s;
   }
-  int64_t heavy_off, light_off, heavy_total, light_total;
-  block_scan2(heavy, light, &heavy_off, &light_off, &heavy_total, &light_total);
-  light_off += heavy_total;
+  int64_t heavy_off, unused2, heavy_total, unused3;
+  block_scan2(heavy, 0, &heavy_off, &unused2, &heavy_total, &unused3);
   for (int32_t x = beg; x < end; ++x) {
-    const int32_t s = splits_of(kp.counts[x], per);
-    if (s > 1) {
+    const int32_t s = splits_of(counts[x], per);
+    if (s > 1)
       for (int32_t k = 0; k < s; ++k) kp.items[heavy_off++] = WorkItem{x, k, s, 0};
-    } else {
-      kp.items[light_off++] = WorkItem{x, 0, 1, 0};
-    }
   }
   if (threadIdx.x == 0) {
-    kp.header[0] = int32_t(heavy_total + light_total);
+    kp.header[0] = int32_t(heavy_total + n);
     kp.header[1] = int32_t(heavy_total);
+    kp.header[2] = int32_t(per < INT32_MAX ? per : INT32_MAX);  // counts are int32
   }
 }
 
@@ -140,17 +148,11 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
 }
 
-// Merges the partial results of a split query tile. CTA (item x, row group y) handles rows
-// [16 y, 16 y + 16) of the tile when x is the first piece of a split tile; 8 threads share a row,
-// each owning 4-column groups of it, so the partial reads are 16-byte and many are in flight.
 constexpr int kCombineRows = 16;
 
+// Rows [16 blockIdx.y, +16) of the split tile whose pieces are items x .. x + splits - 1.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant__ KParams kp) {
-  const int32_t x = int32_t(blockIdx.x);
-  if (x >= kp.header[1]) return;
-  const WorkItem item = kp.items[x];
-  if (item.split != 0) return;
+__device__ void combine_tile(const KParams& kp, int32_t x, const WorkItem& item) {
   const QTile q = decode_qtile(kp, item.qtile);
   const Params& p = kp.p;
   const int32_t dv = p.head_dim_v, bm = kp.block_m;
@@ -187,6 +189,22 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant
     orow[c + 1] = from_float<T>(acc.y * inv);
     orow[c + 2] = from_float<T>(acc.z * inv);
     orow[c + 3] = from_float<T>(acc.w * inv);
+  }
+}
+
+// Merges the partial results of a split query tile. CTA (x, row group y) handles rows
+// [16 y, 16 y + 16) of the tiles whose first piece is item x, x + gridDim.x, ... (the number of
+// split items is known on the device only, so the grid is fixed and strides over them); 8
+// threads share a row, each owning 4-column groups of it, so the partial reads are 16-byte and
+// many are in flight.
+constexpr int kCombineCtasX = 512;
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant__ KParams kp) {
+  const int32_t n_split = kp.header[1];
+  for (int32_t x = int32_t(blockIdx.x); x < n_split; x += int32_t(gridDim.x)) {
+    const WorkItem item = kp.items[x];
+    if (item.split == 0) combine_tile<T>(kp, x, item);
   }
 }
 
@@ -269,7 +287,7 @@ Layout make_layout(const Params& p, KernelKind kernel) {
   L.header = off;
   off = align_up(off + sizeof(int32_t) * 4);
   L.items = off;
-  off = align_up(off + sizeof(WorkItem) * size_t(L.total_q_tiles + L.max_split_items));
+  off = align_up(off + sizeof(WorkItem) * size_t(L.max_split_items));
   L.part_o = off;
   off = align_up(off + sizeof(float) * size_t(L.max_split_items) * L.block_m * size_t(p.head_dim_v));
   L.part_ml = off;
@@ -309,7 +327,8 @@ cudaError_t launch_attention(const KParams& kp, int32_t grid, cudaStream_t strea
 }
 
 cudaError_t launch_combine(const KParams& kp, cudaStream_t stream) {
-  const dim3 grid(kp.max_split_items, (kp.block_m + kCombineRows - 1) / kCombineRows);
+  const dim3 grid(kp.max_split_items < kCombineCtasX ? kp.max_split_items : kCombineCtasX,
+                  (kp.block_m + kCombineRows - 1) / kCombineRows);
   switch (kp.p.dtype) {
     case DType::kFloat32: combine_kernel<float><<<grid, kThreads, 0, stream>>>(kp); break;
     case DType::kFloat16: combine_kernel<__half><<<grid, kThreads, 0, stream>>>(kp); break;
@@ -460,7 +479,12 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   count_kernel<<<kp.total_q_tiles, kThreads, 0, stream>>>(kp);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  schedule_kernel<<<1, kScheduleThreads, 0, stream>>>(kp);
+  const int32_t staged = kp.total_q_tiles <= kScheduleSmemTiles ? 1 : 0;
+  const size_t sched_smem = staged ? sizeof(int32_t) * size_t(kp.total_q_tiles) : 0;
+  e = cudaFuncSetAttribute(schedule_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           int(sizeof(int32_t) * kScheduleSmemTiles));
+  if (e != cudaSuccess) return e;
+  schedule_kernel<<<1, kScheduleThreads, sched_smem, stream>>>(kp, staged);
   e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   e = launch_attention(kp, kp.total_q_tiles + kp.max_split_items, stream);
