@@ -238,9 +238,9 @@ struct VisitIter {
   int32_t nu;                // candidate indices [0, nu)
   int32_t u_band, u_shift;   // u >= u_band is key tile u + u_shift (the band run)
   // Walk state.
-  int32_t w0;      // first key tile of the next window to build
+  int32_t w0;      // first candidate index of the next window to build
   int32_t n, e;    // entries in the current window, next entry
-  int32_t wbase;   // first key tile of the current window
+  int32_t wbase;   // first candidate index of the current window
   int64_t rank;    // rank of entry e in the whole list
   int64_t r0, r1;  // ranks this CTA processes
 
