@@ -224,7 +224,7 @@ __device__ __forceinline__ bool pair_allowed(const KParams& kp, int32_t b, int32
 // the key tile itself.
 struct VisitSmem {
   uint16_t list[kWindow];  // offset in window | tag (see VisitIter::build)
-  uint8_t flags[kWindow];  // random / listed block candidates
+  uint8_t flags[kWindow];  // random / listed block candidates, then each one's result
   int32_t warp_sums[kThreads / 32];
   int32_t total;
 };
@@ -330,48 +330,55 @@ struct VisitIter {
       }
       Sync::sync();
     }
-    // Classify this thread's contiguous run of tiles.
-    uint32_t keep = 0, full = 0;
-    uint64_t halves = 0;  // kHalves: 4 bits per tile of the run
-    int32_t cnt = 0;
-    // Contiguous runs (the list stays in key order) spread over all threads of the CTA.
-    const int32_t per = (wend - w0 + kThreads - 1) / kThreads;
-    const int32_t base = w0 + tid * per;
+    // Pass 1: classify, candidate u by thread u % kThreads, so that a run of expensive
+    // candidates (a band, with random blocks to test) is spread over the threads. The result
+    // replaces the candidate's byte in sm.flags (each byte has one owner): 0 dropped, else
+    // kKept | the full flag (bit 0) or, with kHalves, the two halves' classes (bits 0-3).
+    constexpr uint32_t kKept = 0x80u;
 #pragma unroll 1
-    for (int k = 0; k < per; ++k) {
-      const int32_t u = base + k;
-      if (u >= wend) break;
+    for (int32_t u = w0 + tid; u < wend; u += kThreads) {
       const int32_t t = tile_of(u);
       bool cand = all || (t >= band_lo && t <= band_hi) || t < glob_hi;
       if (!cand && blocks) cand = sm.flags[t - w0] != 0;
-      if (!cand) continue;
-      Tile tile;
-      tile.i0 = w.q.i0;
-      tile.i1 = w.q.i1;
-      tile.j0 = t * kBlockN;
-      tile.j1 = min(tile.j0 + kBlockN, kp.p.len_k);
-      const TileClass c = pat.classify(w.q.b, w.q.h, tile);
-      if (c == TileClass::kEmpty) continue;
-      keep |= 1u << k;
-      // A tile reaching past Lk holds padding columns that must be masked.
-      const bool in_bounds = tile.j0 + kBlockN <= kp.p.len_k;
-      if (c == TileClass::kFull && in_bounds) full |= 1u << k;
-      if constexpr (kHalves) {
-        uint32_t code = 0;
+      uint32_t code = 0;
+      if (cand) {
+        Tile tile;
+        tile.i0 = w.q.i0;
+        tile.i1 = w.q.i1;
+        tile.j0 = t * kBlockN;
+        tile.j1 = min(tile.j0 + kBlockN, kp.p.len_k);
+        const TileClass c = pat.classify(w.q.b, w.q.h, tile);
+        if (c != TileClass::kEmpty) {
+          // A tile reaching past Lk holds padding columns that must be masked.
+          const bool in_bounds = tile.j0 + kBlockN <= kp.p.len_k;
+          code = kKept;
+          if constexpr (kHalves) {
 #pragma unroll 1
-        for (int hh = 0; hh < 2; ++hh) {
-          Tile ht = tile;
-          ht.i0 = w.q.i0 + hh * (kBlockMWs / 2);
-          ht.i1 = min(ht.i0 + kBlockMWs / 2, w.q.i1);
-          if (ht.i0 >= ht.i1) continue;  // rows past Lq
-          const TileClass hc = pat.classify(w.q.b, w.q.h, ht);
-          const uint32_t v = hc == TileClass::kEmpty ? 0u : (hc == TileClass::kFull && in_bounds) ? 2u : 1u;
-          code |= v << (2 * hh);
+            for (int hh = 0; hh < 2; ++hh) {
+              Tile ht = tile;
+              ht.i0 = w.q.i0 + hh * (kBlockMWs / 2);
+              ht.i1 = min(ht.i0 + kBlockMWs / 2, w.q.i1);
+              if (ht.i0 >= ht.i1) continue;  // rows past Lq
+              const TileClass hc = pat.classify(w.q.b, w.q.h, ht);
+              const uint32_t v =
+                  hc == TileClass::kEmpty ? 0u : (hc == TileClass::kFull && in_bounds) ? 2u : 1u;
+              code |= v << (2 * hh);
+            }
+          } else if (c == TileClass::kFull && in_bounds) {
+            code |= 1u;
+          }
         }
-        halves |= uint64_t(code) << (4 * k);
       }
-      ++cnt;
+      sm.flags[u - w0] = uint8_t(code);
     }
+    Sync::sync();
+    // Pass 2: contiguous runs of the results (the list stays in key order) over all threads.
+    const int32_t per = (wend - w0 + kThreads - 1) / kThreads;
+    const int32_t base = w0 + tid * per;
+    const int32_t stop = min(base + per, wend);
+    int32_t cnt = 0;
+#pragma unroll 1
+    for (int32_t u = base; u < stop; ++u) cnt += (sm.flags[u - w0] & kKept) ? 1 : 0;
     // Exclusive scan of the counts over the CTA, in thread order (= key order).
     const int lane = tid & 31, warp = tid >> 5;
     int32_t incl = cnt;
@@ -391,11 +398,11 @@ struct VisitIter {
       tot += s;
     }
 #pragma unroll 1
-    for (int k = 0; k < per; ++k) {
-      if (keep & (1u << k)) {
-        const uint32_t tag = kHalves ? uint32_t((halves >> (4 * k)) & 15u) << 11
-                                     : ((full >> k) & 1u) << 15;
-        sm.list[off++] = uint16_t(uint32_t(base - w0 + k) | tag);
+    for (int32_t u = base; u < stop; ++u) {
+      const uint32_t code = sm.flags[u - w0];
+      if (code & kKept) {
+        const uint32_t tag = kHalves ? (code & 15u) << 11 : (code & 1u) << 15;
+        sm.list[off++] = uint16_t(uint32_t(u - w0) | tag);
       }
     }
     Sync::sync();
