@@ -44,18 +44,30 @@ enum KernelKind : int32_t {
 // Query rows per tile of the warp-specialized kernel: two consumer warpgroups of 64 rows.
 constexpr int kBlockMWs = 128;
 
-// Barriers over the threads that run a piece of code together: the whole CTA, or one group of
-// kThreads threads (a warpgroup) with its own hardware barrier ID (1..15; 0 is __syncthreads).
+// Barriers over the threads that run a piece of code together: the whole CTA, or one warpgroup
+// (kThreads threads) with its own hardware barrier ID (1..15; 0 is __syncthreads).
 struct CtaSync {
   __device__ static void sync() { __syncthreads(); }
   __device__ static int tid() { return int(threadIdx.x); }
 };
-template <int ID>
-struct GroupSync {
-  static_assert(ID >= 1 && ID <= 15, "named barrier IDs");
-  __device__ static void sync() { asm volatile("bar.sync %0, %1;\n" ::"n"(ID), "n"(kThreads) : "memory"); }
+// The warpgroup of the calling thread (threads [128 g, 128 g + 128)), with barrier ID g + 1: the
+// same code serves every warpgroup of a warp-specialized CTA.
+struct WarpgroupSync {
+  __device__ static void sync() {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(int(threadIdx.x) / kThreads + 1), "n"(kThreads)
+                 : "memory");
+  }
   __device__ static int tid() { return int(threadIdx.x) % kThreads; }
 };
+
+// How the work of a launch is laid out (launch.cu picks one from sizes and attributes):
+//  * kDirect: one work item per query tile, no workspace;
+//  * kCounted: a counting pass writes each query tile's visit-list length and a one-CTA
+//    scheduler splits the long ones (strided patterns, or few query tiles with long rows);
+//  * kBounded: without the strided component only query tiles holding global query rows can
+//    have long visit lists, and which tiles those are follows from the attributes: they are
+//    split into fixed pieces and no counting or scheduling pass runs.
+enum PlanKind : int32_t { kDirect = 0, kCounted = 1, kBounded = 2 };
 
 // One work item of the planned schedule.
 struct WorkItem {
@@ -73,11 +85,17 @@ struct KParams {
   int32_t num_q_tiles;  // ceil(Lq / block_m)
   int32_t num_k_tiles;  // ceil(Lk / kBlockN)
   int32_t total_q_tiles;  // B * Hq * num_q_tiles
-  int32_t planned;        // 0: one CTA per query tile, no workspace; 1: work items
+  int32_t planned;        // kDirect, kCounted or kBounded (PlanKind)
   int32_t kernel;         // which kernel runs the 16-bit types (KernelKind)
   int32_t split_target;   // the scheduler splits the total work into about this many items
   int32_t max_split_items;  // capacity of the partial buffers (2 * split_target)
   float scale_log2;         // scale * log2(e): the kernels use exp2
+  // Bounded plan (planned == kBounded): query tiles [heavy_qt0, heavy_qt0 + heavy_nqt) of every
+  // (batch, head) hold global query rows; each is split into `pieces` pieces of `piece_tiles`
+  // ranks of its visit list, items [0, n_split) in (b, h, tile, piece) order.
+  int32_t heavy_qt0, heavy_nqt;
+  int32_t pieces, piece_tiles;
+  int32_t n_split;
   // Workspace (planned mode only).
   int32_t* counts;   // [total_q_tiles] visited key tiles per query tile
   int32_t* header;   // [0] number of items, [1] number of split items (they come first), [2]
@@ -138,7 +156,26 @@ struct Work {
 // The number of work items of a launch (direct mode: the query tiles; planned mode: the scheduled
 // items, known on the device only).
 __device__ __forceinline__ int32_t num_work(const KParams& kp) {
-  return kp.planned ? kp.header[0] : kp.total_q_tiles;
+  if (kp.planned == kCounted) return kp.header[0];
+  if (kp.planned == kBounded) return kp.n_split + kp.total_q_tiles;
+  return kp.total_q_tiles;
+}
+
+// Whether query tile qt of a head is one of the bounded plan's split tiles.
+__device__ __forceinline__ bool is_heavy_qt(const KParams& kp, int32_t qt) {
+  return unsigned(qt - kp.heavy_qt0) < unsigned(kp.heavy_nqt);
+}
+
+// The split query tile whose pieces are work items x .. x + splits - 1 (x: its first piece).
+struct SplitTile {
+  int32_t qtile;
+  int32_t splits;
+};
+
+// Split tile number s of the bounded plan (s < n_split / pieces).
+__device__ __forceinline__ SplitTile bounded_split_tile(const KParams& kp, int32_t s) {
+  const int32_t bh = s / kp.heavy_nqt;
+  return SplitTile{bh * kp.num_q_tiles + kp.heavy_qt0 + s % kp.heavy_nqt, kp.pieces};
 }
 
 // Work item x: the CTA's own (x = blockIdx.x), or the x-th of a persistent CTA's loop.
@@ -148,11 +185,28 @@ __device__ __forceinline__ Work get_work(const KParams& kp, int32_t x) {
   w.slot = -1;
   w.r0 = 0;
   w.r1 = INT64_MAX;
-  if (!kp.planned) {
+  if (kp.planned == kDirect) {
     // Direct mode: the last query tiles first, so that causal rows (the longest) start early.
     const int32_t bh_count = kp.p.batch * kp.p.heads_q;
     const int32_t qt = kp.num_q_tiles - 1 - x / bh_count;
     w.q = decode_qtile(kp, (x % bh_count) * kp.num_q_tiles + qt);
+    return w;
+  }
+  if (kp.planned == kBounded) {
+    // Items [0, n_split) are the pieces of the split tiles (ranks [piece * piece_tiles, + piece_tiles)
+    // of the visit list; pieces past its end are empty); item n_split + t is query tile t whole,
+    // unless t is split.
+    if (x < kp.n_split) {
+      const SplitTile st = bounded_split_tile(kp, x / kp.pieces);
+      w.q = decode_qtile(kp, st.qtile);
+      w.r0 = int64_t(x % kp.pieces) * kp.piece_tiles;
+      w.r1 = w.r0 + kp.piece_tiles;
+      w.slot = x;
+      return w;
+    }
+    const int32_t t = x - kp.n_split;
+    w.valid = t < kp.total_q_tiles && !is_heavy_qt(kp, t % kp.num_q_tiles);
+    if (w.valid) w.q = decode_qtile(kp, t);
     return w;
   }
   if (x >= kp.header[0]) {
@@ -293,7 +347,7 @@ struct VisitIter {
   __device__ int32_t tile_of(int32_t u) const { return u >= u_band ? u + u_shift : u; }
 
   // Builds the list of the window starting at candidate index w0. Called by every thread of the CTA
-  // (Sync = CtaSync) or of one warpgroup (GroupSync). An entry is the tile's offset in the
+  // (Sync = CtaSync) or of one warpgroup (WarpgroupSync). An entry is the tile's offset in the
   // window (11 bits) and either its full flag (bit 15) or, with kHalves, the class of the tile
   // for each 64-row half of the query tile (2 bits each from bit 11: 0 empty, 1 partial, 2 full).
   // Either way the list holds the tiles Pattern::classify does not call empty for the whole tile,

@@ -31,13 +31,16 @@ namespace cuda {
 // ---------------------------------------------------------------------------------------------
 // wgmma wrappers. The descriptor of a shared-memory operand (PTX ISA, "matrix descriptor"):
 // start address, leading and stride byte offsets (all >> 4), layout type 1 = 128-byte swizzle.
-__device__ __forceinline__ uint64_t smem_desc(const void* ptr, uint32_t lbo, uint32_t sbo) {
+// The wrappers take its two 32-bit words: the low word holds the start address and the leading
+// offset and is the only one that changes between the steps of a product (a step's offset stays
+// inside the tile, so it adds to the address bits without a carry); the high word (stride offset,
+// layout) is a constant. 32-bit arithmetic on the low word keeps the per-step work to one add.
+__device__ __forceinline__ uint32_t desc_lo(const void* ptr, uint32_t lbo) {
   const uint32_t addr = uint32_t(__cvta_generic_to_shared(ptr));
-  uint64_t d = uint64_t((addr & 0x3FFFFu) >> 4);
-  d |= uint64_t((lbo >> 4) & 0x3FFFu) << 16;
-  d |= uint64_t((sbo >> 4) & 0x3FFFu) << 32;
-  d |= uint64_t(1) << 62;
-  return d;
+  return ((addr & 0x3FFFFu) >> 4) | (((lbo >> 4) & 0x3FFFu) << 16);
+}
+__host__ __device__ constexpr uint32_t desc_hi(uint32_t sbo) {
+  return ((sbo >> 4) & 0x3FFFu) | (1u << 30);
 }
 
 __device__ __forceinline__ void wgmma_fence() {
@@ -81,34 +84,39 @@ __device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r):
   "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "  \
   "%56, %57, %58, %59, %60, %61, %62, %63}"
 
-// The four products of this file, per element type (the PTX type suffix).
+// The products of this file, per element type (the PTX type suffix). A descriptor is passed as
+// its (low, high) words and assembled in the instruction's own scope.
 #define SPATTN_DEFINE_WGMMA(TYPE, SUFFIX)                                                       \
   /* d[32] (+)= A(smem, K-major) B(smem, K-major): m64n64k16. */                                \
-  __device__ __forceinline__ void wgmma_ss_n64(TYPE, float* d, uint64_t da, uint64_t db,       \
-                                               int accumulate) {                               \
+  __device__ __forceinline__ void wgmma_ss_n64(TYPE, float* d, uint32_t a_lo, uint32_t a_hi,   \
+                                               uint32_t b_lo, uint32_t b_hi, int accumulate) {  \
     asm volatile(                                                                               \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                            \
+        "{\n.reg .pred p;\n.reg .b64 da, db;\nmov.b64 da, {%32, %33};\n"                       \
+        "mov.b64 db, {%34, %35};\nsetp.ne.b32 p, %36, 0;\n"                                      \
         "wgmma.mma_async.sync.aligned.m64n64k16.f32" SUFFIX " " SPATTN_REGS32                  \
-        ", %32, %33, p, 1, 1, 0, 0;\n}\n"                                                       \
+        ", da, db, p, 1, 1, 0, 0;\n}\n"                                                         \
         : SPATTN_ACC32                                                                          \
-        : "l"(da), "l"(db), "r"(accumulate));                                                   \
+        : "r"(a_lo), "r"(a_hi), "r"(b_lo), "r"(b_hi), "r"(accumulate));                         \
   }                                                                                             \
   /* d[32] += A(registers) B(smem, N-major): m64n64k16. */                                      \
-  __device__ __forceinline__ void wgmma_rs_n64(TYPE, float* d, const uint32_t* a, uint64_t db) { \
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                 \
+  __device__ __forceinline__ void wgmma_rs_n64(TYPE, float* d, const uint32_t* a, uint32_t b_lo, \
+                                               uint32_t b_hi) {                                 \
+    asm volatile("{\n.reg .pred p;\n.reg .b64 db;\nmov.b64 db, {%36, %37};\n"                \
+                 "setp.ne.b32 p, %38, 0;\n"                                                     \
                  "wgmma.mma_async.sync.aligned.m64n64k16.f32" SUFFIX " " SPATTN_REGS32         \
-                 ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"                               \
+                 ", {%32, %33, %34, %35}, db, p, 1, 1, 1;\n}\n"                                \
                  : SPATTN_ACC32                                                                 \
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "n"(1));                \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "r"(b_hi), "n"(1));   \
   }                                                                                             \
   /* d[64] += A(registers) B(smem, N-major): m64n128k16. */                                     \
   __device__ __forceinline__ void wgmma_rs_n128(TYPE, float* d, const uint32_t* a,             \
-                                                uint64_t db) {                                  \
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                 \
+                                                uint32_t b_lo, uint32_t b_hi) {                 \
+    asm volatile("{\n.reg .pred p;\n.reg .b64 db;\nmov.b64 db, {%68, %69};\n"                \
+                 "setp.ne.b32 p, %70, 0;\n"                                                     \
                  "wgmma.mma_async.sync.aligned.m64n128k16.f32" SUFFIX " " SPATTN_REGS64        \
-                 ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"                               \
+                 ", {%64, %65, %66, %67}, db, p, 1, 1, 1;\n}\n"                                \
                  : SPATTN_ACC64                                                                 \
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "n"(1));                \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "r"(b_hi), "n"(1));   \
   }
 
 #ifdef SPATTN_WGMMA_DEVICE
@@ -117,15 +125,16 @@ SPATTN_DEFINE_WGMMA(__nv_bfloat16, ".bf16.bf16")
 #else
 // Other targets never run the Hopper kernel (launch.cu checks the device); these keep it compiling.
 template <typename TYPE>
-__device__ __forceinline__ void wgmma_ss_n64(TYPE, float*, uint64_t, uint64_t, int) {
+__device__ __forceinline__ void wgmma_ss_n64(TYPE, float*, uint32_t, uint32_t, uint32_t, uint32_t,
+                                             int) {
   __trap();
 }
 template <typename TYPE>
-__device__ __forceinline__ void wgmma_rs_n64(TYPE, float*, const uint32_t*, uint64_t) {
+__device__ __forceinline__ void wgmma_rs_n64(TYPE, float*, const uint32_t*, uint32_t, uint32_t) {
   __trap();
 }
 template <typename TYPE>
-__device__ __forceinline__ void wgmma_rs_n128(TYPE, float*, const uint32_t*, uint64_t) {
+__device__ __forceinline__ void wgmma_rs_n128(TYPE, float*, const uint32_t*, uint32_t, uint32_t) {
   __trap();
 }
 #endif
@@ -189,29 +198,31 @@ struct WgmmaKernel {
   // The descriptors are built once: the start address is bits 0-13 (bytes >> 4), and a step's
   // offset stays inside the tile, so it is added to the low word without a carry.
   __device__ static void issue_qk(float* sd, const T* sQ, const T* k_s) {
-    const uint64_t dq = smem_desc(sQ, 16, kAtomBytes), dk = smem_desc(k_s, 16, kAtomBytes);
+    const uint32_t dq = desc_lo(sQ, 16), dk = desc_lo(k_s, 16);
+    constexpr uint32_t hi = desc_hi(kAtomBytes);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       // Element offsets of the step in the two tiles, in the descriptor's 16-byte units.
       const uint32_t eq = ((kk >> 2) * (kRows * kPanelElems) + (kk & 3) * 16) * sizeof(T) / 16;
       const uint32_t ek = ((kk >> 2) * (kBlockN * kPanelElems) + (kk & 3) * 16) * sizeof(T) / 16;
-      wgmma_ss_n64(T(), sd, dq + eq, dk + ek, kk > 0);
+      wgmma_ss_n64(T(), sd, dq + eq, hi, dk + ek, hi, kk > 0);
     }
     wgmma_commit();
   }
 
   // O += P V: 4 steps of 16 keys, each two 8-row swizzle atoms of V.
   __device__ static void issue_pv(float* od, const uint32_t (&pa)[4][4], const T* v_s) {
-    const uint64_t dv0 = smem_desc(v_s, kKVPanelBytes, kAtomBytes);
+    const uint32_t dv0 = desc_lo(v_s, kKVPanelBytes);
+    constexpr uint32_t hi = desc_hi(kAtomBytes);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
-      const uint64_t dv = dv0 + uint32_t(kk * 16 * kPanelElems * sizeof(T) / 16);
+      const uint32_t dv = dv0 + uint32_t(kk * 16 * kPanelElems * sizeof(T) / 16);
       if constexpr (D == 64)
-        wgmma_rs_n64(T(), od, pa[kk], dv);
+        wgmma_rs_n64(T(), od, pa[kk], dv, hi);
       else
-        wgmma_rs_n128(T(), od, pa[kk], dv);
+        wgmma_rs_n128(T(), od, pa[kk], dv, hi);
     }
     wgmma_commit();
   }

@@ -180,7 +180,7 @@ struct WsKernel {
   // waits for free stages and issues the copies. A stage's full barrier takes one arrival (thread
   // 0's, after it wrote the stage's tag) plus the bytes of the copies.
   __device__ static void produce(const KParams& kp, const Smem& sm) {
-    using Sync = GroupSync<1>;
+    using Sync = WarpgroupSync;
     const Params& p = kp.p;
     const bool leader = Sync::tid() == 0;
     const int32_t items = num_work(kp);
@@ -236,13 +236,14 @@ struct WsKernel {
     }
   }
 
-  // A consumer warpgroup: rows [64 half, 64 half + 64) of each work item.
-  template <int kHalf>
-  __device__ static void consume(const KParams& kp, const Smem& sm) {
-    using Sync = GroupSync<2 + kHalf>;
+  // A consumer warpgroup: rows [64 half, 64 half + 64) of each work item. Both consumers run
+  // this one copy of the code (half is a run-time value), which halves the instructions they
+  // fetch.
+  __device__ static void consume(const KParams& kp, const Smem& sm, const int half) {
+    using Sync = WarpgroupSync;
     using Ops = TileOps<T, D, 1>;
     const int warp = Sync::tid() >> 5;
-    const int row0 = kHalf * kHalfRows;
+    const int row0 = half * kHalfRows;
     const int wrow = row0 + warp * 16;  // wgmma m64: warp w owns rows 16 w .. 16 w + 15
     const float sl2 = kp.scale_log2;
     const bool reg_mask = Ops::reg_mask_ok(kp.pat);
@@ -265,7 +266,7 @@ struct WsKernel {
       uint32_t prev_n = 0;  // the fill index of that stage
 
       const uint32_t qb = k & 1u;
-      T* sQ = sm.q + (qb * 2 + kHalf) * kQElems;  // this half's Q, then its output staging
+      T* sQ = sm.q + (qb * 2 + half) * kQElems;  // this half's Q, then its output staging
       mbar_wait(sm.q_full + qb, (k >> 1) & 1u);
       while (true) {
         if (prev >= 0 && n - prev_n >= uint32_t(kStages)) {
@@ -282,7 +283,7 @@ struct WsKernel {
         mbar_wait(sm.full + st, (n / kStages) & 1u);
         ++n;
         const Stage stage = sm.stage[st];
-        const uint32_t cls = (stage.tag >> (2 * kHalf)) & 3u;
+        const uint32_t cls = (stage.tag >> (2 * half)) & 3u;
         const bool last = (stage.tag & kLast) != 0;
         if ((stage.tag & kNone) || cls == 0) {
           mbar_arrive(sm.empty + st);  // nothing of this tile for these rows
@@ -360,10 +361,7 @@ struct WsKernel {
       produce(kp, sm);
     } else {
       regs_alloc<kConsumerRegs>();
-      if (group == 1)
-        consume<0>(kp, sm);
-      else
-        consume<1>(kp, sm);
+      consume(kp, sm, group - 1);
     }
 #else
     (void)kp;

@@ -1,15 +1,20 @@
 // The CUDA launch entry (spattn/cuda.h): planning on the device, the dtype x head-dim dispatch,
 // and the combine step of split query tiles.
 //
-// Two modes, chosen on the host from sizes and attributes only (never from tensor values):
+// Three plans (PlanKind), chosen on the host from sizes and attributes only (never from tensor
+// values):
 //  * direct: one CTA per query tile, when every query tile has about the same work (local band,
 //    causal or dense patterns on a grid that fills the GPU);
-//  * planned: global tokens, strided, random or listed blocks can make some query tiles visit far
-//    more key tiles than others (a global query row visits them all). A counting pass writes the
+//  * bounded: global query rows make their query tiles visit every key tile while the others
+//    visit a bounded number (band, global keys, random and listed blocks). Which tiles are long
+//    follows from the attributes, so they are split into fixed pieces of their visit lists
+//    (split-KV) with no pass before the attention kernel; a combine step merges the pieces;
+//  * counted: the strided component, or few query tiles with long rows. A counting pass writes the
 //    number of key tiles each query tile visits, a one-CTA scheduler splits the long ones into
-//    pieces of about equal work (split-KV), the attention kernel runs one CTA per piece and a
-//    combine step merges the pieces of a split tile. Everything stays on the stream: no host
-//    synchronization, no allocation, capturable in a CUDA graph.
+//    pieces of about equal work, the attention kernel runs one CTA per piece and the combine step
+//    merges them.
+// Everything stays on the stream: no host synchronization, no allocation, capturable in a CUDA
+// graph.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -150,61 +155,81 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
 
 constexpr int kCombineRows = 16;
 
-// Rows [16 blockIdx.y, +16) of the split tile whose pieces are items x .. x + splits - 1.
+// Rows [16 blockIdx.y, +16) of a split tile whose pieces are items x .. x + splits - 1: one pass
+// over the pieces that merges each one's running max, sum and partial output into the row's
+// (the loads of a piece do not wait for the previous piece's arithmetic, so many are in flight).
 template <typename T>
-__device__ void combine_tile(const KParams& kp, int32_t x, const WorkItem& item) {
-  const QTile q = decode_qtile(kp, item.qtile);
+__device__ void combine_tile(const KParams& kp, int32_t x, const SplitTile& st) {
+  const QTile q = decode_qtile(kp, st.qtile);
   const Params& p = kp.p;
   const int32_t dv = p.head_dim_v, bm = kp.block_m;
   const int32_t rl = int32_t(blockIdx.y) * kCombineRows + int32_t(threadIdx.x) / 8;
   const int32_t i = q.i0 + rl;
   if (rl >= bm || i >= p.len_q) return;
   const int sub = threadIdx.x % 8;
-  float mx = -INFINITY;
-  for (int32_t s = 0; s < item.splits; ++s)
-    mx = fmaxf(mx, kp.part_ml[int64_t(x + s) * bm + rl].x);
-  const float m_use = mx == -INFINITY ? 0.f : mx;
-  float sum = 0.f;
-  for (int32_t s = 0; s < item.splits; ++s) {
-    const float2 ml = kp.part_ml[int64_t(x + s) * bm + rl];
-    sum += ml.y * exp2f(ml.x - m_use);
+  constexpr int kGroups = 4;  // 4-column groups per thread: 8 threads x 4 x 4 = 128 columns
+  float4 acc[kGroups];
+#pragma unroll
+  for (int g = 0; g < kGroups; ++g) acc[g] = make_float4(0.f, 0.f, 0.f, 0.f);
+  float mx = -INFINITY, sum = 0.f;
+#pragma unroll 4
+  for (int32_t s = 0; s < st.splits; ++s) {
+    const int64_t r = int64_t(x + s) * bm + rl;
+    const float2 ml = kp.part_ml[r];
+    float4 v[kGroups];
+#pragma unroll
+    for (int g = 0; g < kGroups; ++g) {
+      const int32_t c = (g * 8 + sub) * 4;
+      v[g] = c < dv ? *reinterpret_cast<const float4*>(kp.part_o + r * dv + c)
+                    : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    const float mn = fmaxf(mx, ml.x);
+    if (mn == -INFINITY) continue;  // no allowed key so far
+    const float a = exp2f(mx - mn), b = exp2f(ml.x - mn);
+    sum = sum * a + ml.y * b;
+#pragma unroll
+    for (int g = 0; g < kGroups; ++g) {
+      acc[g].x = acc[g].x * a + v[g].x * b;
+      acc[g].y = acc[g].y * a + v[g].y * b;
+      acc[g].z = acc[g].z * a + v[g].z * b;
+      acc[g].w = acc[g].w * a + v[g].w * b;
+    }
+    mx = mn;
   }
   float inv = sum > 0.f ? 1.f / sum : 0.f;  // no allowed key: zeros
   if (row_is_bad(kp, q.b, q.h, i)) inv = __int_as_float(0x7fc00000);
   T* orow = static_cast<T*>(p.o) + q.b * p.o_batch_stride + q.h * p.o_head_stride +
             int64_t(i) * p.o_row_stride;
-  for (int32_t c = sub * 4; c < dv; c += 32) {
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 4
-    for (int32_t s = 0; s < item.splits; ++s) {
-      const int64_t r = int64_t(x + s) * bm + rl;
-      const float f = exp2f(kp.part_ml[r].x - m_use);
-      const float4 v = *reinterpret_cast<const float4*>(kp.part_o + r * dv + c);
-      acc.x += v.x * f;
-      acc.y += v.y * f;
-      acc.z += v.z * f;
-      acc.w += v.w * f;
-    }
-    orow[c] = from_float<T>(acc.x * inv);
-    orow[c + 1] = from_float<T>(acc.y * inv);
-    orow[c + 2] = from_float<T>(acc.z * inv);
-    orow[c + 3] = from_float<T>(acc.w * inv);
+#pragma unroll
+  for (int g = 0; g < kGroups; ++g) {
+    const int32_t c = (g * 8 + sub) * 4;
+    if (c >= dv) continue;
+    orow[c] = from_float<T>(acc[g].x * inv);
+    orow[c + 1] = from_float<T>(acc[g].y * inv);
+    orow[c + 2] = from_float<T>(acc[g].z * inv);
+    orow[c + 3] = from_float<T>(acc[g].w * inv);
   }
 }
 
-// Merges the partial results of a split query tile. CTA (x, row group y) handles rows
-// [16 y, 16 y + 16) of the tiles whose first piece is item x, x + gridDim.x, ... (the number of
-// split items is known on the device only, so the grid is fixed and strides over them); 8
-// threads share a row, each owning 4-column groups of it, so the partial reads are 16-byte and
-// many are in flight.
+// Merges the partial results of the split query tiles. CTA (x, row group y) handles rows
+// [16 y, 16 y + 16) of split tiles x, x + gridDim.x, ...: the counted plan's (the tiles whose
+// first piece is an item with split 0; their number is known on the device only, so the grid is
+// fixed and strides over the items) or the bounded plan's. 8 threads share a row, each owning
+// 4-column groups of it, so the partial reads are 16-byte and many are in flight.
 constexpr int kCombineCtasX = 512;
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant__ KParams kp) {
+  if (kp.planned == kBounded) {
+    const int32_t tiles = kp.n_split / kp.pieces;
+    for (int32_t s = int32_t(blockIdx.x); s < tiles; s += int32_t(gridDim.x))
+      combine_tile<T>(kp, s * kp.pieces, bounded_split_tile(kp, s));
+    return;
+  }
   const int32_t n_split = kp.header[1];
   for (int32_t x = int32_t(blockIdx.x); x < n_split; x += int32_t(gridDim.x)) {
     const WorkItem item = kp.items[x];
-    if (item.split == 0) combine_tile<T>(kp, x, item);
+    if (item.split == 0) combine_tile<T>(kp, x, SplitTile{item.qtile, item.splits});
   }
 }
 
@@ -296,18 +321,78 @@ Layout make_layout(const Params& p, KernelKind kernel) {
   return L;
 }
 
-// Whether a call runs the planned (split-KV) schedule, which needs the workspace.
+int32_t sm_count() {
+  int dev = 0, sms = 132;
+  if (cudaGetDevice(&dev) == cudaSuccess)
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  return sms;
+}
+
+// Few query tiles with long rows (decoding, short queries over a long cache): they need splits
+// whatever the pattern.
+bool few_long_tiles(const Params& p, const Layout& L) {
+  const int64_t num_k_tiles = (int64_t(p.len_k) + kBlockN - 1) / kBlockN;
+  return L.total_q_tiles < 2 * int64_t(sm_count()) && num_k_tiles > 2 * kMinTilesPerSplit;
+}
+
+// Whether a call runs a planned (split-KV) schedule, which needs the workspace.
 bool planned_mode(const Params& p, const Layout& L) {
   const PatternAttrs& a = p.pattern;
   const bool balanced =
       a.num_global == 0 && a.stride == 0 && a.num_random == 0 && p.block_indices == nullptr;
-  int dev = 0, sms = 132;
-  if (cudaGetDevice(&dev) == cudaSuccess)
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  // Few query tiles with long rows (decoding, short queries over a long cache) also need splits.
-  const int64_t num_k_tiles = (int64_t(p.len_k) + kBlockN - 1) / kBlockN;
-  const bool few = L.total_q_tiles < 2 * int64_t(sms) && num_k_tiles > 2 * kMinTilesPerSplit;
-  return !balanced || few;
+  return !balanced || few_long_tiles(p, L);
+}
+
+// The bounded plan of a planned call (PlanKind): possible when no strided component runs, the
+// local band is bounded and the query tiles are many, so that only the query tiles holding global
+// query rows can have long visit lists. Fills the plan's fields of kp; false: count instead.
+bool bounded_plan(const Params& p, const Layout& L, KParams* kp) {
+  const PatternAttrs& a = p.pattern;
+  if (a.stride > 0) return false;
+  if (few_long_tiles(p, L)) return false;
+  const int64_t nkt = (int64_t(p.len_k) + kBlockN - 1) / kBlockN;
+  const bool other = a.num_global > 0 || a.num_random > 0 || p.block_indices != nullptr;
+  const bool local_on = !(a.window_left < 0 && a.window_right < 0 && other);
+  const int64_t bm = L.block_m;
+  // An upper estimate of a whole tile's visit list (it only sizes the pieces).
+  int64_t light = 0;
+  if (local_on) {
+    if (a.window_left < 0 || (a.window_right < 0 && !a.causal)) return false;  // long rows
+    const int64_t width = int64_t(a.window_left) + (a.causal ? 0 : int64_t(a.window_right)) + 1;
+    light += (width + bm - 1) / kBlockN + 2;
+  }
+  if (a.num_global > 0) light += (a.num_global + kBlockN - 1) / kBlockN;
+  const int64_t per_qb = a.num_random + (p.block_indices ? p.bi_k : 0);
+  if (per_qb > 0) {
+    const int64_t bs = a.block_size;
+    light += per_qb * ((bm + bs - 1) / bs + 1) * ((bs + kBlockN - 1) / kBlockN + 1);
+  }
+  if (light > nkt) light = nkt;
+  // Query rows i with a global position pos(i) = i + Lk - Lq in [0, G), clipped to [0, Lq).
+  const int64_t shift = int64_t(p.len_k) - p.len_q;
+  int64_t i_lo = -shift, i_hi = int64_t(a.num_global) - shift;  // [i_lo, i_hi)
+  if (i_lo < 0) i_lo = 0;
+  if (i_hi > p.len_q) i_hi = p.len_q;
+  int64_t qt0 = 0, heavy_nqt = 0;
+  if (a.num_global > 0 && i_lo < i_hi) {
+    qt0 = i_lo / bm;
+    heavy_nqt = (i_hi - 1) / bm - qt0 + 1;
+  }
+  const int64_t bh = int64_t(p.batch) * p.heads_q;
+  const int64_t heavy = bh * heavy_nqt;
+  const int64_t est = (L.total_q_tiles - heavy) * light + heavy * nkt;
+  int64_t per = (est + L.split_target - 1) / L.split_target;
+  if (per < kMinTilesPerSplit) per = kMinTilesPerSplit;
+  int64_t pieces = (nkt + per - 1) / per;
+  if (pieces <= 1) heavy_nqt = 0;  // a global row is no longer than the pieces: nothing to split
+  const int64_t n_split = heavy_nqt > 0 ? bh * heavy_nqt * pieces : 0;
+  if (n_split > L.max_split_items) return false;
+  kp->heavy_qt0 = int32_t(heavy_nqt > 0 ? qt0 : 0);
+  kp->heavy_nqt = int32_t(heavy_nqt);
+  kp->pieces = int32_t(heavy_nqt > 0 ? pieces : 1);
+  kp->piece_tiles = int32_t(per);
+  kp->n_split = int32_t(n_split);
+  return true;
 }
 
 enum : int32_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
@@ -327,7 +412,8 @@ cudaError_t launch_attention(const KParams& kp, int32_t grid, cudaStream_t strea
 }
 
 cudaError_t launch_combine(const KParams& kp, cudaStream_t stream) {
-  const dim3 grid(kp.max_split_items < kCombineCtasX ? kp.max_split_items : kCombineCtasX,
+  const int32_t x = kp.planned == kBounded ? kp.n_split / kp.pieces : kp.max_split_items;
+  const dim3 grid(x < kCombineCtasX ? x : kCombineCtasX,
                   (kp.block_m + kCombineRows - 1) / kCombineRows);
   switch (kp.p.dtype) {
     case DType::kFloat32: combine_kernel<float><<<grid, kThreads, 0, stream>>>(kp); break;
@@ -464,9 +550,12 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   kp.part_o = nullptr;
   kp.part_ml = nullptr;
 
-  kp.planned = planned_mode(p, L) ? 1 : 0;
+  kp.heavy_qt0 = kp.heavy_nqt = kp.n_split = 0;
+  kp.pieces = kp.piece_tiles = 1;
+  kp.planned = kDirect;
+  if (planned_mode(p, L)) kp.planned = bounded_plan(p, L, &kp) ? kBounded : kCounted;
 
-  if (!kp.planned) return launch_attention(kp, kp.total_q_tiles, stream);
+  if (kp.planned == kDirect) return launch_attention(kp, kp.total_q_tiles, stream);
 
   if (!workspace || workspace_bytes < L.total) return cudaErrorInvalidValue;
   char* ws = static_cast<char*>(workspace);
@@ -475,6 +564,12 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   kp.items = reinterpret_cast<WorkItem*>(ws + L.items);
   kp.part_o = reinterpret_cast<float*>(ws + L.part_o);
   kp.part_ml = reinterpret_cast<float2*>(ws + L.part_ml);
+
+  if (kp.planned == kBounded) {
+    const cudaError_t e = launch_attention(kp, kp.n_split + kp.total_q_tiles, stream);
+    if (e != cudaSuccess || kp.n_split == 0) return e;
+    return launch_combine(kp, stream);
+  }
 
   count_kernel<<<kp.total_q_tiles, kThreads, 0, stream>>>(kp);
   cudaError_t e = cudaGetLastError();
