@@ -96,7 +96,7 @@ struct KParams {
   int32_t heavy_qt0, heavy_nqt;
   int32_t pieces, piece_tiles;
   int32_t n_split;
-  // Workspace (planned mode only).
+  // Workspace (counted and bounded plans; counts, header and items: counted plan only).
   int32_t* counts;   // [total_q_tiles] visited key tiles per query tile
   int32_t* header;   // [0] number of items, [1] number of split items (they come first), [2]
                      // the longest visit list left whole
@@ -153,8 +153,8 @@ struct Work {
   bool valid;
 };
 
-// The number of work items of a launch (direct mode: the query tiles; planned mode: the scheduled
-// items, known on the device only).
+// The number of work items of a launch (direct plan: the query tiles; bounded plan: the split
+// pieces, then the query tiles; counted plan: the scheduled items, known on the device only).
 __device__ __forceinline__ int32_t num_work(const KParams& kp) {
   if (kp.planned == kCounted) return kp.header[0];
   if (kp.planned == kBounded) return kp.n_split + kp.total_q_tiles;
@@ -193,9 +193,9 @@ __device__ __forceinline__ Work get_work(const KParams& kp, int32_t x) {
     return w;
   }
   if (kp.planned == kBounded) {
-    // Items [0, n_split) are the pieces of the split tiles (ranks [piece * piece_tiles, + piece_tiles)
-    // of the visit list; pieces past its end are empty); item n_split + t is query tile t whole,
-    // unless t is split.
+    // Items [0, n_split) are the pieces of the split tiles (piece k: ranks
+    // [k * piece_tiles, (k + 1) * piece_tiles) of the visit list; pieces past its end are empty);
+    // item n_split + t is query tile t whole, unless t is split.
     if (x < kp.n_split) {
       const SplitTile st = bounded_split_tile(kp, x / kp.pieces);
       w.q = decode_qtile(kp, st.qtile);

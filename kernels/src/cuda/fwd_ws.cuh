@@ -376,8 +376,8 @@ __global__ void __launch_bounds__(WsKernel<T, D>::kCTAThreads, 1)
   WsKernel<T, D>::run(kp);
 }
 
-// `grid`: the number of work items (direct mode) or its upper bound (planned mode); the
-// persistent CTAs take them in turn, one CTA per SM.
+// `grid`: the number of work items (direct and bounded plans) or its upper bound (counted
+// plan); the persistent CTAs take them in turn, one CTA per SM.
 template <typename T, int D>
 cudaError_t launch_ws(const KParams& kp, int32_t grid, cudaStream_t stream) {
   if (kp.block_m != kBlockMWs) return cudaErrorInvalidValue;
