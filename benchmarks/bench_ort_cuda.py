@@ -6,10 +6,15 @@ within 5% at L >= 16K), and how does the op compare with ONNX Runtime's own dens
 
 B=1, 16 heads, float16 (ONNX Runtime's I/O binding takes numpy element types; bfloat16 runs go
 through the direct entry in benchmarks/bench_cuda.py). ONNX Runtime runs on torch's current
-stream (provider option user_compute_stream). Two timings per path:
+stream (provider option user_compute_stream). Timings:
   * per call: CUDA events around each call, host overhead included. ONNX Runtime's Run
     synchronizes the stream before it returns, so its fixed cost per call (tens of microseconds)
     counts in full against every call. Median of --iters calls after warm-up.
+  * per call with a CUDA graph: the same, from a session with the CUDA EP's provider option
+    enable_cuda_graph=1 (its first Runs capture the op's kernels, the later ones replay them), which
+    leaves ONNX Runtime's per-Run bookkeeping and synchronization.
+  * ONNX Runtime's fixed cost per synchronized Run: host time of a Run at L = --run-cost-length,
+    for our op and for com.microsoft::MultiHeadAttention (the kernels take microseconds there).
   * streamed: --stream-calls calls back to back with no synchronization between them (ONNX
     Runtime's run option disable_synchronize_execution_providers), host wall time from an idle
     device to the end of a device-wide synchronization, divided by the number of calls; median of
@@ -70,6 +75,37 @@ def streamed_time(fn, calls: int, runs: int = 5) -> float:
     return statistics.median(per_call)
 
 
+def host_time_us(fn, iters: int = 50) -> float:
+    """Median host wall time of fn() in microseconds, the device idle before each call."""
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(iters):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e6)
+    torch.cuda.synchronize()
+    return statistics.median(times)
+
+
+def run_cost_row(d: int, length: int) -> dict:
+    """ONNX Runtime's fixed cost per synchronized Run: host time of a Run on a tiny input, for our
+    op and for ONNX Runtime's own MultiHeadAttention; the kernels themselves take a few
+    microseconds there."""
+    q, k, v = (torch.randn(1, HEADS, length, d, device="cuda", dtype=torch.float16)
+               for _ in range(3))
+    out = torch.empty_like(q)
+    sparse = bound(session(sparse_model(d, PATTERNS["sliding ±256"]), True),
+                   {"query": q, "key": k, "value": v}, out)
+    flat = [x.transpose(1, 2).reshape(1, length, HEADS * d).contiguous() for x in (q, k, v)]
+    feeds = dict(zip(("query", "key", "value"), flat, strict=True))
+    dense = bound(session(dense_model(d), False), feeds, torch.empty_like(flat[0]))
+    return {"pattern": "ONNX Runtime Run, host time", "L": length, "D": d,
+            "spattn_run_host_us": host_time_us(sparse),
+            "ort_mha_run_host_us": host_time_us(dense)}
+
+
 def _model(node, ins, out) -> bytes:
     m = helper.make_model(helper.make_graph([node], "g", ins, [out]),
                           opset_imports=[helper.make_opsetid("", 18),
@@ -106,6 +142,17 @@ def session(model: bytes, custom: bool) -> ort.InferenceSession:
     return ort.InferenceSession(model, opts, providers=providers)
 
 
+def graph_session(model: bytes, stream: torch.cuda.Stream) -> ort.InferenceSession:
+    """A session whose CUDA EP captures the model's kernels in a CUDA graph (provider option
+    enable_cuda_graph) on `stream` and replays it on every later Run."""
+    opts = ort.SessionOptions()
+    opts.register_custom_ops_library(library_path("ort"))
+    providers = [("CUDAExecutionProvider", {"enable_cuda_graph": "1",
+                                            "user_compute_stream": str(stream.cuda_stream)}),
+                 "CPUExecutionProvider"]
+    return ort.InferenceSession(model, opts, providers=providers)
+
+
 def bound(sess: ort.InferenceSession, inputs: dict, out: torch.Tensor, sync: bool = True):
     """Run with I/O binding on device tensors; sync=False: Run returns without synchronizing."""
     binding = sess.io_binding()
@@ -127,9 +174,14 @@ def main() -> None:
     ap.add_argument("--stream-calls", type=int, default=50,
                     help="calls per streamed run (see the module docstring)")
     ap.add_argument("--out", default=RESULTS, help="folder for ort_cuda.json and .png")
+    ap.add_argument("--run-cost-length", type=int, default=128,
+                    help="sequence length of the fixed-cost probe (see run_cost_row)")
     args = ap.parse_args()
     torch.manual_seed(0)
     rows = []
+    for d in args.dims:
+        rows.append(run_cost_row(d, args.run_cost_length))
+        print(json.dumps(rows[-1]), flush=True)
     for d in args.dims:
         for length in args.lengths:
             q, k, v = (torch.randn(1, HEADS, length, d, device="cuda", dtype=torch.float16)
@@ -156,12 +208,29 @@ def main() -> None:
                 same = bool(torch.equal(out, ref))
                 s_ort = streamed_time(bound(sess, feeds, out, sync=False), args.stream_calls)
                 same = same and bool(torch.equal(out, ref))
+                # CUDA graph: the first Runs capture, the later ones replay (same bound buffers).
+                gstream = torch.cuda.Stream()
+                gstream.wait_stream(torch.cuda.current_stream())
+                out.zero_()
+                try:
+                    with torch.cuda.stream(gstream):
+                        grun = bound(graph_session(sparse_model(d, attrs), gstream), feeds, out)
+                        grun()
+                        grun()
+                        t_graph = cuda_time(grun, 3, args.iters)
+                    torch.cuda.synchronize()
+                    graph_same, graph_error = bool(torch.equal(out, ref)), None
+                except Exception as exc:  # noqa: BLE001 - recorded in the results
+                    t_graph, graph_same, graph_error = float("nan"), False, str(exc)[:300]
                 row = {"pattern": name, "L": length, "D": d, "attributes": attrs,
                        "allowed_pairs": pairs, "direct_ms": t_direct, "ort_cuda_ms": t_ort,
                        "ort_over_direct": t_ort / t_direct,
                        "direct_streamed_ms": s_direct, "ort_cuda_streamed_ms": s_ort,
                        "ort_over_direct_streamed": s_ort / s_direct,
+                       "ort_cuda_graph_ms": t_graph, "ort_graph_over_direct": t_graph / t_direct,
                        "ort_output_equals_direct": same,
+                       "ort_graph_output_equals_direct": graph_same,
+                       "ort_cuda_graph_error": graph_error,
                        "ort_effective_tflops": 4 * d * pairs / (t_ort / 1e3) / 1e12}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
