@@ -30,9 +30,6 @@ namespace cuda {
 namespace {
 
 constexpr int kScheduleThreads = 1024;
-// The scheduler stages up to this many counts in shared memory (its three passes then read them
-// there instead of from global memory, one latency each).
-constexpr int32_t kScheduleSmemTiles = 40960;
 
 // Counts the key tiles each query tile visits.
 __global__ void __launch_bounds__(kThreads) count_kernel(const __grid_constant__ KParams kp) {
@@ -53,40 +50,26 @@ __global__ void __launch_bounds__(kThreads) count_kernel(const __grid_constant__
   if (threadIdx.x == 0) kp.counts[blockIdx.x] = total;
 }
 
-// Exclusive scan over the block of two counters at once; returns the totals.
-__device__ void block_scan2(int64_t a, int64_t b, int64_t* ea, int64_t* eb, int64_t* ta,
-                            int64_t* tb) {
-  __shared__ int64_t sa[kScheduleThreads / 32], sb[kScheduleThreads / 32];
+// Exclusive scan of one counter over the block; *total gets the sum.
+__device__ int64_t block_scan(int64_t v, int64_t* total) {
+  __shared__ int64_t warp_sums[kScheduleThreads / 32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  int64_t ia = a, ib = b;
+  int64_t incl = v;
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
-    const int64_t ya = __shfl_up_sync(0xffffffffu, ia, o);
-    const int64_t yb = __shfl_up_sync(0xffffffffu, ib, o);
-    if (lane >= o) {
-      ia += ya;
-      ib += yb;
-    }
+    const int64_t y = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += y;
   }
-  if (lane == 31) {
-    sa[warp] = ia;
-    sb[warp] = ib;
-  }
+  if (lane == 31) warp_sums[warp] = incl;
   __syncthreads();
-  int64_t oa = ia - a, ob = ib - b, xa = 0, xb = 0;
+  int64_t off = incl - v, sum = 0;
   for (int x = 0; x < kScheduleThreads / 32; ++x) {
-    if (x < warp) {
-      oa += sa[x];
-      ob += sb[x];
-    }
-    xa += sa[x];
-    xb += sb[x];
+    if (x < warp) off += warp_sums[x];
+    sum += warp_sums[x];
   }
   __syncthreads();
-  *ea = oa;
-  *eb = ob;
-  *ta = xa;
-  *tb = xb;
+  *total = sum;
+  return off;
 }
 
 __device__ __forceinline__ int32_t splits_of(int32_t count, int64_t per) {
@@ -95,39 +78,29 @@ __device__ __forceinline__ int32_t splits_of(int32_t count, int64_t per) {
 
 // One CTA: splits the query tiles whose visit lists are longer than total / split_target and
 // writes their pieces as the first work items; the whole query tiles follow implicitly (see
-// get_work), so only the few split items are written. `staged`: the counts fit in
-// kScheduleSmemTiles and are read once, coalesced, into shared memory.
+// get_work), so only the few split items are written.
 __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(
-    const __grid_constant__ KParams kp, int32_t staged) {
-  extern __shared__ int32_t staged_counts[];
+    const __grid_constant__ KParams kp) {
   const int32_t n = kp.total_q_tiles;
-  const int32_t* counts = kp.counts;
-  if (staged) {
-#pragma unroll 8
-    for (int32_t x = int32_t(threadIdx.x); x < n; x += kScheduleThreads)
-      staged_counts[x] = kp.counts[x];
-    __syncthreads();
-    counts = staged_counts;
-  }
   const int32_t per_thread = (n + kScheduleThreads - 1) / kScheduleThreads;
   const int32_t beg = min(int32_t(threadIdx.x) * per_thread, n);
   const int32_t end = min(beg + per_thread, n);
   int64_t work = 0;
-  for (int32_t x = beg; x < end; ++x) work += counts[x];
-  int64_t e0, e1, total_work, unused;
-  block_scan2(work, 0, &e0, &e1, &total_work, &unused);
+  for (int32_t x = beg; x < end; ++x) work += kp.counts[x];
+  int64_t total_work = 0;
+  block_scan(work, &total_work);
   int64_t per = (total_work + kp.split_target - 1) / kp.split_target;
   if (per < kMinTilesPerSplit) per = kMinTilesPerSplit;
 
   int64_t heavy = 0;
   for (int32_t x = beg; x < end; ++x) {
-    const int32_t s = splits_of(counts[x], per);
+    const int32_t s = splits_of(kp.counts[x], per);
     if (s > 1) heavy += s;
   }
-  int64_t heavy_off, unused2, heavy_total, unused3;
-  block_scan2(heavy, 0, &heavy_off, &unused2, &heavy_total, &unused3);
+  int64_t heavy_total = 0;
+  int64_t heavy_off = block_scan(heavy, &heavy_total);
   for (int32_t x = beg; x < end; ++x) {
-    const int32_t s = splits_of(counts[x], per);
+    const int32_t s = splits_of(kp.counts[x], per);
     if (s > 1)
       for (int32_t k = 0; k < s; ++k) kp.items[heavy_off++] = WorkItem{x, k, s, 0};
   }
@@ -574,12 +547,7 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   count_kernel<<<kp.total_q_tiles, kThreads, 0, stream>>>(kp);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  const int32_t staged = kp.total_q_tiles <= kScheduleSmemTiles ? 1 : 0;
-  const size_t sched_smem = staged ? sizeof(int32_t) * size_t(kp.total_q_tiles) : 0;
-  e = cudaFuncSetAttribute(schedule_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           int(sizeof(int32_t) * kScheduleSmemTiles));
-  if (e != cudaSuccess) return e;
-  schedule_kernel<<<1, kScheduleThreads, sched_smem, stream>>>(kp, staged);
+  schedule_kernel<<<1, kScheduleThreads, 0, stream>>>(kp);
   e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   e = launch_attention(kp, kp.total_q_tiles + kp.max_split_items, stream);
