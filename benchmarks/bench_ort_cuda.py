@@ -132,25 +132,21 @@ def dense_model(d: int) -> bytes:
     return _model(node, ins, helper.make_tensor_value_info("output", t, [1, "L", HEADS * d]))
 
 
-def session(model: bytes, custom: bool) -> ort.InferenceSession:
+def session(model: bytes, custom: bool,
+            graph_stream: torch.cuda.Stream | None = None) -> ort.InferenceSession:
+    """A CUDA EP session on torch's current stream; with graph_stream, one whose CUDA EP captures
+    the model's kernels in a CUDA graph (provider option enable_cuda_graph) on that stream and
+    replays it on every later Run."""
     opts = ort.SessionOptions()
     if custom:
         opts.register_custom_ops_library(library_path("ort"))
-    stream = torch.cuda.current_stream().cuda_stream
-    providers = [("CUDAExecutionProvider", {"user_compute_stream": str(stream)}),
-                 "CPUExecutionProvider"]
-    return ort.InferenceSession(model, opts, providers=providers)
-
-
-def graph_session(model: bytes, stream: torch.cuda.Stream) -> ort.InferenceSession:
-    """A session whose CUDA EP captures the model's kernels in a CUDA graph (provider option
-    enable_cuda_graph) on `stream` and replays it on every later Run."""
-    opts = ort.SessionOptions()
-    opts.register_custom_ops_library(library_path("ort"))
-    providers = [("CUDAExecutionProvider", {"enable_cuda_graph": "1",
-                                            "user_compute_stream": str(stream.cuda_stream)}),
-                 "CPUExecutionProvider"]
-    return ort.InferenceSession(model, opts, providers=providers)
+    stream = graph_stream or torch.cuda.current_stream()
+    cuda_opts = {"user_compute_stream": str(stream.cuda_stream)}
+    if graph_stream is not None:
+        cuda_opts["enable_cuda_graph"] = "1"
+    return ort.InferenceSession(model, opts,
+                                providers=[("CUDAExecutionProvider", cuda_opts),
+                                           "CPUExecutionProvider"])
 
 
 def bound(sess: ort.InferenceSession, inputs: dict, out: torch.Tensor, sync: bool = True):
@@ -214,7 +210,7 @@ def main() -> None:
                 out.zero_()
                 try:
                     with torch.cuda.stream(gstream):
-                        grun = bound(graph_session(sparse_model(d, attrs), gstream), feeds, out)
+                        grun = bound(session(sparse_model(d, attrs), True, gstream), feeds, out)
                         grun()
                         grun()
                         t_graph = cuda_time(grun, 3, args.iters)
