@@ -98,15 +98,17 @@ __device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r):
         : SPATTN_ACC32                                                                          \
         : "r"(a_lo), "r"(a_hi), "r"(b_lo), "r"(b_hi), "r"(accumulate));                         \
   }                                                                                             \
-  /* d[32] += A(registers) B(smem, N-major): m64n64k16. */                                      \
+  /* d[32] (+)= A(registers) B(smem): m64n64k16; B is N-major (TB = 1) or K-major (TB = 0). */ \
+  template <int TB>                                                                             \
   __device__ __forceinline__ void wgmma_rs_n64(TYPE, float* d, const uint32_t* a, uint32_t b_lo, \
-                                               uint32_t b_hi) {                                 \
+                                               uint32_t b_hi, int accumulate) {                 \
     asm volatile("{\n.reg .pred p;\n.reg .b64 db;\nmov.b64 db, {%36, %37};\n"                \
                  "setp.ne.b32 p, %38, 0;\n"                                                     \
                  "wgmma.mma_async.sync.aligned.m64n64k16.f32" SUFFIX " " SPATTN_REGS32         \
-                 ", {%32, %33, %34, %35}, db, p, 1, 1, 1;\n}\n"                                \
+                 ", {%32, %33, %34, %35}, db, p, 1, 1, %39;\n}\n"                              \
                  : SPATTN_ACC32                                                                 \
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "r"(b_hi), "n"(1));   \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "r"(b_hi),            \
+                   "r"(accumulate), "n"(TB));                                                   \
   }                                                                                             \
   /* d[64] += A(registers) B(smem, N-major): m64n128k16. */                                     \
   __device__ __forceinline__ void wgmma_rs_n128(TYPE, float* d, const uint32_t* a,             \
@@ -129,8 +131,9 @@ __device__ __forceinline__ void wgmma_ss_n64(TYPE, float*, uint32_t, uint32_t, u
                                              int) {
   __trap();
 }
-template <typename TYPE>
-__device__ __forceinline__ void wgmma_rs_n64(TYPE, float*, const uint32_t*, uint32_t, uint32_t) {
+template <int TB, typename TYPE>
+__device__ __forceinline__ void wgmma_rs_n64(TYPE, float*, const uint32_t*, uint32_t, uint32_t,
+                                             int) {
   __trap();
 }
 template <typename TYPE>
@@ -211,6 +214,32 @@ struct WgmmaKernel {
     wgmma_commit();
   }
 
+  // Q of this warp's rows [wrow, wrow + 16) of a 64-row tile as the register A fragments of the
+  // D / 16 steps of S = Q K^T (ldmatrix from the swizzled tile: lanes 0-15 address rows
+  // wrow + 0..15 of the step's first 8 columns, lanes 16-31 those of its last 8).
+  __device__ static void load_q_frags(uint32_t (&qa)[D / 16][4], const T* sQ, int wrow) {
+    const int lane = threadIdx.x & 31;
+    const int r = wrow + (lane & 15);
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) ldsm_x4(qa[kk], sQ + off<kRows>(r, 2 * kk + (lane >> 4)));
+  }
+
+  // S = Q K^T with Q in registers (load_q_frags): the tensor cores read only K from shared
+  // memory, half the shared-memory traffic of issue_qk. The warp-specialized kernel uses it
+  // (its consumers have the registers); the one-warpgroup kernel keeps issue_qk, since 32 more
+  // registers per thread cost it a CTA per SM.
+  __device__ static void issue_qk_rs(float* sd, const uint32_t (&qa)[D / 16][4], const T* k_s) {
+    const uint32_t dk = desc_lo(k_s, 16);
+    constexpr uint32_t hi = desc_hi(kAtomBytes);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const uint32_t ek = ((kk >> 2) * (kBlockN * kPanelElems) + (kk & 3) * 16) * sizeof(T) / 16;
+      wgmma_rs_n64<0>(T(), sd, qa[kk], dk + ek, hi, kk > 0);
+    }
+    wgmma_commit();
+  }
+
   // O += P V: 4 steps of 16 keys, each two 8-row swizzle atoms of V.
   __device__ static void issue_pv(float* od, const uint32_t (&pa)[4][4], const T* v_s) {
     const uint32_t dv0 = desc_lo(v_s, kKVPanelBytes);
@@ -220,7 +249,7 @@ struct WgmmaKernel {
     for (int kk = 0; kk < 4; ++kk) {
       const uint32_t dv = dv0 + uint32_t(kk * 16 * kPanelElems * sizeof(T) / 16);
       if constexpr (D == 64)
-        wgmma_rs_n64(T(), od, pa[kk], dv, hi);
+        wgmma_rs_n64<1>(T(), od, pa[kk], dv, hi, 1);
       else
         wgmma_rs_n128(T(), od, pa[kk], dv, hi);
     }

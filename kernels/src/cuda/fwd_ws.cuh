@@ -8,8 +8,9 @@
 //    layout, rows past the end filled with zeros); each stage carries its key tile's index and,
 //    for each 64-row half, whether that half sees the tile at all, partly or fully;
 //  * two consumers (warpgroups 1 and 2) own 64 rows each and run the software pipeline of the
-//    one-warpgroup kernel on the stages (S = Q K^T with wgmma from shared memory, P in registers
-//    for O += P V), skipping the tiles their half does not see.
+//    one-warpgroup kernel on the stages (S = Q K^T with Q in registers, read once per work item,
+//    and K read by wgmma from shared memory; P in registers for O += P V), skipping the tiles
+//    their half does not see.
 // Stages are handed over with mbarriers (full: the copies' bytes landed; empty: both consumers
 // are done with it), so no CTA-wide barrier runs in the main loop; the producer is already
 // loading the next work item while the consumers finish the current one. Both consumers share
@@ -268,6 +269,8 @@ struct WsKernel {
       const uint32_t qb = k & 1u;
       T* sQ = sm.q + (qb * 2 + half) * kQElems;  // this half's Q, then its output staging
       mbar_wait(sm.q_full + qb, (k >> 1) & 1u);
+      uint32_t qa[D / 16][4];  // this warp's Q rows, the A operand of every S = Q K^T
+      Base::load_q_frags(qa, sQ, warp * 16);
       while (true) {
         if (prev >= 0 && n - prev_n >= uint32_t(kStages)) {
           // Skipped tiles have brought the ring round to the stage still held for its P V
@@ -289,7 +292,7 @@ struct WsKernel {
           mbar_arrive(sm.empty + st);  // nothing of this tile for these rows
         } else {
           Base::template fence_regs<32>(sd);
-          Base::issue_qk(sd, sQ, sm.k + st * kKVElems);
+          Base::issue_qk_rs(sd, qa, sm.k + st * kKVElems);
           if (prev >= 0) {
             Base::template fence_regs<D / 2>(od);
             Base::issue_pv(od, pa, sm.v + prev * kKVElems);
