@@ -44,20 +44,31 @@ enum KernelKind : int32_t {
 // Query rows per tile of the warp-specialized kernel: two consumer warpgroups of 64 rows.
 constexpr int kBlockMWs = 128;
 
-// Barriers over the threads that run a piece of code together: the whole CTA, or one warpgroup
-// (kThreads threads) with its own hardware barrier ID (1..15; 0 is __syncthreads).
+// Barriers over the threads that run a piece of code together (kCount of them, numbered by
+// tid()): the whole CTA, one warpgroup, or the list builders of the warp-specialized kernel, each
+// with its own hardware barrier ID (1..15; 0 is __syncthreads).
 struct CtaSync {
+  static constexpr int kCount = kThreads;
   __device__ static void sync() { __syncthreads(); }
   __device__ static int tid() { return int(threadIdx.x); }
 };
 // The warpgroup of the calling thread (threads [128 g, 128 g + 128)), with barrier ID g + 1: the
 // same code serves every warpgroup of a warp-specialized CTA.
 struct WarpgroupSync {
+  static constexpr int kCount = kThreads;
   __device__ static void sync() {
     asm volatile("bar.sync %0, %1;\n" ::"r"(int(threadIdx.x) / kThreads + 1), "n"(kThreads)
                  : "memory");
   }
   __device__ static int tid() { return int(threadIdx.x) % kThreads; }
+};
+// Warps 1..3 of the first warpgroup (the warp-specialized kernel's list builders), barrier ID 4.
+struct BuilderSync {
+  static constexpr int kCount = kThreads - 32;
+  __device__ static void sync() {
+    asm volatile("bar.sync 4, %0;\n" ::"n"(kCount) : "memory");
+  }
+  __device__ static int tid() { return int(threadIdx.x) - 32; }
 };
 
 // How the work of a launch is laid out (launch.cu picks one from sizes and attributes):
@@ -359,13 +370,13 @@ struct VisitIter {
     const int32_t wend = min(w0 + kWindow, nu);
     Sync::sync();  // the previous window's list is no longer read
     if (blocks && !all) {
-      for (int x = tid; x < kWindow; x += kThreads) sm.flags[x] = 0;
+      for (int x = tid; x < kWindow; x += Sync::kCount) sm.flags[x] = 0;
       Sync::sync();
       const int32_t bs = pat.a.block_size;
       const int32_t qb0 = w.q.i0 / bs, qb1 = (w.q.i1 - 1) / bs;
       const int32_t per_qb = pat.a.num_random + (pat.block_indices ? pat.bi_k : 0);
       const int64_t total = int64_t(qb1 - qb0 + 1) * per_qb;
-      for (int64_t x = tid; x < total; x += kThreads) {
+      for (int64_t x = tid; x < total; x += Sync::kCount) {
         const int32_t qb = qb0 + int32_t(x / per_qb);
         const int32_t r = int32_t(x % per_qb);
         int32_t kb;
@@ -384,13 +395,13 @@ struct VisitIter {
       }
       Sync::sync();
     }
-    // Pass 1: classify, candidate u by thread u % kThreads, so that a run of expensive
+    // Pass 1: classify, candidate u by thread u % Sync::kCount, so that a run of expensive
     // candidates (a band, with random blocks to test) is spread over the threads. The result
     // replaces the candidate's byte in sm.flags (each byte has one owner): 0 dropped, else
     // kKept | the full flag (bit 0) or, with kHalves, the two halves' classes (bits 0-3).
     constexpr uint32_t kKept = 0x80u;
 #pragma unroll 1
-    for (int32_t u = w0 + tid; u < wend; u += kThreads) {
+    for (int32_t u = w0 + tid; u < wend; u += Sync::kCount) {
       const int32_t t = tile_of(u);
       bool cand = all || (t >= band_lo && t <= band_hi) || t < glob_hi;
       if (!cand && blocks) cand = sm.flags[t - w0] != 0;
@@ -427,7 +438,7 @@ struct VisitIter {
     }
     Sync::sync();
     // Pass 2: contiguous runs of the results (the list stays in key order) over all threads.
-    const int32_t per = (wend - w0 + kThreads - 1) / kThreads;
+    const int32_t per = (wend - w0 + Sync::kCount - 1) / Sync::kCount;
     const int32_t base = w0 + tid * per;
     const int32_t stop = min(base + per, wend);
     int32_t cnt = 0;
@@ -446,7 +457,7 @@ struct VisitIter {
     int32_t off = incl - cnt;
     int32_t tot = 0;
 #pragma unroll
-    for (int x = 0; x < kThreads / 32; ++x) {
+    for (int x = 0; x < Sync::kCount / 32; ++x) {
       const int32_t s = sm.warp_sums[x];
       if (x < warp) off += s;
       tot += s;

@@ -2,11 +2,12 @@
 // persistent, built from the products of fwd_wgmma.cuh and the per-tile steps of TileOps.
 //
 // A CTA runs three warpgroups and stays on its SM for a strided range of work items:
-//  * the producer (warpgroup 0) walks the visit list of a 128-row query tile; one of its threads
-//    streams the Q tile and the K/V tiles into a ring of kStages shared-memory stages with bulk
-//    tensor copies (TMA: one instruction per 64 x 64 box, written in the tensor cores' swizzled
-//    layout, rows past the end filled with zeros); each stage carries its key tile's index and,
-//    for each 64-row half, whether that half sees the tile at all, partly or fully;
+//  * the producer (warpgroup 0): its warps 1..3 build the visit lists of the 128-row query tiles
+//    ahead, window by window, into a ring of list buffers; its thread 0 reads them and streams
+//    the Q tile and the K/V tiles into a ring of kStages shared-memory stages with bulk tensor
+//    copies (TMA: one instruction per 64 x 64 box, written in the tensor cores' swizzled layout,
+//    rows past the end filled with zeros); each stage carries its key tile's index and, for each
+//    64-row half, whether that half sees the tile at all, partly or fully;
 //  * two consumers (warpgroups 1 and 2) own 64 rows each and run the software pipeline of the
 //    one-warpgroup kernel on the stages (S = Q K^T with Q in registers, read once per work item,
 //    and K read by wgmma from shared memory; P in registers for O += P V), skipping the tiles
@@ -105,7 +106,7 @@ struct WsKernel {
   static constexpr int kKVElems = kBlockN * D;
   // Registers per thread after setmaxnreg (multiples of 8): the CTA starts with 168 per thread
   // (65536 / 384, rounded down to 8); the producer gives back what the consumers take. The
-  // producer keeps enough for the visit-list walk.
+  // producer keeps enough for the visit-list build.
   static constexpr int kEntryRegs = 168;
   static constexpr int kProducerRegs = 104;
   static constexpr int kConsumerRegs = (3 * kEntryRegs - kProducerRegs) / 2;  // 200
@@ -119,10 +120,11 @@ struct WsKernel {
     int32_t tile;
     uint32_t tag;
   };
+  static constexpr int kLists = 2;  // visit-list window buffers (build_lists)
 
   // Shared memory after the 1024-byte alignment: two Q buffers of two halves each (the next work
   // item's Q loads while the current one runs; a half's buffer then stages its output tile), the
-  // K and V rings, the token mask (128 rows), then the producer's visit list, the stage tags and
+  // K and V rings, the token mask (128 rows), then the producer's visit lists, the stage tags and
   // the barriers. Every tile is a multiple of 8 KB (swizzle atoms stay aligned).
   static constexpr size_t kQBytes = size_t(4) * kQElems * sizeof(T);
   static constexpr size_t kKVBytes = size_t(kStages) * kKVElems * sizeof(T);
@@ -131,10 +133,12 @@ struct WsKernel {
   static constexpr size_t kOffV = kOffK + kKVBytes;
   static constexpr size_t kOffMask = kOffV + kKVBytes;
   static constexpr size_t kOffVisit = kOffMask + kMaskBytes;
-  static constexpr size_t kOffStage = (kOffVisit + sizeof(VisitSmem) + 15) / 16 * 16;
-  static constexpr size_t kOffBar = kOffStage + kStages * sizeof(Stage);
-  // Barriers: full[kStages], empty[kStages], q_full[2], q_empty[2].
-  static constexpr size_t kSmem = Base::kAlign + kOffBar + (2 * kStages + 4) * sizeof(uint64_t);
+  static constexpr size_t kOffStage = (kOffVisit + kLists * sizeof(VisitSmem) + 15) / 16 * 16;
+  static constexpr size_t kOffBar = (kOffStage + kStages * sizeof(Stage) + 7) / 8 * 8;
+  // Barriers: full[kStages], empty[kStages], q_full[2], q_empty[2], list_full[kLists],
+  // list_empty[kLists].
+  static constexpr int kBars = 2 * kStages + 4 + 2 * kLists;
+  static constexpr size_t kSmem = Base::kAlign + kOffBar + kBars * sizeof(uint64_t);
   static_assert(kSmem <= 227 * 1024, "shared memory of one CTA");
 
   struct Smem {
@@ -142,12 +146,14 @@ struct WsKernel {
     T* k;  // [kStages][kKVElems]
     T* v;
     uint8_t* mask;
-    VisitSmem* visit;
+    VisitSmem* visit;  // [kLists]
     Stage* stage;
     uint64_t* full;
     uint64_t* empty;
     uint64_t* q_full;
     uint64_t* q_empty;
+    uint64_t* list_full;
+    uint64_t* list_empty;
   };
 
   __device__ static Smem carve() {
@@ -166,6 +172,8 @@ struct WsKernel {
     s.empty = s.full + kStages;
     s.q_full = s.empty + kStages;
     s.q_empty = s.q_full + 2;
+    s.list_full = s.q_empty + 2;
+    s.list_empty = s.list_full + kLists;
     return s;
   }
 
@@ -177,62 +185,109 @@ struct WsKernel {
     for (int c = 0; c < D / 64; ++c) tma_load_4d(dst + c * 64 * 64, map, bar, c * 64, r0, h, b);
   }
 
-  // The producer warpgroup (threads 0..127) walks the visit list together; its thread 0 alone
-  // waits for free stages and issues the copies. A stage's full barrier takes one arrival (thread
-  // 0's, after it wrote the stage's tag) plus the bytes of the copies.
-  __device__ static void produce(const KParams& kp, const Smem& sm) {
-    using Sync = WarpgroupSync;
-    const Params& p = kp.p;
-    const bool leader = Sync::tid() == 0;
+  // The walk of a work item reads another window of its visit list while candidates are left
+  // and the item's rank range [r0, r1) is not covered yet (`kept`: entries of its windows so
+  // far). The builders and the streamer apply this one rule, so they agree on the windows.
+  __device__ static bool more_windows(const VisitIter& it, const Work& w, int64_t kept) {
+    return it.w0 < it.nu && kept < w.r1;
+  }
+
+  // Warps 1..3 of the producer warpgroup build the visit lists ahead, window by window, into the
+  // ring of kLists list buffers: the build (classification, scans and barriers, issued between
+  // the consumers' math) runs while thread 0 streams the stages of the items before.
+  __device__ static void build_lists(const KParams& kp, const Smem& sm) {
     const int32_t items = num_work(kp);
-    constexpr uint32_t kStageBytes = 2 * kKVElems * sizeof(T);
-    constexpr uint32_t kQTileBytes = 2 * kQElems * sizeof(T);
-    uint32_t n = 0;  // stage fills so far
-    uint32_t k = 0;  // work items run so far
+    uint32_t wc = 0;  // windows built so far
     for (int32_t x = int32_t(blockIdx.x); x < items; x += int32_t(gridDim.x)) {
       const Work w = get_work(kp, x);
       if (!w.valid) continue;  // a split tile's whole-tile slot (get_work)
-      const int32_t hk = w.q.h / (p.heads_q / p.heads_kv);
-      if (leader) {
-        // Q of this item into buffer k % 2, once both consumers wrote out item k - 2 from it.
-        const uint32_t qb = k & 1u;
-        mbar_wait(sm.q_empty + qb, ((k >> 1) & 1u) ^ 1u);
-        T* q_s = sm.q + qb * 2 * kQElems;
-        mbar_arrive_expect_tx(sm.q_full + qb, kQTileBytes);
-        load_box_rows(q_s, &kp.tma_q, sm.q_full + qb, w.q.i0, w.q.h, w.q.b);
-        load_box_rows(q_s + kQElems, &kp.tma_q, sm.q_full + qb, w.q.i0 + kHalfRows, w.q.h, w.q.b);
-      }
-
-      // One tile of look-ahead: a stage is filled once the walk knows whether it is the last.
       VisitIter it;
       it.init(kp, w);
-      int32_t cur = -1, nxt = -1;
-      uint32_t cur_tag = 0, nxt_tag = 0;
-      bool have_cur = false;
-      while (true) {
-        const bool have_next =
-            it.template next_tagged<Sync, true>(kp, w, *sm.visit, &nxt, &nxt_tag);
-        if (have_cur || !have_next) {
-          if (leader) {
-            const uint32_t s = n % kStages;
-            mbar_wait(sm.empty + s, ((n / kStages) & 1u) ^ 1u);
-            const uint32_t last = have_next ? 0u : kLast;
-            sm.stage[s] = Stage{cur, have_cur ? cur_tag | last : kNone | kLast};
-            if (have_cur) {
-              mbar_arrive_expect_tx(sm.full + s, kStageBytes);
-              load_box_rows(sm.k + s * kKVElems, &kp.tma_k, sm.full + s, cur * kBlockN, hk, w.q.b);
-              load_box_rows(sm.v + s * kKVElems, &kp.tma_v, sm.full + s, cur * kBlockN, hk, w.q.b);
-            } else {
-              mbar_arrive(sm.full + s);  // an empty visit list: one stage that says so
-            }
-          }
-          ++n;
-        }
-        if (!have_next) break;
-        cur = nxt;
-        cur_tag = nxt_tag;
-        have_cur = true;
+      int64_t kept = 0;
+      while (more_windows(it, w, kept)) {
+        const uint32_t b = wc % kLists;
+        mbar_wait(sm.list_empty + b, ((wc / kLists) & 1u) ^ 1u);
+        it.template build<BuilderSync, true>(kp, w, sm.visit[b]);
+        if (BuilderSync::tid() == 0) sm.visit[b].total = it.n;
+        mbar_arrive(sm.list_full + b);  // every builder: its entries of the list are written
+        kept += it.n;
+        ++wc;
       }
+    }
+  }
+
+  // Fill number n of the ring: the stage's tag, then its K and V copies (or, for an item without
+  // key tiles, the arrival alone).
+  __device__ static void fill_stage(const KParams& kp, const Smem& sm, uint32_t n, int32_t tile,
+                                    uint32_t tag, int32_t hk, int32_t b) {
+    constexpr uint32_t kStageBytes = 2 * kKVElems * sizeof(T);
+    const uint32_t s = n % kStages;
+    mbar_wait(sm.empty + s, ((n / kStages) & 1u) ^ 1u);
+    sm.stage[s] = Stage{tile, tag};
+    if (tag & kNone) {
+      mbar_arrive(sm.full + s);
+      return;
+    }
+    mbar_arrive_expect_tx(sm.full + s, kStageBytes);
+    load_box_rows(sm.k + s * kKVElems, &kp.tma_k, sm.full + s, tile * kBlockN, hk, b);
+    load_box_rows(sm.v + s * kKVElems, &kp.tma_v, sm.full + s, tile * kBlockN, hk, b);
+  }
+
+  // Thread 0 of the producer warpgroup: for each work item, the Q tile, then one stage per key
+  // tile of the built lists (one tile of look-ahead: a stage is filled once the walk knows
+  // whether it is the item's last). A stage's full barrier takes one arrival (after the tag is
+  // written) plus the bytes of the copies.
+  __device__ static void stream(const KParams& kp, const Smem& sm) {
+    const Params& p = kp.p;
+    const int32_t items = num_work(kp);
+    constexpr uint32_t kQTileBytes = 2 * kQElems * sizeof(T);
+    uint32_t n = 0;   // stage fills so far
+    uint32_t k = 0;   // work items run so far
+    uint32_t wc = 0;  // list windows read so far
+    for (int32_t x = int32_t(blockIdx.x); x < items; x += int32_t(gridDim.x)) {
+      const Work w = get_work(kp, x);
+      if (!w.valid) continue;
+      const int32_t hk = w.q.h / (p.heads_q / p.heads_kv);
+      // Q of this item into buffer k % 2, once both consumers wrote out item k - 2 from it.
+      const uint32_t qb = k & 1u;
+      mbar_wait(sm.q_empty + qb, ((k >> 1) & 1u) ^ 1u);
+      T* q_s = sm.q + qb * 2 * kQElems;
+      mbar_arrive_expect_tx(sm.q_full + qb, kQTileBytes);
+      load_box_rows(q_s, &kp.tma_q, sm.q_full + qb, w.q.i0, w.q.h, w.q.b);
+      load_box_rows(q_s + kQElems, &kp.tma_q, sm.q_full + qb, w.q.i0 + kHalfRows, w.q.h, w.q.b);
+
+      VisitIter it;
+      it.init(kp, w);
+      int64_t kept = 0, rank = 0;
+      int32_t cur = -1;
+      uint32_t cur_tag = 0;
+      bool have_cur = false;
+      while (more_windows(it, w, kept)) {
+        const uint32_t b = wc % kLists;
+        mbar_wait(sm.list_full + b, (wc / kLists) & 1u);
+        const VisitSmem& vs = sm.visit[b];
+        const int32_t cnt = vs.total;
+        const int32_t wbase = it.w0;
+        it.w0 = min(it.w0 + kWindow, it.nu);
+        int32_t e = 0;
+        if (rank < w.r0) {  // skip the entries below this item's rank range
+          const int32_t skip = int32_t(min(int64_t(cnt), w.r0 - rank));
+          e = skip;
+          rank += skip;
+        }
+        for (; e < cnt && rank < w.r1; ++e, ++rank) {
+          const uint32_t v = vs.list[e];
+          if (have_cur) fill_stage(kp, sm, n++, cur, cur_tag, hk, w.q.b);
+          cur = it.tile_of(wbase + int32_t(v & 0x7ffu));
+          cur_tag = (v >> 11) & 15u;
+          have_cur = true;
+        }
+        mbar_arrive(sm.list_empty + b);  // the window is read
+        kept += cnt;
+        ++wc;
+      }
+      // The item's last stage; an empty visit list gets one stage that says so.
+      fill_stage(kp, sm, n++, cur, have_cur ? cur_tag | kLast : kNone | kLast, hk, w.q.b);
       ++k;
     }
   }
@@ -354,6 +409,10 @@ struct WsKernel {
         mbar_init(sm.q_full + b, 1);
         mbar_init(sm.q_empty + b, 2 * kThreads);
       }
+      for (int b = 0; b < kLists; ++b) {
+        mbar_init(sm.list_full + b, BuilderSync::kCount);
+        mbar_init(sm.list_empty + b, 1);
+      }
       // The initialized barriers become visible to the copy engine (async proxy).
       asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
@@ -361,7 +420,10 @@ struct WsKernel {
     const int group = threadIdx.x / kThreads;
     if (group == 0) {
       regs_dealloc<kProducerRegs>();
-      produce(kp, sm);
+      if (threadIdx.x >= 32)
+        build_lists(kp, sm);
+      else if (threadIdx.x == 0)
+        stream(kp, sm);
     } else {
       regs_alloc<kConsumerRegs>();
       consume(kp, sm, group - 1);

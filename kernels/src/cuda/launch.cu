@@ -228,12 +228,13 @@ bool narrow_rows(const Params& p) {
 
 // The kernel of the 16-bit types. On a compute capability 9.0 device, when the library holds the
 // sm_90a image, a Hopper kernel: the warp-specialized one (two 64-row consumers share each K/V
-// load, the producer streams the next work item meanwhile) for long rows, where it is 1.2x-1.4x
-// faster, and for plain short bands at head dim 128 (1.1x); the one-warpgroup kernel for the
-// other short rows (narrow_rows): at head dim 64, and with global tokens or random/listed blocks,
-// where two independent CTAs per SM hide each other's per-tile start and finish better, the
-// split-KV pieces of global rows are short, and the two 64-row halves of a 128-row tile would
-// visit different key tiles. Elsewhere the portable mma.sync kernel.
+// load, the producer builds the next visit lists and streams the next work item meanwhile) for
+// long rows, where it is 1.2x-1.4x faster, for plain short bands and, at head dim 128, for
+// short bands with global tokens; the one-warpgroup kernel for the other short rows
+// (narrow_rows): with random/listed blocks, and global tokens at head dim 64, where two
+// independent CTAs per SM hide each other's per-tile start and finish better and the two 64-row
+// halves of a 128-row tile would visit different key tiles. Elsewhere the portable mma.sync
+// kernel.
 // SPATTN_CUDA_KERNEL=ws|wgmma|mma forces one (to compare them, or to rule one out); float32 has
 // its own kernel.
 KernelKind kernel_for(const Params& p) {
@@ -249,9 +250,9 @@ KernelKind kernel_for(const Params& p) {
   if (major != 9 || minor != 0) return kKernelMma;
   if (env && std::strcmp(env, "wgmma") == 0) return kKernelWgmma;
   if (env && std::strcmp(env, "ws") == 0) return kKernelWs;
-  const bool band_only =
-      p.pattern.num_global == 0 && p.pattern.num_random == 0 && p.block_indices == nullptr;
-  return narrow_rows(p) && (p.head_dim != 128 || !band_only) ? kKernelWgmma : kKernelWs;
+  const bool blocks = p.pattern.num_random > 0 || p.block_indices != nullptr;
+  const bool global = p.pattern.num_global > 0;
+  return narrow_rows(p) && (blocks || (global && p.head_dim != 128)) ? kKernelWgmma : kKernelWs;
 #else
   (void)p;
   return kKernelMma;
