@@ -103,7 +103,8 @@ struct KParams {
   float scale_log2;         // scale * log2(e): the kernels use exp2
   // Bounded plan (planned == kBounded): query tiles [heavy_qt0, heavy_qt0 + heavy_nqt) of every
   // (batch, head) hold global query rows; each is split into `pieces` pieces of `piece_tiles`
-  // ranks of its visit list, items [0, n_split) in (b, h, tile, piece) order.
+  // ranks of its visit list: slots [0, n_split) of the partial results in (b, h, tile, piece)
+  // order (get_work: the order of the work items).
   int32_t heavy_qt0, heavy_nqt;
   int32_t pieces, piece_tiles;
   int32_t n_split;
@@ -165,7 +166,7 @@ struct Work {
 };
 
 // The number of work items of a launch (direct plan: the query tiles; bounded plan: the split
-// pieces, then the query tiles; counted plan: the scheduled items, known on the device only).
+// pieces and the query tiles; counted plan: the scheduled items, known on the device only).
 __device__ __forceinline__ int32_t num_work(const KParams& kp) {
   if (kp.planned == kCounted) return kp.header[0];
   if (kp.planned == kBounded) return kp.n_split + kp.total_q_tiles;
@@ -177,7 +178,7 @@ __device__ __forceinline__ bool is_heavy_qt(const KParams& kp, int32_t qt) {
   return unsigned(qt - kp.heavy_qt0) < unsigned(kp.heavy_nqt);
 }
 
-// The split query tile whose pieces are work items x .. x + splits - 1 (x: its first piece).
+// The split query tile whose pieces are partial-result slots x .. x + splits - 1 (x: its first).
 struct SplitTile {
   int32_t qtile;
   int32_t splits;
@@ -204,19 +205,35 @@ __device__ __forceinline__ Work get_work(const KParams& kp, int32_t x) {
     return w;
   }
   if (kp.planned == kBounded) {
-    // Items [0, n_split) are the pieces of the split tiles (piece k: ranks
-    // [k * piece_tiles, (k + 1) * piece_tiles) of the visit list; pieces past its end are empty);
-    // item n_split + t is query tile t whole, unless t is split.
-    if (x < kp.n_split) {
-      const SplitTile st = bounded_split_tile(kp, x / kp.pieces);
+    // The pieces of the split tiles (piece k: ranks [k * piece_tiles, (k + 1) * piece_tiles) of
+    // the visit list; pieces past its end are empty) and the query tiles whole, unless split.
+    // The persistent warp-specialized kernel takes them (batch, head) after (batch, head), the
+    // pieces of each first: a head's global rows then run beside the tiles that read the same
+    // keys and values, which come from L2 instead of memory twice. The other kernels start their
+    // CTAs in item order: all pieces first, the longest work first.
+    const int32_t heavy = kp.heavy_nqt * kp.pieces;  // pieces per (batch, head)
+    int32_t slot = -1, t = 0;                        // a piece's slot, or a whole query tile
+    if (kp.kernel == kKernelWs) {
+      const int32_t per_bh = heavy + kp.num_q_tiles;
+      const int32_t bh = x / per_bh, r = x % per_bh;
+      if (r < heavy)
+        slot = bh * heavy + r;
+      else
+        t = bh * kp.num_q_tiles + (r - heavy);
+    } else if (x < kp.n_split) {
+      slot = x;
+    } else {
+      t = x - kp.n_split;
+    }
+    if (slot >= 0) {  // slot = split tile * pieces + piece
+      const SplitTile st = bounded_split_tile(kp, slot / kp.pieces);
       w.q = decode_qtile(kp, st.qtile);
-      w.r0 = int64_t(x % kp.pieces) * kp.piece_tiles;
+      w.r0 = int64_t(slot % kp.pieces) * kp.piece_tiles;
       w.r1 = w.r0 + kp.piece_tiles;
-      w.slot = x;
+      w.slot = slot;
       return w;
     }
-    const int32_t t = x - kp.n_split;
-    w.valid = t < kp.total_q_tiles && !is_heavy_qt(kp, t % kp.num_q_tiles);
+    w.valid = x < num_work(kp) && !is_heavy_qt(kp, t % kp.num_q_tiles);
     if (w.valid) w.q = decode_qtile(kp, t);
     return w;
   }
