@@ -48,12 +48,15 @@ def main() -> int:
 
     run_case(Attrs(window_left=64, window_right=64, num_global=16), None, 1, 2, 1, 1500, 1500, 64,
              torch.bfloat16, None, seed=50)
+    # The same at head dim 128, where the warp-specialized kernel runs global rows.
+    run_case(Attrs(window_left=64, window_right=64, num_global=64), None, 1, 2, 1, 1500, 1500, 128,
+             torch.bfloat16, None, seed=52)
     bad = torch.zeros(2, 2, 100, dtype=torch.bool, device="cuda")
     bad[1] = True
     run_case(Attrs(window_left=10, window_right=10, num_global=3), None, 2, 2, 1, 100, 120, 64,
              torch.float16, [77, 500], seed=51, bad_rows=bad)
     torch.cuda.synchronize()
-    print(f"sanitize_cases: {n + 2} cases passed")
+    print(f"sanitize_cases: {n + 3} cases passed")
     return 0
 
 

@@ -166,6 +166,20 @@ def test_global_rows_are_split(dtype):
     run_case(attrs, None, 1, 4, 2, 3000, 3000, 128, DTYPES[dtype], None, seed=3)
 
 
+@pytest.mark.parametrize("num_global", [64, 100])
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("kernel", ["default", "ws"])
+def test_global_row_pieces(kernel, d, num_global, monkeypatch):
+    # Many query tiles: the bounded plan splits the tiles holding global query rows into pieces
+    # (the warp-specialized kernel takes them head by head). With 64 global rows the pieces past
+    # the band see no row of the second 64-row half of its tiles; with 100 both halves hold
+    # global rows.
+    if kernel != "default":
+        monkeypatch.setenv("SPATTN_CUDA_KERNEL", kernel)
+    attrs = Attrs(window_left=64, window_right=64, num_global=num_global)
+    run_case(attrs, None, 1, 16, 4, 2200, 2200, d, torch.bfloat16, [2100], seed=8)
+
+
 @pytest.mark.parametrize("pattern", ["dense", "bigbird", "listed"])
 def test_long_keys_several_windows(pattern):
     # Lk > 2048 key tiles: the visit list is built in several windows; few query tiles: split.
