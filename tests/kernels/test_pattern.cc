@@ -1,5 +1,6 @@
 // Checks of the shared pattern rules (kernels/include/spattn/pattern.h):
-//  - the random-block hash matches the spec's test vectors,
+//  - the random-block hash matches the spec's test vectors, and the kernels' remainder
+//    (fastmod_u32) equals x % d,
 //  - row_mask (interval form used by kernels) equals allowed (the spec's rule) for every pair,
 //  - row_bounds().allows equals allowed when the pattern has no strided/random/listed component,
 //  - classify is conservative: kEmpty tiles hold no allowed pair, kFull tiles only allowed pairs,
@@ -42,6 +43,24 @@ int main() {
 
   std::mt19937 rng(1234);
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+
+  // fastmod_u32 (the kernels' remainder for random blocks) equals x % d: edge values of x and d,
+  // then random pairs over the whole 32-bit range.
+  {
+    const uint32_t xs[] = {0u, 1u, 2u, 63u, 64u, 65u, 0x7fffffffu, 0x80000000u, 0xfffffffeu,
+                           0xffffffffu};
+    const uint32_t ds[] = {1u, 2u, 3u, 7u, 64u, 1000u, 2047u, 2048u, 65535u, 0x7fffffffu,
+                           0x80000000u, 0xffffffffu};
+    auto magic = [](uint32_t d) { return ~uint64_t(0) / d + 1; };
+    for (uint32_t d : ds)
+      for (uint32_t x : xs)
+        CHECK(spattn::fastmod_u32(x, magic(d), d) == x % d, "fastmod %u %% %u", x, d);
+    std::uniform_int_distribution<uint32_t> any;
+    for (int t = 0; t < 200000; ++t) {
+      const uint32_t x = any(rng), d = t % 2 ? any(rng) % 5000u + 1u : any(rng) | 1u;
+      CHECK(spattn::fastmod_u32(x, magic(d), d) == x % d, "fastmod %u %% %u", x, d);
+    }
+  }
   for (int trial = 0; trial < 400; ++trial) {
     Params p;
     p.batch = 2;

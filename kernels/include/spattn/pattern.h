@@ -29,14 +29,30 @@ SPATTN_HD uint32_t mix32(uint32_t x) {
   return x;
 }
 
-// Random key block number r of (query head h, query block qb), in [0, num_key_blocks).
-SPATTN_HD int32_t random_block(uint32_t seed, uint32_t h, uint32_t qb, uint32_t r,
-                               uint32_t num_key_blocks) {
+// The hash behind random block r of (query head h, query block qb).
+SPATTN_HD uint32_t random_hash(uint32_t seed, uint32_t h, uint32_t qb, uint32_t r) {
   uint32_t x = mix32(seed + 0x9e3779b9u);
   x = mix32(x ^ h);
   x = mix32(x ^ qb);
-  x = mix32(x ^ r);
-  return int32_t(x % num_key_blocks);
+  return mix32(x ^ r);
+}
+
+// Random key block number r of (query head h, query block qb), in [0, num_key_blocks).
+SPATTN_HD int32_t random_block(uint32_t seed, uint32_t h, uint32_t qb, uint32_t r,
+                               uint32_t num_key_blocks) {
+  return int32_t(random_hash(seed, h, qb, r) % num_key_blocks);
+}
+
+// x mod d for 32-bit x and d > 0 from m = floor((2^64 - 1) / d) + 1 (mod 2^64): the remainder
+// by direct computation of Lemire, Kaser and Kurz, exact for every 32-bit x; a multiply and a
+// high product instead of a division (the kernels' hot use: random blocks in masks and lists).
+SPATTN_HD uint32_t fastmod_u32(uint32_t x, uint64_t m, uint32_t d) {
+  const uint64_t low = m * x;
+#ifdef __CUDA_ARCH__
+  return uint32_t(__umul64hi(low, d));
+#else
+  return uint32_t((static_cast<unsigned __int128>(low) * d) >> 64);
+#endif
 }
 
 SPATTN_HD int32_t ceil_div(int32_t a, int32_t b) { return (a + b - 1) / b; }
@@ -74,6 +90,7 @@ struct Pattern {
   int32_t bi_heads = 0, bi_k = 0;
   bool local_on = true;
   int32_t num_key_blocks = 0, num_query_blocks = 0;
+  uint64_t key_blocks_magic = 0;  // fastmod_u32's m for num_key_blocks
 
   SPATTN_HD static Pattern make(const Params& p) {
     Pattern t;
@@ -89,6 +106,7 @@ struct Pattern {
                        p.block_indices != nullptr;
     t.local_on = !(t.a.window_left < 0 && t.a.window_right < 0 && other);
     t.num_key_blocks = ceil_div(p.len_k, t.a.block_size);
+    if (t.num_key_blocks > 0) t.key_blocks_magic = ~uint64_t(0) / uint64_t(t.num_key_blocks) + 1;
     t.num_query_blocks = ceil_div(p.len_q, t.a.block_size);
     return t;
   }
@@ -99,6 +117,12 @@ struct Pattern {
   // Number of valid keys of batch b.
   SPATTN_HD int32_t key_len(int32_t b) const { return key_lengths ? key_lengths[b] : len_k; }
 
+  // random_block(seed, h, qb, r, num_key_blocks), with the remainder by fastmod_u32.
+  SPATTN_HD int32_t random_kb(int32_t h, int32_t qb, int32_t r) const {
+    return int32_t(fastmod_u32(random_hash(uint32_t(a.seed), uint32_t(h), uint32_t(qb), uint32_t(r)),
+                               key_blocks_magic, uint32_t(num_key_blocks)));
+  }
+
   // Listed key blocks of (query head h, query block qb): pointer to K entries, -1 padded.
   SPATTN_HD const int32_t* listed_row(int32_t h, int32_t qb) const {
     const int32_t hl = bi_heads == heads_q ? h : 0;
@@ -108,8 +132,7 @@ struct Pattern {
   // Is key block kb one of the random or listed blocks of (h, qb)?
   SPATTN_HD bool block_selected(int32_t h, int32_t qb, int32_t kb) const {
     for (int32_t r = 0; r < a.num_random; ++r)
-      if (random_block(uint32_t(a.seed), uint32_t(h), uint32_t(qb), uint32_t(r),
-                       uint32_t(num_key_blocks)) == kb)
+      if (random_kb(h, qb, r) == kb)
         return true;
     if (block_indices) {
       const int32_t* row = listed_row(h, qb);
@@ -204,8 +227,7 @@ struct Pattern {
     const int32_t kb0 = j0 / bs, kb1 = (j1 - 1) / bs;  // blocks the key range touches
     bool hit = false, cover = false;
     for (int32_t r = 0; r < a.num_random && !cover; ++r) {
-      const int32_t kb = random_block(uint32_t(a.seed), uint32_t(h), uint32_t(qb), uint32_t(r),
-                                      uint32_t(num_key_blocks));
+      const int32_t kb = random_kb(h, qb, r);
       if (kb >= kb0 && kb <= kb1) hit = true;
       if (kb0 == kb1 && kb == kb0) cover = true;
     }

@@ -398,8 +398,7 @@ struct VisitIter {
         const int32_t r = int32_t(x % per_qb);
         int32_t kb;
         if (r < pat.a.num_random)
-          kb = random_block(uint32_t(pat.a.seed), uint32_t(w.q.h), uint32_t(qb), uint32_t(r),
-                            uint32_t(pat.num_key_blocks));
+          kb = pat.random_kb(w.q.h, qb, r);
         else
           kb = pat.listed_row(w.q.h, qb)[r - pat.a.num_random];
         if (kb < 0 || kb >= pat.num_key_blocks) continue;  // padding, or a bad value (ignored)

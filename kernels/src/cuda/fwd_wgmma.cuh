@@ -340,7 +340,7 @@ struct WgmmaKernel {
 
       if (!cur_full) {
         if (reg_mask)
-          Ops::apply_reg_mask(kp, w, s, wrow, j0);
+          Ops::template apply_reg_mask<true>(kp, w, s, wrow, j0);
         else
           Ops::apply_smem_mask(s, wrow, sMask);
       }
