@@ -51,12 +51,18 @@ def main() -> int:
     # The same at head dim 128, where the warp-specialized kernel runs global rows.
     run_case(Attrs(window_left=64, window_right=64, num_global=64), None, 1, 2, 1, 1500, 1500, 128,
              torch.bfloat16, None, seed=52)
+    # More work items than SMs: the warp-specialized kernel's CTAs claim items through the
+    # workspace counter; global rows in both halves of their tiles (paired pieces of each half).
+    os.environ["SPATTN_CUDA_KERNEL"] = "ws"
+    run_case(Attrs(window_left=64, window_right=64, num_global=100), None, 1, 16, 4, 2200, 2200,
+             128, torch.bfloat16, [2100], seed=53)
+    del os.environ["SPATTN_CUDA_KERNEL"]
     bad = torch.zeros(2, 2, 100, dtype=torch.bool, device="cuda")
     bad[1] = True
     run_case(Attrs(window_left=10, window_right=10, num_global=3), None, 2, 2, 1, 100, 120, 64,
              torch.float16, [77, 500], seed=51, bad_rows=bad)
     torch.cuda.synchronize()
-    print(f"sanitize_cases: {n + 3} cases passed")
+    print(f"sanitize_cases: {n + 4} cases passed")
     return 0
 
 

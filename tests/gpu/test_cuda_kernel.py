@@ -180,6 +180,30 @@ def test_global_row_pieces(kernel, d, num_global, monkeypatch):
     run_case(attrs, None, 1, 16, 4, 2200, 2200, d, torch.bfloat16, [2100], seed=8)
 
 
+@pytest.mark.parametrize(
+    "plan,attrs",
+    [
+        ("direct", Attrs(window_left=100, window_right=100)),
+        ("bounded", Attrs(window_left=64, window_right=64, num_global=70)),
+        ("bounded_bigbird", Attrs(block_size=64, window_left=64, window_right=64, num_global=64,
+                                  num_random=2, seed=4)),
+        # Global rows in both 64-row halves, blocks that split key tiles (token masks in shared
+        # memory, per consumer).
+        ("bounded_bs48", Attrs(block_size=48, window_left=48, window_right=48, num_global=100,
+                               num_random=2, seed=2)),
+        ("counted", Attrs(window_left=40, causal=1, stride=96)),
+    ],
+)
+@pytest.mark.parametrize("kernel", ["default", "ws"])
+def test_many_items_per_cta(kernel, plan, attrs, monkeypatch):
+    # Several times more work items than the persistent kernel has CTAs (one per SM): in planned
+    # plans its CTAs claim the items after their first through the workspace's counter, with two
+    # batches so that the pieces of one (batch, head) run beside another's whole tiles.
+    if kernel != "default":
+        monkeypatch.setenv("SPATTN_CUDA_KERNEL", kernel)
+    run_case(attrs, None, 2, 8, 2, 5000, 5000, 128, torch.float16, [5000, 4321], seed=12)
+
+
 @pytest.mark.parametrize("pattern", ["dense", "bigbird", "listed"])
 def test_long_keys_several_windows(pattern):
     # Lk > 2048 key tiles: the visit list is built in several windows; few query tiles: split.

@@ -115,6 +115,10 @@ struct KParams {
   WorkItem* items;   // [max_split_items] the split items
   float* part_o;     // [max_split_items, block_m, Dv] unnormalized partial outputs
   float2* part_ml;   // [max_split_items, block_m] (running max in log2 units, sum of exp2)
+  // The persistent warp-specialized kernel's item counter (planned plans; zeroed on the stream
+  // before each launch): CTA c takes item c, then the next unclaimed one (gridDim.x + the
+  // counter's old value) whenever it is ready for another. Null: CTA c takes c, c + gridDim.x, ...
+  int32_t* next_item;
   // Tensor maps of q, k and v as [B, H, L, D] (boxes of 64 rows x 64 columns, 128-byte
   // swizzle) for the bulk tensor copies of the warp-specialized kernel; set by launch.cu for it.
   CUtensorMap tma_q, tma_k, tma_v;
@@ -207,19 +211,27 @@ __device__ __forceinline__ Work get_work(const KParams& kp, int32_t x) {
   if (kp.planned == kBounded) {
     // The pieces of the split tiles (piece k: ranks [k * piece_tiles, (k + 1) * piece_tiles) of
     // the visit list; pieces past its end are empty) and the query tiles whole, unless split.
-    // The persistent warp-specialized kernel takes them (batch, head) after (batch, head), the
-    // pieces of each first: a head's global rows then run beside the tiles that read the same
-    // keys and values, which come from L2 instead of memory twice. The other kernels start their
-    // CTAs in item order: all pieces first, the longest work first.
+    // The persistent warp-specialized kernel takes them (batch, head) after (batch, head), each
+    // (batch, head)'s pieces just before the previous one's whole tiles: P0, P1 W0, P2 W1, ...,
+    // W(last). A head's global rows then run beside the tiles that read the same keys and values,
+    // which come from L2 instead of memory twice, and the last pieces, the longest items, start
+    // early enough to end with the rest. The other kernels start their CTAs in item order: all
+    // pieces first, the longest work first.
     const int32_t heavy = kp.heavy_nqt * kp.pieces;  // pieces per (batch, head)
     int32_t slot = -1, t = 0;                        // a piece's slot, or a whole query tile
     if (kp.kernel == kKernelWs) {
-      const int32_t per_bh = heavy + kp.num_q_tiles;
-      const int32_t bh = x / per_bh, r = x % per_bh;
-      if (r < heavy)
-        slot = bh * heavy + r;
-      else
-        t = bh * kp.num_q_tiles + (r - heavy);
+      if (x < heavy) {
+        slot = x;
+      } else {
+        const int32_t per_bh = heavy + kp.num_q_tiles;
+        const int32_t y = x - heavy;
+        const int32_t bh = y / per_bh, r = y % per_bh;
+        const int32_t last_bh = kp.p.batch * kp.p.heads_q - 1;
+        if (bh < last_bh && r < heavy)
+          slot = (bh + 1) * heavy + r;
+        else
+          t = bh * kp.num_q_tiles + (bh < last_bh ? r - heavy : r);
+      }
     } else if (x < kp.n_split) {
       slot = x;
     } else {
@@ -309,6 +321,7 @@ struct VisitSmem {
   uint8_t flags[kWindow];  // random / listed block candidates, then each one's result
   int32_t warp_sums[kThreads / 32];
   int32_t total;
+  int32_t item;  // the work item of the window (warp-specialized kernel; -1: no more items)
 };
 
 struct VisitIter {

@@ -1,13 +1,16 @@
 // Block-sparse forward for float16 / bfloat16 on Hopper (sm_90a): warp-specialized and
 // persistent, built from the products of fwd_wgmma.cuh and the per-tile steps of TileOps.
 //
-// A CTA runs three warpgroups and stays on its SM for a strided range of work items:
-//  * the producer (warpgroup 0): its warps 1..3 build the visit lists of the 128-row query tiles
-//    ahead, window by window, into a ring of list buffers; its thread 0 reads them and streams
-//    the Q tile and the K/V tiles into a ring of kStages shared-memory stages with bulk tensor
-//    copies (TMA: one instruction per 64 x 64 box, written in the tensor cores' swizzled layout,
-//    rows past the end filled with zeros); each stage carries its key tile's index and, for each
-//    64-row half, whether that half sees the tile at all, partly or fully;
+// A CTA runs three warpgroups and stays on its SM for a series of work items (its first by index,
+// the next ones by stride, or, in planned plans, from the workspace's item counter whenever it is
+// ready for another: KParams::next_item):
+//  * the producer (warpgroup 0): its warps 1..3 choose the items and build the visit lists of
+//    their 128-row query tiles ahead, window by window, into a ring of list buffers; its thread 0
+//    reads them and streams the Q tile and the K/V tiles into a ring of kStages shared-memory
+//    stages with bulk tensor copies (TMA: one instruction per 64 x 64 box, written in the tensor
+//    cores' swizzled layout, rows past the end filled with zeros); each stage carries its key
+//    tile's index and, for each 64-row half, whether that half sees the tile at all, partly or
+//    fully;
 //  * two consumers (warpgroups 1 and 2) own 64 rows each and run the software pipeline of the
 //    one-warpgroup kernel on the stages (S = Q K^T with Q in registers, read once per work item,
 //    and K read by wgmma from shared memory; P in registers for O += P V), skipping the tiles
@@ -134,7 +137,8 @@ struct WsKernel {
   static constexpr size_t kOffMask = kOffV + kKVBytes;
   static constexpr size_t kOffVisit = kOffMask + kMaskBytes;
   static constexpr size_t kOffStage = (kOffVisit + kLists * sizeof(VisitSmem) + 15) / 16 * 16;
-  static constexpr size_t kOffBar = (kOffStage + kStages * sizeof(Stage) + 7) / 8 * 8;
+  static constexpr size_t kOffItem = kOffStage + kStages * sizeof(Stage);
+  static constexpr size_t kOffBar = (kOffItem + 3 * sizeof(int32_t) + 7) / 8 * 8;
   // Barriers: full[kStages], empty[kStages], q_full[2], q_empty[2], list_full[kLists],
   // list_empty[kLists].
   static constexpr int kBars = 2 * kStages + 4 + 2 * kLists;
@@ -148,6 +152,8 @@ struct WsKernel {
     uint8_t* mask;
     VisitSmem* visit;  // [kLists]
     Stage* stage;
+    int32_t* q_item;  // [2] the work item of each Q buffer (-1: no more items)
+    int32_t* claim;   // the builders' claimed item (next_item)
     uint64_t* full;
     uint64_t* empty;
     uint64_t* q_full;
@@ -168,6 +174,8 @@ struct WsKernel {
     s.mask = base + kOffMask;
     s.visit = reinterpret_cast<VisitSmem*>(base + kOffVisit);
     s.stage = reinterpret_cast<Stage*>(base + kOffStage);
+    s.q_item = reinterpret_cast<int32_t*>(base + kOffItem);
+    s.claim = s.q_item + 2;
     s.full = reinterpret_cast<uint64_t*>(base + kOffBar);
     s.empty = s.full + kStages;
     s.q_full = s.empty + kStages;
@@ -192,27 +200,61 @@ struct WsKernel {
     return it.w0 < it.nu && kept < w.r1;
   }
 
-  // Warps 1..3 of the producer warpgroup build the visit lists ahead, window by window, into the
-  // ring of kLists list buffers: the build (classification, scans and barriers, issued between
-  // the consumers' math) runs while thread 0 streams the stages of the items before.
+  // The next work item of the CTA after item x: x + gridDim.x, or, with the item counter, the
+  // next unclaimed one. Called by every builder; one claims it.
+  __device__ static int32_t next_item(const KParams& kp, int32_t x, int32_t* slot) {
+    if (!kp.next_item) return x + int32_t(gridDim.x);
+    if (BuilderSync::tid() == 0) *slot = int32_t(gridDim.x) + atomicAdd(kp.next_item, 1);
+    BuilderSync::sync();
+    const int32_t y = *slot;
+    BuilderSync::sync();  // every builder read it before the next claim
+    return y;
+  }
+
+  // Warps 1..3 of the producer warpgroup choose the CTA's work items and build their visit lists
+  // ahead, window by window, into the ring of kLists list buffers: the build (classification,
+  // scans and barriers, issued between the consumers' math) runs while thread 0 streams the
+  // stages of the items before. Every item gets at least one window (an empty one when it has no
+  // candidates), which names the item; a window naming item -1 ends the CTA's work.
   __device__ static void build_lists(const KParams& kp, const Smem& sm) {
     const int32_t items = num_work(kp);
     uint32_t wc = 0;  // windows built so far
-    for (int32_t x = int32_t(blockIdx.x); x < items; x += int32_t(gridDim.x)) {
-      const Work w = get_work(kp, x);
-      if (!w.valid) continue;  // a split tile's whole-tile slot (get_work)
+    int32_t x = int32_t(blockIdx.x);
+    while (true) {
+      Work w;
+      w.valid = false;
+      while (x < items) {
+        w = get_work(kp, x);
+        if (w.valid) break;  // else a split tile's whole-tile slot (get_work)
+        x = next_item(kp, x, sm.claim);
+      }
+      if (x >= items) {
+        const uint32_t b = wc % kLists;
+        mbar_wait(sm.list_empty + b, ((wc / kLists) & 1u) ^ 1u);
+        if (BuilderSync::tid() == 0) sm.visit[b].item = -1;
+        mbar_arrive(sm.list_full + b);
+        return;
+      }
       VisitIter it;
       it.init(kp, w);
       int64_t kept = 0;
-      while (more_windows(it, w, kept)) {
+      do {
         const uint32_t b = wc % kLists;
         mbar_wait(sm.list_empty + b, ((wc / kLists) & 1u) ^ 1u);
-        it.template build<BuilderSync, true>(kp, w, sm.visit[b]);
-        if (BuilderSync::tid() == 0) sm.visit[b].total = it.n;
+        if (it.w0 < it.nu) {
+          it.template build<BuilderSync, true>(kp, w, sm.visit[b]);
+        } else {
+          it.n = 0;
+        }
+        if (BuilderSync::tid() == 0) {
+          sm.visit[b].total = it.n;
+          sm.visit[b].item = x;
+        }
         mbar_arrive(sm.list_full + b);  // every builder: its entries of the list are written
         kept += it.n;
         ++wc;
-      }
+      } while (more_windows(it, w, kept));
+      x = next_item(kp, x, sm.claim);
     }
   }
 
@@ -233,24 +275,31 @@ struct WsKernel {
     load_box_rows(sm.v + s * kKVElems, &kp.tma_v, sm.full + s, tile * kBlockN, hk, b);
   }
 
-  // Thread 0 of the producer warpgroup: for each work item, the Q tile, then one stage per key
-  // tile of the built lists (one tile of look-ahead: a stage is filled once the walk knows
-  // whether it is the item's last). A stage's full barrier takes one arrival (after the tag is
-  // written) plus the bytes of the copies.
+  // Thread 0 of the producer warpgroup: for each work item the builders chose (its first list
+  // window names it), the Q tile, then one stage per key tile of the built lists (one tile of
+  // look-ahead: a stage is filled once the walk knows whether it is the item's last). A stage's
+  // full barrier takes one arrival (after the tag is written) plus the bytes of the copies; a Q
+  // buffer's, one arrival (after its item is written) plus the bytes of the Q tile.
   __device__ static void stream(const KParams& kp, const Smem& sm) {
     const Params& p = kp.p;
-    const int32_t items = num_work(kp);
     constexpr uint32_t kQTileBytes = 2 * kQElems * sizeof(T);
     uint32_t n = 0;   // stage fills so far
     uint32_t k = 0;   // work items run so far
     uint32_t wc = 0;  // list windows read so far
-    for (int32_t x = int32_t(blockIdx.x); x < items; x += int32_t(gridDim.x)) {
-      const Work w = get_work(kp, x);
-      if (!w.valid) continue;
-      const int32_t hk = w.q.h / (p.heads_q / p.heads_kv);
+    while (true) {
+      uint32_t b = wc % kLists;
+      mbar_wait(sm.list_full + b, (wc / kLists) & 1u);
+      const int32_t x = sm.visit[b].item;
       // Q of this item into buffer k % 2, once both consumers wrote out item k - 2 from it.
       const uint32_t qb = k & 1u;
       mbar_wait(sm.q_empty + qb, ((k >> 1) & 1u) ^ 1u);
+      sm.q_item[qb] = x;
+      if (x < 0) {  // no more items: the consumers stop
+        mbar_arrive(sm.q_full + qb);
+        return;
+      }
+      const Work w = get_work(kp, x);
+      const int32_t hk = w.q.h / (p.heads_q / p.heads_kv);
       T* q_s = sm.q + qb * 2 * kQElems;
       mbar_arrive_expect_tx(sm.q_full + qb, kQTileBytes);
       load_box_rows(q_s, &kp.tma_q, sm.q_full + qb, w.q.i0, w.q.h, w.q.b);
@@ -262,9 +311,13 @@ struct WsKernel {
       int32_t cur = -1;
       uint32_t cur_tag = 0;
       bool have_cur = false;
-      while (more_windows(it, w, kept)) {
-        const uint32_t b = wc % kLists;
-        mbar_wait(sm.list_full + b, (wc / kLists) & 1u);
+      bool first = true;
+      do {
+        if (!first) {
+          b = wc % kLists;
+          mbar_wait(sm.list_full + b, (wc / kLists) & 1u);
+        }
+        first = false;
         const VisitSmem& vs = sm.visit[b];
         const int32_t cnt = vs.total;
         const int32_t wbase = it.w0;
@@ -285,7 +338,7 @@ struct WsKernel {
         mbar_arrive(sm.list_empty + b);  // the window is read
         kept += cnt;
         ++wc;
-      }
+      } while (more_windows(it, w, kept));
       // The item's last stage; an empty visit list gets one stage that says so.
       fill_stage(kp, sm, n++, cur, have_cur ? cur_tag | kLast : kNone | kLast, hk, w.q.b);
       ++k;
@@ -303,11 +356,13 @@ struct WsKernel {
     const int wrow = row0 + warp * 16;  // wgmma m64: warp w owns rows 16 w .. 16 w + 15
     const float sl2 = kp.scale_log2;
     const bool reg_mask = Ops::reg_mask_ok(kp.pat);
-    const int32_t items = num_work(kp);
     uint32_t n = 0, k = 0;
-    for (int32_t x = int32_t(blockIdx.x); x < items; x += int32_t(gridDim.x)) {
+    while (true) {
+      const uint32_t qb = k & 1u;
+      mbar_wait(sm.q_full + qb, (k >> 1) & 1u);
+      const int32_t x = sm.q_item[qb];
+      if (x < 0) return;  // no more items
       const Work w = get_work(kp, x);
-      if (!w.valid) continue;
       float o[1][D / 8][4];
       float s[1][8][4];
 #pragma unroll
@@ -321,9 +376,7 @@ struct WsKernel {
       int32_t prev = -1;  // its stage, -1: none pending
       uint32_t prev_n = 0;  // the fill index of that stage
 
-      const uint32_t qb = k & 1u;
       T* sQ = sm.q + (qb * 2 + half) * kQElems;  // this half's Q, then its output staging
-      mbar_wait(sm.q_full + qb, (k >> 1) & 1u);
       uint32_t qa[D / 16][4];  // this warp's Q rows, the A operand of every S = Q K^T
       Base::load_q_frags(qa, sQ, warp * 16);
       while (true) {
@@ -442,7 +495,7 @@ __global__ void __launch_bounds__(WsKernel<T, D>::kCTAThreads, 1)
 }
 
 // `grid`: the number of work items (direct and bounded plans) or its upper bound (counted
-// plan); the persistent CTAs take them in turn, one CTA per SM.
+// plan); the persistent CTAs, one per SM, take them as build_lists says.
 template <typename T, int D>
 cudaError_t launch_ws(const KParams& kp, int32_t grid, cudaStream_t stream) {
   if (kp.block_m != kBlockMWs) return cudaErrorInvalidValue;

@@ -208,7 +208,7 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant
 
 // Workspace layout (planned mode), each piece 256-byte aligned.
 struct Layout {
-  size_t counts = 0, header = 0, items = 0, part_o = 0, part_ml = 0, total = 0;
+  size_t counts = 0, header = 0, next_item = 0, items = 0, part_o = 0, part_ml = 0, total = 0;
   int32_t split_target = 0, max_split_items = 0, block_m = 0;
   int64_t total_q_tiles = 0;
 };
@@ -285,6 +285,8 @@ Layout make_layout(const Params& p, KernelKind kernel) {
   off = align_up(off + sizeof(int32_t) * size_t(L.total_q_tiles));
   L.header = off;
   off = align_up(off + sizeof(int32_t) * 4);
+  L.next_item = off;
+  off = align_up(off + sizeof(int32_t));
   L.items = off;
   off = align_up(off + sizeof(WorkItem) * size_t(L.max_split_items));
   L.part_o = off;
@@ -523,6 +525,7 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   kp.items = nullptr;
   kp.part_o = nullptr;
   kp.part_ml = nullptr;
+  kp.next_item = nullptr;
 
   kp.heavy_qt0 = kp.heavy_nqt = kp.n_split = 0;
   kp.pieces = kp.piece_tiles = 1;
@@ -538,6 +541,11 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   kp.items = reinterpret_cast<WorkItem*>(ws + L.items);
   kp.part_o = reinterpret_cast<float*>(ws + L.part_o);
   kp.part_ml = reinterpret_cast<float2*>(ws + L.part_ml);
+  if (kernel == kKernelWs) {
+    kp.next_item = reinterpret_cast<int32_t*>(ws + L.next_item);
+    const cudaError_t e = cudaMemsetAsync(kp.next_item, 0, sizeof(int32_t), stream);
+    if (e != cudaSuccess) return e;
+  }
 
   if (kp.planned == kBounded) {
     const cudaError_t e = launch_attention(kp, kp.n_split + kp.total_q_tiles, stream);
