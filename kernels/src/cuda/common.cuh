@@ -10,6 +10,7 @@
 #include <cuda.h>  // CUtensorMap (the tensor maps of the warp-specialized kernel)
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "spattn/params.h"
@@ -561,6 +562,52 @@ struct TileSmem {
     visit = reinterpret_cast<VisitSmem*>(mask + mask_bytes);
   }
 };
+
+// ---------------------------------------------------------------------------------------------
+// Host side of a launch: facts of the current device and kernel attributes, each asked of the
+// runtime once per device (every query costs host time, and a call's host time delays its
+// kernels when the GPU is waiting for them).
+constexpr int kMaxCachedDevices = 64;
+
+struct DeviceFacts {
+  int32_t sms;  // multiprocessors
+  int32_t cc;   // compute capability, 10 * major + minor
+};
+
+inline cudaError_t device_facts(DeviceFacts* f) {
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  static std::atomic<int64_t> cache[kMaxCachedDevices];  // (sms << 16) | cc; 0: not read yet
+  int64_t v = dev < kMaxCachedDevices ? cache[dev].load(std::memory_order_relaxed) : 0;
+  if (v == 0) {
+    int sms = 0, major = 0, minor = 0;
+    e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    if (e != cudaSuccess) return e;
+    v = (int64_t(sms) << 16) | int64_t(10 * major + minor);
+    if (dev < kMaxCachedDevices) cache[dev].store(v, std::memory_order_relaxed);
+  }
+  f->sms = int32_t(v >> 16);
+  f->cc = int32_t(v & 0xffff);
+  return cudaSuccess;
+}
+
+// Raises kernel K's dynamic shared memory limit to `smem` bytes on the current device; the
+// attribute stays set, so each device is asked once.
+template <auto K>
+cudaError_t allow_dynamic_smem(size_t smem) {
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  static std::atomic<uint64_t> done{0};  // bit d: set on device d
+  const uint64_t bit = dev < kMaxCachedDevices ? uint64_t(1) << dev : 0;
+  if (bit && (done.load(std::memory_order_acquire) & bit)) return cudaSuccess;
+  e = cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  if (e == cudaSuccess && bit) done.fetch_or(bit, std::memory_order_release);
+  return e;
+}
 
 // Fast exp2 (ex2.approx, relative error ~2^-22); exp2(-inf) = 0.
 __device__ __forceinline__ float fast_exp2(float x) {

@@ -125,8 +125,7 @@ __global__ void __launch_bounds__(kThreads) fp32_attention_kernel(const __grid_c
 template <int D>
 cudaError_t launch_fp32(const KParams& kp, int32_t grid, cudaStream_t stream) {
   constexpr size_t smem = Fp32Kernel<D>::kSmem;
-  cudaError_t e = cudaFuncSetAttribute(fp32_attention_kernel<D>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  cudaError_t e = allow_dynamic_smem<fp32_attention_kernel<D>>(smem);
   if (e != cudaSuccess) return e;
   fp32_attention_kernel<D><<<grid, kThreads, smem, stream>>>(kp);
   return cudaGetLastError();

@@ -479,8 +479,7 @@ __global__ void __launch_bounds__(kThreads) mma_attention_kernel(const __grid_co
 template <typename T, int D, int MT>
 cudaError_t launch_mma_rows(const KParams& kp, int32_t grid, cudaStream_t stream) {
   constexpr size_t smem = MmaKernel<T, D, MT>::kSmem;
-  cudaError_t e = cudaFuncSetAttribute(mma_attention_kernel<T, D, MT>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  cudaError_t e = allow_dynamic_smem<mma_attention_kernel<T, D, MT>>(smem);
   if (e != cudaSuccess) return e;
   mma_attention_kernel<T, D, MT><<<grid, kThreads, smem, stream>>>(kp);
   return cudaGetLastError();

@@ -382,8 +382,7 @@ template <typename T, int D>
 cudaError_t launch_wgmma(const KParams& kp, int32_t grid, cudaStream_t stream) {
   if (kp.block_m != WgmmaKernel<T, D>::kRows) return cudaErrorInvalidValue;
   constexpr size_t smem = WgmmaKernel<T, D>::kSmem;
-  cudaError_t e = cudaFuncSetAttribute(wgmma_attention_kernel<T, D>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  cudaError_t e = allow_dynamic_smem<wgmma_attention_kernel<T, D>>(smem);
   if (e != cudaSuccess) return e;
   wgmma_attention_kernel<T, D><<<grid, kThreads, smem, stream>>>(kp);
   return cudaGetLastError();

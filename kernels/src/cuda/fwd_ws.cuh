@@ -500,14 +500,12 @@ template <typename T, int D>
 cudaError_t launch_ws(const KParams& kp, int32_t grid, cudaStream_t stream) {
   if (kp.block_m != kBlockMWs) return cudaErrorInvalidValue;
   constexpr size_t smem = WsKernel<T, D>::kSmem;
-  cudaError_t e = cudaFuncSetAttribute(ws_attention_kernel<T, D>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  cudaError_t e = allow_dynamic_smem<ws_attention_kernel<T, D>>(smem);
   if (e != cudaSuccess) return e;
-  int dev = 0, sms = 0;
-  e = cudaGetDevice(&dev);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  DeviceFacts dev;
+  e = device_facts(&dev);
   if (e != cudaSuccess) return e;
-  if (grid > sms) grid = sms;
+  if (grid > dev.sms) grid = dev.sms;
   ws_attention_kernel<T, D><<<grid, WsKernel<T, D>::kCTAThreads, smem, stream>>>(kp);
   return cudaGetLastError();
 }

@@ -242,12 +242,8 @@ KernelKind kernel_for(const Params& p) {
   if (p.dtype == DType::kFloat32) return kKernelMma;
   const char* env = std::getenv("SPATTN_CUDA_KERNEL");
   if (env && std::strcmp(env, "mma") == 0) return kKernelMma;
-  int dev = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return kKernelMma;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
-    return kKernelMma;
-  if (major != 9 || minor != 0) return kKernelMma;
+  DeviceFacts dev;
+  if (device_facts(&dev) != cudaSuccess || dev.cc != 90) return kKernelMma;
   if (env && std::strcmp(env, "wgmma") == 0) return kKernelWgmma;
   if (env && std::strcmp(env, "ws") == 0) return kKernelWs;
   const bool blocks = p.pattern.num_random > 0 || p.block_indices != nullptr;
@@ -298,10 +294,8 @@ Layout make_layout(const Params& p, KernelKind kernel) {
 }
 
 int32_t sm_count() {
-  int dev = 0, sms = 132;
-  if (cudaGetDevice(&dev) == cudaSuccess)
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  return sms;
+  DeviceFacts dev;
+  return device_facts(&dev) == cudaSuccess ? dev.sms : 132;
 }
 
 // Few query tiles with long rows (decoding, short queries over a long cache): they need splits
