@@ -595,7 +595,8 @@ inline cudaError_t device_facts(DeviceFacts* f) {
 }
 
 // Raises kernel K's dynamic shared memory limit to `smem` bytes on the current device; the
-// attribute stays set, so each device is asked once.
+// attribute stays set, so each device is asked once (after a cudaDeviceReset, which clears it,
+// the launch fails and returns the runtime's error).
 template <auto K>
 cudaError_t allow_dynamic_smem(size_t smem) {
   int dev = 0;
