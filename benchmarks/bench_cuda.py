@@ -2,10 +2,15 @@
 
 Question answered: how fast is spattn's CUDA kernel on the common sparse patterns, next to
 FlexAttention with the same mask (block mask at BLOCK_SIZE=128) and dense cuDNN /
-FlashAttention-2 SDPA? B=1, 16 query heads (GQA pattern: 32 query heads over 8 KV heads).
-Effective TFLOP/s count only allowed (query, key) pairs: 4 * B * H * D * pairs / time.
+FlashAttention-2 SDPA? With --ort, in the same run: the float16 rows also through ONNX
+Runtime's CUDA EP (I/O binding on the same device tensors) and, dense, ONNX Runtime's own
+com.microsoft::MultiHeadAttention (needs onnxruntime-gpu; bench_ort_cuda.py has the longer
+ONNX Runtime study: CUDA graphs, fixed cost per Run). B=1, 16 query heads (GQA pattern: 32 query
+heads over 8 KV heads). Effective TFLOP/s count only allowed (query, key) pairs:
+4 * B * H * D * pairs / time.
 
     python3 benchmarks/bench_cuda.py --L 4096 16384 --out benchmarks/results
+    python3 benchmarks/bench_cuda.py --L 16384 --D 128 --flex-fp16 --ort --tag all_columns
 
 Writes cuda_<tag>.json (with the command line and the device name) and cuda_<tag>.png.
 `time_callable` times any no-argument callable and is meant to be reused (e.g. for an ONNX
@@ -192,7 +197,9 @@ def bench_one(pat: Pattern, L, D, dtype, args, kernel, results):
         torch.cuda.empty_cache()
 
     out = torch.empty(1, pat.hq, L, D, device=dev, dtype=dtype)
-    record("spattn", kernel.prepare(q, k, v, out, pat.attrs))
+    direct = kernel.prepare(q, k, v, out, pat.attrs)
+    record("spattn", direct)
+    row["_direct_call"] = direct
     for other in args.also_kernels if dtype != torch.float32 else []:
         # The other kernels of the 16-bit types, forced with SPATTN_CUDA_KERNEL: the one-warpgroup
         # Hopper kernel and the portable mma.sync kernel (what runs where sm_90a is not built).
@@ -227,6 +234,9 @@ def bench_one(pat: Pattern, L, D, dtype, args, kernel, results):
         record("flex", lambda: flex(q, k, v, block_mask=bm, enable_gqa=gqa))
         del bm
 
+    if args.ort and dtype == torch.float16:
+        ort_columns(pat, q, k, v, out, row, record, args)
+
     if dense and args.sdpa:
         from torch.nn.attention import SDPBackend, sdpa_kernel
         from torch.nn.functional import scaled_dot_product_attention as sdpa
@@ -242,19 +252,69 @@ def bench_one(pat: Pattern, L, D, dtype, args, kernel, results):
 
             record(name, fn)
 
-    ours = row["impl"]["spattn"].get("median_ms")
+    row.pop("_direct_call")
     for name, t in row["impl"].items():
-        if name != "spattn" and ours and "median_ms" in t:
-            row["impl"][name]["spattn_speedup"] = t["median_ms"] / ours
+        if "median_ms" in t and "tflops" not in t:
+            t["tflops"] = flops / (t["median_ms"] * 1e-3) / 1e12
+        # Streamed timings compare with the direct launch streamed, the others with it per call.
+        base = "spattn_streamed" if name.endswith("_streamed") else "spattn"
+        ours = row["impl"][base].get("median_ms")
+        if name != base and ours and "median_ms" in t:
+            t["spattn_speedup"] = t["median_ms"] / ours
     results.append(row)
     cells = []
     for name, t in row["impl"].items():
         if "median_ms" in t:
-            cells.append(f"{name} {t['median_ms']:.3f} ms {t['tflops']:.0f} TF/s")
+            tf = f" {t['tflops']:.0f} TF/s" if "tflops" in t else ""
+            cells.append(f"{name} {t['median_ms']:.3f} ms{tf}")
         else:
             cells.append(f"{name} ERR")
     print(f"{pat.name:48s} L={L:6d} D={D:3d} {row['dtype']:8s} | " + " | ".join(cells), flush=True)
     del q, k, v, out
+
+
+# The op's attributes as ONNX node attributes (those that differ from the spec's defaults).
+_ONNX_ATTRS = ("scale", "window_left", "window_right", "causal", "num_global", "stride",
+               "block_size", "num_random", "seed")
+
+
+def ort_columns(pat: Pattern, q, k, v, out, row, record, args):
+    """Float16 rows with --ort: the same call through ONNX Runtime's CUDA EP (a one-node model,
+    I/O binding on the same device tensors, torch's stream), per synchronized call and streamed,
+    beside the direct launch streamed; on the dense pattern, ONNX Runtime's own
+    com.microsoft::MultiHeadAttention. The ORT output must equal the direct launch's."""
+    import bench_ort_cuda as ob  # imports onnxruntime: only with --ort
+
+    default = Attrs()
+    attrs = {n: getattr(pat.attrs, n) for n in _ONNX_ATTRS
+             if getattr(pat.attrs, n) != getattr(default, n)}
+    D = q.shape[3]
+    direct = row["_direct_call"]
+    direct()
+    torch.cuda.synchronize()
+    ref = out.clone()
+    got = torch.full_like(out, float("nan"))
+    sess = ob.session(ob.sparse_model(D, attrs, pat.hq, pat.hkv), True)
+    feeds = {"query": q, "key": k, "value": v}
+    record("spattn_ort", ob.bound(sess, feeds, got))
+    row["ort_output_equals_direct"] = bool(torch.equal(got, ref))
+    calls = args.stream_calls
+    row["impl"]["spattn_streamed"] = {"median_ms": ob.streamed_time(direct, calls)}
+    row["impl"]["spattn_ort_streamed"] = {
+        "median_ms": ob.streamed_time(ob.bound(sess, feeds, got, sync=False), calls)}
+    row["ort_over_direct"] = row["impl"]["spattn_ort"].get("median_ms", float("nan")) / (
+        row["impl"]["spattn"]["median_ms"])
+    row["ort_over_direct_streamed"] = (row["impl"]["spattn_ort_streamed"]["median_ms"]
+                                       / row["impl"]["spattn_streamed"]["median_ms"])
+    del sess
+    if pat.name == "dense" and pat.hq == pat.hkv:
+        L = q.shape[2]
+        flat = [x.transpose(1, 2).reshape(1, L, pat.hq * D).contiguous() for x in (q, k, v)]
+        dout = torch.empty_like(flat[0])
+        mha = ob.session(ob.dense_model(D), False)
+        feeds = dict(zip(("query", "key", "value"), flat, strict=True))
+        record("ort_mha", ob.bound(mha, feeds, dout))
+        del mha, flat, dout
 
 
 def plot(results, path):
@@ -264,6 +324,8 @@ def plot(results, path):
     import matplotlib.pyplot as plt
 
     keys = sorted({(r["pattern"], r["D"], r["dtype"]) for r in results})
+    if len({r["L"] for r in results}) == 1:
+        return plot_bars(results, keys, path)
     bf = [kk for kk in keys if kk[2] == "bfloat16"] or keys
     n = len(bf)
     cols = 2
@@ -290,6 +352,27 @@ def plot(results, path):
     fig.savefig(path, dpi=110)
 
 
+def plot_bars(results, keys, path):
+    """One sequence length: a panel per (pattern, D, dtype), a bar per implementation."""
+    import matplotlib.pyplot as plt
+
+    cols = 2
+    rows_ = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(12, 3.2 * rows_), squeeze=False)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        row = next(r for r in results if (r["pattern"], r["D"], r["dtype"]) == key)
+        names = [n for n, t in row["impl"].items() if "tflops" in t]
+        ax.barh(names, [row["impl"][n]["tflops"] for n in names])
+        ax.set_title(f"{key[0]}, L={row['L']}, D={key[1]}, {key[2]}", fontsize=9)
+        ax.set_xlabel("effective TFLOP/s")
+        ax.tick_params(labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--L", type=int, nargs="+", default=[4096, 16384, 65536, 131072])
@@ -308,6 +391,11 @@ def main(argv=None):
                     "ws, the warp-specialized Hopper kernel; wgmma, the one-warpgroup Hopper "
                     "kernel; mma, the portable mma.sync kernel")
     ap.add_argument("--also-mma", action="store_true", help="same as --also-kernels mma")
+    ap.add_argument("--ort", action="store_true",
+                    help="float16 rows: also our op through ONNX Runtime's CUDA EP (I/O binding), "
+                         "per call and streamed, and ONNX Runtime's dense MultiHeadAttention")
+    ap.add_argument("--stream-calls", type=int, default=50,
+                    help="calls per streamed run with --ort (bench_ort_cuda.streamed_time)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--tag", default="bench")
     args = ap.parse_args(argv)
@@ -341,6 +429,13 @@ def main(argv=None):
         "batch": 1,
         "note": "effective TFLOP/s = 4 * B * Hq * D * allowed pairs / median time",
     }
+    if args.ort:
+        import onnxruntime
+
+        meta["onnxruntime"] = onnxruntime.__version__
+        meta["ort_note"] = ("spattn_ort: our op through ONNX Runtime's CUDA EP, each Run "
+                            "synchronized; *_streamed: --stream-calls calls back to back, wall "
+                            "time per call; ort_mha: com.microsoft::MultiHeadAttention, dense")
     path = os.path.join(args.out, f"cuda_{args.tag}.json")
     with open(path, "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)

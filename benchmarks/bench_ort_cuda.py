@@ -114,13 +114,13 @@ def _model(node, ins, out) -> bytes:
     return m.SerializeToString()
 
 
-def sparse_model(d: int, attrs: dict) -> bytes:
+def sparse_model(d: int, attrs: dict, heads_q: int = HEADS, heads_kv: int = HEADS) -> bytes:
     t = TensorProto.FLOAT16
-    ins = [helper.make_tensor_value_info(n, t, [1, HEADS, "L", d])
-           for n in ("query", "key", "value")]
+    ins = [helper.make_tensor_value_info(n, t, [1, h, "L", d])
+           for n, h in (("query", heads_q), ("key", heads_kv), ("value", heads_kv))]
     node = helper.make_node("SparseAttention", ["query", "key", "value"], ["output"],
                             domain="spattn", **attrs)
-    return _model(node, ins, helper.make_tensor_value_info("output", t, [1, HEADS, "L", d]))
+    return _model(node, ins, helper.make_tensor_value_info("output", t, [1, heads_q, "L", d]))
 
 
 def dense_model(d: int) -> bytes:
