@@ -402,6 +402,14 @@ def main(argv=None):
     if args.also_mma and "mma" not in args.also_kernels:
         args.also_kernels.append("mma")
     args._flex_compiled = None
+    if args.ort:
+        try:
+            import onnxruntime
+        except ImportError:
+            ap.error("--ort needs onnxruntime-gpu (pip install onnxruntime-gpu)")
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            ap.error("--ort needs onnxruntime-gpu: this onnxruntime has no CUDAExecutionProvider "
+                     f"(available: {', '.join(onnxruntime.get_available_providers())})")
     import torch._dynamo
 
     torch._dynamo.config.cache_size_limit = 1024
