@@ -270,7 +270,6 @@ def bench_one(pat: Pattern, L, D, dtype, args, kernel, results):
         else:
             cells.append(f"{name} ERR")
     print(f"{pat.name:48s} L={L:6d} D={D:3d} {row['dtype']:8s} | " + " | ".join(cells), flush=True)
-    del q, k, v, out
 
 
 # The op's attributes as ONNX node attributes (those that differ from the spec's defaults).
@@ -331,7 +330,7 @@ def plot(results, path):
     cols = 2
     rows_ = math.ceil(n / cols)
     fig, axes = plt.subplots(rows_, cols, figsize=(12, 3.2 * rows_), squeeze=False)
-    for ax, (pname, D, dt) in zip(axes.flat, bf):
+    for ax, (pname, D, dt) in zip(axes.flat, bf, strict=False):
         sel = sorted((r for r in results if (r["pattern"], r["D"], r["dtype"]) == (pname, D, dt)),
                      key=lambda r: r["L"])
         impls = sorted({n for r in sel for n in r["impl"]})

@@ -81,7 +81,8 @@ def main() -> None:
                 why[line][name] += num(r, c)
         key = 0 if args.sort == "inst" else 1
         for line, (i, s) in sorted(by_line.items(), key=lambda x: -x[1][key])[: args.top]:
-            top = ", ".join(f"{n} {100 * v / max(s, 1):.0f}%" for n, v in why[line].most_common(2) if v)
+            top = ", ".join(f"{n} {100 * v / max(s, 1):.0f}%"
+                            for n, v in why[line].most_common(2) if v)
             print(f"  {100 * i / max(ins, 1):5.1f}% inst {100 * s / max(smp, 1):5.1f}% samples  "
                   f"{line}" + (f"  [{top}]" if top else ""))
 
