@@ -52,7 +52,7 @@ def main() -> int:
     run_case(Attrs(window_left=64, window_right=64, num_global=64), None, 1, 2, 1, 1500, 1500, 128,
              torch.bfloat16, None, seed=52)
     # More work items than SMs: the warp-specialized kernel's CTAs claim items through the
-    # workspace counter; global rows in both halves of their tiles (paired pieces of each half).
+    # workspace counter; 100 global rows, so both 64-row halves of their tiles hold global rows.
     os.environ["SPATTN_CUDA_KERNEL"] = "ws"
     run_case(Attrs(window_left=64, window_right=64, num_global=100), None, 1, 16, 4, 2200, 2200,
              128, torch.bfloat16, [2100], seed=53)

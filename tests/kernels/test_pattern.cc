@@ -51,14 +51,15 @@ int main() {
                            0xffffffffu};
     const uint32_t ds[] = {1u, 2u, 3u, 7u, 64u, 1000u, 2047u, 2048u, 65535u, 0x7fffffffu,
                            0x80000000u, 0xffffffffu};
-    auto magic = [](uint32_t d) { return ~uint64_t(0) / d + 1; };
     for (uint32_t d : ds)
       for (uint32_t x : xs)
-        CHECK(spattn::fastmod_u32(x, magic(d), d) == x % d, "fastmod %u %% %u", x, d);
+        CHECK(spattn::fastmod_u32(x, spattn::fastmod_magic(d), d) == x % d, "fastmod %u %% %u", x,
+              d);
     std::uniform_int_distribution<uint32_t> any;
     for (int t = 0; t < 200000; ++t) {
       const uint32_t x = any(rng), d = t % 2 ? any(rng) % 5000u + 1u : any(rng) | 1u;
-      CHECK(spattn::fastmod_u32(x, magic(d), d) == x % d, "fastmod %u %% %u", x, d);
+      CHECK(spattn::fastmod_u32(x, spattn::fastmod_magic(d), d) == x % d, "fastmod %u %% %u", x,
+            d);
     }
   }
   for (int trial = 0; trial < 400; ++trial) {

@@ -43,9 +43,11 @@ SPATTN_HD int32_t random_block(uint32_t seed, uint32_t h, uint32_t qb, uint32_t 
   return int32_t(random_hash(seed, h, qb, r) % num_key_blocks);
 }
 
-// x mod d for 32-bit x and d > 0 from m = floor((2^64 - 1) / d) + 1 (mod 2^64): the remainder
-// by direct computation of Lemire, Kaser and Kurz, exact for every 32-bit x; a multiply and a
-// high product instead of a division (the kernels' hot use: random blocks in masks and lists).
+// x mod d for 32-bit x and d > 0 from m = fastmod_magic(d): the remainder by direct computation
+// of Lemire, Kaser and Kurz, exact for every 32-bit x; a multiply and a high product instead of a
+// division (the kernels' hot use: random blocks in masks and lists). m = floor((2^64 - 1) / d) + 1.
+SPATTN_HD uint64_t fastmod_magic(uint32_t d) { return ~uint64_t(0) / d + 1; }
+
 SPATTN_HD uint32_t fastmod_u32(uint32_t x, uint64_t m, uint32_t d) {
   const uint64_t low = m * x;
 #ifdef __CUDA_ARCH__
@@ -106,7 +108,7 @@ struct Pattern {
                        p.block_indices != nullptr;
     t.local_on = !(t.a.window_left < 0 && t.a.window_right < 0 && other);
     t.num_key_blocks = ceil_div(p.len_k, t.a.block_size);
-    if (t.num_key_blocks > 0) t.key_blocks_magic = ~uint64_t(0) / uint64_t(t.num_key_blocks) + 1;
+    if (t.num_key_blocks > 0) t.key_blocks_magic = fastmod_magic(uint32_t(t.num_key_blocks));
     t.num_query_blocks = ceil_div(p.len_q, t.a.block_size);
     return t;
   }
