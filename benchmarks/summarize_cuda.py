@@ -65,12 +65,13 @@ def markdown(rows) -> str:
         im = r["impl"]
         ours = ms(im, "spattn")
         sdpa = " / ".join(fmt(ms(im, n)) for n in ("sdpa_cudnn", "sdpa_flash2") if ms(im, n))
+        vs_flex = fmt(ratio(ms(im, "flex"), ours), ".2f")
         lines.append(
             f"| {SHORT.get(r['key'], r['pattern'])} | {r['L'] // 1024}K | {r['D']} | {r['dtype']} "
             f"| {fmt(ours)} ({im['spattn']['tflops']:.0f}) | {fmt(ms(im, 'flex'))} "
-            f"| {fmt(ratio(ms(im, 'flex'), ours), '.2f')}x | {sdpa} | {fmt(ms(im, 'spattn_ort'))} "
+            f"| {vs_flex + 'x' if vs_flex else ''} | {sdpa} | {fmt(ms(im, 'spattn_ort'))} "
             f"| {fmt(r.get('ort_over_direct_streamed'))} | {fmt(ms(im, 'ort_mha'))} "
-            f"| {r['file']} |".replace("| x |", "| |"))
+            f"| {r['file']} |")
     return "\n".join(lines) + "\n"
 
 
