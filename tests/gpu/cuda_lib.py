@@ -16,11 +16,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-# The one mirror of ``spattn_args`` lives in the package (exporter/capi.py); importing it from the
-# source tree keeps these tests runnable without installing the package.
-sys.path.insert(0, ROOT)
-from exporter.capi import SpattnArgs  # noqa: E402
+from spattn.capi import SpattnArgs
 
 
 @dataclass

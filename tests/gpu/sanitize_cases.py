@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 import torch  # noqa: E402
 from test_cuda_kernel import PATTERNS, run_case  # noqa: E402
 

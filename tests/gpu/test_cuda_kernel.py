@@ -13,8 +13,6 @@ import zlib
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 torch = pytest.importorskip("torch")
 
 from cuda_lib import (  # noqa: E402

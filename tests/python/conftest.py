@@ -2,31 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-import tempfile
-from pathlib import Path
-
 import pytest
 import torch
 
-
-def _make_spattn_importable() -> None:
-    """From a source checkout the package folder is exporter/; expose it as `spattn` through a
-    link in a temporary folder (an installed wheel needs nothing)."""
-    if importlib.util.find_spec("spattn") is not None:
-        return
-    src = Path(__file__).resolve().parents[2] / "exporter"
-    root = Path(tempfile.mkdtemp(prefix="spattn_src_"))
-    os.symlink(src, root / "spattn")
-    sys.path.insert(0, str(root))
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
-
-
-_make_spattn_importable()
-
-from spattn import Pattern  # noqa: E402
+from spattn import Pattern
 
 
 def families() -> dict[str, Pattern]:

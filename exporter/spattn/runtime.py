@@ -41,7 +41,8 @@ def _candidates(name: str) -> list[Path]:
             out += [Path(d) / fname, Path(d) / "lib" / fname]
     pkg = Path(__file__).resolve().parent
     out.append(pkg / "lib" / fname)
-    repo = pkg.parent
+    # From a source checkout (editable install) the package is <repo>/exporter/spattn/.
+    repo = pkg.parents[1]
     build = repo / "build"
     if build.is_dir():
         sub = _BUILD_SUBDIRS[name]

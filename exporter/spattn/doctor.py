@@ -61,7 +61,7 @@ def sample_binary() -> str | None:
     """Path of the C++ sample ``spattn_run_model`` (installed package, else a CMake build)."""
     pkg = Path(__file__).resolve().parent
     cands = [pkg / "bin" / "spattn_run_model"]
-    cands += [Path(p) for p in sorted(glob.glob(str(pkg.parent / "build" / "*" / "samples" /
+    cands += [Path(p) for p in sorted(glob.glob(str(pkg.parents[1] / "build" / "*" / "samples" /
                                                     "spattn_run_model")))]
     for c in cands:
         if c.is_file() and os.access(c, os.X_OK):
