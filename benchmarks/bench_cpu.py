@@ -39,22 +39,36 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
 
-    cfg = BenchConfig(lengths=args.lengths, heads=8, kv_heads=8, head_dim=64,
-                      attributes=dict(DEFAULT_PATTERN), threads=args.threads, warmup=1,
-                      repeat=args.repeat, dense_max=max(args.lengths), memory=False)
+    cfg = BenchConfig(
+        lengths=args.lengths,
+        heads=8,
+        kv_heads=8,
+        head_dim=64,
+        attributes=dict(DEFAULT_PATTERN),
+        threads=args.threads,
+        warmup=1,
+        repeat=args.repeat,
+        dense_max=max(args.lengths),
+        memory=False,
+    )
     sweep = run_benchmark(cfg, device="cpu")
     pattern = Pattern.from_attributes(DEFAULT_PATTERN)
     rows = []
     for r in sweep["rows"]:
         length, t = r["length"], r["times_ms"]
         pairs = round(pattern.density(length) * length * length) * cfg.heads
-        row = {"length": length, "density": pairs / (cfg.heads * length * length),
-               "allowed_pairs": pairs, "sparse_ms": t[SPARSE]}
+        row = {
+            "length": length,
+            "density": pairs / (cfg.heads * length * length),
+            "allowed_pairs": pairs,
+            "sparse_ms": t[SPARSE],
+        }
         row["sparse_effective_gflops"] = 4 * cfg.head_dim * pairs / (t[SPARSE] / 1e3) / 1e9
         if t.get(DENSE):
             row["dense_ms"] = t[DENSE]
-            row["dense_gflops"] = (4 * cfg.head_dim * cfg.heads * length * length
-                                   / (t[DENSE] / 1e3) / 1e9)
+            row["dense_gflops"] = (
+                4 * cfg.head_dim * cfg.heads * length * length / (t[DENSE] / 1e3) / 1e9
+            )
             row["speedup_vs_dense"] = t[DENSE] / t[SPARSE]
             row["effective_vs_dense_gflops"] = row["sparse_effective_gflops"] / row["dense_gflops"]
         rows.append(row)
@@ -64,17 +78,27 @@ def main() -> None:
     for length in args.memory:
         growth = measure_memory(SPARSE, cfg, length)["run_growth_bytes"]
         output = cfg.batch * cfg.heads * length * cfg.head_dim * 4
-        memory.append({"length": length, "run_growth_bytes": growth, "output_bytes": output,
-                       "growth_minus_output_bytes": growth - output})
+        memory.append(
+            {
+                "length": length,
+                "run_growth_bytes": growth,
+                "output_bytes": output,
+                "growth_minus_output_bytes": growth - output,
+            }
+        )
         print(json.dumps(memory[-1]), flush=True)
 
     result = {
         "question": "SparseAttention (band +-256 + 64 global) vs com.microsoft::MultiHeadAttention "
-                    "(dense), ONNX Runtime CPU EP, B=1, 8 heads, D=64, float32",
+        "(dense), ONNX Runtime CPU EP, B=1, 8 heads, D=64, float32",
         "command": "python benchmarks/bench_cpu.py " + " ".join(sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "processor": _cpu_name(),
-                    "cpus": os.cpu_count(), "threads": args.threads,
-                    "onnxruntime": ort.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": _cpu_name(),
+            "cpus": os.cpu_count(),
+            "threads": args.threads,
+            "onnxruntime": ort.__version__,
+        },
         "date": time.strftime("%Y-%m-%d"),
         "timing": rows,
         "memory": memory,
@@ -107,21 +131,34 @@ def plot(result: dict, path: str) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     t = result["timing"]
-    ax1.loglog([r["length"] for r in t], [r["sparse_ms"] for r in t], "o-",
-               label="spattn SparseAttention")
+    ax1.loglog(
+        [r["length"] for r in t], [r["sparse_ms"] for r in t], "o-", label="spattn SparseAttention"
+    )
     d = [r for r in t if "dense_ms" in r]
-    ax1.loglog([r["length"] for r in d], [r["dense_ms"] for r in d], "s-",
-               label="ORT MultiHeadAttention (dense)")
+    ax1.loglog(
+        [r["length"] for r in d],
+        [r["dense_ms"] for r in d],
+        "s-",
+        label="ORT MultiHeadAttention (dense)",
+    )
     ax1.set_xlabel("sequence length")
     ax1.set_ylabel("time (ms)")
     ax1.set_title("ONNX Runtime CPU, 8 heads, D=64, fp32")
     ax1.legend()
     ax1.grid(True, which="both", alpha=0.3)
     m = result["memory"]
-    ax2.plot([r["length"] for r in m], [r["run_growth_bytes"] / 2**20 for r in m], "o-",
-             label="peak memory added by one run")
-    ax2.plot([r["length"] for r in m], [r["output_bytes"] / 2**20 for r in m], "--",
-             label="output tensor")
+    ax2.plot(
+        [r["length"] for r in m],
+        [r["run_growth_bytes"] / 2**20 for r in m],
+        "o-",
+        label="peak memory added by one run",
+    )
+    ax2.plot(
+        [r["length"] for r in m],
+        [r["output_bytes"] / 2**20 for r in m],
+        "--",
+        label="output tensor",
+    )
     ax2.set_xlabel("sequence length")
     ax2.set_ylabel("MiB")
     ax2.set_title("spattn memory (band +-256 + 64 global)")

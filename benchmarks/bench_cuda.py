@@ -273,8 +273,17 @@ def bench_one(pat: Pattern, L, D, dtype, args, kernel, results):
 
 
 # The op's attributes as ONNX node attributes (those that differ from the spec's defaults).
-_ONNX_ATTRS = ("scale", "window_left", "window_right", "causal", "num_global", "stride",
-               "block_size", "num_random", "seed")
+_ONNX_ATTRS = (
+    "scale",
+    "window_left",
+    "window_right",
+    "causal",
+    "num_global",
+    "stride",
+    "block_size",
+    "num_random",
+    "seed",
+)
 
 
 def ort_columns(pat: Pattern, q, k, v, out, row, record, args):
@@ -285,8 +294,11 @@ def ort_columns(pat: Pattern, q, k, v, out, row, record, args):
     import bench_ort_cuda as ob  # imports onnxruntime: only with --ort
 
     default = Attrs()
-    attrs = {n: getattr(pat.attrs, n) for n in _ONNX_ATTRS
-             if getattr(pat.attrs, n) != getattr(default, n)}
+    attrs = {
+        n: getattr(pat.attrs, n)
+        for n in _ONNX_ATTRS
+        if getattr(pat.attrs, n) != getattr(default, n)
+    }
     D = q.shape[3]
     direct = row["_direct_call"]
     direct()
@@ -300,11 +312,16 @@ def ort_columns(pat: Pattern, q, k, v, out, row, record, args):
     calls = args.stream_calls
     row["impl"]["spattn_streamed"] = {"median_ms": ob.streamed_time(direct, calls)}
     row["impl"]["spattn_ort_streamed"] = {
-        "median_ms": ob.streamed_time(ob.bound(sess, feeds, got, sync=False), calls)}
-    row["ort_over_direct"] = row["impl"]["spattn_ort"].get("median_ms", float("nan")) / (
-        row["impl"]["spattn"]["median_ms"])
-    row["ort_over_direct_streamed"] = (row["impl"]["spattn_ort_streamed"]["median_ms"]
-                                       / row["impl"]["spattn_streamed"]["median_ms"])
+        "median_ms": ob.streamed_time(ob.bound(sess, feeds, got, sync=False), calls)
+    }
+    row["ort_over_direct"] = (
+        row["impl"]["spattn_ort"].get("median_ms", float("nan"))
+        / (row["impl"]["spattn"]["median_ms"])
+    )
+    row["ort_over_direct_streamed"] = (
+        row["impl"]["spattn_ort_streamed"]["median_ms"]
+        / row["impl"]["spattn_streamed"]["median_ms"]
+    )
     del sess
     if pat.name == "dense" and pat.hq == pat.hkv:
         L = q.shape[2]
@@ -331,8 +348,10 @@ def plot(results, path):
     rows_ = math.ceil(n / cols)
     fig, axes = plt.subplots(rows_, cols, figsize=(12, 3.2 * rows_), squeeze=False)
     for ax, (pname, D, dt) in zip(axes.flat, bf, strict=False):
-        sel = sorted((r for r in results if (r["pattern"], r["D"], r["dtype"]) == (pname, D, dt)),
-                     key=lambda r: r["L"])
+        sel = sorted(
+            (r for r in results if (r["pattern"], r["D"], r["dtype"]) == (pname, D, dt)),
+            key=lambda r: r["L"],
+        )
         impls = sorted({n for r in sel for n in r["impl"]})
         for name in impls:
             xs = [r["L"] for r in sel if "tflops" in r["impl"].get(name, {})]
@@ -366,7 +385,7 @@ def plot_bars(results, keys, path):
         ax.set_xlabel("effective TFLOP/s")
         ax.tick_params(labelsize=7)
         ax.grid(axis="x", alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -378,23 +397,39 @@ def main(argv=None):
     ap.add_argument("--D", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--dtypes", nargs="+", default=["bfloat16", "float16"])
     ap.add_argument("--patterns", nargs="+", default=list(patterns()))
-    ap.add_argument("--skip-dense-above", type=int, default=1 << 30,
-                    help="skip the dense pattern for L above this (it dominates the run time)")
+    ap.add_argument(
+        "--skip-dense-above",
+        type=int,
+        default=1 << 30,
+        help="skip the dense pattern for L above this (it dominates the run time)",
+    )
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--no-flex", dest="flex", action="store_false")
     ap.add_argument("--flex-fp16", action="store_true", help="also time FlexAttention in float16")
     ap.add_argument("--no-sdpa", dest="sdpa", action="store_false")
-    ap.add_argument("--also-kernels", nargs="*", default=[], choices=["ws", "wgmma", "mma"],
-                    help="also time these kernels of the 16-bit types (SPATTN_CUDA_KERNEL=...): "
-                    "ws, the warp-specialized Hopper kernel; wgmma, the one-warpgroup Hopper "
-                    "kernel; mma, the portable mma.sync kernel")
+    ap.add_argument(
+        "--also-kernels",
+        nargs="*",
+        default=[],
+        choices=["ws", "wgmma", "mma"],
+        help="also time these kernels of the 16-bit types (SPATTN_CUDA_KERNEL=...): "
+        "ws, the warp-specialized Hopper kernel; wgmma, the one-warpgroup Hopper "
+        "kernel; mma, the portable mma.sync kernel",
+    )
     ap.add_argument("--also-mma", action="store_true", help="same as --also-kernels mma")
-    ap.add_argument("--ort", action="store_true",
-                    help="float16 rows: also our op through ONNX Runtime's CUDA EP (I/O binding), "
-                         "per call and streamed, and ONNX Runtime's dense MultiHeadAttention")
-    ap.add_argument("--stream-calls", type=int, default=50,
-                    help="calls per streamed run with --ort (bench_ort_cuda.streamed_time)")
+    ap.add_argument(
+        "--ort",
+        action="store_true",
+        help="float16 rows: also our op through ONNX Runtime's CUDA EP (I/O binding), "
+        "per call and streamed, and ONNX Runtime's dense MultiHeadAttention",
+    )
+    ap.add_argument(
+        "--stream-calls",
+        type=int,
+        default=50,
+        help="calls per streamed run with --ort (bench_ort_cuda.streamed_time)",
+    )
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--tag", default="bench")
     args = ap.parse_args(argv)
@@ -407,8 +442,10 @@ def main(argv=None):
         except ImportError:
             ap.error("--ort needs onnxruntime-gpu (pip install onnxruntime-gpu)")
         if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-            ap.error("--ort needs onnxruntime-gpu: this onnxruntime has no CUDAExecutionProvider "
-                     f"(available: {', '.join(onnxruntime.get_available_providers())})")
+            ap.error(
+                "--ort needs onnxruntime-gpu: this onnxruntime has no CUDAExecutionProvider "
+                f"(available: {', '.join(onnxruntime.get_available_providers())})"
+            )
     import torch._dynamo
 
     torch._dynamo.config.cache_size_limit = 1024
@@ -440,9 +477,11 @@ def main(argv=None):
         import onnxruntime
 
         meta["onnxruntime"] = onnxruntime.__version__
-        meta["ort_note"] = ("spattn_ort: our op through ONNX Runtime's CUDA EP, each Run "
-                            "synchronized; *_streamed: --stream-calls calls back to back, wall "
-                            "time per call; ort_mha: com.microsoft::MultiHeadAttention, dense")
+        meta["ort_note"] = (
+            "spattn_ort: our op through ONNX Runtime's CUDA EP, each Run "
+            "synchronized; *_streamed: --stream-calls calls back to back, wall "
+            "time per call; ort_mha: com.microsoft::MultiHeadAttention, dense"
+        )
     path = os.path.join(args.out, f"cuda_{args.tag}.json")
     with open(path, "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)

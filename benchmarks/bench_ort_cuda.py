@@ -49,8 +49,13 @@ PATTERNS = {
     "sliding ±256": {"window_left": 256, "window_right": 256},
     "±256 + 64 global": {"window_left": 256, "window_right": 256, "num_global": 64},
     "BigBird-like (block 64: ±64, 64 global, 2 random)": {
-        "window_left": 64, "window_right": 64, "num_global": 64, "num_random": 2,
-        "block_size": 64, "seed": 0},
+        "window_left": 64,
+        "window_right": 64,
+        "num_global": 64,
+        "num_random": 2,
+        "block_size": 64,
+        "seed": 0,
+    },
     "dense": {},
 }
 
@@ -93,47 +98,66 @@ def run_cost_row(d: int, length: int) -> dict:
     """ONNX Runtime's fixed cost per synchronized Run: host time of a Run on a tiny input, for our
     op and for ONNX Runtime's own MultiHeadAttention; the kernels themselves take a few
     microseconds there."""
-    q, k, v = (torch.randn(1, HEADS, length, d, device="cuda", dtype=torch.float16)
-               for _ in range(3))
+    q, k, v = (
+        torch.randn(1, HEADS, length, d, device="cuda", dtype=torch.float16) for _ in range(3)
+    )
     out = torch.empty_like(q)
-    sparse = bound(session(sparse_model(d, PATTERNS["sliding ±256"]), True),
-                   {"query": q, "key": k, "value": v}, out)
+    sparse = bound(
+        session(sparse_model(d, PATTERNS["sliding ±256"]), True),
+        {"query": q, "key": k, "value": v},
+        out,
+    )
     flat = [x.transpose(1, 2).reshape(1, length, HEADS * d).contiguous() for x in (q, k, v)]
     feeds = dict(zip(("query", "key", "value"), flat, strict=True))
     dense = bound(session(dense_model(d), False), feeds, torch.empty_like(flat[0]))
-    return {"pattern": "ONNX Runtime Run, host time", "L": length, "D": d,
-            "spattn_run_host_us": host_time_us(sparse),
-            "ort_mha_run_host_us": host_time_us(dense)}
+    return {
+        "pattern": "ONNX Runtime Run, host time",
+        "L": length,
+        "D": d,
+        "spattn_run_host_us": host_time_us(sparse),
+        "ort_mha_run_host_us": host_time_us(dense),
+    }
 
 
 def _model(node, ins, out) -> bytes:
-    m = helper.make_model(helper.make_graph([node], "g", ins, [out]),
-                          opset_imports=[helper.make_opsetid("", 18),
-                                         helper.make_opsetid(node.domain, 1)])
+    m = helper.make_model(
+        helper.make_graph([node], "g", ins, [out]),
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(node.domain, 1)],
+    )
     m.ir_version = 10
     return m.SerializeToString()
 
 
 def sparse_model(d: int, attrs: dict, heads_q: int = HEADS, heads_kv: int = HEADS) -> bytes:
     t = TensorProto.FLOAT16
-    ins = [helper.make_tensor_value_info(n, t, [1, h, "L", d])
-           for n, h in (("query", heads_q), ("key", heads_kv), ("value", heads_kv))]
-    node = helper.make_node("SparseAttention", ["query", "key", "value"], ["output"],
-                            domain="spattn", **attrs)
+    ins = [
+        helper.make_tensor_value_info(n, t, [1, h, "L", d])
+        for n, h in (("query", heads_q), ("key", heads_kv), ("value", heads_kv))
+    ]
+    node = helper.make_node(
+        "SparseAttention", ["query", "key", "value"], ["output"], domain="spattn", **attrs
+    )
     return _model(node, ins, helper.make_tensor_value_info("output", t, [1, heads_q, "L", d]))
 
 
 def dense_model(d: int) -> bytes:
     t = TensorProto.FLOAT16
-    ins = [helper.make_tensor_value_info(n, t, [1, "L", HEADS * d])
-           for n in ("query", "key", "value")]
-    node = helper.make_node("MultiHeadAttention", ["query", "key", "value"], ["output"],
-                            domain="com.microsoft", num_heads=HEADS)
+    ins = [
+        helper.make_tensor_value_info(n, t, [1, "L", HEADS * d]) for n in ("query", "key", "value")
+    ]
+    node = helper.make_node(
+        "MultiHeadAttention",
+        ["query", "key", "value"],
+        ["output"],
+        domain="com.microsoft",
+        num_heads=HEADS,
+    )
     return _model(node, ins, helper.make_tensor_value_info("output", t, [1, "L", HEADS * d]))
 
 
-def session(model: bytes, custom: bool,
-            graph_stream: torch.cuda.Stream | None = None) -> ort.InferenceSession:
+def session(
+    model: bytes, custom: bool, graph_stream: torch.cuda.Stream | None = None
+) -> ort.InferenceSession:
     """A CUDA EP session on torch's current stream; with graph_stream, one whose CUDA EP captures
     the model's kernels in a CUDA graph (provider option enable_cuda_graph) on that stream and
     replays it on every later Run."""
@@ -144,9 +168,9 @@ def session(model: bytes, custom: bool,
     cuda_opts = {"user_compute_stream": str(stream.cuda_stream)}
     if graph_stream is not None:
         cuda_opts["enable_cuda_graph"] = "1"
-    return ort.InferenceSession(model, opts,
-                                providers=[("CUDAExecutionProvider", cuda_opts),
-                                           "CPUExecutionProvider"])
+    return ort.InferenceSession(
+        model, opts, providers=[("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"]
+    )
 
 
 def bound(sess: ort.InferenceSession, inputs: dict, out: torch.Tensor, sync: bool = True):
@@ -167,11 +191,19 @@ def main() -> None:
     ap.add_argument("--dims", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--dense-max", type=int, default=65536)
-    ap.add_argument("--stream-calls", type=int, default=50,
-                    help="calls per streamed run (see the module docstring)")
+    ap.add_argument(
+        "--stream-calls",
+        type=int,
+        default=50,
+        help="calls per streamed run (see the module docstring)",
+    )
     ap.add_argument("--out", default=RESULTS, help="folder for ort_cuda.json and .png")
-    ap.add_argument("--run-cost-length", type=int, default=128,
-                    help="sequence length of the fixed-cost probe (see run_cost_row)")
+    ap.add_argument(
+        "--run-cost-length",
+        type=int,
+        default=128,
+        help="sequence length of the fixed-cost probe (see run_cost_row)",
+    )
     args = ap.parse_args()
     torch.manual_seed(0)
     rows = []
@@ -180,13 +212,19 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     for d in args.dims:
         for length in args.lengths:
-            q, k, v = (torch.randn(1, HEADS, length, d, device="cuda", dtype=torch.float16)
-                       for _ in range(3))
+            q, k, v = (
+                torch.randn(1, HEADS, length, d, device="cuda", dtype=torch.float16)
+                for _ in range(3)
+            )
             out = torch.empty_like(q)
             for name, attrs in PATTERNS.items():
                 heads = HEADS if attrs.get("num_random") else 1  # random blocks differ per head
-                pairs = (Pattern.from_attributes(attrs).density(length, heads=heads)
-                         * length * length * HEADS)
+                pairs = (
+                    Pattern.from_attributes(attrs).density(length, heads=heads)
+                    * length
+                    * length
+                    * HEADS
+                )
                 ws_bytes = capi.cuda_workspace_size(q, k, v, **attrs)
                 ws = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device="cuda")
                 stream = torch.cuda.current_stream().cuda_stream
@@ -218,38 +256,58 @@ def main() -> None:
                     graph_same, graph_error = bool(torch.equal(out, ref)), None
                 except Exception as exc:  # noqa: BLE001 - recorded in the results
                     t_graph, graph_same, graph_error = float("nan"), False, str(exc)[:300]
-                row = {"pattern": name, "L": length, "D": d, "attributes": attrs,
-                       "allowed_pairs": pairs, "direct_ms": t_direct, "ort_cuda_ms": t_ort,
-                       "ort_over_direct": t_ort / t_direct,
-                       "direct_streamed_ms": s_direct, "ort_cuda_streamed_ms": s_ort,
-                       "ort_over_direct_streamed": s_ort / s_direct,
-                       "ort_cuda_graph_ms": t_graph, "ort_graph_over_direct": t_graph / t_direct,
-                       "ort_output_equals_direct": same,
-                       "ort_graph_output_equals_direct": graph_same,
-                       "ort_cuda_graph_error": graph_error,
-                       "ort_effective_tflops": 4 * d * pairs / (t_ort / 1e3) / 1e12}
+                row = {
+                    "pattern": name,
+                    "L": length,
+                    "D": d,
+                    "attributes": attrs,
+                    "allowed_pairs": pairs,
+                    "direct_ms": t_direct,
+                    "ort_cuda_ms": t_ort,
+                    "ort_over_direct": t_ort / t_direct,
+                    "direct_streamed_ms": s_direct,
+                    "ort_cuda_streamed_ms": s_ort,
+                    "ort_over_direct_streamed": s_ort / s_direct,
+                    "ort_cuda_graph_ms": t_graph,
+                    "ort_graph_over_direct": t_graph / t_direct,
+                    "ort_output_equals_direct": same,
+                    "ort_graph_output_equals_direct": graph_same,
+                    "ort_cuda_graph_error": graph_error,
+                    "ort_effective_tflops": 4 * d * pairs / (t_ort / 1e3) / 1e12,
+                }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             if length <= args.dense_max:
-                flat = [x.transpose(1, 2).reshape(1, length, HEADS * d).contiguous()
-                        for x in (q, k, v)]
+                flat = [
+                    x.transpose(1, 2).reshape(1, length, HEADS * d).contiguous() for x in (q, k, v)
+                ]
                 dout = torch.empty_like(flat[0])
-                run = bound(session(dense_model(d), False),
-                            dict(zip(("query", "key", "value"), flat, strict=True)), dout)
+                run = bound(
+                    session(dense_model(d), False),
+                    dict(zip(("query", "key", "value"), flat, strict=True)),
+                    dout,
+                )
                 t = cuda_time(run, 3, args.iters)
-                row = {"pattern": "ORT MultiHeadAttention (dense)", "L": length, "D": d,
-                       "ort_cuda_ms": t,
-                       "ort_effective_tflops": 4 * d * HEADS * length * length / (t / 1e3) / 1e12}
+                row = {
+                    "pattern": "ORT MultiHeadAttention (dense)",
+                    "L": length,
+                    "D": d,
+                    "ort_cuda_ms": t,
+                    "ort_effective_tflops": 4 * d * HEADS * length * length / (t / 1e3) / 1e12,
+                }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             del q, k, v, out
             torch.cuda.empty_cache()
     result = {
         "question": "SparseAttention through ONNX Runtime's CUDA EP vs the direct launch vs "
-                    "com.microsoft::MultiHeadAttention, B=1, 16 heads, float16",
+        "com.microsoft::MultiHeadAttention, B=1, 16 heads, float16",
         "command": "python benchmarks/bench_ort_cuda.py " + " ".join(sys.argv[1:]),
-        "device": torch.cuda.get_device_name(), "onnxruntime": ort.__version__,
-        "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "rows": rows,
+        "device": torch.cuda.get_device_name(),
+        "onnxruntime": ort.__version__,
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "rows": rows,
     }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "ort_cuda.json"), "w") as f:

@@ -55,11 +55,17 @@ def main() -> None:
     ic = header.index("Instructions Executed")
     sc = header.index("Warp Stall Sampling (All Samples)")
     # Per-reason sample columns (all samples, not only the not-issued ones).
-    reasons = [(i, h[len("stall_"):]) for i, h in enumerate(header)
-               if h.startswith("stall_") and "(Not Issued)" not in h]
+    reasons = [
+        (i, h[len("stall_") :])
+        for i, h in enumerate(header)
+        if h.startswith("stall_") and "(Not Issued)" not in h
+    ]
     split = next((i for i, (_, _, r) in enumerate(sass) if "SETMAXREG.DEALLOC" in r[3]), None)
-    regions = {"kernel": sass} if split is None else {
-        "consumers (and entry)": sass[:split], "producer": sass[split:]}
+    regions = (
+        {"kernel": sass}
+        if split is None
+        else {"consumers (and entry)": sass[:split], "producer": sass[split:]}
+    )
 
     def num(r: list[str], c: int) -> float:
         return float(r[c] or 0)
@@ -70,8 +76,10 @@ def main() -> None:
     for name, rows in regions.items():
         ins = sum(num(r, ic) for _, _, r in rows)
         smp = sum(num(r, sc) for _, _, r in rows)
-        print(f"\n{name}: {ins:,.0f} instructions ({100 * ins / total_i:.0f}%), "
-              f"{100 * smp / max(total_s, 1):.0f}% of samples")
+        print(
+            f"\n{name}: {ins:,.0f} instructions ({100 * ins / total_i:.0f}%), "
+            f"{100 * smp / max(total_s, 1):.0f}% of samples"
+        )
         by_line: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
         why: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         for _, line, r in rows:
@@ -81,10 +89,13 @@ def main() -> None:
                 why[line][name] += num(r, c)
         key = 0 if args.sort == "inst" else 1
         for line, (i, s) in sorted(by_line.items(), key=lambda x: -x[1][key])[: args.top]:
-            top = ", ".join(f"{n} {100 * v / max(s, 1):.0f}%"
-                            for n, v in why[line].most_common(2) if v)
-            print(f"  {100 * i / max(ins, 1):5.1f}% inst {100 * s / max(smp, 1):5.1f}% samples  "
-                  f"{line}" + (f"  [{top}]" if top else ""))
+            top = ", ".join(
+                f"{n} {100 * v / max(s, 1):.0f}%" for n, v in why[line].most_common(2) if v
+            )
+            print(
+                f"  {100 * i / max(ins, 1):5.1f}% inst {100 * s / max(smp, 1):5.1f}% samples  "
+                f"{line}" + (f"  [{top}]" if top else "")
+            )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,11 @@ def main() -> None:
         for _ in range(10):
             fn()
         torch.cuda.synchronize()
-    parts = [f"{e.key[:60]}: {e.device_time_total / 10 / 1000:.3f} ms"
-             for e in prof.key_averages() if e.device_time_total > 0]
+    parts = [
+        f"{e.key[:60]}: {e.device_time_total / 10 / 1000:.3f} ms"
+        for e in prof.key_averages()
+        if e.device_time_total > 0
+    ]
     print(f"{pat} L={length} D={d}: " + "; ".join(parts))
 
 

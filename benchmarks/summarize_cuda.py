@@ -38,8 +38,14 @@ def load(paths):
         for r in data["results"]:
             r["file"] = os.path.basename(path)
             rows.append(r)
-    rows.sort(key=lambda r: (ORDER.index(r["key"]) if r["key"] in ORDER else 99, r["D"], r["L"],
-                             r["dtype"]))
+    rows.sort(
+        key=lambda r: (
+            ORDER.index(r["key"]) if r["key"] in ORDER else 99,
+            r["D"],
+            r["L"],
+            r["dtype"],
+        )
+    )
     return rows
 
 
@@ -57,9 +63,11 @@ def ratio(a, b):
 
 
 def markdown(rows) -> str:
-    head = ("| pattern | L | D | dtype | spattn ms (TF/s) | FlexAttention ms | vs Flex "
-            "| dense SDPA cuDNN / FA2 ms | via ORT CUDA EP ms, per call | ORT / direct, streamed "
-            "| ORT MultiHeadAttention ms | file |")
+    head = (
+        "| pattern | L | D | dtype | spattn ms (TF/s) | FlexAttention ms | vs Flex "
+        "| dense SDPA cuDNN / FA2 ms | via ORT CUDA EP ms, per call | ORT / direct, streamed "
+        "| ORT MultiHeadAttention ms | file |"
+    )
     lines = [head, "|" + "---|" * 12]
     for r in rows:
         im = r["impl"]
@@ -71,7 +79,8 @@ def markdown(rows) -> str:
             f"| {fmt(ours)} ({im['spattn']['tflops']:.0f}) | {fmt(ms(im, 'flex'))} "
             f"| {vs_flex + 'x' if vs_flex else ''} | {sdpa} | {fmt(ms(im, 'spattn_ort'))} "
             f"| {fmt(r.get('ort_over_direct_streamed'))} | {fmt(ms(im, 'ort_mha'))} "
-            f"| {r['file']} |")
+            f"| {r['file']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -85,9 +94,17 @@ def plot(rows, path):
     fig, axes = plt.subplots(1, len(dims), figsize=(6 * len(dims), 4), squeeze=False)
     for ax, d in zip(axes[0], dims, strict=True):
         for key in ORDER:
-            sel = sorted((r for r in rows if r["key"] == key and r["D"] == d
-                          and r["dtype"] == "bfloat16" and ms(r["impl"], "flex")),
-                         key=lambda r: r["L"])
+            sel = sorted(
+                (
+                    r
+                    for r in rows
+                    if r["key"] == key
+                    and r["D"] == d
+                    and r["dtype"] == "bfloat16"
+                    and ms(r["impl"], "flex")
+                ),
+                key=lambda r: r["L"],
+            )
             if not sel:
                 continue
             xs = [r["L"] for r in sel]
@@ -124,7 +141,8 @@ def main(argv=None):
                 "last column (each holds its command and device). H100, B = 1, 16 query heads; "
                 "median of 20 calls after warm-up, CUDA events. TF/s: effective, allowed pairs "
                 "only. *ORT / direct, streamed*: 50 calls back to back through ONNX Runtime's "
-                "CUDA EP over the same calls launched directly (float16 rows).\n\n")
+                "CUDA EP over the same calls launched directly (float16 rows).\n\n"
+            )
             f.write(table)
     else:
         print(table)

@@ -1,5 +1,6 @@
 // Entry point ONNX Runtime calls when the library is registered
-// (Python: SessionOptions.register_custom_ops_library; C++: Ort::SessionOptions::RegisterCustomOpsLibrary).
+// (Python: SessionOptions.register_custom_ops_library; C++:
+// Ort::SessionOptions::RegisterCustomOpsLibrary).
 #include <onnxruntime_c_api.h>
 
 #include "sparse_attention_op.h"

@@ -26,10 +26,10 @@ namespace {
 const OrtApi* g_api = nullptr;
 
 // Evaluates an OrtStatus-returning API call; on failure, returns it from the enclosing function.
-#define SPATTN_ORT_RETURN_IF_ERROR(expr)  \
-  do {                                    \
-    OrtStatus* _st = (expr);              \
-    if (_st) return _st;                  \
+#define SPATTN_ORT_RETURN_IF_ERROR(expr) \
+  do {                                   \
+    OrtStatus* _st = (expr);             \
+    if (_st) return _st;                 \
   } while (0)
 
 OrtStatus* make_error(const std::string& msg, OrtErrorCode code = ORT_INVALID_ARGUMENT) {
@@ -47,7 +47,8 @@ OrtStatus* read_int(const OrtKernelInfo* info, const char* name, int64_t def, in
   g_api->ReleaseStatus(st);
   float f = 0.f;
   st = g_api->KernelInfoGetAttribute_float(info, name, &f);
-  if (!st) return make_error(std::string("SparseAttention: ") + name + ": an INT attribute, got a FLOAT");
+  if (!st)
+    return make_error(std::string("SparseAttention: ") + name + ": an INT attribute, got a FLOAT");
   g_api->ReleaseStatus(st);
   *out = def;
   return nullptr;
@@ -63,7 +64,8 @@ OrtStatus* read_float(const OrtKernelInfo* info, const char* name, float def, fl
   g_api->ReleaseStatus(st);
   int64_t i = 0;
   st = g_api->KernelInfoGetAttribute_int64(info, name, &i);
-  if (!st) return make_error(std::string("SparseAttention: ") + name + ": a FLOAT attribute, got an INT");
+  if (!st)
+    return make_error(std::string("SparseAttention: ") + name + ": a FLOAT attribute, got an INT");
   g_api->ReleaseStatus(st);
   *out = def;
   return nullptr;
@@ -84,26 +86,41 @@ struct Kernel {
 
 int32_t dtype_code(ONNXTensorElementDataType t) {
   switch (t) {
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return int32_t(DType::kFloat32);
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return int32_t(DType::kFloat16);
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16: return int32_t(DType::kBFloat16);
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return kInt32Code;
-    default: return -1;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT:
+      return int32_t(DType::kFloat32);
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16:
+      return int32_t(DType::kFloat16);
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16:
+      return int32_t(DType::kBFloat16);
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32:
+      return kInt32Code;
+    default:
+      return -1;
   }
 }
 
 const char* onnx_type_name(ONNXTensorElementDataType t) {
   switch (t) {
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return "float32";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return "float16";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16: return "bfloat16";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: return "float64";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return "int32";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return "int64";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8: return "int8";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: return "uint8";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL: return "bool";
-    default: return "another element type";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT:
+      return "float32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16:
+      return "float16";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16:
+      return "bfloat16";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE:
+      return "float64";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32:
+      return "int32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64:
+      return "int64";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8:
+      return "int8";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8:
+      return "uint8";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL:
+      return "bool";
+    default:
+      return "another element type";
   }
 }
 
@@ -146,7 +163,8 @@ OrtStatus* compute(Kernel* kernel, OrtKernelContext* ctx) {
   SPATTN_ORT_RETURN_IF_ERROR(g_api->KernelContext_GetInputCount(ctx, &count));
   TensorDesc d[5];
   const OrtValue* values[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
-  for (size_t i = 0; i < 5; ++i) SPATTN_ORT_RETURN_IF_ERROR(describe(ctx, i, count, &d[i], &values[i]));
+  for (size_t i = 0; i < 5; ++i)
+    SPATTN_ORT_RETURN_IF_ERROR(describe(ctx, i, count, &d[i], &values[i]));
 
   HeadDimSupport support;
   support.backend = "the ONNX Runtime CPU execution provider";
@@ -154,14 +172,16 @@ OrtStatus* compute(Kernel* kernel, OrtKernelContext* ctx) {
   if (kernel->cuda) support = cuda::head_dim_support();
 #endif
   Params p;
-  std::string e = validate_inputs(kernel->attrs, int(count), d[0], d[1], d[2], d[3], d[4], support, &p);
+  std::string e =
+      validate_inputs(kernel->attrs, int(count), d[0], d[1], d[2], d[3], d[4], support, &p);
   if (!e.empty()) return make_error(e);
 
   const void* ptrs[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
   for (int i = 0; i < 5; ++i)
     if (values[i]) {
       void* data = nullptr;  // GetTensorMutableData: the const variant is newer than 1.21
-      SPATTN_ORT_RETURN_IF_ERROR(g_api->GetTensorMutableData(const_cast<OrtValue*>(values[i]), &data));
+      SPATTN_ORT_RETURN_IF_ERROR(
+          g_api->GetTensorMutableData(const_cast<OrtValue*>(values[i]), &data));
       ptrs[i] = data;
     }
   p.q = ptrs[0];
@@ -189,8 +209,8 @@ OrtStatus* compute(Kernel* kernel, OrtKernelContext* ctx) {
           int device = 0;
           cudaGetDevice(&device);
           OrtMemoryInfo* mem = nullptr;
-          SPATTN_ORT_RETURN_IF_ERROR(g_api->CreateMemoryInfo("Cuda", OrtDeviceAllocator, device,
-                                                             OrtMemTypeDefault, &mem));
+          SPATTN_ORT_RETURN_IF_ERROR(
+              g_api->CreateMemoryInfo("Cuda", OrtDeviceAllocator, device, OrtMemTypeDefault, &mem));
           OrtStatus* st = g_api->KernelContext_GetAllocator(ctx, mem, &kernel->cuda_alloc);
           g_api->ReleaseMemoryInfo(mem);
           if (st) {
@@ -213,8 +233,8 @@ OrtStatus* compute(Kernel* kernel, OrtKernelContext* ctx) {
       alloc->Free(alloc, ws);
     }
     if (rc != cudaSuccess)
-      return make_error(std::string("SparseAttention: CUDA launch failed: ") + cudaGetErrorString(rc),
-                        ORT_FAIL);
+      return make_error(
+          std::string("SparseAttention: CUDA launch failed: ") + cudaGetErrorString(rc), ORT_FAIL);
     return nullptr;
 #else
     return make_error("SparseAttention: this library was built without CUDA kernels", ORT_FAIL);
@@ -252,8 +272,8 @@ struct SparseAttentionOp : OrtCustomOp {
   explicit SparseAttentionOp(bool on_cuda);
 };
 
-OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp* op, const OrtApi*, const OrtKernelInfo* info,
-                                      void** out) {
+OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp* op, const OrtApi*,
+                                      const OrtKernelInfo* info, void** out) {
   *out = nullptr;
   try {
     RawAttrs r;
@@ -315,7 +335,8 @@ OrtStatus* ORT_API_CALL infer_shape(const OrtCustomOp*, OrtShapeInferContext* ct
   SPATTN_ORT_RETURN_IF_ERROR(g_api->GetSymbolicDimensions(q, qs, 4));
   SPATTN_ORT_RETURN_IF_ERROR(g_api->GetSymbolicDimensions(v, vs, 4));
   const int64_t od[4] = {qd[0], qd[1], qd[2], vd[3]};
-  const char* os[4] = {qs[0] ? qs[0] : "", qs[1] ? qs[1] : "", qs[2] ? qs[2] : "", vs[3] ? vs[3] : ""};
+  const char* os[4] = {qs[0] ? qs[0] : "", qs[1] ? qs[1] : "", qs[2] ? qs[2] : "",
+                       vs[3] ? vs[3] : ""};
   OrtTensorTypeAndShapeInfo* out = nullptr;
   SPATTN_ORT_RETURN_IF_ERROR(g_api->CreateTensorTypeAndShapeInfo(&out));
   OrtStatus* st = g_api->SetTensorElementType(out, t);
@@ -335,11 +356,14 @@ SparseAttentionOp::SparseAttentionOp(bool on_cuda) : OrtCustomOp{}, cuda(on_cuda
   };
   GetInputTypeCount = [](const OrtCustomOp*) -> size_t { return 5; };
   GetInputType = [](const OrtCustomOp*, size_t i) {
-    // query/key/value: float32, float16 or bfloat16 (checked at compute); the integer inputs: int32.
+    // query/key/value: float32, float16 or bfloat16 (checked at compute); the integer inputs:
+    // int32.
     return i < 3 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED : ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
   };
   GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
-  GetOutputType = [](const OrtCustomOp*, size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED; };
+  GetOutputType = [](const OrtCustomOp*, size_t) {
+    return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+  };
   GetInputCharacteristic = [](const OrtCustomOp*, size_t i) {
     return i < 3 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
   };

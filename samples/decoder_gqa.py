@@ -40,12 +40,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--d-model", type=int, default=512,
-                        help="with --heads 8: head dim 64, which the CUDA kernels support")
+    parser.add_argument(
+        "--d-model",
+        type=int,
+        default=512,
+        help="with --heads 8: head dim 64, which the CUDA kernels support",
+    )
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--kv-heads", type=int, default=2)
-    parser.add_argument("--window", type=int, default=256,
-                        help="keys per query, the query included (Hugging Face sliding_window)")
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=256,
+        help="keys per query, the query included (Hugging Face sliding_window)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default="out")
@@ -54,11 +62,18 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     model, (x, key_lengths) = gqa_decoder_block(
-        d_model=args.d_model, num_heads=args.heads, num_kv_heads=args.kv_heads,
-        window=args.window, seq_len=args.seq_len, batch=args.batch)
-    print(f"GQA decoder block: d_model {args.d_model}, {args.heads} query heads over "
-          f"{args.kv_heads} key/value heads, causal sliding window of {args.window} keys, "
-          f"L = {args.seq_len}, key_lengths {key_lengths.tolist()}")
+        d_model=args.d_model,
+        num_heads=args.heads,
+        num_kv_heads=args.kv_heads,
+        window=args.window,
+        seq_len=args.seq_len,
+        batch=args.batch,
+    )
+    print(
+        f"GQA decoder block: d_model {args.d_model}, {args.heads} query heads over "
+        f"{args.kv_heads} key/value heads, causal sliding window of {args.window} keys, "
+        f"L = {args.seq_len}, key_lengths {key_lengths.tolist()}"
+    )
 
     path = os.path.join(args.out, "decoder_gqa.onnx")
     report = spattn.export(model, (x, key_lengths), path, intra_op_threads=args.threads)
@@ -89,8 +104,10 @@ def main() -> int:
         err = np.abs(got - expected)
         ok = bool(np.all(err <= atol + rtol * np.abs(expected)))
         failed |= not ok
-        print(f"ONNX Runtime {device}: max abs error vs PyTorch {err.max():.2e} "
-              f"({'PASSED' if ok else 'FAILED'}), median {ms:.2f} ms over {args.repeats} runs")
+        print(
+            f"ONNX Runtime {device}: max abs error vs PyTorch {err.max():.2e} "
+            f"({'PASSED' if ok else 'FAILED'}), median {ms:.2f} ms over {args.repeats} runs"
+        )
     return 1 if failed else 0
 
 

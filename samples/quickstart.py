@@ -55,26 +55,35 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
     pattern = Pattern.longformer(attention_window=512, num_global=64)  # band +-256, 64 global
-    layer = nn.TransformerEncoderLayer(args.d_model, args.heads, dim_feedforward=2 * args.d_model,
-                                       dropout=0.0, batch_first=True)
+    layer = nn.TransformerEncoderLayer(
+        args.d_model, args.heads, dim_feedforward=2 * args.d_model, dropout=0.0, batch_first=True
+    )
     dense = nn.TransformerEncoder(layer, args.layers, enable_nested_tensor=False).eval()
     sparse = convert_transformer(copy.deepcopy(dense), pattern).eval()
     x = torch.randn(1, args.seq_len, args.d_model)
-    print(f"spattn {spattn.__version__}: {args.layers}-layer encoder, d_model {args.d_model}, "
-          f"{args.heads} heads, L = {args.seq_len}, pattern: {pattern.describe()}, "
-          f"density {pattern.density(args.seq_len):.2%}")
+    print(
+        f"spattn {spattn.__version__}: {args.layers}-layer encoder, d_model {args.d_model}, "
+        f"{args.heads} heads, L = {args.seq_len}, pattern: {pattern.describe()}, "
+        f"density {pattern.density(args.seq_len):.2%}"
+    )
 
     # Export and validate: one fused node per attention, checked, compared with PyTorch.
     sparse_path = os.path.join(args.out, "longformer_encoder.onnx")
     start = time.perf_counter()
     report = export(sparse, (x,), sparse_path, intra_op_threads=args.threads)
-    print(f"exported {sparse_path} in {time.perf_counter() - start:.1f} s: "
-          f"{report.num_spattn_nodes} spattn::SparseAttention nodes")
+    print(
+        f"exported {sparse_path} in {time.perf_counter() - start:.1f} s: "
+        f"{report.num_spattn_nodes} spattn::SparseAttention nodes"
+    )
     for name, (abs_err, rel_err) in report.errors.items():
-        print(f"  numerical check vs PyTorch, output {name}: max abs error {abs_err:.2e}, "
-              f"max rel error {rel_err:.2e}")
-    print(f"  validation: {'PASSED' if report.passed else 'FAILED'} "
-          f"(atol {report.atol:g}, rtol {report.rtol:g})")
+        print(
+            f"  numerical check vs PyTorch, output {name}: max abs error {abs_err:.2e}, "
+            f"max rel error {rel_err:.2e}"
+        )
+    print(
+        f"  validation: {'PASSED' if report.passed else 'FAILED'} "
+        f"(atol {report.atol:g}, rtol {report.rtol:g})"
+    )
 
     # The dense alternative: PyTorch's own ONNX export, run by ONNX Runtime's kernels.
     dense_path = os.path.join(args.out, "dense_encoder.onnx")
@@ -89,22 +98,32 @@ def main() -> None:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = args.threads
     dense_session = ort.InferenceSession(dense_path, opts, providers=["CPUExecutionProvider"])
-    dense_ms = median_ms(dense_session, {dense_session.get_inputs()[0].name: x.numpy()},
-                         args.repeats)
+    dense_ms = median_ms(
+        dense_session, {dense_session.get_inputs()[0].name: x.numpy()}, args.repeats
+    )
     print(f"ONNX Runtime CPU, {args.threads} threads, median of {args.repeats}:")
     print(f"  spattn sparse encoder: {sparse_ms:9.1f} ms")
     print(f"  dense encoder:         {dense_ms:9.1f} ms")
     print(f"  speedup: {dense_ms / sparse_ms:.1f}x (whole encoder: projections and MLP included)")
 
     # The attention alone: our op against ONNX Runtime's fused dense MultiHeadAttention.
-    cfg = BenchConfig(lengths=(args.seq_len,), heads=args.heads, kv_heads=args.heads,
-                      head_dim=args.d_model // args.heads, attributes=pattern.attributes(),
-                      threads=args.threads, repeat=args.repeats, dense_max=args.seq_len,
-                      memory=False)
+    cfg = BenchConfig(
+        lengths=(args.seq_len,),
+        heads=args.heads,
+        kv_heads=args.heads,
+        head_dim=args.d_model // args.heads,
+        attributes=pattern.attributes(),
+        threads=args.threads,
+        repeat=args.repeats,
+        dense_max=args.seq_len,
+        memory=False,
+    )
     times = run_benchmark(cfg, device="cpu")["rows"][0]["times_ms"]
     op_ms, mha_ms = times["spattn-ort-cpu"], times["dense-ort-cpu"]
-    print(f"  attention alone ({args.heads} heads, D={cfg.head_dim}): spattn {op_ms:.1f} ms, "
-          f"ONNX Runtime MultiHeadAttention {mha_ms:.1f} ms: {mha_ms / op_ms:.1f}x")
+    print(
+        f"  attention alone ({args.heads} heads, D={cfg.head_dim}): spattn {op_ms:.1f} ms, "
+        f"ONNX Runtime MultiHeadAttention {mha_ms:.1f} ms: {mha_ms / op_ms:.1f}x"
+    )
     if not report.passed:
         raise SystemExit(1)
 

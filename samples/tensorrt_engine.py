@@ -50,24 +50,42 @@ def main() -> int:
     specs = backends.input_specs(proto)
     feeds = backends.make_feeds(specs, batch=args.batch, seq_len=args.seq_len)
     shapes = {k: tuple(v.shape) for k, v in feeds.items()}
-    profile = [backends.make_feeds(specs, batch=b, seq_len=n)
-               for b, n in ((1, 1), (args.batch, args.seq_len),
-                            (args.batch, max(args.seq_len, args.max_seq_len)))]
+    profile = [
+        backends.make_feeds(specs, batch=b, seq_len=n)
+        for b, n in (
+            (1, 1),
+            (args.batch, args.seq_len),
+            (args.batch, max(args.seq_len, args.max_seq_len)),
+        )
+    ]
     engine = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".plan")
-    trt.build_engine(path, engine,
-                     min_shapes={k: v.shape for k, v in profile[0].items()},
-                     opt_shapes=shapes,
-                     max_shapes={k: v.shape for k, v in profile[2].items()})
+    trt.build_engine(
+        path,
+        engine,
+        min_shapes={k: v.shape for k, v in profile[0].items()},
+        opt_shapes=shapes,
+        max_shapes={k: v.shape for k, v in profile[2].items()},
+    )
     print(f"built {engine}")
 
     got = backends.run_tensorrt(engine, specs, feeds)
     ref = backends.run_backend("ort-cpu", path, specs, feeds)
     atol, rtol = tolerance(backends.model_float_dtype(proto))
     rows = backends.compare_outputs(ref, got, atol, rtol)
-    print(backends.format_table(
-        ["output", "max abs err", "max rel err", "status"],
-        [[r["output"], f"{r['max_abs']:.3g}", f"{r['max_rel']:.3g}",
-          "PASSED" if r["passed"] else "FAILED"] for r in rows]))
+    print(
+        backends.format_table(
+            ["output", "max abs err", "max rel err", "status"],
+            [
+                [
+                    r["output"],
+                    f"{r['max_abs']:.3g}",
+                    f"{r['max_rel']:.3g}",
+                    "PASSED" if r["passed"] else "FAILED",
+                ]
+                for r in rows
+            ],
+        )
+    )
     passed = all(r["passed"] for r in rows)
     print("TensorRT vs ONNX Runtime CPU:", "PASSED" if passed else "FAILED")
     np.savez(os.path.join(args.out, "tensorrt_outputs.npz"), **got)

@@ -71,8 +71,16 @@ SPATTN_CUDA_MISSING = (
 )
 TORCH_MISSING = "PyTorch is not installed: `pip install torch` (or `pip install 'spattn[torch]'`)"
 
-_INT_ATTRIBUTES = ("window_left", "window_right", "causal", "num_global", "stride", "block_size",
-                   "num_random", "seed")
+_INT_ATTRIBUTES = (
+    "window_left",
+    "window_right",
+    "causal",
+    "num_global",
+    "stride",
+    "block_size",
+    "num_random",
+    "seed",
+)
 _KNOWN_ATTRIBUTES = {*_INT_ATTRIBUTES, "scale", "plugin_version", "plugin_namespace"}
 
 
@@ -84,10 +92,32 @@ class UserError(Exception):
 
 
 # ---------------------------------------------------------------------------------- ONNX models
-_ELEM_NAMES = {1: "float32", 10: "float16", 16: "bfloat16", 11: "float64", 6: "int32",
-               7: "int64", 9: "bool", 2: "uint8", 3: "int8", 5: "int16", 4: "uint16"}
-_NP_TYPES = {1: np.float32, 10: np.float16, 16: np.float32, 11: np.float64, 6: np.int32,
-             7: np.int64, 9: np.bool_, 2: np.uint8, 3: np.int8, 5: np.int16, 4: np.uint16}
+_ELEM_NAMES = {
+    1: "float32",
+    10: "float16",
+    16: "bfloat16",
+    11: "float64",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    2: "uint8",
+    3: "int8",
+    5: "int16",
+    4: "uint16",
+}
+_NP_TYPES = {
+    1: np.float32,
+    10: np.float16,
+    16: np.float32,
+    11: np.float64,
+    6: np.int32,
+    7: np.int64,
+    9: np.bool_,
+    2: np.uint8,
+    3: np.int8,
+    5: np.int16,
+    4: np.uint16,
+}
 
 
 @dataclass
@@ -127,13 +157,16 @@ def load_onnx(path: str | os.PathLike) -> Any:
 
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"{path}: no such file; give the path of an .onnx model "
-                        "(make one with `spattn export`)")
+        raise UserError(
+            f"{path}: no such file; give the path of an .onnx model (make one with `spattn export`)"
+        )
     try:
         return onnx.load(str(p))
     except Exception as e:  # protobuf's DecodeError and friends
-        raise UserError(f"{path}: not an ONNX model ({type(e).__name__}: {e}); give an .onnx "
-                        "file written by `spattn export` or torch.onnx.export") from None
+        raise UserError(
+            f"{path}: not an ONNX model ({type(e).__name__}: {e}); give an .onnx "
+            "file written by `spattn export` or torch.onnx.export"
+        ) from None
 
 
 def input_specs(model: Any) -> list[TensorSpec]:
@@ -141,16 +174,21 @@ def input_specs(model: Any) -> list[TensorSpec]:
     from .schema import tensor_dims
 
     inits = {i.name for i in model.graph.initializer}
-    return [TensorSpec(v.name, v.type.tensor_type.elem_type, tensor_dims(v.type))
-            for v in model.graph.input if v.name not in inits]
+    return [
+        TensorSpec(v.name, v.type.tensor_type.elem_type, tensor_dims(v.type))
+        for v in model.graph.input
+        if v.name not in inits
+    ]
 
 
 def output_specs(model: Any) -> list[TensorSpec]:
     """The graph outputs, in order."""
     from .schema import tensor_dims
 
-    return [TensorSpec(v.name, v.type.tensor_type.elem_type, tensor_dims(v.type))
-            for v in model.graph.output]
+    return [
+        TensorSpec(v.name, v.type.tensor_type.elem_type, tensor_dims(v.type))
+        for v in model.graph.output
+    ]
 
 
 def model_float_dtype(model: Any) -> str:
@@ -186,18 +224,27 @@ def check_attributes(node: Any) -> dict[str, Any]:
     from onnx import AttributeProto, helper
 
     label = f"node {node.name!r}" if node.name else "a SparseAttention node"
-    what = ("fix the model (docs/op-spec.md, Attributes) or re-export it with `spattn export`")
+    what = "fix the model (docs/op-spec.md, Attributes) or re-export it with `spattn export`"
     attrs: dict[str, Any] = {}
     for a in node.attribute:
         if a.name not in _KNOWN_ATTRIBUTES:
-            raise UserError(f"{label}: unknown attribute {a.name!r}; SparseAttention version 1 "
-                            f"has {', '.join(sorted(_KNOWN_ATTRIBUTES))}; {what}")
-        expected = (AttributeProto.INT if a.name in _INT_ATTRIBUTES else
-                    AttributeProto.FLOAT if a.name == "scale" else AttributeProto.STRING)
+            raise UserError(
+                f"{label}: unknown attribute {a.name!r}; SparseAttention version 1 "
+                f"has {', '.join(sorted(_KNOWN_ATTRIBUTES))}; {what}"
+            )
+        expected = (
+            AttributeProto.INT
+            if a.name in _INT_ATTRIBUTES
+            else AttributeProto.FLOAT
+            if a.name == "scale"
+            else AttributeProto.STRING
+        )
         if a.type != expected:
-            raise UserError(f"{label}: {a.name}: expected an attribute of type "
-                            f"{AttributeProto.AttributeType.Name(expected)}, got "
-                            f"{AttributeProto.AttributeType.Name(a.type)}; {what}")
+            raise UserError(
+                f"{label}: {a.name}: expected an attribute of type "
+                f"{AttributeProto.AttributeType.Name(expected)}, got "
+                f"{AttributeProto.AttributeType.Name(a.type)}; {what}"
+            )
         v = helper.get_attribute_value(a)
         attrs[a.name] = v.decode() if isinstance(v, bytes) else v
     checks = {
@@ -218,8 +265,9 @@ def check_attributes(node: Any) -> dict[str, Any]:
     return attrs
 
 
-def spattn_node_info(model: Any, length: int | None = None, require: bool = True,
-                     path: str = "the model") -> list[dict[str, Any]]:
+def spattn_node_info(
+    model: Any, length: int | None = None, require: bool = True, path: str = "the model"
+) -> list[dict[str, Any]]:
     """One dict per ``spattn::SparseAttention`` node: name, attributes, pattern, density.
 
     Parameters
@@ -235,35 +283,51 @@ def spattn_node_info(model: Any, length: int | None = None, require: bool = True
     """
     from . import schema
 
-    nodes = [n for n in model.graph.node
-             if n.domain == schema.DOMAIN and n.op_type == schema.OP_TYPE]
+    nodes = [
+        n for n in model.graph.node if n.domain == schema.DOMAIN and n.op_type == schema.OP_TYPE
+    ]
     others = [n for n in model.graph.node if n.domain == schema.DOMAIN and n not in nodes]
     if others:
-        raise UserError(f"{path}: node {others[0].name!r} has op type {others[0].op_type!r} in "
-                        "domain spattn; the only spattn op is SparseAttention")
+        raise UserError(
+            f"{path}: node {others[0].name!r} has op type {others[0].op_type!r} in "
+            "domain spattn; the only spattn op is SparseAttention"
+        )
     if require and not nodes:
-        raise UserError(f"{path} has no spattn::SparseAttention node: export the model with "
-                        "`spattn export` (or spattn.export) so that its attention becomes "
-                        "SparseAttention; for other models use onnxruntime or trtexec directly")
+        raise UserError(
+            f"{path} has no spattn::SparseAttention node: export the model with "
+            "`spattn export` (or spattn.export) so that its attention becomes "
+            "SparseAttention; for other models use onnxruntime or trtexec directly"
+        )
     info = []
     for k, n in enumerate(nodes):
         attrs = check_attributes(n)
         if len(n.input) < 3 or any(not x for x in n.input[:3]):
-            raise UserError(f"node {n.name!r}: query, key and value inputs are required; "
-                            "re-export the model")
+            raise UserError(
+                f"node {n.name!r}: query, key and value inputs are required; re-export the model"
+            )
         if len(n.input) > 5:
-            raise UserError(f"node {n.name!r}: input 5: reserved position, got {len(n.input)} "
-                            "inputs; SparseAttention version 1 takes at most 5")
+            raise UserError(
+                f"node {n.name!r}: input 5: reserved position, got {len(n.input)} "
+                "inputs; SparseAttention version 1 takes at most 5"
+            )
         bi_name = n.input[4] if len(n.input) > 4 and n.input[4] else None
-        entry: dict[str, Any] = {"index": k, "name": n.name or f"#{k}", "attributes": attrs,
-                                 "inputs": list(n.input), "outputs": list(n.output),
-                                 "key_lengths": len(n.input) > 3 and bool(n.input[3]),
-                                 "block_indices": None}
+        entry: dict[str, Any] = {
+            "index": k,
+            "name": n.name or f"#{k}",
+            "attributes": attrs,
+            "inputs": list(n.input),
+            "outputs": list(n.output),
+            "key_lengths": len(n.input) > 3 and bool(n.input[3]),
+            "block_indices": None,
+        }
         layout = None
         if bi_name is not None:
             layout = _constant_tensor(model, bi_name)
-            entry["block_indices"] = ("constant " + str(list(layout.shape)) if layout is not None
-                                      else "computed at run time")
+            entry["block_indices"] = (
+                "constant " + str(list(layout.shape))
+                if layout is not None
+                else "computed at run time"
+            )
         entry["pattern"] = _describe(attrs, layout, bi_name is not None)
         entry["density"] = None
         if length is not None:
@@ -288,16 +352,19 @@ def _describe(attrs: dict[str, Any], layout: Any, listed: bool) -> str:
     return text
 
 
-def _density(attrs: dict[str, Any], layout: Any, bi_name: str | None,
-             length: int) -> tuple[float | None, str]:
+def _density(
+    attrs: dict[str, Any], layout: Any, bi_name: str | None, length: int
+) -> tuple[float | None, str]:
     if bi_name is not None and layout is None:
         return None, "block_indices computed at run time"
     p = _pattern(attrs, layout)
     if layout is not None:
         nqb = -(-length // p.block_size)
         if layout.ndim != 3 or layout.shape[1] != nqb:
-            return None, (f"the constant layout has {layout.shape[1]} query blocks; it fits "
-                          f"Lq = {layout.shape[1] * p.block_size}, not {length}")
+            return None, (
+                f"the constant layout has {layout.shape[1]} query blocks; it fits "
+                f"Lq = {layout.shape[1] * p.block_size}, not {length}"
+            )
     return float(p.density(length)), ""
 
 
@@ -320,14 +387,14 @@ def parse_shape_overrides(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
         except ValueError:
             shape = ()
         if not sep or not name or not shape or min(shape) < 1:
-            raise ValueError(f"{item!r}: expected NAME=D0,D1,... with dims >= 1 "
-                             "(e.g. x=1,256,64)")
+            raise ValueError(f"{item!r}: expected NAME=D0,D1,... with dims >= 1 (e.g. x=1,256,64)")
         out[name] = shape
     return out
 
 
-def _resolve_dims(specs: Sequence[TensorSpec], batch: int, seq_len: int,
-                  overrides: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+def _resolve_dims(
+    specs: Sequence[TensorSpec], batch: int, seq_len: int, overrides: Mapping[str, tuple[int, ...]]
+) -> dict[str, tuple[int, ...]]:
     symbols: dict[str, int] = {}
     for s in specs:  # explicit shapes also set the batch and sequence of the other inputs
         if s.name in overrides and s.dims:
@@ -347,8 +414,10 @@ def _resolve_dims(specs: Sequence[TensorSpec], batch: int, seq_len: int,
             shapes[s.name] = tuple(overrides[s.name])
             continue
         if s.dims is None:
-            raise UserError(f"input {s.name!r} has no known rank; give its shape with "
-                            f"--shape {s.name}=D0,D1,... or its values with --inputs FILE.npz")
+            raise UserError(
+                f"input {s.name!r} has no known rank; give its shape with "
+                f"--shape {s.name}=D0,D1,... or its values with --inputs FILE.npz"
+            )
         shape = []
         for axis, d in enumerate(s.dims):
             if isinstance(d, int) and d > 0:
@@ -364,9 +433,13 @@ def _resolve_dims(specs: Sequence[TensorSpec], batch: int, seq_len: int,
     return shapes
 
 
-def make_feeds(specs: Sequence[TensorSpec], batch: int = 1, seq_len: int = 128,
-               shapes: Mapping[str, tuple[int, ...]] | None = None,
-               seed: int = 0) -> dict[str, np.ndarray]:
+def make_feeds(
+    specs: Sequence[TensorSpec],
+    batch: int = 1,
+    seq_len: int = 128,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
     """Deterministic inputs for a model: standard normal floats, integers = the sequence length.
 
     Dynamic dims take ``batch`` (axis 0) or ``seq_len`` (other axes); a symbolic dim shared by
@@ -397,8 +470,10 @@ def make_feeds(specs: Sequence[TensorSpec], batch: int = 1, seq_len: int = 128,
         elif s.elem_type in _NP_TYPES:
             feeds[s.name] = np.full(shape, fill, dtype=_NP_TYPES[s.elem_type])
         else:
-            raise UserError(f"input {s.name!r} has type {s.dtype_name}, which spattn cannot "
-                            "generate; give its values with --inputs FILE.npz")
+            raise UserError(
+                f"input {s.name!r} has type {s.dtype_name}, which spattn cannot "
+                "generate; give its values with --inputs FILE.npz"
+            )
     return feeds
 
 
@@ -410,9 +485,12 @@ def _round_to(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return x.astype(_NP_TYPES[spec.elem_type])
 
 
-def check_feeds(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray],
-                shapes: Mapping[str, tuple[int, ...]] | None = None,
-                source: str = "the inputs") -> None:
+def check_feeds(
+    specs: Sequence[TensorSpec],
+    feeds: Mapping[str, np.ndarray],
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    source: str = "the inputs",
+) -> None:
     """Check names, ranks, static dims, shared symbolic dims and dtype kinds.
 
     ``shapes`` (planned shapes) is checked instead of the arrays when given.
@@ -426,30 +504,40 @@ def check_feeds(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray],
     if shapes is None:
         missing = [n for n in names if n not in feeds]
         if missing:
-            raise UserError(f"{source} lack input(s) {', '.join(map(repr, missing))}; the model "
-                            f"takes {', '.join(map(repr, names))}")
+            raise UserError(
+                f"{source} lack input(s) {', '.join(map(repr, missing))}; the model "
+                f"takes {', '.join(map(repr, names))}"
+            )
         extra = [n for n in feeds if n not in names]
         if extra:
-            raise UserError(f"{source} have array(s) {', '.join(map(repr, extra))} that the "
-                            f"model does not take; it takes {', '.join(map(repr, names))}")
+            raise UserError(
+                f"{source} have array(s) {', '.join(map(repr, extra))} that the "
+                f"model does not take; it takes {', '.join(map(repr, names))}"
+            )
         shapes = {n: tuple(np.shape(feeds[n])) for n in names}
     symbols: dict[str, tuple[int, str]] = {}
     for s in specs:
         shape = shapes[s.name]
         expect = f"expected shape {s.shape_text()} ({s.dtype_name})"
         if s.dims is not None and len(shape) != len(s.dims):
-            raise UserError(f"input {s.name!r}: {expect}, got {list(shape)} from {source}: rank "
-                            f"{len(shape)} instead of {len(s.dims)}")
+            raise UserError(
+                f"input {s.name!r}: {expect}, got {list(shape)} from {source}: rank "
+                f"{len(shape)} instead of {len(s.dims)}"
+            )
         for axis, (d, v) in enumerate(zip(s.dims or [], shape, strict=False)):
             if isinstance(d, int) and d > 0 and d != v:
-                raise UserError(f"input {s.name!r}: {expect}, got {list(shape)} from {source}: "
-                                f"dim {axis} must be {d}")
+                raise UserError(
+                    f"input {s.name!r}: {expect}, got {list(shape)} from {source}: "
+                    f"dim {axis} must be {d}"
+                )
             if isinstance(d, str):
                 if d in symbols and symbols[d][0] != v:
                     other_v, other = symbols[d]
-                    raise UserError(f"input {s.name!r}: dim {axis} ({d}) is {v} but input "
-                                    f"{other!r} has {d} = {other_v} in {source}; dims with one "
-                                    "name must agree")
+                    raise UserError(
+                        f"input {s.name!r}: dim {axis} ({d}) is {v} but input "
+                        f"{other!r} has {d} = {other_v} in {source}; dims with one "
+                        "name must agree"
+                    )
                 symbols.setdefault(d, (v, s.name))
         if s.name in feeds:
             a = np.asarray(feeds[s.name])
@@ -464,20 +552,26 @@ def load_feeds(path: str | os.PathLike, specs: Sequence[TensorSpec]) -> dict[str
     """
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"{path}: no such file; give an .npz with one array per model input "
-                        "(`spattn run --save-inputs FILE.npz` writes one)")
+        raise UserError(
+            f"{path}: no such file; give an .npz with one array per model input "
+            "(`spattn run --save-inputs FILE.npz` writes one)"
+        )
     try:
         with np.load(str(p), allow_pickle=False) as z:
             feeds = {k: z[k] for k in z.files}
     except Exception as e:
-        raise UserError(f"{path}: not a readable .npz file ({e}); write it with numpy.savez") \
-            from None
+        raise UserError(
+            f"{path}: not a readable .npz file ({e}); write it with numpy.savez"
+        ) from None
     check_feeds(specs, feeds, source=str(path))
     out = {}
     for s in specs:
         a = np.asarray(feeds[s.name])
-        out[s.name] = _round_to(a.astype(np.float32), s) if s.is_float else \
-            a.astype(_NP_TYPES.get(s.elem_type, a.dtype))
+        out[s.name] = (
+            _round_to(a.astype(np.float32), s)
+            if s.is_float
+            else a.astype(_NP_TYPES.get(s.elem_type, a.dtype))
+        )
     return out
 
 
@@ -485,8 +579,10 @@ def feeds_from_tensors(specs: Sequence[TensorSpec], tensors: Sequence[Any]) -> d
     """Map a model's example tensors (in ``forward`` order) onto the ONNX inputs, as numpy."""
     ts = [t for t in tensors if hasattr(t, "detach")]
     if len(ts) < len(specs):
-        raise UserError(f"the factory gives {len(ts)} tensor input(s) but the ONNX model takes "
-                        f"{len(specs)}; is it the model this factory exported?")
+        raise UserError(
+            f"the factory gives {len(ts)} tensor input(s) but the ONNX model takes "
+            f"{len(specs)}; is it the model this factory exported?"
+        )
     feeds = {}
     for s, t in zip(specs, ts, strict=False):
         t = t.detach().cpu()
@@ -530,8 +626,10 @@ def resolve_factory(source: str) -> tuple[Any, str]:
         from .models import SAMPLES
 
         if source not in SAMPLES:
-            raise LookupError(f"{source!r} is neither a built-in sample ({', '.join(SAMPLES)}) "
-                              "nor a factory package.module:function")
+            raise LookupError(
+                f"{source!r} is neither a built-in sample ({', '.join(SAMPLES)}) "
+                "nor a factory package.module:function"
+            )
         return SAMPLES[source], source
     mod_name, _, fn_name = source.rpartition(":")
     if mod_name.endswith(".py"):
@@ -543,20 +641,23 @@ def resolve_factory(source: str) -> tuple[Any, str]:
         try:
             spec.loader.exec_module(module)
         except Exception as e:
-            raise UserError(f"{mod_name}: importing it failed with {type(e).__name__}: {e}") \
-                from e
+            raise UserError(f"{mod_name}: importing it failed with {type(e).__name__}: {e}") from e
     else:
         try:
             module = importlib.import_module(mod_name)
         except ModuleNotFoundError as e:
-            raise UserError(f"cannot import {mod_name!r} ({e}); put its folder on PYTHONPATH "
-                            "or install its package") from e
+            raise UserError(
+                f"cannot import {mod_name!r} ({e}); put its folder on PYTHONPATH "
+                "or install its package"
+            ) from e
         except Exception as e:
             raise UserError(f"importing {mod_name!r} failed with {type(e).__name__}: {e}") from e
     fn = getattr(module, fn_name, None)
     if not callable(fn):
-        raise UserError(f"{mod_name!r} has no function {fn_name!r}; the factory must be "
-                        "package.module:function returning (model, example_inputs)")
+        raise UserError(
+            f"{mod_name!r} has no function {fn_name!r}; the factory must be "
+            "package.module:function returning (model, example_inputs)"
+        )
     return fn, source
 
 
@@ -568,8 +669,9 @@ def factory_parameters(fn: Any) -> list[str] | None:
         return None
     if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
         return None
-    return [n for n, p in sig.parameters.items()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return [
+        n for n, p in sig.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
 
 
 def load_factory(source: str, params: Mapping[str, Any] | None = None) -> tuple[Any, tuple]:
@@ -587,10 +689,15 @@ def load_factory(source: str, params: Mapping[str, Any] | None = None) -> tuple[
         result = fn(**dict(params or {}))
     except (TypeError, ValueError) as e:
         raise UserError(f"the factory {name} failed: {e}; check the --param values") from e
-    if (not isinstance(result, (tuple, list)) or len(result) != 2
-            or not isinstance(result[0], torch.nn.Module)):
-        raise UserError(f"the factory {name} must return (torch.nn.Module, example_inputs), got "
-                        f"{type(result).__name__}")
+    if (
+        not isinstance(result, (tuple, list))
+        or len(result) != 2
+        or not isinstance(result[0], torch.nn.Module)
+    ):
+        raise UserError(
+            f"the factory {name} must return (torch.nn.Module, example_inputs), got "
+            f"{type(result).__name__}"
+        )
     model, inputs = result
     if isinstance(inputs, torch.Tensor):
         inputs = (inputs,)
@@ -620,8 +727,10 @@ def backend_status(name: str) -> tuple[bool, str]:
         try:
             lib = library_path("ort")
         except FileNotFoundError:
-            return False, ("libspattn_ort.so was not found: install spattn with `pip install .` "
-                           "from the repository root, or point SPATTN_LIB_DIR at its folder")
+            return False, (
+                "libspattn_ort.so was not found: install spattn with `pip install .` "
+                "from the repository root, or point SPATTN_LIB_DIR at its folder"
+            )
         if name == "ort-cpu":
             return True, lib
         if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -665,8 +774,10 @@ def tensorrt_status() -> tuple[bool, str]:
     try:
         lib = library_path("trt")
     except FileNotFoundError:
-        return False, ("libspattn_trt.so was not built: rebuild spattn with `pip install .` on "
-                       "a machine with nvcc and TensorRT (headers: SPATTN_TRT_INCLUDE_DIR)")
+        return False, (
+            "libspattn_trt.so was not built: rebuild spattn with `pip install .` on "
+            "a machine with nvcc and TensorRT (headers: SPATTN_TRT_INCLUDE_DIR)"
+        )
     try:
         res = trt.available()
     except Exception as e:  # a broken TensorRT install raises many kinds of errors
@@ -702,24 +813,34 @@ class OrtRunner:
     bfloat16 outputs come back as float32.
     """
 
-    def __init__(self, model: Any, specs: Sequence[TensorSpec], device: str = "cpu",
-                 threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        specs: Sequence[TensorSpec],
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> None:
         from . import runtime
 
         ok, reason = backend_status("ort-cuda" if device == "cuda" else "ort-cpu")
         if not ok:
             raise UserError(reason)
         proto, self.renamed = runtime._with_float_outputs(model)
-        providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda"
-                     else ["CPUExecutionProvider"])
+        providers = (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            if device == "cuda"
+            else ["CPUExecutionProvider"]
+        )
         try:
             self.session = runtime.ort_session(proto, providers, intra_op_threads=threads)
         except Exception as e:  # onnxruntime's own exception types
             bf16 = any(s.elem_type == 16 for s in specs)
             raise UserError(_ort_message(e, device, bf16)) from e
         if device == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
-            raise UserError("ONNX Runtime could not start its CUDA execution provider (no GPU, "
-                            "or a CUDA/cuDNN mismatch); run `spattn doctor`")
+            raise UserError(
+                "ONNX Runtime could not start its CUDA execution provider (no GPU, "
+                "or a CUDA/cuDNN mismatch); run `spattn doctor`"
+            )
         self.specs = list(specs)
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -735,9 +856,11 @@ class OrtRunner:
 def _ort_message(e: Exception, where: str, bf16: bool = False) -> str:
     text = " ".join(str(e).split())
     if "NOT_IMPLEMENTED" in text and (bf16 or "bfloat16" in text.lower()):
-        return ("ONNX Runtime's CPU provider has no bfloat16 kernels for some ops of this model "
-                f"({text.split(' : ')[-1]}); run the bfloat16 model on CUDA (--backend ort-cuda) "
-                "or export it in float32/float16")
+        return (
+            "ONNX Runtime's CPU provider has no bfloat16 kernels for some ops of this model "
+            f"({text.split(' : ')[-1]}); run the bfloat16 model on CUDA (--backend ort-cuda) "
+            "or export it in float32/float16"
+        )
     if "SparseAttention" in text:
         i = text.find("SparseAttention:")
         detail = text[i:] if i >= 0 else text
@@ -746,13 +869,17 @@ def _ort_message(e: Exception, where: str, bf16: bool = False) -> str:
     return f"ONNX Runtime failed {stage}: {text}"
 
 
-def run_torch(model: Any, specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray],
-              output_names: Sequence[str], dtype: str = "float32") -> dict[str, np.ndarray]:
+def run_torch(
+    model: Any,
+    specs: Sequence[TensorSpec],
+    feeds: Mapping[str, np.ndarray],
+    output_names: Sequence[str],
+    dtype: str = "float32",
+) -> dict[str, np.ndarray]:
     """Run a PyTorch model on the feeds (in ONNX input order); outputs as float32 numpy."""
     import torch
 
-    tdtype = {"float32": torch.float32, "float16": torch.float16,
-              "bfloat16": torch.bfloat16}[dtype]
+    tdtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
     model = model.to(tdtype).eval()
     args = []
     for s in specs:
@@ -762,8 +889,10 @@ def run_torch(model: Any, specs: Sequence[TensorSpec], feeds: Mapping[str, np.nd
         out = model(*args)
     flat = _flatten(out)
     if len(flat) != len(output_names):
-        raise UserError(f"the PyTorch model returns {len(flat)} tensor(s) but the ONNX model has "
-                        f"{len(output_names)} output(s); is it the model this factory exported?")
+        raise UserError(
+            f"the PyTorch model returns {len(flat)} tensor(s) but the ONNX model has "
+            f"{len(output_names)} output(s); is it the model this factory exported?"
+        )
     return {n: t.detach().float().cpu().numpy() for n, t in zip(output_names, flat, strict=True)}
 
 
@@ -777,8 +906,9 @@ def _flatten(x: Any) -> list[Any]:
     return []
 
 
-def run_tensorrt(engine: str, specs: Sequence[TensorSpec],
-                 feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def run_tensorrt(
+    engine: str, specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """Run a TensorRT engine through :func:`spattn.trt.run_engine`; outputs as float32."""
     trt = tensorrt_module()
     if not Path(engine).is_file():
@@ -787,29 +917,41 @@ def run_tensorrt(engine: str, specs: Sequence[TensorSpec],
         outs = trt.run_engine(engine, {s.name: feeds[s.name] for s in specs})
     except (RuntimeError, ValueError) as e:
         raise UserError(f"TensorRT failed: {' '.join(str(e).split())}") from e
-    return {k: np.asarray(v).astype(np.float32) if np.asarray(v).dtype.kind == "f"
-            or str(np.asarray(v).dtype) == "bfloat16" else np.asarray(v)
-            for k, v in outs.items()}
+    return {
+        k: np.asarray(v).astype(np.float32)
+        if np.asarray(v).dtype.kind == "f" or str(np.asarray(v).dtype) == "bfloat16"
+        else np.asarray(v)
+        for k, v in outs.items()
+    }
 
 
-def run_backend(name: str, model_path: str, specs: Sequence[TensorSpec],
-                feeds: Mapping[str, np.ndarray], *, engine: str | None = None,
-                threads: int | None = None) -> dict[str, np.ndarray]:
+def run_backend(
+    name: str,
+    model_path: str,
+    specs: Sequence[TensorSpec],
+    feeds: Mapping[str, np.ndarray],
+    *,
+    engine: str | None = None,
+    threads: int | None = None,
+) -> dict[str, np.ndarray]:
     """Run one ONNX-side backend (``ort-cpu``, ``ort-cuda`` or ``tensorrt``) once."""
     if name in ("ort-cpu", "ort-cuda"):
         runner = OrtRunner(model_path, specs, "cuda" if name == "ort-cuda" else "cpu", threads)
         return runner(feeds)
     if name == "tensorrt":
         if engine is None:
-            raise UserError("no TensorRT engine: build one with `spattn build MODEL.onnx -o "
-                            "ENGINE.plan` and pass it with --engine")
+            raise UserError(
+                "no TensorRT engine: build one with `spattn build MODEL.onnx -o "
+                "ENGINE.plan` and pass it with --engine"
+            )
         return run_tensorrt(engine, specs, feeds)
     raise ValueError(f"backend: expected ort-cpu, ort-cuda or tensorrt, got {name!r}")
 
 
 # ---------------------------------------------------------------------------------- comparison
-def compare_outputs(reference: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray],
-                    atol: float, rtol: float) -> list[dict[str, Any]]:
+def compare_outputs(
+    reference: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], atol: float, rtol: float
+) -> list[dict[str, Any]]:
     """Per-output max abs/rel error and pass/fail (``|got - ref| <= atol + rtol * |ref|``).
 
     Examples
@@ -822,8 +964,13 @@ def compare_outputs(reference: Mapping[str, np.ndarray], got: Mapping[str, np.nd
 
     rows = []
     for name, ref in reference.items():
-        row: dict[str, Any] = {"output": name, "max_abs": None, "max_rel": None,
-                               "passed": False, "note": ""}
+        row: dict[str, Any] = {
+            "output": name,
+            "max_abs": None,
+            "max_rel": None,
+            "passed": False,
+            "note": "",
+        }
         if name not in got:
             row["note"] = "output missing"
         else:
@@ -853,7 +1000,6 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-             for r in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -32,15 +32,33 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_PATTERN", "BenchConfig", "parse_attributes", "sparse_attention_model",
-           "dense_attention_model", "time_session", "cuda_event_times", "measure_memory",
-           "run_benchmark", "table", "plot"]
+__all__ = [
+    "DEFAULT_PATTERN",
+    "BenchConfig",
+    "parse_attributes",
+    "sparse_attention_model",
+    "dense_attention_model",
+    "time_session",
+    "cuda_event_times",
+    "measure_memory",
+    "run_benchmark",
+    "table",
+    "plot",
+]
 
 #: Longformer-style band +-256 plus 64 global tokens (benchmarks/bench_cpu.py's pattern).
 DEFAULT_PATTERN = {"window_left": 256, "window_right": 256, "num_global": 64}
 
-_INT_ATTRS = ("window_left", "window_right", "causal", "num_global", "stride", "block_size",
-              "num_random", "seed")
+_INT_ATTRS = (
+    "window_left",
+    "window_right",
+    "causal",
+    "num_global",
+    "stride",
+    "block_size",
+    "num_random",
+    "seed",
+)
 
 #: Display names of the measured backends.
 LABELS = {
@@ -82,8 +100,10 @@ def parse_attributes(items: Sequence[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or key not in (*_INT_ATTRS, "scale"):
-            raise ValueError(f"{item!r}: expected NAME=VALUE with NAME one of "
-                             f"{', '.join((*_INT_ATTRS, 'scale'))}")
+            raise ValueError(
+                f"{item!r}: expected NAME=VALUE with NAME one of "
+                f"{', '.join((*_INT_ATTRS, 'scale'))}"
+            )
         try:
             out[key] = float(value) if key == "scale" else int(value)
         except ValueError:
@@ -93,8 +113,9 @@ def parse_attributes(items: Sequence[str]) -> dict[str, Any]:
     from .backends import UserError, check_attributes
 
     try:  # the op spec's ranges, with its messages
-        check_attributes(helper.make_node("SparseAttention", ["q", "k", "v"], ["o"],
-                                          name="--attr", **out))
+        check_attributes(
+            helper.make_node("SparseAttention", ["q", "k", "v"], ["o"], name="--attr", **out)
+        )
     except UserError as e:
         raise ValueError(str(e).split(";")[0]) from None
     return out
@@ -118,15 +139,19 @@ def sparse_attention_model(cfg: BenchConfig) -> bytes:
 
     t = _onnx_dtype(cfg.dtype)
     d = cfg.head_dim
-    ins = [helper.make_tensor_value_info("query", t, [cfg.batch, cfg.heads, "L", d]),
-           helper.make_tensor_value_info("key", t, [cfg.batch, cfg.kv_heads, "L", d]),
-           helper.make_tensor_value_info("value", t, [cfg.batch, cfg.kv_heads, "L", d])]
-    node = helper.make_node("SparseAttention", ["query", "key", "value"], ["output"],
-                            domain="spattn", **cfg.attributes)
+    ins = [
+        helper.make_tensor_value_info("query", t, [cfg.batch, cfg.heads, "L", d]),
+        helper.make_tensor_value_info("key", t, [cfg.batch, cfg.kv_heads, "L", d]),
+        helper.make_tensor_value_info("value", t, [cfg.batch, cfg.kv_heads, "L", d]),
+    ]
+    node = helper.make_node(
+        "SparseAttention", ["query", "key", "value"], ["output"], domain="spattn", **cfg.attributes
+    )
     out = helper.make_tensor_value_info("output", t, [cfg.batch, cfg.heads, "L", d])
-    model = helper.make_model(helper.make_graph([node], "sparse", ins, [out]),
-                              opset_imports=[helper.make_opsetid("", 18),
-                                             helper.make_opsetid("spattn", 1)])
+    model = helper.make_model(
+        helper.make_graph([node], "sparse", ins, [out]),
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("spattn", 1)],
+    )
     model.ir_version = 10
     return model.SerializeToString()
 
@@ -141,18 +166,24 @@ def dense_attention_model(cfg: BenchConfig) -> bytes:
 
     t = _onnx_dtype(cfg.dtype)
     hidden = cfg.heads * cfg.head_dim
-    ins = [helper.make_tensor_value_info(n, t, [cfg.batch, "L", hidden])
-           for n in ("query", "key", "value")]
-    attrs: dict[str, Any] = {"num_heads": cfg.heads,
-                             "unidirectional": int(cfg.attributes.get("causal", 0))}
+    ins = [
+        helper.make_tensor_value_info(n, t, [cfg.batch, "L", hidden])
+        for n in ("query", "key", "value")
+    ]
+    attrs: dict[str, Any] = {
+        "num_heads": cfg.heads,
+        "unidirectional": int(cfg.attributes.get("causal", 0)),
+    }
     if cfg.attributes.get("scale"):
         attrs["scale"] = float(cfg.attributes["scale"])
-    node = helper.make_node("MultiHeadAttention", ["query", "key", "value"], ["output"],
-                            domain="com.microsoft", **attrs)
+    node = helper.make_node(
+        "MultiHeadAttention", ["query", "key", "value"], ["output"], domain="com.microsoft", **attrs
+    )
     out = helper.make_tensor_value_info("output", t, [cfg.batch, "L", hidden])
-    model = helper.make_model(helper.make_graph([node], "dense", ins, [out]),
-                              opset_imports=[helper.make_opsetid("", 18),
-                                             helper.make_opsetid("com.microsoft", 1)])
+    model = helper.make_model(
+        helper.make_graph([node], "dense", ins, [out]),
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)],
+    )
     model.ir_version = 10
     return model.SerializeToString()
 
@@ -166,8 +197,9 @@ def _session(model: bytes, cfg: BenchConfig, provider: str, sparse: bool) -> Any
         from .runtime import library_path
 
         opts.register_custom_ops_library(library_path("ort"))
-    providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider"
-                              else [])
+    providers = [provider] + (
+        ["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else []
+    )
     return ort.InferenceSession(model, opts, providers=providers)
 
 
@@ -177,9 +209,12 @@ def _inputs(cfg: BenchConfig, length: int, sparse: bool, seed: int = 0) -> dict[
     shapes = {"query": cfg.heads, "key": cfg.kv_heads, "value": cfg.kv_heads}
     # Drawn in float32 directly: a float64 temporary, once freed, would be reused by the run's
     # allocations and hide them from the memory measurement.
-    qkv = {n: rng.standard_normal((cfg.batch, h, length, cfg.head_dim),
-                                  dtype=np.float32).astype(np_dtype, copy=False)
-           for n, h in shapes.items()}
+    qkv = {
+        n: rng.standard_normal((cfg.batch, h, length, cfg.head_dim), dtype=np.float32).astype(
+            np_dtype, copy=False
+        )
+        for n, h in shapes.items()
+    }
     if sparse:
         return qkv
     rep = cfg.heads // cfg.kv_heads
@@ -188,12 +223,18 @@ def _inputs(cfg: BenchConfig, length: int, sparse: bool, seed: int = 0) -> dict[
         if n != "query":
             x = np.repeat(x, rep, axis=1)
         out[n] = np.ascontiguousarray(
-            x.transpose(0, 2, 1, 3).reshape(cfg.batch, length, cfg.heads * cfg.head_dim))
+            x.transpose(0, 2, 1, 3).reshape(cfg.batch, length, cfg.heads * cfg.head_dim)
+        )
     return out
 
 
-def time_session(session: Any, feeds: dict[str, np.ndarray], warmup: int = 1,
-                 repeat: int = 5, device: str = "cpu") -> list[float]:
+def time_session(
+    session: Any,
+    feeds: dict[str, np.ndarray],
+    warmup: int = 1,
+    repeat: int = 5,
+    device: str = "cpu",
+) -> list[float]:
     """Times (ms) of ``repeat`` runs after ``warmup`` runs; on CUDA the tensors stay on device.
 
     Examples
@@ -212,8 +253,10 @@ def time_session(session: Any, feeds: dict[str, np.ndarray], warmup: int = 1,
         def call() -> None:
             session.run_with_iobinding(binding)
     else:
+
         def call() -> None:
             session.run(None, feeds)
+
     for _ in range(warmup):
         call()
     times = []
@@ -270,19 +313,25 @@ def _flex_runner(cfg: BenchConfig, length: int) -> Callable[[], Any]:
 
     dt = torch.float16 if cfg.dtype == "float16" else torch.float32
     gen = torch.Generator(device="cuda").manual_seed(0)
-    q = torch.randn(cfg.batch, cfg.heads, length, cfg.head_dim, device="cuda", dtype=dt,
-                    generator=gen)
-    k = torch.randn(cfg.batch, cfg.kv_heads, length, cfg.head_dim, device="cuda", dtype=dt,
-                    generator=gen)
+    q = torch.randn(
+        cfg.batch, cfg.heads, length, cfg.head_dim, device="cuda", dtype=dt, generator=gen
+    )
+    k = torch.randn(
+        cfg.batch, cfg.kv_heads, length, cfg.head_dim, device="cuda", dtype=dt, generator=gen
+    )
     v = torch.randn_like(k)
     head_dependent = int(cfg.attributes.get("num_random", 0)) > 0
-    mask = create_block_mask(flex_mask_mod(cfg.attributes, length, cfg.heads, "cuda"),
-                             B=None, H=cfg.heads if head_dependent else None, Q_LEN=length,
-                             KV_LEN=length, device="cuda")
+    mask = create_block_mask(
+        flex_mask_mod(cfg.attributes, length, cfg.heads, "cuda"),
+        B=None,
+        H=cfg.heads if head_dependent else None,
+        Q_LEN=length,
+        KV_LEN=length,
+        device="cuda",
+    )
     fn = torch.compile(flex_attention)
     scale = cfg.attributes.get("scale") or None
-    return lambda: fn(q, k, v, block_mask=mask, scale=scale,
-                      enable_gqa=cfg.kv_heads != cfg.heads)
+    return lambda: fn(q, k, v, block_mask=mask, scale=scale, enable_gqa=cfg.kv_heads != cfg.heads)
 
 
 def cuda_event_times(call: Callable[[], Any], warmup: int, repeat: int) -> list[float]:
@@ -308,8 +357,13 @@ def measure_memory(backend: str, cfg: BenchConfig, length: int) -> dict[str, Any
     """Run one point in a child process; returns its memory numbers (bytes)."""
     payload = json.dumps({"backend": backend, "length": length, "config": asdict(cfg)})
     env = dict(os.environ)
-    proc = subprocess.run([sys.executable, "-m", "spattn.bench", "--memory-child", payload],
-                          capture_output=True, text=True, env=env, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "spattn.bench", "--memory-child", payload],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise RuntimeError(f"memory run of {backend} at L={length} failed: {tail}")
@@ -337,8 +391,7 @@ def _memory_child(payload: str) -> None:
     sparse = backend.startswith("spattn")
     cuda = backend.endswith("cuda")
     model = sparse_attention_model(cfg) if sparse else dense_attention_model(cfg)
-    sess = _session(model, cfg, "CUDAExecutionProvider" if cuda else "CPUExecutionProvider",
-                    sparse)
+    sess = _session(model, cfg, "CUDAExecutionProvider" if cuda else "CPUExecutionProvider", sparse)
     feeds = _inputs(cfg, length, sparse)
     if cuda:
         import torch
@@ -347,16 +400,28 @@ def _memory_child(payload: str) -> None:
         free0, _ = torch.cuda.mem_get_info()
         time_session(sess, feeds, warmup=0, repeat=1, device="cuda")
         free1, _ = torch.cuda.mem_get_info()
-        print(json.dumps({"run_growth_bytes": int(free0 - free1),
-                          "what": "device memory in use, growth over one run"}))
+        print(
+            json.dumps(
+                {
+                    "run_growth_bytes": int(free0 - free1),
+                    "what": "device memory in use, growth over one run",
+                }
+            )
+        )
         return
     # The first run: ONNX Runtime's arena and the allocator keep what it takes for later runs.
     reset = _reset_peak_rss()
     base = _status_bytes("VmRSS") if reset else _maxrss()
     sess.run(None, feeds)
     peak = _status_bytes("VmHWM") if reset else _maxrss()
-    print(json.dumps({"run_growth_bytes": max(0, peak - base),
-                      "what": "peak resident set growth over one run"}))
+    print(
+        json.dumps(
+            {
+                "run_growth_bytes": max(0, peak - base),
+                "what": "peak resident set growth over one run",
+            }
+        )
+    )
 
 
 def _maxrss() -> int:
@@ -412,8 +477,12 @@ def gpu_backends_status() -> tuple[bool, str, bool, str]:
     return ok, why, flex_ok, flex_why
 
 
-def run_benchmark(cfg: BenchConfig, device: str = "auto", bar: Callable[..., Any] | None = None,
-                  warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_benchmark(
+    cfg: BenchConfig,
+    device: str = "auto",
+    bar: Callable[..., Any] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run the sweep; returns ``{"config", "machine", "backends", "rows", "notes"}``.
 
     Each row: ``length``, ``density``, ``times_ms`` and ``memory_bytes`` per backend (None where
@@ -447,8 +516,10 @@ def run_benchmark(cfg: BenchConfig, device: str = "auto", bar: Callable[..., Any
     else:
         names = ["spattn-ort-cpu", "dense-ort-cpu"]
         if cfg.dtype == "float16":
-            notes.append("float16 on CPU: ONNX Runtime's dense MultiHeadAttention may lack "
-                         "float16 CPU kernels; such points are reported as skipped")
+            notes.append(
+                "float16 on CPU: ONNX Runtime's dense MultiHeadAttention may lack "
+                "float16 CPU kernels; such points are reported as skipped"
+            )
     provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
     sessions: dict[str, Any] = {}
     for n in names:
@@ -456,13 +527,18 @@ def run_benchmark(cfg: BenchConfig, device: str = "auto", bar: Callable[..., Any
             continue
         sparse = n.startswith("spattn")
         try:
-            sessions[n] = _session(sparse_attention_model(cfg) if sparse
-                                   else dense_attention_model(cfg), cfg, provider, sparse)
+            sessions[n] = _session(
+                sparse_attention_model(cfg) if sparse else dense_attention_model(cfg),
+                cfg,
+                provider,
+                sparse,
+            )
         except Exception as e:  # onnxruntime's exception types
             msg = " ".join(str(e).split())
             if sparse:
-                raise UserError(f"ONNX Runtime rejected the SparseAttention benchmark model: "
-                                f"{msg}") from e
+                raise UserError(
+                    f"ONNX Runtime rejected the SparseAttention benchmark model: {msg}"
+                ) from e
             notes.append(f"{n} skipped: {msg[:200]}")
     names = [n for n in names if n in sessions or n.startswith("flex")]
 
@@ -471,9 +547,12 @@ def run_benchmark(cfg: BenchConfig, device: str = "auto", bar: Callable[..., Any
     progress = bar(total=steps, desc="bench", unit="point") if bar else None
     try:
         for length in cfg.lengths:
-            row: dict[str, Any] = {"length": length,
-                                   "density": _density(cfg.attributes, length, cfg.heads),
-                                   "times_ms": {}, "memory_bytes": {}}
+            row: dict[str, Any] = {
+                "length": length,
+                "density": _density(cfg.attributes, length, cfg.heads),
+                "times_ms": {},
+                "memory_bytes": {},
+            }
             for n in names:
                 if progress is not None:
                     progress.set_postfix_str(f"{n} L={length}")
@@ -485,8 +564,13 @@ def run_benchmark(cfg: BenchConfig, device: str = "auto", bar: Callable[..., Any
                             t = cuda_event_times(_flex_runner(cfg, length), cfg.warmup, cfg.repeat)
                         else:
                             feeds = _inputs(cfg, length, n.startswith("spattn"))
-                            t = time_session(sessions[n], feeds, cfg.warmup, cfg.repeat,
-                                             "cuda" if device == "cuda" else "cpu")
+                            t = time_session(
+                                sessions[n],
+                                feeds,
+                                cfg.warmup,
+                                cfg.repeat,
+                                "cuda" if device == "cuda" else "cpu",
+                            )
                     except Exception as e:  # a backend failing at one length is reported
                         notes.append(f"{n} at L={length}: {' '.join(str(e).split())[:200]}")
                 row["times_ms"][n] = float(np.median(t)) if t else None
@@ -515,8 +599,12 @@ def run_benchmark(cfg: BenchConfig, device: str = "auto", bar: Callable[..., Any
         "question": "spattn::SparseAttention vs dense attention: time and memory against L",
         "config": asdict(cfg) | {"lengths": list(cfg.lengths)},
         "device": device,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version(), "onnxruntime": ort.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "onnxruntime": ort.__version__,
+        },
         "date": time.strftime("%Y-%m-%d"),
         "backends": names,
         "rows": rows,
@@ -561,23 +649,32 @@ def plot(result: dict[str, Any], path: str) -> str:
     cfg = result["config"]
     ax = axes[0][0]
     for n in result["backends"]:
-        pts = [(r["length"], r["times_ms"][n]) for r in result["rows"]
-               if r["times_ms"].get(n) is not None]
+        pts = [
+            (r["length"], r["times_ms"][n])
+            for r in result["rows"]
+            if r["times_ms"].get(n) is not None
+        ]
         if pts:
             ax.plot(*zip(*pts, strict=True), "o-", label=LABELS.get(n, n))
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("sequence length")
     ax.set_ylabel("time per call (ms)")
-    ax.set_title(f"{result['device'].upper()}, B={cfg['batch']}, {cfg['heads']} heads, "
-                 f"D={cfg['head_dim']}, {cfg['dtype']}", fontsize=9)
+    ax.set_title(
+        f"{result['device'].upper()}, B={cfg['batch']}, {cfg['heads']} heads, "
+        f"D={cfg['head_dim']}, {cfg['dtype']}",
+        fontsize=9,
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     if mem:
         ax2 = axes[0][1]
         for n in result["backends"]:
-            pts = [(r["length"], r["memory_bytes"][n] / 2**20) for r in result["rows"]
-                   if r["memory_bytes"].get(n) is not None]
+            pts = [
+                (r["length"], r["memory_bytes"][n] / 2**20)
+                for r in result["rows"]
+                if r["memory_bytes"].get(n) is not None
+            ]
             if pts:
                 ax2.plot(*zip(*pts, strict=True), "o-", label=LABELS.get(n, n))
         ax2.set_xscale("log", base=2)

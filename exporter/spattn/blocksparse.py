@@ -43,8 +43,9 @@ class _Ctx:
         return self.lk - self.lq
 
 
-def _make_ctx(pattern: Any, lq: int, lk: int, heads: int, key_lengths: Any, block_indices: Any
-              ) -> _Ctx:
+def _make_ctx(
+    pattern: Any, lq: int, lk: int, heads: int, key_lengths: Any, block_indices: Any
+) -> _Ctx:
     f = reference.pattern_fields(pattern)
     bi = reference.resolve_block_indices(pattern, lq, lk, block_indices)
     bi = reference._as_int_tensor(bi)
@@ -67,8 +68,7 @@ def _make_ctx(pattern: Any, lq: int, lk: int, heads: int, key_lengths: Any, bloc
             raise ValueError(f"SparseAttention: key_lengths: expected rank 1, got {kl.dim()}")
         if kl.numel() and (int(kl.min()) < 0 or int(kl.max()) > lk):
             raise ValueError(
-                f"SparseAttention: key_lengths: values must lie in [0, {lk}], got "
-                f"{kl.tolist()}"
+                f"SparseAttention: key_lengths: values must lie in [0, {lk}], got {kl.tolist()}"
             )
     other = f["num_global"] > 0 or f["stride"] > 0 or f["num_random"] > 0 or bi is not None
     local_on = not (f["window_left"] == -1 and f["window_right"] == -1 and other)
@@ -191,8 +191,9 @@ def _chunks(ctx: _Ctx, block_q: int) -> Iterator[_Chunk]:
         yield _Chunk(i0, i1, keys, member, strided_hi, table, qb0)
 
 
-def _strided_keys(ctx: _Ctx, i: torch.Tensor, m0: int, m1: int, hi: int
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def _strided_keys(
+    ctx: _Ctx, i: torch.Tensor, m0: int, m1: int, hi: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row strided keys ``j = (p mod S) + m S`` for ``m in [m0, m1)``; (keys, in range)."""
     s = ctx.f["stride"]
     r = torch.remainder(i + ctx.shift, s).view(-1, 1)
@@ -334,7 +335,11 @@ def _iter_masks(
 
 
 def count_allowed(
-    pattern: Any, lq: int, lk: int, heads: int = 1, key_lengths: Any = None,
+    pattern: Any,
+    lq: int,
+    lk: int,
+    heads: int = 1,
+    key_lengths: Any = None,
     block_indices: Any = None,
 ) -> int:
     """Number of allowed ``(b, h, i, j)`` pairs, without an ``lq x lk`` allocation.

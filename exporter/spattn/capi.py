@@ -23,10 +23,26 @@ import numpy as np
 
 from .runtime import library_path
 
-_ATTRS = ("window_left", "window_right", "causal", "num_global", "stride", "block_size",
-          "num_random", "seed")
-_DEFAULTS = {"window_left": -1, "window_right": -1, "causal": 0, "num_global": 0, "stride": 0,
-             "block_size": 64, "num_random": 0, "seed": 0}
+_ATTRS = (
+    "window_left",
+    "window_right",
+    "causal",
+    "num_global",
+    "stride",
+    "block_size",
+    "num_random",
+    "seed",
+)
+_DEFAULTS = {
+    "window_left": -1,
+    "window_right": -1,
+    "causal": 0,
+    "num_global": 0,
+    "stride": 0,
+    "block_size": 64,
+    "num_random": 0,
+    "seed": 0,
+}
 
 
 class SpattnArgs(ctypes.Structure):
@@ -35,12 +51,28 @@ class SpattnArgs(ctypes.Structure):
     _fields_ = (
         [(n, ctypes.c_void_p) for n in ("q", "k", "v", "o", "key_lengths", "block_indices")]
         + [("dtype", ctypes.c_int32)]
-        + [(n, ctypes.c_int32) for n in ("batch", "heads_q", "heads_kv", "len_q", "len_k",
-                                         "head_dim", "head_dim_v", "bi_heads", "bi_k")]
+        + [
+            (n, ctypes.c_int32)
+            for n in (
+                "batch",
+                "heads_q",
+                "heads_kv",
+                "len_q",
+                "len_k",
+                "head_dim",
+                "head_dim_v",
+                "bi_heads",
+                "bi_k",
+            )
+        ]
         + [("scale", ctypes.c_float)]
         + [(n, ctypes.c_int32) for n in _ATTRS]
-        + [("stream", ctypes.c_void_p), ("workspace", ctypes.c_void_p),
-           ("workspace_bytes", ctypes.c_size_t), ("num_threads", ctypes.c_int32)]
+        + [
+            ("stream", ctypes.c_void_p),
+            ("workspace", ctypes.c_void_p),
+            ("workspace_bytes", ctypes.c_size_t),
+            ("num_threads", ctypes.c_int32),
+        ]
     )
 
 
@@ -72,8 +104,9 @@ _NP_DTYPES = {np.dtype(np.float32): 0, np.dtype(np.float16): 1}
 _TORCH_DTYPES = {"torch.float32": 0, "torch.float16": 1, "torch.bfloat16": 2}
 
 
-def _fill(args: SpattnArgs, q_shape, k_shape, v_shape, scale: float | None, attrs: dict,
-          bi_shape=None) -> None:
+def _fill(
+    args: SpattnArgs, q_shape, k_shape, v_shape, scale: float | None, attrs: dict, bi_shape=None
+) -> None:
     unknown = set(attrs) - set(_ATTRS)
     if unknown:
         raise TypeError(f"unknown SparseAttention attributes: {sorted(unknown)}")
@@ -93,9 +126,17 @@ def _call(fn, args: SpattnArgs) -> None:
         raise ValueError(err.value.decode())
 
 
-def cpu_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, key_lengths=None,
-                block_indices=None, scale: float | None = None, num_threads: int = 0,
-                **attrs: Any) -> np.ndarray:
+def cpu_forward(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    *,
+    key_lengths=None,
+    block_indices=None,
+    scale: float | None = None,
+    num_threads: int = 0,
+    **attrs: Any,
+) -> np.ndarray:
     """SparseAttention on the CPU kernel; numpy float32/float16 arrays in, same dtype out.
 
     Attributes are the op's (docs/op-spec.md) as keyword arguments. Errors raise ValueError with
@@ -118,8 +159,19 @@ def cpu_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, key_lengths=None
     return out
 
 
-def cuda_forward(q, k, v, out, *, key_lengths=None, block_indices=None, scale=None, stream=0,
-                 workspace=None, **attrs: Any) -> None:
+def cuda_forward(
+    q,
+    k,
+    v,
+    out,
+    *,
+    key_lengths=None,
+    block_indices=None,
+    scale=None,
+    stream=0,
+    workspace=None,
+    **attrs: Any,
+) -> None:
     """SparseAttention on the CUDA kernel, in place into ``out`` (contiguous device tensors).
 
     ``workspace`` is a device tensor of at least :func:`cuda_workspace_size` bytes (or None when
@@ -134,8 +186,9 @@ def cuda_forward(q, k, v, out, *, key_lengths=None, block_indices=None, scale=No
     _call(load().spattn_cuda_forward, args)
 
 
-def cuda_workspace_size(q, k, v, *, key_lengths=None, block_indices=None, scale=None,
-                        **attrs: Any) -> int:
+def cuda_workspace_size(
+    q, k, v, *, key_lengths=None, block_indices=None, scale=None, **attrs: Any
+) -> int:
     """Bytes of device workspace :func:`cuda_forward` needs for these shapes and attributes."""
     args = _device_args(q, k, v, key_lengths, block_indices, scale, attrs)
     return int(load().spattn_cuda_workspace_size(ctypes.byref(args)))
@@ -143,8 +196,15 @@ def cuda_workspace_size(q, k, v, *, key_lengths=None, block_indices=None, scale=
 
 def _device_args(q, k, v, key_lengths, block_indices, scale, attrs) -> SpattnArgs:
     args = SpattnArgs()
-    _fill(args, q.shape, k.shape, v.shape, scale, attrs,
-          None if block_indices is None else tuple(block_indices.shape))
+    _fill(
+        args,
+        q.shape,
+        k.shape,
+        v.shape,
+        scale,
+        attrs,
+        None if block_indices is None else tuple(block_indices.shape),
+    )
     args.dtype = _TORCH_DTYPES.get(str(q.dtype), -1)
     args.q, args.k, args.v = q.data_ptr(), k.data_ptr(), v.data_ptr()
     args.key_lengths = None if key_lengths is None else key_lengths.data_ptr()

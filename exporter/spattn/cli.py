@@ -99,12 +99,15 @@ def _console(ctx: click.Context, quiet: bool, as_json: bool, debug: bool) -> Con
 
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--quiet``, ``--json`` and ``--debug`` on a command."""
-    fn = click.option("--debug", is_flag=True,
-                      help="Show tracebacks and the libraries' own logs.")(fn)
-    fn = click.option("--json", "as_json", is_flag=True,
-                      help="Print one machine-readable JSON object on stdout.")(fn)
-    fn = click.option("-q", "--quiet", is_flag=True,
-                      help="No progress bars or notes: results and errors only.")(fn)
+    fn = click.option("--debug", is_flag=True, help="Show tracebacks and the libraries' own logs.")(
+        fn
+    )
+    fn = click.option(
+        "--json", "as_json", is_flag=True, help="Print one machine-readable JSON object on stdout."
+    )(fn)
+    fn = click.option(
+        "-q", "--quiet", is_flag=True, help="No progress bars or notes: results and errors only."
+    )(fn)
     return fn
 
 
@@ -126,8 +129,10 @@ class _Group(click.Group):
                 msg = "out of memory; try a smaller --batch/--seq-len"
             else:
                 first = (str(e).strip().splitlines() or [""])[0]
-                msg = (f"{type(e).__name__}: {first} (this looks like a bug or an unsupported "
-                       "model; run again with --debug for the traceback)")
+                msg = (
+                    f"{type(e).__name__}: {first} (this looks like a bug or an unsupported "
+                    "model; run again with --debug for the traceback)"
+                )
             _fail(ctx, msg)
 
 
@@ -145,8 +150,10 @@ def _library_noise(debug: bool) -> Iterator[None]:
     if debug:
         yield
         return
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export",
-                                              "onnxscript", "torch._export")]
+    loggers = [
+        logging.getLogger(n)
+        for n in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "torch._export")
+    ]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
@@ -185,8 +192,10 @@ def _check_shape_names(shapes: dict[str, Any], specs: Sequence[bk.TensorSpec], h
     names = [s.name for s in specs]
     for n in shapes:
         if n not in names:
-            raise click.BadParameter(f"the model has no input {n!r}; its inputs are "
-                                     f"{', '.join(map(repr, names))}", param_hint=hint)
+            raise click.BadParameter(
+                f"the model has no input {n!r}; its inputs are {', '.join(map(repr, names))}",
+                param_hint=hint,
+            )
 
 
 def _factory(source: str, params: dict[str, Any], con: Console) -> tuple[Any, tuple]:
@@ -201,7 +210,8 @@ def _factory(source: str, params: dict[str, Any], con: Console) -> tuple[Any, tu
             if k not in accepted:
                 raise click.BadParameter(
                     f"{k!r}: the factory {source} takes {', '.join(accepted) or 'no parameters'}",
-                    param_hint="--param")
+                    param_hint="--param",
+                )
     with con.bar(total=1, desc="build model", unit="model") as bar:
         model, inputs = bk.load_factory(source, params)
         bar.update()
@@ -234,34 +244,86 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 # ------------------------------------------------------------------------------ export
-@cli.command(context_settings=_CONTEXT,
-             short_help="Export a PyTorch model to ONNX, validated against PyTorch.")
+@cli.command(
+    context_settings=_CONTEXT,
+    short_help="Export a PyTorch model to ONNX, validated against PyTorch.",
+)
 @click.argument("source")
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="ONNX file to write.  [default: SOURCE's name + .onnx]")
-@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="Keyword argument for the factory (repeatable), e.g. -p seq_len=512.")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]),
-              default="float32", show_default=True, help="Precision of the exported graph.")
-@click.option("--opset", type=click.IntRange(min=18), default=18, show_default=True,
-              help="Default-domain opset.")
-@click.option("--dynamic-batch/--static-batch", default=True, show_default=True,
-              help="Axis 0 of every tensor input dynamic.")
-@click.option("--dynamic-seq/--static-seq", default=True, show_default=True,
-              help="Axis 1 of every tensor input of rank >= 2 dynamic.")
-@click.option("--validate/--no-validate", default=True, show_default=True,
-              help="Compare ONNX Runtime (our library) with PyTorch on the example inputs.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="ONNX file to write.  [default: SOURCE's name + .onnx]",
+)
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Keyword argument for the factory (repeatable), e.g. -p seq_len=512.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float16", "bfloat16"]),
+    default="float32",
+    show_default=True,
+    help="Precision of the exported graph.",
+)
+@click.option(
+    "--opset",
+    type=click.IntRange(min=18),
+    default=18,
+    show_default=True,
+    help="Default-domain opset.",
+)
+@click.option(
+    "--dynamic-batch/--static-batch",
+    default=True,
+    show_default=True,
+    help="Axis 0 of every tensor input dynamic.",
+)
+@click.option(
+    "--dynamic-seq/--static-seq",
+    default=True,
+    show_default=True,
+    help="Axis 1 of every tensor input of rank >= 2 dynamic.",
+)
+@click.option(
+    "--validate/--no-validate",
+    default=True,
+    show_default=True,
+    help="Compare ONNX Runtime (our library) with PyTorch on the example inputs.",
+)
 @click.option("--atol", type=float, help="Absolute tolerance.  [default: per dtype, op spec]")
 @click.option("--rtol", type=float, help="Relative tolerance.  [default: per dtype, op spec]")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False),
-              help="JSON report to write.  [default: OUTPUT with .report.json]")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False),
+    help="JSON report to write.  [default: OUTPUT with .report.json]",
+)
 @click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime intra-op threads.")
 @common_options
 @click.pass_context
-def export(ctx: click.Context, source: str, output: str | None, params: tuple[str, ...],
-           dtype: str, opset: int, dynamic_batch: bool, dynamic_seq: bool, validate: bool,
-           atol: float | None, rtol: float | None, report_path: str | None,
-           threads: int | None, quiet: bool, as_json: bool, debug: bool) -> None:
+def export(
+    ctx: click.Context,
+    source: str,
+    output: str | None,
+    params: tuple[str, ...],
+    dtype: str,
+    opset: int,
+    dynamic_batch: bool,
+    dynamic_seq: bool,
+    validate: bool,
+    atol: float | None,
+    rtol: float | None,
+    report_path: str | None,
+    threads: int | None,
+    quiet: bool,
+    as_json: bool,
+    debug: bool,
+) -> None:
     """Export a PyTorch model to ONNX with one spattn::SparseAttention node per attention.
 
     SOURCE is a built-in sample (longformer_encoder, gqa_decoder_block) or a factory
@@ -306,26 +368,37 @@ def export(ctx: click.Context, source: str, output: str | None, params: tuple[st
                     d[1] = auto
                 shapes.append(d or None)
             shapes = tuple(shapes)
-        stages = ["torch.onnx.export + ONNX checker"] + (["validate (ONNX Runtime vs PyTorch)"]
-                                                         if validate else [])
+        stages = ["torch.onnx.export + ONNX checker"] + (
+            ["validate (ONNX Runtime vs PyTorch)"] if validate else []
+        )
         with con.bar(total=len(stages), desc="export", unit="stage") as bar:
             bar.set_postfix_str(stages[0])
             try:
-                rep = _export.export(model, inputs, output, dynamic=bool(shapes),
-                                     dynamic_shapes=shapes, dtype=dtype, opset=opset,
-                                     validate=False)
+                rep = _export.export(
+                    model,
+                    inputs,
+                    output,
+                    dynamic=bool(shapes),
+                    dynamic_shapes=shapes,
+                    dtype=dtype,
+                    opset=opset,
+                    validate=False,
+                )
             except (ValueError, TypeError, RuntimeError) as e:
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                raise UserError(f"exporting {source} failed: {first}; run with --debug for the "
-                                "full error") from e
+                raise UserError(
+                    f"exporting {source} failed: {first}; run with --debug for the full error"
+                ) from e
             bar.update()
             proto = bk.load_onnx(output)
             length = next((t.shape[1] for t in tensors if t.dim() >= 2), None)
             nodes = bk.spattn_node_info(proto, length=length, require=False, path=output)
             if not nodes:
-                raise UserError(f"{source} exported without any spattn::SparseAttention node: its "
-                                "attention is not spattn's; swap it first with "
-                                "spattn.convert_transformer or spattn.swap_attention")
+                raise UserError(
+                    f"{source} exported without any spattn::SparseAttention node: its "
+                    "attention is not spattn's; swap it first with "
+                    "spattn.convert_transformer or spattn.swap_attention"
+                )
             specs, outs = bk.input_specs(proto), bk.output_specs(proto)
             validation: dict[str, Any] | None = None
             notes: list[str] = []
@@ -345,9 +418,14 @@ def export(ctx: click.Context, source: str, output: str | None, params: tuple[st
                     got = None
                 if got is not None:
                     rows = bk.compare_outputs(ref, got, a, r)
-                    validation = {"reference": "pytorch", "backend": "ort-cpu", "atol": a,
-                                  "rtol": r, "outputs": rows,
-                                  "passed": all(x["passed"] for x in rows)}
+                    validation = {
+                        "reference": "pytorch",
+                        "backend": "ort-cpu",
+                        "atol": a,
+                        "rtol": r,
+                        "outputs": rows,
+                        "passed": all(x["passed"] for x in rows),
+                    }
                 bar.update()
 
     dyn = [n for n, on in (("batch", dynamic_batch), ("sequence", dynamic_seq)) if on]
@@ -364,24 +442,41 @@ def export(ctx: click.Context, source: str, output: str | None, params: tuple[st
         "outputs": [{"name": s.name, "dtype": s.dtype_name, "shape": s.dims} for s in outs],
         "num_spattn_nodes": len(nodes),
         "density_length": length,
-        "nodes": [{"name": n["name"], "pattern": n["pattern"], "attributes": n["attributes"],
-                   "density": n["density"]} for n in nodes],
+        "nodes": [
+            {
+                "name": n["name"],
+                "pattern": n["pattern"],
+                "attributes": n["attributes"],
+                "density": n["density"],
+            }
+            for n in nodes
+        ],
         "validation": validation,
         "notes": notes + rep.notes,
     }
     Path(report_path).write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
 
-    lines = [f"wrote {output}: {len(nodes)} spattn::SparseAttention node(s), {dtype}, opset "
-             f"{opset}, dynamic axes: {', '.join(dyn) or 'none'}"]
-    lines.append(bk.format_table(
-        ["node", "pattern", f"density (L={length})"],
-        [[n["name"], n["pattern"], _fmt(n["density"], ".2%")] for n in nodes]))
+    lines = [
+        f"wrote {output}: {len(nodes)} spattn::SparseAttention node(s), {dtype}, opset "
+        f"{opset}, dynamic axes: {', '.join(dyn) or 'none'}"
+    ]
+    lines.append(
+        bk.format_table(
+            ["node", "pattern", f"density (L={length})"],
+            [[n["name"], n["pattern"], _fmt(n["density"], ".2%")] for n in nodes],
+        )
+    )
     if validation is not None:
-        lines.append(f"validation: PyTorch vs ONNX Runtime CPU (atol {validation['atol']:g}, "
-                     f"rtol {validation['rtol']:g})")
+        lines.append(
+            f"validation: PyTorch vs ONNX Runtime CPU (atol {validation['atol']:g}, "
+            f"rtol {validation['rtol']:g})"
+        )
         lines.append(_error_table([("ort-cpu", x) for x in validation["outputs"]]))
-        lines.append("PASSED" if validation["passed"] else
-                     "FAILED: ONNX Runtime differs from PyTorch beyond the tolerances")
+        lines.append(
+            "PASSED"
+            if validation["passed"]
+            else "FAILED: ONNX Runtime differs from PyTorch beyond the tolerances"
+        )
     elif not validate:
         lines.append("validation: skipped (--no-validate)")
     for n in report["notes"]:
@@ -395,25 +490,58 @@ def export(ctx: click.Context, source: str, output: str | None, params: tuple[st
 def _error_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
     return bk.format_table(
         ["backend", "output", "max abs err", "max rel err", "status"],
-        [[b, r["output"], _fmt(r["max_abs"]), _fmt(r["max_rel"]),
-          ("PASSED" if r["passed"] else "FAILED") + (f" ({r['note']})" if r.get("note") else "")]
-         for b, r in rows])
+        [
+            [
+                b,
+                r["output"],
+                _fmt(r["max_abs"]),
+                _fmt(r["max_rel"]),
+                ("PASSED" if r["passed"] else "FAILED")
+                + (f" ({r['note']})" if r.get("note") else ""),
+            ]
+            for b, r in rows
+        ],
+    )
 
 
 # ------------------------------------------------------------------------------ inspect
-@cli.command(context_settings=_CONTEXT,
-             short_help="List spattn nodes: pattern, density; plot a mask.")
+@cli.command(
+    context_settings=_CONTEXT, short_help="List spattn nodes: pattern, density; plot a mask."
+)
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-L", "--length", type=click.IntRange(min=1), default=1024, show_default=True,
-              help="Sequence length (Lq = Lk) for densities and the plot.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
-              help="Write a PNG of one node's token mask (L <= 1024) or block layout.")
-@click.option("--node", "node_sel", default="0", show_default=True,
-              help="Node to plot: its name or its index among the spattn nodes.")
+@click.option(
+    "-L",
+    "--length",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Sequence length (Lq = Lk) for densities and the plot.",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    help="Write a PNG of one node's token mask (L <= 1024) or block layout.",
+)
+@click.option(
+    "--node",
+    "node_sel",
+    default="0",
+    show_default=True,
+    help="Node to plot: its name or its index among the spattn nodes.",
+)
 @common_options
 @click.pass_context
-def inspect(ctx: click.Context, model: str, length: int, plot_path: str | None, node_sel: str,
-            quiet: bool, as_json: bool, debug: bool) -> None:
+def inspect(
+    ctx: click.Context,
+    model: str,
+    length: int,
+    plot_path: str | None,
+    node_sel: str,
+    quiet: bool,
+    as_json: bool,
+    debug: bool,
+) -> None:
     """List the spattn::SparseAttention nodes of an ONNX model: pattern and density.
 
     Attributes are checked against the op spec; an invalid one is reported with the node's
@@ -439,22 +567,49 @@ def inspect(ctx: click.Context, model: str, length: int, plot_path: str | None, 
         con.warn(f"the ONNX checker reports: {checker}")
     specs, outs = bk.input_specs(proto), bk.output_specs(proto)
     data: dict[str, Any] = {
-        "model": model, "length": length, "checker": checker,
+        "model": model,
+        "length": length,
+        "checker": checker,
         "inputs": [{"name": s.name, "dtype": s.dtype_name, "shape": s.dims} for s in specs],
         "outputs": [{"name": s.name, "dtype": s.dtype_name, "shape": s.dims} for s in outs],
-        "nodes": [{k: n[k] for k in ("index", "name", "pattern", "attributes", "density",
-                                     "key_lengths", "block_indices", "inputs", "outputs")}
-                  for n in nodes],
+        "nodes": [
+            {
+                k: n[k]
+                for k in (
+                    "index",
+                    "name",
+                    "pattern",
+                    "attributes",
+                    "density",
+                    "key_lengths",
+                    "block_indices",
+                    "inputs",
+                    "outputs",
+                )
+            }
+            for n in nodes
+        ],
     }
     lines = [f"{model}: {len(nodes)} spattn::SparseAttention node(s); ONNX checker {checker}"]
     lines += [f"  input  {s.name}: {s.dtype_name} {s.shape_text()}" for s in specs]
     lines += [f"  output {s.name}: {s.dtype_name} {s.shape_text()}" for s in outs]
-    lines.append(bk.format_table(
-        ["#", "node", "pattern", f"density (L={length})", "key_lengths", "block_indices"],
-        [[n["index"], n["name"], n["pattern"],
-          _fmt(n["density"], ".2%") + (f" ({n['density_note']})" if n.get("density_note")
-                                       else ""),
-          "yes" if n["key_lengths"] else "no", n["block_indices"] or "no"] for n in nodes]))
+    lines.append(
+        bk.format_table(
+            ["#", "node", "pattern", f"density (L={length})", "key_lengths", "block_indices"],
+            [
+                [
+                    n["index"],
+                    n["name"],
+                    n["pattern"],
+                    _fmt(n["density"], ".2%")
+                    + (f" ({n['density_note']})" if n.get("density_note") else ""),
+                    "yes" if n["key_lengths"] else "no",
+                    n["block_indices"] or "no",
+                ]
+                for n in nodes
+            ],
+        )
+    )
     if plot_path:
         chosen = _select_node(nodes, node_sel)
         from .patterns import Pattern
@@ -465,16 +620,19 @@ def inspect(ctx: click.Context, model: str, length: int, plot_path: str | None, 
             layout = bk._constant_tensor(proto, bi)
         if chosen.get("density_note") and layout is not None:
             fits = layout.shape[1] * chosen["attributes"].get("block_size", 64)
-            raise UserError(f"node {chosen['name']!r}: {chosen['density_note']}; plot it with "
-                            f"--length {fits}")
+            raise UserError(
+                f"node {chosen['name']!r}: {chosen['density_note']}; plot it with --length {fits}"
+            )
         pattern = Pattern.from_attributes(chosen["attributes"], block_indices=layout)
         with con.bar(total=1, desc="plot", unit="png") as bar:
             Path(plot_path).parent.mkdir(parents=True, exist_ok=True)
             pattern.plot(length, plot_path)
             bar.update()
         if bi and layout is None:
-            con.warn(f"node {chosen['name']!r}: block_indices is computed at run time; the plot "
-                     "shows the attributes' components only")
+            con.warn(
+                f"node {chosen['name']!r}: block_indices is computed at run time; the plot "
+                "shows the attributes' components only"
+            )
         data["plot"] = {"path": plot_path, "node": chosen["name"]}
         lines.append(f"plot of node {chosen['name']!r} at L={length}: {plot_path}")
     con.result(data, "\n".join(lines))
@@ -486,27 +644,57 @@ def _select_node(nodes: list[dict[str, Any]], sel: str) -> dict[str, Any]:
             return n
     if sel.lstrip("-").isdigit() and -len(nodes) <= int(sel) < len(nodes):
         return nodes[int(sel)]
-    raise click.BadParameter(f"{sel!r} is neither a node name nor an index 0..{len(nodes) - 1}; "
-                             f"nodes: {', '.join(n['name'] for n in nodes)}", param_hint="--node")
+    raise click.BadParameter(
+        f"{sel!r} is neither a node name nor an index 0..{len(nodes) - 1}; "
+        f"nodes: {', '.join(n['name'] for n in nodes)}",
+        param_hint="--node",
+    )
 
 
 # ------------------------------------------------------------------------------ shared inputs
 def _input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--seed", type=int, default=0, show_default=True,
-                      help="Seed of generated inputs.")(fn)
-    fn = click.option("--shape", "shape_items", multiple=True, metavar="NAME=D0,D1,...",
-                      help="Shape of one generated input (repeatable).")(fn)
-    fn = click.option("--seq-len", type=click.IntRange(min=1), default=128, show_default=True,
-                      help="Value of dynamic sequence axes of generated inputs.")(fn)
-    fn = click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
-                      help="Value of dynamic batch axes (axis 0) of generated inputs.")(fn)
-    fn = click.option("-i", "--inputs", "inputs_path", type=click.Path(dir_okay=False),
-                      help=".npz with one array per model input (else inputs are generated).")(fn)
+    fn = click.option(
+        "--seed", type=int, default=0, show_default=True, help="Seed of generated inputs."
+    )(fn)
+    fn = click.option(
+        "--shape",
+        "shape_items",
+        multiple=True,
+        metavar="NAME=D0,D1,...",
+        help="Shape of one generated input (repeatable).",
+    )(fn)
+    fn = click.option(
+        "--seq-len",
+        type=click.IntRange(min=1),
+        default=128,
+        show_default=True,
+        help="Value of dynamic sequence axes of generated inputs.",
+    )(fn)
+    fn = click.option(
+        "--batch",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        help="Value of dynamic batch axes (axis 0) of generated inputs.",
+    )(fn)
+    fn = click.option(
+        "-i",
+        "--inputs",
+        "inputs_path",
+        type=click.Path(dir_okay=False),
+        help=".npz with one array per model input (else inputs are generated).",
+    )(fn)
     return fn
 
 
-def _feeds(specs: Sequence[bk.TensorSpec], inputs_path: str | None, batch: int, seq_len: int,
-           shape_items: Sequence[str], seed: int) -> dict[str, np.ndarray]:
+def _feeds(
+    specs: Sequence[bk.TensorSpec],
+    inputs_path: str | None,
+    batch: int,
+    seq_len: int,
+    shape_items: Sequence[str],
+    seed: int,
+) -> dict[str, np.ndarray]:
     shapes = _shapes(shape_items)
     _check_shape_names(shapes, specs, "--shape")
     if inputs_path:
@@ -519,30 +707,64 @@ def _describe_feeds(feeds: dict[str, np.ndarray]) -> str:
 
 
 # ------------------------------------------------------------------------------ run
-@cli.command(context_settings=_CONTEXT,
-             short_help="Run with ONNX Runtime (CPU/CUDA) or TensorRT: outputs, timing.")
+@cli.command(
+    context_settings=_CONTEXT,
+    short_help="Run with ONNX Runtime (CPU/CUDA) or TensorRT: outputs, timing.",
+)
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-b", "--backend", type=click.Choice(["ort-cpu", "ort-cuda", "tensorrt"]),
-              default="ort-cpu", show_default=True,
-              help="ONNX Runtime (CPU or CUDA EP, our library registered) or a TensorRT engine.")
-@click.option("--engine", type=click.Path(dir_okay=False),
-              help="TensorRT engine (from `spattn build`) for --backend tensorrt.")
+@click.option(
+    "-b",
+    "--backend",
+    type=click.Choice(["ort-cpu", "ort-cuda", "tensorrt"]),
+    default="ort-cpu",
+    show_default=True,
+    help="ONNX Runtime (CPU or CUDA EP, our library registered) or a TensorRT engine.",
+)
+@click.option(
+    "--engine",
+    type=click.Path(dir_okay=False),
+    help="TensorRT engine (from `spattn build`) for --backend tensorrt.",
+)
 @_input_options
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Where to save the outputs.  [default: MODEL with .outputs.npz]")
-@click.option("--save-inputs", type=click.Path(dir_okay=False),
-              help="Also save the inputs used, as .npz (reusable with --inputs).")
-@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Untimed runs first.")
-@click.option("--repeat", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Timed runs.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Where to save the outputs.  [default: MODEL with .outputs.npz]",
+)
+@click.option(
+    "--save-inputs",
+    type=click.Path(dir_okay=False),
+    help="Also save the inputs used, as .npz (reusable with --inputs).",
+)
+@click.option(
+    "--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Untimed runs first."
+)
+@click.option(
+    "--repeat", type=click.IntRange(min=1), default=10, show_default=True, help="Timed runs."
+)
 @click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime intra-op threads.")
 @common_options
 @click.pass_context
-def run(ctx: click.Context, model: str, backend: str, engine: str | None,
-        inputs_path: str | None, batch: int, seq_len: int, shape_items: tuple[str, ...],
-        seed: int, output: str | None, save_inputs: str | None, warmup: int, repeat: int,
-        threads: int | None, quiet: bool, as_json: bool, debug: bool) -> None:
+def run(
+    ctx: click.Context,
+    model: str,
+    backend: str,
+    engine: str | None,
+    inputs_path: str | None,
+    batch: int,
+    seq_len: int,
+    shape_items: tuple[str, ...],
+    seed: int,
+    output: str | None,
+    save_inputs: str | None,
+    warmup: int,
+    repeat: int,
+    threads: int | None,
+    quiet: bool,
+    as_json: bool,
+    debug: bool,
+) -> None:
     """Run a model with ONNX Runtime (CPU or CUDA) or TensorRT; save outputs, report timing.
 
     Inputs come from --inputs FILE.npz or are generated (dynamic axes from --batch and
@@ -562,11 +784,15 @@ def run(ctx: click.Context, model: str, backend: str, engine: str | None,
         if not Path(model).is_file():
             raise UserError(f"{model}: no such engine file; build one with `spattn build`")
         if not inputs_path:
-            raise click.BadParameter("running an engine file needs --inputs FILE.npz (or give "
-                                     "the ONNX model with --engine)", param_hint="--inputs")
+            raise click.BadParameter(
+                "running an engine file needs --inputs FILE.npz (or give "
+                "the ONNX model with --engine)",
+                param_hint="--inputs",
+            )
         if not Path(inputs_path).is_file():
-            raise UserError(f"{inputs_path}: no such file; give an .npz with one array per "
-                            "engine input")
+            raise UserError(
+                f"{inputs_path}: no such file; give an .npz with one array per engine input"
+            )
         with np.load(inputs_path) as z:
             specs = [bk.TensorSpec(k, _onnx_type(z[k].dtype), list(z[k].shape)) for k in z.files]
     else:
@@ -584,16 +810,17 @@ def run(ctx: click.Context, model: str, backend: str, engine: str | None,
     if backend == "tensorrt":
         bk.tensorrt_module()  # one clear line when TensorRT is missing
         if engine is None:
-            raise click.BadParameter("--backend tensorrt needs --engine ENGINE.plan (build it "
-                                     "with `spattn build MODEL.onnx -o ENGINE.plan`)",
-                                     param_hint="--engine")
+            raise click.BadParameter(
+                "--backend tensorrt needs --engine ENGINE.plan (build it "
+                "with `spattn build MODEL.onnx -o ENGINE.plan`)",
+                param_hint="--engine",
+            )
 
         def call() -> dict[str, np.ndarray]:
             return bk.run_tensorrt(engine, specs, feeds)
     else:
         with con.bar(total=1, desc="create session", unit="session") as bar:
-            runner = bk.OrtRunner(model, specs, "cuda" if backend == "ort-cuda" else "cpu",
-                                  threads)
+            runner = bk.OrtRunner(model, specs, "cuda" if backend == "ort-cuda" else "cpu", threads)
             bar.update()
 
         def call() -> dict[str, np.ndarray]:
@@ -615,27 +842,49 @@ def run(ctx: click.Context, model: str, backend: str, engine: str | None,
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     np.savez(output, **outs)
     t = np.asarray(times)
-    timing = {"warmup": warmup, "repeat": repeat, "median_ms": float(np.median(t)),
-              "mean_ms": float(t.mean()), "min_ms": float(t.min()), "max_ms": float(t.max()),
-              "p90_ms": float(np.percentile(t, 90))}
-    out_info = [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype),
-                 "finite": bool(np.all(np.isfinite(v))) if v.dtype.kind == "f" else True,
-                 "mean_abs": float(np.abs(v.astype(np.float64)).mean()) if v.size else 0.0}
-                for k, v in outs.items()]
-    data = {"model": model, "backend": backend, "inputs": {k: list(v.shape)
-                                                           for k, v in feeds.items()},
-            "outputs": out_info, "outputs_file": output, "timing": timing}
-    lines = [f"{model} on {backend}; inputs: {_describe_feeds(feeds)}",
-             bk.format_table(["output", "shape", "dtype", "finite", "mean |x|"],
-                             [[o["name"], o["shape"], o["dtype"], o["finite"],
-                               _fmt(o["mean_abs"])] for o in out_info]),
-             f"time per run: median {timing['median_ms']:.3f} ms, mean {timing['mean_ms']:.3f}, "
-             f"min {timing['min_ms']:.3f}, p90 {timing['p90_ms']:.3f} ({repeat} runs after "
-             f"{warmup} warm-up)",
-             f"outputs saved to {output}"]
+    timing = {
+        "warmup": warmup,
+        "repeat": repeat,
+        "median_ms": float(np.median(t)),
+        "mean_ms": float(t.mean()),
+        "min_ms": float(t.min()),
+        "max_ms": float(t.max()),
+        "p90_ms": float(np.percentile(t, 90)),
+    }
+    out_info = [
+        {
+            "name": k,
+            "shape": list(v.shape),
+            "dtype": str(v.dtype),
+            "finite": bool(np.all(np.isfinite(v))) if v.dtype.kind == "f" else True,
+            "mean_abs": float(np.abs(v.astype(np.float64)).mean()) if v.size else 0.0,
+        }
+        for k, v in outs.items()
+    ]
+    data = {
+        "model": model,
+        "backend": backend,
+        "inputs": {k: list(v.shape) for k, v in feeds.items()},
+        "outputs": out_info,
+        "outputs_file": output,
+        "timing": timing,
+    }
+    lines = [
+        f"{model} on {backend}; inputs: {_describe_feeds(feeds)}",
+        bk.format_table(
+            ["output", "shape", "dtype", "finite", "mean |x|"],
+            [
+                [o["name"], o["shape"], o["dtype"], o["finite"], _fmt(o["mean_abs"])]
+                for o in out_info
+            ],
+        ),
+        f"time per run: median {timing['median_ms']:.3f} ms, mean {timing['mean_ms']:.3f}, "
+        f"min {timing['min_ms']:.3f}, p90 {timing['p90_ms']:.3f} ({repeat} runs after "
+        f"{warmup} warm-up)",
+        f"outputs saved to {output}",
+    ]
     if backend == "tensorrt":
-        lines.append("note: TensorRT times are of spattn.trt.run_engine calls (transfers "
-                     "included)")
+        lines.append("note: TensorRT times are of spattn.trt.run_engine calls (transfers included)")
     con.result(data, "\n".join(lines))
     if not all(o["finite"] for o in out_info):
         _fail(ctx, "an output has NaN or infinite values")
@@ -655,14 +904,18 @@ def _range(text: str, hint: str) -> tuple[int, int, int]:
     if len(parts) == 1:
         parts = parts * 3
     if len(parts) != 3 or not (1 <= parts[0] <= parts[1] <= parts[2]):
-        raise click.BadParameter(f"{text!r}: expected MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX",
-                                 param_hint=hint)
+        raise click.BadParameter(
+            f"{text!r}: expected MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX", param_hint=hint
+        )
     return parts[0], parts[1], parts[2]
 
 
-def profile_shapes(specs: Sequence[bk.TensorSpec], batch: tuple[int, int, int],
-                   seq: tuple[int, int, int], explicit: Sequence[dict[str, tuple[int, ...]]]
-                   ) -> list[dict[str, tuple[int, ...]]]:
+def profile_shapes(
+    specs: Sequence[bk.TensorSpec],
+    batch: tuple[int, int, int],
+    seq: tuple[int, int, int],
+    explicit: Sequence[dict[str, tuple[int, ...]]],
+) -> list[dict[str, tuple[int, ...]]]:
     """min/opt/max shapes of every input: explicit ones, else dynamic axes from the ranges."""
     out = []
     for k in range(3):
@@ -671,35 +924,86 @@ def profile_shapes(specs: Sequence[bk.TensorSpec], batch: tuple[int, int, int],
     return out
 
 
-@cli.command(context_settings=_CONTEXT,
-             short_help="Build a TensorRT engine with the spattn plugin.")
+@cli.command(
+    context_settings=_CONTEXT, short_help="Build a TensorRT engine with the spattn plugin."
+)
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Engine file.  [default: MODEL with .plan]")
-@click.option("--batch", "batch_range", default="1,1,8", show_default=True,
-              help="MIN,OPT,MAX of dynamic batch axes.")
-@click.option("--seq-len", "seq_range", default="1,512,4096", show_default=True,
-              help="MIN,OPT,MAX of dynamic sequence axes.")
-@click.option("--min-shapes", multiple=True, metavar="NAME=D0,D1,...",
-              help="Explicit minimum shape of an input (repeatable), as trtexec.")
-@click.option("--opt-shapes", multiple=True, metavar="NAME=D0,D1,...",
-              help="Explicit optimum shape of an input (repeatable).")
-@click.option("--max-shapes", multiple=True, metavar="NAME=D0,D1,...",
-              help="Explicit maximum shape of an input (repeatable).")
-@click.option("--strongly-typed/--weakly-typed", default=True, show_default=True,
-              help="Keep the ONNX types (strongly typed network).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Engine file.  [default: MODEL with .plan]",
+)
+@click.option(
+    "--batch",
+    "batch_range",
+    default="1,1,8",
+    show_default=True,
+    help="MIN,OPT,MAX of dynamic batch axes.",
+)
+@click.option(
+    "--seq-len",
+    "seq_range",
+    default="1,512,4096",
+    show_default=True,
+    help="MIN,OPT,MAX of dynamic sequence axes.",
+)
+@click.option(
+    "--min-shapes",
+    multiple=True,
+    metavar="NAME=D0,D1,...",
+    help="Explicit minimum shape of an input (repeatable), as trtexec.",
+)
+@click.option(
+    "--opt-shapes",
+    multiple=True,
+    metavar="NAME=D0,D1,...",
+    help="Explicit optimum shape of an input (repeatable).",
+)
+@click.option(
+    "--max-shapes",
+    multiple=True,
+    metavar="NAME=D0,D1,...",
+    help="Explicit maximum shape of an input (repeatable).",
+)
+@click.option(
+    "--strongly-typed/--weakly-typed",
+    default=True,
+    show_default=True,
+    help="Keep the ONNX types (strongly typed network).",
+)
 @click.option("--fp16", is_flag=True, help="Allow float16 tactics (weakly typed only).")
 @click.option("--bf16", is_flag=True, help="Allow bfloat16 tactics (weakly typed only).")
-@click.option("--workspace-mb", type=click.IntRange(min=1), default=4096, show_default=True,
-              help="Builder workspace limit.")
-@click.option("--timing-cache", type=click.Path(dir_okay=False),
-              help="Timing cache file (read and updated).")
+@click.option(
+    "--workspace-mb",
+    type=click.IntRange(min=1),
+    default=4096,
+    show_default=True,
+    help="Builder workspace limit.",
+)
+@click.option(
+    "--timing-cache", type=click.Path(dir_okay=False), help="Timing cache file (read and updated)."
+)
 @common_options
 @click.pass_context
-def build(ctx: click.Context, model: str, output: str | None, batch_range: str, seq_range: str,
-          min_shapes: tuple[str, ...], opt_shapes: tuple[str, ...], max_shapes: tuple[str, ...],
-          strongly_typed: bool, fp16: bool, bf16: bool, workspace_mb: int,
-          timing_cache: str | None, quiet: bool, as_json: bool, debug: bool) -> None:
+def build(
+    ctx: click.Context,
+    model: str,
+    output: str | None,
+    batch_range: str,
+    seq_range: str,
+    min_shapes: tuple[str, ...],
+    opt_shapes: tuple[str, ...],
+    max_shapes: tuple[str, ...],
+    strongly_typed: bool,
+    fp16: bool,
+    bf16: bool,
+    workspace_mb: int,
+    timing_cache: str | None,
+    quiet: bool,
+    as_json: bool,
+    debug: bool,
+) -> None:
     """Build a TensorRT engine with the spattn plugin from an ONNX model.
 
     Dynamic axes get an optimization profile from --batch and --seq-len (or explicit
@@ -714,13 +1018,20 @@ def build(ctx: click.Context, model: str, output: str | None, batch_range: str, 
     """
     con = _console(ctx, quiet, as_json, debug)
     if (fp16 or bf16) and strongly_typed:
-        raise click.BadParameter("--fp16/--bf16 apply to weakly typed networks; add "
-                                 "--weakly-typed (or export the model in that dtype)",
-                                 param_hint="--fp16/--bf16")
+        raise click.BadParameter(
+            "--fp16/--bf16 apply to weakly typed networks; add "
+            "--weakly-typed (or export the model in that dtype)",
+            param_hint="--fp16/--bf16",
+        )
     b, s = _range(batch_range, "--batch"), _range(seq_range, "--seq-len")
-    explicit = [_shapes(x, h) for x, h in ((min_shapes, "--min-shapes"),
-                                           (opt_shapes, "--opt-shapes"),
-                                           (max_shapes, "--max-shapes"))]
+    explicit = [
+        _shapes(x, h)
+        for x, h in (
+            (min_shapes, "--min-shapes"),
+            (opt_shapes, "--opt-shapes"),
+            (max_shapes, "--max-shapes"),
+        )
+    ]
     proto = bk.load_onnx(model)
     nodes = bk.spattn_node_info(proto, path=model)
     specs = bk.input_specs(proto)
@@ -732,39 +1043,81 @@ def build(ctx: click.Context, model: str, output: str | None, batch_range: str, 
     trt = bk.tensorrt_module()
     output = output or str(Path(model).with_suffix(".plan"))
     con.info(f"building {output} from {model} ({len(nodes)} spattn node(s))")
-    path = trt.build_engine(model, output, min_shapes=mins, opt_shapes=opts, max_shapes=maxs,
-                            strongly_typed=strongly_typed, fp16=fp16, bf16=bf16,
-                            workspace_mb=workspace_mb, timing_cache=timing_cache,
-                            progress=not (con.quiet or con.json))
-    data = {"model": model, "engine": str(path), "min_shapes": mins, "opt_shapes": opts,
-            "max_shapes": maxs}
+    path = trt.build_engine(
+        model,
+        output,
+        min_shapes=mins,
+        opt_shapes=opts,
+        max_shapes=maxs,
+        strongly_typed=strongly_typed,
+        fp16=fp16,
+        bf16=bf16,
+        workspace_mb=workspace_mb,
+        timing_cache=timing_cache,
+        progress=not (con.quiet or con.json),
+    )
+    data = {
+        "model": model,
+        "engine": str(path),
+        "min_shapes": mins,
+        "opt_shapes": opts,
+        "max_shapes": maxs,
+    }
     con.result(data, f"wrote TensorRT engine {path}\n  min {mins}\n  opt {opts}\n  max {maxs}")
 
 
 # ------------------------------------------------------------------------------ verify
-@cli.command(context_settings=_CONTEXT,
-             short_help="Compare PyTorch, ORT CPU, ORT CUDA and TensorRT outputs.")
+@cli.command(
+    context_settings=_CONTEXT, short_help="Compare PyTorch, ORT CPU, ORT CUDA and TensorRT outputs."
+)
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--factory", help="Model factory or sample that made MODEL (adds PyTorch as the "
-                                "reference).")
-@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="Keyword argument for the factory (repeatable).")
+@click.option(
+    "--factory", help="Model factory or sample that made MODEL (adds PyTorch as the reference)."
+)
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Keyword argument for the factory (repeatable).",
+)
 @_input_options
-@click.option("--backends", "backend_list",
-              help="Comma-separated subset of pytorch,ort-cpu,ort-cuda,tensorrt; a listed "
-                   "backend that is not usable is an error.  [default: all usable]")
-@click.option("--engine", type=click.Path(dir_okay=False),
-              help="TensorRT engine to verify (else one is built when TensorRT is usable).")
+@click.option(
+    "--backends",
+    "backend_list",
+    help="Comma-separated subset of pytorch,ort-cpu,ort-cuda,tensorrt; a listed "
+    "backend that is not usable is an error.  [default: all usable]",
+)
+@click.option(
+    "--engine",
+    type=click.Path(dir_okay=False),
+    help="TensorRT engine to verify (else one is built when TensorRT is usable).",
+)
 @click.option("--atol", type=float, help="Absolute tolerance.  [default: per dtype, op spec]")
 @click.option("--rtol", type=float, help="Relative tolerance.  [default: per dtype, op spec]")
 @click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime intra-op threads.")
 @common_options
 @click.pass_context
-def verify(ctx: click.Context, model: str, factory: str | None, params: tuple[str, ...],
-           inputs_path: str | None, batch: int, seq_len: int, shape_items: tuple[str, ...],
-           seed: int, backend_list: str | None, engine: str | None, atol: float | None,
-           rtol: float | None, threads: int | None, quiet: bool, as_json: bool,
-           debug: bool) -> None:
+def verify(
+    ctx: click.Context,
+    model: str,
+    factory: str | None,
+    params: tuple[str, ...],
+    inputs_path: str | None,
+    batch: int,
+    seq_len: int,
+    shape_items: tuple[str, ...],
+    seed: int,
+    backend_list: str | None,
+    engine: str | None,
+    atol: float | None,
+    rtol: float | None,
+    threads: int | None,
+    quiet: bool,
+    as_json: bool,
+    debug: bool,
+) -> None:
     """Compare PyTorch, ONNX Runtime CPU, ONNX Runtime CUDA and TensorRT on one input.
 
     The reference is PyTorch when --factory is given, else ONNX Runtime CPU. Every other usable
@@ -784,11 +1137,13 @@ def verify(ctx: click.Context, model: str, factory: str | None, params: tuple[st
         wanted = [x.strip() for x in backend_list.split(",") if x.strip()]
         bad = [x for x in wanted if x not in bk.BACKENDS]
         if bad or not wanted:
-            raise click.BadParameter(f"{backend_list!r}: choose from {','.join(bk.BACKENDS)}",
-                                     param_hint="--backends")
+            raise click.BadParameter(
+                f"{backend_list!r}: choose from {','.join(bk.BACKENDS)}", param_hint="--backends"
+            )
         if "pytorch" in wanted and not factory:
-            raise click.BadParameter("pytorch needs the model's factory: add --factory",
-                                     param_hint="--backends")
+            raise click.BadParameter(
+                "pytorch needs the model's factory: add --factory", param_hint="--backends"
+            )
     else:
         wanted = [b for b in bk.BACKENDS if b != "pytorch" or factory]
     explicit = bool(backend_list)
@@ -816,18 +1171,23 @@ def verify(ctx: click.Context, model: str, factory: str | None, params: tuple[st
     if "pytorch" in usable:
         with _library_noise(con.debug):
             torch_model, example = _factory(factory, kwargs, con)
-    generated = (shape_items or ctx.get_parameter_source("seq_len").name != "DEFAULT"
-                 or ctx.get_parameter_source("batch").name != "DEFAULT")
+    generated = (
+        shape_items
+        or ctx.get_parameter_source("seq_len").name != "DEFAULT"
+        or ctx.get_parameter_source("batch").name != "DEFAULT"
+    )
     if example is not None and not inputs_path and not generated:
         feeds = bk.feeds_from_tensors(specs, example)
     else:
         feeds = _feeds(specs, inputs_path, batch, seq_len, shape_items, seed)
     if len(usable) < 2:
         have = usable[0] if usable else "no backend"
-        raise UserError(f"nothing to compare: only {have} is usable here; "
-                        + ("" if factory else "add --factory to compare with PyTorch, or ")
-                        + "see `spattn doctor` for how to get "
-                        + (", ".join(skipped) or "the other backends"))
+        raise UserError(
+            f"nothing to compare: only {have} is usable here; "
+            + ("" if factory else "add --factory to compare with PyTorch, or ")
+            + "see `spattn doctor` for how to get "
+            + (", ".join(skipped) or "the other backends")
+        )
 
     results: dict[str, dict[str, np.ndarray]] = {}
     with con.bar(total=len(usable), desc="verify", unit="backend") as bar:
@@ -835,13 +1195,13 @@ def verify(ctx: click.Context, model: str, factory: str | None, params: tuple[st
             bar.set_postfix_str(b)
             if b == "pytorch":
                 with _library_noise(con.debug):
-                    results[b] = bk.run_torch(torch_model, specs, feeds,
-                                              [o.name for o in outs], dtype)
+                    results[b] = bk.run_torch(
+                        torch_model, specs, feeds, [o.name for o in outs], dtype
+                    )
             elif b == "tensorrt" and engine is None:
                 results[b] = _verify_trt_temp(model, specs, feeds, con)
             else:
-                results[b] = bk.run_backend(b, model, specs, feeds, engine=engine,
-                                            threads=threads)
+                results[b] = bk.run_backend(b, model, specs, feeds, engine=engine, threads=threads)
             bar.update()
     ref_name = usable[0]
     ref = results[ref_name]
@@ -849,14 +1209,23 @@ def verify(ctx: click.Context, model: str, factory: str | None, params: tuple[st
     for b in usable[1:]:
         rows += [(b, r) for r in bk.compare_outputs(ref, results[b], atol, rtol)]
     passed = all(r["passed"] for _, r in rows)
-    data = {"ok": passed, "model": model, "dtype": dtype, "atol": atol, "rtol": rtol,
-            "reference": ref_name,
-            "inputs": {k: list(v.shape) for k, v in feeds.items()},
-            "comparisons": [{"backend": b, **r} for b, r in rows],
-            "skipped": skipped, "passed": passed}
-    lines = [f"{model} ({dtype}); inputs: {_describe_feeds(feeds)}",
-             f"reference: {ref_name}; tolerance |err| <= {atol:g} + {rtol:g} * |ref|",
-             _error_table(rows)]
+    data = {
+        "ok": passed,
+        "model": model,
+        "dtype": dtype,
+        "atol": atol,
+        "rtol": rtol,
+        "reference": ref_name,
+        "inputs": {k: list(v.shape) for k, v in feeds.items()},
+        "comparisons": [{"backend": b, **r} for b, r in rows],
+        "skipped": skipped,
+        "passed": passed,
+    }
+    lines = [
+        f"{model} ({dtype}); inputs: {_describe_feeds(feeds)}",
+        f"reference: {ref_name}; tolerance |err| <= {atol:g} + {rtol:g} * |ref|",
+        _error_table(rows),
+    ]
     lines += [f"skipped {b}: {why}" for b, why in skipped.items()]
     lines.append("PASSED" if passed else "FAILED")
     con.result(data, "\n".join(lines))
@@ -864,8 +1233,9 @@ def verify(ctx: click.Context, model: str, factory: str | None, params: tuple[st
         ctx.exit(1)
 
 
-def _verify_trt_temp(model: str, specs: Sequence[bk.TensorSpec], feeds: dict[str, np.ndarray],
-                     con: Console) -> dict[str, np.ndarray]:
+def _verify_trt_temp(
+    model: str, specs: Sequence[bk.TensorSpec], feeds: dict[str, np.ndarray], con: Console
+) -> dict[str, np.ndarray]:
     """Build a throw-away engine for exactly these input shapes and run it."""
     import tempfile
 
@@ -874,44 +1244,107 @@ def _verify_trt_temp(model: str, specs: Sequence[bk.TensorSpec], feeds: dict[str
     with tempfile.TemporaryDirectory() as tmp:
         plan = str(Path(tmp) / "verify.plan")
         con.info("building a TensorRT engine for these shapes (pass --engine to reuse one)")
-        trt.build_engine(model, plan, min_shapes=shapes, opt_shapes=shapes, max_shapes=shapes,
-                         progress=not (con.quiet or con.json))
+        trt.build_engine(
+            model,
+            plan,
+            min_shapes=shapes,
+            opt_shapes=shapes,
+            max_shapes=shapes,
+            progress=not (con.quiet or con.json),
+        )
         return bk.run_tensorrt(plan, specs, feeds)
 
 
 # ------------------------------------------------------------------------------ bench
-@cli.command(context_settings=_CONTEXT,
-             short_help="Time and memory of our op vs dense attention over lengths.")
-@click.option("-L", "--lengths", default="256,512,1024,2048", show_default=True,
-              help="Comma-separated sequence lengths.")
+@cli.command(
+    context_settings=_CONTEXT,
+    short_help="Time and memory of our op vs dense attention over lengths.",
+)
+@click.option(
+    "-L",
+    "--lengths",
+    default="256,512,1024,2048",
+    show_default=True,
+    help="Comma-separated sequence lengths.",
+)
 @click.option("--heads", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--kv-heads", type=click.IntRange(min=1), help="Key/value heads (GQA); "
-              "[default: --heads]")
+@click.option(
+    "--kv-heads", type=click.IntRange(min=1), help="Key/value heads (GQA); [default: --heads]"
+)
 @click.option("--head-dim", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("-a", "--attr", "attrs", multiple=True, metavar="NAME=VALUE",
-              help="Pattern attribute of the op (repeatable).  [default: window_left=256 "
-                   "window_right=256 num_global=64]")
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32",
-              show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="cuda adds the CUDA EP and torch FlexAttention.")
-@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
-              help="ONNX Runtime intra-op threads (CPU).")
+@click.option(
+    "-a",
+    "--attr",
+    "attrs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Pattern attribute of the op (repeatable).  [default: window_left=256 "
+    "window_right=256 num_global=64]",
+)
+@click.option(
+    "--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="cuda adds the CUDA EP and torch FlexAttention.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="ONNX Runtime intra-op threads (CPU).",
+)
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
 @click.option("--repeat", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--dense-max", type=click.IntRange(min=1), default=8192, show_default=True,
-              help="Longest length at which dense attention runs (it needs O(L^2) memory).")
-@click.option("--memory/--no-memory", default=True, show_default=True,
-              help="Measure peak memory (one child process per point).")
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="bench",
-              show_default=True, help="Folder for bench.json and bench.png.")
+@click.option(
+    "--dense-max",
+    type=click.IntRange(min=1),
+    default=8192,
+    show_default=True,
+    help="Longest length at which dense attention runs (it needs O(L^2) memory).",
+)
+@click.option(
+    "--memory/--no-memory",
+    default=True,
+    show_default=True,
+    help="Measure peak memory (one child process per point).",
+)
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="bench",
+    show_default=True,
+    help="Folder for bench.json and bench.png.",
+)
 @common_options
 @click.pass_context
-def bench(ctx: click.Context, lengths: str, heads: int, kv_heads: int | None, head_dim: int,
-          batch: int, attrs: tuple[str, ...], dtype: str, device: str, threads: int,
-          warmup: int, repeat: int, dense_max: int, memory: bool, out_dir: str, quiet: bool,
-          as_json: bool, debug: bool) -> None:
+def bench(
+    ctx: click.Context,
+    lengths: str,
+    heads: int,
+    kv_heads: int | None,
+    head_dim: int,
+    batch: int,
+    attrs: tuple[str, ...],
+    dtype: str,
+    device: str,
+    threads: int,
+    warmup: int,
+    repeat: int,
+    dense_max: int,
+    memory: bool,
+    out_dir: str,
+    quiet: bool,
+    as_json: bool,
+    debug: bool,
+) -> None:
     """Time and memory of our op against dense attention over sequence lengths.
 
     On CPU: spattn::SparseAttention through ONNX Runtime against ONNX Runtime's own dense
@@ -932,19 +1365,32 @@ def bench(ctx: click.Context, lengths: str, heads: int, kv_heads: int | None, he
     except ValueError:
         ls = []
     if not ls or ls[0] < 1:
-        raise click.BadParameter(f"{lengths!r}: expected comma-separated lengths >= 1",
-                                 param_hint="--lengths")
+        raise click.BadParameter(
+            f"{lengths!r}: expected comma-separated lengths >= 1", param_hint="--lengths"
+        )
     try:
         attributes = _bench.parse_attributes(attrs) if attrs else dict(_bench.DEFAULT_PATTERN)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--attr") from None
     kv = kv_heads or heads
     if heads % kv:
-        raise click.BadParameter(f"--heads {heads} is not a multiple of --kv-heads {kv}",
-                                 param_hint="--kv-heads")
-    cfg = _bench.BenchConfig(lengths=ls, heads=heads, kv_heads=kv, head_dim=head_dim,
-                             batch=batch, attributes=attributes, dtype=dtype, threads=threads,
-                             warmup=warmup, repeat=repeat, dense_max=dense_max, memory=memory)
+        raise click.BadParameter(
+            f"--heads {heads} is not a multiple of --kv-heads {kv}", param_hint="--kv-heads"
+        )
+    cfg = _bench.BenchConfig(
+        lengths=ls,
+        heads=heads,
+        kv_heads=kv,
+        head_dim=head_dim,
+        batch=batch,
+        attributes=attributes,
+        dtype=dtype,
+        threads=threads,
+        warmup=warmup,
+        repeat=repeat,
+        dense_max=dense_max,
+        memory=memory,
+    )
     result = _bench.run_benchmark(cfg, device=device, bar=con.bar, warn=con.warn)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -957,15 +1403,22 @@ def bench(ctx: click.Context, lengths: str, heads: int, kv_heads: int | None, he
 
 
 # ------------------------------------------------------------------------------ doctor
-@cli.command(context_settings=_CONTEXT,
-             short_help="Versions, libraries, usable backends, how to get the rest.")
-@click.option("--require", "required", multiple=True,
-              type=click.Choice(list(bk.BACKENDS)),
-              help="Exit with status 1 unless this backend is usable (repeatable).")
+@cli.command(
+    context_settings=_CONTEXT,
+    short_help="Versions, libraries, usable backends, how to get the rest.",
+)
+@click.option(
+    "--require",
+    "required",
+    multiple=True,
+    type=click.Choice(list(bk.BACKENDS)),
+    help="Exit with status 1 unless this backend is usable (repeatable).",
+)
 @common_options
 @click.pass_context
-def doctor(ctx: click.Context, required: tuple[str, ...], quiet: bool, as_json: bool,
-           debug: bool) -> None:
+def doctor(
+    ctx: click.Context, required: tuple[str, ...], quiet: bool, as_json: bool, debug: bool
+) -> None:
     """Versions, library locations and the backends usable here, with how to get the others.
 
     \b
@@ -980,41 +1433,94 @@ def doctor(ctx: click.Context, required: tuple[str, ...], quiet: bool, as_json: 
     con.result(report, _doctor.render(report))
     missing = [b for b in required if not report["backends"][b]["usable"]]
     if missing:
-        _fail(ctx, "; ".join(f"{b} is not usable: {report['backends'][b]['how']}"
-                             for b in missing))
+        _fail(ctx, "; ".join(f"{b} is not usable: {report['backends'][b]['how']}" for b in missing))
 
 
 # ------------------------------------------------------------------------------ triton-repo
-@cli.command("triton-repo", context_settings=_CONTEXT,
-             short_help="Write a Triton model repository (ONNX Runtime, TensorRT).")
+@cli.command(
+    "triton-repo",
+    context_settings=_CONTEXT,
+    short_help="Write a Triton model repository (ONNX Runtime, TensorRT).",
+)
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--out", "repo", type=click.Path(file_okay=False), default="model_repository",
-              show_default=True, help="Model repository folder (created).")
+@click.option(
+    "-o",
+    "--out",
+    "repo",
+    type=click.Path(file_okay=False),
+    default="model_repository",
+    show_default=True,
+    help="Model repository folder (created).",
+)
 @click.option("--name", help="Model name in the repository.  [default: MODEL's file stem]")
-@click.option("--backend", "which", type=click.Choice(["onnxruntime", "tensorrt", "both"]),
-              default="onnxruntime", show_default=True,
-              help="Triton backend(s) to write a model for (TensorRT: NAME_trt).")
-@click.option("--engine", type=click.Path(dir_okay=False),
-              help="TensorRT engine for the tensorrt model (else built when TensorRT is usable).")
-@click.option("--max-batch-size", type=click.IntRange(min=0), default=8, show_default=True,
-              help="Triton max_batch_size; 0 turns batching off.")
-@click.option("--preferred-batch-size", multiple=True, type=click.IntRange(min=1),
-              help="Dynamic batcher preferred size (repeatable).")
-@click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=100,
-              show_default=True, help="Dynamic batcher queue delay in microseconds.")
-@click.option("--kind", type=click.Choice(["gpu", "cpu"]), default="gpu", show_default=True,
-              help="Instance kind (onnxruntime model; the tensorrt model is always GPU).")
+@click.option(
+    "--backend",
+    "which",
+    type=click.Choice(["onnxruntime", "tensorrt", "both"]),
+    default="onnxruntime",
+    show_default=True,
+    help="Triton backend(s) to write a model for (TensorRT: NAME_trt).",
+)
+@click.option(
+    "--engine",
+    type=click.Path(dir_okay=False),
+    help="TensorRT engine for the tensorrt model (else built when TensorRT is usable).",
+)
+@click.option(
+    "--max-batch-size",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    help="Triton max_batch_size; 0 turns batching off.",
+)
+@click.option(
+    "--preferred-batch-size",
+    multiple=True,
+    type=click.IntRange(min=1),
+    help="Dynamic batcher preferred size (repeatable).",
+)
+@click.option(
+    "--max-queue-delay-us",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Dynamic batcher queue delay in microseconds.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["gpu", "cpu"]),
+    default="gpu",
+    show_default=True,
+    help="Instance kind (onnxruntime model; the tensorrt model is always GPU).",
+)
 @click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--server-path", help="Where the server sees the repository (e.g. /models in a "
-                                    "container); library paths in config.pbtxt use it.  "
-                                    "[default: the absolute path of --out]")
+@click.option(
+    "--server-path",
+    help="Where the server sees the repository (e.g. /models in a "
+    "container); library paths in config.pbtxt use it.  "
+    "[default: the absolute path of --out]",
+)
 @click.option("--force", is_flag=True, help="Replace an existing model folder.")
 @common_options
 @click.pass_context
-def triton_repo(ctx: click.Context, model: str, repo: str, name: str | None, which: str,
-                engine: str | None, max_batch_size: int, preferred_batch_size: tuple[int, ...],
-                max_queue_delay_us: int, kind: str, instances: int, server_path: str | None,
-                force: bool, quiet: bool, as_json: bool, debug: bool) -> None:
+def triton_repo(
+    ctx: click.Context,
+    model: str,
+    repo: str,
+    name: str | None,
+    which: str,
+    engine: str | None,
+    max_batch_size: int,
+    preferred_batch_size: tuple[int, ...],
+    max_queue_delay_us: int,
+    kind: str,
+    instances: int,
+    server_path: str | None,
+    force: bool,
+    quiet: bool,
+    as_json: bool,
+    debug: bool,
+) -> None:
     """Write a Triton Inference Server model repository for an ONNX model with spattn nodes.
 
     The onnxruntime model gets config.pbtxt with `model_operations { op_library_filename }`
@@ -1036,21 +1542,39 @@ def triton_repo(ctx: click.Context, model: str, repo: str, name: str | None, whi
     bk.spattn_node_info(proto, path=model)
     name = name or Path(model).stem
     if not triton.valid_model_name(name):
-        raise click.BadParameter(f"{name!r}: use letters, digits, '_', '-' and '.'",
-                                 param_hint="--name")
-    opts = triton.RepoOptions(name=name, max_batch_size=max_batch_size,
-                              preferred_batch_sizes=list(preferred_batch_size),
-                              max_queue_delay_us=max_queue_delay_us, kind=kind,
-                              instances=instances, server_path=server_path, force=force)
+        raise click.BadParameter(
+            f"{name!r}: use letters, digits, '_', '-' and '.'", param_hint="--name"
+        )
+    opts = triton.RepoOptions(
+        name=name,
+        max_batch_size=max_batch_size,
+        preferred_batch_sizes=list(preferred_batch_size),
+        max_queue_delay_us=max_queue_delay_us,
+        kind=kind,
+        instances=instances,
+        server_path=server_path,
+        force=force,
+    )
     backends_ = ["onnxruntime", "tensorrt"] if which == "both" else [which]
     with con.bar(total=len(backends_), desc="triton repository", unit="model") as bar:
-        result = triton.write_repository(proto, model, repo, opts, backends_, engine=engine,
-                                         warn=con.warn, info=con.info, progress=bar.update)
+        result = triton.write_repository(
+            proto,
+            model,
+            repo,
+            opts,
+            backends_,
+            engine=engine,
+            warn=con.warn,
+            info=con.info,
+            progress=bar.update,
+        )
     lines = [f"wrote Triton model repository {result['repository']}"]
     for m in result["models"]:
         batch = f"max {m['max_batch_size']}" if m["max_batch_size"] else "off"
-        lines.append(f"  {m['name']} ({m['backend']}): {m['config']}; library {m['library']}; "
-                     f"batching {batch}")
+        lines.append(
+            f"  {m['name']} ({m['backend']}): {m['config']}; library {m['library']}; "
+            f"batching {batch}"
+        )
     lines.append(f"configs parsed back with {result['schema']}")
     for n in result["notes"]:
         lines.append(f"note: {n}")

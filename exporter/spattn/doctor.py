@@ -61,8 +61,12 @@ def sample_binary() -> str | None:
     """Path of the C++ sample ``spattn_run_model`` (installed package, else a CMake build)."""
     pkg = Path(__file__).resolve().parent
     cands = [pkg / "bin" / "spattn_run_model"]
-    cands += [Path(p) for p in sorted(glob.glob(str(pkg.parents[1] / "build" / "*" / "samples" /
-                                                    "spattn_run_model")))]
+    cands += [
+        Path(p)
+        for p in sorted(
+            glob.glob(str(pkg.parents[1] / "build" / "*" / "samples" / "spattn_run_model"))
+        )
+    ]
     for c in cands:
         if c.is_file() and os.access(c, os.X_OK):
             return str(c)
@@ -76,8 +80,11 @@ def _torch_info() -> dict[str, Any]:
         import torch
     except Exception as e:  # a broken install
         return {"version": None, "error": str(e)}
-    info: dict[str, Any] = {"version": torch.__version__, "cuda_build": torch.version.cuda,
-                            "cuda_available": bool(torch.cuda.is_available())}
+    info: dict[str, Any] = {
+        "version": torch.__version__,
+        "cuda_build": torch.version.cuda,
+        "cuda_available": bool(torch.cuda.is_available()),
+    }
     if info["cuda_available"]:
         info["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return info
@@ -92,8 +99,12 @@ def _ort_info() -> dict[str, Any]:
         version = ort.__version__
     except ImportError:
         providers, version = [], None
-    return {"version": version, "distributions": {k: v for k, v in dists.items() if v},
-            "providers": providers, "library": onnxruntime_library()}
+    return {
+        "version": version,
+        "distributions": {k: v for k, v in dists.items() if v},
+        "providers": providers,
+        "library": onnxruntime_library(),
+    }
 
 
 def _tensorrt_info() -> dict[str, Any]:
@@ -115,8 +126,10 @@ def _tensorrt_info() -> dict[str, Any]:
 def _cuda_info() -> dict[str, Any]:
     nvcc = _run(["nvcc", "--version"])
     smi = _run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"])
-    return {"nvcc": nvcc.splitlines()[-1] if nvcc else None,
-            "gpus": smi.splitlines() if smi else []}
+    return {
+        "nvcc": nvcc.splitlines()[-1] if nvcc else None,
+        "gpus": smi.splitlines() if smi else [],
+    }
 
 
 def _libraries() -> dict[str, Any]:
@@ -167,9 +180,14 @@ def collect() -> dict[str, Any]:
 def render(r: dict[str, Any]) -> str:
     """The report as text."""
     t, o, trt, cu, libs = r["torch"], r["onnxruntime"], r["tensorrt"], r["cuda"], r["libraries"]
-    torch_line = "not installed" if not t.get("version") else (
-        f"{t['version']} (CUDA build: {t.get('cuda_build') or 'none'}, CUDA available: "
-        f"{'yes' if t.get('cuda_available') else 'no'})")
+    torch_line = (
+        "not installed"
+        if not t.get("version")
+        else (
+            f"{t['version']} (CUDA build: {t.get('cuda_build') or 'none'}, CUDA available: "
+            f"{'yes' if t.get('cuda_available') else 'no'})"
+        )
+    )
     dists = ", ".join(f"{k} {v}" for k, v in o["distributions"].items()) or "not installed"
     lines = [
         f"spattn {r['spattn']['version']} at {r['spattn']['location']}",
@@ -183,14 +201,20 @@ def render(r: dict[str, Any]) -> str:
         + (f" (import fails: {trt['error']})" if trt.get("error") else ""),
         f"  CUDA         nvcc: {cu['nvcc'] or 'not found'}; GPUs: "
         f"{'; '.join(cu['gpus']) or 'none found (nvidia-smi)'}",
-        "  tritonclient " + (r["tritonclient"] or "not installed (Triton configs are checked "
-                                                  "with spattn's subset of its schema)"),
+        "  tritonclient "
+        + (
+            r["tritonclient"]
+            or "not installed (Triton configs are checked with spattn's subset of its schema)"
+        ),
         "",
         "spattn libraries:",
         f"  libspattn_ort.so      {libs['ort'] or 'not found'}",
         f"  libspattn_kernels.so  {libs['kernels'] or 'not found'}"
-        + ("" if libs["kernels_have_cuda"] is None else
-           f" (CUDA kernels: {'yes' if libs['kernels_have_cuda'] else 'no'})"),
+        + (
+            ""
+            if libs["kernels_have_cuda"] is None
+            else f" (CUDA kernels: {'yes' if libs['kernels_have_cuda'] else 'no'})"
+        ),
         f"  libspattn_trt.so      {libs['trt'] or 'not found'}",
         f"  C++ sample            {r['cpp_sample'] or 'not built'}",
         f"  libonnxruntime.so     {o['library'] or 'not found'}",

@@ -41,16 +41,20 @@ class ExportReport:
         --------
         >>> print(report.summary())  # doctest: +SKIP
         """
-        lines = [f"{self.path}: {self.num_spattn_nodes} spattn::SparseAttention node(s), "
-                 f"dtype {self.dtype}"]
+        lines = [
+            f"{self.path}: {self.num_spattn_nodes} spattn::SparseAttention node(s), "
+            f"dtype {self.dtype}"
+        ]
         for n in self.nodes:
             lines.append(f"  {n['name']}: {n['pattern']}")
         for name, (a, r) in self.errors.items():
             lines.append(f"  output {name}: max abs {a:.3g}, max rel {r:.3g}")
         lines += [f"  note: {n}" for n in self.notes]
         if self.passed is not None:
-            lines.append(f"  validation {'passed' if self.passed else 'FAILED'} "
-                         f"(atol {self.atol}, rtol {self.rtol})")
+            lines.append(
+                f"  validation {'passed' if self.passed else 'FAILED'} "
+                f"(atol {self.atol}, rtol {self.rtol})"
+            )
         return "\n".join(lines)
 
 
@@ -61,8 +65,9 @@ def spattn_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     --------
     >>> spattn_nodes(onnx.load("model.onnx"))  # doctest: +SKIP
     """
-    return [n for n in model.graph.node
-            if n.domain == schema.DOMAIN and n.op_type == schema.OP_TYPE]
+    return [
+        n for n in model.graph.node if n.domain == schema.DOMAIN and n.op_type == schema.OP_TYPE
+    ]
 
 
 def node_attributes(node: onnx.NodeProto) -> dict[str, Any]:
@@ -106,8 +111,9 @@ def _dynamic_shapes(args: Sequence[Any]) -> tuple[Any, ...]:
 def _cast(args: Sequence[Any], dtype: torch.dtype | None) -> tuple[Any, ...]:
     if dtype is None:
         return tuple(args)
-    return tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
-                 for a in args)
+    return tuple(
+        a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args
+    )
 
 
 def _to_feed(t: torch.Tensor) -> Any:
@@ -207,8 +213,14 @@ def export(
         attrs = {k: _decode(v) for k, v in node_attributes(n).items()}
         listed = len(n.input) > 4 and n.input[4] != ""
         desc = Pattern.from_attributes(attrs).describe()
-        info.append({"name": n.name, "attributes": attrs, "inputs": list(n.input),
-                     "pattern": desc + (" + block_indices" if listed else "")})
+        info.append(
+            {
+                "name": n.name,
+                "attributes": attrs,
+                "inputs": list(n.input),
+                "pattern": desc + (" + block_indices" if listed else ""),
+            }
+        )
     name = tolerances.dtype_name(tdtype) if tdtype is not None else "float32"
     report = ExportReport(path=path, num_spattn_nodes=len(nodes), nodes=info, dtype=name)
     if not validate:

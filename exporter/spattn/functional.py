@@ -81,16 +81,15 @@ def sparse_attention(
     if block_indices is None and getattr(pattern, "block_indices", None) is not None:
         block_indices = pattern.layout_at(int(q.shape[2]), int(k.shape[2]))
     if impl == "auto":
-        needs_grad = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (q, k, v)
-        )
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
         impl = "reference" if needs_grad and not _is_tracing() else "op"
     if impl == "reference":
         out = reference.reference_attention(q, k, v, pattern, key_lengths, block_indices, scale)
         return out.to(q.dtype)
     if impl == "blocksparse":
-        return blocksparse.block_sparse_attention(q, k, v, pattern, key_lengths, block_indices,
-                                                  scale)
+        return blocksparse.block_sparse_attention(
+            q, k, v, pattern, key_lengths, block_indices, scale
+        )
     from . import op  # noqa: F401 - registers torch.ops.spattn.sparse_attention
 
     f = reference.pattern_fields(pattern)

@@ -85,8 +85,9 @@ class SparseMultiheadAttention(nn.Module):
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not a multiple of num_heads {num_heads}")
         if num_heads % num_kv_heads:
-            raise ValueError(f"num_heads {num_heads} is not a multiple of num_kv_heads "
-                             f"{num_kv_heads}")
+            raise ValueError(
+                f"num_heads {num_heads} is not a multiple of num_kv_heads {num_kv_heads}"
+            )
         kw = {"device": device, "dtype": dtype}
         self.embed_dim, self.num_heads, self.num_kv_heads = embed_dim, num_heads, num_kv_heads
         self.head_dim = embed_dim // num_heads
@@ -119,9 +120,17 @@ class SparseMultiheadAttention(nn.Module):
                 "nn.MultiheadAttention with add_bias_kv/add_zero_attn is not supported"
             )
         w = mha.in_proj_weight if mha.in_proj_weight is not None else mha.q_proj_weight
-        new = cls(mha.embed_dim, mha.num_heads, pattern, bias=mha.in_proj_bias is not None,
-                  batch_first=mha.batch_first, kdim=mha.kdim, vdim=mha.vdim,
-                  device=w.device, dtype=w.dtype)
+        new = cls(
+            mha.embed_dim,
+            mha.num_heads,
+            pattern,
+            bias=mha.in_proj_bias is not None,
+            batch_first=mha.batch_first,
+            kdim=mha.kdim,
+            vdim=mha.vdim,
+            device=w.device,
+            dtype=w.dtype,
+        )
         with torch.no_grad():
             if mha._qkv_same_embed_dim:
                 wq, wk, wv = mha.in_proj_weight.chunk(3, dim=0)
@@ -194,8 +203,10 @@ class SparseMultiheadAttention(nn.Module):
         return out, None
 
     def extra_repr(self) -> str:
-        return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
-                f"num_kv_heads={self.num_kv_heads}, pattern={self.pattern.describe()!r}")
+        return (
+            f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
+            f"num_kv_heads={self.num_kv_heads}, pattern={self.pattern.describe()!r}"
+        )
 
 
 def swap_attention(

@@ -11,8 +11,13 @@ from torch import nn
 from .layers import SparseMultiheadAttention, convert_transformer
 from .patterns import Pattern
 
-__all__ = ["LongformerEncoder", "GQADecoderBlock", "longformer_encoder", "gqa_decoder_block",
-           "SAMPLES"]
+__all__ = [
+    "LongformerEncoder",
+    "GQADecoderBlock",
+    "longformer_encoder",
+    "gqa_decoder_block",
+    "SAMPLES",
+]
 
 
 class LongformerEncoder(nn.Module):
@@ -20,10 +25,12 @@ class LongformerEncoder(nn.Module):
 
     def __init__(self, d_model: int, nhead: int, num_layers: int, pattern: Pattern) -> None:
         super().__init__()
-        layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward=2 * d_model,
-                                           dropout=0.0, batch_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d_model, nhead, dim_feedforward=2 * d_model, dropout=0.0, batch_first=True
+        )
         self.encoder = convert_transformer(
-            nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False), pattern)
+            nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False), pattern
+        )
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -36,11 +43,13 @@ class GQADecoderBlock(nn.Module):
     def __init__(self, d_model: int, num_heads: int, num_kv_heads: int, pattern: Pattern) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(d_model)
-        self.attn = SparseMultiheadAttention(d_model, num_heads, pattern,
-                                             num_kv_heads=num_kv_heads, bias=False)
+        self.attn = SparseMultiheadAttention(
+            d_model, num_heads, pattern, num_kv_heads=num_kv_heads, bias=False
+        )
         self.norm2 = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(),
-                                 nn.Linear(4 * d_model, d_model))
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model)
+        )
 
     def forward(self, x: torch.Tensor, key_lengths: torch.Tensor) -> torch.Tensor:
         h = self.norm1(x)
@@ -67,8 +76,9 @@ def longformer_encoder(
     torch.Size([2, 64, 64])
     """
     torch.manual_seed(seed)
-    model = LongformerEncoder(d_model, nhead, num_layers,
-                              Pattern.longformer(attention_window, num_global)).eval()
+    model = LongformerEncoder(
+        d_model, nhead, num_layers, Pattern.longformer(attention_window, num_global)
+    ).eval()
     return model, (torch.randn(batch, seq_len, d_model),)
 
 
@@ -90,11 +100,13 @@ def gqa_decoder_block(
     torch.Size([2, 32, 64])
     """
     torch.manual_seed(seed)
-    model = GQADecoderBlock(d_model, num_heads, num_kv_heads,
-                            Pattern.causal_sliding_window(window)).eval()
+    model = GQADecoderBlock(
+        d_model, num_heads, num_kv_heads, Pattern.causal_sliding_window(window)
+    ).eval()
     x = torch.randn(batch, seq_len, d_model)
-    lengths = torch.tensor([seq_len] + [max(1, seq_len - 7 * i) for i in range(1, batch)],
-                           dtype=torch.int32)
+    lengths = torch.tensor(
+        [seq_len] + [max(1, seq_len - 7 * i) for i in range(1, batch)], dtype=torch.int32
+    )
     return model, (x, lengths)
 
 

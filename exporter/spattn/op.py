@@ -74,16 +74,32 @@ def sparse_attention_op(
     b, hq, lq, _ = query.shape
     sc = None if scale == 0.0 else scale
     if b * hq * lq * key.shape[2] <= _REFERENCE_MAX_SCORES:
-        out = reference.reference_attention(query, key, value, attrs, key_lengths, block_indices,
-                                            sc)
+        out = reference.reference_attention(
+            query, key, value, attrs, key_lengths, block_indices, sc
+        )
         return out.to(query.dtype)
-    return blocksparse.block_sparse_attention(query, key, value, attrs, key_lengths,
-                                              block_indices, sc)
+    return blocksparse.block_sparse_attention(
+        query, key, value, attrs, key_lengths, block_indices, sc
+    )
 
 
 @sparse_attention_op.register_fake
-def _(query, key, value, key_lengths=None, block_indices=None, window_left=-1, window_right=-1,
-      causal=0, num_global=0, stride=0, block_size=64, num_random=0, seed=0, scale=0.0):
+def _(
+    query,
+    key,
+    value,
+    key_lengths=None,
+    block_indices=None,
+    window_left=-1,
+    window_right=-1,
+    causal=0,
+    num_global=0,
+    stride=0,
+    block_size=64,
+    num_random=0,
+    seed=0,
+    scale=0.0,
+):
     return query.new_empty((query.shape[0], query.shape[1], query.shape[2], value.shape[3]))
 
 

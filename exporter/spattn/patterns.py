@@ -180,8 +180,9 @@ class Pattern:
             seed=seed,
         )
         if not exact_blocks:
-            return cls(window_left=w * block_size, window_right=w * block_size, name="bigbird",
-                       **common)
+            return cls(
+                window_left=w * block_size, window_right=w * block_size, name="bigbird", **common
+            )
 
         def layout(lq: int, lk: int) -> torch.Tensor:
             nqb, nkb = -(-lq // block_size), -(-lk // block_size)
@@ -230,8 +231,9 @@ class Pattern:
         >>> p.layout_at(32, 32).shape
         torch.Size([1, 2, 2])
         """
-        return cls(block_indices=block_indices, block_size=block_size, causal=causal,
-                   name="block layout")
+        return cls(
+            block_indices=block_indices, block_size=block_size, causal=causal, name="block layout"
+        )
 
     @classmethod
     def from_hf_sliding_window(
@@ -262,8 +264,9 @@ class Pattern:
         0
         """
         left, right = window_size
-        return cls(window_left=int(left), window_right=int(right), causal=causal,
-                   name="flash-attn window")
+        return cls(
+            window_left=int(left), window_right=int(right), causal=causal, name="flash-attn window"
+        )
 
     @classmethod
     def from_onnx_attention(
@@ -276,8 +279,12 @@ class Pattern:
         >>> Pattern.from_onnx_attention(16, 0, 1).attributes()["causal"]
         1
         """
-        return cls(window_left=int(left_window_size), window_right=int(right_window_size),
-                   causal=bool(is_causal), name="onnx attention window")
+        return cls(
+            window_left=int(left_window_size),
+            window_right=int(right_window_size),
+            causal=bool(is_causal),
+            name="onnx attention window",
+        )
 
     @classmethod
     def from_attributes(cls, attrs: dict[str, Any], block_indices: Any = None) -> Pattern:
@@ -433,8 +440,16 @@ class Pattern:
         'longformer: window_left=4 window_right=4 num_global=2'
         """
         attrs = self.attributes()
-        defaults = {"window_left": -1, "window_right": -1, "causal": 0, "num_global": 0,
-                    "stride": 0, "block_size": 64, "num_random": 0, "seed": 0}
+        defaults = {
+            "window_left": -1,
+            "window_right": -1,
+            "causal": 0,
+            "num_global": 0,
+            "stride": 0,
+            "block_size": 64,
+            "num_random": 0,
+            "seed": 0,
+        }
         needs_bs = self.num_random > 0 or self.has_layout
         parts = [
             f"{k}={v}"
@@ -444,8 +459,14 @@ class Pattern:
         if self.num_random > 0:
             parts.append(f"seed={self.seed}")
         if self.has_layout:
-            parts.append("block_indices=" + ("callable" if callable(self.block_indices)
-                                             else str(list(self.block_indices.shape))))
+            parts.append(
+                "block_indices="
+                + (
+                    "callable"
+                    if callable(self.block_indices)
+                    else str(list(self.block_indices.shape))
+                )
+            )
         return f"{self.name}: " + (" ".join(parts) if parts else "(no attributes)")
 
     def __str__(self) -> str:
@@ -475,8 +496,10 @@ class Pattern:
         ax.imshow(img.numpy(), cmap="Greys", interpolation="nearest", aspect="auto")
         ax.set_xlabel("key")
         ax.set_ylabel("query")
-        ax.set_title(f"{self.describe()}\n{what}, Lq={lq} Lk={lk}, density "
-                     f"{self.density(lq, lk):.3f}", fontsize=7)
+        ax.set_title(
+            f"{self.describe()}\n{what}, Lq={lq} Lk={lk}, density {self.density(lq, lk):.3f}",
+            fontsize=7,
+        )
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)

@@ -146,8 +146,10 @@ def _with_float_outputs(model: Any) -> tuple[Any, dict[str, str]]:
     import onnx
     from onnx import TensorProto, helper
 
-    proto = onnx.load(str(model)) if isinstance(model, (str, os.PathLike)) else (
-        onnx.load_from_string(model) if isinstance(model, bytes) else model
+    proto = (
+        onnx.load(str(model))
+        if isinstance(model, (str, os.PathLike))
+        else (onnx.load_from_string(model) if isinstance(model, bytes) else model)
     )
     bf16 = [o for o in proto.graph.output if o.type.tensor_type.elem_type == TensorProto.BFLOAT16]
     if not bf16:
@@ -201,17 +203,21 @@ def run_ort(
     for k, a in feeds.items():
         if isinstance(a, tuple) and len(a) == 2 and a[0] == "bfloat16":
             values[k] = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
-                np.ascontiguousarray(a[1], dtype=np.uint16), TensorProto.BFLOAT16)
+                np.ascontiguousarray(a[1], dtype=np.uint16), TensorProto.BFLOAT16
+            )
             use_ort_values = True
         elif _is_bf16(a):
             values[k] = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
-                np.ascontiguousarray(a).view(np.uint16), TensorProto.BFLOAT16)
+                np.ascontiguousarray(a).view(np.uint16), TensorProto.BFLOAT16
+            )
             use_ort_values = True
         else:
             values[k] = np.ascontiguousarray(a)
     if use_ort_values:
-        vals = {k: v if isinstance(v, ort.OrtValue) else ort.OrtValue.ortvalue_from_numpy(v)
-                for k, v in values.items()}
+        vals = {
+            k: v if isinstance(v, ort.OrtValue) else ort.OrtValue.ortvalue_from_numpy(v)
+            for k, v in values.items()
+        }
         outs = [o.numpy() for o in session.run_with_ort_values(names, vals)]
     else:
         outs = session.run(names, values)

@@ -18,8 +18,15 @@ import onnx
 from onnx import TensorProto, helper
 from onnx.defs import OpSchema
 
-__all__ = ["DOMAIN", "OP_TYPE", "VERSION", "make_schema", "register", "is_registered",
-           "tensor_dims"]
+__all__ = [
+    "DOMAIN",
+    "OP_TYPE",
+    "VERSION",
+    "make_schema",
+    "register",
+    "is_registered",
+    "tensor_dims",
+]
 
 DOMAIN = "spattn"
 OP_TYPE = "SparseAttention"
@@ -146,18 +153,28 @@ def make_schema() -> OpSchema:
     P, Opt = OpSchema.FormalParameter, OpSchema.FormalParameterOption
     attrs = [
         OpSchema.Attribute(
-            "scale", OpSchema.AttrType.FLOAT,
-            "multiplies q.k before the softmax; default (and 0.0) 1/sqrt(D)", required=False,
+            "scale",
+            OpSchema.AttrType.FLOAT,
+            "multiplies q.k before the softmax; default (and 0.0) 1/sqrt(D)",
+            required=False,
         )
     ]
     for name, default, doc in _INT_ATTRS:
         attrs.append(OpSchema.Attribute(name, helper.make_attribute(name, default), doc))
-    attrs.append(OpSchema.Attribute(
-        "plugin_version", helper.make_attribute("plugin_version", "1"),
-        "read by TensorRT's ONNX parser only; ignored by the op"))
-    attrs.append(OpSchema.Attribute(
-        "plugin_namespace", helper.make_attribute("plugin_namespace", ""),
-        "read by TensorRT's ONNX parser only; the exporter writes 'spattn'"))
+    attrs.append(
+        OpSchema.Attribute(
+            "plugin_version",
+            helper.make_attribute("plugin_version", "1"),
+            "read by TensorRT's ONNX parser only; ignored by the op",
+        )
+    )
+    attrs.append(
+        OpSchema.Attribute(
+            "plugin_namespace",
+            helper.make_attribute("plugin_namespace", ""),
+            "read by TensorRT's ONNX parser only; the exporter writes 'spattn'",
+        )
+    )
     schema = OpSchema(
         OP_TYPE,
         DOMAIN,
@@ -168,15 +185,26 @@ def make_schema() -> OpSchema:
             P("query", "T", "[B, Hq, Lq, D]"),
             P("key", "T", "[B, Hkv, Lk, D]"),
             P("value", "T", "[B, Hkv, Lk, Dv]"),
-            P("key_lengths", "tensor(int32)", "[B] valid keys per batch",
-              param_option=Opt.Optional),
-            P("block_indices", "tensor(int32)", "[Hl, ceil(Lq/block_size), K] listed key blocks",
-              param_option=Opt.Optional),
+            P(
+                "key_lengths",
+                "tensor(int32)",
+                "[B] valid keys per batch",
+                param_option=Opt.Optional,
+            ),
+            P(
+                "block_indices",
+                "tensor(int32)",
+                "[Hl, ceil(Lq/block_size), K] listed key blocks",
+                param_option=Opt.Optional,
+            ),
         ],
         outputs=[P("output", "T", "[B, Hq, Lq, Dv]")],
         type_constraints=[
-            ("T", ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"],
-             "query, key, value and output"),
+            (
+                "T",
+                ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"],
+                "query, key, value and output",
+            ),
         ],
         attributes=attrs,
     )

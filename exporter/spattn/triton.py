@@ -36,16 +36,34 @@ from typing import Any
 
 from .backends import TENSORRT_MISSING, TensorSpec, UserError, input_specs, output_specs
 
-__all__ = ["RepoOptions", "parse_config", "config_schema", "render_config", "write_repository",
-           "valid_model_name", "SUBSET_PROTO"]
+__all__ = [
+    "RepoOptions",
+    "parse_config",
+    "config_schema",
+    "render_config",
+    "write_repository",
+    "valid_model_name",
+    "SUBSET_PROTO",
+]
 
 #: The subset of Triton's model configuration schema that spattn writes.
 SUBSET_PROTO = Path(__file__).with_name("triton_model_config.proto")
 
-_TRITON_TYPES = {1: "TYPE_FP32", 10: "TYPE_FP16", 16: "TYPE_BF16", 11: "TYPE_FP64",
-                 6: "TYPE_INT32", 7: "TYPE_INT64", 9: "TYPE_BOOL", 2: "TYPE_UINT8",
-                 3: "TYPE_INT8", 5: "TYPE_INT16", 4: "TYPE_UINT16", 12: "TYPE_UINT32",
-                 13: "TYPE_UINT64"}
+_TRITON_TYPES = {
+    1: "TYPE_FP32",
+    10: "TYPE_FP16",
+    16: "TYPE_BF16",
+    11: "TYPE_FP64",
+    6: "TYPE_INT32",
+    7: "TYPE_INT64",
+    9: "TYPE_BOOL",
+    2: "TYPE_UINT8",
+    3: "TYPE_INT8",
+    5: "TYPE_INT16",
+    4: "TYPE_UINT16",
+    12: "TYPE_UINT32",
+    13: "TYPE_UINT64",
+}
 
 
 def valid_model_name(name: str) -> bool:
@@ -63,8 +81,9 @@ def _parse_proto(text: str) -> Any:
     from google.protobuf import descriptor_pb2
 
     text = re.sub(r"//[^\n]*", "", text)
-    fd = descriptor_pb2.FileDescriptorProto(name="spattn_triton_model_config.proto",
-                                            syntax="proto3")
+    fd = descriptor_pb2.FileDescriptorProto(
+        name="spattn_triton_model_config.proto", syntax="proto3"
+    )
     fd.package = re.search(r"package\s+([\w.]+)\s*;", text).group(1)
     enums = set()
     for m in re.finditer(r"enum\s+(\w+)\s*{([^}]*)}", text):
@@ -76,8 +95,9 @@ def _parse_proto(text: str) -> Any:
         msg = fd.message_type.add(name=m.group(1))
         for f in re.finditer(r"(repeated\s+)?([\w.]+)\s+(\w+)\s*=\s*(\d+)\s*;", m.group(2)):
             repeated, typ, name, num = f.groups()
-            fld = msg.field.add(name=name, number=int(num),
-                                label=3 if repeated else 1, json_name=name)
+            fld = msg.field.add(
+                name=name, number=int(num), label=3 if repeated else 1, json_name=name
+            )
             if typ in _SCALARS:
                 fld.type = _SCALARS[typ]
                 if repeated and typ != "string":
@@ -135,9 +155,13 @@ def config_schema() -> tuple[Any, str]:
             fd = _parse_proto(SUBSET_PROTO.read_text())
             pool.Add(fd)
             cls = message_factory.GetMessageClass(
-                pool.FindMessageTypeByName(f"{fd.package}.ModelConfig"))
-            _SCHEMA = (cls, f"spattn's subset of Triton's schema ({SUBSET_PROTO.name}; "
-                            "install tritonclient to check against the full schema)")
+                pool.FindMessageTypeByName(f"{fd.package}.ModelConfig")
+            )
+            _SCHEMA = (
+                cls,
+                f"spattn's subset of Triton's schema ({SUBSET_PROTO.name}; "
+                "install tritonclient to check against the full schema)",
+            )
     return _SCHEMA
 
 
@@ -171,8 +195,10 @@ def parse_config(text: str) -> tuple[Any, str]:
             if not t.name or t.data_type == 0:
                 problems.append(f"{kind} {t.name!r}: name and data_type are required")
             if not len(t.dims):
-                problems.append(f"{kind} {t.name!r}: dims must not be empty (use dims: [ 1 ] "
-                                "with reshape: { shape: [ ] })")
+                problems.append(
+                    f"{kind} {t.name!r}: dims must not be empty (use dims: [ 1 ] "
+                    "with reshape: { shape: [ ] })"
+                )
             if any(d < -1 or d == 0 for d in t.dims):
                 problems.append(f"{kind} {t.name!r}: dims must be -1 or >= 1")
     if config.HasField("dynamic_batching"):
@@ -203,8 +229,10 @@ class RepoOptions:
 
 def _dims_entry(spec: TensorSpec, batching: bool, what: str) -> str:
     if spec.dims is None:
-        raise UserError(f"{what} {spec.name!r} has an unknown shape; Triton needs its rank: "
-                        "re-export the model (spattn export writes shapes)")
+        raise UserError(
+            f"{what} {spec.name!r} has an unknown shape; Triton needs its rank: "
+            "re-export the model (spattn export writes shapes)"
+        )
     dims = [d if isinstance(d, int) and d > 0 else -1 for d in spec.dims]
     if batching:
         dims = dims[1:]
@@ -217,16 +245,23 @@ def _tensor_block(specs: Sequence[TensorSpec], batching: bool, what: str) -> str
     items = []
     for s in specs:
         if s.elem_type not in _TRITON_TYPES:
-            raise UserError(f"{what} {s.name!r} has type {s.dtype_name}, which Triton cannot "
-                            "carry")
-        items.append(f'  {{\n    name: "{s.name}"\n    data_type: {_TRITON_TYPES[s.elem_type]}\n'
-                     f"    {_dims_entry(s, batching, what)}\n  }}")
+            raise UserError(f"{what} {s.name!r} has type {s.dtype_name}, which Triton cannot carry")
+        items.append(
+            f'  {{\n    name: "{s.name}"\n    data_type: {_TRITON_TYPES[s.elem_type]}\n'
+            f"    {_dims_entry(s, batching, what)}\n  }}"
+        )
     return f"{what} [\n" + ",\n".join(items) + "\n]"
 
 
-def render_config(name: str, backend: str, inputs: Sequence[TensorSpec],
-                  outputs: Sequence[TensorSpec], opts: RepoOptions, batching: bool,
-                  library: str | None = None) -> str:
+def render_config(
+    name: str,
+    backend: str,
+    inputs: Sequence[TensorSpec],
+    outputs: Sequence[TensorSpec],
+    opts: RepoOptions,
+    batching: bool,
+    library: str | None = None,
+) -> str:
     """The text of one config.pbtxt.
 
     ``backend`` is ``"onnxruntime"`` (``library``: the op library path as the server sees it)
@@ -259,8 +294,10 @@ def _batching(specs: Sequence[TensorSpec], max_batch_size: int) -> tuple[bool, s
         return False, "batching off (--max-batch-size 0)"
     fixed = [s.name for s in specs if not s.dims or isinstance(s.dims[0], int)]
     if fixed:
-        return False, (f"batching off: axis 0 of {', '.join(fixed)} is not dynamic; export with "
-                       "a dynamic batch axis (spattn export --dynamic-batch) for dynamic batching")
+        return False, (
+            f"batching off: axis 0 of {', '.join(fixed)} is not dynamic; export with "
+            "a dynamic batch axis (spattn export --dynamic-batch) for dynamic batching"
+        )
     return True, ""
 
 
@@ -282,11 +319,17 @@ def _prepare(folder: Path, force: bool) -> None:
     (folder / "1").mkdir(parents=True)
 
 
-def write_repository(proto: Any, model_path: str, repo: str, opts: RepoOptions,
-                     backends: Sequence[str], engine: str | None = None,
-                     warn: Callable[[str], None] | None = None,
-                     info: Callable[[str], None] | None = None,
-                     progress: Callable[[], Any] | None = None) -> dict[str, Any]:
+def write_repository(
+    proto: Any,
+    model_path: str,
+    repo: str,
+    opts: RepoOptions,
+    backends: Sequence[str],
+    engine: str | None = None,
+    warn: Callable[[str], None] | None = None,
+    info: Callable[[str], None] | None = None,
+    progress: Callable[[], Any] | None = None,
+) -> dict[str, Any]:
     """Write the model folders, copy the libraries, and parse every config back.
 
     Returns a dict with ``repository``, ``models`` (name, backend, config, library,
@@ -319,15 +362,19 @@ def write_repository(proto: Any, model_path: str, repo: str, opts: RepoOptions,
 
             ok, reason = tensorrt_status()
             if not ok:
-                raise UserError(f"{reason}; or pass --engine ENGINE.plan built with "
-                                "`spattn build` on a machine that has TensorRT")
+                raise UserError(
+                    f"{reason}; or pass --engine ENGINE.plan built with "
+                    "`spattn build` on a machine that has TensorRT"
+                )
         elif not Path(engine).is_file():
             raise UserError(f"{engine}: no such engine file; build one with `spattn build`")
         try:
             plan["tensorrt"] = library_path("trt")
         except FileNotFoundError:
-            raise UserError(f"{LIBRARY_FILES['trt']} was not found: {TENSORRT_MISSING}, or point "
-                            "SPATTN_LIB_DIR at the folder that holds it") from None
+            raise UserError(
+                f"{LIBRARY_FILES['trt']} was not found: {TENSORRT_MISSING}, or point "
+                "SPATTN_LIB_DIR at the folder that holds it"
+            ) from None
     root.mkdir(parents=True, exist_ok=True)
     models = []
     schema = ""
@@ -349,28 +396,57 @@ def write_repository(proto: Any, model_path: str, repo: str, opts: RepoOptions,
                 info(f"building a TensorRT engine for {name}")
             mb = max(1, opts.max_batch_size)
             shapes = [
-                {s.name: tuple(int(d) if isinstance(d, int) and d > 0 else
-                               (b if i == 0 else n) for i, d in enumerate(s.dims or []))
-                 for s in inputs}
+                {
+                    s.name: tuple(
+                        int(d) if isinstance(d, int) and d > 0 else (b if i == 0 else n)
+                        for i, d in enumerate(s.dims or [])
+                    )
+                    for s in inputs
+                }
                 for b, n in ((1, 1), (max(1, mb // 2), 512), (mb, 4096))
             ]
-            tensorrt_module().build_engine(model_path, str(folder / "1" / "model.plan"),
-                                           min_shapes=shapes[0], opt_shapes=shapes[1],
-                                           max_shapes=shapes[2])
-        text = render_config(name, backend, inputs, outputs, opts, batching,
-                             library=f"{server_root}/{name}/{lib.name}")
+            tensorrt_module().build_engine(
+                model_path,
+                str(folder / "1" / "model.plan"),
+                min_shapes=shapes[0],
+                opt_shapes=shapes[1],
+                max_shapes=shapes[2],
+            )
+        text = render_config(
+            name,
+            backend,
+            inputs,
+            outputs,
+            opts,
+            batching,
+            library=f"{server_root}/{name}/{lib.name}",
+        )
         config, schema = parse_config(text)
         if config.name != folder.name:
             raise UserError(f"config name {config.name!r} differs from its folder {folder.name}")
         (folder / "config.pbtxt").write_text(text)
-        models.append({"name": name, "backend": backend, "config": str(folder / "config.pbtxt"),
-                       "library": str(folder / lib.name),
-                       "max_batch_size": opts.max_batch_size if batching else 0})
+        models.append(
+            {
+                "name": name,
+                "backend": backend,
+                "config": str(folder / "config.pbtxt"),
+                "library": str(folder / lib.name),
+                "max_batch_size": opts.max_batch_size if batching else 0,
+            }
+        )
         if progress is not None:
             progress()
     command = f"tritonserver --model-repository={server_root}"
     if "tensorrt" in backends:
-        command += (f' --backend-config=tensorrt,plugins="{server_root}/{opts.name}_trt/'
-                    f'{Path(plan["tensorrt"]).name}"')
-    return {"repository": str(root), "server_path": server_root, "models": models,
-            "schema": schema, "notes": notes, "command": command}
+        command += (
+            f' --backend-config=tensorrt,plugins="{server_root}/{opts.name}_trt/'
+            f'{Path(plan["tensorrt"]).name}"'
+        )
+    return {
+        "repository": str(root),
+        "server_path": server_root,
+        "models": models,
+        "schema": schema,
+        "notes": notes,
+        "command": command,
+    }

@@ -24,7 +24,7 @@ spattn::TensorDesc desc(const char* what, int32_t dtype, std::initializer_list<i
   spattn::TensorDesc t;
   t.present = true;
   t.dtype = dtype;
-  t.dtype_text = dtype == spattn::kInt32Code ? "int32"
+  t.dtype_text = dtype == spattn::kInt32Code  ? "int32"
                  : (dtype >= 0 && dtype <= 2) ? spattn::dtype_name(spattn::DType(dtype))
                                               : std::string("dtype code ") + std::to_string(dtype);
   (void)what;
@@ -35,8 +35,8 @@ spattn::TensorDesc desc(const char* what, int32_t dtype, std::initializer_list<i
 }
 
 // Validates the arguments against the spec and fills the params struct.
-std::string to_params(const spattn_args* a, const spattn::HeadDimSupport& support, spattn::Params* p,
-                      bool need_pointers = true) {
+std::string to_params(const spattn_args* a, const spattn::HeadDimSupport& support,
+                      spattn::Params* p, bool need_pointers = true) {
   if (!a) return "SparseAttention: args: a non-null spattn_args, got NULL";
   spattn::RawAttrs r;
   r.scale = a->scale;
@@ -58,9 +58,10 @@ std::string to_params(const spattn_args* a, const spattn::HeadDimSupport& suppor
   if (a->key_lengths) kl = desc("key_lengths", spattn::kInt32Code, {a->batch});
   const int64_t bs = attrs.block_size;
   if (a->block_indices)
-    bi = desc("block_indices", spattn::kInt32Code, {a->bi_heads, (a->len_q + bs - 1) / bs, a->bi_k});
-  e = spattn::validate_inputs(attrs, a->block_indices ? 5 : (a->key_lengths ? 4 : 3), q, k, v, kl, bi,
-                              support, p);
+    bi =
+        desc("block_indices", spattn::kInt32Code, {a->bi_heads, (a->len_q + bs - 1) / bs, a->bi_k});
+  e = spattn::validate_inputs(attrs, a->block_indices ? 5 : (a->key_lengths ? 4 : 3), q, k, v, kl,
+                              bi, support, p);
   if (!e.empty()) return e;
   if (need_pointers && (!a->q || !a->k || !a->v || !a->o))
     return "SparseAttention: query/key/value/output: non-null pointers";
@@ -83,11 +84,13 @@ int spattn_cpu_forward(const spattn_args* a, char* err, size_t err_len) {
     spattn::HeadDimSupport support;
     support.backend = "CPU";
     std::string e = to_params(a, support, &p);
-    if (e.empty() && p.key_lengths) e = spattn::validate_key_lengths_values(p.key_lengths, p.batch, p.len_k);
+    if (e.empty() && p.key_lengths)
+      e = spattn::validate_key_lengths_values(p.key_lengths, p.batch, p.len_k);
     if (e.empty() && p.block_indices)
       e = spattn::validate_block_indices_values(
-          p.block_indices, int64_t(p.bi_heads) * spattn::ceil_div(p.len_q, p.pattern.block_size) * p.bi_k,
-          p.len_k, p.pattern.block_size);
+          p.block_indices,
+          int64_t(p.bi_heads) * spattn::ceil_div(p.len_q, p.pattern.block_size) * p.bi_k, p.len_k,
+          p.pattern.block_size);
     if (e.empty()) e = spattn::cpu::run(p, spattn::cpu::thread_parallel_for(a->num_threads));
     return e.empty() ? 0 : fail(e, err, err_len);
   } catch (const std::exception& ex) {
@@ -111,7 +114,8 @@ int spattn_cuda_forward(const spattn_args* a, char* err, size_t err_len) {
     cudaError_t rc = spattn::cuda::launch(p, a->workspace, a->workspace_bytes,
                                           static_cast<cudaStream_t>(a->stream));
     if (rc != cudaSuccess)
-      return fail(std::string("SparseAttention: CUDA launch failed: ") + cudaGetErrorString(rc), err, err_len);
+      return fail(std::string("SparseAttention: CUDA launch failed: ") + cudaGetErrorString(rc),
+                  err, err_len);
     return 0;
   } catch (const std::exception& ex) {
     return fail(std::string("SparseAttention: internal error: ") + ex.what(), err, err_len);
@@ -120,8 +124,10 @@ int spattn_cuda_forward(const spattn_args* a, char* err, size_t err_len) {
   }
 #else
   (void)a;
-  return fail("SparseAttention: this build of libspattn_kernels has no CUDA kernels (nvcc was not found at build time)",
-              err, err_len);
+  return fail(
+      "SparseAttention: this build of libspattn_kernels has no CUDA kernels (nvcc was not found at "
+      "build time)",
+      err, err_len);
 #endif
 }
 

@@ -46,9 +46,10 @@ struct Input {
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::fprintf(stderr,
-                 "usage: %s MODEL.onnx LIBSPATTN_ORT.so LIBONNXRUNTIME.so [SEQ_LEN] [BATCH] [REPEATS]\n",
-                 argv[0]);
+    std::fprintf(
+        stderr,
+        "usage: %s MODEL.onnx LIBSPATTN_ORT.so LIBONNXRUNTIME.so [SEQ_LEN] [BATCH] [REPEATS]\n",
+        argv[0]);
     return 2;
   }
   const char* model = argv[1];
@@ -70,7 +71,8 @@ int main(int argc, char** argv) {
   }
   const OrtApi* api = get_base()->GetApi(ORT_API_VERSION);
   if (!api) {
-    std::fprintf(stderr, "error: this ONNX Runtime is older than the headers (API %d)\n", ORT_API_VERSION);
+    std::fprintf(stderr, "error: this ONNX Runtime is older than the headers (API %d)\n",
+                 ORT_API_VERSION);
     return 1;
   }
   Ort::InitApi(api);
@@ -103,15 +105,16 @@ int main(int argc, char** argv) {
       for (size_t d = 0; d < in.shape.size(); ++d) {
         if (in.shape[d] < 0) {
           const std::string s = sym[d] ? sym[d] : "";
-          const bool is_batch = s.find("batch") != std::string::npos || (d == 0 && in.shape.size() > 1);
+          const bool is_batch =
+              s.find("batch") != std::string::npos || (d == 0 && in.shape.size() > 1);
           in.shape[d] = is_batch ? batch : seq;
         }
         count *= in.shape[d];
       }
-      const size_t esize = in.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ? 4
+      const size_t esize = in.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT   ? 4
                            : in.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 ? 4
                            : in.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 ? 8
-                                                                             : 2;
+                                                                            : 2;
       in.data.resize(size_t(count) * esize);
       for (int64_t n = 0; n < count; ++n) {
         switch (in.type) {
@@ -141,7 +144,8 @@ int main(int argc, char** argv) {
             break;
           }
           default:
-            std::fprintf(stderr, "error: input %s has element type %d, which this sample does not fill\n",
+            std::fprintf(stderr,
+                         "error: input %s has element type %d, which this sample does not fill\n",
                          in.name.c_str(), int(in.type));
             return 1;
         }
@@ -153,8 +157,8 @@ int main(int argc, char** argv) {
     std::vector<Ort::Value> values;
     std::vector<const char*> in_names;
     for (auto& in : inputs) {
-      values.push_back(Ort::Value::CreateTensor(mem, in.data.data(), in.data.size(), in.shape.data(),
-                                                in.shape.size(), in.type));
+      values.push_back(Ort::Value::CreateTensor(mem, in.data.data(), in.data.size(),
+                                                in.shape.data(), in.shape.size(), in.type));
       in_names.push_back(in.name.c_str());
     }
     std::vector<std::string> out_store;
@@ -170,7 +174,8 @@ int main(int argc, char** argv) {
       outs = session.Run(Ort::RunOptions{nullptr}, in_names.data(), values.data(), values.size(),
                          out_names.data(), out_names.size());
       const auto t1 = std::chrono::steady_clock::now();
-      if (r > 0) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());  // r = 0 warms up
+      if (r > 0)
+        ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());  // r = 0 warms up
     }
     std::sort(ms.begin(), ms.end());
     for (size_t i = 0; i < outs.size(); ++i) {
@@ -182,10 +187,12 @@ int main(int argc, char** argv) {
         for (size_t n = 0; n < info.GetElementCount(); ++n) sum += p[n];
       }
       std::printf("output %s: shape [", out_names[i]);
-      for (size_t d = 0; d < shape.size(); ++d) std::printf("%s%lld", d ? ", " : "", (long long)shape[d]);
+      for (size_t d = 0; d < shape.size(); ++d)
+        std::printf("%s%lld", d ? ", " : "", (long long)shape[d]);
       std::printf("], sum %.6f\n", sum);
     }
-    std::printf("median run time: %.3f ms over %d runs\n", ms.empty() ? 0.0 : ms[ms.size() / 2], repeats);
+    std::printf("median run time: %.3f ms over %d runs\n", ms.empty() ? 0.0 : ms[ms.size() / 2],
+                repeats);
   } catch (const Ort::Exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

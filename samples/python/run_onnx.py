@@ -33,20 +33,26 @@ def find_library(explicit: str | None) -> str:
     for path in candidates:
         if path and os.path.isfile(path):
             return path
-    sys.exit("error: libspattn_ort.so not found: pass --lib, set SPATTN_ORT_LIB, "
-             "or `pip install .`")
+    sys.exit(
+        "error: libspattn_ort.so not found: pass --lib, set SPATTN_ORT_LIB, or `pip install .`"
+    )
 
 
-def make_inputs(session: ort.InferenceSession, seq_len: int,
-                batch: int) -> dict[str, np.ndarray]:
+def make_inputs(session: ort.InferenceSession, seq_len: int, batch: int) -> dict[str, np.ndarray]:
     """Deterministic random inputs; dynamic axes take batch (axis 0) or seq_len (the others)."""
     rng = np.random.default_rng(0)
-    dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
-              "tensor(int32)": np.int32, "tensor(int64)": np.int64}
+    dtypes = {
+        "tensor(float)": np.float32,
+        "tensor(float16)": np.float16,
+        "tensor(int32)": np.int32,
+        "tensor(int64)": np.int64,
+    }
     feeds = {}
     for inp in session.get_inputs():
-        shape = [d if isinstance(d, int) else (batch if axis == 0 else seq_len)
-                 for axis, d in enumerate(inp.shape)]
+        shape = [
+            d if isinstance(d, int) else (batch if axis == 0 else seq_len)
+            for axis, d in enumerate(inp.shape)
+        ]
         dtype = dtypes.get(inp.type)
         if dtype is None:
             sys.exit(f"error: input {inp.name} has type {inp.type}; give it with your own script")
@@ -64,8 +70,11 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--provider", default="CPUExecutionProvider",
-                        help="CPUExecutionProvider or CUDAExecutionProvider")
+    parser.add_argument(
+        "--provider",
+        default="CPUExecutionProvider",
+        help="CPUExecutionProvider or CUDAExecutionProvider",
+    )
     parser.add_argument("--output", help="save the outputs to this .npz file")
     args = parser.parse_args()
 
@@ -76,8 +85,9 @@ def main() -> None:
         providers.append("CPUExecutionProvider")
     session = ort.InferenceSession(args.model, options, providers=providers)
     if session.get_providers()[0] != args.provider:
-        print(f"note: {args.provider} is not available here; running on "
-              f"{session.get_providers()[0]}")
+        print(
+            f"note: {args.provider} is not available here; running on {session.get_providers()[0]}"
+        )
     feeds = make_inputs(session, args.seq_len, args.batch)
     session.run(None, feeds)  # warm-up
     times = []
@@ -90,8 +100,10 @@ def main() -> None:
         ok = bool(np.isfinite(value.astype(np.float32)).all())
         finite &= ok
         print(f"output {meta.name}: shape {list(value.shape)}, dtype {value.dtype}, finite {ok}")
-    print(f"median run time: {1e3 * float(np.median(times)):.2f} ms over {args.repeats} runs "
-          f"({session.get_providers()[0]})")
+    print(
+        f"median run time: {1e3 * float(np.median(times)):.2f} ms over {args.repeats} runs "
+        f"({session.get_providers()[0]})"
+    )
     if args.output:
         names = [meta.name for meta in session.get_outputs()]
         np.savez(args.output, **dict(zip(names, outputs, strict=True)))

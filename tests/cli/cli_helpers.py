@@ -16,11 +16,35 @@ from onnx import TensorProto, helper
 from spattn.cli import cli
 
 #: Factory parameters of the tiny Longformer-style encoder used throughout.
-ENCODER_PARAMS = ["-p", "seq_len=32", "-p", "d_model=32", "-p", "nhead=2", "-p", "num_layers=1",
-                  "-p", "attention_window=8", "-p", "batch=1"]
+ENCODER_PARAMS = [
+    "-p",
+    "seq_len=32",
+    "-p",
+    "d_model=32",
+    "-p",
+    "nhead=2",
+    "-p",
+    "num_layers=1",
+    "-p",
+    "attention_window=8",
+    "-p",
+    "batch=1",
+]
 #: Factory parameters of the tiny GQA decoder block (inputs x and key_lengths).
-DECODER_PARAMS = ["-p", "seq_len=24", "-p", "d_model=32", "-p", "num_heads=4",
-                  "-p", "num_kv_heads=2", "-p", "window=8", "-p", "batch=2"]
+DECODER_PARAMS = [
+    "-p",
+    "seq_len=24",
+    "-p",
+    "d_model=32",
+    "-p",
+    "num_heads=4",
+    "-p",
+    "num_kv_heads=2",
+    "-p",
+    "window=8",
+    "-p",
+    "batch=2",
+]
 
 
 def invoke(*args: str, code: int | None = 0):
@@ -32,7 +56,8 @@ def invoke(*args: str, code: int | None = 0):
     if code != 0 and "--debug" not in args:
         assert "Traceback" not in text, text
         assert not isinstance(result.exception, Exception) or isinstance(
-            result.exception, SystemExit), repr(result.exception)
+            result.exception, SystemExit
+        ), repr(result.exception)
     return result
 
 
@@ -64,14 +89,23 @@ def decoder_model() -> Path:
 
 def sparse_model(path: Path, **attrs) -> Path:
     """A one-node SparseAttention model with the given attributes (valid or not)."""
-    ins = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 2, "seq", 8])
-           for n in ("query", "key", "value")]
-    node = helper.make_node("SparseAttention", ["query", "key", "value"], ["output"],
-                            domain="spattn", name="attn0", **attrs)
+    ins = [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 2, "seq", 8])
+        for n in ("query", "key", "value")
+    ]
+    node = helper.make_node(
+        "SparseAttention",
+        ["query", "key", "value"],
+        ["output"],
+        domain="spattn",
+        name="attn0",
+        **attrs,
+    )
     out = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 2, "seq", 8])
-    model = helper.make_model(helper.make_graph([node], "g", ins, [out]),
-                              opset_imports=[helper.make_opsetid("", 18),
-                                             helper.make_opsetid("spattn", 1)])
+    model = helper.make_model(
+        helper.make_graph([node], "g", ins, [out]),
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("spattn", 1)],
+    )
     model.ir_version = 10
     onnx.save(model, str(path))
     return path
@@ -81,9 +115,10 @@ def plain_model(path: Path) -> Path:
     """An ONNX model without any spattn node."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
-    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                                                [x], [y]),
-                              opset_imports=[helper.make_opsetid("", 18)])
+    model = helper.make_model(
+        helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 18)],
+    )
     model.ir_version = 10
     onnx.save(model, str(path))
     return path

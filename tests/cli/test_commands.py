@@ -65,8 +65,18 @@ def test_export_writes_model_and_report(encoder):
 
 def test_export_json_static_float16_no_validate(tmp_path):
     out = tmp_path / "enc16.onnx"
-    data = invoke_json("export", "longformer_encoder", "-o", out, *ENCODER_PARAMS,
-                       "--dtype", "float16", "--static-batch", "--static-seq", "--no-validate")
+    data = invoke_json(
+        "export",
+        "longformer_encoder",
+        "-o",
+        out,
+        *ENCODER_PARAMS,
+        "--dtype",
+        "float16",
+        "--static-batch",
+        "--static-seq",
+        "--no-validate",
+    )
     assert data["ok"] and data["dtype"] == "float16" and data["validation"] is None
     assert data["inputs"][0]["shape"] == [1, 32, 32] and data["inputs"][0]["dtype"] == "float16"
     assert out.is_file()
@@ -74,8 +84,18 @@ def test_export_json_static_float16_no_validate(tmp_path):
 
 def test_export_failed_validation_exits_1(tmp_path):
     out = tmp_path / "strict.onnx"
-    r = invoke("export", "gqa_decoder_block", "-o", out, *DECODER_PARAMS, "--atol", "0",
-               "--rtol", "0", code=1)
+    r = invoke(
+        "export",
+        "gqa_decoder_block",
+        "-o",
+        out,
+        *DECODER_PARAMS,
+        "--atol",
+        "0",
+        "--rtol",
+        "0",
+        code=1,
+    )
     assert "FAILED" in r.output and out.is_file()
     assert json.loads(out.with_suffix(".report.json").read_text())["validation"]["passed"] is False
 
@@ -98,12 +118,14 @@ def test_export_missing_factory_module(tmp_path):
 
 def test_export_model_without_sparse_attention(tmp_path):
     factory = tmp_path / "factory.py"
-    factory.write_text(textwrap.dedent("""
+    factory.write_text(
+        textwrap.dedent("""
         import torch
 
         def build():
             return torch.nn.Linear(4, 4), (torch.randn(2, 3, 4),)
-    """))
+    """)
+    )
     r = invoke("export", f"{factory}:build", "-o", tmp_path / "lin.onnx", code=1)
     assert "without any spattn::SparseAttention node" in r.output
 
@@ -126,8 +148,9 @@ def test_inspect_lists_nodes_and_plots(encoder, tmp_path):
 
 def test_inspect_json_and_block_layout_plot(decoder, tmp_path):
     png = tmp_path / "layout.png"
-    data = invoke_json("inspect", decoder, "-L", "2048", "--plot", png, "--node",
-                       "node_sparse_attention")
+    data = invoke_json(
+        "inspect", decoder, "-L", "2048", "--plot", png, "--node", "node_sparse_attention"
+    )
     node = data["nodes"][0]
     assert node["attributes"]["causal"] == 1 and node["key_lengths"] is True
     assert 0 < node["density"] < 0.01
@@ -145,13 +168,16 @@ def test_inspect_bad_inputs(tmp_path, encoder):
     assert "--node" in r.output
 
 
-@pytest.mark.parametrize("attrs, names", [
-    ({"window_left": -5}, "window_left: expected -1 or >= 0, got -5"),
-    ({"causal": 2}, "causal: expected 0 or 1"),
-    ({"block_size": 0}, "block_size"),
-    ({"colour": 1}, "unknown attribute 'colour'"),
-    ({"window_left": 2.5}, "window_left: expected an attribute of type INT"),
-])
+@pytest.mark.parametrize(
+    "attrs, names",
+    [
+        ({"window_left": -5}, "window_left: expected -1 or >= 0, got -5"),
+        ({"causal": 2}, "causal: expected 0 or 1"),
+        ({"block_size": 0}, "block_size"),
+        ({"colour": 1}, "unknown attribute 'colour'"),
+        ({"window_left": 2.5}, "window_left: expected an attribute of type INT"),
+    ],
+)
 def test_invalid_attributes_are_named(tmp_path, attrs, names):
     model = sparse_model(tmp_path / "bad.onnx", **attrs)
     for command in ("inspect", "run"):
@@ -167,8 +193,22 @@ def test_debug_shows_the_exception(tmp_path):
 # ------------------------------------------------------------------------------ run
 def test_run_generated_inputs_saves_outputs(encoder, tmp_path):
     out, ins = tmp_path / "out.npz", tmp_path / "in.npz"
-    data = invoke_json("run", encoder, "--batch", "2", "--seq-len", "48", "--repeat", "3",
-                       "--warmup", "1", "-o", out, "--save-inputs", ins)
+    data = invoke_json(
+        "run",
+        encoder,
+        "--batch",
+        "2",
+        "--seq-len",
+        "48",
+        "--repeat",
+        "3",
+        "--warmup",
+        "1",
+        "-o",
+        out,
+        "--save-inputs",
+        ins,
+    )
     assert data["timing"]["repeat"] == 3 and data["timing"]["median_ms"] > 0
     assert data["outputs"][0]["shape"] == [2, 48, 32] and data["outputs"][0]["finite"]
     first = np.load(out)
@@ -180,8 +220,9 @@ def test_run_generated_inputs_saves_outputs(encoder, tmp_path):
 
 
 def test_run_decoder_with_key_lengths(decoder, tmp_path):
-    data = invoke_json("run", decoder, "--shape", "x=3,20,32", "--repeat", "1",
-                       "-o", tmp_path / "o.npz")
+    data = invoke_json(
+        "run", decoder, "--shape", "x=3,20,32", "--repeat", "1", "-o", tmp_path / "o.npz"
+    )
     assert data["inputs"] == {"x": [3, 20, 32], "key_lengths": [3]}
 
 
@@ -194,8 +235,9 @@ def test_run_mismatched_inputs(encoder, tmp_path):
     assert "lack input(s) 'x'" in invoke("run", encoder, "--inputs", wrong, code=1).output
     np.savez(wrong, x=np.zeros((16, 32), np.float32))
     assert "rank 2 instead of 3" in invoke("run", encoder, "--inputs", wrong, code=1).output
-    assert "no such file" in invoke("run", encoder, "--inputs", tmp_path / "none.npz",
-                                    code=1).output
+    assert (
+        "no such file" in invoke("run", encoder, "--inputs", tmp_path / "none.npz", code=1).output
+    )
     assert "expected NAME=D0" in invoke("run", encoder, "--shape", "x=a,b", code=2).output
     assert "has no input 'z'" in invoke("run", encoder, "--shape", "z=1,2,3", code=2).output
     assert "dim 2 must be 32" in invoke("run", encoder, "--shape", "x=1,8,16", code=1).output
@@ -254,14 +296,33 @@ def test_verify_against_pytorch(encoder):
 
 
 def test_verify_text_table_generated_inputs(decoder):
-    r = invoke("verify", decoder, "--factory", "gqa_decoder_block", *DECODER_PARAMS,
-               "--seq-len", "16", "--batch", "3")
+    r = invoke(
+        "verify",
+        decoder,
+        "--factory",
+        "gqa_decoder_block",
+        *DECODER_PARAMS,
+        "--seq-len",
+        "16",
+        "--batch",
+        "3",
+    )
     assert "max abs err" in r.output and "PASSED" in r.output and "[3, 16, 32]" in r.output
 
 
 def test_verify_failure_exits_1(encoder):
-    r = invoke("verify", encoder, "--factory", "longformer_encoder", *ENCODER_PARAMS,
-               "--atol", "0", "--rtol", "0", code=1)
+    r = invoke(
+        "verify",
+        encoder,
+        "--factory",
+        "longformer_encoder",
+        *ENCODER_PARAMS,
+        "--atol",
+        "0",
+        "--rtol",
+        "0",
+        code=1,
+    )
     assert "FAILED" in r.output
 
 
@@ -269,8 +330,7 @@ def test_verify_bad_input(encoder):
     if not (CUDA_OK or TRT_OK):
         r = invoke("verify", encoder, code=1)
         assert "nothing to compare" in r.output and "--factory" in r.output
-    assert "choose from" in invoke("verify", encoder, "--backends", "ort-cpu,foo",
-                                   code=2).output
+    assert "choose from" in invoke("verify", encoder, "--backends", "ort-cpu,foo", code=2).output
     assert "--factory" in invoke("verify", encoder, "--backends", "pytorch", code=2).output
 
 
@@ -282,9 +342,27 @@ def test_verify_requested_backend_not_installed(encoder):
 
 # ------------------------------------------------------------------------------ bench
 def test_bench_table_json_and_plot(tmp_path):
-    data = invoke_json("bench", "-L", "64,128", "--heads", "2", "--head-dim", "16",
-                       "-a", "window_left=8", "-a", "window_right=8", "-a", "num_global=2",
-                       "--repeat", "2", "--device", "cpu", "-o", tmp_path)
+    data = invoke_json(
+        "bench",
+        "-L",
+        "64,128",
+        "--heads",
+        "2",
+        "--head-dim",
+        "16",
+        "-a",
+        "window_left=8",
+        "-a",
+        "window_right=8",
+        "-a",
+        "num_global=2",
+        "--repeat",
+        "2",
+        "--device",
+        "cpu",
+        "-o",
+        tmp_path,
+    )
     assert data["backends"] == ["spattn-ort-cpu", "dense-ort-cpu"]
     assert [r["length"] for r in data["rows"]] == [64, 128]
     for row in data["rows"]:
@@ -295,8 +373,23 @@ def test_bench_table_json_and_plot(tmp_path):
 
 
 def test_bench_text_without_memory(tmp_path):
-    r = invoke("bench", "-L", "32", "--heads", "1", "--head-dim", "8", "--repeat", "1",
-               "--no-memory", "--device", "cpu", "-o", tmp_path, "-q")
+    r = invoke(
+        "bench",
+        "-L",
+        "32",
+        "--heads",
+        "1",
+        "--head-dim",
+        "8",
+        "--repeat",
+        "1",
+        "--no-memory",
+        "--device",
+        "cpu",
+        "-o",
+        tmp_path,
+        "-q",
+    )
     assert "spattn-ort-cpu ms" in r.output and "speedup" in r.output
 
 
@@ -306,8 +399,7 @@ def test_bench_bad_input(tmp_path):
     assert "--lengths" in invoke("bench", "-L", "a,b", code=2).output
     assert "--kv-heads" in invoke("bench", "--heads", "3", "--kv-heads", "2", code=2).output
     if not CUDA_OK:
-        assert "--device cuda" in invoke("bench", "--device", "cuda", "-o", tmp_path,
-                                         code=1).output
+        assert "--device cuda" in invoke("bench", "--device", "cuda", "-o", tmp_path, code=1).output
 
 
 # ------------------------------------------------------------------------------ doctor
@@ -365,15 +457,39 @@ def fake_trt(monkeypatch):
 
 def test_build_run_verify_through_the_tensorrt_api(decoder, tmp_path, fake_trt):
     plan = tmp_path / "decoder.plan"
-    data = invoke_json("build", decoder, "-o", plan, "--batch", "1,2,4", "--seq-len", "8,16,64",
-                       "--max-shapes", "x=4,128,32")
+    data = invoke_json(
+        "build",
+        decoder,
+        "-o",
+        plan,
+        "--batch",
+        "1,2,4",
+        "--seq-len",
+        "8,16,64",
+        "--max-shapes",
+        "x=4,128,32",
+    )
     kw = fake_trt.builds[0]
     assert kw["min_shapes"] == {"x": (1, 8, 32), "key_lengths": (1,)}
     assert kw["opt_shapes"] == {"x": (2, 16, 32), "key_lengths": (2,)}
     assert kw["max_shapes"] == {"x": (4, 128, 32), "key_lengths": (4,)}
     assert kw["strongly_typed"] and kw["progress"] is False and data["engine"] == str(plan)
-    r = invoke_json("run", decoder, "--backend", "tensorrt", "--engine", plan, "--repeat", "1",
-                    "--batch", "2", "--seq-len", "16", "-o", tmp_path / "trt.npz")
+    r = invoke_json(
+        "run",
+        decoder,
+        "--backend",
+        "tensorrt",
+        "--engine",
+        plan,
+        "--repeat",
+        "1",
+        "--batch",
+        "2",
+        "--seq-len",
+        "16",
+        "-o",
+        tmp_path / "trt.npz",
+    )
     assert r["outputs"][0]["shape"] == [2, 16, 32]
     v = invoke_json("verify", decoder, "--backends", "ort-cpu,tensorrt", "--engine", plan)
     assert v["passed"] and [c["backend"] for c in v["comparisons"]] == ["tensorrt"]
@@ -382,8 +498,15 @@ def test_build_run_verify_through_the_tensorrt_api(decoder, tmp_path, fake_trt):
 
 
 def test_export_bfloat16_notes_missing_cpu_kernels(tmp_path):
-    data = invoke_json("export", "gqa_decoder_block", "-o", tmp_path / "bf16.onnx",
-                       *DECODER_PARAMS, "--dtype", "bfloat16")
+    data = invoke_json(
+        "export",
+        "gqa_decoder_block",
+        "-o",
+        tmp_path / "bf16.onnx",
+        *DECODER_PARAMS,
+        "--dtype",
+        "bfloat16",
+    )
     assert data["ok"] and data["validation"] is None and data["dtype"] == "bfloat16"
     assert "bfloat16 kernels" in data["notes"][0]
     r = invoke("run", tmp_path / "bf16.onnx", code=1)

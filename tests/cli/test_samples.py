@@ -25,8 +25,9 @@ def spattn_command() -> list[str]:
 
 
 def run(cmd: list[str], cwd: Path, code: int = 0) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True,
-                          timeout=TIMEOUT)
+    proc = subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT
+    )
     assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
@@ -34,9 +35,29 @@ def run(cmd: list[str], cwd: Path, code: int = 0) -> subprocess.CompletedProcess
 
 def test_sample1_export_then_run_with_numpy_and_onnxruntime_only(tmp_path):
     model = tmp_path / "longformer_encoder.onnx"
-    run([*spattn_command(), "export", "longformer_encoder", "-o", model, "-p", "seq_len=32",
-         "-p", "d_model=32", "-p", "nhead=2", "-p", "num_layers=1", "-p", "attention_window=8",
-         "-p", "batch=1", "-q"], tmp_path)
+    run(
+        [
+            *spattn_command(),
+            "export",
+            "longformer_encoder",
+            "-o",
+            model,
+            "-p",
+            "seq_len=32",
+            "-p",
+            "d_model=32",
+            "-p",
+            "nhead=2",
+            "-p",
+            "num_layers=1",
+            "-p",
+            "attention_window=8",
+            "-p",
+            "batch=1",
+            "-q",
+        ],
+        tmp_path,
+    )
     assert model.is_file() and (tmp_path / "longformer_encoder.report.json").is_file()
     # Runs the sample and then lists what it imported: neither torch nor spattn.
     probe = (
@@ -59,15 +80,36 @@ def test_sample2_cpp_binary(tmp_path):
         pytest.skip("spattn_run_model was not built (pip install . builds it into spattn/bin)")
     if ort_lib is None:
         pytest.skip("the onnxruntime wheel's libonnxruntime.so was not found")
-    out = run([binary, encoder_model(), library_path("ort"), ort_lib, "40", "2", "2"],
-              tmp_path).stdout
+    out = run(
+        [binary, encoder_model(), library_path("ort"), ort_lib, "40", "2", "2"], tmp_path
+    ).stdout
     assert "output" in out and "shape [2, 40, 32]" in out and "median run time" in out
 
 
 def test_sample3_gqa_decoder_on_cpu(tmp_path):
-    proc = run([sys.executable, SAMPLES / "decoder_gqa.py", "--seq-len", "32", "--batch", "2",
-                "--d-model", "32", "--heads", "4", "--kv-heads", "2", "--window", "8",
-                "--repeats", "2", "--out", tmp_path], tmp_path)
+    proc = run(
+        [
+            sys.executable,
+            SAMPLES / "decoder_gqa.py",
+            "--seq-len",
+            "32",
+            "--batch",
+            "2",
+            "--d-model",
+            "32",
+            "--heads",
+            "4",
+            "--kv-heads",
+            "2",
+            "--window",
+            "8",
+            "--repeats",
+            "2",
+            "--out",
+            tmp_path,
+        ],
+        tmp_path,
+    )
     out = proc.stdout
     assert "ONNX Runtime CPU" in out and "PASSED" in out and "FAILED" not in out
     if not backend_status("ort-cuda")[0]:
@@ -77,7 +119,8 @@ def test_sample3_gqa_decoder_on_cpu(tmp_path):
 
 @pytest.mark.skipif(backend_status("tensorrt")[0], reason="TensorRT is usable here")
 def test_sample4_tensorrt_says_what_is_missing(tmp_path):
-    proc = run([sys.executable, SAMPLES / "tensorrt_engine.py", "--out", tmp_path], tmp_path,
-               code=1)
+    proc = run(
+        [sys.executable, SAMPLES / "tensorrt_engine.py", "--out", tmp_path], tmp_path, code=1
+    )
     assert proc.stderr.startswith("error: TensorRT is not installed")
     assert proc.stderr.count("\n") == 1

@@ -27,9 +27,22 @@ def schema(request, monkeypatch):
 
 def test_onnxruntime_repository(tmp_path, schema):
     repo = tmp_path / "repo"
-    data = invoke_json("triton-repo", encoder_model(), "-o", repo, "--name", "encoder",
-                       "--max-batch-size", "16", "--preferred-batch-size", "4",
-                       "--preferred-batch-size", "8", "--server-path", "/models")
+    data = invoke_json(
+        "triton-repo",
+        encoder_model(),
+        "-o",
+        repo,
+        "--name",
+        "encoder",
+        "--max-batch-size",
+        "16",
+        "--preferred-batch-size",
+        "4",
+        "--preferred-batch-size",
+        "8",
+        "--server-path",
+        "/models",
+    )
     assert ("Triton's model_config.proto" in data["schema"]) == (schema == "triton")
     folder = repo / "encoder"
     assert (folder / "1" / "model.onnx").stat().st_size > 0
@@ -38,8 +51,7 @@ def test_onnxruntime_repository(tmp_path, schema):
     assert config.name == "encoder" and config.backend == "onnxruntime"
     assert config.max_batch_size == 16
     assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
-    assert list(config.model_operations.op_library_filename) == [
-        "/models/encoder/libspattn_ort.so"]
+    assert list(config.model_operations.op_library_filename) == ["/models/encoder/libspattn_ort.so"]
     assert [(i.name, list(i.dims)) for i in config.input] == [("x", [-1, 32])]
     assert config.input[0].data_type == 11  # TYPE_FP32
     assert config.instance_group[0].kind == 1  # KIND_GPU
@@ -60,9 +72,25 @@ def test_batch_only_input_is_reshaped(tmp_path, schema):
 
 def test_static_batch_turns_batching_off(tmp_path):
     static = tmp_path / "static.onnx"
-    invoke("export", "longformer_encoder", "-o", static, "-p", "seq_len=16", "-p", "d_model=16",
-           "-p", "nhead=2", "-p", "num_layers=1", "-p", "batch=1", "--static-batch",
-           "--no-validate", "-q")
+    invoke(
+        "export",
+        "longformer_encoder",
+        "-o",
+        static,
+        "-p",
+        "seq_len=16",
+        "-p",
+        "d_model=16",
+        "-p",
+        "nhead=2",
+        "-p",
+        "num_layers=1",
+        "-p",
+        "batch=1",
+        "--static-batch",
+        "--no-validate",
+        "-q",
+    )
     data = invoke_json("triton-repo", static, "-o", tmp_path / "repo")
     assert data["models"][0]["max_batch_size"] == 0
     assert "batching off" in data["notes"][0]
@@ -82,8 +110,20 @@ def test_tensorrt_model_with_given_engine_and_plugin(tmp_path, monkeypatch, sche
     ort_dir = str(Path(library_path("ort")).parent)
     monkeypatch.setenv("SPATTN_LIB_DIR", f"{ort_dir}:{libdir}")
     repo = tmp_path / "repo"
-    data = invoke_json("triton-repo", encoder_model(), "-o", repo, "--backend", "both",
-                       "--engine", engine, "--name", "enc", "--server-path", "/models")
+    data = invoke_json(
+        "triton-repo",
+        encoder_model(),
+        "-o",
+        repo,
+        "--backend",
+        "both",
+        "--engine",
+        engine,
+        "--name",
+        "enc",
+        "--server-path",
+        "/models",
+    )
     assert [m["name"] for m in data["models"]] == ["enc", "enc_trt"]
     trt_dir = repo / "enc_trt"
     assert (trt_dir / "1" / "model.plan").read_bytes() == b"engine stand-in"
@@ -96,8 +136,9 @@ def test_tensorrt_model_with_given_engine_and_plugin(tmp_path, monkeypatch, sche
 
 @pytest.mark.skipif(TRT_OK, reason="TensorRT is usable here")
 def test_tensorrt_without_tensorrt_or_engine(tmp_path):
-    r = invoke("triton-repo", encoder_model(), "-o", tmp_path / "r", "--backend", "tensorrt",
-               code=1)
+    r = invoke(
+        "triton-repo", encoder_model(), "-o", tmp_path / "r", "--backend", "tensorrt", code=1
+    )
     assert "TensorRT is not installed" in r.output and "--engine" in r.output
 
 
@@ -109,22 +150,43 @@ def test_bad_input(tmp_path):
     invoke("triton-repo", encoder_model(), "-o", repo, "--force", "-q")
     assert "--name" in invoke("triton-repo", encoder_model(), "--name", "a/b", code=2).output
     assert "no such file" in invoke("triton-repo", tmp_path / "none.onnx", code=1).output
-    r = invoke("triton-repo", encoder_model(), "-o", tmp_path / "r2", "--engine",
-               tmp_path / "none.plan", "--backend", "tensorrt", code=1)
+    r = invoke(
+        "triton-repo",
+        encoder_model(),
+        "-o",
+        tmp_path / "r2",
+        "--engine",
+        tmp_path / "none.plan",
+        "--backend",
+        "tensorrt",
+        code=1,
+    )
     assert "none.plan" in r.output
 
 
-@pytest.mark.parametrize("text, message", [
-    ('name: "m" backend: "onnxruntime" colour: 3', "colour"),
-    ('name: "m" backend: "onnxruntime" max_batch_size: "eight"', "max_batch_size"),
-    ('name: "m" backend: "onnxruntime" input [ { name: "x" data_type: TYPE_FP32 } ] '
-     'output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ]', "dims must not be empty"),
-    ('name: "m" max_batch_size: 0 input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ] '
-     'output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ]', "neither backend nor platform"),
-    ('name: "m" backend: "onnxruntime" max_batch_size: 0 dynamic_batching { } '
-     'input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ] '
-     'output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ]', "needs max_batch_size > 0"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('name: "m" backend: "onnxruntime" colour: 3', "colour"),
+        ('name: "m" backend: "onnxruntime" max_batch_size: "eight"', "max_batch_size"),
+        (
+            'name: "m" backend: "onnxruntime" input [ { name: "x" data_type: TYPE_FP32 } ] '
+            'output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ]',
+            "dims must not be empty",
+        ),
+        (
+            'name: "m" max_batch_size: 0 input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ] '
+            'output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ]',
+            "neither backend nor platform",
+        ),
+        (
+            'name: "m" backend: "onnxruntime" max_batch_size: 0 dynamic_batching { } '
+            'input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ] '
+            'output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ]',
+            "needs max_batch_size > 0",
+        ),
+    ],
+)
 def test_parse_config_rejects(text, message, schema):
     with pytest.raises(UserError, match=message):
         triton.parse_config(text)
@@ -145,14 +207,18 @@ def test_subset_schema_matches_triton():
         for f in msg.field:
             tf = t.fields_by_name[f.name]
             assert (tf.number, tf.type, tf.is_repeated) == (f.number, f.type, f.label == 3), (
-                msg.name, f.name)
+                msg.name,
+                f.name,
+            )
             if f.type in (11, 14):
                 want = f.type_name.split(".")[-1]
                 got = tf.message_type.name if f.type == 11 else tf.enum_type.full_name
                 assert got.endswith(nested.get(want, want)), (msg.name, f.name)
     for enum in ours.enum_type:
-        t = (theirs.enum_types_by_name.get(enum.name)
-             or theirs.message_types_by_name["ModelInstanceGroup"].enum_types_by_name[enum.name])
+        t = (
+            theirs.enum_types_by_name.get(enum.name)
+            or theirs.message_types_by_name["ModelInstanceGroup"].enum_types_by_name[enum.name]
+        )
         assert {v.name: v.number for v in enum.value}.items() <= {
-            v.name: v.number for v in t.values}.items()
-
+            v.name: v.number for v in t.values
+        }.items()

@@ -170,8 +170,9 @@ def random_blocks(seed: int, heads: int, nqb: int, num_random: int, nkb: int) ->
     return (x % np.uint64(nkb)).astype(np.int64)
 
 
-def reference_mask(batch, heads_q, len_q, len_k, attrs: Attrs, key_lengths=None,
-                   block_indices=None, device="cpu"):
+def reference_mask(
+    batch, heads_q, len_q, len_k, attrs: Attrs, key_lengths=None, block_indices=None, device="cpu"
+):
     """Boolean mask [B, Hq, Lq, Lk] of allowed pairs (docs/op-spec.md, "The mask")."""
     import torch
 
@@ -192,7 +193,9 @@ def reference_mask(batch, heads_q, len_q, len_k, attrs: Attrs, key_lengths=None,
             loc &= -d <= a.window_right
         m |= loc
     if a.num_global > 0:
-        m |= (j < a.num_global) | ((p >= 0) & (p < a.num_global))  # negative positions: never global
+        m |= (j < a.num_global) | (
+            (p >= 0) & (p < a.num_global)
+        )  # negative positions: never global
     if a.stride > 0:
         m |= (d % a.stride) == 0
     m = m[None].expand(heads_q, len_q, len_k).clone()
@@ -213,8 +216,8 @@ def reference_mask(batch, heads_q, len_q, len_k, attrs: Attrs, key_lengths=None,
             sel[hh, qq, bi[hh, qq, kk]] = True
             blk |= sel
     if a.num_random > 0 or block_indices is not None:
-        qbi = (torch.arange(len_q, device=device) // bs)
-        kbj = (torch.arange(len_k, device=device) // bs)
+        qbi = torch.arange(len_q, device=device) // bs
+        kbj = torch.arange(len_k, device=device) // bs
         m |= blk[:, qbi][:, :, kbj]
     m = m[None].expand(batch, heads_q, len_q, len_k).clone()
     if a.causal:

@@ -44,21 +44,66 @@ def main() -> int:
     # Split schedule (global rows) and bad values.
     from cuda_lib import Attrs
 
-    run_case(Attrs(window_left=64, window_right=64, num_global=16), None, 1, 2, 1, 1500, 1500, 64,
-             torch.bfloat16, None, seed=50)
+    run_case(
+        Attrs(window_left=64, window_right=64, num_global=16),
+        None,
+        1,
+        2,
+        1,
+        1500,
+        1500,
+        64,
+        torch.bfloat16,
+        None,
+        seed=50,
+    )
     # The same at head dim 128, where the warp-specialized kernel runs global rows.
-    run_case(Attrs(window_left=64, window_right=64, num_global=64), None, 1, 2, 1, 1500, 1500, 128,
-             torch.bfloat16, None, seed=52)
+    run_case(
+        Attrs(window_left=64, window_right=64, num_global=64),
+        None,
+        1,
+        2,
+        1,
+        1500,
+        1500,
+        128,
+        torch.bfloat16,
+        None,
+        seed=52,
+    )
     # More work items than SMs: the warp-specialized kernel's CTAs claim items through the
     # workspace counter; 100 global rows, so both 64-row halves of their tiles hold global rows.
     os.environ["SPATTN_CUDA_KERNEL"] = "ws"
-    run_case(Attrs(window_left=64, window_right=64, num_global=100), None, 1, 16, 4, 2200, 2200,
-             128, torch.bfloat16, [2100], seed=53)
+    run_case(
+        Attrs(window_left=64, window_right=64, num_global=100),
+        None,
+        1,
+        16,
+        4,
+        2200,
+        2200,
+        128,
+        torch.bfloat16,
+        [2100],
+        seed=53,
+    )
     del os.environ["SPATTN_CUDA_KERNEL"]
     bad = torch.zeros(2, 2, 100, dtype=torch.bool, device="cuda")
     bad[1] = True
-    run_case(Attrs(window_left=10, window_right=10, num_global=3), None, 2, 2, 1, 100, 120, 64,
-             torch.float16, [77, 500], seed=51, bad_rows=bad)
+    run_case(
+        Attrs(window_left=10, window_right=10, num_global=3),
+        None,
+        2,
+        2,
+        1,
+        100,
+        120,
+        64,
+        torch.float16,
+        [77, 500],
+        seed=51,
+        bad_rows=bad,
+    )
     torch.cuda.synchronize()
     print(f"sanitize_cases: {n + 4} cases passed")
     return 0

@@ -154,7 +154,19 @@ def test_patterns(pattern, dtype, d, gqa, shape):
     attrs, bi_spec = PATTERNS[pattern]
     b, lq, lk, kl = SHAPES[shape]
     hkv = 2
-    run_case(attrs, bi_spec, b, hkv * gqa, hkv, lq, lk, d, DTYPES[dtype], kl, seed=zlib.crc32(pattern.encode()) % 1000)
+    run_case(
+        attrs,
+        bi_spec,
+        b,
+        hkv * gqa,
+        hkv,
+        lq,
+        lk,
+        d,
+        DTYPES[dtype],
+        kl,
+        seed=zlib.crc32(pattern.encode()) % 1000,
+    )
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
@@ -183,12 +195,20 @@ def test_global_row_pieces(kernel, d, num_global, monkeypatch):
     [
         ("direct", Attrs(window_left=100, window_right=100)),
         ("bounded", Attrs(window_left=64, window_right=64, num_global=70)),
-        ("bounded_bigbird", Attrs(block_size=64, window_left=64, window_right=64, num_global=64,
-                                  num_random=2, seed=4)),
+        (
+            "bounded_bigbird",
+            Attrs(
+                block_size=64, window_left=64, window_right=64, num_global=64, num_random=2, seed=4
+            ),
+        ),
         # Global rows in both 64-row halves, blocks that split key tiles (token masks in shared
         # memory, per consumer).
-        ("bounded_bs48", Attrs(block_size=48, window_left=48, window_right=48, num_global=100,
-                               num_random=2, seed=2)),
+        (
+            "bounded_bs48",
+            Attrs(
+                block_size=48, window_left=48, window_right=48, num_global=100, num_random=2, seed=2
+            ),
+        ),
         ("counted", Attrs(window_left=40, causal=1, stride=96)),
     ],
 )
@@ -209,8 +229,9 @@ def test_long_keys_several_windows(pattern):
     if pattern == "dense":
         attrs, bi = Attrs(), None
     elif pattern == "bigbird":
-        attrs = Attrs(block_size=64, window_left=64, window_right=64, num_global=64,
-                      num_random=3, seed=1)
+        attrs = Attrs(
+            block_size=64, window_left=64, window_right=64, num_global=64, num_random=3, seed=1
+        )
         bi = None
     else:
         attrs = Attrs(block_size=256, window_left=100, window_right=0)
@@ -234,8 +255,20 @@ def test_bad_key_lengths_give_nan_rows():
     bad = torch.zeros(b, hq, lq, dtype=torch.bool, device=DEV)
     bad[0] = True
     bad[2] = True
-    run_case(Attrs(window_left=10, window_right=10, num_global=3), None, b, hq, 1, lq, lk, 64,
-             torch.bfloat16, [-3, 77, lk + 7], seed=4, bad_rows=bad)
+    run_case(
+        Attrs(window_left=10, window_right=10, num_global=3),
+        None,
+        b,
+        hq,
+        1,
+        lq,
+        lk,
+        64,
+        torch.bfloat16,
+        [-3, 77, lk + 7],
+        seed=4,
+        bad_rows=bad,
+    )
 
 
 @pytest.mark.parametrize("hl", ["1", "hq"])
@@ -251,8 +284,21 @@ def test_bad_block_indices_give_nan_rows(hl):
     heads1 = slice(None) if h == 1 else slice(hq - 1, hq)
     bad[:, heads0, 64:96] = True
     bad[:, heads1, 160:192] = True
-    run_case(Attrs(block_size=bs, num_random=1), None, b, hq, 2, lq, lk, 128, torch.float16, None,
-             seed=6, bad_rows=bad, bi=bi)
+    run_case(
+        Attrs(block_size=bs, num_random=1),
+        None,
+        b,
+        hq,
+        2,
+        lq,
+        lk,
+        128,
+        torch.float16,
+        None,
+        seed=6,
+        bad_rows=bad,
+        bi=bi,
+    )
     torch.cuda.synchronize()  # no sticky error: the context is still usable
 
 
@@ -286,9 +332,16 @@ def test_unsupported_head_dim_is_an_error():
 
 def test_random_block_vectors():
     # The spec's test vectors of the hash, as the reference computes it.
-    vec = [(0, 0, 0, 0, 16, 14), (0, 0, 0, 1, 16, 11), (0, 1, 0, 0, 16, 11), (0, 0, 1, 0, 16, 11),
-           (42, 3, 7, 1, 256, 95), (2147483647, 15, 1023, 2, 2048, 2000), (7, 0, 5, 0, 1, 0),
-           (123, 2, 9, 3, 1000, 871)]
+    vec = [
+        (0, 0, 0, 0, 16, 14),
+        (0, 0, 0, 1, 16, 11),
+        (0, 1, 0, 0, 16, 11),
+        (0, 0, 1, 0, 16, 11),
+        (42, 3, 7, 1, 256, 95),
+        (2147483647, 15, 1023, 2, 2048, 2000),
+        (7, 0, 5, 0, 1, 0),
+        (123, 2, 9, 3, 1000, 871),
+    ]
     for seed, h, qb, r, nkb, want in vec:
         assert random_blocks(seed, h + 1, qb + 1, r + 1, nkb)[h, qb, r] == want
 
@@ -306,7 +359,11 @@ def _kernel_names(fn):
 CHOICE_CASES = {
     "short-d64": (Attrs(window_left=100, window_right=100), 64, "ws"),
     "short-d128": (Attrs(window_left=100, window_right=100), 128, "ws"),
-    "blocks-d128": (Attrs(block_size=64, window_left=64, window_right=64, num_random=1), 128, "wgmma"),
+    "blocks-d128": (
+        Attrs(block_size=64, window_left=64, window_right=64, num_random=1),
+        128,
+        "wgmma",
+    ),
     "global-d128": (Attrs(window_left=100, window_right=100, num_global=4), 128, "ws"),
     "global-d64": (Attrs(window_left=100, window_right=100, num_global=4), 64, "wgmma"),
     "long-d64": (Attrs(window_left=600, window_right=600), 64, "ws"),

@@ -21,16 +21,24 @@ from spattn.tolerances import assert_close  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 if "CUDAExecutionProvider" not in ort.get_available_providers():
-    pytest.skip("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)",
-                allow_module_level=True)
+    pytest.skip(
+        "onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)",
+        allow_module_level=True,
+    )
 if not torch.cuda.is_available():
     pytest.skip("no CUDA device visible to torch", allow_module_level=True)
 
 PATTERNS = {
     "sliding": {"window_left": 64, "window_right": 64},
     "longformer": {"window_left": 64, "window_right": 64, "num_global": 16},
-    "bigbird": {"window_left": 64, "window_right": 64, "num_global": 64, "num_random": 2,
-                "block_size": 64, "seed": 7},
+    "bigbird": {
+        "window_left": 64,
+        "window_right": 64,
+        "num_global": 64,
+        "num_random": 2,
+        "block_size": 64,
+        "seed": 7,
+    },
     "causal_window": {"window_left": 127, "causal": 1},
     "dense": {},
 }
@@ -40,23 +48,27 @@ ONNX_TYPES = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16}
 def _model(dtype, attrs, with_lengths: bool) -> bytes:
     t = ONNX_TYPES[dtype]
     names = ["query", "key", "value"] + (["key_lengths"] if with_lengths else [])
-    ins = [helper.make_tensor_value_info(n, t, ["B", f"H{n[0]}", f"L{n[0]}", "D"])
-           for n in names[:3]]
+    ins = [
+        helper.make_tensor_value_info(n, t, ["B", f"H{n[0]}", f"L{n[0]}", "D"]) for n in names[:3]
+    ]
     if with_lengths:
         ins.append(helper.make_tensor_value_info("key_lengths", TensorProto.INT32, ["B"]))
     node = helper.make_node("SparseAttention", names, ["output"], domain="spattn", **attrs)
     out = helper.make_tensor_value_info("output", t, None)
-    m = helper.make_model(helper.make_graph([node], "g", ins, [out]),
-                          opset_imports=[helper.make_opsetid("", 18),
-                                         helper.make_opsetid("spattn", 1)])
+    m = helper.make_model(
+        helper.make_graph([node], "g", ins, [out]),
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("spattn", 1)],
+    )
     m.ir_version = 10
     return m.SerializeToString()
 
 
 def _session(model: bytes, providers, profile_dir=None):
     # TF32 off: the float32 comparisons must measure our op, not TF32 MatMuls around it.
-    providers = [("CUDAExecutionProvider", {"use_tf32": "0"}) if p == "CUDAExecutionProvider"
-                 else p for p in providers]
+    providers = [
+        ("CUDAExecutionProvider", {"use_tf32": "0"}) if p == "CUDAExecutionProvider" else p
+        for p in providers
+    ]
     so = ort.SessionOptions()
     so.register_custom_ops_library(library_path("ort"))
     if profile_dir:
@@ -68,8 +80,11 @@ def _session(model: bytes, providers, profile_dir=None):
 def _providers_of_op(profile_path: str, op: str = "SparseAttention") -> set[str]:
     with open(profile_path) as f:
         events = json.load(f)
-    return {e["args"]["provider"] for e in events
-            if e.get("cat") == "Node" and e.get("args", {}).get("op_name") == op}
+    return {
+        e["args"]["provider"]
+        for e in events
+        if e.get("cat") == "Node" and e.get("args", {}).get("op_name") == op
+    }
 
 
 @pytest.mark.parametrize("name", sorted(PATTERNS))
@@ -106,8 +121,9 @@ def test_exported_model_runs_on_both_providers(tmp_path):
     from spattn import export
     from spattn.models import longformer_encoder
 
-    model, (x,) = longformer_encoder(d_model=128, nhead=2, attention_window=64, num_global=4,
-                                     seq_len=512, batch=1)
+    model, (x,) = longformer_encoder(
+        d_model=128, nhead=2, attention_window=64, num_global=4, seq_len=512, batch=1
+    )
     path = str(tmp_path / "encoder.onnx")
     report = export(model, (x,), path)
     assert report.passed and report.num_spattn_nodes == 2
@@ -125,9 +141,11 @@ def test_bad_input_is_an_error_not_a_crash():
     model = _model(np.float16, PATTERNS["sliding"], with_lengths=False)
     sess = _session(model, ["CUDAExecutionProvider", "CPUExecutionProvider"])
     g = np.random.default_rng(0)
-    feeds = {"query": g.standard_normal((1, 3, 64, 64)).astype(np.float16),  # 3 % 2 != 0
-             "key": g.standard_normal((1, 2, 64, 64)).astype(np.float16),
-             "value": g.standard_normal((1, 2, 64, 64)).astype(np.float16)}
+    feeds = {
+        "query": g.standard_normal((1, 3, 64, 64)).astype(np.float16),  # 3 % 2 != 0
+        "key": g.standard_normal((1, 2, 64, 64)).astype(np.float16),
+        "value": g.standard_normal((1, 2, 64, 64)).astype(np.float16),
+    }
     with pytest.raises(Exception, match="multiple of"):
         sess.run(None, feeds)
 
@@ -142,14 +160,23 @@ def test_cuda_graph_capture_replays_new_inputs(name):
     stream = torch.cuda.Stream()
     so = ort.SessionOptions()
     so.register_custom_ops_library(library_path("ort"))
-    graph = ort.InferenceSession(model, so, providers=[
-        ("CUDAExecutionProvider", {"enable_cuda_graph": "1",
-                                   "user_compute_stream": str(stream.cuda_stream)}),
-        "CPUExecutionProvider"])
+    graph = ort.InferenceSession(
+        model,
+        so,
+        providers=[
+            (
+                "CUDAExecutionProvider",
+                {"enable_cuda_graph": "1", "user_compute_stream": str(stream.cuda_stream)},
+            ),
+            "CPUExecutionProvider",
+        ],
+    )
     plain = _session(model, ["CUDAExecutionProvider", "CPUExecutionProvider"])
     gen = torch.Generator(device="cuda").manual_seed(0)
-    ins = {n: torch.randn(b, h, lq, d, device="cuda", dtype=torch.float16, generator=gen)
-           for n in ("query", "key", "value")}
+    ins = {
+        n: torch.randn(b, h, lq, d, device="cuda", dtype=torch.float16, generator=gen)
+        for n in ("query", "key", "value")
+    }
     out = torch.zeros(b, h, lq, d, device="cuda", dtype=torch.float16)
     binding = graph.io_binding()
     for n, x in ins.items():

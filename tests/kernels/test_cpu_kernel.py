@@ -21,14 +21,20 @@ PATTERNS = {
     "sliding": {"window_left": 17, "window_right": 9},
     "causal_sliding": {"window_left": 31, "causal": 1},
     "longformer": {"window_left": 20, "window_right": 20, "num_global": 5},
-    "bigbird": {"window_left": 16, "window_right": 16, "num_global": 16, "num_random": 2,
-                "block_size": 16, "seed": 3},
+    "bigbird": {
+        "window_left": 16,
+        "window_right": 16,
+        "num_global": 16,
+        "num_random": 2,
+        "block_size": 16,
+        "seed": 3,
+    },
     "strided": {"window_left": 7, "causal": 1, "stride": 8},
     "random_only": {"num_random": 3, "block_size": 32, "seed": 11},
 }
 SHAPES = [  # B, Hq, Hkv, Lq, Lk, D, Dv
     (2, 4, 2, 150, 150, 32, 32),
-    (1, 4, 1, 70, 190, 64, 48),   # Lq < Lk (bottom-right), MQA, Dv != D
+    (1, 4, 1, 70, 190, 64, 48),  # Lq < Lk (bottom-right), MQA, Dv != D
     (2, 2, 2, 130, 100, 16, 16),  # Lq > Lk: negative positions
 ]
 
@@ -119,8 +125,9 @@ print("ok")
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 def test_isa_variants(isa):
     env = dict(os.environ, SPATTN_CPU_ISA=isa)
-    out = subprocess.run([sys.executable, "-c", ISA_SCRIPT], env=env, capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", ISA_SCRIPT], env=env, capture_output=True, text=True
+    )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stdout + out.stderr
 
 

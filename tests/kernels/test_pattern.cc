@@ -18,28 +18,31 @@ using spattn::Tile;
 using spattn::TileClass;
 
 static int failures = 0, checks = 0;
-#define CHECK(cond, ...)                       \
-  do {                                         \
-    ++checks;                                  \
-    if (!(cond)) {                             \
-      if (++failures < 20) {                   \
+#define CHECK(cond, ...)                                 \
+  do {                                                   \
+    ++checks;                                            \
+    if (!(cond)) {                                       \
+      if (++failures < 20) {                             \
         std::printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-        std::printf(__VA_ARGS__);              \
-        std::printf("\n");                     \
-      }                                        \
-    }                                          \
+        std::printf(__VA_ARGS__);                        \
+        std::printf("\n");                               \
+      }                                                  \
+    }                                                    \
   } while (0)
 
 int main() {
   // Spec test vectors (docs/op-spec.md, "Random blocks").
-  struct V { uint32_t seed, h, qb, r, n; int32_t block; };
-  const V vectors[] = {{0, 0, 0, 0, 16, 14},      {0, 0, 0, 1, 16, 11},
-                       {0, 1, 0, 0, 16, 11},      {0, 0, 1, 0, 16, 11},
-                       {42, 3, 7, 1, 256, 95},    {2147483647u, 15, 1023, 2, 2048, 2000},
-                       {7, 0, 5, 0, 1, 0},        {123, 2, 9, 3, 1000, 871}};
+  struct V {
+    uint32_t seed, h, qb, r, n;
+    int32_t block;
+  };
+  const V vectors[] = {{0, 0, 0, 0, 16, 14},   {0, 0, 0, 1, 16, 11},
+                       {0, 1, 0, 0, 16, 11},   {0, 0, 1, 0, 16, 11},
+                       {42, 3, 7, 1, 256, 95}, {2147483647u, 15, 1023, 2, 2048, 2000},
+                       {7, 0, 5, 0, 1, 0},     {123, 2, 9, 3, 1000, 871}};
   for (const V& v : vectors)
-    CHECK(spattn::random_block(v.seed, v.h, v.qb, v.r, v.n) == v.block, "random_block(%u,%u,%u,%u,%u)",
-          v.seed, v.h, v.qb, v.r, v.n);
+    CHECK(spattn::random_block(v.seed, v.h, v.qb, v.r, v.n) == v.block,
+          "random_block(%u,%u,%u,%u,%u)", v.seed, v.h, v.qb, v.r, v.n);
 
   std::mt19937 rng(1234);
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
@@ -47,10 +50,10 @@ int main() {
   // fastmod_u32 (the kernels' remainder for random blocks) equals x % d: edge values of x and d,
   // then random pairs over the whole 32-bit range.
   {
-    const uint32_t xs[] = {0u, 1u, 2u, 63u, 64u, 65u, 0x7fffffffu, 0x80000000u, 0xfffffffeu,
-                           0xffffffffu};
-    const uint32_t ds[] = {1u, 2u, 3u, 7u, 64u, 1000u, 2047u, 2048u, 65535u, 0x7fffffffu,
-                           0x80000000u, 0xffffffffu};
+    const uint32_t xs[] = {0u,  1u,          2u,          63u,         64u,
+                           65u, 0x7fffffffu, 0x80000000u, 0xfffffffeu, 0xffffffffu};
+    const uint32_t ds[] = {1u,    2u,    3u,     7u,          64u,         1000u,
+                           2047u, 2048u, 65535u, 0x7fffffffu, 0x80000000u, 0xffffffffu};
     for (uint32_t d : ds)
       for (uint32_t x : xs)
         CHECK(spattn::fastmod_u32(x, spattn::fastmod_magic(d), d) == x % d, "fastmod %u %% %u", x,
@@ -58,8 +61,7 @@ int main() {
     std::uniform_int_distribution<uint32_t> any;
     for (int t = 0; t < 200000; ++t) {
       const uint32_t x = any(rng), d = t % 2 ? any(rng) % 5000u + 1u : any(rng) | 1u;
-      CHECK(spattn::fastmod_u32(x, spattn::fastmod_magic(d), d) == x % d, "fastmod %u %% %u", x,
-            d);
+      CHECK(spattn::fastmod_u32(x, spattn::fastmod_magic(d), d) == x % d, "fastmod %u %% %u", x, d);
     }
   }
   for (int trial = 0; trial < 400; ++trial) {
@@ -96,8 +98,8 @@ int main() {
         for (int i = 0; i < p.len_q; ++i) {
           pat.row_mask(b, h, i, 0, p.len_k, mask.data());
           for (int j = 0; j < p.len_k; ++j)
-            CHECK(bool(mask[j]) == pat.allowed(b, h, i, j), "row_mask != allowed trial %d b%d h%d i%d j%d",
-                  trial, b, h, i, j);
+            CHECK(bool(mask[j]) == pat.allowed(b, h, i, j),
+                  "row_mask != allowed trial %d b%d h%d i%d j%d", trial, b, h, i, j);
           // row_bounds: the interval part. Exact without strided/random/listed components; with
           // them, a subset of the allowed keys, and every allowed key lies below `upper`.
           const spattn::RowBounds rb = pat.row_bounds(b, i);
@@ -106,13 +108,14 @@ int main() {
           for (int j = 0; j < p.len_k; ++j) {
             const bool al = pat.allowed(b, h, i, j);
             if (intervals_only)
-              CHECK(rb.allows(j) == al, "row_bounds != allowed trial %d b%d h%d i%d j%d", trial, b, h,
-                    i, j);
+              CHECK(rb.allows(j) == al, "row_bounds != allowed trial %d b%d h%d i%d j%d", trial, b,
+                    h, i, j);
             else
-              CHECK(!rb.allows(j) || al, "row_bounds allows a masked pair trial %d i%d j%d", trial, i,
-                    j);
+              CHECK(!rb.allows(j) || al, "row_bounds allows a masked pair trial %d i%d j%d", trial,
+                    i, j);
             CHECK(!al || j < rb.upper, "allowed pair past upper trial %d i%d j%d", trial, i, j);
-            CHECK(!rb.global_row || al == (j < rb.upper), "global row trial %d i%d j%d", trial, i, j);
+            CHECK(!rb.global_row || al == (j < rb.upper), "global row trial %d i%d j%d", trial, i,
+                  j);
           }
           // A sub-range gives the same answer.
           const int j0 = pick(0, p.len_k - 1), j1 = pick(j0 + 1, p.len_k);
@@ -130,10 +133,10 @@ int main() {
           for (int i = tile.i0; i < tile.i1; ++i)
             for (int j = tile.j0; j < tile.j1; ++j, ++total) allowed += pat.allowed(b, h, i, j);
           const TileClass c = pat.classify(b, h, tile);
-          CHECK(c != TileClass::kEmpty || allowed == 0, "kEmpty tile with %d allowed pairs (trial %d)",
-                allowed, trial);
-          CHECK(c != TileClass::kFull || allowed == total, "kFull tile with %d/%d allowed (trial %d)",
-                allowed, total, trial);
+          CHECK(c != TileClass::kEmpty || allowed == 0,
+                "kEmpty tile with %d allowed pairs (trial %d)", allowed, trial);
+          CHECK(c != TileClass::kFull || allowed == total,
+                "kFull tile with %d/%d allowed (trial %d)", allowed, total, trial);
         }
       }
   }

@@ -18,8 +18,15 @@ def test_pattern_rules_cpp(tmp_path):
     assert cxx, "a C++ compiler is required to build spattn (and this test)"
     exe = tmp_path / "test_pattern"
     subprocess.run(
-        [cxx, "-std=c++17", "-O1", f"-I{ROOT / 'kernels' / 'include'}",
-         str(ROOT / "tests" / "kernels" / "test_pattern.cc"), "-o", str(exe)],
+        [
+            cxx,
+            "-std=c++17",
+            "-O1",
+            f"-I{ROOT / 'kernels' / 'include'}",
+            str(ROOT / "tests" / "kernels" / "test_pattern.cc"),
+            "-o",
+            str(exe),
+        ],
         check=True,
     )
     out = subprocess.run([str(exe)], capture_output=True, text=True)

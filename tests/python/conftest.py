@@ -21,8 +21,17 @@ def families() -> dict[str, Pattern]:
         "strided": Pattern.strided(6),
         "strided_bidir": Pattern.strided(5, causal=False),
         "random_only": Pattern(num_random=2, block_size=16, seed=3),
-        "mixed": Pattern(window_left=2, window_right=0, causal=True, num_global=4, stride=3,
-                         num_random=1, block_size=8, seed=11, scale=0.3),
+        "mixed": Pattern(
+            window_left=2,
+            window_right=0,
+            causal=True,
+            num_global=4,
+            stride=3,
+            num_random=1,
+            block_size=8,
+            seed=11,
+            scale=0.3,
+        ),
     }
 
 

@@ -39,8 +39,9 @@ def test_blocksparse_matches_reference(name, ratio, dtype):
             # elements, while the same call repeated matches it to 4e-7. The cause is not found:
             # the module keeps no cache and writes every output row. A wrong mask shows as 1e-3
             # or more, so float32 keeps a 1e-4 bound in this test.
-            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4,
-                                       msg=lambda m: f"{name} Lq={lq} Lk={lk}: {m}")
+            torch.testing.assert_close(
+                got, want, atol=1e-4, rtol=1e-4, msg=lambda m: f"{name} Lq={lq} Lk={lk}: {m}"
+            )
         else:
             assert_close(got, want, dtype, msg=f"{name} Lq={lq} Lk={lk}")
 
@@ -59,18 +60,29 @@ def test_blocksparse_listed_blocks(hl, base):
     kl = torch.tensor([lk, 30])
     want = reference_attention(q, k, v, pattern, key_lengths=kl, block_indices=bi)
     for block_q in (4, 16, 128):
-        got = block_sparse_attention(q, k, v, pattern, key_lengths=kl, block_indices=bi,
-                                     block_q=block_q)
+        got = block_sparse_attention(
+            q, k, v, pattern, key_lengths=kl, block_indices=bi, block_q=block_q
+        )
         assert_close(got, want, torch.float32)
 
 
 @pytest.mark.parametrize("block_size", [1, 3, 200])
 def test_blocksparse_block_sizes(block_size):
-    pattern = Pattern(num_random=2, window_left=3, window_right=3, num_global=2, stride=7,
-                      block_size=block_size, seed=9)
+    pattern = Pattern(
+        num_random=2,
+        window_left=3,
+        window_right=3,
+        num_global=2,
+        stride=7,
+        block_size=block_size,
+        seed=9,
+    )
     q, k, v = make_qkv(1, 2, 1, 90, 90)
-    assert_close(block_sparse_attention(q, k, v, pattern, block_q=32),
-                 reference_attention(q, k, v, pattern), torch.float32)
+    assert_close(
+        block_sparse_attention(q, k, v, pattern, block_q=32),
+        reference_attention(q, k, v, pattern),
+        torch.float32,
+    )
 
 
 def test_blocksparse_empty_rows_are_zero():
@@ -134,8 +146,9 @@ _LONG = textwrap.dedent(
 
 def test_blocksparse_long_sequence_memory():
     """L = 65536 runs without an L x L allocation: peak RSS grows far less than L*L*4 bytes."""
-    proc = subprocess.run([sys.executable, "-c", _LONG], capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", _LONG], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     grown, elapsed, err = proc.stdout.split()
     L = 65536

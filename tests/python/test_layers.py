@@ -80,8 +80,9 @@ def test_convert_encoder_dense_equals_original(padded):
 
 def test_convert_decoder_with_causal_mask():
     torch.manual_seed(0)
-    layer = nn.TransformerDecoderLayer(32, 4, dim_feedforward=64, dropout=0.0,
-                                       batch_first=True).eval()
+    layer = nn.TransformerDecoderLayer(
+        32, 4, dim_feedforward=64, dropout=0.0, batch_first=True
+    ).eval()
     x, mem = torch.randn(2, 7, 32), torch.randn(2, 11, 32)
     mask = nn.Transformer.generate_square_subsequent_mask(7)
     with torch.no_grad():
@@ -96,8 +97,9 @@ def test_convert_decoder_with_causal_mask():
 
 def test_sparse_swap_changes_output_only_where_pattern_differs():
     torch.manual_seed(0)
-    layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, dropout=0.0,
-                                       batch_first=True).eval()
+    layer = nn.TransformerEncoderLayer(
+        16, 2, dim_feedforward=32, dropout=0.0, batch_first=True
+    ).eval()
     conv = swap_attention(copy.deepcopy(layer), Pattern.sliding_window(2))
     x = torch.randn(1, 12, 16)
     with torch.no_grad():

@@ -36,9 +36,15 @@ class TwoLayers(torch.nn.Module):
 
 
 def _export(model, args, dynamic_shapes=None):
-    prog = torch.onnx.export(model, args, dynamo=True, opset_version=18,
-                             custom_translation_table=custom_translation_table(),
-                             dynamic_shapes=dynamic_shapes, verbose=False)
+    prog = torch.onnx.export(
+        model,
+        args,
+        dynamo=True,
+        opset_version=18,
+        custom_translation_table=custom_translation_table(),
+        dynamic_shapes=dynamic_shapes,
+        verbose=False,
+    )
     return prog.model_proto
 
 
@@ -50,27 +56,31 @@ def test_eager_op_matches_reference():
     assert_close(sparse_attention(q, k, v, p, key_lengths=kl, impl="op"), want, torch.float32)
     q, k, v = make_qkv(1, 4, 2, 1100, 1100)  # large: the block-sparse path
     p = Pattern.longformer(16, 2)
-    assert_close(torch.ops.spattn.sparse_attention(q, k, v, None, None, 8, 8, 0, 2),
-                 reference_attention(q, k, v, p), torch.float32)
+    assert_close(
+        torch.ops.spattn.sparse_attention(q, k, v, None, None, 8, 8, 0, 2),
+        reference_attention(q, k, v, p),
+        torch.float32,
+    )
 
 
 def test_torch_export_and_compile():
     q, k, v = make_qkv(2, 4, 2, 24, 24)
     m = Attn(Pattern.bigbird(8))
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", min=2)
-    ep = torch.export.export(m, (q, k, v), dynamic_shapes=({0: batch, 2: seq}, {0: batch, 2: seq},
-                                                           {0: batch, 2: seq}))
+    ep = torch.export.export(
+        m, (q, k, v), dynamic_shapes=({0: batch, 2: seq}, {0: batch, 2: seq}, {0: batch, 2: seq})
+    )
     targets = [n.target for n in ep.graph.nodes if n.op == "call_function"]
     assert targets.count(torch.ops.spattn.sparse_attention.default) == 1
     q2, k2, v2 = make_qkv(3, 4, 2, 40, 40)
-    assert_close(ep.module()(q2, k2, v2), reference_attention(q2, k2, v2, m.pattern),
-                 torch.float32)
+    assert_close(ep.module()(q2, k2, v2), reference_attention(q2, k2, v2, m.pattern), torch.float32)
     compiled = torch.compile(m, backend="aot_eager", fullgraph=True)
     assert_close(compiled(q, k, v), reference_attention(q, k, v, m.pattern), torch.float32)
 
 
-@pytest.mark.parametrize("name", ["sliding_window", "longformer", "bigbird", "strided", "mixed",
-                                  "dense"])
+@pytest.mark.parametrize(
+    "name", ["sliding_window", "longformer", "bigbird", "strided", "mixed", "dense"]
+)
 def test_onnx_export_one_node_with_attributes(name):
     p = FAMILIES[name]
     q, k, v = make_qkv(2, 4, 2, 24, 24)
@@ -98,8 +108,11 @@ def test_onnx_export_block_indices_without_key_lengths():
     (node,) = spattn_nodes(proto)
     assert len(node.input) == 5 and node.input[3] == ""
     init = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
-    const = {n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t)
-             for n in proto.graph.node if n.op_type == "Constant"}
+    const = {
+        n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t)
+        for n in proto.graph.node
+        if n.op_type == "Constant"
+    }
     arr = {**init, **const}[node.input[4]]
     assert arr.dtype.name == "int32" and arr.tolist() == bi.tolist()
     check_model(proto)

@@ -51,9 +51,16 @@ def test_flash_attn_and_onnx_windows(left, right, lq, lk):
 
 def test_bigbird_mapping_and_exact_blocks():
     a = Pattern.bigbird(16, num_local_blocks=3, num_global_blocks=2, num_random=3, seed=4)
-    assert a.attributes() == {"window_left": 16, "window_right": 16, "causal": 0,
-                              "num_global": 32, "stride": 0, "block_size": 16,
-                              "num_random": 3, "seed": 4}
+    assert a.attributes() == {
+        "window_left": 16,
+        "window_right": 16,
+        "causal": 0,
+        "num_global": 32,
+        "stride": 0,
+        "block_size": 16,
+        "num_random": 3,
+        "seed": 4,
+    }
     e = Pattern.bigbird(4, num_random=0, num_global_blocks=0, exact_blocks=True)
     m = e.token_mask(16)[0]
     qb = torch.arange(16).view(-1, 1) // 4
@@ -99,17 +106,35 @@ def test_block_layout_mask_matches_token_mask(name):
 def test_attributes_round_trip():
     for p in FAMILIES.values():
         attrs = p.attributes()
-        assert set(attrs) >= {"window_left", "window_right", "causal", "num_global", "stride",
-                              "block_size", "num_random", "seed"}
+        assert set(attrs) >= {
+            "window_left",
+            "window_right",
+            "causal",
+            "num_global",
+            "stride",
+            "block_size",
+            "num_random",
+            "seed",
+        }
         assert ("scale" in attrs) == (p.scale is not None)
         assert all(isinstance(v, int) for k, v in attrs.items() if k != "scale")
         q = Pattern.from_attributes(attrs, block_indices=p.block_indices)
         assert q == p
 
 
-@pytest.mark.parametrize("bad", [dict(window_left=-2), dict(num_global=-1), dict(block_size=0),
-                                 dict(block_size=65537), dict(seed=2**31), dict(scale=-1.0),
-                                 dict(stride=-3), dict(causal=2)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(window_left=-2),
+        dict(num_global=-1),
+        dict(block_size=0),
+        dict(block_size=65537),
+        dict(seed=2**31),
+        dict(scale=-1.0),
+        dict(stride=-3),
+        dict(causal=2),
+    ],
+)
 def test_invalid_attributes(bad):
     with pytest.raises(ValueError):
         Pattern(**bad)

@@ -127,8 +127,9 @@ def _naive(q, k, v, mask, scale):
                 js = mask[b if mask.shape[0] > 1 else 0, h, i].nonzero().flatten()
                 if js.numel() == 0:
                     continue
-                s = torch.stack([scale * (q[b, h, i].double() @ k[b, h // group, j].double())
-                                 for j in js])
+                s = torch.stack(
+                    [scale * (q[b, h, i].double() @ k[b, h // group, j].double()) for j in js]
+                )
                 w = torch.softmax(s, 0)
                 out[b, h, i] = (w[:, None] * v[b, h // group, js].double()).sum(0)
     return out
@@ -160,8 +161,9 @@ def test_reference_dense_equals_sdpa_and_scale():
 
 def test_empty_rows_are_zero():
     q, k, v = make_qkv(2, 2, 1, 8, 5)
-    out = reference.reference_attention(q, k, v, Pattern.dense(causal=True),
-                                        key_lengths=torch.tensor([5, 0]))
+    out = reference.reference_attention(
+        q, k, v, Pattern.dense(causal=True), key_lengths=torch.tensor([5, 0])
+    )
     assert torch.all(out[:, :, :3] == 0)  # positions -3..-1: no key at or before them
     assert torch.all(out[1] == 0)  # batch 1 has no valid key
     assert torch.isfinite(out).all() and out[0, :, 3:].abs().sum() > 0

@@ -18,21 +18,21 @@ extern "C" {
 #endif
 
 typedef struct spattn_args {
-  const void* q;              /* [B, Hq, Lq, D] */
-  const void* k;              /* [B, Hkv, Lk, D] */
-  const void* v;              /* [B, Hkv, Lk, Dv] */
-  void* o;                    /* [B, Hq, Lq, Dv] */
-  const int32_t* key_lengths; /* [B] or NULL */
+  const void* q;                /* [B, Hq, Lq, D] */
+  const void* k;                /* [B, Hkv, Lk, D] */
+  const void* v;                /* [B, Hkv, Lk, Dv] */
+  void* o;                      /* [B, Hq, Lq, Dv] */
+  const int32_t* key_lengths;   /* [B] or NULL */
   const int32_t* block_indices; /* [Hl, ceil(Lq / block_size), K] or NULL */
-  int32_t dtype;              /* 0 float32, 1 float16, 2 bfloat16 */
+  int32_t dtype;                /* 0 float32, 1 float16, 2 bfloat16 */
   int32_t batch, heads_q, heads_kv, len_q, len_k, head_dim, head_dim_v;
-  int32_t bi_heads, bi_k;     /* block_indices dims 0 and 2 (ignored when NULL) */
-  float scale;                /* 0: 1/sqrt(D) */
+  int32_t bi_heads, bi_k; /* block_indices dims 0 and 2 (ignored when NULL) */
+  float scale;            /* 0: 1/sqrt(D) */
   int32_t window_left, window_right, causal, num_global, stride, block_size, num_random, seed;
-  void* stream;               /* cudaStream_t for the CUDA entry; ignored on CPU */
-  void* workspace;            /* device workspace for the CUDA entry */
+  void* stream;    /* cudaStream_t for the CUDA entry; ignored on CPU */
+  void* workspace; /* device workspace for the CUDA entry */
   size_t workspace_bytes;
-  int32_t num_threads;        /* CPU entry: worker threads (0: hardware concurrency) */
+  int32_t num_threads; /* CPU entry: worker threads (0: hardware concurrency) */
 } spattn_args;
 
 /* All return 0 on success; otherwise write a message to err (if not NULL) and return non-zero. */

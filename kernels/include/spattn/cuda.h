@@ -1,5 +1,6 @@
 // CUDA launch entry of the SparseAttention kernels. Host code; includes no ONNX Runtime, TensorRT
-// or Torch header. The adapters validate with validate.h first (head dims: cuda_head_dim_support()).
+// or Torch header. The adapters validate with validate.h first (head dims:
+// cuda_head_dim_support()).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -16,7 +17,8 @@ namespace cuda {
 HeadDimSupport head_dim_support();
 
 // Device workspace `launch` needs for these shapes and attributes, in bytes (may be 0). Depends
-// only on sizes and attributes, never on tensor values, so a TensorRT plugin can report it at build.
+// only on sizes and attributes, never on tensor values, so a TensorRT plugin can report it at
+// build.
 size_t workspace_size(const Params& p);
 
 // The workspace of the kernel `launch` picks on the current device (no larger than

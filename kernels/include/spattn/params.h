@@ -13,9 +13,12 @@ enum class DType : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
 inline const char* dtype_name(DType t) {
   switch (t) {
-    case DType::kFloat32: return "float32";
-    case DType::kFloat16: return "float16";
-    case DType::kBFloat16: return "bfloat16";
+    case DType::kFloat32:
+      return "float32";
+    case DType::kFloat16:
+      return "float16";
+    case DType::kBFloat16:
+      return "bfloat16";
   }
   return "unknown";
 }
@@ -24,8 +27,8 @@ inline int dtype_size(DType t) { return t == DType::kFloat32 ? 4 : 2; }
 
 // The op's attributes, already validated (validate.h) and resolved (scale is never 0 here).
 struct PatternAttrs {
-  float scale = 0.f;        // multiplies q.k; resolved to 1/sqrt(D) when the attribute is 0/absent
-  int32_t window_left = -1;   // keys up to this many positions before the query; -1 unbounded
+  float scale = 0.f;         // multiplies q.k; resolved to 1/sqrt(D) when the attribute is 0/absent
+  int32_t window_left = -1;  // keys up to this many positions before the query; -1 unbounded
   int32_t window_right = -1;  // keys up to this many positions after the query; -1 unbounded
   int32_t causal = 0;         // 1: keys after the query position are never allowed
   int32_t num_global = 0;     // first G positions attend to all and are attended by all
@@ -39,11 +42,11 @@ struct PatternAttrs {
 // dimension (head dim) of query/key/value/output is contiguous.
 struct Params {
   // Tensors (device pointers for the CUDA launch, host pointers for the CPU run).
-  const void* q = nullptr;               // [B, Hq, Lq, D]
-  const void* k = nullptr;               // [B, Hkv, Lk, D]
-  const void* v = nullptr;               // [B, Hkv, Lk, Dv]
-  void* o = nullptr;                     // [B, Hq, Lq, Dv]
-  const int32_t* key_lengths = nullptr;  // [B] or null (all Lk); validated to lie in [0, Lk]
+  const void* q = nullptr;                 // [B, Hq, Lq, D]
+  const void* k = nullptr;                 // [B, Hkv, Lk, D]
+  const void* v = nullptr;                 // [B, Hkv, Lk, Dv]
+  void* o = nullptr;                       // [B, Hq, Lq, Dv]
+  const int32_t* key_lengths = nullptr;    // [B] or null (all Lk); validated to lie in [0, Lk]
   const int32_t* block_indices = nullptr;  // [Hl, ceil(Lq/block_size), K] or null; -1 padded
 
   DType dtype = DType::kFloat32;

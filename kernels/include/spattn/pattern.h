@@ -60,9 +60,7 @@ SPATTN_HD uint32_t fastmod_u32(uint32_t x, uint64_t m, uint32_t d) {
 SPATTN_HD int32_t ceil_div(int32_t a, int32_t b) { return (a + b - 1) / b; }
 
 // Floor division for possibly negative numerators (b > 0).
-SPATTN_HD int64_t floor_div(int64_t a, int64_t b) {
-  return a >= 0 ? a / b : -((-a + b - 1) / b);
-}
+SPATTN_HD int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
 enum class TileClass : int32_t { kEmpty = 0, kPartial = 1, kFull = 2 };
 
@@ -104,8 +102,8 @@ struct Pattern {
     t.block_indices = p.block_indices;
     t.bi_heads = p.bi_heads;
     t.bi_k = p.bi_k;
-    const bool other = t.a.num_global > 0 || t.a.stride > 0 || t.a.num_random > 0 ||
-                       p.block_indices != nullptr;
+    const bool other =
+        t.a.num_global > 0 || t.a.stride > 0 || t.a.num_random > 0 || p.block_indices != nullptr;
     t.local_on = !(t.a.window_left < 0 && t.a.window_right < 0 && other);
     t.num_key_blocks = ceil_div(p.len_k, t.a.block_size);
     if (t.num_key_blocks > 0) t.key_blocks_magic = fastmod_magic(uint32_t(t.num_key_blocks));
@@ -121,8 +119,9 @@ struct Pattern {
 
   // random_block(seed, h, qb, r, num_key_blocks), with the remainder by fastmod_u32.
   SPATTN_HD int32_t random_kb(int32_t h, int32_t qb, int32_t r) const {
-    return int32_t(fastmod_u32(random_hash(uint32_t(a.seed), uint32_t(h), uint32_t(qb), uint32_t(r)),
-                               key_blocks_magic, uint32_t(num_key_blocks)));
+    return int32_t(
+        fastmod_u32(random_hash(uint32_t(a.seed), uint32_t(h), uint32_t(qb), uint32_t(r)),
+                    key_blocks_magic, uint32_t(num_key_blocks)));
   }
 
   // Listed key blocks of (query head h, query block qb): pointer to K entries, -1 padded.
@@ -134,8 +133,7 @@ struct Pattern {
   // Is key block kb one of the random or listed blocks of (h, qb)?
   SPATTN_HD bool block_selected(int32_t h, int32_t qb, int32_t kb) const {
     for (int32_t r = 0; r < a.num_random; ++r)
-      if (random_kb(h, qb, r) == kb)
-        return true;
+      if (random_kb(h, qb, r) == kb) return true;
     if (block_indices) {
       const int32_t* row = listed_row(h, qb);
       for (int32_t k = 0; k < bi_k; ++k)

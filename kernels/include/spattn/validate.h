@@ -1,4 +1,5 @@
-// Validation of the op's attributes and inputs (docs/op-spec.md, "Errors"), shared by every adapter.
+// Validation of the op's attributes and inputs (docs/op-spec.md, "Errors"), shared by every
+// adapter.
 //
 // Each function returns an empty string when the input is valid, else the message to report
 // ("SparseAttention: <name>: <expectation>, got <value>"). Host code only; no exceptions.
@@ -23,7 +24,7 @@ struct RawAttrs {
 // Shape and type of one input as a front end sees it. `present == false` for an absent optional.
 struct TensorDesc {
   bool present = false;
-  int32_t dtype = -1;  // DType value for q/k/v; kInt32Code for integer inputs; -1 other/unknown
+  int32_t dtype = -1;      // DType value for q/k/v; kInt32Code for integer inputs; -1 other/unknown
   std::string dtype_text;  // the front end's own name of the type, for messages
   int32_t rank = 0;
   int64_t dims[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -60,10 +61,13 @@ inline std::string validate_attrs(const RawAttrs& r, PatternAttrs* out) {
   using detail::check_int;
   constexpr int64_t kMax = 2147483647;
   if (!std::isfinite(r.scale) || r.scale < 0.f)
-    return detail::err("scale", "a finite value > 0 (0 selects 1/sqrt(D))", std::to_string(r.scale));
+    return detail::err("scale", "a finite value > 0 (0 selects 1/sqrt(D))",
+                       std::to_string(r.scale));
   std::string e;
-  if (!(e = check_int("window_left", r.window_left, -1, kMax, "-1 (unbounded) or >= 0")).empty()) return e;
-  if (!(e = check_int("window_right", r.window_right, -1, kMax, "-1 (unbounded) or >= 0")).empty()) return e;
+  if (!(e = check_int("window_left", r.window_left, -1, kMax, "-1 (unbounded) or >= 0")).empty())
+    return e;
+  if (!(e = check_int("window_right", r.window_right, -1, kMax, "-1 (unbounded) or >= 0")).empty())
+    return e;
   if (!(e = check_int("causal", r.causal, 0, 1, "0 or 1")).empty()) return e;
   if (!(e = check_int("num_global", r.num_global, 0, kMax, ">= 0")).empty()) return e;
   if (!(e = check_int("stride", r.stride, 0, kMax, ">= 0 (0 off)")).empty()) return e;
@@ -114,23 +118,29 @@ inline std::string validate_inputs(const PatternAttrs& attrs, int num_inputs, co
       if (t.dims[d] <= 0)
         return err(names[n], std::string("non-empty dimensions ") + layouts[n], shape_str(t));
     for (int d = 0; d < 4; ++d)
-      if (t.dims[d] > 2147483647)
-        return err(names[n], "dimensions below 2^31", shape_str(t));
+      if (t.dims[d] > 2147483647) return err(names[n], "dimensions below 2^31", shape_str(t));
   }
   if (k.dtype != q.dtype)
-    return err("key", std::string("the type of query (") + dtype_name(DType(q.dtype)) + ")", k.dtype_text);
+    return err("key", std::string("the type of query (") + dtype_name(DType(q.dtype)) + ")",
+               k.dtype_text);
   if (v.dtype != q.dtype)
-    return err("value", std::string("the type of query (") + dtype_name(DType(q.dtype)) + ")", v.dtype_text);
+    return err("value", std::string("the type of query (") + dtype_name(DType(q.dtype)) + ")",
+               v.dtype_text);
   const int64_t B = q.dims[0], Hq = q.dims[1], Lq = q.dims[2], D = q.dims[3];
   const int64_t Hkv = k.dims[1], Lk = k.dims[2], Dv = v.dims[3];
-  if (k.dims[0] != B) return err("key", "batch size " + std::to_string(B) + " (as query)", shape_str(k));
-  if (v.dims[0] != B) return err("value", "batch size " + std::to_string(B) + " (as query)", shape_str(v));
+  if (k.dims[0] != B)
+    return err("key", "batch size " + std::to_string(B) + " (as query)", shape_str(k));
+  if (v.dims[0] != B)
+    return err("value", "batch size " + std::to_string(B) + " (as query)", shape_str(v));
   if (Hq % Hkv != 0)
     return err("query", "a head count Hq that is a multiple of key's Hkv = " + std::to_string(Hkv),
                "Hq = " + std::to_string(Hq));
-  if (v.dims[1] != Hkv) return err("value", "Hkv = " + std::to_string(Hkv) + " heads (as key)", shape_str(v));
-  if (k.dims[3] != D) return err("key", "head dim D = " + std::to_string(D) + " (as query)", shape_str(k));
-  if (v.dims[2] != Lk) return err("value", "Lk = " + std::to_string(Lk) + " keys (as key)", shape_str(v));
+  if (v.dims[1] != Hkv)
+    return err("value", "Hkv = " + std::to_string(Hkv) + " heads (as key)", shape_str(v));
+  if (k.dims[3] != D)
+    return err("key", "head dim D = " + std::to_string(D) + " (as query)", shape_str(k));
+  if (v.dims[2] != Lk)
+    return err("value", "Lk = " + std::to_string(Lk) + " keys (as key)", shape_str(v));
   // Head dims supported by the backend.
   auto dim_ok = [&](int64_t d) {
     if (d > support.max_dim) return false;
@@ -142,7 +152,8 @@ inline std::string validate_inputs(const PatternAttrs& attrs, int num_inputs, co
   auto dims_text = [&]() {
     if (!support.dims) return "1 .. " + std::to_string(support.max_dim);
     std::string s;
-    for (int i = 0; i < support.num_dims; ++i) s += (i ? ", " : "") + std::to_string(support.dims[i]);
+    for (int i = 0; i < support.num_dims; ++i)
+      s += (i ? ", " : "") + std::to_string(support.dims[i]);
     return s;
   };
   if (!dim_ok(D))
@@ -161,18 +172,22 @@ inline std::string validate_inputs(const PatternAttrs& attrs, int num_inputs, co
   const int64_t bs = attrs.block_size;
   const int64_t nqb = (Lq + bs - 1) / bs;
   if (block_indices.present) {
-    if (block_indices.dtype != kInt32Code) return err("block_indices", "int32", block_indices.dtype_text);
+    if (block_indices.dtype != kInt32Code)
+      return err("block_indices", "int32", block_indices.dtype_text);
     if (block_indices.rank != 3)
-      return err("block_indices", "rank 3 [Hl, ceil(Lq / block_size), K]", shape_str(block_indices));
+      return err("block_indices", "rank 3 [Hl, ceil(Lq / block_size), K]",
+                 shape_str(block_indices));
     if (block_indices.dims[0] != 1 && block_indices.dims[0] != Hq)
-      return err("block_indices", "Hl = 1 or Hq = " + std::to_string(Hq) + " in [Hl, ceil(Lq / block_size), K]",
+      return err("block_indices",
+                 "Hl = 1 or Hq = " + std::to_string(Hq) + " in [Hl, ceil(Lq / block_size), K]",
                  shape_str(block_indices));
     if (block_indices.dims[1] != nqb)
       return err("block_indices",
                  "ceil(Lq / block_size) = " + std::to_string(nqb) + " query blocks (Lq = " +
                      std::to_string(Lq) + ", block_size = " + std::to_string(bs) + ")",
                  shape_str(block_indices));
-    if (block_indices.dims[2] > 2147483647) return err("block_indices", "K below 2^31", shape_str(block_indices));
+    if (block_indices.dims[2] > 2147483647)
+      return err("block_indices", "K below 2^31", shape_str(block_indices));
   }
   p->dtype = DType(q.dtype);
   p->batch = int32_t(B);
@@ -205,9 +220,10 @@ inline std::string validate_block_indices_values(const int32_t* bi, int64_t coun
   const int32_t nkb = ceil_div(len_k, block_size);
   for (int64_t n = 0; n < count; ++n)
     if (bi[n] < -1 || bi[n] >= nkb)
-      return detail::err("block_indices",
-                         "entries -1 (padding) or in [0, ceil(Lk / block_size) = " + std::to_string(nkb) + ")",
-                         "flat entry " + std::to_string(n) + " = " + std::to_string(bi[n]));
+      return detail::err(
+          "block_indices",
+          "entries -1 (padding) or in [0, ceil(Lk / block_size) = " + std::to_string(nkb) + ")",
+          "flat entry " + std::to_string(n) + " = " + std::to_string(bi[n]));
   return {};
 }
 

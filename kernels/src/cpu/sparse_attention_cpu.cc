@@ -121,7 +121,9 @@ inline void load_row(DType t, const void* src, int64_t offset, int n, float mul,
 }
 inline void store_row(DType t, const float* src, int n, void* dst, int64_t offset) {
   switch (t) {
-    case DType::kFloat32: std::memcpy(static_cast<float*>(dst) + offset, src, sizeof(float) * n); break;
+    case DType::kFloat32:
+      std::memcpy(static_cast<float*>(dst) + offset, src, sizeof(float) * n);
+      break;
     case DType::kFloat16: {
       uint16_t* d = static_cast<uint16_t*>(dst) + offset;
       for (int x = 0; x < n; ++x) d[x] = float_to_half(src[x]);
@@ -253,7 +255,8 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, int6
         std::fill(vr + Dv, vr + dv_pad, 0.f);
       }
       if (cols < kTileK) {
-        for (int32_t d = 0; d < D; ++d) std::fill(kt + d * kTileK + cols, kt + (d + 1) * kTileK, 0.f);
+        for (int32_t d = 0; d < D; ++d)
+          std::fill(kt + d * kTileK + cols, kt + (d + 1) * kTileK, 0.f);
         std::fill(vt + size_t(cols) * dv_pad, vt + v_size, 0.f);
       }
       w.tag[slot] = tag;

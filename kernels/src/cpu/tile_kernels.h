@@ -34,9 +34,15 @@ struct TileKernels {
 
 const TileKernels& select_tile_kernels();
 
-namespace avx512 { extern const TileKernels kKernels; }
-namespace avx2 { extern const TileKernels kKernels; }
-namespace generic { extern const TileKernels kKernels; }
+namespace avx512 {
+extern const TileKernels kKernels;
+}
+namespace avx2 {
+extern const TileKernels kKernels;
+}
+namespace generic {
+extern const TileKernels kKernels;
+}
 
 }  // namespace cpu
 }  // namespace spattn

@@ -23,9 +23,9 @@ namespace cuda {
 // narrow tile for patterns whose rows are short (see narrow_rows there).
 constexpr int kBlockMMmaWide = 128;
 constexpr int kBlockMMmaNarrow = 64;
-constexpr int kBlockMF32 = 64;   // query rows per CTA tile, float32 kernel (2 threads per row)
-constexpr int kBlockN = 64;   // keys per key tile
-constexpr int kThreads = 128;  // every attention kernel runs 4 warps
+constexpr int kBlockMF32 = 64;  // query rows per CTA tile, float32 kernel (2 threads per row)
+constexpr int kBlockN = 64;     // keys per key tile
+constexpr int kThreads = 128;   // every attention kernel runs 4 warps
 // Key tiles classified per thread and window: a window of the visit list covers
 // kThreads * kTilesPerThread key tiles (2048: L = 131072 in one window at kBlockN = 64).
 constexpr int kTilesPerThread = 16;
@@ -66,9 +66,7 @@ struct WarpgroupSync {
 // Warps 1..3 of the first warpgroup (the warp-specialized kernel's list builders), barrier ID 4.
 struct BuilderSync {
   static constexpr int kCount = kThreads - 32;
-  __device__ static void sync() {
-    asm volatile("bar.sync 4, %0;\n" ::"n"(kCount) : "memory");
-  }
+  __device__ static void sync() { asm volatile("bar.sync 4, %0;\n" ::"n"(kCount) : "memory"); }
   __device__ static int tid() { return int(threadIdx.x) - 32; }
 };
 
@@ -93,13 +91,13 @@ struct WorkItem {
 struct KParams {
   Params p;
   Pattern pat;
-  int32_t block_m;      // query rows per tile (kBlockMMmaWide/Narrow, kBlockMWs or kBlockMF32)
-  int32_t num_q_tiles;  // ceil(Lq / block_m)
-  int32_t num_k_tiles;  // ceil(Lk / kBlockN)
-  int32_t total_q_tiles;  // B * Hq * num_q_tiles
-  int32_t planned;        // kDirect, kCounted or kBounded (PlanKind)
-  int32_t kernel;         // which kernel runs the 16-bit types (KernelKind)
-  int32_t split_target;   // the scheduler splits the total work into about this many items
+  int32_t block_m;          // query rows per tile (kBlockMMmaWide/Narrow, kBlockMWs or kBlockMF32)
+  int32_t num_q_tiles;      // ceil(Lq / block_m)
+  int32_t num_k_tiles;      // ceil(Lk / kBlockN)
+  int32_t total_q_tiles;    // B * Hq * num_q_tiles
+  int32_t planned;          // kDirect, kCounted or kBounded (PlanKind)
+  int32_t kernel;           // which kernel runs the 16-bit types (KernelKind)
+  int32_t split_target;     // the scheduler splits the total work into about this many items
   int32_t max_split_items;  // capacity of the partial buffers (2 * split_target)
   float scale_log2;         // scale * log2(e): the kernels use exp2
   // Bounded plan (planned == kBounded): query tiles [heavy_qt0, heavy_qt0 + heavy_nqt) of every
@@ -110,12 +108,12 @@ struct KParams {
   int32_t pieces, piece_tiles;
   int32_t n_split;
   // Workspace (counted and bounded plans; counts, header and items: counted plan only).
-  int32_t* counts;   // [total_q_tiles] visited key tiles per query tile
-  int32_t* header;   // [0] number of items, [1] number of split items (they come first), [2]
-                     // the longest visit list left whole
-  WorkItem* items;   // [max_split_items] the split items
-  float* part_o;     // [max_split_items, block_m, Dv] unnormalized partial outputs
-  float2* part_ml;   // [max_split_items, block_m] (running max in log2 units, sum of exp2)
+  int32_t* counts;  // [total_q_tiles] visited key tiles per query tile
+  int32_t* header;  // [0] number of items, [1] number of split items (they come first), [2]
+                    // the longest visit list left whole
+  WorkItem* items;  // [max_split_items] the split items
+  float* part_o;    // [max_split_items, block_m, Dv] unnormalized partial outputs
+  float2* part_ml;  // [max_split_items, block_m] (running max in log2 units, sum of exp2)
   // The persistent warp-specialized kernel's item counter (planned plans; zeroed on the stream
   // before each launch): CTA c takes item c, then the next unclaimed one (gridDim.x + the
   // counter's old value) whenever it is ready for another. Null: CTA c takes c, c + gridDim.x, ...
@@ -278,7 +276,9 @@ __device__ __forceinline__ Work get_work(const KParams& kp, int32_t x) {
   return w;
 }
 
-__device__ __forceinline__ Work get_work(const KParams& kp) { return get_work(kp, int32_t(blockIdx.x)); }
+__device__ __forceinline__ Work get_work(const KParams& kp) {
+  return get_work(kp, int32_t(blockIdx.x));
+}
 
 // Rows whose inputs hold values outside the spec's ranges (key_lengths, block_indices): the
 // kernels never read out of bounds for them and write NaN into these rows to make them loud.
@@ -455,8 +455,9 @@ struct VisitIter {
               ht.i1 = min(ht.i0 + kBlockMWs / 2, w.q.i1);
               if (ht.i0 >= ht.i1) continue;  // rows past Lq
               const TileClass hc = pat.classify(w.q.b, w.q.h, ht);
-              const uint32_t v =
-                  hc == TileClass::kEmpty ? 0u : (hc == TileClass::kFull && in_bounds) ? 2u : 1u;
+              const uint32_t v = hc == TileClass::kEmpty                 ? 0u
+                                 : (hc == TileClass::kFull && in_bounds) ? 2u
+                                                                         : 1u;
               code |= v << (2 * hh);
             }
           } else if (c == TileClass::kFull && in_bounds) {
@@ -583,8 +584,10 @@ inline cudaError_t device_facts(DeviceFacts* f) {
   if (v == 0) {
     int sms = 0, major = 0, minor = 0;
     e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    if (e == cudaSuccess)
+      e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    if (e == cudaSuccess)
+      e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
     if (e != cudaSuccess) return e;
     v = (int64_t(sms) << 16) | int64_t(10 * major + minor);
     if (dev < kMaxCachedDevices) cache[dev].store(v, std::memory_order_relaxed);

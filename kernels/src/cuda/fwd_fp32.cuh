@@ -39,7 +39,8 @@ struct Fp32Kernel {
 
     for (int x = tid; x < kRows * D; x += kThreads) {
       const int r = x / D, c = x % D;
-      sQ[r * kLd + c] = (w.q.i0 + r < p.len_q) ? in.q[int64_t(w.q.i0 + r) * p.q_row_stride + c] : 0.f;
+      sQ[r * kLd + c] =
+          (w.q.i0 + r < p.len_q) ? in.q[int64_t(w.q.i0 + r) * p.q_row_stride + c] : 0.f;
     }
 
     VisitIter it;
@@ -118,7 +119,8 @@ struct Fp32Kernel {
 };
 
 template <int D>
-__global__ void __launch_bounds__(kThreads) fp32_attention_kernel(const __grid_constant__ KParams kp) {
+__global__ void __launch_bounds__(kThreads)
+    fp32_attention_kernel(const __grid_constant__ KParams kp) {
   Fp32Kernel<D>::run(kp);
 }
 

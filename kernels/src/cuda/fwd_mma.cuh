@@ -155,10 +155,10 @@ struct TileOps {
         if (i < p.len_q) {  // rows past Lq: nothing (and no block_indices read)
           rb = pat.row_bounds(w.q.b, i);
           // A selected random/listed block covers the whole key tile: every key below upper.
-          if (kOncePerTile ? tile_selected && !rb.global_row
-                           : blocks && !rb.global_row &&
-                                 pat.block_selected(w.q.h, i / pat.a.block_size,
-                                                    j0 / pat.a.block_size)) {
+          if (kOncePerTile
+                  ? tile_selected && !rb.global_row
+                  : blocks && !rb.global_row &&
+                        pat.block_selected(w.q.h, i / pat.a.block_size, j0 / pat.a.block_size)) {
             rb.lo = 0;
             rb.hi = rb.upper - 1;
           }
@@ -253,8 +253,8 @@ struct TileOps {
   // kRows x D elements that none of them reads any more.
   template <int kRows, typename Sync = CtaSync>
   __device__ static void write_out(const KParams& kp, const Work& w, float (&o)[MT][D / 8][4],
-                                   const float (&m)[MT][2], float (&l)[MT][2], int wrow,
-                                   T* stage, int row0 = 0) {
+                                   const float (&m)[MT][2], float (&l)[MT][2], int wrow, T* stage,
+                                   int row0 = 0) {
     const Params& p = kp.p;
     const int lane = threadIdx.x & 31, g = lane >> 2, c4 = lane & 3;
     // Row sums over the quad of lanes that share a row.
@@ -319,7 +319,7 @@ struct MmaKernel {
   static_assert(MT == 1 || MT == 2, "m16 tiles per warp");
   static constexpr int kRows = 64 * MT;  // 4 warps x 16 * MT rows = KParams::block_m
   static constexpr int kWarpRows = 16 * MT;
-  static constexpr int kChunks = D / 8;     // 16-byte chunks per row
+  static constexpr int kChunks = D / 8;  // 16-byte chunks per row
   static constexpr int kQElems = kRows * D;
   static constexpr int kKVElems = kBlockN * D;
   // Shared memory: Q, K[2], V[2] tiles, the token mask of a partial tile, then the visit list.
@@ -472,7 +472,8 @@ struct MmaKernel {
 };
 
 template <typename T, int D, int MT>
-__global__ void __launch_bounds__(kThreads) mma_attention_kernel(const __grid_constant__ KParams kp) {
+__global__ void __launch_bounds__(kThreads)
+    mma_attention_kernel(const __grid_constant__ KParams kp) {
   MmaKernel<T, D, MT>::run(kp);
 }
 

@@ -70,15 +70,16 @@ __device__ __forceinline__ void fence_async_smem() {
 // Keeps the compiler from moving reads or writes of an accumulator across wgmma issue/wait.
 __device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
 
-#define SPATTN_ACC8(b)                                                                      \
-  "+f"(d[b + 0]), "+f"(d[b + 1]), "+f"(d[b + 2]), "+f"(d[b + 3]), "+f"(d[b + 4]),          \
-      "+f"(d[b + 5]), "+f"(d[b + 6]), "+f"(d[b + 7])
+#define SPATTN_ACC8(b)                                                                            \
+  "+f"(d[b + 0]), "+f"(d[b + 1]), "+f"(d[b + 2]), "+f"(d[b + 3]), "+f"(d[b + 4]), "+f"(d[b + 5]), \
+      "+f"(d[b + 6]), "+f"(d[b + 7])
 #define SPATTN_ACC32 SPATTN_ACC8(0), SPATTN_ACC8(8), SPATTN_ACC8(16), SPATTN_ACC8(24)
-#define SPATTN_ACC64 SPATTN_ACC32, SPATTN_ACC8(32), SPATTN_ACC8(40), SPATTN_ACC8(48), SPATTN_ACC8(56)
-#define SPATTN_REGS32                                                                        \
+#define SPATTN_ACC64 \
+  SPATTN_ACC32, SPATTN_ACC8(32), SPATTN_ACC8(40), SPATTN_ACC8(48), SPATTN_ACC8(56)
+#define SPATTN_REGS32                                                                           \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
   "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
-#define SPATTN_REGS64                                                                        \
+#define SPATTN_REGS64                                                                           \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
   "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "  \
   "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "  \
@@ -86,39 +87,41 @@ __device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r):
 
 // The products of this file, per element type (the PTX type suffix). A descriptor is passed as
 // its (low, high) words and assembled in the instruction's own scope.
-#define SPATTN_DEFINE_WGMMA(TYPE, SUFFIX)                                                       \
-  /* d[32] (+)= A(smem, K-major) B(smem, K-major): m64n64k16. */                                \
-  __device__ __forceinline__ void wgmma_ss_n64(TYPE, float* d, uint32_t a_lo, uint32_t a_hi,   \
-                                               uint32_t b_lo, uint32_t b_hi, int accumulate) {  \
-    asm volatile(                                                                               \
-        "{\n.reg .pred p;\n.reg .b64 da, db;\nmov.b64 da, {%32, %33};\n"                       \
-        "mov.b64 db, {%34, %35};\nsetp.ne.b32 p, %36, 0;\n"                                      \
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32" SUFFIX " " SPATTN_REGS32                  \
-        ", da, db, p, 1, 1, 0, 0;\n}\n"                                                         \
-        : SPATTN_ACC32                                                                          \
-        : "r"(a_lo), "r"(a_hi), "r"(b_lo), "r"(b_hi), "r"(accumulate));                         \
-  }                                                                                             \
-  /* d[32] (+)= A(registers) B(smem): m64n64k16; B is N-major (TB = 1) or K-major (TB = 0). */ \
-  template <int TB>                                                                             \
-  __device__ __forceinline__ void wgmma_rs_n64(TYPE, float* d, const uint32_t* a, uint32_t b_lo, \
-                                               uint32_t b_hi, int accumulate) {                 \
-    asm volatile("{\n.reg .pred p;\n.reg .b64 db;\nmov.b64 db, {%36, %37};\n"                \
-                 "setp.ne.b32 p, %38, 0;\n"                                                     \
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32" SUFFIX " " SPATTN_REGS32         \
-                 ", {%32, %33, %34, %35}, db, p, 1, 1, %39;\n}\n"                              \
-                 : SPATTN_ACC32                                                                 \
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "r"(b_hi),            \
-                   "r"(accumulate), "n"(TB));                                                   \
-  }                                                                                             \
-  /* d[64] += A(registers) B(smem, N-major): m64n128k16. */                                     \
-  __device__ __forceinline__ void wgmma_rs_n128(TYPE, float* d, const uint32_t* a,             \
-                                                uint32_t b_lo, uint32_t b_hi) {                 \
-    asm volatile("{\n.reg .pred p;\n.reg .b64 db;\nmov.b64 db, {%68, %69};\n"                \
-                 "setp.ne.b32 p, %70, 0;\n"                                                     \
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32" SUFFIX " " SPATTN_REGS64        \
-                 ", {%64, %65, %66, %67}, db, p, 1, 1, 1;\n}\n"                                \
-                 : SPATTN_ACC64                                                                 \
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "r"(b_hi), "n"(1));   \
+#define SPATTN_DEFINE_WGMMA(TYPE, SUFFIX)                                                         \
+  /* d[32] (+)= A(smem, K-major) B(smem, K-major): m64n64k16. */                                  \
+  __device__ __forceinline__ void wgmma_ss_n64(TYPE, float* d, uint32_t a_lo, uint32_t a_hi,      \
+                                               uint32_t b_lo, uint32_t b_hi, int accumulate) {    \
+    asm volatile(                                                                                 \
+        "{\n.reg .pred p;\n.reg .b64 da, db;\nmov.b64 da, {%32, %33};\n"                          \
+        "mov.b64 db, {%34, %35};\nsetp.ne.b32 p, %36, 0;\n"                                       \
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32" SUFFIX " " SPATTN_REGS32                     \
+        ", da, db, p, 1, 1, 0, 0;\n}\n"                                                           \
+        : SPATTN_ACC32                                                                            \
+        : "r"(a_lo), "r"(a_hi), "r"(b_lo), "r"(b_hi), "r"(accumulate));                           \
+  }                                                                                               \
+  /* d[32] (+)= A(registers) B(smem): m64n64k16; B is N-major (TB = 1) or K-major (TB = 0). */    \
+  template <int TB>                                                                               \
+  __device__ __forceinline__ void wgmma_rs_n64(TYPE, float* d, const uint32_t* a, uint32_t b_lo,  \
+                                               uint32_t b_hi, int accumulate) {                   \
+    asm volatile(                                                                                 \
+        "{\n.reg .pred p;\n.reg .b64 db;\nmov.b64 db, {%36, %37};\n"                              \
+        "setp.ne.b32 p, %38, 0;\n"                                                                \
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32" SUFFIX " " SPATTN_REGS32                     \
+        ", {%32, %33, %34, %35}, db, p, 1, 1, %39;\n}\n"                                          \
+        : SPATTN_ACC32                                                                            \
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "r"(b_hi), "r"(accumulate),      \
+          "n"(TB));                                                                               \
+  }                                                                                               \
+  /* d[64] += A(registers) B(smem, N-major): m64n128k16. */                                       \
+  __device__ __forceinline__ void wgmma_rs_n128(TYPE, float* d, const uint32_t* a, uint32_t b_lo, \
+                                                uint32_t b_hi) {                                  \
+    asm volatile(                                                                                 \
+        "{\n.reg .pred p;\n.reg .b64 db;\nmov.b64 db, {%68, %69};\n"                              \
+        "setp.ne.b32 p, %70, 0;\n"                                                                \
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32" SUFFIX " " SPATTN_REGS64                    \
+        ", {%64, %65, %66, %67}, db, p, 1, 1, 1;\n}\n"                                            \
+        : SPATTN_ACC64                                                                            \
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "r"(b_hi), "n"(1));              \
   }
 
 #ifdef SPATTN_WGMMA_DEVICE
@@ -374,7 +377,8 @@ struct WgmmaKernel {
 };
 
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreads) wgmma_attention_kernel(const __grid_constant__ KParams kp) {
+__global__ void __launch_bounds__(kThreads)
+    wgmma_attention_kernel(const __grid_constant__ KParams kp) {
   WgmmaKernel<T, D>::run(kp);
 }
 

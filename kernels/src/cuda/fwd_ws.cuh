@@ -37,9 +37,9 @@ __device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
                : "memory");
 }
 __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
-  asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(
-                   smem_u32(bar))
-               : "memory");
+  asm volatile(
+      "{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(smem_u32(bar))
+      : "memory");
 }
 // Arrives on `bar` and adds `bytes` to the transaction count its current phase waits for.
 __device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
@@ -101,7 +101,7 @@ __device__ __forceinline__ void regs_alloc() {
 // ---------------------------------------------------------------------------------------------
 template <typename T, int D>
 struct WsKernel {
-  using Base = WgmmaKernel<T, D>;  // tile layout, loads and the two products
+  using Base = WgmmaKernel<T, D>;                  // tile layout, loads and the two products
   static constexpr int kHalfRows = kBlockMWs / 2;  // rows of one consumer (one m64 tile)
   static constexpr int kCTAThreads = 3 * kThreads;
   static constexpr int kStages = D == 64 ? 6 : 4;
@@ -116,8 +116,8 @@ struct WsKernel {
   static_assert(kConsumerRegs % 8 == 0, "setmaxnreg takes multiples of 8");
 
   // Tag of a stage: bits 0-3 the two halves' classes (VisitIter::build), plus these.
-  static constexpr uint32_t kLast = 16;   // the last stage of the work item
-  static constexpr uint32_t kNone = 32;   // no key tile at all: nothing to load or compute
+  static constexpr uint32_t kLast = 16;  // the last stage of the work item
+  static constexpr uint32_t kNone = 32;  // no key tile at all: nothing to load or compute
 
   struct Stage {
     int32_t tile;
@@ -372,8 +372,8 @@ struct WsKernel {
       float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
       float* sd = &s[0][0][0];
       float* od = &o[0][0][0];
-      uint32_t pa[4][4];  // P of the previous computed tile, the A operand of its P V product
-      int32_t prev = -1;  // its stage, -1: none pending
+      uint32_t pa[4][4];    // P of the previous computed tile, the A operand of its P V product
+      int32_t prev = -1;    // its stage, -1: none pending
       uint32_t prev_n = 0;  // the fill index of that stage
 
       T* sQ = sm.q + (qb * 2 + half) * kQElems;  // this half's Q, then its output staging
@@ -514,9 +514,12 @@ cudaError_t launch_ws(const KParams& kp, int32_t grid, cudaStream_t stream) {
 template <typename T, int D>
 cudaError_t launch_tensor_core(const KParams& kp, int32_t grid, cudaStream_t stream) {
   switch (kp.kernel) {
-    case kKernelWs: return launch_ws<T, D>(kp, grid, stream);
-    case kKernelWgmma: return launch_wgmma<T, D>(kp, grid, stream);
-    default: return launch_mma<T, D>(kp, grid, stream);
+    case kKernelWs:
+      return launch_ws<T, D>(kp, grid, stream);
+    case kKernelWgmma:
+      return launch_wgmma<T, D>(kp, grid, stream);
+    default:
+      return launch_mma<T, D>(kp, grid, stream);
   }
 }
 

@@ -79,8 +79,8 @@ __device__ __forceinline__ int32_t splits_of(int32_t count, int64_t per) {
 // One CTA: splits the query tiles whose visit lists are longer than total / split_target and
 // writes their pieces as the first work items; the whole query tiles follow implicitly (see
 // get_work), so only the few split items are written.
-__global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(
-    const __grid_constant__ KParams kp) {
+__global__ void __launch_bounds__(kScheduleThreads)
+    schedule_kernel(const __grid_constant__ KParams kp) {
   const int32_t n = kp.total_q_tiles;
   const int32_t per_thread = (n + kScheduleThreads - 1) / kScheduleThreads;
   const int32_t beg = min(int32_t(threadIdx.x) * per_thread, n);
@@ -286,7 +286,8 @@ Layout make_layout(const Params& p, KernelKind kernel) {
   L.items = off;
   off = align_up(off + sizeof(WorkItem) * size_t(L.max_split_items));
   L.part_o = off;
-  off = align_up(off + sizeof(float) * size_t(L.max_split_items) * L.block_m * size_t(p.head_dim_v));
+  off =
+      align_up(off + sizeof(float) * size_t(L.max_split_items) * L.block_m * size_t(p.head_dim_v));
   L.part_ml = off;
   off = align_up(off + sizeof(float2) * size_t(L.max_split_items) * L.block_m);
   L.total = off;
@@ -371,13 +372,20 @@ enum : int32_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
 cudaError_t launch_attention(const KParams& kp, int32_t grid, cudaStream_t stream) {
   const int32_t key = int32_t(kp.p.dtype) * 1000 + kp.p.head_dim;
   switch (key) {
-    case kF32 * 1000 + 64: return launch_attention_f32_d64(kp, grid, stream);
-    case kF32 * 1000 + 128: return launch_attention_f32_d128(kp, grid, stream);
-    case kF16 * 1000 + 64: return launch_attention_f16_d64(kp, grid, stream);
-    case kF16 * 1000 + 128: return launch_attention_f16_d128(kp, grid, stream);
-    case kBF16 * 1000 + 64: return launch_attention_bf16_d64(kp, grid, stream);
-    case kBF16 * 1000 + 128: return launch_attention_bf16_d128(kp, grid, stream);
-    default: return cudaErrorInvalidValue;
+    case kF32 * 1000 + 64:
+      return launch_attention_f32_d64(kp, grid, stream);
+    case kF32 * 1000 + 128:
+      return launch_attention_f32_d128(kp, grid, stream);
+    case kF16 * 1000 + 64:
+      return launch_attention_f16_d64(kp, grid, stream);
+    case kF16 * 1000 + 128:
+      return launch_attention_f16_d128(kp, grid, stream);
+    case kBF16 * 1000 + 64:
+      return launch_attention_bf16_d64(kp, grid, stream);
+    case kBF16 * 1000 + 128:
+      return launch_attention_bf16_d128(kp, grid, stream);
+    default:
+      return cudaErrorInvalidValue;
   }
 }
 
@@ -386,10 +394,17 @@ cudaError_t launch_combine(const KParams& kp, cudaStream_t stream) {
   const dim3 grid(x < kCombineCtasX ? x : kCombineCtasX,
                   (kp.block_m + kCombineRows - 1) / kCombineRows);
   switch (kp.p.dtype) {
-    case DType::kFloat32: combine_kernel<float><<<grid, kThreads, 0, stream>>>(kp); break;
-    case DType::kFloat16: combine_kernel<__half><<<grid, kThreads, 0, stream>>>(kp); break;
-    case DType::kBFloat16: combine_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(kp); break;
-    default: return cudaErrorInvalidValue;
+    case DType::kFloat32:
+      combine_kernel<float><<<grid, kThreads, 0, stream>>>(kp);
+      break;
+    case DType::kFloat16:
+      combine_kernel<__half><<<grid, kThreads, 0, stream>>>(kp);
+      break;
+    case DType::kBFloat16:
+      combine_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(kp);
+      break;
+    default:
+      return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
 }
@@ -431,7 +446,7 @@ bool encode_bhld(CUtensorMap* map, const Params& p, const void* ptr, int32_t hea
   const cuuint32_t box[4] = {64, 64, 1, 1};
   const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
   const CUtensorMapDataType type = p.dtype == DType::kBFloat16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
-                                                                : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+                                                               : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
   return fn(map, type, 4, const_cast<void*>(ptr), dims, strides, box, elem_strides,
             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
