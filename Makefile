@@ -5,10 +5,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SOURCES := $(shell find kernels plugins trt_plugins exporter cmake samples -type f 2>/dev/null) \
+SOURCES := $(shell find kernels plugins trt_plugins exporter cmake samples -type f -not -name '*.pyc' 2>/dev/null) \
            pyproject.toml CMakeLists.txt
 
-.PHONY: setup demo test bench-cpu clean
+.PHONY: setup demo test lint bench-cpu clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,17 @@ $(VENV)/.installed: $(SOURCES)
 
 demo: setup
 	$(BIN)/python samples/quickstart.py
+
+# The lint gate (CI runs it before the tests): pinned PyPI wheels, no GitHub-hosted hook.
+LINT_TOOLS := ruff==0.17.6 clang-format==23.1.5 mypy==2.4.1
+
+lint: $(VENV)/.lint-tools
+	bash scripts/lint.sh $(BIN)/python
+
+$(VENV)/.lint-tools:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(LINT_TOOLS)
+	touch $@
 
 test: setup
 	bash scripts/run-tests.sh $(BIN)/python

@@ -24,6 +24,7 @@ import sys
 import time
 
 import onnxruntime as ort
+
 from spattn.bench import DEFAULT_PATTERN, BenchConfig, measure_memory, run_benchmark
 from spattn.patterns import Pattern
 

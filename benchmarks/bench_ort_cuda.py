@@ -38,6 +38,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper
+
 from spattn import capi
 from spattn.bench import cuda_event_times
 from spattn.patterns import Pattern

@@ -17,8 +17,9 @@ import os
 import time
 
 import numpy as np
-import spattn
 import torch
+
+import spattn
 from spattn.backends import backend_status
 from spattn.models import gqa_decoder_block
 from spattn.runtime import ort_session

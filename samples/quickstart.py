@@ -21,12 +21,13 @@ import warnings
 
 import numpy as np
 import onnxruntime as ort
-import spattn
 import torch
+from torch import nn
+
+import spattn
 from spattn import Pattern, convert_transformer, export
 from spattn.bench import BenchConfig, run_benchmark
 from spattn.runtime import ort_session
-from torch import nn
 
 
 def median_ms(session: ort.InferenceSession, feeds: dict, repeats: int) -> float:

@@ -16,6 +16,7 @@ import os
 import sys
 
 import numpy as np
+
 from spattn import backends
 from spattn.tolerances import tolerance
 

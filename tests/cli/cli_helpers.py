@@ -13,6 +13,7 @@ from pathlib import Path
 import onnx
 from click.testing import CliRunner
 from onnx import TensorProto, helper
+
 from spattn.cli import cli
 
 #: Factory parameters of the tiny Longformer-style encoder used throughout.

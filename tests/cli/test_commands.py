@@ -18,6 +18,7 @@ from cli_helpers import (
     plain_model,
     sparse_model,
 )
+
 from spattn.backends import backend_status
 
 COMMANDS = ["export", "inspect", "run", "build", "verify", "bench", "doctor", "triton-repo"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import encoder_model
+
 from spattn import doctor
 from spattn.backends import backend_status
 from spattn.runtime import library_path

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import decoder_model, encoder_model, invoke, invoke_json
+
 from spattn import triton
 from spattn.backends import UserError, backend_status
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from spattn.capi import SpattnArgs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @dataclass

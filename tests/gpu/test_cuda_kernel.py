@@ -6,8 +6,6 @@ Skipped with a reason when torch has no CUDA device or the library has no CUDA k
 
 from __future__ import annotations
 
-import os
-import sys
 import zlib
 
 import numpy as np

@@ -16,6 +16,7 @@ import pytest
 ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 from onnx import TensorProto, helper  # noqa: E402
+
 from spattn.runtime import library_path  # noqa: E402
 from spattn.tolerances import assert_close  # noqa: E402
 

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+
 from spattn import capi
 from spattn.reference import reference_attention
 from spattn.tolerances import assert_close

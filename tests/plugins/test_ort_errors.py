@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
+
 from spattn.runtime import library_path
 
 F32 = TensorProto.FLOAT

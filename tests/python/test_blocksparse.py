@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import FAMILIES, listed_layout, make_qkv
+
 from spattn import Pattern
 from spattn.blocksparse import block_sparse_attention, count_allowed
 from spattn.reference import allowed_mask, reference_attention
@@ -39,8 +38,9 @@ def test_blocksparse_matches_reference(name, ratio, dtype):
             # elements, while the same call repeated matches it to 4e-7. The cause is not found:
             # the module keeps no cache and writes every output row. A wrong mask shows as 1e-3
             # or more, so float32 keeps a 1e-4 bound in this test.
+            tag = f"{name} Lq={lq} Lk={lk}"
             torch.testing.assert_close(
-                got, want, atol=1e-4, rtol=1e-4, msg=lambda m: f"{name} Lq={lq} Lk={lk}: {m}"
+                got, want, atol=1e-4, rtol=1e-4, msg=lambda m, tag=tag: f"{tag}: {m}"
             )
         else:
             assert_close(got, want, dtype, msg=f"{name} Lq={lq} Lk={lk}")

@@ -6,10 +6,11 @@ import copy
 
 import pytest
 import torch
+from torch import nn
+
 from spattn import Pattern, SparseMultiheadAttention, convert_transformer, swap_attention
 from spattn.reference import reference_attention
 from spattn.tolerances import assert_close
-from torch import nn
 
 
 @pytest.mark.parametrize("batch_first", [True, False])

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import onnx
 import pytest
-import spattn
 import torch
 from conftest import FAMILIES, make_qkv
+
+import spattn
 from spattn import Pattern, sparse_attention
 from spattn.export import check_model, node_attributes, spattn_nodes
 from spattn.models import SAMPLES

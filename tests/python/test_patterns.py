@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import FAMILIES
+
 from spattn import Pattern
 from spattn.reference import allowed_mask
 

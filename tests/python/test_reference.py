@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from conftest import FAMILIES, listed_layout, make_qkv
+
 from spattn import Pattern, reference
 from spattn.tolerances import assert_close
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-import spattn
 import torch
 from conftest import FAMILIES, listed_layout, make_qkv
 from onnx import TensorProto as TP
 from onnx import helper
+
+import spattn
 from spattn import Pattern, runtime
 from spattn.models import SAMPLES
 from spattn.reference import reference_attention

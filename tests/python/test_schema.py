@@ -7,6 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto as TP
 from onnx import helper
+
 from spattn import schema
 
 

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import onnx
 import torch
+from torch import nn
+
 from spattn import Pattern, SparseMultiheadAttention
 from spattn import export as spattn_export
 from spattn.models import gqa_decoder_block, longformer_encoder
-from torch import nn
 
 
 class _Attention(nn.Module):
