@@ -36,6 +36,7 @@ struct PatternAttrs {
   int32_t block_size = 64;    // block edge for random and listed blocks
   int32_t num_random = 0;     // random key blocks per (query head, query block)
   int32_t seed = 0;           // seed of the random-block hash, 0 .. 2^31-1
+  float softcap = 0.f;        // > 0: scores become softcap * tanh(s / softcap) after scaling
 };
 
 // Everything one forward call needs. Tensors are addressed with element strides; the last
@@ -48,6 +49,9 @@ struct Params {
   void* o = nullptr;                       // [B, Hq, Lq, Dv]
   const int32_t* key_lengths = nullptr;    // [B] or null (all Lk); validated to lie in [0, Lk]
   const int32_t* block_indices = nullptr;  // [Hl, ceil(Lq/block_size), K] or null; -1 padded
+  const int32_t* global_mask = nullptr;    // [B, Lk] or null; nonzero marks a global token
+  const int32_t* key_starts = nullptr;     // [B] or null (all 0); keys j < key_starts[b] are padding
+  const float* sinks = nullptr;            // [Hq] float32 or null; a logit in each row's denominator
 
   DType dtype = DType::kFloat32;
 
