@@ -10,9 +10,10 @@ heads over 8 KV heads). Effective TFLOP/s count only allowed (query, key) pairs:
 4 * B * H * D * pairs / time.
 
     python3 benchmarks/bench_cuda.py --L 4096 16384 --out benchmarks/results
-    python3 benchmarks/bench_cuda.py --L 16384 --D 128 --flex-fp16 --ort --tag all_columns
+    python3 benchmarks/bench_cuda.py --L 16384 --D 128 --flex-fp16 --ort --tag h100_L16K_D128
 
-Writes cuda_<tag>.json (with the command line and the device name) and cuda_<tag>.png.
+Writes cuda_<tag>.json (with the command line and the device name) and cuda_<tag>.png; the tags
+of the committed runs name the device, the shape and the patterns (benchmarks/results/README.md).
 `time_callable` times any no-argument callable and is meant to be reused (e.g. for an ONNX
 Runtime session run).
 """

@@ -5,8 +5,12 @@ every alternative that bench_cuda.py timed beside it (FlexAttention, dense SDPA,
 CUDA EP and MultiHeadAttention)? Each row comes from one file, so every ratio in a row is a
 same-run ratio; the file (and its command) is named in the row.
 
-    python3 benchmarks/summarize_cuda.py benchmarks/results/cuda_L*_columns*.json \
-        --md benchmarks/results/cuda_columns.md --plot benchmarks/results/cuda_columns.png
+    python3 benchmarks/summarize_cuda.py benchmarks/results/cuda_h100_L*.json \
+        --md benchmarks/results/cuda_h100_vs_alternatives.md \
+        --plot benchmarks/results/cuda_h100_vs_alternatives.png
+
+With no file named, it reads the H100 runs in benchmarks/results/ (cuda_h100_L*.json; earlier
+runs are in results/archive/ and are not read).
 """
 
 from __future__ import annotations
@@ -126,7 +130,7 @@ def plot(rows, path):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    default = sorted(glob.glob(os.path.join(HERE, "results", "cuda_L*_columns*.json")))
+    default = sorted(glob.glob(os.path.join(HERE, "results", "cuda_h100_L*.json")))
     ap.add_argument("files", nargs="*", default=default)
     ap.add_argument("--md", help="write the table here (default: print it)")
     ap.add_argument("--plot", help="write the plot here")
