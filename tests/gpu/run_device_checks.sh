@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # GPU checks in one go: the pytest suite, compute-sanitizer (memcheck, racecheck) on a small set,
-# then optionally a benchmark. Logs go to $OUT (or ./out). Usage:
+# then optionally a benchmark. Logs go to $OUT (or ./out); the committed ones are in
+# benchmarks/results/gpu-tests/, named after what ran and on which device (benchmarks/results/README.md).
+# Usage:
 #   tests/gpu/run_device_checks.sh [tests] [sanitize] [bench ARGS...]
 set -u
 OUT=${OUT:-out}
