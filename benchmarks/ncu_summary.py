@@ -5,8 +5,8 @@ warp-specialized kernel split at its producer's setmaxnreg.dec (the code after i
 producer's), the source lines with the most instructions (or stall samples) per region, each with
 its two most frequent stall reasons.
 
-    python benchmarks/ncu_summary.py benchmarks/results/ncu/ws_sliding_L16K_D128_8d51be6_src.csv.gz \
-        [--top 15] [--sort samples]
+    python benchmarks/ncu_summary.py \
+        benchmarks/results/ncu/ws_sliding_L16K_D128_8d51be6_src.csv.gz [--top 15] [--sort samples]
 """
 
 from __future__ import annotations
