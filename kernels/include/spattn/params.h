@@ -50,8 +50,8 @@ struct Params {
   const int32_t* key_lengths = nullptr;    // [B] or null (all Lk); validated to lie in [0, Lk]
   const int32_t* block_indices = nullptr;  // [Hl, ceil(Lq/block_size), K] or null; -1 padded
   const int32_t* global_mask = nullptr;    // [B, Lk] or null; nonzero marks a global token
-  const int32_t* key_starts = nullptr;     // [B] or null (all 0); keys j < key_starts[b] are padding
-  const float* sinks = nullptr;            // [Hq] float32 or null; a logit in each row's denominator
+  const int32_t* key_starts = nullptr;  // [B] or null (all 0); keys j < key_starts[b] are padding
+  const float* sinks = nullptr;         // [Hq] float32 or null; a logit in each row's denominator
 
   DType dtype = DType::kFloat32;
 
