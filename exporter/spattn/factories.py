@@ -19,7 +19,13 @@ from typing import Any
 
 from .errors import UserError
 
-__all__ = ["parse_params", "resolve_factory", "factory_parameters", "load_factory"]
+__all__ = [
+    "parse_params",
+    "resolve_factory",
+    "factory_parameters",
+    "load_factory",
+    "model_patterns",
+]
 
 
 def parse_params(items: Sequence[str]) -> dict[str, Any]:
@@ -134,3 +140,12 @@ def load_factory(source: str, params: Mapping[str, Any] | None = None) -> tuple[
     if isinstance(inputs, torch.Tensor):
         inputs = (inputs,)
     return model.eval(), tuple(inputs)
+
+
+def model_patterns(model: Any) -> list[Any]:
+    """The :class:`spattn.Pattern` of each sparse-attention module of a torch model, in module
+    order (modules with a ``pattern`` attribute: :class:`spattn.SparseMultiheadAttention` and
+    the converters' attention modules)."""
+    from .patterns import Pattern
+
+    return [m.pattern for m in model.modules() if isinstance(getattr(m, "pattern", None), Pattern)]

@@ -17,7 +17,7 @@ from typing import Any
 from .errors import UserError
 from .modelio import constant_tensor
 
-__all__ = ["check_attributes", "spattn_node_info"]
+__all__ = ["check_attributes", "spattn_node_info", "pattern_differences"]
 
 _INT_ATTRIBUTES = (
     "window_left",
@@ -187,3 +187,43 @@ def _density(
                 f"Lq = {layout.shape[1] * p.block_size}, not {length}"
             )
     return float(p.density(length)), ""
+
+
+def pattern_differences(nodes: list[dict[str, Any]], patterns: list[Any]) -> list[str]:
+    """What differs between the attributes of a model's spattn nodes (:func:`spattn_node_info`)
+    and the patterns of the PyTorch model meant to match it; empty when they agree.
+
+    Nodes and patterns are matched in order; the same attributes in another order also agree.
+
+    Examples
+    --------
+    >>> from spattn import Pattern
+    >>> node = {"name": "attn0", "attributes": Pattern.sliding_window(8).attributes()}
+    >>> pattern_differences([node], [Pattern.sliding_window(4)])
+    ['node attn0: window_left 8 (model) != 4 (factory), window_right 8 (model) != 4 (factory)']
+    """
+    from .patterns import Pattern
+
+    got = [Pattern.from_attributes(n["attributes"]).attributes() for n in nodes]
+    want = [p.attributes() for p in patterns]
+    if len(got) != len(want):
+        return [
+            f"the model has {len(got)} spattn node(s) but the factory's model has "
+            f"{len(want)} sparse-attention module(s)"
+        ]
+
+    def key(a: dict[str, Any]) -> list[tuple[str, Any]]:
+        return sorted(a.items())
+
+    if sorted(map(key, got)) == sorted(map(key, want)):
+        return []
+    diffs = []
+    for n, a, b in zip(nodes, got, want, strict=True):
+        d = [
+            f"{k} {a.get(k, 'unset')} (model) != {b.get(k, 'unset')} (factory)"
+            for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)
+        ]
+        if d:
+            diffs.append(f"node {n['name']}: " + ", ".join(d))
+    return diffs

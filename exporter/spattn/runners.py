@@ -245,7 +245,14 @@ def run_torch(
         t = torch.from_numpy(np.ascontiguousarray(feeds[s.name]))
         args.append(t.to(tdtype) if s.is_float else t)
     with torch.no_grad():
-        out = model(*args)
+        try:
+            out = model(*args)
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UserError(
+                f"the PyTorch model cannot run the ONNX model's inputs ({type(e).__name__}: "
+                f"{first}); is it the model that was exported, built with the same parameters?"
+            ) from e
     flat = _flatten(out)
     if len(flat) != len(output_names):
         raise UserError(

@@ -9,6 +9,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -275,3 +276,32 @@ def error_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
 def save_npz(path: str, arrays: Mapping[str, Any]) -> None:
     """Write arrays as one ``.npz`` file (one array per name)."""
     np.savez(path, **dict(arrays))
+
+
+def report_file(model: str) -> Path:
+    """Where `spattn export` writes the report of MODEL by default (MODEL with .report.json)."""
+    return Path(str(Path(model).with_suffix("")) + ".report.json")
+
+
+def export_record(model: str, path: str | None) -> tuple[str, dict[str, Any], str] | None:
+    """``(source, params, report file)`` recorded by `spattn export` for MODEL, or None.
+
+    ``path`` names the report; without it, MODEL's default report is read when it exists.
+    """
+    p = Path(path) if path else report_file(model)
+    if not p.is_file():
+        if path:
+            raise UserError(
+                f"{path}: no such file; give the .report.json that `spattn export` wrote"
+            )
+        return None
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"{p}: not a readable JSON report ({e}); remove it or pass --report"
+        ) from None
+    source, params = data.get("source"), data.get("params")
+    if not isinstance(source, str) or not isinstance(params, dict):
+        raise UserError(f"{p}: has no source and params; is it a report of `spattn export`?")
+    return source, params, str(p)

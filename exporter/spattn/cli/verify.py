@@ -12,9 +12,10 @@ import numpy as np
 from .. import runners
 from ..compare import compare_outputs
 from ..errors import UserError
+from ..factories import model_patterns
 from ..feeds import feeds_from_tensors
 from ..modelio import TensorSpec, input_specs, load_onnx, model_float_dtype, output_specs
-from ..nodes import spattn_node_info
+from ..nodes import pattern_differences, spattn_node_info
 from ._common import (
     CONTEXT,
     Console,
@@ -23,6 +24,7 @@ from ._common import (
     console,
     describe_feeds,
     error_table,
+    export_record,
     get_feeds,
     input_options,
     library_noise,
@@ -36,6 +38,13 @@ from ._common import (
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option(
     "--factory", help="Model factory or sample that made MODEL (adds PyTorch as the reference)."
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False),
+    help="The export's .report.json, whose factory parameters --factory reuses.  "
+    "[default: MODEL with .report.json, when it exists]",
 )
 @click.option(
     "-p",
@@ -66,6 +75,7 @@ def verify(
     ctx: click.Context,
     model: str,
     factory: str | None,
+    report_path: str | None,
     params: tuple[str, ...],
     inputs_path: str | None,
     batch: int,
@@ -87,6 +97,11 @@ def verify(
     backend is compared per output (max abs/rel error, PASSED/FAILED with the op spec's
     tolerances for the model's dtype); the exit status is 1 when any comparison fails.
 
+    With --factory, the model is rebuilt with the parameters that `spattn export` recorded in
+    MODEL's .report.json (a -p given here overrides one), and the attributes of MODEL's spattn
+    nodes are compared with the patterns of the factory's model before any number: a
+    difference is reported by node and attribute, with exit status 1.
+
     \b
     Example:
       spattn verify encoder.onnx --factory longformer_encoder
@@ -96,6 +111,20 @@ def verify(
     from .. import tolerances
 
     kwargs = parse_kwargs(params)
+    notes: list[str] = []
+    recorded = export_record(model, report_path)
+    if factory and recorded is not None:
+        rec_source, rec_params, rec_file = recorded
+        if rec_source == factory:
+            kwargs = {**rec_params, **kwargs}
+            if rec_params:
+                shown = " ".join(f"{k}={v!r}" for k, v in rec_params.items())
+                notes.append(f"factory parameters from {rec_file}: {shown}")
+        else:
+            notes.append(
+                f"{rec_file} records the source {rec_source!r}, not {factory!r}; its "
+                "parameters are not used"
+            )
     if backend_list:
         wanted = [x.strip() for x in backend_list.split(",") if x.strip()]
         bad = [x for x in wanted if x not in runners.BACKENDS]
@@ -113,7 +142,7 @@ def verify(
     explicit = bool(backend_list)
 
     proto = load_onnx(model)
-    spattn_node_info(proto, path=model)
+    nodes = spattn_node_info(proto, path=model)
     specs, outs = input_specs(proto), output_specs(proto)
     dtype = model_float_dtype(proto)
     d_atol, d_rtol = tolerances.tolerance(dtype)
@@ -135,6 +164,21 @@ def verify(
     if "pytorch" in usable and factory:
         with library_noise(con.debug):
             torch_model, example = build_from_factory(factory, kwargs, con)
+        patterns = model_patterns(torch_model)
+        if not patterns:
+            notes.append(
+                "the factory's model has no module with a spattn Pattern: node attributes "
+                "not compared"
+            )
+        else:
+            diffs = pattern_differences(nodes, patterns)
+            if diffs:
+                raise UserError(
+                    f"the model built by {factory} does not match {model}: "
+                    + "; ".join(diffs)
+                    + "; give the export's parameters with -p KEY=VALUE (or --report FILE)"
+                )
+            notes.append(f"node attributes match the factory's patterns ({len(patterns)} node(s))")
     generated = (
         shape_items
         or ctx.get_parameter_source("seq_len") != click.core.ParameterSource.DEFAULT
@@ -185,6 +229,8 @@ def verify(
         "inputs": {k: list(v.shape) for k, v in feeds.items()},
         "comparisons": [{"backend": b, **r} for b, r in rows],
         "skipped": skipped,
+        "factory_params": kwargs if factory else None,
+        "notes": notes,
         "passed": passed,
     }
     lines = [
@@ -193,6 +239,7 @@ def verify(
         error_table(rows),
     ]
     lines += [f"skipped {b}: {why}" for b, why in skipped.items()]
+    lines += [f"note: {n}" for n in notes]
     lines.append("PASSED" if passed else "FAILED")
     con.result(data, "\n".join(lines))
     if not passed:
