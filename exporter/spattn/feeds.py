@@ -236,8 +236,16 @@ def load_feeds(path: str | os.PathLike, specs: Sequence[TensorSpec]) -> dict[str
     return out
 
 
-def feeds_from_tensors(specs: Sequence[TensorSpec], tensors: Sequence[Any]) -> dict[str, Any]:
-    """Map a model's example tensors (in ``forward`` order) onto the ONNX inputs, as numpy."""
+def feeds_from_tensors(
+    specs: Sequence[TensorSpec], tensors: Sequence[Any] | Mapping[str, Any]
+) -> dict[str, Any]:
+    """Map a model's example tensors onto the ONNX inputs, as numpy: a dict by input name
+    (when it names every input), else in order (``forward`` order)."""
+    if isinstance(tensors, Mapping):
+        if all(s.name in tensors for s in specs):
+            tensors = [tensors[s.name] for s in specs]
+        else:
+            tensors = list(tensors.values())
     ts = [t for t in tensors if hasattr(t, "detach")]
     if len(ts) < len(specs):
         raise UserError(

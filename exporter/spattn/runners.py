@@ -234,8 +234,12 @@ def run_torch(
     feeds: Mapping[str, np.ndarray],
     output_names: Sequence[str],
     dtype: str = "float32",
+    arg_names: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Run a PyTorch model on the feeds (in ONNX input order); outputs as float32 numpy."""
+    """Run a PyTorch model on the feeds; outputs as float32 numpy.
+
+    The feeds are passed in ONNX input order, or as keywords named by ``arg_names`` (the
+    ``forward`` parameter of each ONNX input) when given."""
     import torch
 
     tdtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
@@ -246,7 +250,10 @@ def run_torch(
         args.append(t.to(tdtype) if s.is_float else t)
     with torch.no_grad():
         try:
-            out = model(*args)
+            if arg_names is not None:
+                out = model(**dict(zip(arg_names, args, strict=True)))
+            else:
+                out = model(*args)
         except (RuntimeError, ValueError, TypeError, IndexError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise UserError(

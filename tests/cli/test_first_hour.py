@@ -55,3 +55,105 @@ def test_verify_report_option(tmp_path):
     rep.write_text(json.dumps({"other": 1}))
     r = invoke("verify", enc, "--factory", "longformer_encoder", "--report", rep, code=1)
     assert "is it a report of `spattn export`" in r.output
+
+
+# ------------------------------------------------------------------------------ 2: names
+_DICT_FACTORY = """
+from spattn.models import gqa_decoder_block
+
+
+def build():
+    model, (x, lengths) = gqa_decoder_block(
+        seq_len=24, d_model=32, num_heads=4, num_kv_heads=2, window=8, batch=2
+    )
+    return model, {"key_lengths": lengths, "x": x}  # keywords, not in forward's order
+"""
+
+
+def _dims(v):
+    return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+
+
+def test_export_names_inputs_outputs_and_axes_and_triton_uses_them(tmp_path):
+    import onnx
+
+    factory = tmp_path / "dict_factory.py"
+    factory.write_text(_DICT_FACTORY)
+    out = tmp_path / "named.onnx"
+    data = invoke_json(
+        "export",
+        f"{factory}:build",
+        "-o",
+        out,
+        "--input-names",
+        "lengths,hidden_states",  # in the order of the example inputs
+        "--output-names",
+        "last_hidden_state",
+    )
+    assert data["validation"]["passed"]
+    # the graph's inputs follow the example's order
+    assert data["input_names"] == ["lengths", "hidden_states"]
+    assert data["output_names"] == ["last_hidden_state"]
+    g = onnx.load(str(out)).graph
+    dims = {v.name: _dims(v) for v in [*g.input, *g.output]}
+    assert dims == {
+        "hidden_states": ["batch_size", "sequence_length", 32],
+        "lengths": ["batch_size"],
+        "last_hidden_state": ["batch_size", "sequence_length", 32],
+    }
+    repo = tmp_path / "repo"
+    invoke("triton-repo", out, "-o", repo, "--kind", "cpu", "-q")
+    config = (repo / "named" / "config.pbtxt").read_text()
+    for name in ("hidden_states", "lengths", "last_hidden_state"):
+        assert f'name: "{name}"' in config
+    # verify maps the renamed inputs back onto forward's keywords
+    v = invoke_json("verify", out, "--factory", f"{factory}:build")
+    assert v["passed"] and v["reference"] == "pytorch"
+
+
+def test_export_default_names_are_stable():
+    import onnx
+
+    g = onnx.load(str(encoder_model())).graph
+    assert [i.name for i in g.input] == ["x"] and [o.name for o in g.output] == ["output"]
+    assert _dims(g.input[0])[:2] == ["batch_size", "sequence_length"]
+
+
+def test_export_name_options_bad_values(tmp_path):
+    r = invoke("export", "longformer_encoder", "--input-names", "a,a", code=2)
+    assert "distinct" in r.output
+    r = invoke(
+        "export", "longformer_encoder", "-o", tmp_path / "x.onnx", "--input-names", "a,b", code=1
+    )
+    assert "input_names: the model takes 1 tensor input(s) (x), got 2 names" in r.output
+
+
+def test_python_export_keywords_names_and_axes(tmp_path):
+    import onnx
+    import pytest
+
+    import spattn
+    from spattn.models import gqa_decoder_block
+
+    model, (x, lengths) = gqa_decoder_block(
+        seq_len=16, d_model=32, num_heads=4, num_kv_heads=2, window=4, batch=2
+    )
+    rep = spattn.export(
+        model,
+        {"x": x, "key_lengths": lengths},
+        tmp_path / "d.onnx",
+        output_names=["y"],
+        dynamic_axes={"x": {0: "batch", 1: "tokens"}, "key_lengths": {0: "batch"}},
+    )
+    assert rep.passed and rep.input_names == ["x", "key_lengths"] and rep.output_names == ["y"]
+    g = onnx.load(str(tmp_path / "d.onnx")).graph
+    assert _dims(g.input[0]) == ["batch", "tokens", 32] and _dims(g.output[0])[:2] == [
+        "batch",
+        "tokens",
+    ]
+    with pytest.raises(ValueError, match="'x' has rank 3, no axis 3"):
+        spattn.export(model, (x, lengths), tmp_path / "e.onnx", dynamic_axes={"x": [0, 3]})
+    with pytest.raises(ValueError, match="'hidden' is neither an input nor an output"):
+        spattn.export(model, (x, lengths), tmp_path / "e.onnx", dynamic_axes={"hidden": [0]})
+    with pytest.raises(ValueError, match="output_names: the model has 1 output"):
+        spattn.export(model, (x, lengths), tmp_path / "f.onnx", output_names=["a", "b"])

@@ -182,7 +182,7 @@ def check_shape_names(shapes: dict[str, Any], specs: Sequence[TensorSpec], hint:
             )
 
 
-def build_from_factory(source: str, params: dict[str, Any], con: Console) -> tuple[Any, tuple]:
+def build_from_factory(source: str, params: dict[str, Any], con: Console) -> tuple[Any, Any]:
     """Load a factory, turning an unknown sample name and bad params into usage errors."""
     try:
         fn, _ = resolve_factory(source)
