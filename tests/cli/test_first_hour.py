@@ -157,3 +157,55 @@ def test_python_export_keywords_names_and_axes(tmp_path):
         spattn.export(model, (x, lengths), tmp_path / "e.onnx", dynamic_axes={"hidden": [0]})
     with pytest.raises(ValueError, match="output_names: the model has 1 output"):
         spattn.export(model, (x, lengths), tmp_path / "f.onnx", output_names=["a", "b"])
+
+
+# ------------------------------------------------------------------------------ 3: run
+def _embedding_model(path, vocab=50):
+    """input_ids [batch, seq] -> Gather over a [vocab, 8] table, and a key_lengths-like input."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.arange(vocab * 8, dtype=np.float32).reshape(vocab, 8), "t")
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])
+    out = helper.make_tensor_value_info("emb", TensorProto.FLOAT, ["batch", "seq", 8])
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["t", "input_ids"], ["emb"])], "g", [ids], [out], [table]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    onnx.save(model, str(path))
+    return path
+
+
+def test_run_generates_token_ids_inside_the_vocabulary(tmp_path):
+    import numpy as np
+
+    model = _embedding_model(tmp_path / "emb.onnx", vocab=50)
+    inputs = tmp_path / "in.npz"
+    data = invoke_json("run", model, "--seq-len", "300", "--repeat", "1", "--save-inputs", inputs)
+    assert data["outputs"][0]["shape"] == [1, 300, 8] and data["outputs"][0]["finite"]
+    ids = np.load(inputs)["input_ids"]
+    assert ids.min() >= 0 and ids.max() < 50 and len(np.unique(ids)) > 10
+
+
+def test_run_seq_len_on_a_static_model_is_a_usage_error(tmp_path):
+    from cli_helpers import plain_model
+
+    r = invoke("run", plain_model(tmp_path / "relu.onnx"), "--seq-len", "64", code=2)
+    assert "--seq-len" in r.output and "no dynamic sequence axis" in r.output
+    r = invoke("run", plain_model(tmp_path / "relu.onnx"), "--batch", "4", code=2)
+    assert "--batch" in r.output and "no dynamic batch axis" in r.output
+
+
+def test_run_refuses_a_float64_npz_for_a_float32_model(tmp_path):
+    import numpy as np
+
+    enc = encoder_model()
+    bad = tmp_path / "f64.npz"
+    np.savez(bad, x=np.zeros((1, 32, 32), np.float64))
+    r = invoke("run", enc, "--inputs", bad, code=1)
+    assert "the model takes float32" in r.output and "float64" in r.output
+    good = tmp_path / "f32.npz"
+    np.savez(good, x=np.zeros((1, 32, 32), np.float32))
+    assert invoke_json("run", enc, "--inputs", good, "--repeat", "1")["outputs"][0]["finite"]

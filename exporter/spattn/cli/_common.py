@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..factories import factory_parameters, load_factory, parse_params, resolve_factory
-from ..feeds import load_feeds, make_feeds, parse_shape_overrides
+from ..feeds import integer_roles, load_feeds, make_feeds, parse_shape_overrides
 from ..modelio import TensorSpec
 from ..text import format_table
 
@@ -244,12 +244,45 @@ def get_feeds(
     seq_len: int,
     shape_items: Sequence[str],
     seed: int,
+    proto: Any = None,
 ) -> dict[str, np.ndarray]:
+    """The inputs of run/verify: from --inputs, else generated (integer inputs by their role in
+    ``proto``). An explicit --batch/--seq-len that no input's dims can take is a usage error."""
     shapes = parse_shapes(shape_items)
     check_shape_names(shapes, specs, "--shape")
     if inputs_path:
         return load_feeds(inputs_path, specs)
-    return make_feeds(specs, batch, seq_len, shapes, seed)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        _check_dynamic(ctx, specs, shapes)
+    roles = integer_roles(proto) if proto is not None else None
+    return make_feeds(specs, batch, seq_len, shapes, seed, roles=roles)
+
+
+def _check_dynamic(
+    ctx: click.Context, specs: Sequence[TensorSpec], shapes: dict[str, tuple[int, ...]]
+) -> None:
+    """--batch and --seq-len set dynamic dims only: on a model without any, they are an error
+    instead of being ignored."""
+    generated = [s for s in specs if s.name not in shapes and s.dims is not None]
+    for option, axes in (("batch", [0]), ("seq_len", None)):
+        if ctx.get_parameter_source(option) != click.core.ParameterSource.COMMANDLINE:
+            continue
+        dynamic = any(
+            not (isinstance(d, int) and d > 0)
+            for s in generated
+            for i, d in enumerate(s.dims or [])
+            if (i in axes if axes is not None else i > 0)
+        )
+        if not dynamic:
+            flag = "--" + option.replace("_", "-")
+            fixed = ", ".join(f"{s.name} {s.shape_text()}" for s in generated) or "none"
+            raise click.BadParameter(
+                f"has no effect: the model's generated inputs have no dynamic "
+                f"{'batch' if option == 'batch' else 'sequence'} axis ({fixed}); export it "
+                "with dynamic axes, or leave the option out",
+                param_hint=flag,
+            )
 
 
 def describe_feeds(feeds: dict[str, np.ndarray]) -> str:

@@ -190,7 +190,7 @@ def verify(
     if example is not None and not inputs_path and not generated:
         feeds = feeds_from_tensors(specs, example_tensors(torch_model, example, specs))
     else:
-        feeds = get_feeds(specs, inputs_path, batch, seq_len, shape_items, seed)
+        feeds = get_feeds(specs, inputs_path, batch, seq_len, shape_items, seed, proto)
     if len(usable) < 2:
         have = usable[0] if usable else "no backend"
         raise UserError(
