@@ -49,6 +49,20 @@ TENSORRT_MISSING = (
 )
 
 
+def tensorrt_missing() -> str:
+    """How to get TensorRT; the rebuild step only when libspattn_trt.so is not built yet."""
+    from .runtime import library_path
+
+    try:
+        lib = library_path("trt")
+    except FileNotFoundError:
+        return TENSORRT_MISSING
+    return (
+        "TensorRT is not installed: run `pip install tensorrt-cu13` (`tensorrt-cu12` for CUDA "
+        f"12, or NVIDIA's TensorRT packages); the plugin library is built already ({lib})"
+    )
+
+
 ORT_CUDA_MISSING = (
     "onnxruntime has no CUDA execution provider: on a machine with an NVIDIA GPU run "
     "`pip uninstall -y onnxruntime && pip install onnxruntime-gpu`"
@@ -123,7 +137,7 @@ def _spattn_has_cuda() -> bool:
 def tensorrt_status() -> tuple[bool, str]:
     """``(usable, reason)`` for TensorRT with our plugin."""
     if importlib.util.find_spec("tensorrt") is None:
-        return False, TENSORRT_MISSING
+        return False, tensorrt_missing()
     try:
         trt = importlib.import_module(".trt", __package__)
     except ImportError as e:

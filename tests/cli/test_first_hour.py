@@ -209,3 +209,46 @@ def test_run_refuses_a_float64_npz_for_a_float32_model(tmp_path):
     good = tmp_path / "f32.npz"
     np.savez(good, x=np.zeros((1, 32, 32), np.float32))
     assert invoke_json("run", enc, "--inputs", good, "--repeat", "1")["outputs"][0]["finite"]
+
+
+# ------------------------------------------------------------------------------ 4: doctor, bench
+def test_doctor_require_json_is_one_object(monkeypatch):
+    from spattn import runners
+
+    real = runners.backend_status
+    monkeypatch.setattr(
+        runners,
+        "backend_status",
+        lambda b: (False, "not here: how to get it") if b == "tensorrt" else real(b),
+    )
+    r = invoke("doctor", "--require", "tensorrt", "--json", code=1)
+    data = json.loads(r.stdout)  # exactly one JSON document on stdout
+    assert data["ok"] is False and "tensorrt is not usable: not here" in data["error"]
+    assert data["backends"]["tensorrt"]["how"] == "not here: how to get it"
+    assert "error: tensorrt is not usable" in r.stderr
+
+
+def test_tensorrt_missing_message_depends_on_the_plugin_library(monkeypatch):
+    from spattn import runners, runtime
+
+    monkeypatch.setattr(runtime, "library_path", lambda name="ort": "/opt/x/libspattn_trt.so")
+    built = runners.tensorrt_missing()
+    assert "rebuild" not in built and "/opt/x/libspattn_trt.so" in built
+    assert "pip install tensorrt-cu13" in built
+
+    def missing(name="ort"):
+        raise FileNotFoundError(name)
+
+    monkeypatch.setattr(runtime, "library_path", missing)
+    assert "so that libspattn_trt.so is built" in runners.tensorrt_missing()
+
+
+def test_bench_warns_when_threads_exceed_cores(tmp_path):
+    from spattn.cli.bench import _cores
+
+    args = ["bench", "-L", "32", "--heads", "1", "--head-dim", "8", "--repeat", "1"]
+    args += ["--no-memory", "--device", "cpu", "-o", tmp_path, "--threads", _cores() + 1]
+    r = invoke(*args)
+    assert f"--threads {_cores() + 1} is more than the {_cores()} CPU core(s)" in r.stderr
+    data = invoke_json(*args)
+    assert any("CPU core(s)" in w for w in data["warnings"])

@@ -29,6 +29,7 @@ class Console:
 
     def __init__(self, quiet: bool = False, as_json: bool = False, debug: bool = False) -> None:
         self.quiet, self.json, self.debug = quiet, as_json, debug
+        self.warnings: list[str] = []
 
     def info(self, msg: str) -> None:
         """A progress note (stderr; hidden by --quiet and --json)."""
@@ -36,7 +37,8 @@ class Console:
             click.echo(msg, err=True)
 
     def warn(self, msg: str) -> None:
-        """A warning (stderr; hidden by --json, where it goes into the JSON object)."""
+        """A warning (stderr; with --json, in the result's "warnings" list instead)."""
+        self.warnings.append(msg)
         if not self.json:
             click.echo(f"warning: {msg}", err=True)
 
@@ -51,7 +53,8 @@ class Console:
     def result(self, data: dict[str, Any], text: str) -> None:
         """The command's result: ``text`` on stdout, or ``data`` as JSON with --json."""
         if self.json:
-            click.echo(json.dumps({"ok": True, **data}, indent=2, default=json_default))
+            extra = {"warnings": self.warnings} if self.warnings and "warnings" not in data else {}
+            click.echo(json.dumps({"ok": True, **data, **extra}, indent=2, default=json_default))
         elif text:
             click.echo(text)
 
