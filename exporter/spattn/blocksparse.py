@@ -25,115 +25,42 @@ _SCORE_BUDGET = 1 << 22
 
 @dataclass
 class _Ctx:
-    f: dict[str, int]
-    lq: int
-    lk: int
-    heads: int
-    key_lengths: torch.Tensor | None  # int64 [B]
-    bi: torch.Tensor | None  # int64 [Hl, nqb, K]
-    local_on: bool
-    nqb: int
-    nkb: int
+    rule: reference.MaskRule  # the mask (spattn.reference), evaluated on candidate slices only
     max_len: int
     global_lo: int  # queries [global_lo, global_hi) have positions in [0, num_global):
     global_hi: int  # they attend to every key
 
     @property
+    def f(self) -> dict[str, int]:
+        return self.rule.fields
+
+    @property
     def shift(self) -> int:
-        return self.lk - self.lq
+        return self.rule.shift
 
 
 def _make_ctx(
     pattern: Any, lq: int, lk: int, heads: int, key_lengths: Any, block_indices: Any
 ) -> _Ctx:
-    f = reference.pattern_fields(pattern)
-    bi = reference.resolve_block_indices(pattern, lq, lk, block_indices)
-    bi = reference._as_int_tensor(bi)
-    kl = reference._as_int_tensor(key_lengths)
-    bs = f["block_size"]
-    nqb, nkb = -(-lq // bs), -(-lk // bs)
-    if bi is not None:
-        if bi.dim() != 3 or bi.shape[0] not in (1, heads) or bi.shape[1] != nqb:
-            raise ValueError(
-                f"SparseAttention: block_indices: expected shape [1 or {heads}, {nqb}, K], "
-                f"got {list(bi.shape)}"
-            )
-        if bi.numel() and (int(bi.min()) < -1 or int(bi.max()) >= nkb):
-            raise ValueError(
-                f"SparseAttention: block_indices: entries must lie in [-1, {nkb}), got "
-                f"[{int(bi.min())}, {int(bi.max())}]"
-            )
-    if kl is not None:
-        if kl.dim() != 1:
-            raise ValueError(f"SparseAttention: key_lengths: expected rank 1, got {kl.dim()}")
-        if kl.numel() and (int(kl.min()) < 0 or int(kl.max()) > lk):
-            raise ValueError(
-                f"SparseAttention: key_lengths: values must lie in [0, {lk}], got {kl.tolist()}"
-            )
-    other = f["num_global"] > 0 or f["stride"] > 0 or f["num_random"] > 0 or bi is not None
-    local_on = not (f["window_left"] == -1 and f["window_right"] == -1 and other)
-    max_len = lk if kl is None or kl.numel() == 0 else int(kl.max())
+    rule = reference.MaskRule(pattern, lq, lk, heads, key_lengths, block_indices)
+    g = rule.fields["num_global"]
     # Positions p = i + lk - lq in [0, num_global) (negative positions are never global).
     g_lo = min(max(lq - lk, 0), lq)
-    g_hi = min(max(f["num_global"] + lq - lk, g_lo), lq) if f["num_global"] > 0 else g_lo
-    return _Ctx(f, lq, lk, heads, kl, bi, local_on, nqb, nkb, max_len, g_lo, g_hi)
-
-
-def _block_table(ctx: _Ctx, qb0: int, qb1: int) -> torch.Tensor | None:
-    """Bool ``[heads, qb1 - qb0 + 1, nkb + 1]``: random/listed key blocks of query blocks."""
-    f = ctx.f
-    if f["num_random"] == 0 and ctx.bi is None:
-        return None
-    n = qb1 - qb0 + 1
-    table = torch.zeros(ctx.heads, n, ctx.nkb + 1, dtype=torch.bool)
-    if f["num_random"] > 0:
-        rb = reference.random_blocks(
-            f["seed"], ctx.heads, torch.arange(qb0, qb1 + 1), f["num_random"], ctx.nkb
-        )
-        table.scatter_(2, rb, True)
-    if ctx.bi is not None and ctx.bi.shape[2] > 0:
-        rows = ctx.bi[:, qb0 : qb1 + 1].expand(ctx.heads, n, ctx.bi.shape[2])
-        rows = torch.where(rows < 0, torch.full_like(rows, ctx.nkb), rows)
-        table.scatter_(2, rows, True)
-    table[:, :, ctx.nkb] = False
-    return table
+    g_hi = min(max(g + lq - lk, g_lo), lq) if g > 0 else g_lo
+    return _Ctx(rule, rule.max_key(), g_lo, g_hi)
 
 
 def _slice_mask(
     ctx: _Ctx, i: torch.Tensor, j: torch.Tensor, table: torch.Tensor | None, qb0: int
 ) -> torch.Tensor:
     """Exact mask on a slice: ``i [nq]``, ``j [n]`` or ``[nq, n]`` -> bool ``[B|1, H|1, nq, n]``."""
-    f = ctx.f
-    p = (i + ctx.shift).view(-1, 1)
-    jj = j.view(1, -1) if j.dim() == 1 else j
-    d = p - jj
-    wl, wr, g, s = f["window_left"], f["window_right"], f["num_global"], f["stride"]
-    if ctx.local_on:
-        struct = torch.ones(d.shape, dtype=torch.bool)
-        if wl != -1:
-            struct &= d <= wl
-        if wr != -1:
-            struct &= -d <= wr
-    else:
-        struct = torch.zeros(d.shape, dtype=torch.bool)
-    if g > 0:
-        struct |= (jj < g) | ((p >= 0) & (p < g))
-    if s > 0:
-        struct |= torch.remainder(d, s) == 0
-    struct = struct.expand(i.numel(), jj.shape[1]).unsqueeze(0)  # [1, nq, n]
-    if table is not None:
-        bs = f["block_size"]
-        qbi = (i // bs - qb0).view(1, -1, 1)
-        kbj = (jj // bs).unsqueeze(0)
-        hh = torch.arange(ctx.heads).view(-1, 1, 1)
-        struct = struct | table[hh, qbi, kbj]
-    if f["causal"]:
-        struct = struct & (jj <= p).unsqueeze(0)
-    mask = struct.unsqueeze(0)  # [1, H|1, nq, n]
-    if ctx.key_lengths is not None:
-        valid = jj.unsqueeze(0) < ctx.key_lengths.view(-1, 1, 1)  # [B, 1|nq, n]
-        mask = mask & valid.unsqueeze(1)
-    return mask
+    rule = ctx.rule
+    ii = i.view(1, 1, -1, 1)
+    jj = j.view(1, 1, 1, -1) if j.dim() == 1 else j.view(1, 1, *j.shape)
+    h = torch.arange(rule.heads).view(1, -1, 1, 1) if rule.head_dependent else None
+    b = None if rule.batch is None else torch.arange(rule.batch).view(-1, 1, 1, 1)
+    m = rule.allowed(ii, jj, h, b, table=table, qb0=qb0)
+    return m.expand(m.shape[0], m.shape[1], i.numel(), jj.shape[-1])
 
 
 @dataclass
@@ -150,8 +77,8 @@ class _Chunk:
 def _chunks(ctx: _Ctx, block_q: int) -> Iterator[_Chunk]:
     """The query chunks and their candidate keys (see the module docstring)."""
     f = ctx.f
-    bs, lq, lk = f["block_size"], ctx.lq, ctx.lk
-    blocks_on = f["num_random"] > 0 or ctx.bi is not None
+    bs, lq, lk = f["block_size"], ctx.rule.lq, ctx.rule.lk
+    blocks_on = ctx.rule.has_blocks
     cq = max(1, block_q)
     bounds = set(range(0, lq, cq)) | {0, ctx.global_lo, ctx.global_hi, lq}
     if blocks_on:
@@ -167,7 +94,7 @@ def _chunks(ctx: _Ctx, block_q: int) -> Iterator[_Chunk]:
         if f["causal"]:
             hi = min(hi, p1)
         qb0, qb1 = i0 // bs, (i1 - 1) // bs
-        table = _block_table(ctx, qb0, qb1) if blocks_on else None
+        table = ctx.rule.block_table(qb0, qb1 + 1) if blocks_on else None
         if hi < 0:
             yield _Chunk(i0, i1, torch.zeros(0, dtype=torch.int64), None, -1, table, qb0)
             continue
@@ -175,7 +102,7 @@ def _chunks(ctx: _Ctx, block_q: int) -> Iterator[_Chunk]:
             yield _Chunk(i0, i1, torch.arange(hi + 1), None, -1, table, qb0)
             continue
         member = torch.zeros(lk, dtype=torch.bool)
-        if ctx.local_on:
+        if ctx.rule.local_on:
             lo = 0 if f["window_left"] == -1 else max(p0 - f["window_left"], 0)
             up = hi if f["window_right"] == -1 else min(p1 + f["window_right"], hi)
             if lo <= up:
@@ -183,12 +110,19 @@ def _chunks(ctx: _Ctx, block_q: int) -> Iterator[_Chunk]:
         if f["num_global"] > 0:
             member[: min(f["num_global"], hi + 1)] = True
         if table is not None:
-            kb_any = table.any(dim=1).any(dim=0)[: ctx.nkb]  # [nkb]
+            kb_any = table.any(dim=1).any(dim=0)  # [nkb]
             member |= kb_any.repeat_interleave(bs)[:lk]
         member[hi + 1 :] = False
         keys = member.nonzero().squeeze(1)
         strided_hi = hi if f["stride"] > 0 else -1
         yield _Chunk(i0, i1, keys, member, strided_hi, table, qb0)
+
+
+def _member(ch: _Chunk) -> torch.Tensor:
+    """The chunk's candidate set; chunks with per-row strided keys always carry one."""
+    if ch.member is None:
+        raise AssertionError("strided keys of a chunk without a candidate set")
+    return ch.member
 
 
 def _strided_keys(
@@ -304,7 +238,7 @@ def block_sparse_attention(
                 mstep = max(1, _SCORE_BUDGET // max(1, b * hq * nq) // 2)
                 for m0 in range(0, m_total, mstep):
                     j, ok = _strided_keys(ctx, i, m0, min(m0 + mstep, m_total), ch.strided_hi)
-                    ok = ok & ~ch.member[j]
+                    ok = ok & ~_member(ch)[j]
                     kk = kf[:, :, j]  # [B, Hkv, nq, m, D]
                     vv = vf[:, :, j]
                     s = torch.einsum("bhgqd,bhqmd->bhgqm", qc, kk)
@@ -330,7 +264,7 @@ def _iter_masks(
         if ch.strided_hi >= 0:
             m_total = ch.strided_hi // ctx.f["stride"] + 1
             j, ok = _strided_keys(ctx, i, 0, m_total, ch.strided_hi)
-            ok = ok & ~ch.member[j]
+            ok = ok & ~_member(ch)[j]
             yield i, j, _slice_mask(ctx, i, j, ch.table, ch.qb0) & ok
 
 

@@ -17,11 +17,14 @@ Example
 from __future__ import annotations
 
 import ctypes
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .runtime import library_path
+from .runtime import LIBRARY_FILES, library_path
 
 _ATTRS = (
     "window_left",
@@ -45,45 +48,68 @@ _DEFAULTS = {
 }
 
 
+_FIELDS: list[tuple[str, Any]] = (
+    [(n, ctypes.c_void_p) for n in ("q", "k", "v", "o", "key_lengths", "block_indices")]
+    + [("dtype", ctypes.c_int32)]
+    + [
+        (n, ctypes.c_int32)
+        for n in (
+            "batch",
+            "heads_q",
+            "heads_kv",
+            "len_q",
+            "len_k",
+            "head_dim",
+            "head_dim_v",
+            "bi_heads",
+            "bi_k",
+        )
+    ]
+    + [("scale", ctypes.c_float)]
+    + [(n, ctypes.c_int32) for n in _ATTRS]
+    + [
+        ("stream", ctypes.c_void_p),
+        ("workspace", ctypes.c_void_p),
+        ("workspace_bytes", ctypes.c_size_t),
+        ("num_threads", ctypes.c_int32),
+    ]
+)
+
+
 class SpattnArgs(ctypes.Structure):
     """Mirror of ``spattn_args`` in c_api.h (same order, same types)."""
 
-    _fields_ = (
-        [(n, ctypes.c_void_p) for n in ("q", "k", "v", "o", "key_lengths", "block_indices")]
-        + [("dtype", ctypes.c_int32)]
-        + [
-            (n, ctypes.c_int32)
-            for n in (
-                "batch",
-                "heads_q",
-                "heads_kv",
-                "len_q",
-                "len_k",
-                "head_dim",
-                "head_dim_v",
-                "bi_heads",
-                "bi_k",
-            )
-        ]
-        + [("scale", ctypes.c_float)]
-        + [(n, ctypes.c_int32) for n in _ATTRS]
-        + [
-            ("stream", ctypes.c_void_p),
-            ("workspace", ctypes.c_void_p),
-            ("workspace_bytes", ctypes.c_size_t),
-            ("num_threads", ctypes.c_int32),
-        ]
-    )
+    _fields_ = _FIELDS
 
 
 _LIB: ctypes.CDLL | None = None
 
 
+def find_library() -> str:
+    """Path of libspattn_kernels.so: ``$SPATTN_KERNELS_LIB`` when set, else a GPU build in the
+    checkout's ``.gpu/`` folder, else :func:`spattn.runtime.library_path` ("kernels").
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``$SPATTN_KERNELS_LIB`` names no file, or no library was built.
+    """
+    env = os.environ.get("SPATTN_KERNELS_LIB")
+    if env:
+        if not os.path.isfile(env):
+            raise FileNotFoundError(f"SPATTN_KERNELS_LIB: no such file: {env}")
+        return env
+    gpu_build = Path(__file__).resolve().parents[2] / ".gpu" / LIBRARY_FILES["kernels"]
+    if gpu_build.is_file():
+        return str(gpu_build)
+    return library_path("kernels")
+
+
 def load() -> ctypes.CDLL:
-    """Load libspattn_kernels.so once and declare the C signatures."""
+    """Load libspattn_kernels.so once (see :func:`find_library`) and declare the C signatures."""
     global _LIB
     if _LIB is None:
-        lib = ctypes.CDLL(str(library_path("kernels")))
+        lib = ctypes.CDLL(find_library())
         for name in ("spattn_cpu_forward", "spattn_cuda_forward"):
             fn = getattr(lib, name)
             fn.argtypes = [ctypes.POINTER(SpattnArgs), ctypes.c_char_p, ctypes.c_size_t]
@@ -210,3 +236,72 @@ def _device_args(q, k, v, key_lengths, block_indices, scale, attrs) -> SpattnArg
     args.key_lengths = None if key_lengths is None else key_lengths.data_ptr()
     args.block_indices = None if block_indices is None else block_indices.data_ptr()
     return args
+
+
+class CudaRunner:
+    """Runs the CUDA kernel through the direct entry on torch CUDA tensors, on torch's current
+    stream, with a device workspace kept between calls (tests, benchmarks, profiling).
+
+    ``attrs`` is a mapping of the op's attributes (``scale`` included; absent ones take the
+    spec defaults), e.g. ``{"window_left": 64, "window_right": 64, "num_global": 8}``.
+    """
+
+    def __init__(self) -> None:
+        self._ws: Any = None
+
+    def prepare(
+        self,
+        q: Any,
+        k: Any,
+        v: Any,
+        out: Any,
+        attrs: Mapping[str, Any],
+        key_lengths: Any = None,
+        block_indices: Any = None,
+    ) -> Callable[[], None]:
+        """The argument struct and a large enough workspace, built once; returns a callable
+        that launches (no host synchronization, allocation or planning: CUDA graph capturable).
+        Errors of the call raise RuntimeError with the kernel's message."""
+        import torch
+
+        attrs = dict(attrs)
+        scale = attrs.pop("scale", None)
+        a = _device_args(q, k, v, key_lengths, block_indices, scale, attrs)
+        a.o = out.data_ptr()
+        a.stream = torch.cuda.current_stream().cuda_stream
+        lib = load()
+        need = int(lib.spattn_cuda_workspace_size(ctypes.byref(a)))
+        if need and (self._ws is None or self._ws.numel() < need):
+            self._ws = torch.empty(need, dtype=torch.uint8, device=q.device)
+        if need:
+            a.workspace = self._ws.data_ptr()
+            a.workspace_bytes = self._ws.numel()
+        err = ctypes.create_string_buffer(1024)
+        # The callable holds the tensors whose pointers the struct carries.
+        keep = (q, k, v, out, key_lengths, block_indices, self._ws)
+
+        def call(a: SpattnArgs = a, keep: tuple = keep) -> None:
+            if lib.spattn_cuda_forward(ctypes.byref(a), err, len(err)) != 0:
+                raise RuntimeError(err.value.decode())
+
+        return call
+
+    def __call__(
+        self,
+        q: Any,
+        k: Any,
+        v: Any,
+        attrs: Mapping[str, Any],
+        key_lengths: Any = None,
+        block_indices: Any = None,
+        out: Any = None,
+    ) -> Any:
+        """Launch once; returns ``out`` (a new NaN-filled tensor when None, so that rows the
+        kernel does not write show)."""
+        import torch
+
+        if out is None:
+            shape = tuple(q.shape[:3]) + (v.shape[3],)
+            out = torch.full(shape, float("nan"), dtype=q.dtype, device=q.device)
+        self.prepare(q, k, v, out, attrs, key_lengths, block_indices)()
+        return out
