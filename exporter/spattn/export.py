@@ -90,8 +90,9 @@ class ExportReport:
         lines += [f"  note: {n}" for n in self.notes]
         if self.passed is not None:
             lines.append(
-                f"  validation {'passed' if self.passed else 'FAILED'} "
-                f"(atol {self.atol}, rtol {self.rtol})"
+                f"  validation {'passed' if self.passed else 'FAILED'}: "
+                f"|onnxruntime - pytorch| <= {self.atol:g} + {self.rtol:g} * |pytorch| "
+                f"{'for every element' if self.passed else 'fails for some element'}"
             )
         return "\n".join(lines)
 

@@ -252,3 +252,30 @@ def test_bench_warns_when_threads_exceed_cores(tmp_path):
     assert f"--threads {_cores() + 1} is more than the {_cores()} CPU core(s)" in r.stderr
     data = invoke_json(*args)
     assert any("CPU core(s)" in w for w in data["warnings"])
+
+
+# ------------------------------------------------------------------------------ 5: pass rule
+def test_export_and_verify_print_the_pass_rule():
+    from cli_helpers import DECODER_PARAMS
+
+    r = invoke(
+        "export", "gqa_decoder_block", "-o", encoder_model().parent / "rule.onnx", *DECODER_PARAMS
+    )
+    assert "pass rule: |got - ref| <= 2e-05 + 0.0001 * |ref| for every element" in r.output
+    assert "err/allowed" in r.output
+    data = invoke_json("verify", encoder_model(), "--factory", "longformer_encoder")
+    row = data["comparisons"][0]
+    assert row["passed"] and 0 <= row["max_ratio"] <= 1
+
+
+def test_compare_ratio_is_the_pass_rule():
+    import numpy as np
+
+    from spattn.compare import compare_outputs
+
+    ref = np.array([0.0, 1e-7, 10.0])
+    got = ref + np.array([1e-5, 1e-5, 5e-4])  # max rel error huge (near-zero ref), still passes
+    row = compare_outputs({"y": ref}, {"y": got}, 2e-5, 1e-4)[0]
+    assert row["passed"] and row["max_rel"] > 10 and row["max_ratio"] <= 1
+    bad = compare_outputs({"y": ref}, {"y": ref + 3e-5}, 2e-5, 1e-4)[0]
+    assert not bad["passed"] and bad["max_ratio"] > 1

@@ -25,6 +25,7 @@ from ._common import (
     json_default,
     library_noise,
     parse_kwargs,
+    pass_rule,
 )
 
 
@@ -267,10 +268,8 @@ def export(
         )
     )
     if validation is not None:
-        lines.append(
-            f"validation: PyTorch vs ONNX Runtime CPU (atol {validation['atol']:g}, "
-            f"rtol {validation['rtol']:g})"
-        )
+        lines.append("validation: PyTorch (reference) vs ONNX Runtime CPU")
+        lines.append(pass_rule(validation["atol"], validation["rtol"]))
         lines.append(error_table([("ort-cpu", x) for x in validation["outputs"]]))
         lines.append(
             "PASSED"
