@@ -58,6 +58,9 @@ class ExportReport:
         What the user should know (e.g. why validation was skipped).
     input_names, output_names : list of str
         The graph's input and output names (the serving contract).
+    warnings : list of str
+        Nodes that cannot run on the CUDA execution provider or TensorRT (their head dims),
+        read from the kernels library (:mod:`spattn.support`).
     """
 
     path: str
@@ -71,6 +74,7 @@ class ExportReport:
     notes: list[str] = field(default_factory=list)
     input_names: list[str] = field(default_factory=list)
     output_names: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """Human-readable multi-line summary.
@@ -88,6 +92,7 @@ class ExportReport:
         for name, (a, r) in self.errors.items():
             lines.append(f"  output {name}: max abs {a:.3g}, max rel {r:.3g}")
         lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  warning: {w}" for w in self.warnings]
         if self.passed is not None:
             lines.append(
                 f"  validation {'passed' if self.passed else 'FAILED'}: "
@@ -501,6 +506,7 @@ def export(
         dtype=name,
         input_names=[i.name for i in proto.graph.input],
         output_names=[o.name for o in proto.graph.output],
+        warnings=_gpu_warnings(proto),
     )
     if not validate:
         return report
@@ -551,6 +557,17 @@ def export(
             passed = passed and row["passed"]
     report.passed = passed
     return report
+
+
+def _gpu_warnings(proto: onnx.ModelProto) -> list[str]:
+    from .errors import UserError
+    from .nodes import spattn_node_info
+    from .support import gpu_warnings
+
+    try:
+        return gpu_warnings(spattn_node_info(proto, require=False))
+    except UserError:  # an attribute the checker let through: reported by inspect/run
+        return []
 
 
 def _split_example(example_inputs: Any) -> Any:

@@ -254,6 +254,7 @@ def export(
         ],
         "validation": validation,
         "notes": notes + rep.notes,
+        "warnings": rep.warnings,
     }
     Path(report_path).write_text(json.dumps(report, indent=2, default=json_default) + "\n")
 
@@ -281,6 +282,8 @@ def export(
     for n in report["notes"]:
         lines.append(f"note: {n}")
     lines.append(f"report: {report_path}")
+    for w in rep.warnings:
+        con.warn(w)
     con.result(report, "\n".join(lines))
     if validation is not None and not validation["passed"]:
         ctx.exit(1)
