@@ -319,3 +319,27 @@ def test_head_dims_come_from_the_kernel_library():
     assert s.dims == (32, 64, 96, 128, 256) and s.accepts(96) and not s.accepts(16)
     assert parse_expectation("SparseAttention: query: head dim D in {1 .. 512} on CPU").accepts(7)
     assert parse_expectation("something else") is None
+
+
+# ------------------------------------------------------------------------------ 9: README snippet
+def test_readme_serving_snippet_runs_as_written(tmp_path):
+    import re
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    snippet = next(b for b in blocks if "register_custom_ops_library" in b)
+    shutil.copy(encoder_model(), tmp_path / "encoder.onnx")  # the file name the snippet uses
+    check = "\nprint([i.name for i in session.get_inputs()])\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", snippet + check],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "['x']" in proc.stdout
