@@ -343,3 +343,37 @@ def test_readme_serving_snippet_runs_as_written(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "['x']" in proc.stdout
+
+
+# ------------------------------------------------------------------------------ 12: Python API
+def _tiny_decoder():
+    from spattn.models import gqa_decoder_block
+
+    return gqa_decoder_block(seq_len=16, d_model=32, num_heads=4, num_kv_heads=2, window=4)
+
+
+def test_python_export_is_quiet_and_shows_progress(tmp_path, capfd):
+    import spattn
+
+    model, inputs = _tiny_decoder()
+    rep = spattn.export(model, inputs, tmp_path / "a.onnx", progress=True)
+    err = capfd.readouterr().err
+    assert rep.passed
+    assert "torchvision" not in err and "FutureWarning" not in err and "UserWarning" not in err
+    assert "spattn.export" in err and "3/3" in err  # export, check, validation
+    spattn.export(model, inputs, tmp_path / "b.onnx", progress=False, validate=False)
+    assert "spattn.export" not in capfd.readouterr().err
+
+
+def test_python_export_signature_and_report_fields_are_documented():
+    import inspect
+
+    import spattn
+    from spattn.export import ExportReport
+
+    params = inspect.signature(spattn.export).parameters
+    assert list(params)[:3] == ["model", "example_inputs", "path"]
+    assert {"input_names", "output_names", "dynamic_axes", "progress"} <= set(params)
+    doc = " ".join(ExportReport.__doc__.split())
+    assert "errors : dict of str to (float, float)" in doc
+    assert "(max abs error, max rel error)" in doc

@@ -172,6 +172,7 @@ def export(
                     dtype=dtype,
                     opset=opset,
                     validate=False,
+                    progress=False,  # the command's own bar shows the stages
                     input_names=_names(input_names, "--input-names"),
                     output_names=_names(output_names, "--output-names"),
                 )
