@@ -377,3 +377,54 @@ def test_python_export_signature_and_report_fields_are_documented():
     doc = " ".join(ExportReport.__doc__.split())
     assert "errors : dict of str to (float, float)" in doc
     assert "(max abs error, max rel error)" in doc
+
+
+# ------------------------------------------------------------------------------ 13: C++ package
+def test_cmake_install_gives_a_package_a_cpp_program_finds(tmp_path):
+    import glob
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import pytest
+
+    repo = Path(__file__).resolve().parents[2]
+    builds = sorted(glob.glob(str(repo / "build" / "*" / "CMakeCache.txt")))
+    if not builds or shutil.which("cmake") is None:
+        pytest.skip("no CMake build tree of this checkout (pip install -e . makes one)")
+    build = Path(builds[0]).parent
+
+    def sh(*cmd):
+        proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, (cmd, proc.stdout[-2000:], proc.stderr[-2000:])
+        return proc.stdout
+
+    sh("cmake", "-S", repo, "-B", build)  # regenerates the package files of this checkout
+    prefix = tmp_path / "prefix"
+    sh("cmake", "--install", build, "--prefix", prefix)
+    root = next(p.parents[2] for p in prefix.rglob("include/spattn/c_api.h"))
+    assert (root / "lib" / "cmake" / "spattn" / "spattnConfig.cmake").is_file()
+    assert (root / "lib" / "libspattn_kernels.so").is_file()
+
+    demo = tmp_path / "demo"
+    sample = repo / "samples" / "cpp" / "package"
+    sh("cmake", "-S", sample, "-B", demo, f"-DCMAKE_PREFIX_PATH={root}")
+    sh("cmake", "--build", demo)
+    out = sh(demo / "spattn_c_api_demo")
+    assert "dense: max |spattn - softmax(QK^T/sqrt(D))V|" in out
+    assert f"ONNX Runtime custom-op library: {root / 'lib' / 'libspattn_ort.so'}" in out
+    assert "bad call rejected: SparseAttention: query:" in out
+
+    if shutil.which("pkg-config") and shutil.which("cc"):  # the optional pkg-config file
+        src = tmp_path / "v.c"
+        src.write_text(
+            "#include <spattn/c_api.h>\n#include <stdio.h>\n"
+            'int main(void) { printf("%s\\n", spattn_version()); return 0; }\n'
+        )
+        env = {"PKG_CONFIG_PATH": str(root / "lib" / "pkgconfig"), "PATH": "/usr/bin:/bin"}
+        flags = subprocess.run(
+            ["pkg-config", "--cflags", "--libs", "spattn"], capture_output=True, text=True, env=env
+        )
+        assert flags.returncode == 0, flags.stderr
+        sh("cc", src, "-o", tmp_path / "v", *flags.stdout.split())
+        assert sh(tmp_path / "v").strip() == "0.1.0"
