@@ -428,3 +428,71 @@ def test_cmake_install_gives_a_package_a_cpp_program_finds(tmp_path):
         assert flags.returncode == 0, flags.stderr
         sh("cc", src, "-o", tmp_path / "v", *flags.stdout.split())
         assert sh(tmp_path / "v").strip() == "0.1.0"
+
+
+# ------------------------------------------------------------------------------ 14: other tools
+def _docs_tools():
+    from pathlib import Path
+
+    return (Path(__file__).resolve().parents[2] / "docs" / "tools.md").read_text()
+
+
+def test_docs_tools_ort_recipe_runs(tmp_path):
+    import subprocess
+    import sys
+
+    doc = _docs_tools()
+    for flag in ("--staticPlugins", "--dynamicPlugins", "--plugins", "Comparator"):
+        assert flag in doc
+    # ONNX Runtime's graph tools work on an exported model, with the axis names spattn gives it
+    cmd = (
+        "python -m onnxruntime.tools.make_dynamic_shape_fixed --dim_param batch_size --dim_value 1"
+    )
+    assert cmd in " ".join(doc.replace("\\\n", " ").split())
+    fixed = tmp_path / "encoder_b1.onnx"
+    subprocess.run(
+        [sys.executable, *cmd.split()[1:], encoder_model(), fixed], check=True, timeout=300
+    )
+    data = invoke_json("run", fixed, "--seq-len", "40", "--repeat", "1")
+    assert data["inputs"]["x"] == [1, 40, 32]
+    # batch is fixed now: asking for another one is refused instead of ignored
+    assert "no dynamic batch axis" in invoke("run", fixed, "--batch", "2", code=2).output
+
+
+def test_docs_tools_polygraphy_comparator_with_our_session(tmp_path):
+    import re
+    import shutil
+
+    import pytest
+
+    pytest.importorskip("polygraphy")
+    doc = _docs_tools()
+    recipe = next(b for b in re.findall(r"```python\n(.*?)```", doc, re.S) if "Comparator" in b)
+    # the ONNX Runtime half of the recipe as written; a second ONNX Runtime session (4 threads)
+    # stands in for TensorRT where no GPU is present
+    shutil.copy(encoder_model(), tmp_path / "encoder.onnx")
+    ort_half = recipe.split("network = ")[0]
+    code = ort_half + (
+        "opts4 = ort.SessionOptions()\n"
+        "opts4.register_custom_ops_library(library_path('ort'))\n"
+        "opts4.intra_op_num_threads = 4\n"
+        "other = ort.InferenceSession('encoder.onnx', opts4, providers=['CPUExecutionProvider'])\n"
+        "runners = [OnnxrtRunner(session, name='a'), OnnxrtRunner(other, name='b')]\n"
+        "results = Comparator.run(runners)\n"
+        "ok = Comparator.compare_accuracy(results, "
+        "compare_func=CompareFunc.simple(atol=2e-5, rtol=1e-4))\n"
+        "assert bool(ok)\n"
+    )
+    code = code.replace(
+        "from polygraphy.backend.trt import EngineFromNetwork, LoadPlugins, NetworkFromOnnxPath, "
+        "TrtRunner\n",
+        "",
+    )
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        exec(compile(code, "docs/tools.md", "exec"), {})
+    finally:
+        os.chdir(cwd)
