@@ -496,3 +496,40 @@ def test_docs_tools_polygraphy_comparator_with_our_session(tmp_path):
         exec(compile(code, "docs/tools.md", "exec"), {})
     finally:
         os.chdir(cwd)
+
+
+# ------------------------------------------------------------------------------ 11: samples
+def test_export_help_lists_samples_and_their_parameters():
+    out = invoke("export", "--help").output
+    assert "Built-in samples (SOURCE) and their -p parameters" in out
+    for text in ("longformer_encoder", "gqa_decoder_block", "longformer_base", "num_kv_heads=2"):
+        assert text in out
+    assert "attention_window=512" in out and "num_global=64" in out
+
+
+def test_readme_command_line_exports_the_quickstart_model():
+    import inspect
+    import re
+    from pathlib import Path
+
+    from spattn.models import SAMPLES, longformer_base
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    sample = re.search(r"spattn export (\w+) -o encoder\.onnx", readme).group(1)
+    assert sample == "longformer_base" and SAMPLES[sample] is longformer_base
+    defaults = {k: p.default for k, p in inspect.signature(longformer_base).parameters.items()}
+    quickstart = (Path(__file__).resolve().parents[2] / "samples" / "quickstart.py").read_text()
+    assert f'"--d-model", type=int, default={defaults["d_model"]}' in quickstart
+    assert f'"--heads", type=int, default={defaults["nhead"]}' in quickstart
+    assert f'"--seq-len", type=int, default={defaults["seq_len"]}' in quickstart
+    assert "Pattern.longformer(attention_window=512, num_global=64)" in quickstart
+    assert (defaults["attention_window"], defaults["num_global"]) == (512, 64)
+
+
+def test_longformer_base_exports_and_validates(tmp_path):
+    data = invoke_json(
+        "export", "longformer_base", "-o", tmp_path / "base.onnx", "-p", "seq_len=128"
+    )
+    assert data["validation"]["passed"] and data["num_spattn_nodes"] == 2
+    assert data["inputs"][0]["shape"] == ["batch_size", "sequence_length", 512]
+    assert not data["warnings"]  # head dim 64: CUDA and TensorRT take it

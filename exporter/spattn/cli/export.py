@@ -29,7 +29,37 @@ from ._common import (
 )
 
 
+class _ExportCommand(click.Command):
+    """Lists the built-in samples and their parameters at the end of --help (computed when help
+    is shown: the samples import torch)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        with formatter.section("Built-in samples (SOURCE) and their -p parameters"):
+            formatter.write_dl(sample_parameters())
+
+
+def sample_parameters() -> list[tuple[str, str]]:
+    """``[(sample, "first line of its docstring; KEY=default ...")]`` of the built-in samples."""
+    import inspect as _inspect
+
+    from ..models import SAMPLES
+
+    rows = []
+    for name, fn in SAMPLES.items():
+        params = " ".join(
+            f"{p.name}={p.default!r}"
+            for p in _inspect.signature(fn).parameters.values()
+            if p.default is not p.empty
+        )
+        first = (fn.__doc__ or "").strip().split("\n\n")[0]
+        summary = " ".join(first.replace("``", "").split())
+        rows.append((name, f"{summary} Parameters: {params}"))
+    return rows
+
+
 @click.command(
+    cls=_ExportCommand,
     context_settings=CONTEXT,
     short_help="Export a PyTorch model to ONNX, validated against PyTorch.",
 )
@@ -124,7 +154,7 @@ def export(
 ) -> None:
     """Export a PyTorch model to ONNX with one spattn::SparseAttention node per attention.
 
-    SOURCE is a built-in sample (longformer_encoder, gqa_decoder_block) or a factory
+    SOURCE is a built-in sample (listed below with its parameters) or a factory
     `package.module:function` (or `file.py:function`) that returns (model, example_inputs);
     example_inputs is a tuple of forward's positional inputs or a dict of keyword inputs.
     Graph inputs are named by --input-names (default: forward's parameter names), outputs by
@@ -136,6 +166,7 @@ def export(
 
     \b
     Example:
+      spattn export longformer_base -o encoder.onnx          # the quickstart's encoder, L 4096
       spattn export longformer_encoder -o encoder.onnx -p seq_len=1024 --dtype float16
       spattn export mypkg.models:build -o model.onnx --static-batch --atol 1e-4
       spattn export mypkg/models.py:build --input-names input_ids --output-names logits
