@@ -533,3 +533,21 @@ def test_longformer_base_exports_and_validates(tmp_path):
     assert data["validation"]["passed"] and data["num_spattn_nodes"] == 2
     assert data["inputs"][0]["shape"] == ["batch_size", "sequence_length", 512]
     assert not data["warnings"]  # head dim 64: CUDA and TensorRT take it
+
+
+# ------------------------------------------------------------------------------ 7: demo numbers
+def test_quickstart_reports_median_and_spread_of_paired_runs(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "samples" / "quickstart.py"
+    args = ["--seq-len", "256", "--d-model", "64", "--heads", "4", "--layers", "1"]
+    args += ["--repeats", "6", "--out", str(tmp_path)]
+    proc = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "median of 6 paired runs" in out
+    assert "middle half of the paired runs:" in out and "x to " in out
