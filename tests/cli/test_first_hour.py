@@ -551,3 +551,50 @@ def test_quickstart_reports_median_and_spread_of_paired_runs(tmp_path):
     out = proc.stdout
     assert "median of 6 paired runs" in out
     assert "middle half of the paired runs:" in out and "x to " in out
+
+
+# ------------------------------------------------------------------------------ 8: setup progress
+def _setup_build_step(fake_build: str, venv: str) -> str:
+    """The build step of `make setup` (from `make -n`), with the pip command replaced."""
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    text = subprocess.run(
+        ["make", "-n", "setup", "-B", f"VENV={venv}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = text.replace("\\\n", " ").splitlines()
+    banners = [ln for ln in lines if ln.startswith('echo "setup ')]
+    assert [b.split()[2] for b in banners] == ["1/4:", "2/4:", "3/4:", "4/4:", "done:"]
+    step = next(ln for ln in lines if 'pip install -v ".[test]"' in ln)
+    return step.replace(f'{venv}/bin/python -m pip install -v ".[test]"', fake_build)
+
+
+def test_setup_build_shows_progress_and_the_log_tail_on_failure(tmp_path):
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    venv = str(tmp_path / "venv")
+    (tmp_path / "venv").mkdir()
+    ok = (
+        "printf 'noise\\n[1/2] Building CXX object a.o\\n[2/2] Linking x.so\\n"
+        "Successfully installed spattn\\n'"
+    )
+    r = subprocess.run(["bash", "-c", _setup_build_step(ok, venv)], capture_output=True, text=True)
+    assert r.returncode == 0
+    assert r.stdout.splitlines() == [
+        "[1/2] Building CXX object a.o",
+        "[2/2] Linking x.so",
+        "Successfully installed spattn",
+    ]
+    bad = "{ printf '[1/9] Building a.o\\nfatal error: cuda.h: No such file\\n'; exit 3; }"
+    r = subprocess.run(["bash", "-c", _setup_build_step(bad, venv)], capture_output=True, text=True)
+    assert r.returncode == 1 and "fatal error: cuda.h" in r.stdout  # the log's tail is shown
