@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
 import os
 import re
 import types
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +61,9 @@ class ExportReport:
         What the user should know (e.g. why validation was skipped).
     input_names, output_names : list of str
         The graph's input and output names (the serving contract).
+    warnings : list of str
+        Nodes that cannot run on the CUDA execution provider or TensorRT (their head dims),
+        read from the kernels library (:mod:`spattn.support`).
     """
 
     path: str
@@ -71,6 +77,7 @@ class ExportReport:
     notes: list[str] = field(default_factory=list)
     input_names: list[str] = field(default_factory=list)
     output_names: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """Human-readable multi-line summary.
@@ -88,10 +95,12 @@ class ExportReport:
         for name, (a, r) in self.errors.items():
             lines.append(f"  output {name}: max abs {a:.3g}, max rel {r:.3g}")
         lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  warning: {w}" for w in self.warnings]
         if self.passed is not None:
             lines.append(
-                f"  validation {'passed' if self.passed else 'FAILED'} "
-                f"(atol {self.atol}, rtol {self.rtol})"
+                f"  validation {'passed' if self.passed else 'FAILED'}: "
+                f"|onnxruntime - pytorch| <= {self.atol:g} + {self.rtol:g} * |pytorch| "
+                f"{'for every element' if self.passed else 'fails for some element'}"
             )
         return "\n".join(lines)
 
@@ -354,6 +363,8 @@ def export(
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
     dynamic_axes: Mapping[str, Mapping[int, str] | Sequence[int]] | None = None,
+    progress: bool | None = None,
+    verbose: bool = False,
 ) -> ExportReport:
     """Export ``model`` to ONNX with one ``spattn::SparseAttention`` node per attention.
 
@@ -405,6 +416,12 @@ def export(
         ``batch_size``, axis 1 ``sequence_length``); the listed axes of inputs are made dynamic
         and every dim sharing one gets its name. Keys may be ``forward``'s parameter names or
         ``input_names``.
+    progress : bool, optional
+        A progress bar on stderr over the steps (export, check, validation), which take seconds
+        to minutes; default: shown when stderr is a terminal.
+    verbose : bool
+        Keep torch.onnx's own logs and warnings (by default silenced: missing torchvision ops,
+        deprecation notices of torch internals say nothing about this export).
 
     Returns
     -------
@@ -457,7 +474,10 @@ def export(
         input_axes = {to_param.get(k, k): v for k, v in axes.items()}
         dynamic_shapes = _dynamic_shapes_for(model, example, input_axes)
     path = str(path)
-    with torch.no_grad():
+    steps = ["torch.onnx.export", "ONNX checker", *(["validation"] if validate else [])]
+    bar = _progress_bar(progress, len(steps))
+    bar.set_postfix_str(steps[0])
+    with torch.no_grad(), _quiet_torch(verbose):
         program = torch.onnx.export(
             model,
             args,
@@ -476,7 +496,10 @@ def export(
     _name_outputs(proto, output_names)
     _name_axes(proto, axes, aliases)
     onnx.save(proto, path)
+    bar.update()
+    bar.set_postfix_str(steps[1])
     check_model(proto)
+    bar.update()
 
     nodes = spattn_nodes(proto)
     info = []
@@ -500,10 +523,45 @@ def export(
         dtype=name,
         input_names=[i.name for i in proto.graph.input],
         output_names=[o.name for o in proto.graph.output],
+        warnings=_gpu_warnings(proto),
     )
     if not validate:
+        bar.close()
         return report
+    bar.set_postfix_str(steps[2])
+    try:
+        return _validate(
+            model,
+            proto,
+            report,
+            example,
+            validation_inputs,
+            onnx_names,
+            tdtype,
+            name,
+            atol,
+            rtol,
+            intra_op_threads,
+        )
+    finally:
+        bar.update()
+        bar.close()
 
+
+def _validate(
+    model: torch.nn.Module,
+    proto: onnx.ModelProto,
+    report: ExportReport,
+    example: Any,
+    validation_inputs: Sequence[Any],
+    onnx_names: list[str],
+    tdtype: torch.dtype | None,
+    name: str,
+    atol: float | None,
+    rtol: float | None,
+    intra_op_threads: int | None,
+) -> ExportReport:
+    """Compare ONNX Runtime (our library) with PyTorch on the example and validation inputs."""
     from . import runtime
 
     d_atol, d_rtol = tolerances.tolerance(name)
@@ -550,6 +608,44 @@ def export(
             passed = passed and row["passed"]
     report.passed = passed
     return report
+
+
+def _progress_bar(progress: bool | None, total: int) -> Any:
+    from tqdm.auto import tqdm
+
+    disable = None if progress is None else not progress  # None: only on a terminal
+    return tqdm(total=total, desc="spattn.export", unit="step", leave=False, disable=disable)
+
+
+@contextlib.contextmanager
+def _quiet_torch(verbose: bool) -> Iterator[None]:
+    """torch.onnx's logs and warnings off, unless ``verbose``: they speak of torch internals."""
+    if verbose:
+        yield
+        return
+    names = ("torch.onnx", "torch._dynamo", "torch.export", "torch._export", "onnxscript")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels, strict=True):
+            lg.setLevel(lv)
+
+
+def _gpu_warnings(proto: onnx.ModelProto) -> list[str]:
+    from .errors import UserError
+    from .nodes import spattn_node_info
+    from .support import gpu_warnings
+
+    try:
+        return gpu_warnings(spattn_node_info(proto, require=False))
+    except UserError:  # an attribute the checker let through: reported by inspect/run
+        return []
 
 
 def _split_example(example_inputs: Any) -> Any:

@@ -292,15 +292,24 @@ def describe_feeds(feeds: dict[str, np.ndarray]) -> str:
     return ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
 
 
+def pass_rule(atol: float, rtol: float) -> str:
+    """The one pass rule, as export and verify print it above their error tables."""
+    return (
+        f"pass rule: |got - ref| <= {atol:g} + {rtol:g} * |ref| for every element "
+        "(err/allowed <= 1); max rel err is relative to |ref| and large where ref is near 0"
+    )
+
+
 def error_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
     return format_table(
-        ["backend", "output", "max abs err", "max rel err", "status"],
+        ["backend", "output", "max abs err", "max rel err", "err/allowed", "status"],
         [
             [
                 b,
                 r["output"],
                 fmt(r["max_abs"]),
                 fmt(r["max_rel"]),
+                fmt(r.get("max_ratio")),
                 ("PASSED" if r["passed"] else "FAILED")
                 + (f" ({r['note']})" if r.get("note") else ""),
             ]

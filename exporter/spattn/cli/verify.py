@@ -29,6 +29,7 @@ from ._common import (
     input_options,
     library_noise,
     parse_kwargs,
+    pass_rule,
 )
 
 
@@ -238,7 +239,8 @@ def verify(
     }
     lines = [
         f"{model} ({dtype}); inputs: {describe_feeds(feeds)}",
-        f"reference: {ref_name}; tolerance |err| <= {atol:g} + {rtol:g} * |ref|",
+        f"reference: {ref_name}",
+        pass_rule(atol, rtol),
         error_table(rows),
     ]
     lines += [f"skipped {b}: {why}" for b, why in skipped.items()]
