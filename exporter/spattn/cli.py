@@ -1,4 +1,5 @@
-"""The ``spattn`` command line: export, inspect, run, build, verify, bench, doctor, triton-repo.
+"""The ``spattn`` command line: export, inspect, run, build, verify, bench, doctor, triton-repo,
+serve.
 
 Every command validates its input, shows progress bars on long steps (``--quiet`` hides them,
 ``--json`` prints one JSON object instead of text), saves what it produces, and exits with
@@ -1456,10 +1457,12 @@ def doctor(
 @click.option(
     "--backend",
     "which",
-    type=click.Choice(["onnxruntime", "tensorrt", "both"]),
+    type=click.Choice(["onnxruntime", "tensorrt", "both", "python"]),
     default="onnxruntime",
     show_default=True,
-    help="Triton backend(s) to write a model for (TensorRT: NAME_trt).",
+    help="Triton backend(s) to write a model for (TensorRT: NAME_trt; both: onnxruntime and "
+    "tensorrt). python: a model.py running ONNX Runtime with our library, for the "
+    "tritonserver of nvidia-pytriton (`spattn serve`).",
 )
 @click.option(
     "--engine",
@@ -1493,7 +1496,20 @@ def doctor(
     show_default=True,
     help="Instance kind (onnxruntime model; the tensorrt model is always GPU).",
 )
-@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--instances",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Model instances: in all (KIND_CPU) or on each GPU (KIND_GPU).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="python backend: ONNX Runtime intra-op threads per instance (0: its default).",
+)
 @click.option(
     "--server-path",
     help="Where the server sees the repository (e.g. /models in a "
@@ -1515,6 +1531,7 @@ def triton_repo(
     max_queue_delay_us: int,
     kind: str,
     instances: int,
+    threads: int,
     server_path: str | None,
     force: bool,
     quiet: bool,
@@ -1529,9 +1546,14 @@ def triton_repo(
     dynamic batching when the model's batch axis is dynamic. Each config.pbtxt is parsed back
     against Triton's model_config schema before the command succeeds.
 
+    The python model (--backend python) runs the ONNX model with ONNX Runtime and our library
+    in Triton's python backend (CPU, or the CUDA EP on KIND_GPU instances); it batches requests
+    of equal shapes only, so each answer is exactly that request's. `spattn serve REPO` runs it.
+
     \b
     Example:
       spattn triton-repo encoder.onnx -o model_repository --max-batch-size 16
+      spattn triton-repo encoder.onnx -o repo --backend python --kind cpu --instances 2
       spattn triton-repo encoder.onnx -o repo --backend both --engine encoder.plan \\
                          --server-path /models
     """
@@ -1554,6 +1576,7 @@ def triton_repo(
         instances=instances,
         server_path=server_path,
         force=force,
+        threads=threads,
     )
     backends_ = ["onnxruntime", "tensorrt"] if which == "both" else [which]
     with con.bar(total=len(backends_), desc="triton repository", unit="model") as bar:
@@ -1580,6 +1603,176 @@ def triton_repo(
         lines.append(f"note: {n}")
     lines.append(f"start the server with: {result['command']}")
     con.result(result, "\n".join(lines))
+
+
+# ------------------------------------------------------------------------------ serve
+@cli.command(
+    "serve",
+    context_settings=_CONTEXT,
+    short_help="Run a Triton Inference Server on a model repository.",
+)
+@click.argument("repo", type=click.Path(file_okay=False))
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the HTTP, gRPC and metrics endpoints bind to (0.0.0.0: every interface).",
+)
+@click.option("--http-port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--grpc-port", type=click.IntRange(1, 65535), default=8001, show_default=True)
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=8002, show_default=True)
+@click.option(
+    "--model-control-mode",
+    type=click.Choice(["none", "explicit", "poll"]),
+    default="none",
+    show_default=True,
+    help="none: load every model at start; explicit: load --load-model ones (default all) and "
+    "take load/unload requests; poll: follow the repository's changes.",
+)
+@click.option("--load-model", multiple=True, help="Model to load at start (explicit mode).")
+@click.option(
+    "--server",
+    "binary",
+    type=click.Path(dir_okay=False),
+    help="tritonserver binary.  [default: nvidia-pytriton's, else tritonserver on PATH]",
+)
+@click.option(
+    "--ready-timeout",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for /v2/health/ready.",
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False),
+    help="Write the server's log there.  [default: stderr]",
+)
+@click.option("--log-verbose", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--print-command",
+    is_flag=True,
+    help="Print the server command and its environment, and exit without starting it.",
+)
+@click.option(
+    "--server-arg",
+    "server_args",
+    multiple=True,
+    help="Extra tritonserver argument (repeatable), e.g. --server-arg=--allow-metrics=false.",
+)
+@common_options
+@click.pass_context
+def serve_cmd(
+    ctx: click.Context,
+    repo: str,
+    host: str,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    model_control_mode: str,
+    load_model: tuple[str, ...],
+    binary: str | None,
+    ready_timeout: float,
+    log_file: str | None,
+    log_verbose: int,
+    print_command: bool,
+    server_args: tuple[str, ...],
+    quiet: bool,
+    as_json: bool,
+    debug: bool,
+) -> None:
+    """Run Triton Inference Server on REPO until Ctrl-C (or SIGTERM).
+
+    The server is nvidia-pytriton's tritonserver (pip install 'spattn[serve]'; the python
+    backend) or a tritonserver on PATH (NVIDIA's container; every backend). It binds to
+    127.0.0.1 unless --host says otherwise; the endpoints are printed once it is ready.
+    Ctrl-C stops it cleanly: the signal is forwarded, the server and its stubs are reaped.
+
+    \b
+    Example:
+      spattn export longformer_encoder -o enc.onnx
+      spattn triton-repo enc.onnx -o repo --backend python --kind cpu
+      spattn serve repo
+    """
+    import signal as _signal
+
+    from . import serve
+
+    con = _console(ctx, quiet, as_json, debug)
+    if load_model and model_control_mode != "explicit":
+        raise click.BadParameter(
+            "--load-model needs --model-control-mode explicit", param_hint="--load-model"
+        )
+    if print_command:
+        install = serve.find_server(binary)
+        if install is None:
+            raise UserError(f"no Triton Inference Server found: {serve.INSTALL_HINT}")
+        backend_dir = serve.backend_directory(install)
+        cmd = serve.server_command(
+            install,
+            repo,
+            host,
+            http_port,
+            grpc_port,
+            metrics_port,
+            model_control_mode,
+            load_model,
+            log_verbose=log_verbose,
+            extra_args=server_args,
+            backend_dir=backend_dir,
+        )
+        env = serve.server_environment(install, backend_dir)
+        keys = ("PATH", "LD_LIBRARY_PATH")
+        data = {"command": cmd, "env": {k: env[k] for k in keys}, "server": install.source}
+        text = " ".join(f"{k}={env[k]}" for k in keys) + " " + " ".join(cmd)
+        con.result(data, text)
+        return
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        con.warn(f"the endpoints are reachable from other machines through {host}")
+    # SIGTERM while waiting for readiness stops the server like Ctrl-C.
+    old_term = _signal.signal(_signal.SIGTERM, _signal.default_int_handler)
+    try:
+        con.info(f"starting tritonserver on {repo}")
+        server = serve.start(
+            repo,
+            host=host,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            model_control=model_control_mode,
+            load_models=load_model,
+            binary=binary,
+            log=log_file,
+            ready_timeout_s=ready_timeout,
+            log_verbose=log_verbose,
+            extra_args=server_args,
+        )
+    except KeyboardInterrupt:
+        _fail(ctx, "interrupted before the server was ready (stopped)", code=130)
+        return
+    finally:
+        _signal.signal(_signal.SIGTERM, old_term)
+    data: dict[str, Any] = {
+        "endpoints": server.endpoints,
+        "pid": server.pid,
+        "repository": str(Path(repo).resolve()),
+        "command": server.command,
+    }
+    text = "\n".join(
+        [
+            f"tritonserver ready (pid {server.pid}), repository {data['repository']}",
+            f"  HTTP     {server.endpoints['http']}",
+            f"  gRPC     {server.endpoints['grpc']}",
+            f"  metrics  {server.endpoints['metrics']}",
+            "Ctrl-C stops it.",
+        ]
+    )
+    con.result(data, text)
+    sys.stdout.flush()
+    status, sig = serve.serve_forever(server)
+    if sig is None:
+        _fail(ctx, f"tritonserver exited with status {status}")
+    con.info(f"tritonserver stopped (status {status})")
 
 
 if __name__ == "__main__":  # pragma: no cover
