@@ -1723,9 +1723,9 @@ def serve_cmd(
         )
         env = serve.server_environment(install, backend_dir)
         keys = ("PATH", "LD_LIBRARY_PATH")
-        data = {"command": cmd, "env": {k: env[k] for k in keys}, "server": install.source}
+        plan = {"command": cmd, "env": {k: env[k] for k in keys}, "server": install.source}
         text = " ".join(f"{k}={env[k]}" for k in keys) + " " + " ".join(cmd)
-        con.result(data, text)
+        con.result(plan, text)
         return
     if host not in ("127.0.0.1", "localhost", "::1"):
         con.warn(f"the endpoints are reachable from other machines through {host}")

@@ -94,7 +94,10 @@ def _parse_proto(text: str) -> Any:
     fd = descriptor_pb2.FileDescriptorProto(
         name="spattn_triton_model_config.proto", syntax="proto3"
     )
-    fd.package = re.search(r"package\s+([\w.]+)\s*;", text).group(1)
+    package = re.search(r"package\s+([\w.]+)\s*;", text)
+    if package is None:
+        raise ValueError("the proto file has no package statement")
+    fd.package = package.group(1)
     enums = set()
     for m in re.finditer(r"enum\s+(\w+)\s*{([^}]*)}", text):
         e = fd.enum_type.add(name=m.group(1))
@@ -137,6 +140,8 @@ def _triton_schema() -> Any | None:
             continue
         try:
             mspec = importlib.util.spec_from_file_location("_spattn_triton_model_config", path)
+            if mspec is None or mspec.loader is None:
+                return None
             module = importlib.util.module_from_spec(mspec)
             mspec.loader.exec_module(module)
             return module.ModelConfig

@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -158,6 +159,14 @@ class TritonPythonModel:
             for out in outs
         ]
 
+    def _message(self, e: Exception) -> str:
+        """ONNX Runtime's error without its wrapping: the node and the op's own message."""
+        text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        m = re.search(r"Name:'([^']*)' Status Message: (.*)", text)
+        if m:
+            text = f"node {m.group(1)}: {m.group(2)}"
+        return f"{self.name}: {text}"
+
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
         groups: dict[Any, list[int]] = {}
@@ -179,8 +188,7 @@ class TritonPythonModel:
                 done = self._responses([feeds[i] for i in members])
             except Exception as e:
                 if len(members) == 1:
-                    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                    done = [pb_utils.InferenceResponse(error=_error(f"{self.name}: {first}"))]
+                    done = [pb_utils.InferenceResponse(error=_error(self._message(e)))]
                 else:  # find the request at fault: each one alone
                     done = [self.execute([requests[i]])[0] for i in members]
             for i, response in zip(members, done, strict=True):
