@@ -9,7 +9,15 @@ import signal
 from pathlib import Path
 
 import pytest
-from triton_helpers import DECODER, ENCODER, READY_TIMEOUT_S, cli_run, require_server
+from triton_helpers import (
+    DECODER,
+    ENCODER,
+    READY_TIMEOUT_S,
+    cli_run,
+    free_ports,
+    group_alive,
+    require_server,
+)
 
 from spattn import serve
 from spattn.runtime import ort_session
@@ -38,21 +46,6 @@ def repo(models, tmp_path_factory) -> Path:
             "--max-queue-delay-us", "20000", "-q",
         )  # fmt: skip
     return root
-
-
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    ports: set[int] = set()
-    while len(ports) < n:
-        ports.add(serve.free_port(host))
-    return sorted(ports)
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import free_ports, group_alive
-from triton_helpers import READY_TIMEOUT_S, cli_run
+from triton_helpers import READY_TIMEOUT_S, cli_run, free_ports, group_alive
 
 from spattn import serve
 

@@ -53,3 +53,18 @@ def wire_shape(name: str, array: np.ndarray) -> list[int]:
     """The shape a client sends: key_lengths is [B, 1] on the wire (dims [1], reshaped to
     [B] for the model by the server)."""
     return [*array.shape, 1] if name == "key_lengths" else list(array.shape)
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(serve.free_port(host))
+    return sorted(ports)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
