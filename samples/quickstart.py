@@ -82,8 +82,8 @@ def main() -> None:
             f"max rel error {rel_err:.2e}"
         )
     print(
-        f"  validation: {'PASSED' if report.passed else 'FAILED'} "
-        f"(atol {report.atol:g}, rtol {report.rtol:g})"
+        f"  validation: {'PASSED' if report.passed else 'FAILED'}: |onnxruntime - pytorch| <= "
+        f"{report.atol:g} + {report.rtol:g} * |pytorch| is the rule, element by element"
     )
 
     # The dense alternative: PyTorch's own ONNX export, run by ONNX Runtime's kernels.

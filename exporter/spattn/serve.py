@@ -38,12 +38,12 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .backends import UserError
+from .errors import UserError
 
 STUB_NAME = "triton_python_backend_stub"
 
@@ -576,8 +576,13 @@ def start(
     return server
 
 
-def serve_forever(server: Server, grace_s: float = 15.0) -> tuple[int, int | None]:
+def serve_forever(
+    server: Server, grace_s: float = 15.0, on_ready: Callable[[], None] | None = None
+) -> tuple[int, int | None]:
     """Block until the server exits; SIGINT and SIGTERM are forwarded to it.
+
+    ``on_ready`` is called once the signal handlers are in place (announce the server there:
+    a signal sent by whoever read the announcement is then always forwarded).
 
     A second signal, or a server still running ``grace_s`` after the first, ends the process
     group with SIGKILL. Returns ``(the server's exit status, the signal received or None)``;
@@ -595,6 +600,8 @@ def serve_forever(server: Server, grace_s: float = 15.0) -> tuple[int, int | Non
     handled = (signal.SIGINT, signal.SIGTERM)
     old = {s: signal.signal(s, forward) for s in handled}
     try:
+        if on_ready is not None:
+            on_ready()
         first: float | None = None
         while True:
             try:

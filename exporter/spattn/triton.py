@@ -42,7 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backends import TENSORRT_MISSING, TensorSpec, UserError, input_specs, output_specs
+from .errors import UserError
+from .modelio import TensorSpec, input_specs, output_specs
+from .runners import TENSORRT_MISSING
 
 __all__ = [
     "RepoOptions",
@@ -96,7 +98,7 @@ def _parse_proto(text: str) -> Any:
     )
     package = re.search(r"package\s+([\w.]+)\s*;", text)
     if package is None:
-        raise ValueError("the proto file has no package statement")
+        raise ValueError("the model-config schema has no package statement")
     fd.package = package.group(1)
     enums = set()
     for m in re.finditer(r"enum\s+(\w+)\s*{([^}]*)}", text):
@@ -399,7 +401,7 @@ def write_repository(
 
     if "tensorrt" in backends:
         if engine is None:
-            from .backends import tensorrt_status
+            from .runners import tensorrt_status
 
             ok, reason = tensorrt_status()
             if not ok:
@@ -435,7 +437,7 @@ def write_repository(
         elif engine is not None:
             shutil.copyfile(engine, folder / "1" / "model.plan")
         else:
-            from .backends import tensorrt_module
+            from .runners import tensorrt_module
 
             if info is not None:
                 info(f"building a TensorRT engine for {name}")
