@@ -298,7 +298,9 @@ def render_config(
     lines.append(f"max_batch_size: {opts.max_batch_size if batching else 0}")
     lines.append(_tensor_block(inputs, batching, "input"))
     lines.append(_tensor_block(outputs, batching, "output"))
-    kind = "KIND_GPU" if backend == "tensorrt" or opts.kind == "gpu" else "KIND_CPU"
+    kind = {"gpu": "KIND_GPU", "cpu": "KIND_CPU", "auto": "KIND_AUTO"}[opts.kind]
+    if backend == "tensorrt":
+        kind = "KIND_GPU"
     lines.append(f"instance_group [\n  {{\n    count: {opts.instances}\n    kind: {kind}\n  }}\n]")
     if batching:
         pref = sorted({p for p in opts.preferred_batch_sizes if p <= opts.max_batch_size})

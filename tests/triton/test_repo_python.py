@@ -59,6 +59,16 @@ def test_python_repository(models, tmp_path, schema):
     assert not config.HasField("model_operations")
 
 
+def test_python_default_kind_is_auto(models, tmp_path):
+    """KIND_AUTO: GPU instances where the server has GPUs, CPU ones elsewhere."""
+    cli_run("triton-repo", models["enc"], "-o", tmp_path / "r", "--backend", "python", "-q")
+    config, _ = triton.parse_config((tmp_path / "r" / "enc" / "config.pbtxt").read_text())
+    assert config.instance_group[0].kind == 0 and config.instance_group[0].count == 1
+    cli_run("triton-repo", models["enc"], "-o", tmp_path / "o", "-q")  # onnxruntime: gpu
+    config, _ = triton.parse_config((tmp_path / "o" / "enc" / "config.pbtxt").read_text())
+    assert config.instance_group[0].kind == 1
+
+
 def test_bfloat16_is_refused(models, tmp_path):
     import onnx
 

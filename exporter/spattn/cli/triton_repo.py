@@ -64,10 +64,10 @@ from ._common import CONTEXT, common_options, console
 )
 @click.option(
     "--kind",
-    type=click.Choice(["gpu", "cpu"]),
-    default="gpu",
-    show_default=True,
-    help="Instance kind (onnxruntime model; the tensorrt model is always GPU).",
+    type=click.Choice(["gpu", "cpu", "auto"]),
+    default=None,
+    help="Instance kind: gpu, cpu, or auto (the server picks GPU where it has one, else CPU); "
+    "the tensorrt model is always GPU.  [default: auto for --backend python, else gpu]",
 )
 @click.option(
     "--instances",
@@ -102,7 +102,7 @@ def triton_repo(
     max_batch_size: int,
     preferred_batch_size: tuple[int, ...],
     max_queue_delay_us: int,
-    kind: str,
+    kind: str | None,
     instances: int,
     threads: int,
     server_path: str | None,
@@ -140,6 +140,7 @@ def triton_repo(
         raise click.BadParameter(
             f"{name!r}: use letters, digits, '_', '-' and '.'", param_hint="--name"
         )
+    kind = kind or ("auto" if which == "python" else "gpu")
     opts = triton.RepoOptions(
         name=name,
         max_batch_size=max_batch_size,
