@@ -9,7 +9,11 @@ BIN := $(VENV)/bin
 SOURCES := $(shell find kernels plugins trt_plugins exporter cmake samples -type f -not -name '*.pyc' 2>/dev/null) \
            pyproject.toml CMakeLists.txt
 
-.PHONY: setup demo test lint bench-cpu clean
+.PHONY: setup demo test lint bench-cpu bench-triton clean
+
+TRITON_SERVER := nvidia-pytriton==0.7.0
+TRITON_CLIENT_DEPS := "geventhttpclient>=2.3.3" "greenlet<3.4" "grpcio>=1.81.1" \
+                      python-rapidjson "urllib3>=2.0.7"
 
 setup: $(VENV)/.installed
 
@@ -30,6 +34,11 @@ $(VENV)/.installed: $(SOURCES)
 	@echo "setup 4/4: Triton's model-config schema (to check generated config.pbtxt files)"
 	# Triton's own model-config schema, to check the generated config.pbtxt files (protobuf only)
 	$(BIN)/python -m pip install -q --no-deps tritonclient==2.73.0
+	# spattn serve and tests/triton: nvidia-pytriton's tritonserver (python backend). --no-deps:
+	# only its server is used, not its Python API, whose numpy<2 pin would downgrade numpy.
+	$(BIN)/python -m pip install -q --no-deps $(TRITON_SERVER)
+	# tritonclient's HTTP and gRPC clients (its [http,grpc] extras without their protobuf<7 pin)
+	$(BIN)/python -m pip install -q $(TRITON_CLIENT_DEPS)
 	touch $@
 	@echo "setup done: $(BIN)/spattn doctor says what is usable here"
 
@@ -52,6 +61,9 @@ test: setup
 
 bench-cpu: setup
 	$(BIN)/python benchmarks/bench_cpu.py
+
+bench-triton: setup
+	$(BIN)/python benchmarks/bench_triton.py
 
 clean:
 	rm -rf build $(VENV)

@@ -152,6 +152,20 @@ def _libraries() -> dict[str, Any]:
     return libs
 
 
+def _tritonserver_info() -> dict[str, Any]:
+    from . import serve
+
+    install = serve.find_server()
+    if install is None:
+        return {"binary": None, "how": serve.INSTALL_HINT}
+    return {
+        "binary": install.binary,
+        "source": install.source,
+        "backends": install.backends(),
+        "python_stub": serve.python_stub(),
+    }
+
+
 def collect() -> dict[str, Any]:
     """Everything ``spattn doctor`` reports, as a dict (the ``--json`` output)."""
     from .runners import BACKENDS, backend_status
@@ -173,8 +187,23 @@ def collect() -> dict[str, Any]:
         "libraries": _libraries(),
         "cpp_sample": sample_binary(),
         "tritonclient": _dist_version("tritonclient") if tc else None,
+        "tritonserver": _tritonserver_info(),
         "backends": backends,
     }
+
+
+def _tritonserver_line(t: dict[str, Any]) -> str:
+    if not t.get("binary"):
+        return f"not found (spattn serve): {t['how']}"
+    line = f"{t['binary']} ({t['source']})"
+    if t.get("backends") is not None:
+        line += f"; backends: {', '.join(t['backends']) or 'none'}"
+    if "python" in (t.get("backends") or []):
+        py = ".".join(map(str, sys.version_info[:2]))
+        line += f"; python-backend stub for Python {py}: " + (
+            "yes" if t.get("python_stub") else "no"
+        )
+    return line
 
 
 def render(r: dict[str, Any]) -> str:
@@ -206,6 +235,7 @@ def render(r: dict[str, Any]) -> str:
             r["tritonclient"]
             or "not installed (Triton configs are checked with spattn's subset of its schema)"
         ),
+        "  tritonserver " + _tritonserver_line(r["tritonserver"]),
         "",
         "spattn libraries:",
         f"  libspattn_ort.so      {libs['ort'] or 'not found'}",

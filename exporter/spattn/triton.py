@@ -10,7 +10,15 @@
                                     --backend-config=tensorrt,plugins=...
     REPO/NAME_trt/1/model.plan
 
-with dynamic batching when the model's batch axis is dynamic. Every config.pbtxt is parsed back
+or, for the python backend (``backends=["python"]``)::
+
+    REPO/NAME/config.pbtxt          backend "python", parameters naming the files below
+    REPO/NAME/libspattn_ort.so      our ONNX Runtime library, copied
+    REPO/NAME/1/model.py            spattn/triton_model.py: ONNX Runtime with the library
+    REPO/NAME/1/model.onnx
+
+with dynamic batching when the model's batch axis is dynamic (the python model batches only
+requests of equal shapes: see :mod:`spattn.triton_model`). Every config.pbtxt is parsed back
 with :func:`parse_config`: against Triton's own schema (``model_config.proto`` as shipped in the
 ``tritonclient`` package) when that package is installed, else against
 ``triton_model_config.proto`` beside this file, the subset of Triton's schema that spattn writes.
@@ -50,6 +58,8 @@ __all__ = [
 
 #: The subset of Triton's model configuration schema that spattn writes.
 SUBSET_PROTO = Path(__file__).with_name("triton_model_config.proto")
+#: The python-backend model, copied to ``NAME/1/model.py``.
+PYTHON_MODEL = Path(__file__).with_name("triton_model.py")
 
 _TRITON_TYPES = {
     1: "TYPE_FP32",
@@ -232,6 +242,8 @@ class RepoOptions:
     instances: int = 1
     server_path: str | None = None
     force: bool = False
+    #: python backend: ONNX Runtime intra-op threads per instance (0: its default).
+    threads: int = 0
 
 
 def _dims_entry(spec: TensorSpec, batching: bool, what: str) -> str:
@@ -271,18 +283,24 @@ def render_config(
 ) -> str:
     """The text of one config.pbtxt.
 
-    ``backend`` is ``"onnxruntime"`` (``library``: the op library path as the server sees it)
-    or ``"tensorrt"`` (platform tensorrt_plan; the plugin is loaded by the server option).
+    ``backend`` is ``"onnxruntime"`` (``library``: the op library path as the server sees it),
+    ``"tensorrt"`` (platform tensorrt_plan; the plugin is loaded by the server option) or
+    ``"python"`` (``library``: the op library's file name in the model folder; ``parameters``
+    tell model.py what to load).
     """
     lines = [f'name: "{name}"']
     if backend == "onnxruntime":
         lines += ['backend: "onnxruntime"', 'default_model_filename: "model.onnx"']
+    elif backend == "python":
+        lines += ['backend: "python"']
     else:
         lines += ['platform: "tensorrt_plan"', 'default_model_filename: "model.plan"']
     lines.append(f"max_batch_size: {opts.max_batch_size if batching else 0}")
     lines.append(_tensor_block(inputs, batching, "input"))
     lines.append(_tensor_block(outputs, batching, "output"))
-    kind = "KIND_GPU" if backend == "tensorrt" or opts.kind == "gpu" else "KIND_CPU"
+    kind = {"gpu": "KIND_GPU", "cpu": "KIND_CPU", "auto": "KIND_AUTO"}[opts.kind]
+    if backend == "tensorrt":
+        kind = "KIND_GPU"
     lines.append(f"instance_group [\n  {{\n    count: {opts.instances}\n    kind: {kind}\n  }}\n]")
     if batching:
         pref = sorted({p for p in opts.preferred_batch_sizes if p <= opts.max_batch_size})
@@ -293,6 +311,16 @@ def render_config(
         lines.append("dynamic_batching {\n" + "\n".join(body) + "\n}")
     if backend == "onnxruntime":
         lines.append(f'model_operations {{\n  op_library_filename: "{library}"\n}}')
+    if backend == "python":
+        params = {
+            "onnx_file": "model.onnx",
+            "op_library": Path(library or "libspattn_ort.so").name,
+            "intra_op_threads": str(opts.threads),
+        }
+        lines += [
+            f'parameters {{\n  key: "{k}"\n  value: {{ string_value: "{v}" }}\n}}'
+            for k, v in params.items()
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -358,11 +386,21 @@ def write_repository(
     root = Path(repo)
     server_root = opts.server_path or str(root.resolve())
     plan = {}
-    if "onnxruntime" in backends:
-        try:
-            plan["onnxruntime"] = library_path("ort")
-        except FileNotFoundError as e:
-            raise UserError(str(e).splitlines()[0]) from None
+    for b in ("onnxruntime", "python"):
+        if b in backends:
+            try:
+                plan[b] = library_path("ort")
+            except FileNotFoundError as e:
+                raise UserError(str(e).splitlines()[0]) from None
+    if "python" in backends:
+        bf16 = [s.name for s in [*inputs, *outputs] if s.elem_type == 16]
+        if bf16:
+            raise UserError(
+                f"{', '.join(bf16)} is bfloat16, which the python backend cannot carry (numpy "
+                "has no bfloat16); export with --dtype float16 or float32, or use --backend "
+                "onnxruntime"
+            )
+
     if "tensorrt" in backends:
         if engine is None:
             from .runners import tensorrt_status
@@ -386,14 +424,18 @@ def write_repository(
     models = []
     schema = ""
     for backend in backends:
-        name = opts.name if backend == "onnxruntime" else f"{opts.name}_trt"
+        name = f"{opts.name}_trt" if backend == "tensorrt" else opts.name
         folder = root / name
         _prepare(folder, opts.force)
         lib = Path(plan[backend])
         shutil.copyfile(lib, folder / lib.name)
         os.chmod(folder / lib.name, 0o755)
-        if backend == "onnxruntime":
+        if backend in ("onnxruntime", "python"):
             _copy_model(model_path, proto, folder / "1" / "model.onnx")
+        if backend == "python":
+            shutil.copyfile(PYTHON_MODEL, folder / "1" / "model.py")
+        elif backend == "onnxruntime":
+            pass
         elif engine is not None:
             shutil.copyfile(engine, folder / "1" / "model.plan")
         else:
@@ -426,7 +468,7 @@ def write_repository(
             outputs,
             opts,
             batching,
-            library=f"{server_root}/{name}/{lib.name}",
+            library=lib.name if backend == "python" else f"{server_root}/{name}/{lib.name}",
         )
         config, schema = parse_config(text)
         if config.name != folder.name:
@@ -443,7 +485,10 @@ def write_repository(
         )
         if progress is not None:
             progress()
-    command = f"tritonserver --model-repository={server_root}"
+    if list(backends) == ["python"]:
+        command = f"spattn serve {root}"
+    else:
+        command = f"tritonserver --model-repository={server_root}"
     if "tensorrt" in backends:
         command += (
             f' --backend-config=tensorrt,plugins="{server_root}/{opts.name}_trt/'

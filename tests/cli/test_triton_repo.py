@@ -205,7 +205,11 @@ def test_subset_schema_matches_triton():
     pool.Add(ours)
     nested = {"Kind": "ModelInstanceGroup.Kind"}
     for msg in ours.message_type:
-        t = theirs.message_types_by_name[msg.name]
+        # A map field's entry message is nested in Triton's (ModelConfig.ParametersEntry).
+        t = theirs.message_types_by_name.get(msg.name) or theirs.message_types_by_name[
+            "ModelConfig"
+        ].nested_types_by_name.get(msg.name)
+        assert t is not None, msg.name
         for f in msg.field:
             tf = t.fields_by_name[f.name]
             assert (tf.number, tf.type, tf.is_repeated) == (f.number, f.type, f.label == 3), (

@@ -1,4 +1,5 @@
-"""The ``spattn`` command line: export, inspect, run, build, verify, bench, doctor, triton-repo.
+"""The ``spattn`` command line: export, inspect, run, build, verify, bench, doctor, triton-repo,
+serve.
 
 Every command validates its input, shows progress bars on long steps (``--quiet`` hides them,
 ``--json`` prints one JSON object instead of text), saves what it produces, and exits with
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 import click
 
 from .. import __version__
-from . import bench, build, doctor, export, inspect, run, triton_repo, verify
+from . import bench, build, doctor, export, inspect, run, serve, triton_repo, verify
 from ._common import CONTEXT, Group
 
 __all__ = ["cli", "main"]
@@ -60,6 +61,7 @@ for _command in (
     bench.bench,
     doctor.doctor,
     triton_repo.triton_repo,
+    serve.serve_cmd,
 ):
     cli.add_command(_command)
 

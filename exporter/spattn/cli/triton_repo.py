@@ -14,7 +14,7 @@ from ._common import CONTEXT, common_options, console
 @click.command(
     "triton-repo",
     context_settings=CONTEXT,
-    short_help="Write a Triton model repository (ONNX Runtime, TensorRT).",
+    short_help="Write a Triton model repository (python, ONNX Runtime, TensorRT backends).",
 )
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option(
@@ -30,10 +30,12 @@ from ._common import CONTEXT, common_options, console
 @click.option(
     "--backend",
     "which",
-    type=click.Choice(["onnxruntime", "tensorrt", "both"]),
+    type=click.Choice(["onnxruntime", "tensorrt", "both", "python"]),
     default="onnxruntime",
     show_default=True,
-    help="Triton backend(s) to write a model for (TensorRT: NAME_trt).",
+    help="Triton backend(s) to write a model for (TensorRT: NAME_trt; both: onnxruntime and "
+    "tensorrt). python: a model.py running ONNX Runtime with our library, for the "
+    "tritonserver of nvidia-pytriton (`spattn serve`).",
 )
 @click.option(
     "--engine",
@@ -62,12 +64,25 @@ from ._common import CONTEXT, common_options, console
 )
 @click.option(
     "--kind",
-    type=click.Choice(["gpu", "cpu"]),
-    default="gpu",
-    show_default=True,
-    help="Instance kind (onnxruntime model; the tensorrt model is always GPU).",
+    type=click.Choice(["gpu", "cpu", "auto"]),
+    default=None,
+    help="Instance kind: gpu, cpu, or auto (the server picks GPU where it has one, else CPU); "
+    "the tensorrt model is always GPU.  [default: auto for --backend python, else gpu]",
 )
-@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--instances",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Model instances: in all (KIND_CPU) or on each GPU (KIND_GPU).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="python backend: ONNX Runtime intra-op threads per instance (0: its default).",
+)
 @click.option(
     "--server-path",
     help="Where the server sees the repository (e.g. /models in a "
@@ -87,8 +102,9 @@ def triton_repo(
     max_batch_size: int,
     preferred_batch_size: tuple[int, ...],
     max_queue_delay_us: int,
-    kind: str,
+    kind: str | None,
     instances: int,
+    threads: int,
     server_path: str | None,
     force: bool,
     quiet: bool,
@@ -103,9 +119,14 @@ def triton_repo(
     dynamic batching when the model's batch axis is dynamic. Each config.pbtxt is parsed back
     against Triton's model_config schema before the command succeeds.
 
+    The python model (--backend python) runs the ONNX model with ONNX Runtime and our library
+    in Triton's python backend (CPU, or the CUDA EP on KIND_GPU instances); it batches requests
+    of equal shapes only, so each answer is exactly that request's. `spattn serve REPO` runs it.
+
     \b
     Example:
       spattn triton-repo encoder.onnx -o model_repository --max-batch-size 16
+      spattn triton-repo encoder.onnx -o repo --backend python --kind cpu --instances 2
       spattn triton-repo encoder.onnx -o repo --backend both --engine encoder.plan \\
                          --server-path /models
     """
@@ -119,6 +140,7 @@ def triton_repo(
         raise click.BadParameter(
             f"{name!r}: use letters, digits, '_', '-' and '.'", param_hint="--name"
         )
+    kind = kind or ("auto" if which == "python" else "gpu")
     opts = triton.RepoOptions(
         name=name,
         max_batch_size=max_batch_size,
@@ -128,6 +150,7 @@ def triton_repo(
         instances=instances,
         server_path=server_path,
         force=force,
+        threads=threads,
     )
     backends_ = ["onnxruntime", "tensorrt"] if which == "both" else [which]
     with con.bar(total=len(backends_), desc="triton repository", unit="model") as bar:
