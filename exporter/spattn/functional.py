@@ -114,8 +114,8 @@ def _validate(
         if any(d == 0 for d in t.shape):
             raise _fail(name, "every dimension >= 1 (no empty tensor)", f"shape {_shape(t)}")
     if k.dtype != q.dtype or v.dtype != q.dtype:
-        bad = "key" if k.dtype != q.dtype else "value"
-        raise _fail(bad, f"the dtype of query ({q.dtype})", (k if bad == "key" else v).dtype)
+        which = "key" if k.dtype != q.dtype else "value"
+        raise _fail(which, f"the dtype of query ({q.dtype})", (k if which == "key" else v).dtype)
     for name, t in (("key", k), ("value", v)):
         if t.device != q.device:
             raise _fail(name, f"a tensor on {q.device} (as query)", t.device)
