@@ -59,7 +59,9 @@ class Attribute:
     pattern: bool = True
     # The exporter writes it even when it equals the default (else: only when it differs).
     always_written: bool = True
-    # Written into the schema as the attribute's default (scale's default depends on D).
+    # Written into the schema as the attribute's default. Off for scale (its default depends on
+    # D) and for attributes written only when set: onnxscript fills schema defaults into every
+    # node it builds, which would write them into every exported node.
     schema_default: bool = True
     # For STRING attributes: the value the exporter writes.
     export_value: Any = None
@@ -190,7 +192,7 @@ OP_PARAMS: tuple[Input | Attribute, ...] = (
        "multiplies q.k before the softmax; absent or 0: 1/sqrt(D)", always_written=False,
        schema_default=False),
     _A("softcap", "FLOAT", 0.0, 0.0, None, "finite and >= 0 (0: off)", "> 0: after scaling, "
-       "s = softcap * tanh(s / softcap); 0 off", always_written=False),
+       "s = softcap * tanh(s / softcap); 0 off", always_written=False, schema_default=False),
     _I(
         "global_mask",
         "int32",
