@@ -73,6 +73,10 @@ _FIELDS: list[tuple[str, Any]] = (
         ("workspace_bytes", ctypes.c_size_t),
         ("num_threads", ctypes.c_int32),
     ]
+    # Appended in the struct's second version (read by the ``_ex`` entries, which take the
+    # caller's struct size; zero leaves each off).
+    + [(n, ctypes.c_void_p) for n in ("global_mask", "key_starts", "sinks")]
+    + [("softcap", ctypes.c_float)]
 )
 
 
@@ -117,8 +121,48 @@ def load() -> ctypes.CDLL:
         lib.spattn_cuda_workspace_size.argtypes = [ctypes.POINTER(SpattnArgs)]
         lib.spattn_cuda_workspace_size.restype = ctypes.c_size_t
         lib.spattn_has_cuda.restype = ctypes.c_int
+        if hasattr(lib, "spattn_cpu_forward_ex"):  # a library that reads the whole struct
+            for name in ("spattn_cpu_forward_ex", "spattn_cuda_forward_ex"):
+                fn = getattr(lib, name)
+                fn.argtypes = [
+                    ctypes.POINTER(SpattnArgs),
+                    ctypes.c_size_t,
+                    ctypes.c_char_p,
+                    ctypes.c_size_t,
+                ]
+                fn.restype = ctypes.c_int
+            lib.spattn_cuda_workspace_size_ex.argtypes = [
+                ctypes.POINTER(SpattnArgs),
+                ctypes.c_size_t,
+            ]
+            lib.spattn_cuda_workspace_size_ex.restype = ctypes.c_size_t
         _LIB = lib
     return _LIB
+
+
+def _uses_v2(args: SpattnArgs) -> bool:
+    return bool(args.global_mask or args.key_starts or args.sinks or args.softcap)
+
+
+def _forward(lib: ctypes.CDLL, device: str, args: SpattnArgs, err: Any) -> int:
+    """One call of ``spattn_<device>_forward[_ex]``: the ``_ex`` entry with this struct's size
+    when the library has it; an older library only when no field of the second version is set."""
+    ex = getattr(lib, f"spattn_{device}_forward_ex", None)
+    if ex is not None:
+        return int(ex(ctypes.byref(args), ctypes.sizeof(SpattnArgs), err, len(err)))
+    if _uses_v2(args):
+        raise ValueError(
+            f"{find_library()} predates global_mask, key_starts, sinks and softcap "
+            "(no spattn_*_forward_ex entry): rebuild it"
+        )
+    return int(getattr(lib, f"spattn_{device}_forward")(ctypes.byref(args), err, len(err)))
+
+
+def _workspace_size(lib: ctypes.CDLL, args: SpattnArgs) -> int:
+    ex = getattr(lib, "spattn_cuda_workspace_size_ex", None)
+    if ex is not None:
+        return int(ex(ctypes.byref(args), ctypes.sizeof(SpattnArgs)))
+    return int(lib.spattn_cuda_workspace_size(ctypes.byref(args)))
 
 
 def has_cuda() -> bool:
@@ -133,9 +177,10 @@ _TORCH_DTYPES = {"torch.float32": 0, "torch.float16": 1, "torch.bfloat16": 2}
 def _fill(
     args: SpattnArgs, q_shape, k_shape, v_shape, scale: float | None, attrs: dict, bi_shape=None
 ) -> None:
-    unknown = set(attrs) - set(_ATTRS)
+    unknown = set(attrs) - set(_ATTRS) - {"softcap"}
     if unknown:
         raise TypeError(f"unknown SparseAttention attributes: {sorted(unknown)}")
+    args.softcap = float(attrs.get("softcap", 0.0) or 0.0)
     args.batch, args.heads_q, args.len_q, args.head_dim = (int(x) for x in q_shape)
     _, args.heads_kv, args.len_k, _ = (int(x) for x in k_shape)
     args.head_dim_v = int(v_shape[3])
@@ -146,9 +191,9 @@ def _fill(
         args.bi_heads, args.bi_k = int(bi_shape[0]), int(bi_shape[2])
 
 
-def _call(fn, args: SpattnArgs) -> None:
+def _call(device: str, args: SpattnArgs) -> None:
     err = ctypes.create_string_buffer(1024)
-    if fn(ctypes.byref(args), err, len(err)) != 0:
+    if _forward(load(), device, args, err) != 0:
         raise ValueError(err.value.decode())
 
 
@@ -159,14 +204,18 @@ def cpu_forward(
     *,
     key_lengths=None,
     block_indices=None,
+    global_mask=None,
+    key_starts=None,
+    sinks=None,
     scale: float | None = None,
     num_threads: int = 0,
     **attrs: Any,
 ) -> np.ndarray:
     """SparseAttention on the CPU kernel; numpy float32/float16 arrays in, same dtype out.
 
-    Attributes are the op's (docs/op-spec.md) as keyword arguments. Errors raise ValueError with
-    the kernel's message.
+    Attributes are the op's (docs/op-spec.md, ``softcap`` included) as keyword arguments; the
+    optional inputs are numpy arrays (integer inputs converted to int32, ``sinks`` to float32).
+    Errors raise ValueError with the kernel's message.
     """
     q, k, v = (np.ascontiguousarray(x) for x in (q, k, v))
     if q.dtype not in _NP_DTYPES:
@@ -180,8 +229,14 @@ def cpu_forward(
     args.q, args.k, args.v, args.o = q.ctypes.data, k.ctypes.data, v.ctypes.data, out.ctypes.data
     args.key_lengths = None if kl is None else kl.ctypes.data
     args.block_indices = None if bi is None else bi.ctypes.data
+    gm = None if global_mask is None else np.ascontiguousarray(global_mask, dtype=np.int32)
+    ks = None if key_starts is None else np.ascontiguousarray(key_starts, dtype=np.int32)
+    sk = None if sinks is None else np.ascontiguousarray(sinks, dtype=np.float32)
+    args.global_mask = None if gm is None else gm.ctypes.data
+    args.key_starts = None if ks is None else ks.ctypes.data
+    args.sinks = None if sk is None else sk.ctypes.data
     args.num_threads = num_threads
-    _call(load().spattn_cpu_forward, args)
+    _call("cpu", args)
     return out
 
 
@@ -193,6 +248,9 @@ def cuda_forward(
     *,
     key_lengths=None,
     block_indices=None,
+    global_mask=None,
+    key_starts=None,
+    sinks=None,
     scale=None,
     stream=0,
     workspace=None,
@@ -203,24 +261,39 @@ def cuda_forward(
     ``workspace`` is a device tensor of at least :func:`cuda_workspace_size` bytes (or None when
     that is 0); ``stream`` the raw cudaStream_t (e.g. ``torch.cuda.current_stream().cuda_stream``).
     """
-    args = _device_args(q, k, v, key_lengths, block_indices, scale, attrs)
+    extra = (global_mask, key_starts, sinks)
+    args = _device_args(q, k, v, key_lengths, block_indices, scale, attrs, *extra)
     args.o = out.data_ptr()
     args.stream = stream
     if workspace is not None:
         args.workspace = workspace.data_ptr()
         args.workspace_bytes = workspace.numel() * workspace.element_size()
-    _call(load().spattn_cuda_forward, args)
+    _call("cuda", args)
 
 
 def cuda_workspace_size(
-    q, k, v, *, key_lengths=None, block_indices=None, scale=None, **attrs: Any
+    q,
+    k,
+    v,
+    *,
+    key_lengths=None,
+    block_indices=None,
+    global_mask=None,
+    key_starts=None,
+    sinks=None,
+    scale=None,
+    **attrs: Any,
 ) -> int:
     """Bytes of device workspace :func:`cuda_forward` needs for these shapes and attributes."""
-    args = _device_args(q, k, v, key_lengths, block_indices, scale, attrs)
-    return int(load().spattn_cuda_workspace_size(ctypes.byref(args)))
+    extra = (global_mask, key_starts, sinks)
+    args = _device_args(q, k, v, key_lengths, block_indices, scale, attrs, *extra)
+    return _workspace_size(load(), args)
 
 
-def _device_args(q, k, v, key_lengths, block_indices, scale, attrs) -> SpattnArgs:
+def _device_args(
+    q, k, v, key_lengths, block_indices, scale, attrs, global_mask=None, key_starts=None, sinks=None
+) -> SpattnArgs:
+    """The struct for device tensors (int32 integer inputs, float32 sinks, all contiguous)."""
     args = SpattnArgs()
     _fill(
         args,
@@ -235,6 +308,9 @@ def _device_args(q, k, v, key_lengths, block_indices, scale, attrs) -> SpattnArg
     args.q, args.k, args.v = q.data_ptr(), k.data_ptr(), v.data_ptr()
     args.key_lengths = None if key_lengths is None else key_lengths.data_ptr()
     args.block_indices = None if block_indices is None else block_indices.data_ptr()
+    args.global_mask = None if global_mask is None else global_mask.data_ptr()
+    args.key_starts = None if key_starts is None else key_starts.data_ptr()
+    args.sinks = None if sinks is None else sinks.data_ptr()
     return args
 
 
@@ -258,6 +334,10 @@ class CudaRunner:
         attrs: Mapping[str, Any],
         key_lengths: Any = None,
         block_indices: Any = None,
+        *,
+        global_mask: Any = None,
+        key_starts: Any = None,
+        sinks: Any = None,
     ) -> Callable[[], None]:
         """The argument struct and a large enough workspace, built once; returns a callable
         that launches (no host synchronization, allocation or planning: CUDA graph capturable).
@@ -266,11 +346,12 @@ class CudaRunner:
 
         attrs = dict(attrs)
         scale = attrs.pop("scale", None)
-        a = _device_args(q, k, v, key_lengths, block_indices, scale, attrs)
+        extra = (global_mask, key_starts, sinks)
+        a = _device_args(q, k, v, key_lengths, block_indices, scale, attrs, *extra)
         a.o = out.data_ptr()
         a.stream = torch.cuda.current_stream().cuda_stream
         lib = load()
-        need = int(lib.spattn_cuda_workspace_size(ctypes.byref(a)))
+        need = _workspace_size(lib, a)
         if need and (self._ws is None or self._ws.numel() < need):
             self._ws = torch.empty(need, dtype=torch.uint8, device=q.device)
         if need:
@@ -278,10 +359,10 @@ class CudaRunner:
             a.workspace_bytes = self._ws.numel()
         err = ctypes.create_string_buffer(1024)
         # The callable holds the tensors whose pointers the struct carries.
-        keep = (q, k, v, out, key_lengths, block_indices, self._ws)
+        keep = (q, k, v, out, key_lengths, block_indices, *extra, self._ws)
 
         def call(a: SpattnArgs = a, keep: tuple = keep) -> None:
-            if lib.spattn_cuda_forward(ctypes.byref(a), err, len(err)) != 0:
+            if _forward(lib, "cuda", a, err) != 0:
                 raise RuntimeError(err.value.decode())
 
         return call
@@ -295,6 +376,7 @@ class CudaRunner:
         key_lengths: Any = None,
         block_indices: Any = None,
         out: Any = None,
+        **inputs: Any,
     ) -> Any:
         """Launch once; returns ``out`` (a new NaN-filled tensor when None, so that rows the
         kernel does not write show)."""
@@ -303,5 +385,5 @@ class CudaRunner:
         if out is None:
             shape = tuple(q.shape[:3]) + (v.shape[3],)
             out = torch.full(shape, float("nan"), dtype=q.dtype, device=q.device)
-        self.prepare(q, k, v, out, attrs, key_lengths, block_indices)()
+        self.prepare(q, k, v, out, attrs, key_lengths, block_indices, **inputs)()
         return out

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import reference
+from . import attributes, reference
 
 __all__ = ["Pattern"]
 
-_INT32_MAX = 2**31 - 1
+_DEFAULT: dict[str, Any] = attributes.defaults()
 
 
 class _class_or_instance:
@@ -32,6 +32,22 @@ class _class_or_instance:
         if obj is None:
             return self.on_class.__get__(cls, cls)
         return self.on_instance.__get__(obj, cls)
+
+
+def _int_arg(name: str, value: Any, low: int) -> int:
+    """An integer argument ``>= low``, else ValueError naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"Pattern: {name}: expected an integer >= {low}, got {value!r}")
+    if value < low:
+        raise ValueError(f"Pattern: {name}: expected >= {low}, got {value!r}")
+    return int(value)
+
+
+def _lengths(lq: Any, lk: Any, heads: Any = 1) -> tuple[int, int, int]:
+    """Checked ``(lq, lk, heads)`` of a query method (``lk`` defaults to ``lq``)."""
+    lq = _int_arg("lq", lq, 1)
+    lk = lq if lk is None else _int_arg("lk", lk, 1)
+    return lq, lk, _int_arg("heads", heads, 1)
 
 
 def _layout_tensor(x: Any) -> torch.Tensor:
@@ -59,39 +75,37 @@ class Pattern:
     (256, 2)
     """
 
-    window_left: int = -1
-    window_right: int = -1
+    window_left: int = _DEFAULT["window_left"]
+    window_right: int = _DEFAULT["window_right"]
     causal: bool = False
-    num_global: int = 0
-    stride: int = 0
-    block_size: int = 64
-    num_random: int = 0
-    seed: int = 0
+    num_global: int = _DEFAULT["num_global"]
+    stride: int = _DEFAULT["stride"]
+    block_size: int = _DEFAULT["block_size"]
+    num_random: int = _DEFAULT["num_random"]
+    seed: int = _DEFAULT["seed"]
     scale: float | None = None
     block_indices: Any = field(default=None, compare=False, repr=False)
     name: str = field(default="custom", compare=False)
+    softcap: float = _DEFAULT["softcap"]
 
     def __post_init__(self) -> None:
-        def check(name: str, ok: bool, expect: str) -> None:
-            if not ok:
-                raise ValueError(f"Pattern: {name}: expected {expect}, got {getattr(self, name)!r}")
-
-        for name in ("window_left", "window_right"):
-            v = getattr(self, name)
-            check(name, isinstance(v, (int, np.integer)) and -1 <= v <= _INT32_MAX, "-1 or >= 0")
-        for name in ("num_global", "stride", "num_random"):
-            v = getattr(self, name)
-            check(name, isinstance(v, (int, np.integer)) and 0 <= v <= _INT32_MAX, ">= 0")
-        check("block_size", 1 <= int(self.block_size) <= 65536, "1 ... 65536")
-        check("seed", 0 <= int(self.seed) <= _INT32_MAX, "0 ... 2^31-1")
-        check("causal", self.causal in (0, 1, True, False), "0/1")
-        if self.scale is not None:
-            s = float(self.scale)
-            check("scale", np.isfinite(s) and s >= 0.0, "finite and > 0 (0: default)")
+        # Every attribute of the table, checked by its own rule (type and range), so that
+        # block_size=1.7, seed=1.5 or window_left=True are errors naming the field.
+        for a in attributes.PATTERN_ATTRIBUTES:
+            value = getattr(self, a.name)
+            if a.name == "scale" and value is None:
+                continue
+            if a.name == "causal" and isinstance(value, (bool, np.bool_)):
+                value = int(value)
+            if isinstance(value, np.generic):
+                value = value.item()
+            value = a.check(value, "Pattern")
+            object.__setattr__(self, a.name, bool(value) if a.name == "causal" else value)
+        if not isinstance(self.name, str):
+            raise ValueError(f"Pattern: name: expected a string, got {self.name!r}")
         bi = self.block_indices
         if bi is not None and not callable(bi):
             object.__setattr__(self, "block_indices", _layout_tensor(bi))
-        object.__setattr__(self, "causal", bool(self.causal))
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -126,20 +140,32 @@ class Pattern:
         >>> Pattern.causal_sliding_window(4096).attributes()["window_left"]
         4095
         """
-        if window < 1:
-            raise ValueError(f"Pattern: window: expected >= 1, got {window}")
+        _int_arg("window", window, 1)
         return cls(window_left=window - 1, causal=True, name="causal sliding window")
 
     @classmethod
     def longformer(cls, attention_window: int, num_global: int = 0) -> Pattern:
         """Longformer: ``|p - j| <= attention_window / 2`` plus the first ``num_global`` tokens.
 
+        Global tokens chosen per input (Longformer's ``global_attention_mask``: question tokens,
+        CLS, ...) are not part of the pattern: pass them at each call as ``global_mask``
+        (:func:`spattn.sparse_attention`) or ``global_attention_mask``
+        (:class:`spattn.SparseMultiheadAttention`); they combine with ``num_global`` by union.
+
         Examples
         --------
         >>> Pattern.longformer(512, 1).attributes()["window_right"]
         256
+        >>> import torch
+        >>> from spattn import sparse_attention
+        >>> q = torch.randn(2, 4, 64, 16)
+        >>> glob = torch.zeros(2, 64, dtype=torch.int32)
+        >>> glob[0, 5] = glob[1, 9] = 1  # per-input global tokens
+        >>> sparse_attention(q, q, q, Pattern.longformer(8), global_mask=glob).shape
+        torch.Size([2, 4, 64, 16])
         """
-        if attention_window < 0 or attention_window % 2:
+        _int_arg("attention_window", attention_window, 0)
+        if attention_window % 2:
             raise ValueError(
                 f"Pattern: attention_window: expected an even number >= 0, got {attention_window}"
             )
@@ -168,12 +194,15 @@ class Pattern:
         >>> a["window_left"], a["num_global"], a["num_random"]
         (64, 64, 2)
         """
-        if num_local_blocks < 1 or num_local_blocks % 2 == 0:
+        _int_arg("block_size", block_size, 1)
+        _int_arg("num_local_blocks", num_local_blocks, 1)
+        _int_arg("num_global_blocks", num_global_blocks, 0)
+        if num_local_blocks % 2 == 0:
             raise ValueError(
                 f"Pattern: num_local_blocks: expected an odd number >= 1, got {num_local_blocks}"
             )
         w = (num_local_blocks - 1) // 2
-        common = dict(
+        common: dict[str, Any] = dict(
             block_size=block_size,
             num_global=num_global_blocks * block_size,
             num_random=num_random,
@@ -204,8 +233,7 @@ class Pattern:
         >>> a["window_left"], a["stride"], a["causal"]
         (127, 128, 1)
         """
-        if stride < 1:
-            raise ValueError(f"Pattern: stride: expected >= 1, got {stride}")
+        _int_arg("stride", stride, 1)
         return cls(
             window_left=stride - 1,
             window_right=-1 if causal else stride - 1,
@@ -296,21 +324,19 @@ class Pattern:
         >>> Pattern.from_attributes(p.attributes()) == p
         True
         """
-        f = reference.pattern_fields(attrs)
-        scale = attrs.get("scale")
-        scale = None if scale is None or float(scale) == 0.0 else float(scale)
-        return cls(
-            window_left=f["window_left"],
-            window_right=f["window_right"],
-            causal=bool(f["causal"]),
-            num_global=f["num_global"],
-            stride=f["stride"],
-            block_size=f["block_size"],
-            num_random=f["num_random"],
-            seed=f["seed"],
-            scale=scale,
-            block_indices=block_indices,
-        )
+        kw: dict[str, Any] = {}
+        for a in attributes.PATTERN_ATTRIBUTES:
+            if a.name not in attrs:
+                continue
+            value = attrs[a.name]
+            if isinstance(value, np.generic):
+                value = value.item()
+            kw[a.name] = value
+        if "scale" in kw and kw["scale"] == 0.0:
+            kw["scale"] = None
+        if "causal" in kw:
+            kw["causal"] = attributes.attribute("causal").check(kw["causal"], "Pattern")
+        return cls(block_indices=block_indices, **kw)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -342,7 +368,7 @@ class Pattern:
         >>> Pattern.bigbird(4, exact_blocks=True).layout_at(8, 8).tolist()
         [[[-1, 0, 1], [0, 1, -1]]]
         """
-        lk = lq if lk is None else lk
+        lq, lk, _ = _lengths(lq, lk)
         bi = self.block_indices
         if bi is None:
             return None
@@ -358,25 +384,21 @@ class Pattern:
         return bi
 
     def attributes(self) -> dict[str, Any]:
-        """The ONNX attributes of the node: every pattern attribute, ``scale`` only when set.
+        """The node's ONNX attributes: the integer ones, ``scale``/``softcap`` when set.
 
         Examples
         --------
         >>> Pattern.dense().attributes()["window_left"]
         -1
         """
-        attrs: dict[str, Any] = {
-            "window_left": int(self.window_left),
-            "window_right": int(self.window_right),
-            "causal": int(self.causal),
-            "num_global": int(self.num_global),
-            "stride": int(self.stride),
-            "block_size": int(self.block_size),
-            "num_random": int(self.num_random),
-            "seed": int(self.seed),
-        }
-        if self.scale is not None:
-            attrs["scale"] = float(self.scale)
+        attrs: dict[str, Any] = {}
+        for a in attributes.PATTERN_ATTRIBUTES:
+            value = getattr(self, a.name)
+            if value is None:  # scale unset: the default 1/sqrt(D)
+                continue
+            value = a.python_type(value)
+            if a.always_written or value != a.default:
+                attrs[a.name] = value
         return attrs
 
     def token_mask(
@@ -393,7 +415,7 @@ class Pattern:
         >>> Pattern.dense(causal=True).token_mask(3)[0].int().tolist()
         [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
         """
-        lk = lq if lk is None else lk
+        lq, lk, heads = _lengths(lq, lk, heads)
         m = reference.allowed_mask(self, lq, lk, heads, key_lengths, self.layout_at(lq, lk))
         return m if key_lengths is not None else m[0]
 
@@ -412,8 +434,8 @@ class Pattern:
         """
         from . import blocksparse
 
-        lk = lq if lk is None else lk
-        bs = block_size or self.block_size
+        lq, lk, heads = _lengths(lq, lk, heads)
+        bs = self.block_size if block_size is None else _int_arg("block_size", block_size, 1)
         return blocksparse.block_any_mask(self, lq, lk, heads, bs)
 
     def density(self, lq: int, lk: int | None = None, heads: int = 1) -> float:
@@ -426,7 +448,7 @@ class Pattern:
         """
         from . import blocksparse
 
-        lk = lq if lk is None else lk
+        lq, lk, heads = _lengths(lq, lk, heads)
         return blocksparse.count_allowed(self, lq, lk, heads) / float(heads * lq * lk)
 
     block_layout = _class_or_instance(_block_layout_ctor, block_layout_mask)
@@ -440,16 +462,7 @@ class Pattern:
         'longformer: window_left=4 window_right=4 num_global=2'
         """
         attrs = self.attributes()
-        defaults = {
-            "window_left": -1,
-            "window_right": -1,
-            "causal": 0,
-            "num_global": 0,
-            "stride": 0,
-            "block_size": 64,
-            "num_random": 0,
-            "seed": 0,
-        }
+        defaults = attributes.defaults()
         needs_bs = self.num_random > 0 or self.has_layout
         parts = [
             f"{k}={v}"
@@ -485,7 +498,8 @@ class Pattern:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        lk = lq if lk is None else lk
+        lq, lk, _ = _lengths(lq, lk)
+        head = _int_arg("head", head, 0)
         if lq <= 1024 and lk <= 1024:
             img = self.token_mask(lq, lk, heads=head + 1)[head]
             what = "token mask"
