@@ -31,7 +31,6 @@ import time
 import torch
 
 from spattn import reference
-from spattn.blocksparse import count_allowed
 from spattn.capi import CudaRunner
 
 
@@ -85,12 +84,18 @@ class Pattern:
         return mod
 
     def pair_count(self, L, device):
-        """Exact allowed pairs summed over the query heads (spattn.blocksparse.count_allowed,
-        O(L * band) work; the op with no attributes is dense)."""
-        if not self.attrs:
-            return self.hq * L * L
-        heads = self.hq if self.head_dependent else 1
-        return count_allowed(self.attrs, L, L, heads) * (self.hq // heads)
+        """Exact allowed pairs summed over the query heads: the oracle's rule evaluated on the
+        device, a band of query rows at a time (about 2^28 pairs per step)."""
+        rule = reference.MaskRule(self.attrs, L, L, self.hq, device=device)
+        heads = self.hq if rule.head_dependent else 1
+        h = torch.arange(heads, device=device).view(-1, 1, 1)
+        j = torch.arange(L, device=device).view(1, 1, -1)
+        rows = max(1, (1 << 28) // (heads * L))
+        total = torch.zeros((), dtype=torch.int64, device=device)
+        for i0 in range(0, L, rows):
+            i = torch.arange(i0, min(L, i0 + rows), device=device).view(1, -1, 1)
+            total += rule.allowed(i, j, h).sum()
+        return int(total) * (self.hq // heads)
 
 
 def patterns():
