@@ -32,7 +32,6 @@ import time
 import torch
 
 from spattn import reference
-from spattn.blocksparse import count_allowed
 from spattn.capi import CudaRunner
 
 
@@ -75,6 +74,7 @@ class Pattern:
     def __init__(self, name, attrs, hq=16, hkv=16, head_dependent=False):
         self.name, self.attrs, self.hq, self.hkv = name, attrs, hq, hkv
         self.head_dependent = head_dependent
+        self._pairs = {}  # L -> pair count (the same for every D and dtype)
 
     def mask_mod(self, L, device):
         """The op's mask as a FlexAttention mask_mod: spattn.reference's rule itself."""
@@ -86,12 +86,21 @@ class Pattern:
         return mod
 
     def pair_count(self, L, device):
-        """Exact allowed pairs summed over the query heads (spattn.blocksparse.count_allowed,
-        O(L * band) work; the op with no attributes is dense)."""
-        if not self.attrs:
-            return self.hq * L * L
-        heads = self.hq if self.head_dependent else 1
-        return count_allowed(self.attrs, L, L, heads) * (self.hq // heads)
+        """Exact allowed pairs summed over the query heads: the oracle's rule evaluated on the
+        device, a band of query rows at a time (about 2^28 pairs per step)."""
+        if L in self._pairs:
+            return self._pairs[L]
+        rule = reference.MaskRule(self.attrs, L, L, self.hq, device=device)
+        heads = self.hq if rule.head_dependent else 1
+        h = torch.arange(heads, device=device).view(-1, 1, 1)
+        j = torch.arange(L, device=device).view(1, 1, -1)
+        rows = max(1, (1 << 28) // (heads * L))
+        total = torch.zeros((), dtype=torch.int64, device=device)
+        for i0 in range(0, L, rows):
+            i = torch.arange(i0, min(L, i0 + rows), device=device).view(1, -1, 1)
+            total += rule.allowed(i, j, h).sum()
+        self._pairs[L] = int(total) * (self.hq // heads)
+        return self._pairs[L]
 
 
 def patterns():
