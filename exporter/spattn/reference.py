@@ -195,7 +195,8 @@ def _sinks_input(sinks: Any, heads: int, device: Any) -> torch.Tensor | None:
     (NaN and +inf are errors; -inf means no sink for that head)."""
     if sinks is None:
         return None
-    t = sinks.detach() if isinstance(sinks, torch.Tensor) else torch.as_tensor(np.asarray(sinks))
+    # Not detached: a learned sink (SparseMultiheadAttention(sinks=True)) trains through here.
+    t = sinks if isinstance(sinks, torch.Tensor) else torch.as_tensor(np.asarray(sinks))
     if t.dtype != torch.float32:
         if isinstance(sinks, torch.Tensor) or not t.is_floating_point():
             raise ValueError(f"SparseAttention: sinks: expected a float32 tensor, got {t.dtype}")
@@ -204,7 +205,7 @@ def _sinks_input(sinks: Any, heads: int, device: Any) -> torch.Tensor | None:
         raise ValueError(
             f"SparseAttention: sinks: expected shape [Hq] = [{heads}], got {list(t.shape)}"
         )
-    bad = torch.isnan(t) | (torch.isinf(t) & (t > 0))
+    bad = torch.isnan(t.detach()) | (torch.isinf(t.detach()) & (t.detach() > 0))
     if bool(bad.any()):
         h = int(bad.nonzero()[0, 0])
         raise ValueError(

@@ -146,11 +146,6 @@ def test_longformer_per_input_global_tokens_in_layer():
     assert_close(got, want, torch.float32)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spattn.reference._sinks_input detaches sinks, so no gradient reaches a learned sink "
-    "(the fix belongs in reference.py: keep sinks in the autograd graph)",
-)
 def test_sinks_are_learned():
     torch.manual_seed(0)
     m = SparseMultiheadAttention(16, 2, Pattern.causal_sliding_window(4), sinks=True)
