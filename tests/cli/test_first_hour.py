@@ -283,42 +283,29 @@ def test_compare_ratio_is_the_pass_rule():
 
 # ------------------------------------------------------------------------------ 6: GPU support
 def test_export_and_inspect_warn_about_head_dims_the_gpu_backends_refuse(tmp_path):
-    import pytest
     from cli_helpers import sparse_model
 
-    from spattn.support import cuda_head_dims
+    from spattn.attributes import HEAD_DIMS
 
-    support = cuda_head_dims()
-    if support is None:
-        pytest.skip("this build has no CUDA kernels: the list of head dims cannot be read")
-    # the tiny encoder has head dim 32 / 2 = 16, which no GPU backend takes today
+    cuda = HEAD_DIMS["cuda"]
+    # the tiny encoder has head dim 32 / 2 = 16, which no GPU backend takes
     enc = encoder_model()
     r = invoke("inspect", enc)
     assert "head dim 16 cannot run on the CUDA execution provider or TensorRT" in r.stderr
-    assert f"(they take {support.text()})" in r.stderr
+    assert f"(they take {cuda.describe()})" in r.stderr
     data = invoke_json("inspect", enc)
     assert data["nodes"][0]["head_dim"] == 16 and data["warnings"]
     report = json.loads(enc.with_suffix(".report.json").read_text())
     assert any("head dim 16" in w for w in report["warnings"])
-    # a node whose head dim the CUDA kernels take: no warning
-    good = support.dims[0] if support.dims else support.max_dim
+    # a node whose head dim the GPU backends take (96, new with the D = 32 ... 256 kernels)
     model = sparse_model(tmp_path / "ok.onnx", window_left=2)
     import onnx
 
     m = onnx.load(str(model))
     for v in [*m.graph.input, *m.graph.output]:
-        v.type.tensor_type.shape.dim[3].dim_value = good
+        v.type.tensor_type.shape.dim[3].dim_value = 96
     onnx.save(m, str(model))
     assert invoke_json("inspect", model).get("warnings") is None
-
-
-def test_head_dims_come_from_the_kernel_library():
-    from spattn.support import parse_expectation
-
-    s = parse_expectation("SparseAttention: query: head dim D in {32, 64, 96, 128, 256} on CUDA")
-    assert s.dims == (32, 64, 96, 128, 256) and s.accepts(96) and not s.accepts(16)
-    assert parse_expectation("SparseAttention: query: head dim D in {1 .. 512} on CPU").accepts(7)
-    assert parse_expectation("something else") is None
 
 
 # ------------------------------------------------------------------------------ 9: README snippet

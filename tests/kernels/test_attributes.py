@@ -152,3 +152,17 @@ def test_c_api_struct_layout(tmp_path):
     assert out["v1"] == 160 == out["global_mask"]
     assert out["key_starts"] == 168 and out["sinks"] == 176 and out["softcap"] == 184
     assert out["size"] == 192
+
+
+def test_head_dims_agree_with_the_python_table():
+    """The CUDA head dims are listed once in C++ (params.h) and once in Python
+    (spattn.attributes.HEAD_DIMS, read by the schema's docs and the export warnings)."""
+    from spattn.attributes import HEAD_DIMS
+
+    text = (ROOT / "kernels" / "include" / "spattn" / "params.h").read_text()
+    m = re.search(r"#define SPATTN_CUDA_HEAD_DIMS\(X\)((?:\s*X\(\d+\))+)", text)
+    assert m, "SPATTN_CUDA_HEAD_DIMS not found in params.h"
+    cxx = tuple(int(x) for x in re.findall(r"X\((\d+)\)", m.group(1)))
+    assert cxx == HEAD_DIMS["cuda"].dims == HEAD_DIMS["tensorrt"].dims
+    cpu_max = int(re.search(r"kCpuMaxHeadDim = (\d+);", text).group(1))
+    assert cpu_max == HEAD_DIMS["cpu"].max_dim
