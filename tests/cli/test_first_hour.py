@@ -347,7 +347,10 @@ def test_python_export_is_quiet_and_shows_progress(tmp_path, capfd):
     err = capfd.readouterr().err
     assert rep.passed
     assert "torchvision" not in err and "FutureWarning" not in err and "UserWarning" not in err
-    assert "spattn.export" in err and "3/3" in err  # export, check, validation
+    # each step names itself when it starts (set_postfix_str refreshes the bar); the final "3/3"
+    # frame is not asserted: tqdm skips frames closer than its mininterval before close
+    assert "spattn.export" in err and "/3" in err
+    assert all(step in err for step in ("torch.onnx", "validation")), err
     spattn.export(model, inputs, tmp_path / "b.onnx", progress=False, validate=False)
     assert "spattn.export" not in capfd.readouterr().err
 
