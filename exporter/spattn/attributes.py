@@ -231,6 +231,9 @@ TORCH_PARAMS: tuple[Input | Attribute, ...] = tuple(
     p for p in OP_PARAMS if isinstance(p, Input) or p.pattern
 )
 PATTERN_ATTRIBUTES: tuple[Attribute, ...] = tuple(a for a in ATTRIBUTES if a.pattern)
+# The integer pattern attributes, in table order (the mask's parameters; scale and softcap are
+# the FLOAT ones).
+INT_ATTRIBUTES: tuple[str, ...] = tuple(a.name for a in PATTERN_ATTRIBUTES if a.onnx_type == "INT")
 
 # The head dims each backend takes (docs/op-spec.md, Backend support).
 HEAD_DIMS: dict[str, HeadDims] = {

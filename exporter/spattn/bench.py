@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from .attributes import INT_ATTRIBUTES
+
 __all__ = [
     "DEFAULT_PATTERN",
     "BenchConfig",
@@ -49,16 +51,7 @@ __all__ = [
 #: Longformer-style band +-256 plus 64 global tokens (benchmarks/bench_cpu.py's pattern).
 DEFAULT_PATTERN = {"window_left": 256, "window_right": 256, "num_global": 64}
 
-_INT_ATTRS = (
-    "window_left",
-    "window_right",
-    "causal",
-    "num_global",
-    "stride",
-    "block_size",
-    "num_random",
-    "seed",
-)
+_INT_ATTRS = INT_ATTRIBUTES
 
 #: Display names of the measured backends.
 LABELS = {

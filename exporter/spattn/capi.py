@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .attributes import attribute
 from .runtime import LIBRARY_FILES, library_path
 
 _ATTRS = (
@@ -36,16 +37,7 @@ _ATTRS = (
     "num_random",
     "seed",
 )
-_DEFAULTS = {
-    "window_left": -1,
-    "window_right": -1,
-    "causal": 0,
-    "num_global": 0,
-    "stride": 0,
-    "block_size": 64,
-    "num_random": 0,
-    "seed": 0,
-}
+_DEFAULTS = {name: attribute(name).default for name in _ATTRS}
 
 
 _FIELDS: list[tuple[str, Any]] = (

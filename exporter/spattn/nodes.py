@@ -11,27 +11,16 @@ Examples
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from .attributes import ATTRIBUTES, attribute
 from .errors import UserError
 from .modelio import constant_tensor
 
 __all__ = ["check_attributes", "spattn_node_info", "pattern_differences"]
 
-_INT_ATTRIBUTES = (
-    "window_left",
-    "window_right",
-    "causal",
-    "num_global",
-    "stride",
-    "block_size",
-    "num_random",
-    "seed",
-)
-
-
-_KNOWN_ATTRIBUTES = {*_INT_ATTRIBUTES, "scale", "plugin_version", "plugin_namespace"}
+# Every attribute of the op, its type and its valid values: the one table (spattn.attributes).
+_KNOWN_ATTRIBUTES = {a.name for a in ATTRIBUTES}
 
 
 def check_attributes(node: Any) -> dict[str, Any]:
@@ -53,13 +42,7 @@ def check_attributes(node: Any) -> dict[str, Any]:
                 f"{label}: unknown attribute {a.name!r}; SparseAttention version 1 "
                 f"has {', '.join(sorted(_KNOWN_ATTRIBUTES))}; {what}"
             )
-        expected = (
-            AttributeProto.INT
-            if a.name in _INT_ATTRIBUTES
-            else AttributeProto.FLOAT
-            if a.name == "scale"
-            else AttributeProto.STRING
-        )
+        expected = getattr(AttributeProto, attribute(a.name).onnx_type)
         if a.type != expected:
             raise UserError(
                 f"{label}: {a.name}: expected an attribute of type "
@@ -68,21 +51,10 @@ def check_attributes(node: Any) -> dict[str, Any]:
             )
         v = helper.get_attribute_value(a)
         attrs[a.name] = v.decode() if isinstance(v, bytes) else v
-    checks = {
-        "window_left": (lambda v: -1 <= v <= 2**31 - 1, "-1 or >= 0"),
-        "window_right": (lambda v: -1 <= v <= 2**31 - 1, "-1 or >= 0"),
-        "causal": (lambda v: v in (0, 1), "0 or 1"),
-        "num_global": (lambda v: 0 <= v <= 2**31 - 1, ">= 0"),
-        "stride": (lambda v: 0 <= v <= 2**31 - 1, ">= 0"),
-        "num_random": (lambda v: 0 <= v <= 2**31 - 1, ">= 0"),
-        "block_size": (lambda v: 1 <= v <= 65536, "1 ... 65536"),
-        "seed": (lambda v: 0 <= v <= 2**31 - 1, "0 ... 2^31-1"),
-        "scale": (lambda v: math.isfinite(v) and v >= 0.0, "finite and > 0 (0: 1/sqrt(D))"),
-        "plugin_version": (lambda v: v == "1", '"1"'),
-    }
-    for name, (ok, expect) in checks.items():
-        if name in attrs and not ok(attrs[name]):
-            raise UserError(f"{label}: {name}: expected {expect}, got {attrs[name]!r}; {what}")
+    for name, value in attrs.items():
+        why = attribute(name).problem(value)
+        if why is not None:
+            raise UserError(f"{label}: {name}: expected {why}, got {value!r}; {what}")
     return attrs
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .attributes import INT_ATTRIBUTES, attribute
+
 __all__ = [
     "mix32",
     "random_block",
@@ -102,26 +104,9 @@ def random_block_tensor(x0: int, h: Any, qb: Any, r: Any, nkb: Any) -> Any:
     return x % nkb
 
 
-_FIELDS = (
-    "window_left",
-    "window_right",
-    "causal",
-    "num_global",
-    "stride",
-    "block_size",
-    "num_random",
-    "seed",
-)
-_DEFAULTS = {
-    "window_left": -1,
-    "window_right": -1,
-    "causal": 0,
-    "num_global": 0,
-    "stride": 0,
-    "block_size": 64,
-    "num_random": 0,
-    "seed": 0,
-}
+# The mask's integer parameters and their defaults, from the one attribute table.
+_FIELDS = INT_ATTRIBUTES
+_DEFAULTS = {name: attribute(name).default for name in _FIELDS}
 
 
 def pattern_fields(pattern: Any) -> dict[str, int]:

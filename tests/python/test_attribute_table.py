@@ -210,3 +210,25 @@ def test_pattern_softcap_and_numpy_values():
 def test_pattern_methods_name_bad_arguments(call, match):
     with pytest.raises(ValueError, match="Pattern: " + match):
         call()
+
+
+def test_reading_nodes_back_knows_every_attribute_of_the_table():
+    """inspect/run/verify read exported nodes through spattn.nodes.check_attributes, which takes
+    its attribute names, types and ranges from the table (softcap included)."""
+    from onnx import helper
+
+    from spattn.errors import UserError
+    from spattn.nodes import check_attributes
+
+    node = helper.make_node(
+        "SparseAttention", ["q", "k", "v"], ["o"], domain="spattn", softcap=30.0, window_left=4
+    )
+    assert check_attributes(node) == {"softcap": 30.0, "window_left": 4}
+    bad = helper.make_node("SparseAttention", ["q", "k", "v"], ["o"], domain="spattn", softcap=-1.0)
+    with pytest.raises(UserError, match="softcap: expected"):
+        check_attributes(bad)
+    wrong_type = helper.make_node(
+        "SparseAttention", ["q", "k", "v"], ["o"], domain="spattn", window_left="2"
+    )
+    with pytest.raises(UserError, match="window_left: expected an attribute of type INT"):
+        check_attributes(wrong_type)
