@@ -45,6 +45,17 @@ enum KernelKind : int32_t {
 // Query rows per tile of the warp-specialized kernel: two consumer warpgroups of 64 rows.
 constexpr int kBlockMWs = 128;
 
+// The head dims each kernel is built for (every one of kCudaHeadDims runs on the mma.sync kernel
+// and the float32 kernel). The Hopper kernels keep Q/K/V in 64-column panels of the tensor cores'
+// 128-byte swizzle, so they take multiples of 64; the warp-specialized kernel holds two Q buffers
+// of 128 rows and its consumers keep Q in registers, which D = 256 does not fit (shared memory and
+// registers), so it stops at 128. launch.cu picks a kernel that takes the call's head dim.
+__host__ __device__ constexpr bool wgmma_takes(int d) { return d == 64 || d == 128 || d == 256; }
+__host__ __device__ constexpr bool ws_takes(int d) { return d == 64 || d == 128; }
+// The mma.sync kernel's 128-row tiles hold 2 x D / 2 output accumulators per thread: at D = 256
+// more registers than a thread has, so D = 256 runs 64-row tiles.
+__host__ __device__ constexpr bool mma_wide_takes(int d) { return d <= 128; }
+
 // Barriers over the threads that run a piece of code together (kCount of them, numbered by
 // tid()): the whole CTA, one warpgroup, or the list builders of the warp-specialized kernel, each
 // with its own hardware barrier ID (1..15; 0 is __syncthreads).

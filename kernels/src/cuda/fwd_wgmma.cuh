@@ -154,7 +154,7 @@ __device__ __forceinline__ void wgmma_rs_n128(TYPE, float*, const uint32_t*, uin
 // ---------------------------------------------------------------------------------------------
 template <typename T, int D>
 struct WgmmaKernel {
-  static_assert(D == 64 || D == 128, "head dims of the Hopper kernel");
+  static_assert(D == 64 || D == 128 || D == 256, "head dims of the Hopper kernel (kWgmmaDims)");
   static constexpr int kRows = kBlockMMmaNarrow;  // 64: one m64 warpgroup tile
   static constexpr int kChunks = D / 8;           // 16-byte chunks per row
   static constexpr int kPanelElems = 64;          // columns per 128-byte swizzle panel
@@ -181,11 +181,23 @@ struct WgmmaKernel {
   // A thread moves one 16-byte chunk column of every kStep-th row: its swizzled chunk is the
   // same in every pass, so the shared address takes a constant offset per pass and the global one
   // a constant step (rows past L read `g` with a zero source size: nothing is read).
+  // D = 256 (32 chunks per row: a pass moves 4 rows) takes the general form, with the swizzled
+  // offset computed per pass.
   template <int ROWS>
   __device__ static void load_tile(T* s, const T* g, int64_t ld, int32_t r0, int32_t L) {
     constexpr int kStep = kThreads / kChunks;
-    static_assert(kStep % 8 == 0 && ROWS % kStep == 0, "passes keep the swizzle phase");
+    static_assert(ROWS % kStep == 0, "whole passes");
     const int ch = threadIdx.x % kChunks, row0 = threadIdx.x / kChunks;
+    if constexpr (kStep % 8 != 0) {
+#pragma unroll
+      for (int x = 0; x < ROWS / kStep; ++x) {
+        const int row = row0 + x * kStep;
+        const bool ok = r0 + row < L;
+        const T* src = ok ? g + int64_t(r0 + row) * ld + ch * 8 : g;
+        cp_async16(s + off<ROWS>(row, ch), src, ok);
+      }
+      return;
+    }
     const uint32_t dst = uint32_t(__cvta_generic_to_shared(s + off<ROWS>(row0, ch)));
     const char* src = reinterpret_cast<const char*>(g + int64_t(r0 + row0) * ld + ch * 8);
     const int64_t step = int64_t(kStep) * ld * int64_t(sizeof(T));
@@ -251,10 +263,14 @@ struct WgmmaKernel {
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
       const uint32_t dv = dv0 + uint32_t(kk * 16 * kPanelElems * sizeof(T) / 16);
-      if constexpr (D == 64)
+      if constexpr (D == 64) {
         wgmma_rs_n64<1>(T(), od, pa[kk], dv, hi, 1);
-      else
-        wgmma_rs_n128(T(), od, pa[kk], dv, hi);
+      } else {
+        // Columns [128 c, 128 c + 128): two panels further, accumulators 64 c onwards.
+#pragma unroll
+        for (int c = 0; c < D / 128; ++c)
+          wgmma_rs_n128(T(), od + 64 * c, pa[kk], dv + uint32_t(c * 2 * kKVPanelBytes / 16), hi);
+      }
     }
     wgmma_commit();
   }

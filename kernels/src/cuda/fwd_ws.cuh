@@ -101,6 +101,7 @@ __device__ __forceinline__ void regs_alloc() {
 // ---------------------------------------------------------------------------------------------
 template <typename T, int D>
 struct WsKernel {
+  static_assert(ws_takes(D), "head dims of the warp-specialized kernel");
   using Base = WgmmaKernel<T, D>;                  // tile layout, loads and the two products
   static constexpr int kHalfRows = kBlockMWs / 2;  // rows of one consumer (one m64 tile)
   static constexpr int kCTAThreads = 3 * kThreads;
@@ -511,16 +512,15 @@ cudaError_t launch_ws(const KParams& kp, int32_t grid, cudaStream_t stream) {
 }
 
 // The tensor-core kernel of one (dtype, head dim) that launch() chose.
+// Only the kernels that take head dim D are built for it (launch.cu never picks another).
 template <typename T, int D>
 cudaError_t launch_tensor_core(const KParams& kp, int32_t grid, cudaStream_t stream) {
-  switch (kp.kernel) {
-    case kKernelWs:
-      return launch_ws<T, D>(kp, grid, stream);
-    case kKernelWgmma:
-      return launch_wgmma<T, D>(kp, grid, stream);
-    default:
-      return launch_mma<T, D>(kp, grid, stream);
-  }
+  if constexpr (ws_takes(D))
+    if (kp.kernel == kKernelWs) return launch_ws<T, D>(kp, grid, stream);
+  if constexpr (wgmma_takes(D))
+    if (kp.kernel == kKernelWgmma) return launch_wgmma<T, D>(kp, grid, stream);
+  if (kp.kernel != kKernelMma) return cudaErrorInvalidValue;
+  return launch_mma<T, D>(kp, grid, stream);
 }
 
 }  // namespace cuda

@@ -140,7 +140,7 @@ __device__ void combine_tile(const KParams& kp, int32_t x, const SplitTile& st) 
   const int32_t i = q.i0 + rl;
   if (rl >= bm || i >= p.len_q) return;
   const int sub = threadIdx.x % 8;
-  constexpr int kGroups = 4;  // 4-column groups per thread: 8 threads x 4 x 4 = 128 columns
+  constexpr int kGroups = 8;  // 4-column groups per thread: 8 threads x 8 x 4 = 256 columns
   float4 acc[kGroups];
 #pragma unroll
   for (int g = 0; g < kGroups; ++g) acc[g] = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -244,11 +244,21 @@ KernelKind kernel_for(const Params& p) {
   if (env && std::strcmp(env, "mma") == 0) return kKernelMma;
   DeviceFacts dev;
   if (device_facts(&dev) != cudaSuccess || dev.cc != 90) return kKernelMma;
-  if (env && std::strcmp(env, "wgmma") == 0) return kKernelWgmma;
-  if (env && std::strcmp(env, "ws") == 0) return kKernelWs;
-  const bool blocks = p.pattern.num_random > 0 || p.block_indices != nullptr;
-  const bool global = p.pattern.num_global > 0;
-  return narrow_rows(p) && (blocks || (global && p.head_dim != 128)) ? kKernelWgmma : kKernelWs;
+  KernelKind k;
+  if (env && std::strcmp(env, "wgmma") == 0) {
+    k = kKernelWgmma;
+  } else if (env && std::strcmp(env, "ws") == 0) {
+    k = kKernelWs;
+  } else {
+    const bool blocks = p.pattern.num_random > 0 || p.block_indices != nullptr;
+    const bool global = p.pattern.num_global > 0;
+    k = narrow_rows(p) && (blocks || (global && p.head_dim != 128)) ? kKernelWgmma : kKernelWs;
+  }
+  // The nearest kernel that takes the head dim (common.cuh): D = 256 runs the one-warpgroup
+  // kernel, D = 32 and 96 (not a multiple of the 64-column panels) the portable one.
+  if (k == kKernelWs && !ws_takes(p.head_dim)) k = kKernelWgmma;
+  if (k == kKernelWgmma && !wgmma_takes(p.head_dim)) k = kKernelMma;
+  return k;
 #else
   (void)p;
   return kKernelMma;
@@ -259,7 +269,7 @@ int32_t block_m_for(const Params& p, KernelKind kernel) {
   if (p.dtype == DType::kFloat32) return kBlockMF32;
   if (kernel == kKernelWs) return kBlockMWs;
   if (kernel == kKernelWgmma) return kBlockMMmaNarrow;
-  return narrow_rows(p) ? kBlockMMmaNarrow : kBlockMMmaWide;
+  return narrow_rows(p) || !mma_wide_takes(p.head_dim) ? kBlockMMmaNarrow : kBlockMMmaWide;
 }
 
 size_t align_up(size_t x) { return (x + 255) / 256 * 256; }
@@ -368,25 +378,28 @@ bool bounded_plan(const Params& p, const Layout& L, KParams* kp) {
 
 enum : int32_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
 
-// The one dtype x head-dim dispatch.
+// The one dtype x head-dim dispatch, over every head dim of SPATTN_CUDA_HEAD_DIMS.
 cudaError_t launch_attention(const KParams& kp, int32_t grid, cudaStream_t stream) {
   const int32_t key = int32_t(kp.p.dtype) * 1000 + kp.p.head_dim;
   switch (key) {
-    case kF32 * 1000 + 64:
-      return launch_attention_f32_d64(kp, grid, stream);
-    case kF32 * 1000 + 128:
-      return launch_attention_f32_d128(kp, grid, stream);
-    case kF16 * 1000 + 64:
-      return launch_attention_f16_d64(kp, grid, stream);
-    case kF16 * 1000 + 128:
-      return launch_attention_f16_d128(kp, grid, stream);
-    case kBF16 * 1000 + 64:
-      return launch_attention_bf16_d64(kp, grid, stream);
-    case kBF16 * 1000 + 128:
-      return launch_attention_bf16_d128(kp, grid, stream);
+#define SPATTN_DISPATCH_CASES(d)                        \
+  case kF32 * 1000 + d:                                 \
+    return launch_attention_f32_d##d(kp, grid, stream); \
+  case kF16 * 1000 + d:                                 \
+    return launch_attention_f16_d##d(kp, grid, stream); \
+  case kBF16 * 1000 + d:                                \
+    return launch_attention_bf16_d##d(kp, grid, stream);
+    SPATTN_CUDA_HEAD_DIMS(SPATTN_DISPATCH_CASES)
+#undef SPATTN_DISPATCH_CASES
     default:
       return cudaErrorInvalidValue;
   }
+}
+
+bool is_cuda_head_dim(int32_t d) {
+  for (int32_t x : kCudaHeadDims)
+    if (x == d) return true;
+  return false;
 }
 
 cudaError_t launch_combine(const KParams& kp, cudaStream_t stream) {
@@ -465,11 +478,11 @@ bool encode_tensor_maps(const Params& p, KParams* kp) {
 }  // namespace
 
 HeadDimSupport head_dim_support() {
-  static const int32_t kDims[] = {64, 128};
   HeadDimSupport s;
-  s.max_dim = 128;
-  s.dims = kDims;
-  s.num_dims = 2;
+  s.max_dim = 0;
+  for (int32_t d : kCudaHeadDims) s.max_dim = d > s.max_dim ? d : s.max_dim;
+  s.dims = kCudaHeadDims;
+  s.num_dims = kNumCudaHeadDims;
   s.dv_equals_d = true;
   s.backend = "CUDA";
   return s;
@@ -497,8 +510,7 @@ size_t workspace_size_current_device(const Params& p) {
 }
 
 cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
-  if (p.head_dim != p.head_dim_v || (p.head_dim != 64 && p.head_dim != 128))
-    return cudaErrorInvalidValue;
+  if (p.head_dim != p.head_dim_v || !is_cuda_head_dim(p.head_dim)) return cudaErrorInvalidValue;
   if (p.batch <= 0 || p.heads_q <= 0 || p.heads_kv <= 0 || p.len_q <= 0 || p.len_k <= 0 ||
       p.heads_q % p.heads_kv != 0)
     return cudaErrorInvalidValue;
