@@ -110,7 +110,12 @@ struct KParams {
   int32_t kernel;           // which kernel runs the 16-bit types (KernelKind)
   int32_t split_target;     // the scheduler splits the total work into about this many items
   int32_t max_split_items;  // capacity of the partial buffers (2 * split_target)
-  float scale_log2;         // scale * log2(e): the kernels use exp2
+  float scale_log2;         // scale * log2(e): the kernels use exp2; 1 with softcap (score_hook)
+  // Logit softcapping (PatternAttrs::softcap > 0): score_hook turns a raw q.k into
+  // softcap_out * tanh(q.k * softcap_in), the capped score already in log2 units.
+  int32_t softcap_on;
+  float softcap_in;   // scale / softcap
+  float softcap_out;  // softcap * log2(e)
   // Bounded plan (planned == kBounded): query tiles [heavy_qt0, heavy_qt0 + heavy_nqt) of every
   // (batch, head) hold global query rows; each is split into `pieces` pieces of `piece_tiles`
   // ranks of its visit list: slots [0, n_split) of the partial results in (b, h, tile, piece)
@@ -629,6 +634,42 @@ __device__ __forceinline__ float fast_exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
+}
+
+// 1 / x (rcp.approx, within 1 ulp); 1 / inf = 0.
+__device__ __forceinline__ float fast_rcp(float x) {
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// tanh(x) = sign(x) (1 - 2 / (e^(2|x|) + 1)), from ex2.approx and rcp.approx: absolute error
+// about 2e-7 everywhere (tanh.approx's 2^-11 relative error would move a capped logit of 50 by
+// 0.02, beyond the float32 tolerance); saturates to +-1, NaN stays NaN.
+__device__ __forceinline__ float tanh_accurate(float x) {
+  const float e = fast_exp2(fabsf(x) * 2.8853900817779268f);  // e^(2|x|)
+  return copysignf(1.f - 2.f * fast_rcp(e + 1.f), x);
+}
+
+// The score hook of every kernel family: applied to each raw score q.k right after the product,
+// before masking (a masked -inf must stay -inf). Without softcap the kernels fold the scale into
+// exp2 (scale_log2) and call nothing; with it, the capped score softcap * tanh(scale q.k / softcap)
+// comes out in log2 units and scale_log2 is 1 (launch.cu), so the softmax is unchanged.
+__device__ __forceinline__ float score_hook(const KParams& kp, float s) {
+  return kp.softcap_out * tanh_accurate(s * kp.softcap_in);
+}
+
+// 1 / the softmax denominator of a row whose running max is m (log2 units) and sum of
+// exp2(score - m) is l, with the attention sink of query head h when sinks are given:
+// 1 / (l + e^sink 2^-m), computed against max(m, sink) so that neither term overflows. A row with
+// no allowed key (l = 0) gets 0: zeros, sink or not. A NaN sink makes the row NaN.
+__device__ __forceinline__ float row_normalizer(const KParams& kp, int32_t h, float m, float l) {
+  if (!(l > 0.f)) return 0.f;
+  if (!kp.p.sinks) return 1.f / l;
+  const float sink = kp.p.sinks[h] * 1.4426950408889634f;
+  const float top = fmaxf(m, sink);
+  const float a = exp2f(m - top);
+  return a / (l * a + exp2f(sink - top));
 }
 
 }  // namespace cuda

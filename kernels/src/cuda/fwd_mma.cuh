@@ -114,6 +114,18 @@ struct TileOps {
     __syncwarp();
   }
 
+  // The family's score hook (common.cuh: softcap), on the raw scores of a tile before masking;
+  // a uniform branch when softcap is off.
+  __device__ static void apply_score_hook(const KParams& kp, float (&s)[MT][8][4]) {
+    if (!kp.softcap_on) return;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+        for (int x = 0; x < 4; ++x) s[mt][nt][x] = score_hook(kp, s[mt][nt][x]);
+  }
+
   __device__ static void apply_smem_mask(float (&s)[MT][8][4], int wrow, const uint8_t* sMask) {
     const int lane = threadIdx.x & 31, g = lane >> 2, c4 = lane & 3;
 #pragma unroll
@@ -306,7 +318,7 @@ struct TileOps {
         const int rl = wrow + mt * 16 + g + r * 8;
         const int sr = rl - row0;  // row0 is a multiple of 8: the same swizzle phase
         const int32_t i = w.q.i0 + rl;
-        float inv = l[mt][r] > 0.f ? 1.f / l[mt][r] : 0.f;  // no allowed key: zeros
+        float inv = row_normalizer(kp, w.q.h, m[mt][r], l[mt][r]);  // no allowed key: zeros
         if (i < p.len_q && row_is_bad(kp, w.q.b, w.q.h, i)) inv = __int_as_float(0x7fc00000);
 #pragma unroll
         for (int nt = 0; nt < D / 8; ++nt)
@@ -452,6 +464,7 @@ struct MmaKernel {
           }
         }
       }
+      Ops::apply_score_hook(kp, s);
       if (!cur_full) {
         if (reg_mask)
           Ops::apply_reg_mask(kp, w, s, wrow, j0);

@@ -357,6 +357,7 @@ struct WgmmaKernel {
       }
       fence_regs<32>(sd);
 
+      Ops::apply_score_hook(kp, s);
       if (!cur_full) {
         if (reg_mask)
           Ops::template apply_reg_mask<true>(kp, w, s, wrow, j0);

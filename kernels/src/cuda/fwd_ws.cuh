@@ -410,6 +410,7 @@ struct WsKernel {
             wgmma_wait<0>();
           }
           Base::template fence_regs<32>(sd);
+          Ops::apply_score_hook(kp, s);
           const int32_t j0 = stage.tile * kBlockN;
           if (cls == 1) {
             if (reg_mask) {

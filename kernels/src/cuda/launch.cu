@@ -169,7 +169,8 @@ __device__ void combine_tile(const KParams& kp, int32_t x, const SplitTile& st) 
     }
     mx = mn;
   }
-  float inv = sum > 0.f ? 1.f / sum : 0.f;  // no allowed key: zeros
+  // No allowed key: zeros. The sink enters here, once per row, not in the pieces.
+  float inv = row_normalizer(kp, q.h, mx, sum);
   if (row_is_bad(kp, q.b, q.h, i)) inv = __int_as_float(0x7fc00000);
   T* orow = static_cast<T*>(p.o) + q.b * p.o_batch_stride + q.h * p.o_head_stride +
             int64_t(i) * p.o_row_stride;
@@ -541,6 +542,10 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   kp.split_target = L.split_target;
   kp.max_split_items = L.max_split_items;
   kp.scale_log2 = p.pattern.scale * 1.4426950408889634f;
+  kp.softcap_on = p.pattern.softcap > 0.f ? 1 : 0;
+  kp.softcap_in = kp.softcap_on ? p.pattern.scale / p.pattern.softcap : 0.f;
+  kp.softcap_out = kp.softcap_on ? p.pattern.softcap * 1.4426950408889634f : 0.f;
+  if (kp.softcap_on) kp.scale_log2 = 1.f;  // score_hook returns log2 units
   kp.counts = nullptr;
   kp.header = nullptr;
   kp.items = nullptr;
