@@ -1,33 +1,28 @@
 // CUDA launch entry of the SparseAttention kernels. Host code; includes no ONNX Runtime, TensorRT
-// or Torch header. The adapters validate with validate.h first (head dims: head_dim_support(),
-// from kCudaHeadDims).
+// or Torch header. The adapters validate with validate.h first (head dims:
+// cuda_head_dim_support()).
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <string>
 
 #include "spattn/params.h"
 #include "spattn/validate.h"
 
-// The head dims D = Dv of the CUDA kernels (every dtype; the TensorRT plugin runs the same
-// kernels), one X(d) per head dim: the kernel instantiations, the dispatch, the validation
-// (head_dim_support) and the adapters' messages expand this one list.
-#ifndef SPATTN_CUDA_HEAD_DIMS
-#define SPATTN_CUDA_HEAD_DIMS(X) X(32) X(64) X(96) X(128) X(256)
-namespace spattn {
-#define SPATTN_HEAD_DIM_ENTRY(d) d,
-constexpr int32_t kCudaHeadDims[] = {SPATTN_CUDA_HEAD_DIMS(SPATTN_HEAD_DIM_ENTRY)};
-#undef SPATTN_HEAD_DIM_ENTRY
-constexpr int32_t kNumCudaHeadDims = int32_t(sizeof(kCudaHeadDims) / sizeof(kCudaHeadDims[0]));
-}  // namespace spattn
-#endif
-
 namespace spattn {
 namespace cuda {
 
-// Head dims and dtypes this backend accepts (for validate_inputs): D = Dv in kCudaHeadDims.
+// Head dims and dtypes this backend accepts (for validate_inputs): cuda_head_dim_support(), the
+// head dims of params.h's SPATTN_CUDA_HEAD_DIMS table.
 HeadDimSupport head_dim_support();
+
+// What of a validated call the kernels of this build cannot compute yet: an error message naming
+// the input or attribute ("SparseAttention: <name>: ..."), or an empty string. The adapters report
+// it instead of launching; `launch` refuses such a call with cudaErrorNotSupported, never computing
+// something else.
+std::string unsupported(const Params& p);
 
 // Device workspace `launch` needs for these shapes and attributes, in bytes (may be 0). Depends
 // only on sizes and attributes, never on tensor values, so a TensorRT plugin can report it at

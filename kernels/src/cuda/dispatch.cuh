@@ -9,7 +9,7 @@
 namespace spattn {
 namespace cuda {
 
-// launch_attention_<dtype>_d<D> for every head dim of SPATTN_CUDA_HEAD_DIMS (spattn/cuda.h); each
+// launch_attention_<dtype>_d<D> for every head dim of SPATTN_CUDA_HEAD_DIMS (spattn/params.h); each
 // is defined in sparse_attention_fwd_hdim<D>_<dtype>.cu.
 #define SPATTN_DECLARE_LAUNCHERS(d)                                                             \
   cudaError_t launch_attention_f16_d##d(const KParams& kp, int32_t grid, cudaStream_t stream);  \

@@ -478,15 +478,19 @@ bool encode_tensor_maps(const Params& p, KParams* kp) {
 
 }  // namespace
 
-HeadDimSupport head_dim_support() {
-  HeadDimSupport s;
-  s.max_dim = 0;
-  for (int32_t d : kCudaHeadDims) s.max_dim = d > s.max_dim ? d : s.max_dim;
-  s.dims = kCudaHeadDims;
-  s.num_dims = kNumCudaHeadDims;
-  s.dv_equals_d = true;
-  s.backend = "CUDA";
-  return s;
+HeadDimSupport head_dim_support() { return cuda_head_dim_support(); }
+
+std::string unsupported(const Params& p) {
+  // Every head dim of kCudaHeadDims (validated before), softcap and sinks; global_mask and
+  // key_starts not yet.
+  if (p.head_dim != p.head_dim_v || !is_cuda_head_dim(p.head_dim))
+    return "SparseAttention: query: head dim D = " + std::to_string(p.head_dim) +
+           " has no CUDA kernel in this build";
+  if (p.global_mask)
+    return "SparseAttention: global_mask: not supported by the CUDA kernels of this build";
+  if (p.key_starts)
+    return "SparseAttention: key_starts: not supported by the CUDA kernels of this build";
+  return {};
 }
 
 // Enough for any tensor-core kernel: the host asking may not know the device that runs it.
@@ -512,6 +516,7 @@ size_t workspace_size_current_device(const Params& p) {
 
 cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   if (p.head_dim != p.head_dim_v || !is_cuda_head_dim(p.head_dim)) return cudaErrorInvalidValue;
+  if (p.global_mask || p.key_starts) return cudaErrorNotSupported;  // unsupported(p) names it
   if (p.batch <= 0 || p.heads_q <= 0 || p.heads_kv <= 0 || p.len_q <= 0 || p.len_k <= 0 ||
       p.heads_q % p.heads_kv != 0)
     return cudaErrorInvalidValue;
