@@ -143,10 +143,12 @@ struct TileOps {
   }
 
   // Register mask of a partial tile from Pattern::row_bounds: valid when the pattern has no
-  // strided component and its random/listed blocks cover whole key tiles (reg_mask_ok).
+  // strided component and no global_mask (keys that intervals do not describe) and its
+  // random/listed blocks cover whole key tiles (reg_mask_ok).
   __device__ static bool reg_mask_ok(const Pattern& pat) {
     const bool blocks = pat.a.num_random > 0 || pat.block_indices != nullptr;
-    return pat.a.stride == 0 && (!blocks || pat.a.block_size % kBlockN == 0);
+    return pat.a.stride == 0 && pat.global_mask == nullptr &&
+           (!blocks || pat.a.block_size % kBlockN == 0);
   }
 
   // kOncePerTile: blocks cover whole key tiles (a multiple of 64 keys), so the warp's 16 * MT
@@ -173,24 +175,25 @@ struct TileOps {
       for (int r = 0; r < 2; ++r) {
         const int32_t i = w.q.i0 + wrow + mt * 16 + g + r * 8;
         RowBounds rb;
-        rb.upper = rb.num_global = 0;
+        rb.upper = rb.num_global = rb.lower = 0;
         rb.lo = 1;
         rb.hi = 0;
         rb.global_row = false;
         if (i < p.len_q) {  // rows past Lq: nothing (and no block_indices read)
           rb = pat.row_bounds(w.q.b, i);
-          // A selected random/listed block covers the whole key tile: every key below upper.
+          // A selected random/listed block covers the whole key tile: every valid key.
           if (kOncePerTile
                   ? tile_selected && !rb.global_row
                   : blocks && !rb.global_row &&
                         pat.block_selected(w.q.h, i / pat.a.block_size, j0 / pat.a.block_size)) {
-            rb.lo = 0;
+            rb.lo = rb.lower;
             rb.hi = rb.upper - 1;
           }
         }
         // Bounds relative to this lane's first key, so that each test is against a constant.
         const int32_t base = j0 + 2 * c4;
         RowBounds rel = rb;
+        rel.lower = rb.lower - base;
         rel.num_global = rb.num_global - base;
         rel.lo = rb.lo - base;
         rel.hi = rb.hi - base;

@@ -31,6 +31,26 @@ namespace {
 
 constexpr int kScheduleThreads = 1024;
 
+// With global_mask: one warp per (batch, key tile) sets key_tiles_global to whether the tile holds
+// a global token (nonzero entry), so that the list builders test one byte per candidate tile
+// instead of its 64 mask entries. Runs on the stream before the lists are built.
+__global__ void __launch_bounds__(kThreads)
+    global_tiles_kernel(const __grid_constant__ KParams kp, uint8_t* tiles) {
+  const int64_t x = int64_t(blockIdx.x) * (kThreads / 32) + threadIdx.x / 32;
+  if (x >= int64_t(kp.p.batch) * kp.num_k_tiles) return;
+  const int32_t b = int32_t(x / kp.num_k_tiles), t = int32_t(x % kp.num_k_tiles);
+  const int lane = threadIdx.x % 32;
+  const int32_t* g = kp.p.global_mask + int64_t(b) * kp.p.len_k;
+  bool on = false;
+#pragma unroll
+  for (int r = 0; r < kBlockN / 32; ++r) {
+    const int32_t j = t * kBlockN + r * 32 + lane;
+    on = on || (j < kp.p.len_k && g[j] != 0);
+  }
+  const unsigned any = __ballot_sync(0xffffffffu, on);
+  if (lane == 0) tiles[x] = any != 0u;
+}
+
 // Counts the key tiles each query tile visits.
 __global__ void __launch_bounds__(kThreads) count_kernel(const __grid_constant__ KParams kp) {
   __shared__ VisitSmem vs;
@@ -209,7 +229,8 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant
 
 // Workspace layout (planned mode), each piece 256-byte aligned.
 struct Layout {
-  size_t counts = 0, header = 0, next_item = 0, items = 0, part_o = 0, part_ml = 0, total = 0;
+  size_t counts = 0, header = 0, next_item = 0, items = 0, part_o = 0, part_ml = 0;
+  size_t key_tiles_global = 0, total = 0;
   int32_t split_target = 0, max_split_items = 0, block_m = 0;
   int64_t total_q_tiles = 0;
 };
@@ -220,7 +241,8 @@ struct Layout {
 bool narrow_rows(const Params& p) {
   const PatternAttrs& a = p.pattern;
   if (a.stride > 0) return false;
-  const bool other = a.num_global > 0 || a.num_random > 0 || p.block_indices != nullptr;
+  const bool other = a.num_global > 0 || a.num_random > 0 || p.block_indices != nullptr ||
+                     p.global_mask != nullptr;
   if (a.window_left < 0 && a.window_right < 0) return other;  // local off, or dense
   if (a.window_left < 0 || (a.window_right < 0 && !a.causal)) return false;
   const int64_t width = int64_t(a.window_left) + (a.causal ? 0 : int64_t(a.window_right)) + 1;
@@ -252,7 +274,7 @@ KernelKind kernel_for(const Params& p) {
     k = kKernelWs;
   } else {
     const bool blocks = p.pattern.num_random > 0 || p.block_indices != nullptr;
-    const bool global = p.pattern.num_global > 0;
+    const bool global = p.pattern.num_global > 0 || p.global_mask != nullptr;
     k = narrow_rows(p) && (blocks || (global && p.head_dim != 128)) ? kKernelWgmma : kKernelWs;
   }
   // The nearest kernel that takes the head dim (common.cuh): D = 256 runs the one-warpgroup
@@ -301,6 +323,11 @@ Layout make_layout(const Params& p, KernelKind kernel) {
       align_up(off + sizeof(float) * size_t(L.max_split_items) * L.block_m * size_t(p.head_dim_v));
   L.part_ml = off;
   off = align_up(off + sizeof(float2) * size_t(L.max_split_items) * L.block_m);
+  // One byte per (batch, key tile), with global_mask (its presence is known when the workspace
+  // is sized: a TensorRT engine sees the optional input or not).
+  L.key_tiles_global = off;
+  if (p.global_mask)
+    off = align_up(off + size_t(p.batch) * size_t((int64_t(p.len_k) + kBlockN - 1) / kBlockN));
   L.total = off;
   return L;
 }
@@ -317,11 +344,12 @@ bool few_long_tiles(const Params& p, const Layout& L) {
   return L.total_q_tiles < 2 * int64_t(sm_count()) && num_k_tiles > 2 * kMinTilesPerSplit;
 }
 
-// Whether a call runs a planned (split-KV) schedule, which needs the workspace.
+// Whether a call runs a planned (split-KV) schedule, which needs the workspace. global_mask
+// always does: its global query rows may sit in any query tile of any batch.
 bool planned_mode(const Params& p, const Layout& L) {
   const PatternAttrs& a = p.pattern;
-  const bool balanced =
-      a.num_global == 0 && a.stride == 0 && a.num_random == 0 && p.block_indices == nullptr;
+  const bool balanced = a.num_global == 0 && a.stride == 0 && a.num_random == 0 &&
+                        p.block_indices == nullptr && p.global_mask == nullptr;
   return !balanced || few_long_tiles(p, L);
 }
 
@@ -330,7 +358,8 @@ bool planned_mode(const Params& p, const Layout& L) {
 // query rows can have long visit lists. Fills the plan's fields of kp; false: count instead.
 bool bounded_plan(const Params& p, const Layout& L, KParams* kp) {
   const PatternAttrs& a = p.pattern;
-  if (a.stride > 0) return false;
+  // global_mask: which query tiles hold global rows is known on the device only: count instead.
+  if (a.stride > 0 || p.global_mask) return false;
   if (few_long_tiles(p, L)) return false;
   const int64_t nkt = (int64_t(p.len_k) + kBlockN - 1) / kBlockN;
   const bool other = a.num_global > 0 || a.num_random > 0 || p.block_indices != nullptr;
@@ -481,15 +510,10 @@ bool encode_tensor_maps(const Params& p, KParams* kp) {
 HeadDimSupport head_dim_support() { return cuda_head_dim_support(); }
 
 std::string unsupported(const Params& p) {
-  // Every head dim of kCudaHeadDims (validated before), softcap and sinks; global_mask and
-  // key_starts not yet.
+  // Every head dim of kCudaHeadDims (validated before), every input and attribute.
   if (p.head_dim != p.head_dim_v || !is_cuda_head_dim(p.head_dim))
     return "SparseAttention: query: head dim D = " + std::to_string(p.head_dim) +
            " has no CUDA kernel in this build";
-  if (p.global_mask)
-    return "SparseAttention: global_mask: not supported by the CUDA kernels of this build";
-  if (p.key_starts)
-    return "SparseAttention: key_starts: not supported by the CUDA kernels of this build";
   return {};
 }
 
@@ -516,7 +540,6 @@ size_t workspace_size_current_device(const Params& p) {
 
 cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   if (p.head_dim != p.head_dim_v || !is_cuda_head_dim(p.head_dim)) return cudaErrorInvalidValue;
-  if (p.global_mask || p.key_starts) return cudaErrorNotSupported;  // unsupported(p) names it
   if (p.batch <= 0 || p.heads_q <= 0 || p.heads_kv <= 0 || p.len_q <= 0 || p.len_k <= 0 ||
       p.heads_q % p.heads_kv != 0)
     return cudaErrorInvalidValue;
@@ -557,6 +580,7 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   kp.part_o = nullptr;
   kp.part_ml = nullptr;
   kp.next_item = nullptr;
+  kp.key_tiles_global = nullptr;
 
   kp.heavy_qt0 = kp.heavy_nqt = kp.n_split = 0;
   kp.pieces = kp.piece_tiles = 1;
@@ -572,6 +596,16 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   kp.items = reinterpret_cast<WorkItem*>(ws + L.items);
   kp.part_o = reinterpret_cast<float*>(ws + L.part_o);
   kp.part_ml = reinterpret_cast<float2*>(ws + L.part_ml);
+  if (p.global_mask) {
+    uint8_t* tiles = reinterpret_cast<uint8_t*>(ws + L.key_tiles_global);
+    const int64_t n = int64_t(p.batch) * kp.num_k_tiles;
+    const int64_t ctas = (n + kThreads / 32 - 1) / (kThreads / 32);
+    if (ctas > INT32_MAX) return cudaErrorInvalidValue;
+    global_tiles_kernel<<<int32_t(ctas), kThreads, 0, stream>>>(kp, tiles);
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    kp.key_tiles_global = tiles;
+  }
   if (kernel == kKernelWs) {
     kp.next_item = reinterpret_cast<int32_t*>(ws + L.next_item);
     const cudaError_t e = cudaMemsetAsync(kp.next_item, 0, sizeof(int32_t), stream);
