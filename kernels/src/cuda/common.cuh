@@ -50,8 +50,16 @@ constexpr int kBlockMWs = 128;
 // 128-byte swizzle, so they take multiples of 64; the warp-specialized kernel holds two Q buffers
 // of 128 rows and its consumers keep Q in registers, which D = 256 does not fit (shared memory and
 // registers), so it stops at 128. launch.cu picks a kernel that takes the call's head dim.
-__host__ __device__ constexpr bool wgmma_takes(int d) { return d == 64 || d == 128 || d == 256; }
-__host__ __device__ constexpr bool ws_takes(int d) { return d == 64 || d == 128; }
+//
+// Head dims 32 and 96 run the Hopper kernels of the next multiple of 64 (hopper_dim): the tiles
+// hold zeros past column D (cp.async zero-fill, or the bulk copies' out-of-bounds fill), S = Q K^T
+// takes only the D / 16 steps that hold data and O = P V the padded width, whose extra columns are
+// zeros and are not written.
+__host__ __device__ constexpr int hopper_dim(int d) { return (d + 63) / 64 * 64; }
+__host__ __device__ constexpr bool wgmma_takes(int d) {
+  return d == 32 || d == 64 || d == 96 || d == 128 || d == 256;
+}
+__host__ __device__ constexpr bool ws_takes(int d) { return hopper_dim(d) <= 128; }
 // The mma.sync kernel's 128-row tiles hold 2 x D / 2 output accumulators per thread: at D = 256
 // more registers than a thread has, so D = 256 runs 64-row tiles.
 __host__ __device__ constexpr bool mma_wide_takes(int d) { return d <= 128; }

@@ -279,7 +279,9 @@ struct TileOps {
   // result and its (max, sum) for combine_kernel. Called by the threads of Sync (the CTA, or a
   // warpgroup), which own rows [row0, row0 + kRows) of the tile; `stage`: a shared buffer of
   // kRows x kLd elements that none of them reads any more.
-  template <int kRows, typename Sync = CtaSync>
+  // DV: the head dim of the output when the tile is padded (the Hopper kernels at D = 32, 96):
+  // columns from DV on are zeros and are not written.
+  template <int kRows, typename Sync = CtaSync, int DV = D>
   __device__ static void write_out(const KParams& kp, const Work& w, float (&o)[MT][D / 8][4],
                                    const float (&m)[MT][2], float (&l)[MT][2], int wrow, T* stage,
                                    int row0 = 0) {
@@ -303,7 +305,7 @@ struct TileOps {
         for (int r = 0; r < 2; ++r) {
           const int rl = wrow + mt * 16 + g + r * 8;
 #pragma unroll
-          for (int nt = 0; nt < D / 8; ++nt)
+          for (int nt = 0; nt < DV / 8; ++nt)
             *reinterpret_cast<float2*>(po + rl * dv + nt * 8 + c4 * 2) =
                 make_float2(o[mt][nt][2 * r], o[mt][nt][2 * r + 1]);
           if (c4 == 0) pml[rl] = make_float2(m[mt][r], l[mt][r]);
@@ -330,7 +332,7 @@ struct TileOps {
       }
     Sync::sync();
     T* gO = static_cast<T*>(p.o) + w.q.b * p.o_batch_stride + w.q.h * p.o_head_stride;
-    constexpr int kChunks = D / 8;
+    constexpr int kChunks = DV / 8;
     for (int x = Sync::tid(); x < kRows * kChunks; x += kThreads) {
       const int sr = x / kChunks, ch = x % kChunks;
       const int32_t i = w.q.i0 + row0 + sr;

@@ -151,7 +151,7 @@ constexpr int kCombineRows = 16;
 // Rows [16 blockIdx.y, +16) of a split tile whose pieces are items x .. x + splits - 1: one pass
 // over the pieces that merges each one's running max, sum and partial output into the row's
 // (the loads of a piece do not wait for the previous piece's arithmetic, so many are in flight).
-template <typename T>
+template <typename T, int kGroups>
 __device__ void combine_tile(const KParams& kp, int32_t x, const SplitTile& st) {
   const QTile q = decode_qtile(kp, st.qtile);
   const Params& p = kp.p;
@@ -160,7 +160,7 @@ __device__ void combine_tile(const KParams& kp, int32_t x, const SplitTile& st) 
   const int32_t i = q.i0 + rl;
   if (rl >= bm || i >= p.len_q) return;
   const int sub = threadIdx.x % 8;
-  constexpr int kGroups = 8;  // 4-column groups per thread: 8 threads x 8 x 4 = 256 columns
+  // kGroups 4-column groups per thread: 8 threads x kGroups x 4 columns (128 or 256).
   float4 acc[kGroups];
 #pragma unroll
   for (int g = 0; g < kGroups; ++g) acc[g] = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -212,19 +212,28 @@ __device__ void combine_tile(const KParams& kp, int32_t x, const SplitTile& st) 
 // 4-column groups of it, so the partial reads are 16-byte and many are in flight.
 constexpr int kCombineCtasX = 512;
 
-template <typename T>
+template <typename T, int kGroups>
 __global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant__ KParams kp) {
   if (kp.planned == kBounded) {
     const int32_t tiles = kp.n_split / kp.pieces;
     for (int32_t s = int32_t(blockIdx.x); s < tiles; s += int32_t(gridDim.x))
-      combine_tile<T>(kp, s * kp.pieces, bounded_split_tile(kp, s));
+      combine_tile<T, kGroups>(kp, s * kp.pieces, bounded_split_tile(kp, s));
     return;
   }
   const int32_t n_split = kp.header[1];
   for (int32_t x = int32_t(blockIdx.x); x < n_split; x += int32_t(gridDim.x)) {
     const WorkItem item = kp.items[x];
-    if (item.split == 0) combine_tile<T>(kp, x, SplitTile{item.qtile, item.splits});
+    if (item.split == 0) combine_tile<T, kGroups>(kp, x, SplitTile{item.qtile, item.splits});
   }
+}
+
+// Head dims up to 128 keep 4 groups per thread (the registers of the loads in flight); 256 takes 8.
+template <typename T>
+void launch_combine_t(const KParams& kp, dim3 grid, cudaStream_t stream) {
+  if (kp.p.head_dim_v <= 128)
+    combine_kernel<T, 4><<<grid, kThreads, 0, stream>>>(kp);
+  else
+    combine_kernel<T, 8><<<grid, kThreads, 0, stream>>>(kp);
 }
 
 // Workspace layout (planned mode), each piece 256-byte aligned.
@@ -278,7 +287,7 @@ KernelKind kernel_for(const Params& p) {
     k = narrow_rows(p) && (blocks || (global && p.head_dim != 128)) ? kKernelWgmma : kKernelWs;
   }
   // The nearest kernel that takes the head dim (common.cuh): D = 256 runs the one-warpgroup
-  // kernel, D = 32 and 96 (not a multiple of the 64-column panels) the portable one.
+  // kernel.
   if (k == kKernelWs && !ws_takes(p.head_dim)) k = kKernelWgmma;
   if (k == kKernelWgmma && !wgmma_takes(p.head_dim)) k = kKernelMma;
   return k;
@@ -438,13 +447,13 @@ cudaError_t launch_combine(const KParams& kp, cudaStream_t stream) {
                   (kp.block_m + kCombineRows - 1) / kCombineRows);
   switch (kp.p.dtype) {
     case DType::kFloat32:
-      combine_kernel<float><<<grid, kThreads, 0, stream>>>(kp);
+      launch_combine_t<float>(kp, grid, stream);
       break;
     case DType::kFloat16:
-      combine_kernel<__half><<<grid, kThreads, 0, stream>>>(kp);
+      launch_combine_t<__half>(kp, grid, stream);
       break;
     case DType::kBFloat16:
-      combine_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(kp);
+      launch_combine_t<__nv_bfloat16>(kp, grid, stream);
       break;
     default:
       return cudaErrorInvalidValue;
