@@ -18,6 +18,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cfloat>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -579,8 +581,12 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   kp.split_target = L.split_target;
   kp.max_split_items = L.max_split_items;
   kp.scale_log2 = p.pattern.scale * 1.4426950408889634f;
-  kp.softcap_on = p.pattern.softcap > 0.f ? 1 : 0;
-  kp.softcap_in = kp.softcap_on ? p.pattern.scale / p.pattern.softcap : 0.f;
+  // A cap whose log2 form overflows float32 changes no float32 score: off. A subnormal cap makes
+  // scale / softcap overflow: FLT_MAX keeps a zero score at 0 (inf * 0 would be NaN) and sends
+  // every other to +-1 * softcap, the limit.
+  kp.softcap_on =
+      p.pattern.softcap > 0.f && std::isfinite(p.pattern.softcap * 1.4426950408889634f) ? 1 : 0;
+  kp.softcap_in = kp.softcap_on ? std::fmin(p.pattern.scale / p.pattern.softcap, FLT_MAX) : 0.f;
   kp.softcap_out = kp.softcap_on ? p.pattern.softcap * 1.4426950408889634f : 0.f;
   if (kp.softcap_on) kp.scale_log2 = 1.f;  // score_hook returns log2 units
   kp.counts = nullptr;
