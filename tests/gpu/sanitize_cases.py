@@ -30,8 +30,11 @@ def main() -> int:
         ("bigbird_bs64", torch.bfloat16, 128, 2, 1, 300, 300, [300, 150]),
     ]
     n = 0
+    # SPATTN_SANITIZE_ONLY=new: only the cases of the head dims 32/96/256 and the optional inputs
+    # (a shorter run, e.g. for racecheck).
+    only_new = os.environ.get("SPATTN_SANITIZE_ONLY") == "new"
     # Each case with every kernel of the 16-bit types (float32 has one kernel).
-    for kernel in ("ws", "wgmma", "mma"):
+    for kernel in ("ws", "wgmma", "mma") if not only_new else ():
         os.environ["SPATTN_CUDA_KERNEL"] = kernel
         for name, dtype, d, hq, hkv, lq, lk, kl in cases:
             if dtype == torch.float32 and kernel != "ws":
@@ -40,7 +43,17 @@ def main() -> int:
             b = 1 if kl is None else len(kl)
             run_case(attrs, bi_spec, b, hq, hkv, lq, lk, d, dtype, kl, seed=n)
             n += 1
-    del os.environ["SPATTN_CUDA_KERNEL"]
+    os.environ.pop("SPATTN_CUDA_KERNEL", None)
+    if not only_new:
+        old_cases()
+        n += 4
+    n = new_cases(n)
+    torch.cuda.synchronize()
+    print(f"sanitize_cases: {n} cases passed")
+    return 0
+
+
+def old_cases() -> None:
     # Split schedule (global rows) and bad values.
     run_case(
         dict(window_left=64, window_right=64, num_global=16),
@@ -103,8 +116,62 @@ def main() -> int:
         bad_rows=bad,
     )
     torch.cuda.synchronize()
-    print(f"sanitize_cases: {n + 4} cases passed")
-    return 0
+
+
+def new_cases(n: int) -> int:
+    # Head dims 32, 96 and 256 (each kernel that takes them), and the optional inputs
+    # global_mask, key_starts, sinks with softcap: masks, the per-tile global bits, the counted
+    # plan's pieces and the combine with the sink.
+    from test_cuda_kernel import new_inputs, with_softcap
+
+    features = ("softcap", "sinks", "gmask", "kstart")
+    for kernel in ("ws", "wgmma", "mma"):
+        os.environ["SPATTN_CUDA_KERNEL"] = kernel
+        for name, dtype, d in (
+            ("longformer", torch.bfloat16, 96),
+            ("bigbird", torch.float16, 256),
+            ("causal_sliding", torch.float16, 32),
+            ("bigbird_bs64", torch.bfloat16, 128),
+            ("strided", torch.float32, 256),
+        ):
+            if dtype == torch.float32 and kernel != "ws":
+                continue
+            attrs, bi_spec = PATTERNS[name]
+            extra = new_inputs(features, 2, 4, 333, [333, 150], n)
+            run_case(
+                with_softcap(attrs, features),
+                bi_spec,
+                2,
+                4,
+                2,
+                77,
+                333,
+                d,
+                dtype,
+                [333, 150],
+                seed=n,
+                extra=extra,
+            )
+            n += 1
+        # Global tokens in long rows: the counted plan splits their tiles.
+        extra = new_inputs(features, 2, 4, 1500, None, n)
+        run_case(
+            with_softcap(dict(window_left=64, window_right=64), features),
+            None,
+            2,
+            4,
+            2,
+            1500,
+            1500,
+            128,
+            torch.bfloat16,
+            None,
+            seed=n,
+            extra=extra,
+        )
+        n += 1
+    del os.environ["SPATTN_CUDA_KERNEL"]
+    return n
 
 
 if __name__ == "__main__":

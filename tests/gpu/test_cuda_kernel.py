@@ -106,7 +106,7 @@ def make_inputs(b, hq, hkv, lq, lk, d, dtype, seed):
     return q, k, v
 
 
-def oracle(q, k, v, attrs, key_lengths, bi):
+def oracle(q, k, v, attrs, key_lengths, bi, global_mask=None, key_starts=None, sinks=None):
     """The float64 oracle and its mask [B, Hq, Lq, Lk]. Invalid key lengths and block entries
     (the bad-value tests) are made valid first: the oracle rejects them, and the rows that read
     them must be NaN in the kernel's output, which the comparison leaves out."""
@@ -116,23 +116,36 @@ def oracle(q, k, v, attrs, key_lengths, bi):
     if bi is not None:
         nkb = -(-lk // attrs.get("block_size", 64))
         bi = torch.where((bi < -1) | (bi >= nkb), torch.full_like(bi, -1), bi)
+    if key_starts is not None:
+        hi = key_lengths if key_lengths is not None else torch.full_like(key_starts, lk)
+        key_starts = torch.minimum(key_starts.clamp(min=0), hi)
+    if sinks is not None:  # NaN / +inf sinks: the rows are NaN in the kernel, left out here
+        sinks = torch.where(torch.isnan(sinks) | (sinks == float("inf")), -float("inf"), sinks)
+    extra = dict(global_mask=global_mask, key_starts=key_starts, sinks=sinks)
     ref = reference.reference_attention(
-        q, k, v, attrs, key_lengths, bi, compute_dtype=torch.float64
+        q, k, v, attrs, key_lengths, bi, compute_dtype=torch.float64, **extra
     )
     b, hq, lq = q.shape[:3]
-    mask = reference.allowed_mask(attrs, lq, lk, hq, key_lengths, bi, device=q.device)
+    mask = reference.allowed_mask(
+        attrs, lq, lk, hq, key_lengths, bi, device=q.device, global_mask=global_mask,
+        key_starts=key_starts
+    )
     return ref, mask.expand(b, hq, lq, lk)
 
 
-def run_case(attrs, bi_spec, b, hq, hkv, lq, lk, d, dtype, kl, seed=0, bad_rows=None, bi=None):
+def run_case(
+    attrs, bi_spec, b, hq, hkv, lq, lk, d, dtype, kl, seed=0, bad_rows=None, bi=None, extra=None
+):
+    """`extra`: the optional inputs global_mask, key_starts, sinks (CUDA tensors) by name."""
+    extra = extra or {}
     q, k, v = make_inputs(b, hq, hkv, lq, lk, d, dtype, seed)
     key_lengths = torch.tensor(kl, dtype=torch.int32, device=DEV) if kl is not None else None
     if bi is None and bi_spec is not None:
         hl = 1 if bi_spec[0] == "1" else hq
         bi = block_layout(hl, lq, lk, attrs.get("block_size", 64), bi_spec[1], seed + 1)
-    out = capi.CudaRunner()(q, k, v, attrs, key_lengths, bi)
+    out = capi.CudaRunner()(q, k, v, attrs, key_lengths, bi, **extra)
     torch.cuda.synchronize()
-    ref, mask = oracle(q, k, v, attrs, key_lengths, bi)
+    ref, mask = oracle(q, k, v, attrs, key_lengths, bi, **extra)
     got = out.double()
     atol, rtol = tolerance(dtype)
     bad = torch.zeros(b, hq, lq, dtype=torch.bool, device=DEV)
@@ -333,10 +346,304 @@ def test_cuda_graph_capture():
     assert torch.equal(out, first)
 
 
-def test_unsupported_head_dim_is_an_error():
-    q, k, v = make_inputs(1, 2, 2, 10, 10, 96, torch.float16, 0)
-    with pytest.raises(RuntimeError, match="head dim"):
+@pytest.mark.parametrize("d", [16, 48, 80, 160, 512])
+def test_unsupported_head_dim_is_an_error(d):
+    q, k, v = make_inputs(1, 2, 2, 10, 10, d, torch.float16, 0)
+    with pytest.raises(RuntimeError, match=r"head dim.*32, 64, 96, 128, 256"):
         capi.CudaRunner()(q, k, v, {})
+
+
+# ----------------------------------------------------------------------------------------------
+# Head dims beyond 64 and 128, and the optional inputs global_mask, key_starts, sinks and the
+# softcap attribute: alone, together, with the other components, every dtype, GQA, Lq != Lk.
+
+NEW_DIMS_PATTERNS = [
+    "dense",
+    "causal_sliding",
+    "longformer",
+    "bigbird",
+    "strided",
+    "listed_per_head",
+    "bigbird_bs64",
+]
+
+
+@pytest.mark.parametrize("d", [32, 96, 256])
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("pattern", NEW_DIMS_PATTERNS)
+def test_head_dims(pattern, dtype, d):
+    attrs, bi_spec = PATTERNS[pattern]
+    # One shape per case, all of them over the cases (Lq = Lk, Lq < Lk, Lq > Lk).
+    shape = list(SHAPES)[(NEW_DIMS_PATTERNS.index(pattern) + d // 32 + len(dtype)) % len(SHAPES)]
+    b, lq, lk, kl = SHAPES[shape]
+    run_case(
+        attrs,
+        bi_spec,
+        b,
+        4,
+        2,
+        lq,
+        lk,
+        d,
+        DTYPES[dtype],
+        kl,
+        seed=zlib.crc32(pattern.encode()) % 997,
+    )
+
+
+def global_mask_for(b, lk, seed, density=0.04):
+    """A per-batch global_mask [B, Lk] int32: scattered tokens, the first and last key of
+    batch 0, and a run of 70 tokens in batch 1 (several key tiles)."""
+    g = np.random.default_rng(seed)
+    gm = (g.random((b, lk)) < density).astype(np.int32) * g.integers(1, 5, size=(b, lk))
+    gm[0, 0] = 1
+    gm[0, lk - 1] = -3
+    if b > 1:
+        gm[1, lk // 3 : lk // 3 + 70] = 1
+    return torch.tensor(gm, dtype=torch.int32, device=DEV)
+
+
+def key_starts_for(kl, lk, seed):
+    """key_starts [B] in [0, key_lengths[b]] (batch 0 starts at a partial tile)."""
+    g = np.random.default_rng(seed)
+    lens = kl if kl is not None else [lk] * 2
+    ks = [int(g.integers(0, max(1, ln // 2))) if x else 0 for x, ln in enumerate(lens)]
+    ks[0] = min(lens[0], 37 + int(g.integers(0, 20)))
+    return ks
+
+
+def new_inputs(features, b, hq, lk, kl, seed):
+    """The extra inputs of the named features (softcap is an attribute: see with_softcap)."""
+    extra = {}
+    if "gmask" in features:
+        extra["global_mask"] = global_mask_for(b, lk, seed)
+    if "kstart" in features:
+        ks = key_starts_for(kl, lk, seed)[:b]
+        extra["key_starts"] = torch.tensor(ks, dtype=torch.int32, device=DEV)
+    if "sinks" in features:
+        g = torch.Generator().manual_seed(seed)
+        sinks = torch.randn(hq, generator=g) * 2.0
+        sinks[0] = 30.0  # a sink far above every score: that head's rows are nearly zero
+        extra["sinks"] = sinks.to(device=DEV, dtype=torch.float32)
+    return extra
+
+
+def with_softcap(attrs, features):
+    if "softcap" not in features:
+        return attrs
+    return {**attrs, "softcap": 2.5}  # low enough to bend most scores
+
+
+FEATURES = {
+    "softcap": ("softcap",),
+    "sinks": ("sinks",),
+    "gmask": ("gmask",),
+    "kstart": ("kstart",),
+    "all": ("softcap", "sinks", "gmask", "kstart"),
+}
+NEW_INPUT_PATTERNS = [
+    "dense",
+    "causal",
+    "causal_sliding",
+    "longformer",
+    "bigbird",
+    "strided",
+    "listed_per_head",
+    "bigbird_bs64",
+]
+NEW_INPUT_SHAPES = {
+    "sq200": (2, 200, 200, None),
+    "q77k333_kl": (2, 77, 333, [333, 150]),
+    "q333k77_kl": (2, 333, 77, [50, 77]),
+}
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("pattern", NEW_INPUT_PATTERNS)
+@pytest.mark.parametrize("feature", list(FEATURES))
+def test_new_inputs(feature, pattern, dtype):
+    attrs, bi_spec = PATTERNS[pattern]
+    # One shape per case, each shape over the cases of every feature and dtype.
+    x = (
+        list(FEATURES).index(feature)
+        + NEW_INPUT_PATTERNS.index(pattern)
+        + list(DTYPES).index(dtype)
+    )
+    b, lq, lk, kl = list(NEW_INPUT_SHAPES.values())[x % len(NEW_INPUT_SHAPES)]
+    seed = zlib.crc32((feature + pattern).encode()) % 991
+    features = FEATURES[feature]
+    d = 64 if seed % 2 else 128
+    extra = new_inputs(features, b, 4, lk, kl, seed)
+    run_case(
+        with_softcap(attrs, features),
+        bi_spec,
+        b,
+        4,
+        2,
+        lq,
+        lk,
+        d,
+        DTYPES[dtype],
+        kl,
+        seed,
+        extra=extra,
+    )
+
+
+@pytest.mark.parametrize("d", [32, 96, 256])
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("pattern", ["longformer", "bigbird", "causal"])
+def test_new_inputs_head_dims(pattern, dtype, d):
+    attrs, bi_spec = PATTERNS[pattern]
+    b, lq, lk, kl = NEW_INPUT_SHAPES["q77k333_kl"]
+    features = FEATURES["all"]
+    extra = new_inputs(features, b, 8, lk, kl, d)
+    run_case(
+        with_softcap(attrs, features),
+        bi_spec,
+        b,
+        8,
+        2,
+        lq,
+        lk,
+        d,
+        DTYPES[dtype],
+        kl,
+        d,
+        extra=extra,
+    )
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        dict(window_left=64, window_right=64),
+        dict(window_left=64, window_right=64, num_global=16),
+        dict(causal=1, window_left=300),
+        dict(block_size=64, window_left=64, window_right=64, num_random=2, seed=3),
+        dict(window_left=40, causal=1, stride=96),
+    ],
+    ids=["band", "band_global", "causal_band", "bigbird", "strided"],
+)
+@pytest.mark.parametrize("d", [64, 128, 256])
+def test_global_mask_long_rows(d, attrs):
+    # Global tokens anywhere in long rows: their query tiles visit every key tile, so the plans
+    # split them into pieces (the sink enters once, in the combine); key_starts skips the key tiles
+    # before it, and the partial one is masked.
+    b, lq, lk = 2, 3000, 3000
+    gm = torch.zeros(b, lk, dtype=torch.int32, device=DEV)
+    gm[0, [5, 1000, 1001, 2999]] = 1
+    gm[1, 1500:1600] = 7
+    extra = {
+        "global_mask": gm,
+        "key_starts": torch.tensor([0, 333], dtype=torch.int32, device=DEV),
+        "sinks": torch.linspace(-1, 3, 4, device=DEV),
+    }
+    run_case(attrs, None, b, 4, 2, lq, lk, d, torch.bfloat16, [3000, 2900], seed=21, extra=extra)
+
+
+def test_global_mask_all_and_none():
+    # Every token global (dense through the mask), and a present but all-zero mask (no
+    # component from it; with the default windows the band is off: only what the rest allows).
+    for fill in (1, 0):
+        gm = torch.full((2, 300), fill, dtype=torch.int32, device=DEV)
+        run_case(
+            dict(window_left=10, window_right=10),
+            None,
+            2,
+            2,
+            1,
+            300,
+            300,
+            64,
+            torch.float16,
+            None,
+            seed=fill,
+            extra={"global_mask": gm},
+        )
+        run_case(
+            dict(),
+            None,
+            2,
+            2,
+            1,
+            300,
+            300,
+            64,
+            torch.float16,
+            None,
+            seed=fill,
+            extra={"global_mask": gm},
+        )
+
+
+def test_key_starts_edges():
+    # key_starts 0, at a tile boundary, inside a tile, equal to key_lengths (no valid key: zeros)
+    # and equal to Lk.
+    ks = torch.tensor([0, 64, 100, 150, 300], dtype=torch.int32, device=DEV)
+    out = run_case(
+        dict(window_left=50, window_right=50, num_global=3),
+        None,
+        5,
+        2,
+        2,
+        300,
+        300,
+        64,
+        torch.bfloat16,
+        [300, 300, 250, 150, 300],
+        seed=3,
+        extra={"key_starts": ks, "sinks": torch.tensor([0.5, -0.5], device=DEV)},
+    )
+    assert (out[3] == 0).all() and (out[4] == 0).all()
+
+
+def test_bad_key_starts_give_nan_rows():
+    # key_starts outside [0, key_lengths[b]]: the GPU cannot report the value without a host
+    # synchronization, so the rows of that batch are NaN (as for a bad key_lengths).
+    b, hq, lq, lk = 3, 2, 100, 120
+    bad = torch.zeros(b, hq, lq, dtype=torch.bool, device=DEV)
+    bad[0] = True
+    bad[2] = True
+    run_case(
+        dict(window_left=10, window_right=10),
+        None,
+        b,
+        hq,
+        1,
+        lq,
+        lk,
+        64,
+        torch.float16,
+        [100, 120, 120],
+        seed=4,
+        bad_rows=bad,
+        extra={"key_starts": torch.tensor([101, 5, -1], dtype=torch.int32, device=DEV)},
+    )
+
+
+def test_cuda_graph_capture_new_inputs():
+    # The new inputs add no host synchronization: capture and replay give the same output.
+    attrs = dict(window_left=64, window_right=64, softcap=20.0)
+    q, k, v = make_inputs(2, 4, 2, 1500, 1500, 128, torch.bfloat16, 8)
+    extra = new_inputs(("gmask", "kstart", "sinks"), 2, 4, 1500, None, 8)
+    out = torch.full((2, 4, 1500, 128), float("nan"), dtype=torch.bfloat16, device=DEV)
+    kernel = capi.CudaRunner()
+    call = kernel.prepare(q, k, v, out, attrs, **extra)
+    call()
+    torch.cuda.synchronize()
+    first = out.clone()
+    out.fill_(float("nan"))
+    s = torch.cuda.Stream()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(s):
+        call2 = kernel.prepare(q, k, v, out, attrs, **extra)
+        with torch.cuda.graph(graph, stream=s):
+            call2()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, first)
+
 
 
 def _kernel_names(fn):
@@ -384,4 +691,25 @@ def test_kernel_choice_runs_the_intended_kernel(dtype, case, kernel_choice):
     want = "mma"
     if hopper:
         want = {"default": default, "ws": "ws", "wgmma": "wgmma"}.get(kernel_choice, "mma")
+    assert ran[want] and sum(ran.values()) == 1, sorted(names)
+
+
+@pytest.mark.parametrize("d", [32, 96, 256])
+def test_kernel_choice_new_head_dims(d, kernel_choice):
+    # A kernel that does not take the head dim is never launched: D = 256 runs the one-warpgroup
+    # Hopper kernel when the warp-specialized one is asked for (or by default); D = 32 and 96 run
+    # the Hopper kernels of the padded widths 64 and 128, chosen as for those.
+    attrs = dict(window_left=100, window_right=100)
+    names = _kernel_names(
+        lambda: run_case(attrs, None, 1, 2, 1, 300, 300, d, torch.float16, None, seed=1)
+    )
+    hopper = torch.cuda.get_device_capability() == (9, 0)
+    ran = {
+        "ws": any("ws_attention_kernel" in n for n in names),
+        "wgmma": any("wgmma_attention_kernel" in n for n in names),
+        "mma": any("mma_attention_kernel" in n and "wgmma" not in n for n in names),
+    }
+    want = "mma"
+    if hopper and kernel_choice != "mma":
+        want = "wgmma" if d == 256 or kernel_choice == "wgmma" else "ws"
     assert ran[want] and sum(ran.values()) == 1, sorted(names)

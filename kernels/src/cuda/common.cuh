@@ -45,6 +45,25 @@ enum KernelKind : int32_t {
 // Query rows per tile of the warp-specialized kernel: two consumer warpgroups of 64 rows.
 constexpr int kBlockMWs = 128;
 
+// The head dims each kernel is built for (every one of kCudaHeadDims runs on the mma.sync kernel
+// and the float32 kernel). The Hopper kernels keep Q/K/V in 64-column panels of the tensor cores'
+// 128-byte swizzle, so they take multiples of 64; the warp-specialized kernel holds two Q buffers
+// of 128 rows and its consumers keep Q in registers, which D = 256 does not fit (shared memory and
+// registers), so it stops at 128. launch.cu picks a kernel that takes the call's head dim.
+//
+// Head dims 32 and 96 run the Hopper kernels of the next multiple of 64 (hopper_dim): the tiles
+// hold zeros past column D (cp.async zero-fill, or the bulk copies' out-of-bounds fill), S = Q K^T
+// takes only the D / 16 steps that hold data and O = P V the padded width, whose extra columns are
+// zeros and are not written.
+__host__ __device__ constexpr int hopper_dim(int d) { return (d + 63) / 64 * 64; }
+__host__ __device__ constexpr bool wgmma_takes(int d) {
+  return d == 32 || d == 64 || d == 96 || d == 128 || d == 256;
+}
+__host__ __device__ constexpr bool ws_takes(int d) { return hopper_dim(d) <= 128; }
+// The mma.sync kernel's 128-row tiles hold 2 x D / 2 output accumulators per thread: at D = 256
+// more registers than a thread has, so D = 256 runs 64-row tiles.
+__host__ __device__ constexpr bool mma_wide_takes(int d) { return d <= 128; }
+
 // Barriers over the threads that run a piece of code together (kCount of them, numbered by
 // tid()): the whole CTA, one warpgroup, or the list builders of the warp-specialized kernel, each
 // with its own hardware barrier ID (1..15; 0 is __syncthreads).
@@ -99,7 +118,12 @@ struct KParams {
   int32_t kernel;           // which kernel runs the 16-bit types (KernelKind)
   int32_t split_target;     // the scheduler splits the total work into about this many items
   int32_t max_split_items;  // capacity of the partial buffers (2 * split_target)
-  float scale_log2;         // scale * log2(e): the kernels use exp2
+  float scale_log2;         // scale * log2(e): the kernels use exp2; 1 with softcap (score_hook)
+  // Logit softcapping (PatternAttrs::softcap > 0): score_hook turns a raw q.k into
+  // softcap_out * tanh(q.k * softcap_in), the capped score already in log2 units.
+  int32_t softcap_on;
+  float softcap_in;   // scale / softcap
+  float softcap_out;  // softcap * log2(e)
   // Bounded plan (planned == kBounded): query tiles [heavy_qt0, heavy_qt0 + heavy_nqt) of every
   // (batch, head) hold global query rows; each is split into `pieces` pieces of `piece_tiles`
   // ranks of its visit list: slots [0, n_split) of the partial results in (b, h, tile, piece)
@@ -114,6 +138,9 @@ struct KParams {
   WorkItem* items;  // [max_split_items] the split items
   float* part_o;    // [max_split_items, block_m, Dv] unnormalized partial outputs
   float2* part_ml;  // [max_split_items, block_m] (running max in log2 units, sum of exp2)
+  // With global_mask: key_tiles_global[b * num_k_tiles + t] != 0 when key tile t of batch b holds
+  // a global token (written on the stream by global_tiles_kernel before the lists are built).
+  const uint8_t* key_tiles_global;
   // The persistent warp-specialized kernel's item counter (planned plans; zeroed on the stream
   // before each launch): CTA c takes item c, then the next unclaimed one (gridDim.x + the
   // counter's old value) whenever it is ready for another. Null: CTA c takes c, c + gridDim.x, ...
@@ -280,13 +307,16 @@ __device__ __forceinline__ Work get_work(const KParams& kp) {
   return get_work(kp, int32_t(blockIdx.x));
 }
 
-// Rows whose inputs hold values outside the spec's ranges (key_lengths, block_indices): the
-// kernels never read out of bounds for them and write NaN into these rows to make them loud.
+// Rows whose inputs hold values outside the spec's ranges (key_lengths, key_starts,
+// block_indices): the kernels never read out of bounds for them and write NaN into these rows to
+// make them loud.
 __device__ __forceinline__ bool row_is_bad(const KParams& kp, int32_t b, int32_t h, int32_t i) {
   const Pattern& pat = kp.pat;
-  if (pat.key_lengths) {
-    const int32_t len = pat.key_lengths[b];
-    if (len < 0 || len > pat.len_k) return true;
+  const int32_t len = pat.key_len(b);
+  if (len < 0 || len > pat.len_k) return true;
+  if (pat.key_starts) {
+    const int32_t start = pat.key_starts[b];
+    if (start < 0 || start > len) return true;  // key_starts[b] in [0, key_lengths[b]]
   }
   if (pat.block_indices) {
     const int32_t* row = pat.listed_row(h, i / pat.a.block_size);
@@ -308,15 +338,16 @@ __device__ __forceinline__ bool pair_allowed(const KParams& kp, int32_t b, int32
 // ---------------------------------------------------------------------------------------------
 // The visit list of key tiles, built on the device window by window.
 //
-// Candidates are the key tiles any pattern component can reach (the band, the global keys, the
-// random and listed blocks; everything when the strided component or a global query row is in the
-// tile); Pattern::classify then drops the empty ones and marks the full ones. The list of a window
-// is kept in shared memory in increasing key order.
+// Candidates are the key tiles of Pattern::candidate_tiles (the band, the global keys, the random
+// and listed blocks, the tiles holding a global_mask token; every valid tile when the strided
+// component or a global query row is in the tile); Pattern::classify then drops the empty ones and
+// marks the full ones. The list of a window is kept in shared memory in increasing key order.
 //
-// Windows run over candidate indices u. Without random/listed blocks and without `all`, the
-// candidates are two runs of key tiles, the global keys' [0, glob_hi) and the band's, so u counts
-// just those (a band of 10 tiles in a row of 1024 is 10 indices, one per thread); otherwise u is
-// the key tile itself.
+// Windows run over candidate indices u. Without random/listed blocks, global_mask and `all`, the
+// candidates are two runs of key tiles, the global keys' [glob_lo, glob_hi) and the band's, so u
+// counts just those (a band of 10 tiles in a row of 1024 is 10 indices, one per thread);
+// otherwise u runs over the valid key tiles [first, last] (key_starts and key_lengths skip the
+// others): tile first + u.
 struct VisitSmem {
   uint16_t list[kWindow];  // offset in window | tag (see VisitIter::build)
   uint8_t flags[kWindow];  // random / listed block candidates, then each one's result
@@ -328,11 +359,13 @@ struct VisitSmem {
 struct VisitIter {
   // Candidate description of the query tile.
   int32_t band_lo, band_hi;  // key tiles of the local band (empty when lo > hi)
-  int32_t glob_hi;           // key tiles [0, glob_hi) hold global keys
-  bool all;                  // every key tile is a candidate
+  int32_t glob_lo, glob_hi;  // key tiles [glob_lo, glob_hi) hold global keys j < num_global
+  bool all;                  // every valid key tile is a candidate
   bool blocks;               // random or listed blocks are on
+  bool global_keys;          // tiles holding a global_mask token are candidates
   int32_t nu;                // candidate indices [0, nu)
   int32_t u_band, u_shift;   // u >= u_band is key tile u + u_shift (the band run)
+  int32_t u_base;            // u < u_band is key tile u + u_base
   // Walk state.
   int32_t w0;      // first candidate index of the next window to build
   int32_t n, e;    // entries in the current window, next entry
@@ -341,41 +374,31 @@ struct VisitIter {
   int64_t r0, r1;  // ranks this CTA processes
 
   __device__ void init(const KParams& kp, const Work& w) {
-    const Pattern& pat = kp.pat;
-    const PatternAttrs& a = pat.a;
-    const int64_t lk = kp.p.len_k;
-    const int64_t p0 = pat.pos(w.q.i0), p1 = pat.pos(w.q.i1 - 1);
-    // A global query row (0 <= p < G) reaches every key; so does the strided component.
-    all = a.stride > 0 || (a.num_global > 0 && p1 >= 0 && p0 < a.num_global);
-    band_lo = 1;
-    band_hi = 0;
-    if (pat.local_on) {
-      int64_t lo = a.window_left < 0 ? 0 : p0 - a.window_left;
-      int64_t hi = a.window_right < 0 ? lk - 1 : p1 + a.window_right;
-      if (a.causal && hi > p1) hi = p1;
-      lo = lo < 0 ? 0 : lo;
-      hi = hi > lk - 1 ? lk - 1 : hi;
-      if (lo <= hi) {
-        band_lo = int32_t(lo / kBlockN);
-        band_hi = int32_t(hi / kBlockN);
-      }
-    }
-    glob_hi = 0;
-    if (a.num_global > 0) {
-      const int64_t g = a.num_global < lk ? a.num_global : lk;
-      glob_hi = int32_t((g + kBlockN - 1) / kBlockN);
-    }
-    blocks = a.num_random > 0 || pat.block_indices != nullptr;
-    if (all || blocks) {
-      nu = kp.num_k_tiles;
+    const CandidateTiles c = kp.pat.candidate_tiles(w.q.b, w.q.i0, w.q.i1, kBlockN);
+    all = c.all;
+    band_lo = c.band_lo;
+    band_hi = c.band_hi;
+    glob_lo = c.glob_lo;
+    glob_hi = c.glob_hi;
+    blocks = c.blocks;
+    global_keys = c.global_keys;
+    if (global_keys && !kp.key_tiles_global) all = true;  // no per-tile bits: every tile
+    if (c.empty()) {
+      nu = 0;
       u_band = 0;
-      u_shift = 0;
+      u_shift = u_base = 0;
+    } else if (all || blocks || global_keys) {
+      nu = c.last - c.first + 1;
+      u_band = 0;
+      u_shift = u_base = c.first;
     } else {
+      const int32_t nglob = glob_hi > glob_lo ? glob_hi - glob_lo : 0;
       const int32_t lo = max(band_lo, glob_hi);  // band tiles not already global
       const int32_t len = band_hi >= lo ? band_hi - lo + 1 : 0;
-      u_band = glob_hi;
-      u_shift = lo - glob_hi;
-      nu = glob_hi + len;
+      u_band = nglob;
+      u_base = glob_lo;
+      u_shift = lo - nglob;
+      nu = nglob + len;
     }
     w0 = 0;
     n = 0;
@@ -386,7 +409,7 @@ struct VisitIter {
     r1 = w.r1;
   }
 
-  __device__ int32_t tile_of(int32_t u) const { return u >= u_band ? u + u_shift : u; }
+  __device__ int32_t tile_of(int32_t u) const { return u >= u_band ? u + u_shift : u + u_base; }
 
   // Builds the list of the window starting at candidate index w0. Called by every thread of the CTA
   // (Sync = CtaSync) or of one warpgroup (WarpgroupSync). An entry is the tile's offset in the
@@ -419,9 +442,10 @@ struct VisitIter {
         const int64_t j0 = int64_t(kb) * bs;
         int64_t j1 = j0 + bs - 1;
         if (j1 > kp.p.len_k - 1) j1 = kp.p.len_k - 1;
-        const int32_t t0 = max(int32_t(j0 / kBlockN), w0);
-        const int32_t t1 = min(int32_t(j1 / kBlockN), wend - 1);
-        for (int32_t t = t0; t <= t1; ++t) sm.flags[t - w0] = 1;
+        // Candidate indices u = tile - u_shift of the block's key tiles, within the window.
+        const int32_t t0 = max(int32_t(j0 / kBlockN) - u_shift, w0);
+        const int32_t t1 = min(int32_t(j1 / kBlockN) - u_shift, wend - 1);
+        for (int32_t u = t0; u <= t1; ++u) sm.flags[u - w0] = 1;
       }
       Sync::sync();
     }
@@ -433,8 +457,10 @@ struct VisitIter {
 #pragma unroll 1
     for (int32_t u = w0 + tid; u < wend; u += Sync::kCount) {
       const int32_t t = tile_of(u);
-      bool cand = all || (t >= band_lo && t <= band_hi) || t < glob_hi;
-      if (!cand && blocks) cand = sm.flags[t - w0] != 0;
+      bool cand = all || (t >= band_lo && t <= band_hi) || (t >= glob_lo && t < glob_hi);
+      if (!cand && blocks) cand = sm.flags[u - w0] != 0;
+      if (!cand && global_keys)
+        cand = kp.key_tiles_global[int64_t(w.q.b) * kp.num_k_tiles + t] != 0;
       uint32_t code = 0;
       if (cand) {
         Tile tile;
@@ -618,6 +644,42 @@ __device__ __forceinline__ float fast_exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
+}
+
+// 1 / x (rcp.approx, within 1 ulp); 1 / inf = 0.
+__device__ __forceinline__ float fast_rcp(float x) {
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// tanh(x) = sign(x) (1 - 2 / (e^(2|x|) + 1)), from ex2.approx and rcp.approx: absolute error
+// about 2e-7 everywhere (tanh.approx's 2^-11 relative error would move a capped logit of 50 by
+// 0.02, beyond the float32 tolerance); saturates to +-1, NaN stays NaN.
+__device__ __forceinline__ float tanh_accurate(float x) {
+  const float e = fast_exp2(fabsf(x) * 2.8853900817779268f);  // e^(2|x|)
+  return copysignf(1.f - 2.f * fast_rcp(e + 1.f), x);
+}
+
+// The score hook of every kernel family: applied to each raw score q.k right after the product,
+// before masking (a masked -inf must stay -inf). Without softcap the kernels fold the scale into
+// exp2 (scale_log2) and call nothing; with it, the capped score softcap * tanh(scale q.k / softcap)
+// comes out in log2 units and scale_log2 is 1 (launch.cu), so the softmax is unchanged.
+__device__ __forceinline__ float score_hook(const KParams& kp, float s) {
+  return kp.softcap_out * tanh_accurate(s * kp.softcap_in);
+}
+
+// 1 / the softmax denominator of a row whose running max is m (log2 units) and sum of
+// exp2(score - m) is l, with the attention sink of query head h when sinks are given:
+// 1 / (l + e^sink 2^-m), computed against max(m, sink) so that neither term overflows. A row with
+// no allowed key (l = 0) gets 0: zeros, sink or not. A NaN sink makes the row NaN.
+__device__ __forceinline__ float row_normalizer(const KParams& kp, int32_t h, float m, float l) {
+  if (!(l > 0.f)) return 0.f;
+  if (!kp.p.sinks) return 1.f / l;
+  const float sink = kp.p.sinks[h] * 1.4426950408889634f;
+  const float top = fmaxf(m, sink);
+  const float a = exp2f(m - top);
+  return a / (l * a + exp2f(sink - top));
 }
 
 }  // namespace cuda

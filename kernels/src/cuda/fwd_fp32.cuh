@@ -69,6 +69,10 @@ struct Fp32Kernel {
 #pragma unroll
         for (int n = 0; n < kHalfN; ++n) s[n] = fmaf(q, sK[(half * kHalfN + n) * kLd + d], s[n]);
       }
+      if (kp.softcap_on) {  // the score hook (common.cuh), before masking
+#pragma unroll
+        for (int n = 0; n < kHalfN; ++n) s[n] = score_hook(kp, s[n]);
+      }
       float mx = -INFINITY;
 #pragma unroll
       for (int n = 0; n < kHalfN; ++n) {
@@ -109,7 +113,7 @@ struct Fp32Kernel {
       return;
     }
     if (i >= p.len_q) return;
-    float inv = l > 0.f ? 1.f / l : 0.f;
+    float inv = row_normalizer(kp, h, m, l);  // no allowed key: zeros
     if (row_is_bad(kp, b, h, i)) inv = __int_as_float(0x7fc00000);
     float* orow = static_cast<float*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride +
                   int64_t(i) * p.o_row_stride + half * kHalfD;

@@ -80,6 +80,19 @@ __device__ __forceinline__ void ldsm_x4_t(uint32_t* r, const void* p) {
 // wrow + 16 mt + (g, g + 8) and lane (g, c4) holds keys/columns 8 nt + 2 c4 + (0, 1) of them.
 template <typename T, int D, int MT>
 struct TileOps {
+  // Rows of D elements in 16-byte chunks. Head dims that are a multiple of 64 (8 chunks or more
+  // per row) XOR-swizzle the chunks by row % 8 within each group of 8; the others (32, 96) pad
+  // each row by one chunk instead: a row then starts 4 banks further than the previous one, so
+  // that 8 consecutive rows read at one chunk column hit 8 different 4-bank groups either way.
+  static constexpr bool kSwizzle = D % 64 == 0;
+  static constexpr int kLd = kSwizzle ? D : D + 8;  // elements per row in shared memory
+  __device__ static int off(int row, int chunk) {
+    if constexpr (kSwizzle)
+      return row * D + ((chunk ^ (row & 7)) << 3);
+    else
+      return row * kLd + (chunk << 3);
+  }
+
   // Token mask of a partial tile in shared memory: a lane writes a row of the warp with
   // Pattern::row_mask (interval arithmetic, far cheaper than 64 calls of `allowed`), the warp
   // reads it back after __syncwarp.
@@ -101,6 +114,18 @@ struct TileOps {
     __syncwarp();
   }
 
+  // The family's score hook (common.cuh: softcap), on the raw scores of a tile before masking;
+  // a uniform branch when softcap is off.
+  __device__ static void apply_score_hook(const KParams& kp, float (&s)[MT][8][4]) {
+    if (!kp.softcap_on) return;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+        for (int x = 0; x < 4; ++x) s[mt][nt][x] = score_hook(kp, s[mt][nt][x]);
+  }
+
   __device__ static void apply_smem_mask(float (&s)[MT][8][4], int wrow, const uint8_t* sMask) {
     const int lane = threadIdx.x & 31, g = lane >> 2, c4 = lane & 3;
 #pragma unroll
@@ -118,10 +143,12 @@ struct TileOps {
   }
 
   // Register mask of a partial tile from Pattern::row_bounds: valid when the pattern has no
-  // strided component and its random/listed blocks cover whole key tiles (reg_mask_ok).
+  // strided component and no global_mask (keys that intervals do not describe) and its
+  // random/listed blocks cover whole key tiles (reg_mask_ok).
   __device__ static bool reg_mask_ok(const Pattern& pat) {
     const bool blocks = pat.a.num_random > 0 || pat.block_indices != nullptr;
-    return pat.a.stride == 0 && (!blocks || pat.a.block_size % kBlockN == 0);
+    return pat.a.stride == 0 && pat.global_mask == nullptr &&
+           (!blocks || pat.a.block_size % kBlockN == 0);
   }
 
   // kOncePerTile: blocks cover whole key tiles (a multiple of 64 keys), so the warp's 16 * MT
@@ -148,24 +175,25 @@ struct TileOps {
       for (int r = 0; r < 2; ++r) {
         const int32_t i = w.q.i0 + wrow + mt * 16 + g + r * 8;
         RowBounds rb;
-        rb.upper = rb.num_global = 0;
+        rb.upper = rb.num_global = rb.lower = 0;
         rb.lo = 1;
         rb.hi = 0;
         rb.global_row = false;
         if (i < p.len_q) {  // rows past Lq: nothing (and no block_indices read)
           rb = pat.row_bounds(w.q.b, i);
-          // A selected random/listed block covers the whole key tile: every key below upper.
+          // A selected random/listed block covers the whole key tile: every valid key.
           if (kOncePerTile
                   ? tile_selected && !rb.global_row
                   : blocks && !rb.global_row &&
                         pat.block_selected(w.q.h, i / pat.a.block_size, j0 / pat.a.block_size)) {
-            rb.lo = 0;
+            rb.lo = rb.lower;
             rb.hi = rb.upper - 1;
           }
         }
         // Bounds relative to this lane's first key, so that each test is against a constant.
         const int32_t base = j0 + 2 * c4;
         RowBounds rel = rb;
+        rel.lower = rb.lower - base;
         rel.num_global = rb.num_global - base;
         rel.lo = rb.lo - base;
         rel.hi = rb.hi - base;
@@ -250,8 +278,10 @@ struct TileOps {
   // Finishes the rows: the normalized output, or (split work item) the unnormalized partial
   // result and its (max, sum) for combine_kernel. Called by the threads of Sync (the CTA, or a
   // warpgroup), which own rows [row0, row0 + kRows) of the tile; `stage`: a shared buffer of
-  // kRows x D elements that none of them reads any more.
-  template <int kRows, typename Sync = CtaSync>
+  // kRows x kLd elements that none of them reads any more.
+  // DV: the head dim of the output when the tile is padded (the Hopper kernels at D = 32, 96):
+  // columns from DV on are zeros and are not written.
+  template <int kRows, typename Sync = CtaSync, int DV = D>
   __device__ static void write_out(const KParams& kp, const Work& w, float (&o)[MT][D / 8][4],
                                    const float (&m)[MT][2], float (&l)[MT][2], int wrow, T* stage,
                                    int row0 = 0) {
@@ -275,16 +305,16 @@ struct TileOps {
         for (int r = 0; r < 2; ++r) {
           const int rl = wrow + mt * 16 + g + r * 8;
 #pragma unroll
-          for (int nt = 0; nt < D / 8; ++nt)
+          for (int nt = 0; nt < DV / 8; ++nt)
             *reinterpret_cast<float2*>(po + rl * dv + nt * 8 + c4 * 2) =
                 make_float2(o[mt][nt][2 * r], o[mt][nt][2 * r + 1]);
           if (c4 == 0) pml[rl] = make_float2(m[mt][r], l[mt][r]);
         }
       return;
     }
-    // The normalized tile goes through `stage` (the Q buffer, kRows x D, free once the last
-    // product is done) so that the global stores are whole 16-byte chunks. Chunks are
-    // XOR-swizzled by row: the 4-byte writes of a warp then hit 32 distinct banks.
+    // The normalized tile goes through `stage` (the Q buffer, kRows x kLd, free once the last
+    // product is done) so that the global stores are whole 16-byte chunks. Chunks are laid out as
+    // off() says: the 4-byte writes of a warp then hit 32 distinct banks.
     Sync::sync();
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -293,43 +323,46 @@ struct TileOps {
         const int rl = wrow + mt * 16 + g + r * 8;
         const int sr = rl - row0;  // row0 is a multiple of 8: the same swizzle phase
         const int32_t i = w.q.i0 + rl;
-        float inv = l[mt][r] > 0.f ? 1.f / l[mt][r] : 0.f;  // no allowed key: zeros
+        float inv = row_normalizer(kp, w.q.h, m[mt][r], l[mt][r]);  // no allowed key: zeros
         if (i < p.len_q && row_is_bad(kp, w.q.b, w.q.h, i)) inv = __int_as_float(0x7fc00000);
 #pragma unroll
         for (int nt = 0; nt < D / 8; ++nt)
-          *reinterpret_cast<uint32_t*>(stage + sr * D + ((nt ^ (sr & 7)) << 3) + c4 * 2) =
+          *reinterpret_cast<uint32_t*>(stage + off(sr, nt) + c4 * 2) =
               MmaType<T>::pack(o[mt][nt][2 * r] * inv, o[mt][nt][2 * r + 1] * inv);
       }
     Sync::sync();
     T* gO = static_cast<T*>(p.o) + w.q.b * p.o_batch_stride + w.q.h * p.o_head_stride;
-    constexpr int kChunks = D / 8;
+    constexpr int kChunks = DV / 8;
     for (int x = Sync::tid(); x < kRows * kChunks; x += kThreads) {
       const int sr = x / kChunks, ch = x % kChunks;
       const int32_t i = w.q.i0 + row0 + sr;
       if (i < p.len_q)
         *reinterpret_cast<uint4*>(gO + int64_t(i) * p.o_row_stride + ch * 8) =
-            *reinterpret_cast<const uint4*>(stage + sr * D + ((ch ^ (sr & 7)) << 3));
+            *reinterpret_cast<const uint4*>(stage + off(sr, ch));
     }
   }
 };
 
 template <typename T, int D, int MT>
 struct MmaKernel {
-  static_assert(D % 64 == 0, "the XOR swizzle needs at least 8 chunks of 16 bytes per row");
+  static_assert(D % 32 == 0, "head dims of the mma.sync kernel: multiples of 32");
   static_assert(MT == 1 || MT == 2, "m16 tiles per warp");
+  // 2 m16 tiles of D = 256 would hold 256 output accumulators per thread: more than a thread has.
+  static_assert(MT == 1 || mma_wide_takes(D), "D = 256 runs 64-row tiles");
   static constexpr int kRows = 64 * MT;  // 4 warps x 16 * MT rows = KParams::block_m
   static constexpr int kWarpRows = 16 * MT;
   static constexpr int kChunks = D / 8;  // 16-byte chunks per row
-  static constexpr int kQElems = kRows * D;
-  static constexpr int kKVElems = kBlockN * D;
+  static constexpr int kLd = TileOps<T, D, MT>::kLd;
+  static constexpr int kQElems = kRows * kLd;
+  static constexpr int kKVElems = kBlockN * kLd;
   // Shared memory: Q, K[2], V[2] tiles, the token mask of a partial tile, then the visit list.
   static constexpr size_t kSmemTiles = size_t(kQElems + 4 * kKVElems) * sizeof(T);
   static constexpr size_t kMaskBytes = size_t(kRows) * kBlockN;
   static constexpr size_t kSmem = kSmemTiles + kMaskBytes + sizeof(VisitSmem);
 
-  // Rows of D elements, 16-byte chunks XOR-swizzled by the row so that ldmatrix's 8 row reads of
-  // one chunk column land in 8 different bank groups.
-  __device__ static int off(int row, int chunk) { return row * D + ((chunk ^ (row & 7)) << 3); }
+  // Rows of D elements (TileOps::off): ldmatrix's 8 row reads of one chunk column land in 8
+  // different bank groups.
+  __device__ static int off(int row, int chunk) { return TileOps<T, D, MT>::off(row, chunk); }
 
   // Loads rows [r0, r0 + ROWS) of a [L, D] matrix (row stride `ld`) into a tile; rows >= L are 0.
   template <int ROWS>
@@ -436,6 +469,7 @@ struct MmaKernel {
           }
         }
       }
+      Ops::apply_score_hook(kp, s);
       if (!cur_full) {
         if (reg_mask)
           Ops::apply_reg_mask(kp, w, s, wrow, j0);
@@ -486,11 +520,13 @@ cudaError_t launch_mma_rows(const KParams& kp, int32_t grid, cudaStream_t stream
   return cudaGetLastError();
 }
 
-// Launches the attention kernel of one (dtype, head dim) on `grid` CTAs, for kp.block_m rows.
+// Launches the attention kernel of one (dtype, head dim) on `grid` CTAs, for kp.block_m rows
+// (D = 256: 64 rows only, mma_wide_takes).
 template <typename T, int D>
 cudaError_t launch_mma(const KParams& kp, int32_t grid, cudaStream_t stream) {
   if (kp.block_m == kBlockMMmaNarrow) return launch_mma_rows<T, D, 1>(kp, grid, stream);
-  if (kp.block_m == kBlockMMmaWide) return launch_mma_rows<T, D, 2>(kp, grid, stream);
+  if constexpr (mma_wide_takes(D))
+    if (kp.block_m == kBlockMMmaWide) return launch_mma_rows<T, D, 2>(kp, grid, stream);
   return cudaErrorInvalidValue;
 }
 

@@ -152,9 +152,12 @@ __device__ __forceinline__ void wgmma_rs_n128(TYPE, float*, const uint32_t*, uin
 #undef SPATTN_REGS64
 
 // ---------------------------------------------------------------------------------------------
-template <typename T, int D>
+// D: the tile width (a multiple of 64); DK <= D: the call's head dim (D = DK, or the padded
+// widths of hopper_dim: columns from DK on are loaded as zeros).
+template <typename T, int D, int DK = D>
 struct WgmmaKernel {
-  static_assert(D == 64 || D == 128, "head dims of the Hopper kernel");
+  static_assert(DK <= D && DK % 16 == 0 && hopper_dim(DK) == D, "padded head dims");
+  static_assert(D == 64 || D == 128 || D == 256, "head dims of the Hopper kernel (kWgmmaDims)");
   static constexpr int kRows = kBlockMMmaNarrow;  // 64: one m64 warpgroup tile
   static constexpr int kChunks = D / 8;           // 16-byte chunks per row
   static constexpr int kPanelElems = 64;          // columns per 128-byte swizzle panel
@@ -181,18 +184,31 @@ struct WgmmaKernel {
   // A thread moves one 16-byte chunk column of every kStep-th row: its swizzled chunk is the
   // same in every pass, so the shared address takes a constant offset per pass and the global one
   // a constant step (rows past L read `g` with a zero source size: nothing is read).
+  // D = 256 (32 chunks per row: a pass moves 4 rows) takes the general form, with the swizzled
+  // offset computed per pass.
   template <int ROWS>
   __device__ static void load_tile(T* s, const T* g, int64_t ld, int32_t r0, int32_t L) {
     constexpr int kStep = kThreads / kChunks;
-    static_assert(kStep % 8 == 0 && ROWS % kStep == 0, "passes keep the swizzle phase");
+    static_assert(ROWS % kStep == 0, "whole passes");
     const int ch = threadIdx.x % kChunks, row0 = threadIdx.x / kChunks;
+    const bool col_ok = ch < DK / 8;  // padded columns are zero-filled, never read
+    if constexpr (kStep % 8 != 0) {
+#pragma unroll
+      for (int x = 0; x < ROWS / kStep; ++x) {
+        const int row = row0 + x * kStep;
+        const bool ok = r0 + row < L && col_ok;
+        const T* src = ok ? g + int64_t(r0 + row) * ld + ch * 8 : g;
+        cp_async16(s + off<ROWS>(row, ch), src, ok);
+      }
+      return;
+    }
     const uint32_t dst = uint32_t(__cvta_generic_to_shared(s + off<ROWS>(row0, ch)));
     const char* src = reinterpret_cast<const char*>(g + int64_t(r0 + row0) * ld + ch * 8);
     const int64_t step = int64_t(kStep) * ld * int64_t(sizeof(T));
     const int32_t rows_left = L - (r0 + row0);  // passes x with x * kStep < rows_left are inside
 #pragma unroll
     for (int x = 0; x < ROWS / kStep; ++x) {
-      const bool ok = x * kStep < rows_left;
+      const bool ok = x * kStep < rows_left && col_ok;
       asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
                        dst + uint32_t(x * kStep * kPanelElems * sizeof(T))),
                    "l"(ok ? src : reinterpret_cast<const char*>(g)), "r"(ok ? 16 : 0));
@@ -208,7 +224,7 @@ struct WgmmaKernel {
     constexpr uint32_t hi = desc_hi(kAtomBytes);
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
+    for (int kk = 0; kk < DK / 16; ++kk) {
       // Element offsets of the step in the two tiles, in the descriptor's 16-byte units.
       const uint32_t eq = ((kk >> 2) * (kRows * kPanelElems) + (kk & 3) * 16) * sizeof(T) / 16;
       const uint32_t ek = ((kk >> 2) * (kBlockN * kPanelElems) + (kk & 3) * 16) * sizeof(T) / 16;
@@ -220,23 +236,23 @@ struct WgmmaKernel {
   // Q of this warp's rows [wrow, wrow + 16) of a 64-row tile as the register A fragments of the
   // D / 16 steps of S = Q K^T (ldmatrix from the swizzled tile: lanes 0-15 address rows
   // wrow + 0..15 of the step's first 8 columns, lanes 16-31 those of its last 8).
-  __device__ static void load_q_frags(uint32_t (&qa)[D / 16][4], const T* sQ, int wrow) {
+  __device__ static void load_q_frags(uint32_t (&qa)[DK / 16][4], const T* sQ, int wrow) {
     const int lane = threadIdx.x & 31;
     const int r = wrow + (lane & 15);
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) ldsm_x4(qa[kk], sQ + off<kRows>(r, 2 * kk + (lane >> 4)));
+    for (int kk = 0; kk < DK / 16; ++kk) ldsm_x4(qa[kk], sQ + off<kRows>(r, 2 * kk + (lane >> 4)));
   }
 
   // S = Q K^T with Q in registers (load_q_frags): the tensor cores read only K from shared
   // memory, half the shared-memory traffic of issue_qk. The warp-specialized kernel uses it
   // (its consumers have the registers); the one-warpgroup kernel keeps issue_qk, since 32 more
   // registers per thread cost it a CTA per SM.
-  __device__ static void issue_qk_rs(float* sd, const uint32_t (&qa)[D / 16][4], const T* k_s) {
+  __device__ static void issue_qk_rs(float* sd, const uint32_t (&qa)[DK / 16][4], const T* k_s) {
     const uint32_t dk = desc_lo(k_s, 16);
     constexpr uint32_t hi = desc_hi(kAtomBytes);
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
+    for (int kk = 0; kk < DK / 16; ++kk) {
       const uint32_t ek = ((kk >> 2) * (kBlockN * kPanelElems) + (kk & 3) * 16) * sizeof(T) / 16;
       wgmma_rs_n64<0>(T(), sd, qa[kk], dk + ek, hi, kk > 0);
     }
@@ -251,10 +267,14 @@ struct WgmmaKernel {
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
       const uint32_t dv = dv0 + uint32_t(kk * 16 * kPanelElems * sizeof(T) / 16);
-      if constexpr (D == 64)
+      if constexpr (D == 64) {
         wgmma_rs_n64<1>(T(), od, pa[kk], dv, hi, 1);
-      else
-        wgmma_rs_n128(T(), od, pa[kk], dv, hi);
+      } else {
+        // Columns [128 c, 128 c + 128): two panels further, accumulators 64 c onwards.
+#pragma unroll
+        for (int c = 0; c < D / 128; ++c)
+          wgmma_rs_n128(T(), od + 64 * c, pa[kk], dv + uint32_t(c * 2 * kKVPanelBytes / 16), hi);
+      }
     }
     wgmma_commit();
   }
@@ -341,6 +361,7 @@ struct WgmmaKernel {
       }
       fence_regs<32>(sd);
 
+      Ops::apply_score_hook(kp, s);
       if (!cur_full) {
         if (reg_mask)
           Ops::template apply_reg_mask<true>(kp, w, s, wrow, j0);
@@ -372,23 +393,25 @@ struct WgmmaKernel {
       fence_regs<D / 2>(od);
     }
     cp_async_wait<0>();
-    Ops::template write_out<kRows>(kp, w, o, m, l, wrow, sQ);
+    Ops::template write_out<kRows, CtaSync, DK>(kp, w, o, m, l, wrow, sQ);
   }
 };
 
-template <typename T, int D>
+template <typename T, int D, int DK>
 __global__ void __launch_bounds__(kThreads)
     wgmma_attention_kernel(const __grid_constant__ KParams kp) {
-  WgmmaKernel<T, D>::run(kp);
+  WgmmaKernel<T, D, DK>::run(kp);
 }
 
-template <typename T, int D>
+// The one-warpgroup kernel of head dim DK (tiles of hopper_dim(DK) columns).
+template <typename T, int DK>
 cudaError_t launch_wgmma(const KParams& kp, int32_t grid, cudaStream_t stream) {
-  if (kp.block_m != WgmmaKernel<T, D>::kRows) return cudaErrorInvalidValue;
-  constexpr size_t smem = WgmmaKernel<T, D>::kSmem;
-  cudaError_t e = allow_dynamic_smem<wgmma_attention_kernel<T, D>>(smem);
+  constexpr int D = hopper_dim(DK);
+  if (kp.block_m != WgmmaKernel<T, D, DK>::kRows) return cudaErrorInvalidValue;
+  constexpr size_t smem = WgmmaKernel<T, D, DK>::kSmem;
+  cudaError_t e = allow_dynamic_smem<wgmma_attention_kernel<T, D, DK>>(smem);
   if (e != cudaSuccess) return e;
-  wgmma_attention_kernel<T, D><<<grid, kThreads, smem, stream>>>(kp);
+  wgmma_attention_kernel<T, D, DK><<<grid, kThreads, smem, stream>>>(kp);
   return cudaGetLastError();
 }
 

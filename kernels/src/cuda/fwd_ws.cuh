@@ -99,9 +99,12 @@ __device__ __forceinline__ void regs_alloc() {
 }
 
 // ---------------------------------------------------------------------------------------------
-template <typename T, int D>
+// D: the tile width, DK: the call's head dim (WgmmaKernel). The bulk copies fill the columns
+// from DK on with zeros (out of the tensor map's bounds).
+template <typename T, int D, int DK = D>
 struct WsKernel {
-  using Base = WgmmaKernel<T, D>;                  // tile layout, loads and the two products
+  static_assert(ws_takes(DK), "head dims of the warp-specialized kernel");
+  using Base = WgmmaKernel<T, D, DK>;              // tile layout, loads and the two products
   static constexpr int kHalfRows = kBlockMWs / 2;  // rows of one consumer (one m64 tile)
   static constexpr int kCTAThreads = 3 * kThreads;
   static constexpr int kStages = D == 64 ? 6 : 4;
@@ -377,7 +380,7 @@ struct WsKernel {
       uint32_t prev_n = 0;  // the fill index of that stage
 
       T* sQ = sm.q + (qb * 2 + half) * kQElems;  // this half's Q, then its output staging
-      uint32_t qa[D / 16][4];  // this warp's Q rows, the A operand of every S = Q K^T
+      uint32_t qa[DK / 16][4];  // this warp's Q rows, the A operand of every S = Q K^T
       Base::load_q_frags(qa, sQ, warp * 16);
       while (true) {
         if (prev >= 0 && n - prev_n >= uint32_t(kStages)) {
@@ -409,6 +412,7 @@ struct WsKernel {
             wgmma_wait<0>();
           }
           Base::template fence_regs<32>(sd);
+          Ops::apply_score_hook(kp, s);
           const int32_t j0 = stage.tile * kBlockN;
           if (cls == 1) {
             if (reg_mask) {
@@ -441,7 +445,7 @@ struct WsKernel {
         Base::template fence_regs<D / 2>(od);
         mbar_arrive(sm.empty + prev);
       }
-      Ops::template write_out<kHalfRows, Sync>(kp, w, o, m, l, wrow, sQ, row0);
+      Ops::template write_out<kHalfRows, Sync, DK>(kp, w, o, m, l, wrow, sQ, row0);
       // The staged output was written and read through the generic proxy; the next Q lands
       // there through the async proxy.
       fence_async_smem();
@@ -488,39 +492,39 @@ struct WsKernel {
   }
 };
 
-template <typename T, int D>
-__global__ void __launch_bounds__(WsKernel<T, D>::kCTAThreads, 1)
+template <typename T, int D, int DK>
+__global__ void __launch_bounds__(WsKernel<T, D, DK>::kCTAThreads, 1)
     ws_attention_kernel(const __grid_constant__ KParams kp) {
-  WsKernel<T, D>::run(kp);
+  WsKernel<T, D, DK>::run(kp);
 }
 
 // `grid`: the number of work items (direct and bounded plans) or its upper bound (counted
 // plan); the persistent CTAs, one per SM, take them as build_lists says.
-template <typename T, int D>
+template <typename T, int DK>
 cudaError_t launch_ws(const KParams& kp, int32_t grid, cudaStream_t stream) {
+  constexpr int D = hopper_dim(DK);
   if (kp.block_m != kBlockMWs) return cudaErrorInvalidValue;
-  constexpr size_t smem = WsKernel<T, D>::kSmem;
-  cudaError_t e = allow_dynamic_smem<ws_attention_kernel<T, D>>(smem);
+  constexpr size_t smem = WsKernel<T, D, DK>::kSmem;
+  cudaError_t e = allow_dynamic_smem<ws_attention_kernel<T, D, DK>>(smem);
   if (e != cudaSuccess) return e;
   DeviceFacts dev;
   e = device_facts(&dev);
   if (e != cudaSuccess) return e;
   if (grid > dev.sms) grid = dev.sms;
-  ws_attention_kernel<T, D><<<grid, WsKernel<T, D>::kCTAThreads, smem, stream>>>(kp);
+  ws_attention_kernel<T, D, DK><<<grid, WsKernel<T, D, DK>::kCTAThreads, smem, stream>>>(kp);
   return cudaGetLastError();
 }
 
 // The tensor-core kernel of one (dtype, head dim) that launch() chose.
+// Only the kernels that take head dim D are built for it (launch.cu never picks another).
 template <typename T, int D>
 cudaError_t launch_tensor_core(const KParams& kp, int32_t grid, cudaStream_t stream) {
-  switch (kp.kernel) {
-    case kKernelWs:
-      return launch_ws<T, D>(kp, grid, stream);
-    case kKernelWgmma:
-      return launch_wgmma<T, D>(kp, grid, stream);
-    default:
-      return launch_mma<T, D>(kp, grid, stream);
-  }
+  if constexpr (ws_takes(D))
+    if (kp.kernel == kKernelWs) return launch_ws<T, D>(kp, grid, stream);
+  if constexpr (wgmma_takes(D))
+    if (kp.kernel == kKernelWgmma) return launch_wgmma<T, D>(kp, grid, stream);
+  if (kp.kernel != kKernelMma) return cudaErrorInvalidValue;
+  return launch_mma<T, D>(kp, grid, stream);
 }
 
 }  // namespace cuda

@@ -18,6 +18,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cfloat>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -30,6 +32,26 @@ namespace cuda {
 namespace {
 
 constexpr int kScheduleThreads = 1024;
+
+// With global_mask: one warp per (batch, key tile) sets key_tiles_global to whether the tile holds
+// a global token (nonzero entry), so that the list builders test one byte per candidate tile
+// instead of its 64 mask entries. Runs on the stream before the lists are built.
+__global__ void __launch_bounds__(kThreads)
+    global_tiles_kernel(const __grid_constant__ KParams kp, uint8_t* tiles) {
+  const int64_t x = int64_t(blockIdx.x) * (kThreads / 32) + threadIdx.x / 32;
+  if (x >= int64_t(kp.p.batch) * kp.num_k_tiles) return;
+  const int32_t b = int32_t(x / kp.num_k_tiles), t = int32_t(x % kp.num_k_tiles);
+  const int lane = threadIdx.x % 32;
+  const int32_t* g = kp.p.global_mask + int64_t(b) * kp.p.len_k;
+  bool on = false;
+#pragma unroll
+  for (int r = 0; r < kBlockN / 32; ++r) {
+    const int32_t j = t * kBlockN + r * 32 + lane;
+    on = on || (j < kp.p.len_k && g[j] != 0);
+  }
+  const unsigned any = __ballot_sync(0xffffffffu, on);
+  if (lane == 0) tiles[x] = any != 0u;
+}
 
 // Counts the key tiles each query tile visits.
 __global__ void __launch_bounds__(kThreads) count_kernel(const __grid_constant__ KParams kp) {
@@ -131,7 +153,7 @@ constexpr int kCombineRows = 16;
 // Rows [16 blockIdx.y, +16) of a split tile whose pieces are items x .. x + splits - 1: one pass
 // over the pieces that merges each one's running max, sum and partial output into the row's
 // (the loads of a piece do not wait for the previous piece's arithmetic, so many are in flight).
-template <typename T>
+template <typename T, int kGroups>
 __device__ void combine_tile(const KParams& kp, int32_t x, const SplitTile& st) {
   const QTile q = decode_qtile(kp, st.qtile);
   const Params& p = kp.p;
@@ -140,7 +162,7 @@ __device__ void combine_tile(const KParams& kp, int32_t x, const SplitTile& st) 
   const int32_t i = q.i0 + rl;
   if (rl >= bm || i >= p.len_q) return;
   const int sub = threadIdx.x % 8;
-  constexpr int kGroups = 4;  // 4-column groups per thread: 8 threads x 4 x 4 = 128 columns
+  // kGroups 4-column groups per thread: 8 threads x kGroups x 4 columns (128 or 256).
   float4 acc[kGroups];
 #pragma unroll
   for (int g = 0; g < kGroups; ++g) acc[g] = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -169,7 +191,8 @@ __device__ void combine_tile(const KParams& kp, int32_t x, const SplitTile& st) 
     }
     mx = mn;
   }
-  float inv = sum > 0.f ? 1.f / sum : 0.f;  // no allowed key: zeros
+  // No allowed key: zeros. The sink enters here, once per row, not in the pieces.
+  float inv = row_normalizer(kp, q.h, mx, sum);
   if (row_is_bad(kp, q.b, q.h, i)) inv = __int_as_float(0x7fc00000);
   T* orow = static_cast<T*>(p.o) + q.b * p.o_batch_stride + q.h * p.o_head_stride +
             int64_t(i) * p.o_row_stride;
@@ -191,24 +214,34 @@ __device__ void combine_tile(const KParams& kp, int32_t x, const SplitTile& st) 
 // 4-column groups of it, so the partial reads are 16-byte and many are in flight.
 constexpr int kCombineCtasX = 512;
 
-template <typename T>
+template <typename T, int kGroups>
 __global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant__ KParams kp) {
   if (kp.planned == kBounded) {
     const int32_t tiles = kp.n_split / kp.pieces;
     for (int32_t s = int32_t(blockIdx.x); s < tiles; s += int32_t(gridDim.x))
-      combine_tile<T>(kp, s * kp.pieces, bounded_split_tile(kp, s));
+      combine_tile<T, kGroups>(kp, s * kp.pieces, bounded_split_tile(kp, s));
     return;
   }
   const int32_t n_split = kp.header[1];
   for (int32_t x = int32_t(blockIdx.x); x < n_split; x += int32_t(gridDim.x)) {
     const WorkItem item = kp.items[x];
-    if (item.split == 0) combine_tile<T>(kp, x, SplitTile{item.qtile, item.splits});
+    if (item.split == 0) combine_tile<T, kGroups>(kp, x, SplitTile{item.qtile, item.splits});
   }
+}
+
+// Head dims up to 128 keep 4 groups per thread (the registers of the loads in flight); 256 takes 8.
+template <typename T>
+void launch_combine_t(const KParams& kp, dim3 grid, cudaStream_t stream) {
+  if (kp.p.head_dim_v <= 128)
+    combine_kernel<T, 4><<<grid, kThreads, 0, stream>>>(kp);
+  else
+    combine_kernel<T, 8><<<grid, kThreads, 0, stream>>>(kp);
 }
 
 // Workspace layout (planned mode), each piece 256-byte aligned.
 struct Layout {
-  size_t counts = 0, header = 0, next_item = 0, items = 0, part_o = 0, part_ml = 0, total = 0;
+  size_t counts = 0, header = 0, next_item = 0, items = 0, part_o = 0, part_ml = 0;
+  size_t key_tiles_global = 0, total = 0;
   int32_t split_target = 0, max_split_items = 0, block_m = 0;
   int64_t total_q_tiles = 0;
 };
@@ -219,7 +252,8 @@ struct Layout {
 bool narrow_rows(const Params& p) {
   const PatternAttrs& a = p.pattern;
   if (a.stride > 0) return false;
-  const bool other = a.num_global > 0 || a.num_random > 0 || p.block_indices != nullptr;
+  const bool other = a.num_global > 0 || a.num_random > 0 || p.block_indices != nullptr ||
+                     p.global_mask != nullptr;
   if (a.window_left < 0 && a.window_right < 0) return other;  // local off, or dense
   if (a.window_left < 0 || (a.window_right < 0 && !a.causal)) return false;
   const int64_t width = int64_t(a.window_left) + (a.causal ? 0 : int64_t(a.window_right)) + 1;
@@ -244,11 +278,21 @@ KernelKind kernel_for(const Params& p) {
   if (env && std::strcmp(env, "mma") == 0) return kKernelMma;
   DeviceFacts dev;
   if (device_facts(&dev) != cudaSuccess || dev.cc != 90) return kKernelMma;
-  if (env && std::strcmp(env, "wgmma") == 0) return kKernelWgmma;
-  if (env && std::strcmp(env, "ws") == 0) return kKernelWs;
-  const bool blocks = p.pattern.num_random > 0 || p.block_indices != nullptr;
-  const bool global = p.pattern.num_global > 0;
-  return narrow_rows(p) && (blocks || (global && p.head_dim != 128)) ? kKernelWgmma : kKernelWs;
+  KernelKind k;
+  if (env && std::strcmp(env, "wgmma") == 0) {
+    k = kKernelWgmma;
+  } else if (env && std::strcmp(env, "ws") == 0) {
+    k = kKernelWs;
+  } else {
+    const bool blocks = p.pattern.num_random > 0 || p.block_indices != nullptr;
+    const bool global = p.pattern.num_global > 0 || p.global_mask != nullptr;
+    k = narrow_rows(p) && (blocks || (global && p.head_dim != 128)) ? kKernelWgmma : kKernelWs;
+  }
+  // The nearest kernel that takes the head dim (common.cuh): D = 256 runs the one-warpgroup
+  // kernel.
+  if (k == kKernelWs && !ws_takes(p.head_dim)) k = kKernelWgmma;
+  if (k == kKernelWgmma && !wgmma_takes(p.head_dim)) k = kKernelMma;
+  return k;
 #else
   (void)p;
   return kKernelMma;
@@ -259,7 +303,7 @@ int32_t block_m_for(const Params& p, KernelKind kernel) {
   if (p.dtype == DType::kFloat32) return kBlockMF32;
   if (kernel == kKernelWs) return kBlockMWs;
   if (kernel == kKernelWgmma) return kBlockMMmaNarrow;
-  return narrow_rows(p) ? kBlockMMmaNarrow : kBlockMMmaWide;
+  return narrow_rows(p) || !mma_wide_takes(p.head_dim) ? kBlockMMmaNarrow : kBlockMMmaWide;
 }
 
 size_t align_up(size_t x) { return (x + 255) / 256 * 256; }
@@ -290,6 +334,11 @@ Layout make_layout(const Params& p, KernelKind kernel) {
       align_up(off + sizeof(float) * size_t(L.max_split_items) * L.block_m * size_t(p.head_dim_v));
   L.part_ml = off;
   off = align_up(off + sizeof(float2) * size_t(L.max_split_items) * L.block_m);
+  // One byte per (batch, key tile), with global_mask (its presence is known when the workspace
+  // is sized: a TensorRT engine sees the optional input or not).
+  L.key_tiles_global = off;
+  if (p.global_mask)
+    off = align_up(off + size_t(p.batch) * size_t((int64_t(p.len_k) + kBlockN - 1) / kBlockN));
   L.total = off;
   return L;
 }
@@ -306,11 +355,12 @@ bool few_long_tiles(const Params& p, const Layout& L) {
   return L.total_q_tiles < 2 * int64_t(sm_count()) && num_k_tiles > 2 * kMinTilesPerSplit;
 }
 
-// Whether a call runs a planned (split-KV) schedule, which needs the workspace.
+// Whether a call runs a planned (split-KV) schedule, which needs the workspace. global_mask
+// always does: its global query rows may sit in any query tile of any batch.
 bool planned_mode(const Params& p, const Layout& L) {
   const PatternAttrs& a = p.pattern;
-  const bool balanced =
-      a.num_global == 0 && a.stride == 0 && a.num_random == 0 && p.block_indices == nullptr;
+  const bool balanced = a.num_global == 0 && a.stride == 0 && a.num_random == 0 &&
+                        p.block_indices == nullptr && p.global_mask == nullptr;
   return !balanced || few_long_tiles(p, L);
 }
 
@@ -319,7 +369,8 @@ bool planned_mode(const Params& p, const Layout& L) {
 // query rows can have long visit lists. Fills the plan's fields of kp; false: count instead.
 bool bounded_plan(const Params& p, const Layout& L, KParams* kp) {
   const PatternAttrs& a = p.pattern;
-  if (a.stride > 0) return false;
+  // global_mask: which query tiles hold global rows is known on the device only: count instead.
+  if (a.stride > 0 || p.global_mask) return false;
   if (few_long_tiles(p, L)) return false;
   const int64_t nkt = (int64_t(p.len_k) + kBlockN - 1) / kBlockN;
   const bool other = a.num_global > 0 || a.num_random > 0 || p.block_indices != nullptr;
@@ -368,25 +419,28 @@ bool bounded_plan(const Params& p, const Layout& L, KParams* kp) {
 
 enum : int32_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
 
-// The one dtype x head-dim dispatch.
+// The one dtype x head-dim dispatch, over every head dim of SPATTN_CUDA_HEAD_DIMS.
 cudaError_t launch_attention(const KParams& kp, int32_t grid, cudaStream_t stream) {
   const int32_t key = int32_t(kp.p.dtype) * 1000 + kp.p.head_dim;
   switch (key) {
-    case kF32 * 1000 + 64:
-      return launch_attention_f32_d64(kp, grid, stream);
-    case kF32 * 1000 + 128:
-      return launch_attention_f32_d128(kp, grid, stream);
-    case kF16 * 1000 + 64:
-      return launch_attention_f16_d64(kp, grid, stream);
-    case kF16 * 1000 + 128:
-      return launch_attention_f16_d128(kp, grid, stream);
-    case kBF16 * 1000 + 64:
-      return launch_attention_bf16_d64(kp, grid, stream);
-    case kBF16 * 1000 + 128:
-      return launch_attention_bf16_d128(kp, grid, stream);
+#define SPATTN_DISPATCH_CASES(d)                        \
+  case kF32 * 1000 + d:                                 \
+    return launch_attention_f32_d##d(kp, grid, stream); \
+  case kF16 * 1000 + d:                                 \
+    return launch_attention_f16_d##d(kp, grid, stream); \
+  case kBF16 * 1000 + d:                                \
+    return launch_attention_bf16_d##d(kp, grid, stream);
+    SPATTN_CUDA_HEAD_DIMS(SPATTN_DISPATCH_CASES)
+#undef SPATTN_DISPATCH_CASES
     default:
       return cudaErrorInvalidValue;
   }
+}
+
+bool is_cuda_head_dim(int32_t d) {
+  for (int32_t x : kCudaHeadDims)
+    if (x == d) return true;
+  return false;
 }
 
 cudaError_t launch_combine(const KParams& kp, cudaStream_t stream) {
@@ -395,13 +449,13 @@ cudaError_t launch_combine(const KParams& kp, cudaStream_t stream) {
                   (kp.block_m + kCombineRows - 1) / kCombineRows);
   switch (kp.p.dtype) {
     case DType::kFloat32:
-      combine_kernel<float><<<grid, kThreads, 0, stream>>>(kp);
+      launch_combine_t<float>(kp, grid, stream);
       break;
     case DType::kFloat16:
-      combine_kernel<__half><<<grid, kThreads, 0, stream>>>(kp);
+      launch_combine_t<__half>(kp, grid, stream);
       break;
     case DType::kBFloat16:
-      combine_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(kp);
+      launch_combine_t<__nv_bfloat16>(kp, grid, stream);
       break;
     default:
       return cudaErrorInvalidValue;
@@ -467,18 +521,10 @@ bool encode_tensor_maps(const Params& p, KParams* kp) {
 HeadDimSupport head_dim_support() { return cuda_head_dim_support(); }
 
 std::string unsupported(const Params& p) {
-  // The kernels of this build: head dims 64 and 128, no global_mask, key_starts, sinks or softcap
-  // yet.
-  if (p.head_dim != 64 && p.head_dim != 128)
+  // Every head dim of kCudaHeadDims (validated before), every input and attribute.
+  if (p.head_dim != p.head_dim_v || !is_cuda_head_dim(p.head_dim))
     return "SparseAttention: query: head dim D = " + std::to_string(p.head_dim) +
-           " has no CUDA kernel in this build (D = Dv in {64, 128})";
-  if (p.global_mask)
-    return "SparseAttention: global_mask: not supported by the CUDA kernels of this build";
-  if (p.key_starts)
-    return "SparseAttention: key_starts: not supported by the CUDA kernels of this build";
-  if (p.sinks) return "SparseAttention: sinks: not supported by the CUDA kernels of this build";
-  if (p.pattern.softcap != 0.f)
-    return "SparseAttention: softcap: not supported by the CUDA kernels of this build";
+           " has no CUDA kernel in this build";
   return {};
 }
 
@@ -504,10 +550,7 @@ size_t workspace_size_current_device(const Params& p) {
 }
 
 cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
-  if (p.head_dim != p.head_dim_v || (p.head_dim != 64 && p.head_dim != 128))
-    return cudaErrorInvalidValue;
-  if (p.global_mask || p.key_starts || p.sinks || p.pattern.softcap != 0.f)
-    return cudaErrorNotSupported;  // unsupported(p) names it
+  if (p.head_dim != p.head_dim_v || !is_cuda_head_dim(p.head_dim)) return cudaErrorInvalidValue;
   if (p.batch <= 0 || p.heads_q <= 0 || p.heads_kv <= 0 || p.len_q <= 0 || p.len_k <= 0 ||
       p.heads_q % p.heads_kv != 0)
     return cudaErrorInvalidValue;
@@ -538,12 +581,21 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   kp.split_target = L.split_target;
   kp.max_split_items = L.max_split_items;
   kp.scale_log2 = p.pattern.scale * 1.4426950408889634f;
+  // A cap whose log2 form overflows float32 changes no float32 score: off. A subnormal cap makes
+  // scale / softcap overflow: FLT_MAX keeps a zero score at 0 (inf * 0 would be NaN) and sends
+  // every other to +-1 * softcap, the limit.
+  kp.softcap_on =
+      p.pattern.softcap > 0.f && std::isfinite(p.pattern.softcap * 1.4426950408889634f) ? 1 : 0;
+  kp.softcap_in = kp.softcap_on ? std::fmin(p.pattern.scale / p.pattern.softcap, FLT_MAX) : 0.f;
+  kp.softcap_out = kp.softcap_on ? p.pattern.softcap * 1.4426950408889634f : 0.f;
+  if (kp.softcap_on) kp.scale_log2 = 1.f;  // score_hook returns log2 units
   kp.counts = nullptr;
   kp.header = nullptr;
   kp.items = nullptr;
   kp.part_o = nullptr;
   kp.part_ml = nullptr;
   kp.next_item = nullptr;
+  kp.key_tiles_global = nullptr;
 
   kp.heavy_qt0 = kp.heavy_nqt = kp.n_split = 0;
   kp.pieces = kp.piece_tiles = 1;
@@ -559,6 +611,16 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   kp.items = reinterpret_cast<WorkItem*>(ws + L.items);
   kp.part_o = reinterpret_cast<float*>(ws + L.part_o);
   kp.part_ml = reinterpret_cast<float2*>(ws + L.part_ml);
+  if (p.global_mask) {
+    uint8_t* tiles = reinterpret_cast<uint8_t*>(ws + L.key_tiles_global);
+    const int64_t n = int64_t(p.batch) * kp.num_k_tiles;
+    const int64_t ctas = (n + kThreads / 32 - 1) / (kThreads / 32);
+    if (ctas > INT32_MAX) return cudaErrorInvalidValue;
+    global_tiles_kernel<<<int32_t(ctas), kThreads, 0, stream>>>(kp, tiles);
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    kp.key_tiles_global = tiles;
+  }
   if (kernel == kKernelWs) {
     kp.next_item = reinterpret_cast<int32_t*>(ws + L.next_item);
     const cudaError_t e = cudaMemsetAsync(kp.next_item, 0, sizeof(int32_t), stream);

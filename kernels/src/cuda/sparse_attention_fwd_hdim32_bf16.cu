@@ -1,0 +1,13 @@
+// Tensor-core forward, bf16, head dim 32.
+#include "dispatch.cuh"
+#include "fwd_ws.cuh"
+
+namespace spattn {
+namespace cuda {
+
+cudaError_t launch_attention_bf16_d32(const KParams& kp, int32_t grid, cudaStream_t stream) {
+  return launch_tensor_core<__nv_bfloat16, 32>(kp, grid, stream);
+}
+
+}  // namespace cuda
+}  // namespace spattn
