@@ -36,8 +36,9 @@ OrtStatus* make_error(const std::string& msg, OrtErrorCode code = ORT_INVALID_AR
   return g_api->CreateStatus(code, msg.c_str());
 }
 
-// Reads an INT attribute; absent means `def`. A FLOAT attribute of that name is a type error.
-OrtStatus* read_int(const OrtKernelInfo* info, const char* name, int64_t def, int64_t* out) {
+// Reads an INT attribute into *out; absent leaves *out (the default). A FLOAT attribute of that
+// name is a type error.
+OrtStatus* read_attr(const OrtKernelInfo* info, const char* name, int64_t* out) {
   int64_t v = 0;
   OrtStatus* st = g_api->KernelInfoGetAttribute_int64(info, name, &v);
   if (!st) {
@@ -50,11 +51,12 @@ OrtStatus* read_int(const OrtKernelInfo* info, const char* name, int64_t def, in
   if (!st)
     return make_error(std::string("SparseAttention: ") + name + ": an INT attribute, got a FLOAT");
   g_api->ReleaseStatus(st);
-  *out = def;
   return nullptr;
 }
 
-OrtStatus* read_float(const OrtKernelInfo* info, const char* name, float def, float* out) {
+// Reads a FLOAT attribute into *out; absent leaves *out (the default). An INT attribute of that
+// name is a type error.
+OrtStatus* read_attr(const OrtKernelInfo* info, const char* name, double* out) {
   float v = 0.f;
   OrtStatus* st = g_api->KernelInfoGetAttribute_float(info, name, &v);
   if (!st) {
@@ -67,7 +69,6 @@ OrtStatus* read_float(const OrtKernelInfo* info, const char* name, float def, fl
   if (!st)
     return make_error(std::string("SparseAttention: ") + name + ": a FLOAT attribute, got an INT");
   g_api->ReleaseStatus(st);
-  *out = def;
   return nullptr;
 }
 
@@ -161,34 +162,41 @@ void parallel_for_thunk(void* data, size_t index) {
 OrtStatus* compute(Kernel* kernel, OrtKernelContext* ctx) {
   size_t count = 0;
   SPATTN_ORT_RETURN_IF_ERROR(g_api->KernelContext_GetInputCount(ctx, &count));
-  TensorDesc d[5];
-  const OrtValue* values[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
-  for (size_t i = 0; i < 5; ++i)
+  TensorDesc d[kNumInputs];
+  const OrtValue* values[kNumInputs] = {};
+  for (size_t i = 0; i < size_t(kNumInputs); ++i)
     SPATTN_ORT_RETURN_IF_ERROR(describe(ctx, i, count, &d[i], &values[i]));
 
-  HeadDimSupport support;
-  support.backend = "the ONNX Runtime CPU execution provider";
+  HeadDimSupport support = cpu_head_dim_support("the ONNX Runtime CPU execution provider");
 #if defined(SPATTN_WITH_CUDA)
   if (kernel->cuda) support = cuda::head_dim_support();
 #endif
   Params p;
-  std::string e =
-      validate_inputs(kernel->attrs, int(count), d[0], d[1], d[2], d[3], d[4], support, &p);
+  std::string e = validate_inputs(kernel->attrs, int(count), d, support, &p);
   if (!e.empty()) return make_error(e);
 
-  const void* ptrs[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
-  for (int i = 0; i < 5; ++i)
+  const void* ptrs[kNumInputs] = {};
+  for (int i = 0; i < kNumInputs; ++i)
     if (values[i]) {
       void* data = nullptr;  // GetTensorMutableData: the const variant is newer than 1.21
       SPATTN_ORT_RETURN_IF_ERROR(
           g_api->GetTensorMutableData(const_cast<OrtValue*>(values[i]), &data));
       ptrs[i] = data;
     }
-  p.q = ptrs[0];
-  p.k = ptrs[1];
-  p.v = ptrs[2];
-  p.key_lengths = static_cast<const int32_t*>(ptrs[3]);
-  p.block_indices = static_cast<const int32_t*>(ptrs[4]);
+  p.q = ptrs[kQuery];
+  p.k = ptrs[kKey];
+  p.v = ptrs[kValue];
+  p.key_lengths = static_cast<const int32_t*>(ptrs[kKeyLengths]);
+  p.block_indices = static_cast<const int32_t*>(ptrs[kBlockIndices]);
+  p.global_mask = static_cast<const int32_t*>(ptrs[kGlobalMask]);
+  p.key_starts = static_cast<const int32_t*>(ptrs[kKeyStarts]);
+  p.sinks = static_cast<const float*>(ptrs[kSinks]);
+#if defined(SPATTN_WITH_CUDA)
+  if (kernel->cuda) {
+    e = cuda::unsupported(p);
+    if (!e.empty()) return make_error(e, ORT_NOT_IMPLEMENTED);
+  }
+#endif
 
   const int64_t out_dims[4] = {p.batch, p.heads_q, p.len_q, p.head_dim_v};
   OrtValue* out = nullptr;
@@ -242,16 +250,8 @@ OrtStatus* compute(Kernel* kernel, OrtKernelContext* ctx) {
   }
 
   // CPU: value checks on host memory, then the kernel on ONNX Runtime's intra-op thread pool.
-  if (p.key_lengths) {
-    e = validate_key_lengths_values(p.key_lengths, p.batch, p.len_k);
-    if (!e.empty()) return make_error(e);
-  }
-  if (p.block_indices) {
-    e = validate_block_indices_values(
-        p.block_indices, int64_t(p.bi_heads) * ceil_div(p.len_q, p.pattern.block_size) * p.bi_k,
-        p.len_k, p.pattern.block_size);
-    if (!e.empty()) return make_error(e);
-  }
+  e = validate_values(p);
+  if (!e.empty()) return make_error(e);
   cpu::ParallelFor pf = [ctx](int64_t n, const std::function<void(int64_t)>& fn) {
     ParallelForContext pc{&fn};
     OrtStatus* st = g_api->KernelContext_ParallelFor(ctx, parallel_for_thunk, size_t(n), 0, &pc);
@@ -276,16 +276,11 @@ OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp* op, const OrtApi*,
                                       const OrtKernelInfo* info, void** out) {
   *out = nullptr;
   try {
-    RawAttrs r;
-    SPATTN_ORT_RETURN_IF_ERROR(read_float(info, "scale", 0.f, &r.scale));
-    SPATTN_ORT_RETURN_IF_ERROR(read_int(info, "window_left", -1, &r.window_left));
-    SPATTN_ORT_RETURN_IF_ERROR(read_int(info, "window_right", -1, &r.window_right));
-    SPATTN_ORT_RETURN_IF_ERROR(read_int(info, "causal", 0, &r.causal));
-    SPATTN_ORT_RETURN_IF_ERROR(read_int(info, "num_global", 0, &r.num_global));
-    SPATTN_ORT_RETURN_IF_ERROR(read_int(info, "stride", 0, &r.stride));
-    SPATTN_ORT_RETURN_IF_ERROR(read_int(info, "block_size", 64, &r.block_size));
-    SPATTN_ORT_RETURN_IF_ERROR(read_int(info, "num_random", 0, &r.num_random));
-    SPATTN_ORT_RETURN_IF_ERROR(read_int(info, "seed", 0, &r.seed));
+    RawAttrs r;  // the defaults of attributes.h; every attribute of the table is read
+#define SPATTN_READ_ATTR(TYPE, name, def, lo, hi, c_block, expect) \
+  SPATTN_ORT_RETURN_IF_ERROR(read_attr(info, #name, &r.name));
+    SPATTN_ATTRIBUTES(SPATTN_READ_ATTR)
+#undef SPATTN_READ_ATTR
     auto* k = new Kernel();
     const std::string e = validate_attrs(r, &k->attrs);
     if (!e.empty()) {
@@ -354,11 +349,12 @@ SparseAttentionOp::SparseAttentionOp(bool on_cuda) : OrtCustomOp{}, cuda(on_cuda
     return static_cast<const SparseAttentionOp*>(op)->cuda ? "CUDAExecutionProvider"
                                                            : "CPUExecutionProvider";
   };
-  GetInputTypeCount = [](const OrtCustomOp*) -> size_t { return 5; };
+  GetInputTypeCount = [](const OrtCustomOp*) -> size_t { return size_t(kNumInputs); };
   GetInputType = [](const OrtCustomOp*, size_t i) {
-    // query/key/value: float32, float16 or bfloat16 (checked at compute); the integer inputs:
-    // int32.
-    return i < 3 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED : ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+    // query/key/value: float32, float16 or bfloat16; sinks: float32 (checked at compute, so that
+    // a wrong type gets the op's message); the integer inputs: int32.
+    return i < 3 || i == size_t(kSinks) ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
+                                        : ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
   };
   GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
   GetOutputType = [](const OrtCustomOp*, size_t) {

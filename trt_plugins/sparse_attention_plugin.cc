@@ -7,6 +7,7 @@
 #include <new>
 #include <string>
 
+#include "spattn/attributes.h"
 #include "spattn/cuda.h"
 #include "spattn/params.h"
 #include "spattn/validate.h"
@@ -19,12 +20,23 @@ using nvinfer1::DataType;
 using nvinfer1::PluginField;
 using nvinfer1::PluginFieldType;
 
-constexpr int kNumIntFields = 8;
-// The INT attributes of the op, in the order of PatternAttrs.
-constexpr const char* kIntFieldNames[kNumIntFields] = {"window_left", "window_right", "causal",
-                                                       "num_global",  "stride",       "block_size",
-                                                       "num_random",  "seed"};
-constexpr const char* kInputNames[5] = {"query", "key", "value", "key_lengths", "block_indices"};
+// The plugin fields are the op's attributes (attributes.h): FLOAT as FLOAT32, INT as INT32.
+constexpr PluginFieldType field_type(bool is_float) {
+  return is_float ? PluginFieldType::kFLOAT32 : PluginFieldType::kINT32;
+}
+#define SPATTN_IS_FLOAT_FLOAT true
+#define SPATTN_IS_FLOAT_INT false
+struct FieldInfo {
+  const char* name;
+  bool is_float;
+};
+constexpr FieldInfo kFields[] = {
+#define SPATTN_FIELD_INFO(TYPE, name, def, lo, hi, c_block, expect) {#name, SPATTN_IS_FLOAT_##TYPE},
+    SPATTN_ATTRIBUTES(SPATTN_FIELD_INFO)
+#undef SPATTN_FIELD_INFO
+};
+constexpr int kNumFields = int(sizeof(kFields) / sizeof(kFields[0]));
+static_assert(kNumFields <= 32, "SparseAttentionPlugin::ser_values_ holds 32 attributes");
 
 int32_t dtype_code(DataType t) {
   switch (t) {
@@ -108,44 +120,77 @@ TensorDesc describe(const nvinfer1::Dims& dims, DataType type) {
 // The shared validation (validate.h) on concrete shapes, with the CUDA backend's head dims.
 std::string validate(const PatternAttrs& attrs, int32_t nb_inputs, const nvinfer1::Dims* dims,
                      const DataType* types, Params* p) {
-  TensorDesc d[5];
-  for (int32_t i = 0; i < nb_inputs && i < 5; ++i) d[i] = describe(dims[i], types[i]);
-  return validate_inputs(attrs, nb_inputs, d[0], d[1], d[2], d[3], d[4], cuda::head_dim_support(),
-                         p);
+  TensorDesc d[kNumInputs];
+  for (int32_t i = 0; i < nb_inputs && i < kNumInputs; ++i) d[i] = describe(dims[i], types[i]);
+  return validate_inputs(attrs, nb_inputs, d, cuda::head_dim_support(), p);
 }
 
 template <typename Desc, typename Get>
 std::string validate_descs(const PatternAttrs& attrs, const Desc* in, int32_t nb_inputs, Get get,
                            Params* p) {
-  nvinfer1::Dims dims[5];
-  DataType types[5] = {};
-  for (int32_t i = 0; i < nb_inputs && i < 5; ++i) {
+  nvinfer1::Dims dims[kNumInputs];
+  DataType types[kNumInputs] = {};
+  for (int32_t i = 0; i < nb_inputs && i < kNumInputs; ++i) {
     dims[i] = get(in[i]);
     types[i] = in[i].desc.type;
   }
   return validate(attrs, nb_inputs, dims, types, p);
 }
 
+void append_value(std::string* s, float v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.9g", double(v));
+  *s += buf;
+}
+void append_value(std::string* s, int32_t v) { *s += std::to_string(v); }
+
+// "SparseAttention_v1(scale=...,window_left=...,...)": every attribute of the table.
 std::string describe_attrs(const PatternAttrs& a) {
-  char buf[320];
-  std::snprintf(buf, sizeof(buf),
-                "SparseAttention_v1(scale=%.9g,window_left=%d,window_right=%d,causal=%d,"
-                "num_global=%d,stride=%d,block_size=%d,num_random=%d,seed=%d)",
-                double(a.scale), a.window_left, a.window_right, a.causal, a.num_global, a.stride,
-                a.block_size, a.num_random, a.seed);
-  return buf;
+  std::string s = "SparseAttention_v1(";
+  const char* sep = "";
+#define SPATTN_DESCRIBE(TYPE, name, def, lo, hi, c_block, expect) \
+  s += sep;                                                       \
+  s += #name "=";                                                 \
+  append_value(&s, a.name);                                       \
+  sep = ",";
+  SPATTN_ATTRIBUTES(SPATTN_DESCRIBE)
+#undef SPATTN_DESCRIBE
+  return s + ")";
 }
 
-int32_t* int_field(PatternAttrs& a, int i) {
-  int32_t* f[kNumIntFields] = {&a.window_left, &a.window_right, &a.causal,     &a.num_global,
-                               &a.stride,      &a.block_size,   &a.num_random, &a.seed};
-  return f[i];
+// Reads a FLOAT field (FLOAT32 or FLOAT64, length 1) into *out; false for another type or length.
+bool read_field(const PluginField& f, double* out) {
+  if (f.length != 1 || !f.data) return false;
+  if (f.type == PluginFieldType::kFLOAT32) {
+    *out = *static_cast<const float*>(f.data);
+    return true;
+  }
+  if (f.type == PluginFieldType::kFLOAT64) {
+    *out = *static_cast<const double*>(f.data);
+    return true;
+  }
+  return false;
 }
 
-int64_t* raw_int_field(RawAttrs& r, int i) {
-  int64_t* f[kNumIntFields] = {&r.window_left, &r.window_right, &r.causal,     &r.num_global,
-                               &r.stride,      &r.block_size,   &r.num_random, &r.seed};
-  return f[i];
+// Reads an INT field (INT32, INT64, INT16 or INT8, length 1) into *out.
+bool read_field(const PluginField& f, int64_t* out) {
+  if (f.length != 1 || !f.data) return false;
+  switch (f.type) {
+    case PluginFieldType::kINT32:
+      *out = *static_cast<const int32_t*>(f.data);
+      return true;
+    case PluginFieldType::kINT64:
+      *out = *static_cast<const int64_t*>(f.data);
+      return true;
+    case PluginFieldType::kINT16:
+      *out = *static_cast<const int16_t*>(f.data);
+      return true;
+    case PluginFieldType::kINT8:
+      *out = *static_cast<const int8_t*>(f.data);
+      return true;
+    default:
+      return false;
+  }
 }
 
 // Catches everything at the library boundary.
@@ -174,43 +219,17 @@ std::string parse_fields(const nvinfer1::PluginFieldCollection* fc, PatternAttrs
   for (int32_t i = 0; i < n; ++i) {
     const PluginField& f = fc->fields[i];
     if (!f.name) continue;
-    const bool is_scale = std::strcmp(f.name, "scale") == 0;
-    int int_index = -1;
-    for (int k = 0; k < kNumIntFields; ++k)
-      if (std::strcmp(f.name, kIntFieldNames[k]) == 0) int_index = k;
-    if (!is_scale && int_index < 0) continue;  // not an attribute of the op: ignored (op spec)
     const std::string got = std::string(field_type_name(f.type)) + " field of length " +
                             std::to_string(f.length) + (f.data ? "" : " without data");
-    if (is_scale) {
-      if (f.length != 1 || !f.data ||
-          (f.type != PluginFieldType::kFLOAT32 && f.type != PluginFieldType::kFLOAT64))
-        return detail::err("scale", "a FLOAT32 field of length 1", got);
-      r.scale = f.type == PluginFieldType::kFLOAT32 ? *static_cast<const float*>(f.data)
-                                                    : float(*static_cast<const double*>(f.data));
-      continue;
-    }
-    int64_t v = 0;
-    bool ok = f.length == 1 && f.data;
-    if (ok) {
-      switch (f.type) {
-        case PluginFieldType::kINT32:
-          v = *static_cast<const int32_t*>(f.data);
-          break;
-        case PluginFieldType::kINT64:
-          v = *static_cast<const int64_t*>(f.data);
-          break;
-        case PluginFieldType::kINT16:
-          v = *static_cast<const int16_t*>(f.data);
-          break;
-        case PluginFieldType::kINT8:
-          v = *static_cast<const int8_t*>(f.data);
-          break;
-        default:
-          ok = false;
-      }
-    }
-    if (!ok) return detail::err(kIntFieldNames[int_index], "an INT32 field of length 1", got);
-    *raw_int_field(r, int_index) = v;
+    // Names the op does not have are ignored (op spec).
+#define SPATTN_PARSE_FIELD(TYPE, attr, def, lo, hi, c_block, expect)                               \
+  if (std::strcmp(f.name, #attr) == 0 && !read_field(f, &r.attr))                                  \
+    return detail::err(                                                                            \
+        #attr,                                                                                     \
+        std::string("a ") + (SPATTN_IS_FLOAT_##TYPE ? "FLOAT32" : "INT32") + " field of length 1", \
+        got);
+    SPATTN_ATTRIBUTES(SPATTN_PARSE_FIELD)
+#undef SPATTN_PARSE_FIELD
   }
   return validate_attrs(r, out);
 }
@@ -273,9 +292,10 @@ int32_t SparseAttentionPlugin::getOutputShapes(const nvinfer1::DimsExprs* inputs
     // Only what the output shape needs is checked here; configurePlugin runs the full validation
     // (validate.h) on the profile's shapes.
     if (nb_outputs != 1) return -1;
-    if (nb_inputs < 3 || nb_inputs > 5) {
-      report_error(nb_inputs > 5
-                       ? detail::err("input 5", "not used by SparseAttention version 1 (reserved)",
+    if (nb_inputs < 3 || nb_inputs > kNumInputs) {
+      report_error(nb_inputs > kNumInputs
+                       ? detail::err(("input " + std::to_string(kNumInputs)).c_str(),
+                                     "not used by SparseAttention version 1 (reserved)",
                                      std::to_string(nb_inputs) + " inputs")
                        : detail::err(kInputNames[nb_inputs < 0 ? 0 : nb_inputs], "a required input",
                                      "nothing"),
@@ -309,7 +329,9 @@ bool SparseAttentionPlugin::supportsFormatCombination(int32_t pos,
   if (pos == 0)
     return d.type == DataType::kFLOAT || d.type == DataType::kHALF || d.type == DataType::kBF16;
   if (pos == 1 || pos == 2 || pos == nb_inputs) return d.type == io[0].desc.type;
-  return d.type == DataType::kINT32;  // key_lengths, block_indices
+  if (pos < nb_inputs && d.dims.nbDims < 0) return true;  // an omitted optional input
+  if (pos == kSinks) return d.type == DataType::kFLOAT;
+  return d.type == DataType::kINT32;  // key_lengths, block_indices, global_mask, key_starts
 }
 
 int32_t SparseAttentionPlugin::configurePlugin(const nvinfer1::DynamicPluginTensorDesc* in,
@@ -325,6 +347,18 @@ int32_t SparseAttentionPlugin::configurePlugin(const nvinfer1::DynamicPluginTens
         &p);
     if (!e.empty()) {
       report_error(e + " (profile maximum shapes)", recorder_);
+      return -1;
+    }
+    // What the CUDA kernels of this build cannot compute (the pointers are not known yet: an
+    // input counts as present when its descriptor has a rank).
+    auto present = [&](int32_t i) { return nb_inputs > i && in[i].desc.dims.nbDims >= 0; };
+    static const int32_t kDummy = 0;
+    p.global_mask = present(kGlobalMask) ? &kDummy : nullptr;
+    p.key_starts = present(kKeyStarts) ? &kDummy : nullptr;
+    p.sinks = present(kSinks) ? reinterpret_cast<const float*>(&kDummy) : nullptr;
+    const std::string u = cuda::unsupported(p);
+    if (!u.empty()) {
+      report_error(u, recorder_);
       return -1;
     }
     return 0;
@@ -350,9 +384,9 @@ int32_t SparseAttentionPlugin::onShapeChange(const nvinfer1::PluginTensorDesc* i
                                              int32_t) noexcept {
   return guarded("onShapeChange", int32_t(-1), recorder_, [&]() -> int32_t {
     num_inputs_ = nb_inputs;
-    nvinfer1::Dims dims[5];
-    DataType types[5] = {};
-    for (int32_t i = 0; i < nb_inputs && i < 5; ++i) {
+    nvinfer1::Dims dims[kNumInputs];
+    DataType types[kNumInputs] = {};
+    for (int32_t i = 0; i < nb_inputs && i < kNumInputs; ++i) {
       dims[i] = in[i].dims;
       types[i] = in[i].type;
     }
@@ -374,12 +408,12 @@ int32_t SparseAttentionPlugin::enqueue(const nvinfer1::PluginTensorDesc* input_d
     // Reads only this call's descriptors and the immutable attributes: several contexts may
     // enqueue at once.
     const int32_t n = num_inputs_;
-    if (n < 3 || n > 5) {
+    if (n < 3 || n > kNumInputs) {
       report_error("SparseAttention: enqueue before configurePlugin/onShapeChange", recorder_);
       return -1;
     }
-    nvinfer1::Dims dims[5];
-    DataType types[5] = {};
+    nvinfer1::Dims dims[kNumInputs];
+    DataType types[kNumInputs] = {};
     for (int32_t i = 0; i < n; ++i) {
       dims[i] = input_desc[i].dims;
       types[i] = input_desc[i].type;
@@ -401,10 +435,21 @@ int32_t SparseAttentionPlugin::enqueue(const nvinfer1::PluginTensorDesc* input_d
     p.q = inputs[0];
     p.k = inputs[1];
     p.v = inputs[2];
-    p.key_lengths = n > 3 && dims[3].nbDims >= 0 ? static_cast<const int32_t*>(inputs[3]) : nullptr;
-    p.block_indices =
-        n > 4 && dims[4].nbDims >= 0 ? static_cast<const int32_t*>(inputs[4]) : nullptr;
+    // An omitted optional input arrives as a descriptor without rank (and a null pointer).
+    auto input = [&](int32_t i) -> const void* {
+      return n > i && dims[i].nbDims >= 0 ? inputs[i] : nullptr;
+    };
+    p.key_lengths = static_cast<const int32_t*>(input(kKeyLengths));
+    p.block_indices = static_cast<const int32_t*>(input(kBlockIndices));
     if (!p.block_indices) p.bi_heads = p.bi_k = 0;
+    p.global_mask = static_cast<const int32_t*>(input(kGlobalMask));
+    p.key_starts = static_cast<const int32_t*>(input(kKeyStarts));
+    p.sinks = static_cast<const float*>(input(kSinks));
+    const std::string u = cuda::unsupported(p);
+    if (!u.empty()) {
+      report_error(u, recorder_);
+      return -1;
+    }
     p.o = outputs[0];
     const cudaError_t rc = cuda::launch(p, workspace, cuda::workspace_size(p), stream);
     if (rc != cudaSuccess) {
@@ -427,22 +472,23 @@ nvinfer1::IPluginV3* SparseAttentionPlugin::attachToContext(
 }
 
 const nvinfer1::PluginFieldCollection* SparseAttentionPlugin::getFieldsToSerialize() noexcept {
-  return guarded(
-      "getFieldsToSerialize", static_cast<const nvinfer1::PluginFieldCollection*>(nullptr),
-      recorder_, [&]() -> const nvinfer1::PluginFieldCollection* {
-        // Every attribute, resolved as the creator reads it: createPlugin(kRUNTIME)
-        // on these fields gives an identical plugin.
-        ser_fields_.clear();
-        ser_scale_ = attrs_.scale;
-        ser_fields_.emplace_back("scale", &ser_scale_, PluginFieldType::kFLOAT32, 1);
-        for (int i = 0; i < kNumIntFields; ++i) {
-          ser_ints_[i] = *int_field(attrs_, i);
-          ser_fields_.emplace_back(kIntFieldNames[i], &ser_ints_[i], PluginFieldType::kINT32, 1);
-        }
-        ser_collection_.nbFields = int32_t(ser_fields_.size());
-        ser_collection_.fields = ser_fields_.data();
-        return &ser_collection_;
-      });
+  return guarded("getFieldsToSerialize",
+                 static_cast<const nvinfer1::PluginFieldCollection*>(nullptr), recorder_,
+                 [&]() -> const nvinfer1::PluginFieldCollection* {
+                   // Every attribute, resolved as the creator reads it: createPlugin(kRUNTIME)
+                   // on these fields gives an identical plugin.
+                   ser_fields_.clear();
+                   int x = 0;
+#define SPATTN_SERIALIZE(TYPE, name, def, lo, hi, c_block, expect)                         \
+  std::memcpy(&ser_values_[x], &attrs_.name, 4);                                           \
+  ser_fields_.emplace_back(#name, &ser_values_[x], field_type(SPATTN_IS_FLOAT_##TYPE), 1); \
+  ++x;
+                   SPATTN_ATTRIBUTES(SPATTN_SERIALIZE)
+#undef SPATTN_SERIALIZE
+                   ser_collection_.nbFields = int32_t(ser_fields_.size());
+                   ser_collection_.fields = ser_fields_.data();
+                   return &ser_collection_;
+                 });
 }
 
 // ---- SparseAttentionPluginCreator ----
@@ -450,9 +496,8 @@ const nvinfer1::PluginFieldCollection* SparseAttentionPlugin::getFieldsToSeriali
 SparseAttentionPluginCreator::SparseAttentionPluginCreator() {
   // The field names are the op's attributes: TensorRT's ONNX parser passes exactly the node
   // attributes named here (INT narrowed to INT32, FLOAT as FLOAT32).
-  fields_.emplace_back("scale", nullptr, PluginFieldType::kFLOAT32, 1);
-  for (int i = 0; i < kNumIntFields; ++i)
-    fields_.emplace_back(kIntFieldNames[i], nullptr, PluginFieldType::kINT32, 1);
+  for (const FieldInfo& f : kFields)
+    fields_.emplace_back(f.name, nullptr, field_type(f.is_float), 1);
   collection_.nbFields = int32_t(fields_.size());
   collection_.fields = fields_.data();
 }

@@ -83,13 +83,13 @@ class SparseAttentionPlugin final : public nvinfer1::IPluginV3,
  private:
   PatternAttrs attrs_;
   std::string description_;  // "SparseAttention(scale=...,...)": timing cache id and metadata
-  // Inputs of the node (3 to 5), known from configurePlugin (build) or onShapeChange (runtime);
-  // enqueue is not told.
+  // Inputs of the node (3 to kNumInputs), known from configurePlugin (build) or onShapeChange
+  // (runtime); enqueue is not told.
   int32_t num_inputs_ = 0;
   nvinfer1::IErrorRecorder* recorder_ = nullptr;  // the execution context's, after attachToContext
   // Storage of getFieldsToSerialize.
-  float ser_scale_ = 0.f;
-  int32_t ser_ints_[8] = {};
+  // Storage of getFieldsToSerialize: one 4-byte value (float or int32) per attribute.
+  uint32_t ser_values_[32] = {};
   std::vector<nvinfer1::PluginField> ser_fields_;
   nvinfer1::PluginFieldCollection ser_collection_{};
 };

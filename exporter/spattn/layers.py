@@ -7,24 +7,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .functional import _is_tracing, sparse_attention
+from .functional import _is_tracing, key_range_from_padding_mask, sparse_attention
 from .patterns import Pattern
 
 __all__ = ["SparseMultiheadAttention", "swap_attention", "convert_transformer"]
 
 
-def _lengths_from_padding_mask(mask: torch.Tensor) -> torch.Tensor:
-    """``key_padding_mask [B, Lk]`` (True or -inf = padding) -> ``key_lengths [B]`` int32."""
-    pad = mask if mask.dtype == torch.bool else mask < 0
-    lengths = (~pad).sum(dim=-1).to(torch.int32)
-    if not _is_tracing():
-        pos = torch.arange(pad.shape[-1], device=pad.device).unsqueeze(0)
-        if not torch.equal(pad, pos >= lengths.unsqueeze(1)):
-            raise ValueError(
-                "key_padding_mask: only right padding (valid keys first) is supported, "
-                "as key_lengths"
-            )
-    return lengths
+def _bad(name: str, expect: str, got: Any) -> ValueError:
+    return ValueError(f"SparseMultiheadAttention: {name}: expected {expect}, got {got}")
 
 
 def _is_causal_mask(mask: torch.Tensor, lq: int, lk: int) -> bool:
@@ -58,6 +48,9 @@ class SparseMultiheadAttention(nn.Module):
         Inputs are ``[B, L, E]`` (else ``[L, B, E]``).
     kdim, vdim : int, optional
         Key and value input widths (default ``embed_dim``).
+    sinks : bool
+        Learn one attention-sink logit per query head (``self.sinks``, float32 ``[num_heads]``,
+        initialised to 0): it enters each row's softmax denominator only (as in gpt-oss).
 
     Examples
     --------
@@ -79,15 +72,23 @@ class SparseMultiheadAttention(nn.Module):
         vdim: int | None = None,
         device: Any = None,
         dtype: Any = None,
+        sinks: bool = False,
     ) -> None:
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        for name, value in (
+            ("embed_dim", embed_dim),
+            ("num_heads", num_heads),
+            ("num_kv_heads", num_kv_heads),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise _bad(name, "an integer >= 1", repr(value))
+        if not isinstance(pattern, Pattern):
+            raise _bad("pattern", "a spattn.Pattern", type(pattern).__name__)
         if embed_dim % num_heads:
-            raise ValueError(f"embed_dim {embed_dim} is not a multiple of num_heads {num_heads}")
+            raise _bad("embed_dim", f"a multiple of num_heads {num_heads}", embed_dim)
         if num_heads % num_kv_heads:
-            raise ValueError(
-                f"num_heads {num_heads} is not a multiple of num_kv_heads {num_kv_heads}"
-            )
+            raise _bad("num_heads", f"a multiple of num_kv_heads {num_kv_heads}", num_heads)
         kw = {"device": device, "dtype": dtype}
         self.embed_dim, self.num_heads, self.num_kv_heads = embed_dim, num_heads, num_kv_heads
         self.head_dim = embed_dim // num_heads
@@ -104,9 +105,17 @@ class SparseMultiheadAttention(nn.Module):
         self._qkv_same_embed_dim = False
         self.in_proj_weight = None
         self.in_proj_bias = None
+        # Sinks stay float32 whatever the model's dtype: the op takes them as float32 logits.
+        self.sinks: nn.Parameter | None = (
+            nn.Parameter(torch.zeros(num_heads, device=device, dtype=torch.float32))
+            if sinks
+            else None
+        )
 
     @classmethod
-    def from_mha(cls, mha: nn.MultiheadAttention, pattern: Pattern) -> SparseMultiheadAttention:
+    def from_mha(
+        cls, mha: nn.MultiheadAttention, pattern: Pattern, sinks: bool = False
+    ) -> SparseMultiheadAttention:
         """Build from an ``nn.MultiheadAttention``, copying its weights.
 
         Examples
@@ -130,6 +139,7 @@ class SparseMultiheadAttention(nn.Module):
             vdim=mha.vdim,
             device=w.device,
             dtype=w.dtype,
+            sinks=sinks,
         )
         with torch.no_grad():
             if mha._qkv_same_embed_dim:
@@ -161,19 +171,31 @@ class SparseMultiheadAttention(nn.Module):
         average_attn_weights: bool = True,
         is_causal: bool = False,
         key_lengths: torch.Tensor | None = None,
+        key_starts: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        global_attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, None]:
         """Attention output and ``None`` (weights are never materialised).
 
-        ``key_padding_mask`` (right padding only) or ``key_lengths`` mark padded keys.
-        ``is_causal=True`` (or an ``attn_mask`` that is exactly the causal mask) adds
-        ``causal=1`` to the pattern; other ``attn_mask`` values are not supported.
+        Padded keys are given by ``key_padding_mask`` (``[B, Lk]``, True or ``-inf`` = padding,
+        as in ``nn.MultiheadAttention``), by ``attention_mask`` (``[B, Lk]``, 1 = token, 0 =
+        padding, as in Hugging Face), or directly by ``key_starts``/``key_lengths``. Left and
+        right padding are both exact; a mask with holes (``1 0 1``) is an error (see
+        :func:`spattn.functional.key_range_from_padding_mask`, also for exported graphs).
+        ``global_attention_mask`` (``[B, Lk]``, nonzero = global token, as in Longformer) makes
+        those tokens global for this input. ``is_causal=True`` (or an ``attn_mask`` that is
+        exactly the causal mask) adds ``causal=1`` to the pattern; other ``attn_mask`` values are
+        not supported.
 
         Examples
         --------
-        >>> attn = SparseMultiheadAttention(32, 2, Pattern.dense())
-        >>> out, w = attn(torch.randn(1, 5, 32), key_lengths=torch.tensor([3]))
-        >>> w is None
-        True
+        >>> attn = SparseMultiheadAttention(32, 2, Pattern.longformer(4), sinks=True)
+        >>> x = torch.randn(2, 6, 32)
+        >>> pad = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]])  # left, right padded
+        >>> glob = torch.tensor([[0, 0, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]])
+        >>> out, w = attn(x, attention_mask=pad, global_attention_mask=glob)
+        >>> out.shape, w is None
+        (torch.Size([2, 6, 32]), True)
         """
         key = query if key is None else key
         value = key if value is None else value
@@ -191,12 +213,35 @@ class SparseMultiheadAttention(nn.Module):
             is_causal = True
         if is_causal and not pattern.causal:
             pattern = pattern.replace(causal=True)
-        if key_lengths is None and key_padding_mask is not None:
-            key_lengths = _lengths_from_padding_mask(key_padding_mask)
+        masks = [
+            n
+            for n, m in (("key_padding_mask", key_padding_mask), ("attention_mask", attention_mask))
+            if m is not None
+        ]
+        if len(masks) > 1 or (masks and (key_lengths is not None or key_starts is not None)):
+            given = masks + [
+                n
+                for n, m in (("key_lengths", key_lengths), ("key_starts", key_starts))
+                if m is not None
+            ]
+            raise _bad(given[0], "alone (a padding mask or key_starts/key_lengths)", given)
+        if masks:
+            key_starts, key_lengths = key_range_from_padding_mask(key_padding_mask, attention_mask)
+            if not _is_tracing() and not bool(key_starts.any()):
+                key_starts = None  # right padding only: key_lengths says it all
         q = self.q_proj(query).view(b, lq, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(key).view(b, lk, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(value).view(b, lk, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        out = sparse_attention(q, k, v, pattern, key_lengths=key_lengths)
+        out = sparse_attention(
+            q,
+            k,
+            v,
+            pattern,
+            key_lengths=key_lengths,
+            key_starts=key_starts,
+            global_mask=global_attention_mask,
+            sinks=self.sinks,
+        )
         out = self.out_proj(out.transpose(1, 2).reshape(b, lq, self.embed_dim))
         if not self.batch_first:
             out = out.transpose(0, 1)
@@ -206,6 +251,7 @@ class SparseMultiheadAttention(nn.Module):
         return (
             f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
             f"num_kv_heads={self.num_kv_heads}, pattern={self.pattern.describe()!r}"
+            + (", sinks=True" if self.sinks is not None else "")
         )
 
 

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import reference
+from . import attributes, reference
 
 __all__ = ["Pattern"]
 
-_INT32_MAX = 2**31 - 1
+_DEFAULT: dict[str, Any] = attributes.defaults()
 
 
 class _class_or_instance:
@@ -59,39 +59,37 @@ class Pattern:
     (256, 2)
     """
 
-    window_left: int = -1
-    window_right: int = -1
+    window_left: int = _DEFAULT["window_left"]
+    window_right: int = _DEFAULT["window_right"]
     causal: bool = False
-    num_global: int = 0
-    stride: int = 0
-    block_size: int = 64
-    num_random: int = 0
-    seed: int = 0
+    num_global: int = _DEFAULT["num_global"]
+    stride: int = _DEFAULT["stride"]
+    block_size: int = _DEFAULT["block_size"]
+    num_random: int = _DEFAULT["num_random"]
+    seed: int = _DEFAULT["seed"]
     scale: float | None = None
     block_indices: Any = field(default=None, compare=False, repr=False)
     name: str = field(default="custom", compare=False)
+    softcap: float = _DEFAULT["softcap"]
 
     def __post_init__(self) -> None:
-        def check(name: str, ok: bool, expect: str) -> None:
-            if not ok:
-                raise ValueError(f"Pattern: {name}: expected {expect}, got {getattr(self, name)!r}")
-
-        for name in ("window_left", "window_right"):
-            v = getattr(self, name)
-            check(name, isinstance(v, (int, np.integer)) and -1 <= v <= _INT32_MAX, "-1 or >= 0")
-        for name in ("num_global", "stride", "num_random"):
-            v = getattr(self, name)
-            check(name, isinstance(v, (int, np.integer)) and 0 <= v <= _INT32_MAX, ">= 0")
-        check("block_size", 1 <= int(self.block_size) <= 65536, "1 ... 65536")
-        check("seed", 0 <= int(self.seed) <= _INT32_MAX, "0 ... 2^31-1")
-        check("causal", self.causal in (0, 1, True, False), "0/1")
-        if self.scale is not None:
-            s = float(self.scale)
-            check("scale", np.isfinite(s) and s >= 0.0, "finite and > 0 (0: default)")
+        # Every attribute of the table, checked by its own rule (type and range), so that
+        # block_size=1.7, seed=1.5 or window_left=True are errors naming the field.
+        for a in attributes.PATTERN_ATTRIBUTES:
+            value = getattr(self, a.name)
+            if a.name == "scale" and value is None:
+                continue
+            if a.name == "causal" and isinstance(value, (bool, np.bool_)):
+                value = int(value)
+            if isinstance(value, np.generic):
+                value = value.item()
+            value = a.check(value, "Pattern")
+            object.__setattr__(self, a.name, bool(value) if a.name == "causal" else value)
+        if not isinstance(self.name, str):
+            raise ValueError(f"Pattern: name: expected a string, got {self.name!r}")
         bi = self.block_indices
         if bi is not None and not callable(bi):
             object.__setattr__(self, "block_indices", _layout_tensor(bi))
-        object.__setattr__(self, "causal", bool(self.causal))
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -173,7 +171,7 @@ class Pattern:
                 f"Pattern: num_local_blocks: expected an odd number >= 1, got {num_local_blocks}"
             )
         w = (num_local_blocks - 1) // 2
-        common = dict(
+        common: dict[str, Any] = dict(
             block_size=block_size,
             num_global=num_global_blocks * block_size,
             num_random=num_random,
@@ -296,21 +294,19 @@ class Pattern:
         >>> Pattern.from_attributes(p.attributes()) == p
         True
         """
-        f = reference.pattern_fields(attrs)
-        scale = attrs.get("scale")
-        scale = None if scale is None or float(scale) == 0.0 else float(scale)
-        return cls(
-            window_left=f["window_left"],
-            window_right=f["window_right"],
-            causal=bool(f["causal"]),
-            num_global=f["num_global"],
-            stride=f["stride"],
-            block_size=f["block_size"],
-            num_random=f["num_random"],
-            seed=f["seed"],
-            scale=scale,
-            block_indices=block_indices,
-        )
+        kw: dict[str, Any] = {}
+        for a in attributes.PATTERN_ATTRIBUTES:
+            if a.name not in attrs:
+                continue
+            value = attrs[a.name]
+            if isinstance(value, np.generic):
+                value = value.item()
+            kw[a.name] = value
+        if "scale" in kw and kw["scale"] == 0.0:
+            kw["scale"] = None
+        if "causal" in kw:
+            kw["causal"] = attributes.attribute("causal").check(kw["causal"], "Pattern")
+        return cls(block_indices=block_indices, **kw)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -358,25 +354,21 @@ class Pattern:
         return bi
 
     def attributes(self) -> dict[str, Any]:
-        """The ONNX attributes of the node: every pattern attribute, ``scale`` only when set.
+        """The node's ONNX attributes: the integer ones, ``scale``/``softcap`` when set.
 
         Examples
         --------
         >>> Pattern.dense().attributes()["window_left"]
         -1
         """
-        attrs: dict[str, Any] = {
-            "window_left": int(self.window_left),
-            "window_right": int(self.window_right),
-            "causal": int(self.causal),
-            "num_global": int(self.num_global),
-            "stride": int(self.stride),
-            "block_size": int(self.block_size),
-            "num_random": int(self.num_random),
-            "seed": int(self.seed),
-        }
-        if self.scale is not None:
-            attrs["scale"] = float(self.scale)
+        attrs: dict[str, Any] = {}
+        for a in attributes.PATTERN_ATTRIBUTES:
+            value = getattr(self, a.name)
+            if value is None:  # scale unset: the default 1/sqrt(D)
+                continue
+            value = a.python_type(value)
+            if a.always_written or value != a.default:
+                attrs[a.name] = value
         return attrs
 
     def token_mask(
@@ -440,16 +432,7 @@ class Pattern:
         'longformer: window_left=4 window_right=4 num_global=2'
         """
         attrs = self.attributes()
-        defaults = {
-            "window_left": -1,
-            "window_right": -1,
-            "causal": 0,
-            "num_global": 0,
-            "stride": 0,
-            "block_size": 64,
-            "num_random": 0,
-            "seed": 0,
-        }
+        defaults = attributes.defaults()
         needs_bs = self.num_random > 0 or self.has_layout
         parts = [
             f"{k}={v}"

@@ -18,6 +18,8 @@ import onnx
 from onnx import TensorProto, helper
 from onnx.defs import OpSchema
 
+from . import attributes
+
 __all__ = [
     "DOMAIN",
     "OP_TYPE",
@@ -33,17 +35,12 @@ OP_TYPE = "SparseAttention"
 VERSION = 1
 
 _FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16}
-
-_INT_ATTRS = (
-    ("window_left", -1, "keys up to this many positions before the query; -1 unbounded"),
-    ("window_right", -1, "keys up to this many positions after the query; -1 unbounded"),
-    ("causal", 0, "1: keys after the query position are never allowed"),
-    ("num_global", 0, "the first G positions attend to all keys and are attended by all"),
-    ("stride", 0, "Sparse Transformer strided component; 0 off"),
-    ("block_size", 64, "block edge for num_random and block_indices, 1 ... 65536"),
-    ("num_random", 0, "BigBird random key blocks per query block and query head"),
-    ("seed", 0, "seed of the random-block hash, 0 ... 2^31-1"),
-)
+_ELEM = {"int32": TensorProto.INT32, "float32": TensorProto.FLOAT}
+_ONNX_ATTR_TYPES = {
+    "INT": onnx.AttributeProto.INT,
+    "FLOAT": onnx.AttributeProto.FLOAT,
+    "STRING": onnx.AttributeProto.STRING,
+}
 
 
 def _fail(msg: str) -> None:
@@ -77,30 +74,69 @@ def _input(ctx: Any, index: int) -> onnx.TypeProto | None:
     return t
 
 
+def _elem_name(e: int) -> str:
+    name = TensorProto.DataType.Name(e).lower() if e in TensorProto.DataType.values() else str(e)
+    return {"float": "float32", "double": "float64"}.get(name, name)
+
+
+def _check_attributes(ctx: Any) -> None:
+    """Every attribute of the table: its ONNX type and its valid values."""
+    for a in attributes.ATTRIBUTES:
+        proto = ctx.get_attribute(a.name)
+        if proto is None:
+            continue
+        if isinstance(proto, bytes):
+            proto = onnx.AttributeProto.FromString(proto)
+        want = _ONNX_ATTR_TYPES[a.onnx_type]
+        if proto.type != want:
+            got = onnx.AttributeProto.AttributeType.Name(proto.type)
+            _fail(f"{a.name}: expected a {a.onnx_type} attribute, got {got}")
+        value = helper.get_attribute_value(proto)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        why = a.problem(value)
+        if why is not None:
+            _fail(f"{a.name}: expected {why}, got {value!r}")
+
+
 def _infer(ctx: Any) -> None:
     """Type and shape inference of SparseAttention (see the module docstring)."""
-    names = ("query", "key", "value", "key_lengths", "block_indices")
-    if ctx.get_num_inputs() > 5:
-        _fail(f"input 5: reserved position, got {ctx.get_num_inputs()} inputs")
-    types = [_input(ctx, i) for i in range(5)]
-    for i in range(3):
-        if types[i] is None:
-            _fail(f"{names[i]}: required input is missing")
+    inputs = attributes.INPUTS
+    n = ctx.get_num_inputs()
+    if n > len(inputs):
+        _fail(
+            f"input {len(inputs)}: no such input (the op takes at most {len(inputs)}: "
+            f"{', '.join(i.name for i in inputs)}), got {n} inputs"
+        )
+    _check_attributes(ctx)
+    types = [_input(ctx, i) for i in range(len(inputs))]
+    for spec, t in zip(inputs, types, strict=True):
+        if spec.required and t is None:
+            _fail(f"{spec.name}: required input is missing")
     elem = [t.tensor_type.elem_type if t is not None else 0 for t in types]
     for i in range(3):
         if elem[i] and elem[i] not in _FLOAT_TYPES:
-            _fail(f"{names[i]}: expected float32, float16 or bfloat16, got elem_type {elem[i]}")
-    if elem[1] and elem[0] and elem[1] != elem[0] or elem[2] and elem[0] and elem[2] != elem[0]:
-        _fail(f"key/value: expected the type of query, got {elem[1]}/{elem[2]} vs {elem[0]}")
-    for i in (3, 4):
-        if types[i] is not None and elem[i] and elem[i] != TensorProto.INT32:
-            _fail(f"{names[i]}: expected int32, got elem_type {elem[i]}")
+            _fail(
+                f"{inputs[i].name}: expected float32, float16 or bfloat16, "
+                f"got {_elem_name(elem[i])}"
+            )
+    for i in (1, 2):
+        if elem[i] and elem[0] and elem[i] != elem[0]:
+            _fail(
+                f"{inputs[i].name}: expected the type of query ({_elem_name(elem[0])}), "
+                f"got {_elem_name(elem[i])}"
+            )
+    for spec, t, e in zip(inputs, types, elem, strict=True):
+        if t is not None and spec.dtype != "T" and e and e != _ELEM[spec.dtype]:
+            _fail(f"{spec.name}: expected {spec.dtype}, got {_elem_name(e)}")
 
     shapes = [tensor_dims(t) if t is not None else None for t in types]
-    ranks = {0: 4, 1: 4, 2: 4, 3: 1, 4: 3}
-    for i, r in ranks.items():
-        if shapes[i] is not None and len(shapes[i]) != r:
-            _fail(f"{names[i]}: expected rank {r}, got {len(shapes[i])}")
+    for spec, shape in zip(inputs, shapes, strict=True):
+        if shape is not None and len(shape) != spec.rank:
+            _fail(
+                f"{spec.name}: expected rank {spec.rank} [{', '.join(spec.shape)}], "
+                f"got {len(shape)}"
+            )
     q, k, v = shapes[0], shapes[1], shapes[2]
 
     def known(x: Any) -> bool:
@@ -120,10 +156,22 @@ def _infer(ctx: Any) -> None:
             _fail(f"value: expected length {k[2]} (as key), got {v[2]}")
         if known(k[0]) and known(v[0]) and k[0] != v[0]:
             _fail(f"value: expected batch {k[0]}, got {v[0]}")
-    kl = shapes[3]
-    if kl is not None and q is not None and known(kl[0]) and known(q[0]) and kl[0] != q[0]:
-        _fail(f"key_lengths: expected length {q[0]} (batch), got {kl[0]}")
-    bi = shapes[4]
+
+    # The symbols of the spec's shapes, bound by query/key/value where their dims are known.
+    bound: dict[str, tuple[int, str]] = {}
+    for spec, shape in zip(inputs[:3], shapes[:3], strict=True):
+        for sym, d in zip(spec.shape, shape or (), strict=False):
+            if known(d) and sym not in bound:
+                bound[sym] = (d, spec.name)
+    for spec, shape in zip(inputs[3:], shapes[3:], strict=True):
+        for axis, (sym, d) in enumerate(zip(spec.shape, shape or (), strict=False)):
+            if known(d) and sym in bound and bound[sym][0] != d:
+                want, src = bound[sym]
+                _fail(
+                    f"{spec.name}: expected shape [{', '.join(spec.shape)}] with dim {axis} "
+                    f"({sym}) = {want} as in {src}, got {d}"
+                )
+    bi = shapes[attributes.input_index("block_indices")]
     if bi is not None and q is not None and known(bi[0]) and known(q[1]):
         if bi[0] not in (1, q[1]):
             _fail(f"block_indices: expected shape[0] in {{1, {q[1]}}}, got {bi[0]}")
@@ -145,59 +193,43 @@ def _infer(ctx: Any) -> None:
 def make_schema() -> OpSchema:
     """Build the ``OpSchema`` of ``spattn::SparseAttention`` version 1 (not registered).
 
+    Inputs and attributes come from :mod:`.attributes`.
+
     Examples
     --------
     >>> make_schema().since_version
     1
     """
     P, Opt = OpSchema.FormalParameter, OpSchema.FormalParameterOption
-    attrs = [
-        OpSchema.Attribute(
-            "scale",
-            OpSchema.AttrType.FLOAT,
-            "multiplies q.k before the softmax; default (and 0.0) 1/sqrt(D)",
-            required=False,
+    attrs = []
+    for a in attributes.ATTRIBUTES:
+        doc = f"{a.meaning}; valid: {a.expect}"
+        if a.schema_default:
+            attrs.append(OpSchema.Attribute(a.name, helper.make_attribute(a.name, a.default), doc))
+        else:
+            attrs.append(
+                OpSchema.Attribute(
+                    a.name, getattr(OpSchema.AttrType, a.onnx_type), doc, required=False
+                )
+            )
+    params = [
+        P(
+            i.name,
+            i.onnx_type,
+            f"[{', '.join(i.shape)}] {i.meaning}" + (f"; valid: {i.valid}" if i.valid else ""),
+            param_option=Opt.Single if i.required else Opt.Optional,
         )
+        for i in attributes.INPUTS
     ]
-    for name, default, doc in _INT_ATTRS:
-        attrs.append(OpSchema.Attribute(name, helper.make_attribute(name, default), doc))
-    attrs.append(
-        OpSchema.Attribute(
-            "plugin_version",
-            helper.make_attribute("plugin_version", "1"),
-            "read by TensorRT's ONNX parser only; ignored by the op",
-        )
-    )
-    attrs.append(
-        OpSchema.Attribute(
-            "plugin_namespace",
-            helper.make_attribute("plugin_namespace", ""),
-            "read by TensorRT's ONNX parser only; the exporter writes 'spattn'",
-        )
-    )
+    head_dims = "; ".join(f"{h.backend}: {h.describe()}" for h in attributes.HEAD_DIMS.values())
     schema = OpSchema(
         OP_TYPE,
         DOMAIN,
         VERSION,
-        "Fused sparse attention (docs/op-spec.md): local band, global tokens, strided, "
-        "random and listed key blocks, GQA, key padding.",
-        inputs=[
-            P("query", "T", "[B, Hq, Lq, D]"),
-            P("key", "T", "[B, Hkv, Lk, D]"),
-            P("value", "T", "[B, Hkv, Lk, Dv]"),
-            P(
-                "key_lengths",
-                "tensor(int32)",
-                "[B] valid keys per batch",
-                param_option=Opt.Optional,
-            ),
-            P(
-                "block_indices",
-                "tensor(int32)",
-                "[Hl, ceil(Lq/block_size), K] listed key blocks",
-                param_option=Opt.Optional,
-            ),
-        ],
+        "Fused sparse attention (docs/op-spec.md): local band, global tokens (first G or a "
+        "per-token mask), strided, random and listed key blocks, GQA, left and right key "
+        "padding, logit softcapping, attention sinks. Head dims: " + head_dims + ".",
+        inputs=params,
         outputs=[P("output", "T", "[B, Hq, Lq, Dv]")],
         type_constraints=[
             (

@@ -4,8 +4,15 @@
 //  - row_mask (interval form used by kernels) equals allowed (the spec's rule) for every pair,
 //  - row_bounds().allows equals allowed when the pattern has no strided/random/listed component,
 //  - classify is conservative: kEmpty tiles hold no allowed pair, kFull tiles only allowed pairs,
-//    and a tile with an allowed pair is never kEmpty.
+//    and a tile with an allowed pair is never kEmpty,
+//  - candidate-tile enumeration (mark_candidate_tiles) visits every key tile holding an allowed
+//    pair of a query tile, for several tile sizes,
+//  - allowed itself against an independent restatement of the spec's rule (global_mask and
+//    key_starts included),
+// over random patterns with every component: band, causal, num_global, global_mask, stride,
+// random and listed blocks, key_lengths and key_starts, Lq != Lk.
 // Built and run by tests/kernels/test_pattern_rules.py. Prints "N passed, 0 failed" on success.
+#include <algorithm>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -90,12 +97,77 @@ int main() {
     }
     std::vector<int32_t> kl = {pick(0, p.len_k), p.len_k};
     if (pick(0, 1)) p.key_lengths = kl.data();
+    std::vector<int32_t> ks = {pick(0, kl[0]), pick(0, p.len_k)};
+    if (pick(0, 2) == 0) p.key_starts = ks.data();
+    if (p.key_starts && !p.key_lengths) ks[0] = pick(0, p.len_k);
+    std::vector<int32_t> gm(size_t(p.batch) * p.len_k, 0);
+    if (pick(0, 2) == 0) {
+      const int density = pick(1, 12);
+      for (auto& x : gm) x = pick(0, density) == 0 ? pick(1, 3) * (pick(0, 1) ? 1 : -1) : 0;
+      p.global_mask = gm.data();
+    }
     const Pattern pat = Pattern::make(p);
+
+    // The spec's rule (docs/op-spec.md, "The mask"), restated pair by pair.
+    const spattn::PatternAttrs& A = p.pattern;
+    auto spec_allowed = [&](int b, int h, int i, int j) {
+      const int64_t pos = int64_t(i) + p.len_k - p.len_q;
+      const int start = p.key_starts ? p.key_starts[b] : 0;
+      const int len = p.key_lengths ? p.key_lengths[b] : p.len_k;
+      if (j < start || j >= len) return false;
+      if (A.causal && j > pos) return false;
+      const bool other = A.num_global > 0 || A.stride > 0 || A.num_random > 0 ||
+                         p.block_indices != nullptr || p.global_mask != nullptr;
+      const bool local_on = !(A.window_left == -1 && A.window_right == -1 && other);
+      const bool local = local_on && (A.window_left == -1 || pos - j <= A.window_left) &&
+                         (A.window_right == -1 || j - pos <= A.window_right);
+      const bool gm_key = p.global_mask && p.global_mask[b * p.len_k + j] != 0;
+      const bool gm_row =
+          p.global_mask && pos >= 0 && pos < p.len_k && p.global_mask[b * p.len_k + pos] != 0;
+      const bool global = j < A.num_global || (pos >= 0 && pos < A.num_global) || gm_key || gm_row;
+      const bool strided = A.stride > 0 && (pos - j) % A.stride == 0;
+      bool blocks = false;
+      const int bs = A.block_size, qb = i / bs, kbj = j / bs;
+      for (int r = 0; r < A.num_random; ++r)
+        blocks = blocks || spattn::random_block(uint32_t(A.seed), uint32_t(h), uint32_t(qb),
+                                                uint32_t(r), uint32_t(nkb)) == kbj;
+      if (p.block_indices) {
+        const int hl = p.bi_heads == p.heads_q ? h : 0;
+        for (int k = 0; k < p.bi_k; ++k)
+          blocks = blocks || p.block_indices[(size_t(hl) * nqb + qb) * p.bi_k + k] == kbj;
+      }
+      return local || global || strided || blocks;
+    };
 
     std::vector<uint8_t> mask(p.len_k);
     for (int b = 0; b < p.batch; ++b)
       for (int h = 0; h < p.heads_q; ++h) {
+        // Candidate tiles: every key tile with an allowed pair of the query tile is marked.
+        for (int tile_q : {1, 7, 16, 64}) {
+          for (int tile_k : {1, 5, 16, 64}) {
+            const int ntk = spattn::ceil_div(p.len_k, tile_k);
+            std::vector<uint8_t> marks(ntk, 7);
+            for (int i0 = 0; i0 < p.len_q; i0 += tile_q) {
+              const int i1 = std::min(p.len_q, i0 + tile_q);
+              pat.mark_candidate_tiles(b, h, i0, i1, tile_k, marks.data());
+              for (int t = 0; t < ntk; ++t) {
+                CHECK(marks[t] <= 1, "mark value %d", marks[t]);
+                bool has = false;
+                for (int i = i0; i < i1 && !has; ++i)
+                  for (int j = t * tile_k; j < std::min(p.len_k, (t + 1) * tile_k) && !has; ++j)
+                    has = pat.allowed(b, h, i, j);
+                CHECK(!has || marks[t] == 1,
+                      "tile %d (of %d keys) holds an allowed pair of rows [%d, %d) but is not a "
+                      "candidate (trial %d b%d h%d)",
+                      t, tile_k, i0, i1, trial, b, h);
+              }
+            }
+          }
+        }
         for (int i = 0; i < p.len_q; ++i) {
+          for (int j = 0; j < p.len_k; ++j)
+            CHECK(pat.allowed(b, h, i, j) == spec_allowed(b, h, i, j),
+                  "allowed != spec rule trial %d b%d h%d i%d j%d", trial, b, h, i, j);
           pat.row_mask(b, h, i, 0, p.len_k, mask.data());
           for (int j = 0; j < p.len_k; ++j)
             CHECK(bool(mask[j]) == pat.allowed(b, h, i, j),
@@ -103,8 +175,8 @@ int main() {
           // row_bounds: the interval part. Exact without strided/random/listed components; with
           // them, a subset of the allowed keys, and every allowed key lies below `upper`.
           const spattn::RowBounds rb = pat.row_bounds(b, i);
-          const bool intervals_only =
-              p.pattern.stride == 0 && p.pattern.num_random == 0 && p.block_indices == nullptr;
+          const bool intervals_only = p.pattern.stride == 0 && p.pattern.num_random == 0 &&
+                                      p.block_indices == nullptr && p.global_mask == nullptr;
           for (int j = 0; j < p.len_k; ++j) {
             const bool al = pat.allowed(b, h, i, j);
             if (intervals_only)
@@ -113,9 +185,12 @@ int main() {
             else
               CHECK(!rb.allows(j) || al, "row_bounds allows a masked pair trial %d i%d j%d", trial,
                     i, j);
-            CHECK(!al || j < rb.upper, "allowed pair past upper trial %d i%d j%d", trial, i, j);
-            CHECK(!rb.global_row || al == (j < rb.upper), "global row trial %d i%d j%d", trial, i,
-                  j);
+            CHECK(!al || (j < rb.upper && j >= rb.lower),
+                  "allowed pair outside [lower, upper) "
+                  "trial %d i%d j%d",
+                  trial, i, j);
+            CHECK(!rb.global_row || al == (j < rb.upper && j >= rb.lower),
+                  "global row trial %d i%d j%d", trial, i, j);
           }
           // A sub-range gives the same answer.
           const int j0 = pick(0, p.len_k - 1), j1 = pick(j0 + 1, p.len_k);

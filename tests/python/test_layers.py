@@ -58,8 +58,10 @@ def test_unsupported_masks():
     x = torch.randn(1, 6, 16)
     with pytest.raises(NotImplementedError):
         m(x, attn_mask=torch.randn(6, 6))
-    with pytest.raises(ValueError, match="right padding"):
-        m(x, key_padding_mask=torch.tensor([[True, False, False, False, False, False]]))
+    with pytest.raises(ValueError, match="key_padding_mask: .*contiguous.*holes in row 0"):
+        m(x, key_padding_mask=torch.tensor([[False, True, False, False, False, False]]))
+    with pytest.raises(ValueError, match="attention_mask: .*holes in row 1"):
+        m(torch.randn(2, 3, 16), attention_mask=torch.tensor([[1, 1, 1], [1, 0, 1]]))
 
 
 @pytest.mark.parametrize("padded", [False, True])

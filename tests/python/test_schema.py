@@ -58,7 +58,17 @@ def test_register_idempotent():
         "plugin_version",
         "plugin_namespace",
     }
-    assert [i.name for i in s.inputs] == ["query", "key", "value", "key_lengths", "block_indices"]
+    assert [i.name for i in s.inputs] == [
+        "query",
+        "key",
+        "value",
+        "key_lengths",
+        "block_indices",
+        "global_mask",
+        "key_starts",
+        "sinks",
+    ]
+    assert "softcap" in s.attributes
 
 
 @pytest.mark.parametrize("elem", [TP.FLOAT, TP.FLOAT16, TP.BFLOAT16])

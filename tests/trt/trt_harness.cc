@@ -2,8 +2,9 @@
 // finds the creator through the library's getCreators entry (as IPluginRegistry::loadLibrary does),
 // creates the plugin from the fields TensorRT's ONNX parser makes of exported nodes, drives the
 // build-phase methods with a small IExprBuilder, enqueues on the GPU and compares with the CPU
-// kernel on the same inputs (docs/op-spec.md tolerances). Also: serialization round trip, bad
-// fields and shapes, several execution contexts, and plugin enqueue time against the direct launch.
+// kernel on the same inputs (docs/op-spec.md tolerances). Also: the optional inputs global_mask,
+// key_starts and sinks and the softcap field, serialization round trip, bad fields and shapes,
+// several execution contexts, and plugin enqueue time against the direct launch.
 //
 // usage: spattn_trt_harness --plugin libspattn_trt.so --nodes nodes.txt [--bench] [--bench-only]
 // Prints one line per check and "N passed, M failed"; exits non-zero on any failure.
@@ -24,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "spattn/attributes.h"
 #include "spattn/cpu.h"
 #include "spattn/cuda.h"
 #include "spattn/params.h"
@@ -36,6 +38,22 @@ using nvinfer1::PluginFieldType;
 namespace {
 
 int g_passed = 0, g_failed = 0;
+
+// The op's attributes (attributes.h): how many, and which are FLOAT.
+constexpr int kNumAttributes = 0
+#define SPATTN_COUNT_ATTR(TYPE, name, def, lo, hi, c_block, expect) +1
+    SPATTN_ATTRIBUTES(SPATTN_COUNT_ATTR)
+#undef SPATTN_COUNT_ATTR
+    ;
+#define SPATTN_IS_FLOAT_FLOAT true
+#define SPATTN_IS_FLOAT_INT false
+bool is_float_attribute(const char* attr) {
+#define SPATTN_FLOAT_ATTR(TYPE, name, def, lo, hi, c_block, expect) \
+  if (std::strcmp(attr, #name) == 0) return SPATTN_IS_FLOAT_##TYPE;
+  SPATTN_ATTRIBUTES(SPATTN_FLOAT_ATTR)
+#undef SPATTN_FLOAT_ATTR
+  return false;
+}
 
 void check(bool ok, const std::string& what) {
   std::printf("%s %s\n", ok ? "PASS" : "FAIL", what.c_str());
@@ -397,17 +415,41 @@ struct Problem {
   spattn::DType dtype = spattn::DType::kFloat32;
   int32_t B = 2, Hq = 4, Hkv = 4, Lq = 300, Lk = 300, D = 64, Dv = 64;
   bool key_lengths = false, block_indices = false, null_key_lengths = false;
+  bool global_mask = false, key_starts = false, sinks = false;
   int32_t bi_heads = 1, bi_k = 3;
   int32_t block_size = 64;
-  int32_t num_inputs() const { return block_indices ? 5 : key_lengths ? 4 : 3; }
+  // Inputs of the node: up to the last present one (absent ones before it have no rank).
+  int32_t num_inputs() const {
+    return sinks ? 8 : key_starts ? 7 : global_mask ? 6 : block_indices ? 5 : key_lengths ? 4 : 3;
+  }
+  bool has(int32_t i) const {
+    switch (i) {
+      case spattn::kKeyLengths:
+        return key_lengths && !null_key_lengths;
+      case spattn::kBlockIndices:
+        return block_indices;
+      case spattn::kGlobalMask:
+        return global_mask;
+      case spattn::kKeyStarts:
+        return key_starts;
+      case spattn::kSinks:
+        return sinks;
+      default:
+        return i < 3;
+    }
+  }
 
   std::vector<float> q, k, v;  // rounded to dtype
-  std::vector<int32_t> kl, bi;
+  std::vector<int32_t> kl, bi, gm, ks;
+  std::vector<float> sk;
   void* dq = nullptr;
   void* dk = nullptr;
   void* dv = nullptr;
   void* dkl = nullptr;
   void* dbi = nullptr;
+  void* dgm = nullptr;
+  void* dks = nullptr;
+  void* dsk = nullptr;
   size_t out_elems() const { return size_t(B) * Hq * Lq * Dv; }
   size_t out_bytes() const { return out_elems() * size_t(spattn::dtype_size(dtype)); }
 
@@ -444,11 +486,36 @@ struct Problem {
       CUDA_OK(cudaMalloc(&dbi, bi.size() * 4));
       CUDA_OK(cudaMemcpy(dbi, bi.data(), bi.size() * 4, cudaMemcpyHostToDevice));
     }
+    auto upload_int = [&](const std::vector<int32_t>& x, void** d) {
+      CUDA_OK(cudaMalloc(d, x.size() * 4));
+      CUDA_OK(cudaMemcpy(*d, x.data(), x.size() * 4, cudaMemcpyHostToDevice));
+    };
+    if (global_mask) {  // about one global token in 16, values of either sign
+      std::uniform_int_distribution<int> ud(0, 15);
+      gm.resize(size_t(B) * Lk);
+      for (auto& e : gm) e = ud(rng) == 0 ? (ud(rng) % 2 ? 1 : -7) : 0;
+      upload_int(gm, &dgm);
+    }
+    if (key_starts) {  // left padding, up to the batch's key length (a batch with no key too)
+      ks.resize(B);
+      for (int b = 0; b < B; ++b) {
+        const int end = has(spattn::kKeyLengths) ? kl[b] : Lk;
+        ks[b] = b == 0 ? 0 : std::min(end, 29 * b);
+      }
+      if (B > 1 && !has(spattn::kKeyLengths)) ks[B - 1] = Lk;
+      upload_int(ks, &dks);
+    }
+    if (sinks) {
+      sk.resize(Hq);
+      for (auto& e : sk) e = 2.f * nd(rng);
+      CUDA_OK(cudaMalloc(&dsk, sk.size() * 4));
+      CUDA_OK(cudaMemcpy(dsk, sk.data(), sk.size() * 4, cudaMemcpyHostToDevice));
+    }
   }
   void release() {
-    for (void* p : {dq, dk, dv, dkl, dbi})
+    for (void* p : {dq, dk, dv, dkl, dbi, dgm, dks, dsk})
       if (p) cudaFree(p);
-    dq = dk = dv = dkl = dbi = nullptr;
+    dq = dk = dv = dkl = dbi = dgm = dks = dsk = nullptr;
   }
 
   // Descriptors of the inputs as TensorRT would pass them (scale by `grow` for profile bounds).
@@ -476,11 +543,30 @@ struct Problem {
     }
     if (num_inputs() > 4) {
       nvinfer1::Dims x{};
-      x.nbDims = 3;
+      x.nbDims = block_indices ? 3 : -1;
       x.d[0] = bi_heads;
       x.d[1] = (lq + block_size - 1) / block_size;
       x.d[2] = bi_k;
       out[4] = {x, DataType::kINT32, nvinfer1::TensorFormat::kLINEAR, 1.f};
+    }
+    if (num_inputs() > 5) {
+      nvinfer1::Dims x{};
+      x.nbDims = global_mask ? 2 : -1;
+      x.d[0] = B;
+      x.d[1] = lk;
+      out[5] = {x, DataType::kINT32, nvinfer1::TensorFormat::kLINEAR, 1.f};
+    }
+    if (num_inputs() > 6) {
+      nvinfer1::Dims x{};
+      x.nbDims = key_starts ? 1 : -1;
+      x.d[0] = B;
+      out[6] = {x, DataType::kINT32, nvinfer1::TensorFormat::kLINEAR, 1.f};
+    }
+    if (num_inputs() > 7) {
+      nvinfer1::Dims x{};
+      x.nbDims = 1;
+      x.d[0] = Hq;
+      out[7] = {x, DataType::kFLOAT, nvinfer1::TensorFormat::kLINEAR, 1.f};
     }
     return out;
   }
@@ -493,13 +579,16 @@ struct Problem {
     std::vector<const void*> p = {dq, dk, dv};
     if (num_inputs() > 3) p.push_back(null_key_lengths ? nullptr : dkl);
     if (num_inputs() > 4) p.push_back(dbi);
+    if (num_inputs() > 5) p.push_back(dgm);
+    if (num_inputs() > 6) p.push_back(dks);
+    if (num_inputs() > 7) p.push_back(dsk);
     return p;
   }
 
   // The CPU kernel on the same (rounded) inputs in float32: the reference.
   std::vector<float> reference(const spattn::PatternAttrs& attrs) const {
     spattn::Params p;
-    spattn::TensorDesc d[5];
+    spattn::TensorDesc d[spattn::kNumInputs];
     auto desc4 = [](spattn::TensorDesc& t, int64_t a, int64_t b, int64_t c, int64_t e) {
       t.present = true;
       t.dtype = 0;
@@ -526,8 +615,27 @@ struct Problem {
       d[4].dims[1] = (Lq + block_size - 1) / block_size;
       d[4].dims[2] = bi_k;
     }
-    const std::string e = spattn::validate_inputs(attrs, num_inputs(), d[0], d[1], d[2], d[3], d[4],
-                                                  spattn::HeadDimSupport(), &p);
+    if (global_mask) {
+      d[5].present = true;
+      d[5].dtype = spattn::kInt32Code;
+      d[5].rank = 2;
+      d[5].dims[0] = B;
+      d[5].dims[1] = Lk;
+    }
+    if (key_starts) {
+      d[6].present = true;
+      d[6].dtype = spattn::kInt32Code;
+      d[6].rank = 1;
+      d[6].dims[0] = B;
+    }
+    if (sinks) {
+      d[7].present = true;
+      d[7].dtype = int32_t(spattn::DType::kFloat32);
+      d[7].rank = 1;
+      d[7].dims[0] = Hq;
+    }
+    const std::string e =
+        spattn::validate_inputs(attrs, num_inputs(), d, spattn::cpu_head_dim_support(), &p);
     if (!e.empty()) {
       std::fprintf(stderr, "reference: %s\n", e.c_str());
       std::exit(4);
@@ -539,6 +647,14 @@ struct Problem {
     p.o = out.data();
     p.key_lengths = (key_lengths && !null_key_lengths) ? kl.data() : nullptr;
     p.block_indices = block_indices ? bi.data() : nullptr;
+    p.global_mask = global_mask ? gm.data() : nullptr;
+    p.key_starts = key_starts ? ks.data() : nullptr;
+    p.sinks = sinks ? sk.data() : nullptr;
+    const std::string v = spattn::validate_values(p);
+    if (!v.empty()) {
+      std::fprintf(stderr, "reference: %s\n", v.c_str());
+      std::exit(4);
+    }
     const std::string r = spattn::cpu::run(p, spattn::cpu::thread_parallel_for(0));
     if (!r.empty()) {
       std::fprintf(stderr, "reference: %s\n", r.c_str());
@@ -610,6 +726,7 @@ std::vector<nvinfer1::DynamicPluginTensorDesc> dynamic_descs(const Problem& prob
     d[i].desc = opt[i];
     d[i].desc.dims.d[2] = opt[i].dims.nbDims == 4 ? -1 : opt[i].dims.d[2];  // dynamic length
     if (opt[i].dims.nbDims == 3) d[i].desc.dims.d[1] = -1;
+    if (i == spattn::kGlobalMask && opt[i].dims.nbDims == 2) d[i].desc.dims.d[1] = -1;
     d[i].min = mn[i].dims;
     d[i].opt = opt[i].dims;
     d[i].max = mx[i].dims;
@@ -672,7 +789,7 @@ int64_t build_phase(PluginHandle& h, const Problem& prob, const std::string& tag
   bad = dyn;
   bad[0].desc.format = nvinfer1::TensorFormat::kCHW32;
   fmt_ok = fmt_ok && !h.build->supportsFormatCombination(0, bad.data(), n, 1);
-  if (n > 3) {
+  if (n > 3 && prob.has(spattn::kKeyLengths)) {
     bad = dyn;
     bad[3].desc.type = DataType::kINT64;
     fmt_ok = fmt_ok && !h.build->supportsFormatCombination(3, bad.data(), n, 1);
@@ -687,17 +804,18 @@ int64_t build_phase(PluginHandle& h, const Problem& prob, const std::string& tag
   big.Lk += 200;
   spattn::Params pb;
   auto bd = big.descs();
-  spattn::TensorDesc td[5];
+  spattn::TensorDesc td[spattn::kNumInputs];
   for (int i = 0; i < n; ++i) {
     td[i].present = bd[i].dims.nbDims >= 0;
-    td[i].dtype = i < 3 ? int32_t(prob.dtype) : spattn::kInt32Code;
+    td[i].dtype =
+        i < 3 ? int32_t(prob.dtype)
+              : (i == spattn::kSinks ? int32_t(spattn::DType::kFloat32) : spattn::kInt32Code);
     td[i].rank = bd[i].dims.nbDims;
     for (int j = 0; j < td[i].rank; ++j) td[i].dims[j] = bd[i].dims.d[j];
   }
   spattn::PatternAttrs a;
   a.block_size = prob.block_size;
-  spattn::validate_inputs(a, n, td[0], td[1], td[2], td[3], td[4], spattn::cuda::head_dim_support(),
-                          &pb);
+  spattn::validate_inputs(a, n, td, spattn::cuda::head_dim_support(), &pb);
   const size_t need = spattn::cuda::workspace_size(pb);
   check(crc == 0 && ws >= need, tag + " configurePlugin + getWorkspaceSize (" + std::to_string(ws) +
                                     " bytes for max shapes)");
@@ -709,20 +827,15 @@ int64_t build_phase(PluginHandle& h, const Problem& prob, const std::string& tag
 // The op's attributes of a node for the reference, through the shared validation.
 spattn::PatternAttrs node_attrs(const Node& node) {
   spattn::RawAttrs r;
-  auto get = [&](const char* name, int64_t* v) {
+  auto get = [&](const char* name, auto* v) {
     auto it = node.attrs.find(name);
-    if (it != node.attrs.end() && it->second.kind == 'i') *v = std::stoll(it->second.text);
+    if (it == node.attrs.end()) return;
+    if (it->second.kind == 'i') *v = decltype(+*v)(std::stoll(it->second.text));
+    if (it->second.kind == 'f') *v = decltype(+*v)(std::stof(it->second.text));
   };
-  auto it = node.attrs.find("scale");
-  if (it != node.attrs.end() && it->second.kind == 'f') r.scale = std::stof(it->second.text);
-  get("window_left", &r.window_left);
-  get("window_right", &r.window_right);
-  get("causal", &r.causal);
-  get("num_global", &r.num_global);
-  get("stride", &r.stride);
-  get("block_size", &r.block_size);
-  get("num_random", &r.num_random);
-  get("seed", &r.seed);
+#define SPATTN_NODE_ATTR(TYPE, name, def, lo, hi, c_block, expect) get(#name, &r.name);
+  SPATTN_ATTRIBUTES(SPATTN_NODE_ATTR)
+#undef SPATTN_NODE_ATTR
   spattn::PatternAttrs a;
   const std::string e = spattn::validate_attrs(r, &a);
   if (!e.empty()) {
@@ -783,7 +896,7 @@ void node_checks(Library& lib, const Node& node, spattn::DType dtype, cudaStream
     int32_t rrc = -1;
     same = run_plugin(r, prob, size_t(ws), s0, &rrc) == first && rrc == 0;
   }
-  check(same && copy->fc.nbFields == 9,
+  check(same && copy->fc.nbFields == kNumAttributes,
         tag + " getFieldsToSerialize -> createPlugin(kRUNTIME): identical output");
 
   // Two execution contexts: clones attached to their own resource contexts, enqueued at once
@@ -822,6 +935,97 @@ void node_checks(Library& lib, const Node& node, spattn::DType dtype, cudaStream
   prob.release();
 }
 
+// The optional inputs global_mask, key_starts and sinks and the softcap field on the GPU against
+// the CPU kernel, each alone (the inputs before it omitted: no rank, null pointer) and all
+// together with a band, num_global, key_lengths and GQA; then every head dim of the CUDA table.
+void new_input_checks(Library& lib, cudaStream_t s) {
+  struct Case {
+    const char* label;
+    bool gm, ks, sk;
+    float softcap;
+    int32_t d;
+  };
+  const Case cases[] = {
+      {"global_mask alone", true, false, false, 0.f, 64},
+      {"key_starts alone", false, true, false, 0.f, 64},
+      {"sinks alone", false, false, true, 0.f, 64},
+      {"softcap alone", false, false, false, 20.f, 64},
+      {"all four", true, true, true, 20.f, 128},
+  };
+  for (spattn::DType dtype :
+       {spattn::DType::kFloat32, spattn::DType::kFloat16, spattn::DType::kBFloat16}) {
+    for (const Case& c : cases) {
+      const bool all = c.gm && c.ks && c.sk;
+      int32_t ints[3] = {all ? 16 : -1, all ? 8 : -1, all ? 2 : 0};
+      float cap = c.softcap;
+      PluginField f[4] = {{"window_left", &ints[0], PluginFieldType::kINT32, 1},
+                          {"window_right", &ints[1], PluginFieldType::kINT32, 1},
+                          {"num_global", &ints[2], PluginFieldType::kINT32, 1},
+                          {"softcap", &cap, PluginFieldType::kFLOAT32, 1}};
+      nvinfer1::PluginFieldCollection fc{4, f};
+      const std::string tag = std::string(c.label) + "/" + dtype_label(dtype) + " D" +
+                              std::to_string(c.d) + (c.softcap > 0 ? " softcap" : "");
+      PluginHandle h(lib.creator->createPlugin("new", &fc, nvinfer1::TensorRTPhase::kBUILD));
+      check(h.plugin != nullptr, tag + " createPlugin with the softcap field");
+      if (!h.plugin) continue;
+      Problem prob;
+      prob.dtype = dtype;
+      prob.B = 3;
+      prob.Hkv = all ? 2 : 4;
+      prob.Lq = 300;
+      prob.Lk = 333;
+      prob.D = prob.Dv = c.d;
+      prob.key_lengths = all;
+      prob.global_mask = c.gm;
+      prob.key_starts = c.ks;
+      prob.sinks = c.sk;
+      prob.make(99u + uint32_t(dtype));
+      const int64_t ws = build_phase(h, prob, tag);
+      if (ws >= 0) {
+        int32_t rc = -1;
+        const std::vector<uint8_t> got = run_plugin(h, prob, size_t(ws), s, &rc);
+        std::string summary;
+        spattn::PatternAttrs attrs;
+        attrs.window_left = ints[0];
+        attrs.window_right = ints[1];
+        attrs.num_global = ints[2];
+        attrs.softcap = cap;
+        const bool ok =
+            rc == 0 && close(decode(got, dtype), prob.reference(attrs), tolerance(dtype), &summary);
+        check(ok, tag + " enqueue vs CPU kernel: " + (rc == 0 ? summary : lib.logger.last()));
+      }
+      prob.release();
+    }
+    // Every head dim of the CUDA table, a causal band.
+    for (int32_t d : spattn::kCudaHeadDims) {
+      int32_t ints[2] = {100, 1};
+      PluginField f[2] = {{"window_left", &ints[0], PluginFieldType::kINT32, 1},
+                          {"causal", &ints[1], PluginFieldType::kINT32, 1}};
+      nvinfer1::PluginFieldCollection fc{2, f};
+      const std::string tag =
+          std::string("head dim ") + std::to_string(d) + "/" + dtype_label(dtype) + " causal band";
+      PluginHandle h(lib.creator->createPlugin("dims", &fc, nvinfer1::TensorRTPhase::kBUILD));
+      Problem prob;
+      prob.dtype = dtype;
+      prob.D = prob.Dv = d;
+      prob.make(5u + uint32_t(d));
+      const int64_t ws = h.plugin ? build_phase(h, prob, tag) : -1;
+      if (ws >= 0) {
+        int32_t rc = -1;
+        const std::vector<uint8_t> got = run_plugin(h, prob, size_t(ws), s, &rc);
+        std::string summary;
+        spattn::PatternAttrs attrs;
+        attrs.window_left = ints[0];
+        attrs.causal = ints[1];
+        const bool ok =
+            rc == 0 && close(decode(got, dtype), prob.reference(attrs), tolerance(dtype), &summary);
+        check(ok, tag + " enqueue vs CPU kernel: " + (rc == 0 ? summary : lib.logger.last()));
+      }
+      prob.release();
+    }
+  }
+}
+
 // Fields the creator must refuse, each with a message naming the attribute.
 void bad_field_checks(Library& lib) {
   struct Case {
@@ -844,6 +1048,10 @@ void bad_field_checks(Library& lib) {
       {"scale", PluginFieldType::kINT32, 1, 1},
       {"window_right", PluginFieldType::kFLOAT32, 3.0, 1},
       {"causal", PluginFieldType::kINT32, 1, 2},
+      {"softcap", PluginFieldType::kFLOAT32, -1.0, 1},
+      {"softcap", PluginFieldType::kFLOAT32, NAN, 1},
+      {"softcap", PluginFieldType::kFLOAT32, INFINITY, 1},
+      {"softcap", PluginFieldType::kINT32, 30, 1},
   };
   for (const Case& c : cases) {
     int32_t ints[2] = {int32_t(c.value), int32_t(c.value)};
@@ -879,9 +1087,25 @@ void bad_shape_checks(Library& lib) {
     void (*edit)(Problem&, std::vector<nvinfer1::DynamicPluginTensorDesc>&);
   };
   const Case cases[] = {
-      {"head dim 96 (the CUDA kernels: 64, 128)", "query",
+      {"head dim 80 (the CUDA kernels: 32, 64, 96, 128, 256)", "query",
        [](Problem&, std::vector<nvinfer1::DynamicPluginTensorDesc>& d) {
-         for (int i = 0; i < 3; ++i) d[i].max.d[3] = d[i].desc.dims.d[3] = 96;
+         for (int i = 0; i < 3; ++i) d[i].max.d[3] = d[i].desc.dims.d[3] = 80;
+       }},
+      {"head dim D = 64, Dv = 128", "value",
+       [](Problem&, std::vector<nvinfer1::DynamicPluginTensorDesc>& d) {
+         d[2].max.d[3] = d[2].desc.dims.d[3] = 128;
+       }},
+      {"global_mask [B, Lk + 1]", "global_mask",
+       [](Problem&, std::vector<nvinfer1::DynamicPluginTensorDesc>& d) { d[5].max.d[1] += 1; }},
+      {"global_mask of rank 1", "global_mask",
+       [](Problem&, std::vector<nvinfer1::DynamicPluginTensorDesc>& d) { d[5].max.nbDims = 1; }},
+      {"key_starts of length B + 1", "key_starts",
+       [](Problem&, std::vector<nvinfer1::DynamicPluginTensorDesc>& d) { d[6].max.d[0] += 1; }},
+      {"sinks [Hq + 1]", "sinks",
+       [](Problem&, std::vector<nvinfer1::DynamicPluginTensorDesc>& d) { d[7].max.d[0] += 1; }},
+      {"sinks of type float16", "sinks",
+       [](Problem&, std::vector<nvinfer1::DynamicPluginTensorDesc>& d) {
+         d[7].desc.type = DataType::kHALF;
        }},
       {"Hq = 6 with Hkv = 4", "query",
        [](Problem&, std::vector<nvinfer1::DynamicPluginTensorDesc>& d) { d[0].max.d[1] = 6; }},
@@ -906,6 +1130,7 @@ void bad_shape_checks(Library& lib) {
     PluginHandle h(lib.creator->createPlugin("shape", &fc, nvinfer1::TensorRTPhase::kBUILD));
     Problem prob;
     prob.key_lengths = prob.block_indices = true;
+    prob.global_mask = prob.key_starts = prob.sinks = true;
     auto d = dynamic_descs(prob);
     c.edit(prob, d);
     const nvinfer1::DynamicPluginTensorDesc o = dyn_out(prob);
@@ -915,19 +1140,19 @@ void bad_shape_checks(Library& lib) {
     check(rc != 0 && msg.find(std::string("SparseAttention: ") + c.name + ":") != std::string::npos,
           std::string("bad shapes rejected at build (") + c.what + "): " + msg);
   }
-  // Six inputs (a reserved position) and a query of rank 3 in getOutputShapes.
+  // Nine inputs (a reserved position) and a query of rank 3 in getOutputShapes.
   PluginHandle h(lib.creator->createPlugin("shape", &fc, nvinfer1::TensorRTPhase::kBUILD));
   ExprBuilder eb;
-  nvinfer1::DimsExprs ins[6];
+  nvinfer1::DimsExprs ins[9];
   for (auto& e : ins) {
     e.nbDims = 4;
     for (int i = 0; i < 4; ++i) e.d[i] = eb.symbol(8);
   }
   nvinfer1::DimsExprs out;
   lib.logger.errors.clear();
-  int32_t rc = h.build->getOutputShapes(ins, 6, nullptr, 0, &out, 1, eb);
-  check(rc != 0 && lib.logger.last().find("SparseAttention: input 5:") != std::string::npos,
-        "six inputs rejected: " + lib.logger.last());
+  int32_t rc = h.build->getOutputShapes(ins, 9, nullptr, 0, &out, 1, eb);
+  check(rc != 0 && lib.logger.last().find("SparseAttention: input 8:") != std::string::npos,
+        "nine inputs rejected: " + lib.logger.last());
   ins[0].nbDims = 3;
   lib.logger.errors.clear();
   rc = h.build->getOutputShapes(ins, 3, nullptr, 0, &out, 1, eb);
@@ -990,15 +1215,14 @@ void bench(Library& lib, cudaStream_t s) {
     attrs.window_right = c.wr;
     attrs.causal = c.causal;
     attrs.num_global = c.global;
-    spattn::TensorDesc td[5];
+    spattn::TensorDesc td[spattn::kNumInputs];
     for (int i = 0; i < 3; ++i) {
       td[i].present = true;
       td[i].dtype = int32_t(c.dtype);
       td[i].rank = 4;
       for (int j = 0; j < 4; ++j) td[i].dims[j] = in[i].dims.d[j];
     }
-    spattn::validate_inputs(attrs, 3, td[0], td[1], td[2], td[3], td[4],
-                            spattn::cuda::head_dim_support(), &p);
+    spattn::validate_inputs(attrs, 3, td, spattn::cuda::head_dim_support(), &p);
     void *out, *ws = nullptr;
     const size_t wsb = spattn::cuda::workspace_size(p);
     CUDA_OK(cudaMalloc(&out, prob.out_bytes()));
@@ -1111,14 +1335,15 @@ int main(int argc, char** argv) {
   if (!lib.creator) return 1;
   const nvinfer1::PluginFieldCollection* names = lib.creator->getFieldNames();
   std::string list;
-  bool types_ok = names && names->nbFields == 9;
+  bool types_ok = names && names->nbFields == kNumAttributes;
   for (int32_t i = 0; names && i < names->nbFields; ++i) {
     const PluginField& f = names->fields[i];
     list += std::string(i ? "," : "") + f.name;
-    types_ok = types_ok && (std::strcmp(f.name, "scale") == 0 ? f.type == PluginFieldType::kFLOAT32
-                                                              : f.type == PluginFieldType::kINT32);
+    types_ok = types_ok && (is_float_attribute(f.name) ? f.type == PluginFieldType::kFLOAT32
+                                                       : f.type == PluginFieldType::kINT32);
   }
-  check(types_ok, "field names = the op's attributes (scale FLOAT32, the rest INT32): " + list);
+  check(types_ok,
+        "field names = the op's attributes (scale, softcap FLOAT32, the rest INT32): " + list);
 
   cudaStream_t s0 = nullptr, s1 = nullptr;
   if (gpu) {
@@ -1141,6 +1366,7 @@ int main(int argc, char** argv) {
            {spattn::DType::kFloat32, spattn::DType::kFloat16, spattn::DType::kBFloat16})
         node_checks(lib, node, t, s0, s1);
     }
+    if (gpu) new_input_checks(lib, s0);
     bad_field_checks(lib);
     bad_shape_checks(lib);
   }

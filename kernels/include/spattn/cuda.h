@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <string>
 
 #include "spattn/params.h"
 #include "spattn/validate.h"
@@ -13,8 +14,15 @@
 namespace spattn {
 namespace cuda {
 
-// Head dims and dtypes this backend accepts (for validate_inputs).
+// Head dims and dtypes this backend accepts (for validate_inputs): cuda_head_dim_support(), the
+// head dims of params.h's SPATTN_CUDA_HEAD_DIMS table.
 HeadDimSupport head_dim_support();
+
+// What of a validated call the kernels of this build cannot compute yet: an error message naming
+// the input or attribute ("SparseAttention: <name>: ..."), or an empty string. The adapters report
+// it instead of launching; `launch` refuses such a call with cudaErrorNotSupported, never computing
+// something else.
+std::string unsupported(const Params& p);
 
 // Device workspace `launch` needs for these shapes and attributes, in bytes (may be 0). Depends
 // only on sizes and attributes, never on tensor values, so a TensorRT plugin can report it at

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "spattn/attributes.h"
+
 namespace spattn {
 
 // Element type of query, key, value and output (one type for all four).
@@ -25,19 +27,25 @@ inline const char* dtype_name(DType t) {
 
 inline int dtype_size(DType t) { return t == DType::kFloat32 ? 4 : 2; }
 
-// The op's attributes, already validated (validate.h) and resolved (scale is never 0 here).
+// The op's attributes (attributes.h), already validated (validate.h) and resolved: scale is never
+// 0 here (1/sqrt(D) when the attribute is 0 or absent). softcap > 0: scores become
+// softcap * tanh(s / softcap) after scaling.
 struct PatternAttrs {
-  float scale = 0.f;         // multiplies q.k; resolved to 1/sqrt(D) when the attribute is 0/absent
-  int32_t window_left = -1;  // keys up to this many positions before the query; -1 unbounded
-  int32_t window_right = -1;  // keys up to this many positions after the query; -1 unbounded
-  int32_t causal = 0;         // 1: keys after the query position are never allowed
-  int32_t num_global = 0;     // first G positions attend to all and are attended by all
-  int32_t stride = 0;         // Sparse Transformer strided component; 0 off
-  int32_t block_size = 64;    // block edge for random and listed blocks
-  int32_t num_random = 0;     // random key blocks per (query head, query block)
-  int32_t seed = 0;           // seed of the random-block hash, 0 .. 2^31-1
-  float softcap = 0.f;        // > 0: scores become softcap * tanh(s / softcap) after scaling
+#define SPATTN_ATTR_FIELD(TYPE, name, def, lo, hi, c_block, expect) \
+  SPATTN_ATTR_CTYPE(TYPE) name = SPATTN_ATTR_CTYPE(TYPE)(def);
+  SPATTN_ATTRIBUTES(SPATTN_ATTR_FIELD)
+#undef SPATTN_ATTR_FIELD
 };
+
+// Head dims D = Dv the CUDA kernels (and so the TensorRT plugin) take: one row per head dim, so
+// that the kernel instantiations, the dispatch and the validation expand the same list.
+#define SPATTN_CUDA_HEAD_DIMS(X) X(32) X(64) X(96) X(128) X(256)
+#define SPATTN_HEAD_DIM_ENTRY(d) d,
+constexpr int32_t kCudaHeadDims[] = {SPATTN_CUDA_HEAD_DIMS(SPATTN_HEAD_DIM_ENTRY)};
+#undef SPATTN_HEAD_DIM_ENTRY
+constexpr int32_t kNumCudaHeadDims = int32_t(sizeof(kCudaHeadDims) / sizeof(kCudaHeadDims[0]));
+// Largest head dim (D and Dv each) of the CPU kernel.
+constexpr int32_t kCpuMaxHeadDim = 512;
 
 // Everything one forward call needs. Tensors are addressed with element strides; the last
 // dimension (head dim) of query/key/value/output is contiguous.
@@ -50,8 +58,8 @@ struct Params {
   const int32_t* key_lengths = nullptr;    // [B] or null (all Lk); validated to lie in [0, Lk]
   const int32_t* block_indices = nullptr;  // [Hl, ceil(Lq/block_size), K] or null; -1 padded
   const int32_t* global_mask = nullptr;    // [B, Lk] or null; nonzero marks a global token
-  const int32_t* key_starts = nullptr;     // [B] or null (all 0); keys j < key_starts[b] are padding
-  const float* sinks = nullptr;            // [Hq] float32 or null; a logit in each row's denominator
+  const int32_t* key_starts = nullptr;  // [B] or null (all 0); keys j < key_starts[b] are padding
+  const float* sinks = nullptr;         // [Hq] float32 or null; a logit in each row's denominator
 
   DType dtype = DType::kFloat32;
 

@@ -70,14 +70,32 @@ struct Tile {
 };
 
 // The interval form of one query row, for keys 0 <= j < len_k: `allows(j)` is allowed(b, h, i, j)
-// without the strided, random and listed components (the whole rule when the pattern has none of
-// them). Those components add keys below `upper` only.
+// without the strided, random, listed and global_mask-key components (the whole rule when the
+// pattern has none of them). Those components add keys in [lower, upper) only.
 struct RowBounds {
   int32_t upper;       // keys j >= upper are never allowed (key length, causal), in [0, len_k]
-  bool global_row;     // a global query row: every key below upper (the band says so too)
-  int32_t num_global;  // keys [0, num_global) are allowed (global keys), num_global <= upper
-  int32_t lo, hi;      // keys [lo, hi] are allowed (local band), hi < upper; empty when lo > hi
-  SPATTN_HD bool allows(int32_t j) const { return (j < num_global) | ((j >= lo) & (j <= hi)); }
+  bool global_row;     // a global query row: every key in [lower, upper) (the band says so too)
+  int32_t num_global;  // keys [lower, num_global) are allowed (global keys), num_global <= upper
+  int32_t lo, hi;     // keys [lo, hi] are allowed (local band), lower <= lo, hi < upper; empty when
+                      // lo > hi
+  int32_t lower = 0;  // keys j < lower are never allowed (key_starts), lower <= upper
+  SPATTN_HD bool allows(int32_t j) const {
+    return ((j >= lower) & (j < num_global)) | ((j >= lo) & (j <= hi));
+  }
+};
+
+// The key tiles (tile_k keys each: tile t holds keys [t * tile_k, (t + 1) * tile_k)) in which a
+// query tile may hold an allowed pair (Pattern::candidate_tiles). A tile that holds an allowed
+// pair is always a candidate; candidates may hold none (Pattern::classify decides).
+struct CandidateTiles {
+  int32_t first, last;       // no candidate outside [first, last] (key_starts, key_lengths, causal)
+  bool all;                  // every tile in [first, last] (a global query row, the strided
+                             // component or an unbounded band)
+  int32_t band_lo, band_hi;  // the local band's tiles (empty when band_lo > band_hi)
+  int32_t glob_lo, glob_hi;  // tiles [glob_lo, glob_hi) hold global keys j < num_global
+  bool blocks;               // random/listed blocks add their tiles (Pattern::for_each_block)
+  bool global_keys;          // global_mask adds the tiles holding a global key (has_global_key)
+  SPATTN_HD bool empty() const { return first > last; }
 };
 
 // The pattern of one call: attributes plus the run-time sizes and inputs it depends on.
@@ -87,6 +105,8 @@ struct Pattern {
   int32_t heads_q = 0;
   const int32_t* key_lengths = nullptr;    // [B] or null
   const int32_t* block_indices = nullptr;  // [Hl, nqb, K] or null
+  const int32_t* global_mask = nullptr;    // [B, Lk] or null
+  const int32_t* key_starts = nullptr;     // [B] or null
   int32_t bi_heads = 0, bi_k = 0;
   bool local_on = true;
   int32_t num_key_blocks = 0, num_query_blocks = 0;
@@ -100,10 +120,13 @@ struct Pattern {
     t.heads_q = p.heads_q;
     t.key_lengths = p.key_lengths;
     t.block_indices = p.block_indices;
+    t.global_mask = p.global_mask;
+    t.key_starts = p.key_starts;
     t.bi_heads = p.bi_heads;
     t.bi_k = p.bi_k;
-    const bool other =
-        t.a.num_global > 0 || t.a.stride > 0 || t.a.num_random > 0 || p.block_indices != nullptr;
+    // The presence of global_mask (like block_indices), not its content, counts as a component.
+    const bool other = t.a.num_global > 0 || t.a.stride > 0 || t.a.num_random > 0 ||
+                       p.block_indices != nullptr || p.global_mask != nullptr;
     t.local_on = !(t.a.window_left < 0 && t.a.window_right < 0 && other);
     t.num_key_blocks = ceil_div(p.len_k, t.a.block_size);
     if (t.num_key_blocks > 0) t.key_blocks_magic = fastmod_magic(uint32_t(t.num_key_blocks));
@@ -114,8 +137,27 @@ struct Pattern {
   // Position of query i (bottom-right alignment).
   SPATTN_HD int64_t pos(int32_t i) const { return int64_t(i) + len_k - len_q; }
 
-  // Number of valid keys of batch b.
+  // Keys [key_start(b), key_len(b)) of batch b are valid (not padding).
   SPATTN_HD int32_t key_len(int32_t b) const { return key_lengths ? key_lengths[b] : len_k; }
+  SPATTN_HD int32_t key_start(int32_t b) const { return key_starts ? key_starts[b] : 0; }
+
+  // global_mask[b, j] != 0 (false without global_mask); 0 <= j < len_k.
+  SPATTN_HD bool mask_global(int32_t b, int64_t j) const {
+    return global_mask && global_mask[int64_t(b) * len_k + j] != 0;
+  }
+
+  // Is query i of batch b a global row (it attends to every valid key)? Queries at negative
+  // positions never are.
+  SPATTN_HD bool global_row(int32_t b, int32_t i) const {
+    const int64_t p = pos(i);
+    if (p < 0) return false;
+    return p < a.num_global || (p < len_k && mask_global(b, p));
+  }
+
+  // Is key j of batch b a global key (attended by every query)?
+  SPATTN_HD bool global_key(int32_t b, int32_t j) const {
+    return j < a.num_global || mask_global(b, j);
+  }
 
   // random_block(seed, h, qb, r, num_key_blocks), with the remainder by fastmod_u32.
   SPATTN_HD int32_t random_kb(int32_t h, int32_t qb, int32_t r) const {
@@ -142,44 +184,58 @@ struct Pattern {
     return false;
   }
 
-  // The token-level components, without the key-length and causal conditions.
-  SPATTN_HD bool structural(int32_t h, int32_t i, int32_t j) const {
+  // The token-level components, without the key-padding and causal conditions.
+  SPATTN_HD bool structural(int32_t b, int32_t h, int32_t i, int32_t j) const {
     const int64_t p = pos(i);
     const int64_t d = p - j;  // how far the key lies before the query
     if (local_on && (a.window_left < 0 || d <= a.window_left) &&
         (a.window_right < 0 || -d <= a.window_right))
       return true;
-    if (j < a.num_global || (p >= 0 && p < a.num_global)) return true;
+    if (global_key(b, j) || global_row(b, i)) return true;
     if (a.stride > 0 && d % a.stride == 0) return true;
     return block_selected(h, i / a.block_size, j / a.block_size);
   }
 
   // The spec's allowed(b, h, i, j).
   SPATTN_HD bool allowed(int32_t b, int32_t h, int32_t i, int32_t j) const {
-    if (j >= key_len(b)) return false;
+    if (j >= key_len(b) || j < key_start(b)) return false;
     if (a.causal && int64_t(j) > pos(i)) return false;
-    return structural(h, i, j);
+    return structural(b, h, i, j);
   }
 
-  // The interval form of query row i of batch b (see RowBounds): the key-length and causal bound,
-  // the global-row flag, the global keys and the local band, each clipped to [0, len_k).
+  // The valid keys [lower, upper) of query row i of batch b (key_starts, key_lengths and causal),
+  // clipped to [0, len_k] with lower <= upper.
+  SPATTN_HD void key_bounds(int32_t b, int32_t i, int64_t* lower, int64_t* upper) const {
+    const int64_t p = pos(i);
+    int64_t up = key_len(b);
+    if (a.causal && p + 1 < up) up = p + 1;
+    up = up < 0 ? 0 : (up > len_k ? len_k : up);
+    int64_t low = key_start(b);
+    low = low < 0 ? 0 : (low > up ? up : low);
+    *lower = low;
+    *upper = up;
+  }
+
+  // The interval form of query row i of batch b (see RowBounds): the key-padding and causal
+  // bounds, the global-row flag, the global keys j < num_global and the local band, each clipped
+  // to the valid keys.
   SPATTN_HD RowBounds row_bounds(int32_t b, int32_t i) const {
     RowBounds r;
     const int64_t p = pos(i);
-    int64_t up = key_len(b);  // keys >= up are never allowed
-    if (a.causal && p + 1 < up) up = p + 1;
-    up = up < 0 ? 0 : (up > len_k ? len_k : up);
+    int64_t low, up;  // valid keys [low, up)
+    key_bounds(b, i, &low, &up);
     r.upper = int32_t(up);
-    r.global_row = p >= 0 && p < a.num_global;
+    r.lower = int32_t(low);
+    r.global_row = global_row(b, i);
     int64_t lo = 1, hi = 0;  // an empty band when local is off
-    if (r.global_row) {      // a global query row: every key below the bound
-      lo = 0;
+    if (r.global_row) {      // a global query row: every valid key
+      lo = low;
       hi = up - 1;
     } else if (local_on) {
       lo = a.window_left < 0 ? 0 : p - a.window_left;
       hi = a.window_right < 0 ? up - 1 : p + a.window_right;
     }
-    if (lo < 0) lo = 0;
+    if (lo < low) lo = low;
     if (hi > up - 1) hi = up - 1;
     if (lo > hi) {
       lo = 1;
@@ -193,8 +249,8 @@ struct Pattern {
 
   // allowed(b, h, i, j) for the keys j in [j0, j1) of one query row (j1 <= len_k), written to
   // out[j - j0] (1 allowed, 0 not). The same rules as `allowed`, evaluated by intervals instead of
-  // pair by pair (row_bounds, then the strided, random and listed keys); tests/kernels checks it
-  // against `allowed`.
+  // pair by pair (row_bounds, then the global_mask, strided, random and listed keys);
+  // tests/kernels checks it against `allowed`.
   SPATTN_HD void row_mask(int32_t b, int32_t h, int32_t i, int32_t j0, int32_t j1,
                           uint8_t* out) const {
     const int32_t n = j1 - j0;
@@ -202,19 +258,24 @@ struct Pattern {
     for (int32_t t = 0; t < n; ++t) out[t] = uint8_t(rb.allows(j0 + t));  // branch-free, vectorizes
     if (rb.global_row) return;
     const int64_t upper = rb.upper;
+    const int64_t start = j0 > rb.lower ? j0 : rb.lower;  // first valid key of the range
+    const int64_t stop = j1 < upper ? j1 : upper;
     const int64_t p = pos(i);
+    if (global_mask) {
+      const int32_t* g = global_mask + int64_t(b) * len_k;
+      for (int64_t j = start; j < stop; ++j) out[j - j0] |= uint8_t(g[j] != 0);
+    }
     if (a.stride > 0) {
-      // Keys j = p - m * stride in [j0, min(j1, upper)): from the smallest such j >= j0.
-      int64_t j = p - floor_div(p - j0, a.stride) * a.stride;
-      for (; j < j1 && j < upper; j += a.stride) out[j - j0] = 1;
+      // Keys j = p - m * stride in [start, stop): from the smallest such j >= start.
+      int64_t j = p - floor_div(p - start, a.stride) * a.stride;
+      for (; j < stop; j += a.stride) out[j - j0] = 1;
     }
     if (a.num_random > 0 || block_indices) {
       const int32_t bs = a.block_size, qb = i / bs;
       for (int32_t kb = j0 / bs; kb <= (j1 - 1) / bs; ++kb) {
         if (!block_selected(h, qb, kb)) continue;
-        const int64_t lo_b = kb * bs > j0 ? kb * bs : j0;
-        int64_t hi_b = (kb + 1) * bs < j1 ? (kb + 1) * bs : j1;
-        if (hi_b > upper) hi_b = upper;
+        const int64_t lo_b = int64_t(kb) * bs > start ? int64_t(kb) * bs : start;
+        const int64_t hi_b = (int64_t(kb) + 1) * bs < stop ? (int64_t(kb) + 1) * bs : stop;
         for (int64_t j = lo_b; j < hi_b; ++j) out[j - j0] = 1;
       }
     }
@@ -243,13 +304,37 @@ struct Pattern {
     *all = cover;
   }
 
+  // Are some (any) or all (all) of the query rows [i0, i1) of batch b global rows?
+  SPATTN_HD void global_rows(int32_t b, int32_t i0, int32_t i1, bool* any, bool* all) const {
+    const int64_t p0 = pos(i0), p1 = pos(i1 - 1);
+    // Rows with a position in [0, num_global).
+    bool hit = a.num_global > 0 && p1 >= 0 && p0 < a.num_global;
+    bool every = a.num_global > 0 && p0 >= 0 && p1 < a.num_global;
+    if (global_mask && !every) {
+      // The rows not covered by num_global (positions from max(p0, num_global, 0)) are global
+      // when their position's mask is set; rows at negative positions never are.
+      int64_t q0 = p0 > a.num_global ? p0 : a.num_global;
+      if (q0 < 0) q0 = 0;
+      bool rest = p0 >= 0;
+      const int32_t* g = global_mask + int64_t(b) * len_k;
+      for (int64_t q = q0; q <= p1; ++q) {
+        const bool on = g[q] != 0;
+        hit = hit || on;
+        rest = rest && on;
+      }
+      every = rest;
+    }
+    *any = hit;
+    *all = every;
+  }
+
   // Classifies a tile for batch b and query head h (see the file comment).
   SPATTN_HD TileClass classify(int32_t b, int32_t h, const Tile& t) const {
-    const int32_t len = key_len(b);
-    if (t.j0 >= len) return TileClass::kEmpty;
+    const int32_t len = key_len(b), start = key_start(b);
+    if (t.j0 >= len || t.j1 <= start) return TileClass::kEmpty;
     const int64_t p0 = pos(t.i0), p1 = pos(t.i1 - 1);  // first and last query positions
     if (a.causal && int64_t(t.j0) > p1) return TileClass::kEmpty;
-    const bool bounds_all = t.j1 <= len && (!a.causal || int64_t(t.j1 - 1) <= p0);
+    const bool bounds_all = t.j1 <= len && t.j0 >= start && (!a.causal || int64_t(t.j1 - 1) <= p0);
 
     // d = p - j ranges over [dmin, dmax] in the tile.
     const int64_t dmin = p0 - (t.j1 - 1), dmax = p1 - t.j0;
@@ -267,8 +352,28 @@ struct Pattern {
         all = true;
     }
     if (a.num_global > 0) {
-      if (t.j0 < a.num_global || (p1 >= 0 && p0 < a.num_global)) any = true;
-      if (t.j1 <= a.num_global || (p0 >= 0 && p1 < a.num_global)) all = true;
+      if (t.j0 < a.num_global) any = true;
+      if (t.j1 <= a.num_global) all = true;
+    }
+    if (a.num_global > 0 || global_mask) {
+      bool rows_any, rows_all;
+      global_rows(b, t.i0, t.i1, &rows_any, &rows_all);
+      any = any || rows_any;
+      all = all || rows_all;
+    }
+    if (global_mask && !all) {
+      // Global keys: some among the valid keys of the tile (with causal, at most the last query's
+      // position), or all of the tile's keys.
+      int64_t k0 = t.j0 > start ? t.j0 : start, k1 = t.j1 < len ? t.j1 : len;
+      if (a.causal && p1 + 1 < k1) k1 = p1 + 1;
+      const int32_t* g = global_mask + int64_t(b) * len_k;
+      bool every = true;
+      for (int64_t j = t.j0; j < t.j1; ++j) {
+        const bool on = g[j] != 0;
+        every = every && on;
+        any = any || (on && j >= k0 && j < k1);
+      }
+      all = all || every;
     }
     if (a.stride > 0 && !all) {
       // Some d in [dmin, dmax] divisible by stride?
@@ -288,6 +393,105 @@ struct Pattern {
     }
     if (!any && !all) return TileClass::kEmpty;
     return (all && bounds_all) ? TileClass::kFull : TileClass::kPartial;
+  }
+
+  // The candidate key tiles of query rows [i0, i1) of batch b (see CandidateTiles): tiles of
+  // tile_k keys, tile t = keys [t * tile_k, min((t + 1) * tile_k, len_k)).
+  SPATTN_HD CandidateTiles candidate_tiles(int32_t b, int32_t i0, int32_t i1,
+                                           int32_t tile_k) const {
+    CandidateTiles c;
+    const int64_t p0 = pos(i0), p1 = pos(i1 - 1);
+    // Valid keys of the tile's rows: [start, end] (the causal bound of the last row).
+    int64_t start = key_start(b), end = key_len(b);
+    start = start < 0 ? 0 : start;
+    end = end > len_k ? len_k : end;
+    if (a.causal && p1 + 1 < end) end = p1 + 1;
+    end -= 1;
+    c.first = int32_t(start / tile_k);
+    c.last = end >= start ? int32_t(end / tile_k) : c.first - 1;
+    c.band_lo = 1;
+    c.band_hi = 0;
+    c.glob_lo = c.glob_hi = 0;
+    c.blocks = a.num_random > 0 || block_indices != nullptr;
+    c.global_keys = global_mask != nullptr;
+    bool rows_any = false, rows_all;
+    if (a.num_global > 0 || global_mask) global_rows(b, i0, i1, &rows_any, &rows_all);
+    const bool unbounded_local = local_on && a.window_left < 0 && a.window_right < 0;
+    c.all = a.stride > 0 || rows_any || unbounded_local;
+    if (local_on) {
+      int64_t lo = a.window_left < 0 ? 0 : p0 - a.window_left;
+      int64_t hi = a.window_right < 0 ? int64_t(len_k) - 1 : p1 + a.window_right;
+      if (lo < start) lo = start;
+      if (hi > end) hi = end;
+      if (lo <= hi) {
+        c.band_lo = int32_t(lo / tile_k);
+        c.band_hi = int32_t(hi / tile_k);
+      }
+    }
+    if (a.num_global > 0) {
+      const int64_t g_end = (a.num_global < end + 1 ? a.num_global : end + 1) - 1;
+      if (start <= g_end) {
+        c.glob_lo = int32_t(start / tile_k);
+        c.glob_hi = int32_t(g_end / tile_k) + 1;
+      }
+    }
+    return c;
+  }
+
+  // Calls f(kb) for every random and listed key block of the query blocks of rows [i0, i1) of
+  // head h (repeats included; listed entries outside [0, num_key_blocks) are skipped).
+  template <typename F>
+  SPATTN_HD void for_each_block(int32_t h, int32_t i0, int32_t i1, F&& f) const {
+    const int32_t bs = a.block_size;
+    for (int32_t qb = i0 / bs; qb <= (i1 - 1) / bs; ++qb) {
+      for (int32_t r = 0; r < a.num_random; ++r) f(random_kb(h, qb, r));
+      if (block_indices) {
+        const int32_t* row = listed_row(h, qb);
+        for (int32_t k = 0; k < bi_k; ++k)
+          if (row[k] >= 0 && row[k] < num_key_blocks) f(row[k]);
+      }
+    }
+  }
+
+  // Marks marks[t] = 1 for every candidate key tile t of query rows [i0, i1) of (b, h), 0 for the
+  // others (marks has ceil(len_k / tile_k) entries): every tile that holds an allowed pair of
+  // these rows is marked. The walk of the CPU kernel; the CUDA visit lists enumerate the same
+  // CandidateTiles by windows.
+  SPATTN_HD void mark_candidate_tiles(int32_t b, int32_t h, int32_t i0, int32_t i1, int32_t tile_k,
+                                      uint8_t* marks) const {
+    const int32_t num_tiles = ceil_div(len_k, tile_k);
+    for (int32_t t = 0; t < num_tiles; ++t) marks[t] = 0;
+    const CandidateTiles c = candidate_tiles(b, i0, i1, tile_k);
+    if (c.empty()) return;
+    if (c.all) {
+      for (int32_t t = c.first; t <= c.last; ++t) marks[t] = 1;
+      return;
+    }
+    auto mark_range = [&](int64_t t0, int64_t t1) {  // tiles [t0, t1] within [first, last]
+      if (t0 < c.first) t0 = c.first;
+      if (t1 > c.last) t1 = c.last;
+      for (int64_t t = t0; t <= t1; ++t) marks[t] = 1;
+    };
+    mark_range(c.band_lo, c.band_hi);
+    mark_range(c.glob_lo, int64_t(c.glob_hi) - 1);
+    if (c.blocks) {
+      const int32_t bs = a.block_size;
+      for_each_block(h, i0, i1, [&](int32_t kb) {
+        const int64_t j0 = int64_t(kb) * bs;
+        const int64_t j1 = (j0 + bs < len_k ? j0 + bs : int64_t(len_k)) - 1;
+        mark_range(j0 / tile_k, j1 / tile_k);
+      });
+    }
+    if (c.global_keys) {
+      const int32_t* g = global_mask + int64_t(b) * len_k;
+      const int64_t stop =
+          int64_t(c.last + 1) * tile_k < len_k ? int64_t(c.last + 1) * tile_k : int64_t(len_k);
+      for (int64_t j = int64_t(c.first) * tile_k; j < stop; ++j)
+        if (g[j] != 0) {
+          marks[j / tile_k] = 1;
+          j = (j / tile_k + 1) * tile_k - 1;  // the tile is marked: on to the next one
+        }
+    }
   }
 };
 

@@ -7,19 +7,40 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 
+#include "spattn/attributes.h"
 #include "spattn/params.h"
 #include "spattn/pattern.h"
 
 namespace spattn {
 
-// Attribute values as a front end reads them (ONNX INT attributes are int64).
+// Attribute values as a front end reads them, before validation: INT as int64 (ONNX INT
+// attributes are int64), FLOAT as double (a TensorRT FLOAT64 field keeps its value until checked).
+#define SPATTN_RAW_CTYPE_FLOAT double
+#define SPATTN_RAW_CTYPE_INT int64_t
 struct RawAttrs {
-  float scale = 0.f;
-  int64_t window_left = -1, window_right = -1, causal = 0, num_global = 0, stride = 0;
-  int64_t block_size = 64, num_random = 0, seed = 0;
+#define SPATTN_RAW_FIELD(TYPE, name, def, lo, hi, c_block, expect) \
+  SPATTN_RAW_CTYPE_##TYPE name = SPATTN_RAW_CTYPE_##TYPE(def);
+  SPATTN_ATTRIBUTES(SPATTN_RAW_FIELD)
+#undef SPATTN_RAW_FIELD
 };
+
+// The inputs of the op, by position (docs/op-spec.md, "Inputs").
+enum InputIndex : int32_t {
+  kQuery = 0,
+  kKey = 1,
+  kValue = 2,
+  kKeyLengths = 3,
+  kBlockIndices = 4,
+  kGlobalMask = 5,
+  kKeyStarts = 6,
+  kSinks = 7,
+  kNumInputs = 8
+};
+constexpr const char* kInputNames[kNumInputs] = {
+    "query", "key", "value", "key_lengths", "block_indices", "global_mask", "key_starts", "sinks"};
 
 // Shape and type of one input as a front end sees it. `present == false` for an absent optional.
 struct TensorDesc {
@@ -33,12 +54,30 @@ constexpr int32_t kInt32Code = 100;
 
 // Head dims a backend accepts: [min, max] and whether D must equal Dv.
 struct HeadDimSupport {
-  int32_t max_dim = 512;
+  int32_t max_dim = kCpuMaxHeadDim;
   const int32_t* dims = nullptr;  // if set, the only allowed values of D (and Dv)
   int32_t num_dims = 0;
   bool dv_equals_d = false;
   const char* backend = "this backend";
 };
+
+// The CPU kernel: any D and Dv up to kCpuMaxHeadDim.
+inline HeadDimSupport cpu_head_dim_support(const char* backend = "CPU") {
+  HeadDimSupport s;
+  s.backend = backend;
+  return s;
+}
+
+// The CUDA kernels and the TensorRT plugin: D = Dv in kCudaHeadDims (params.h).
+inline HeadDimSupport cuda_head_dim_support(const char* backend = "CUDA") {
+  HeadDimSupport s;
+  s.max_dim = kCudaHeadDims[kNumCudaHeadDims - 1];
+  s.dims = kCudaHeadDims;
+  s.num_dims = kNumCudaHeadDims;
+  s.dv_equals_d = true;
+  s.backend = backend;
+  return s;
+}
 
 namespace detail {
 inline std::string err(const char* name, const std::string& expect, const std::string& got) {
@@ -49,40 +88,30 @@ inline std::string shape_str(const TensorDesc& t) {
   for (int i = 0; i < t.rank && i < 8; ++i) s += (i ? ", " : "") + std::to_string(t.dims[i]);
   return s + "]";
 }
-inline std::string check_int(const char* name, int64_t v, int64_t lo, int64_t hi,
-                             const char* expect) {
-  if (v < lo || v > hi) return err(name, expect, std::to_string(v));
-  return {};
+inline bool in_range(double v, double lo, double hi) {
+  return std::isfinite(v) && v >= lo && v <= hi;
 }
+inline bool in_range(int64_t v, int64_t lo, int64_t hi) { return v >= lo && v <= hi; }
+inline std::string text(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.9g", v);
+  return buf;
+}
+inline std::string text(int64_t v) { return std::to_string(v); }
 }  // namespace detail
 
-// Checks the attributes and resolves them (scale stays 0 here; see resolve_scale).
+// Checks the attributes (the ranges of attributes.h) and converts them (scale stays 0 here; see
+// resolve_scale).
 inline std::string validate_attrs(const RawAttrs& r, PatternAttrs* out) {
-  using detail::check_int;
-  constexpr int64_t kMax = 2147483647;
-  if (!std::isfinite(r.scale) || r.scale < 0.f)
-    return detail::err("scale", "a finite value > 0 (0 selects 1/sqrt(D))",
-                       std::to_string(r.scale));
-  std::string e;
-  if (!(e = check_int("window_left", r.window_left, -1, kMax, "-1 (unbounded) or >= 0")).empty())
-    return e;
-  if (!(e = check_int("window_right", r.window_right, -1, kMax, "-1 (unbounded) or >= 0")).empty())
-    return e;
-  if (!(e = check_int("causal", r.causal, 0, 1, "0 or 1")).empty()) return e;
-  if (!(e = check_int("num_global", r.num_global, 0, kMax, ">= 0")).empty()) return e;
-  if (!(e = check_int("stride", r.stride, 0, kMax, ">= 0 (0 off)")).empty()) return e;
-  if (!(e = check_int("block_size", r.block_size, 1, 65536, "in [1, 65536]")).empty()) return e;
-  if (!(e = check_int("num_random", r.num_random, 0, kMax, ">= 0")).empty()) return e;
-  if (!(e = check_int("seed", r.seed, 0, kMax, "in [0, 2^31-1]")).empty()) return e;
-  out->scale = r.scale;
-  out->window_left = int32_t(r.window_left);
-  out->window_right = int32_t(r.window_right);
-  out->causal = int32_t(r.causal);
-  out->num_global = int32_t(r.num_global);
-  out->stride = int32_t(r.stride);
-  out->block_size = int32_t(r.block_size);
-  out->num_random = int32_t(r.num_random);
-  out->seed = int32_t(r.seed);
+#define SPATTN_CHECK_ATTR(TYPE, name, def, lo, hi, c_block, expect)                        \
+  if (!detail::in_range(r.name, SPATTN_RAW_CTYPE_##TYPE(lo), SPATTN_RAW_CTYPE_##TYPE(hi))) \
+    return detail::err(#name, expect, detail::text(r.name));
+  SPATTN_ATTRIBUTES(SPATTN_CHECK_ATTR)
+#undef SPATTN_CHECK_ATTR
+#define SPATTN_SET_ATTR(TYPE, name, def, lo, hi, c_block, expect) \
+  out->name = SPATTN_ATTR_CTYPE(TYPE)(r.name);
+  SPATTN_ATTRIBUTES(SPATTN_SET_ATTR)
+#undef SPATTN_SET_ATTR
   return {};
 }
 
@@ -92,33 +121,36 @@ inline float resolve_scale(float scale, int32_t head_dim) {
 }
 
 // Checks shapes and types of all inputs and fills the sizes, dtype, strides (contiguous) and the
-// resolved pattern of `p` (pointers are left to the caller). `num_inputs` is how many inputs the
-// node has, absent optionals included.
-inline std::string validate_inputs(const PatternAttrs& attrs, int num_inputs, const TensorDesc& q,
-                                   const TensorDesc& k, const TensorDesc& v,
-                                   const TensorDesc& key_lengths, const TensorDesc& block_indices,
+// resolved pattern of `p` (pointers are left to the caller). `in` holds kNumInputs descriptions
+// (absent optionals: present == false); `num_inputs` is how many inputs the node has, absent
+// optionals included.
+inline std::string validate_inputs(const PatternAttrs& attrs, int num_inputs, const TensorDesc* in,
                                    const HeadDimSupport& support, Params* p) {
   using detail::err;
   using detail::shape_str;
-  if (num_inputs > 5)
-    return err("input 5", "not used by SparseAttention version 1 (reserved for later versions)",
-               std::to_string(num_inputs) + " inputs");
-  const TensorDesc* qkv[3] = {&q, &k, &v};
-  const char* names[3] = {"query", "key", "value"};
+  if (num_inputs > kNumInputs)
+    return err(
+        ("input " + std::to_string(kNumInputs)).c_str(),
+        "not used by SparseAttention version 1 (at most " + std::to_string(kNumInputs) + " inputs)",
+        std::to_string(num_inputs) + " inputs");
+  const TensorDesc &q = in[kQuery], &k = in[kKey], &v = in[kValue];
+  const TensorDesc &key_lengths = in[kKeyLengths], &block_indices = in[kBlockIndices];
+  const TensorDesc &global_mask = in[kGlobalMask], &key_starts = in[kKeyStarts];
+  const TensorDesc& sinks = in[kSinks];
   const char* layouts[3] = {"[B, Hq, Lq, D]", "[B, Hkv, Lk, D]", "[B, Hkv, Lk, Dv]"};
   for (int n = 0; n < 3; ++n) {
-    const TensorDesc& t = *qkv[n];
-    if (!t.present) return err(names[n], "a required input", "nothing");
-    if (t.dtype < 0 || t.dtype > 2)
-      return err(names[n], "float32, float16 or bfloat16", t.dtype_text);
+    const TensorDesc& t = in[n];
+    const char* name = kInputNames[n];
+    if (!t.present) return err(name, "a required input", "nothing");
+    if (t.dtype < 0 || t.dtype > 2) return err(name, "float32, float16 or bfloat16", t.dtype_text);
     if (t.rank != 4)
-      return err(names[n], std::string("rank 4 ") + layouts[n],
+      return err(name, std::string("rank 4 ") + layouts[n],
                  "rank " + std::to_string(t.rank) + " " + shape_str(t));
     for (int d = 0; d < 4; ++d)
       if (t.dims[d] <= 0)
-        return err(names[n], std::string("non-empty dimensions ") + layouts[n], shape_str(t));
+        return err(name, std::string("non-empty dimensions ") + layouts[n], shape_str(t));
     for (int d = 0; d < 4; ++d)
-      if (t.dims[d] > 2147483647) return err(names[n], "dimensions below 2^31", shape_str(t));
+      if (t.dims[d] > 2147483647) return err(name, "dimensions below 2^31", shape_str(t));
   }
   if (k.dtype != q.dtype)
     return err("key", std::string("the type of query (") + dtype_name(DType(q.dtype)) + ")",
@@ -167,7 +199,8 @@ inline std::string validate_inputs(const PatternAttrs& attrs, int num_inputs, co
   if (key_lengths.present) {
     if (key_lengths.dtype != kInt32Code) return err("key_lengths", "int32", key_lengths.dtype_text);
     if (key_lengths.rank != 1 || key_lengths.dims[0] != B)
-      return err("key_lengths", "shape [B] = [" + std::to_string(B) + "]", shape_str(key_lengths));
+      return err("key_lengths", "shape [B] = [" + std::to_string(B) + "]",
+                 "rank " + std::to_string(key_lengths.rank) + " " + shape_str(key_lengths));
   }
   const int64_t bs = attrs.block_size;
   const int64_t nqb = (Lq + bs - 1) / bs;
@@ -188,6 +221,26 @@ inline std::string validate_inputs(const PatternAttrs& attrs, int num_inputs, co
                  shape_str(block_indices));
     if (block_indices.dims[2] > 2147483647)
       return err("block_indices", "K below 2^31", shape_str(block_indices));
+  }
+  if (global_mask.present) {
+    if (global_mask.dtype != kInt32Code) return err("global_mask", "int32", global_mask.dtype_text);
+    if (global_mask.rank != 2 || global_mask.dims[0] != B || global_mask.dims[1] != Lk)
+      return err("global_mask",
+                 "shape [B, Lk] = [" + std::to_string(B) + ", " + std::to_string(Lk) + "]",
+                 "rank " + std::to_string(global_mask.rank) + " " + shape_str(global_mask));
+  }
+  if (key_starts.present) {
+    if (key_starts.dtype != kInt32Code) return err("key_starts", "int32", key_starts.dtype_text);
+    if (key_starts.rank != 1 || key_starts.dims[0] != B)
+      return err("key_starts", "shape [B] = [" + std::to_string(B) + "]",
+                 "rank " + std::to_string(key_starts.rank) + " " + shape_str(key_starts));
+  }
+  if (sinks.present) {
+    if (sinks.dtype != int32_t(DType::kFloat32))
+      return err("sinks", "float32 (whatever the type of query)", sinks.dtype_text);
+    if (sinks.rank != 1 || sinks.dims[0] != Hq)
+      return err("sinks", "shape [Hq] = [" + std::to_string(Hq) + "]",
+                 "rank " + std::to_string(sinks.rank) + " " + shape_str(sinks));
   }
   p->dtype = DType(q.dtype);
   p->batch = int32_t(B);
@@ -224,6 +277,56 @@ inline std::string validate_block_indices_values(const int32_t* bi, int64_t coun
           "block_indices",
           "entries -1 (padding) or in [0, ceil(Lk / block_size) = " + std::to_string(nkb) + ")",
           "flat entry " + std::to_string(n) + " = " + std::to_string(bi[n]));
+  return {};
+}
+
+// Checks the values of key_starts (host memory): each in [0, key_lengths[b]] (key_lengths may be
+// null: [0, Lk]).
+inline std::string validate_key_starts_values(const int32_t* ks, const int32_t* kl, int32_t batch,
+                                              int32_t len_k) {
+  for (int32_t b = 0; b < batch; ++b) {
+    const int32_t end = kl ? kl[b] : len_k;
+    if (ks[b] < 0 || ks[b] > end)
+      return detail::err(
+          "key_starts",
+          kl ? "values in [0, key_lengths[b]] (key_starts[b] <= key_lengths[b] <= Lk = " +
+                   std::to_string(len_k) + ")"
+             : "values in [0, Lk = " + std::to_string(len_k) + "]",
+          "key_starts[" + std::to_string(b) + "] = " + std::to_string(ks[b]) +
+              (kl ? " with key_lengths[" + std::to_string(b) + "] = " + std::to_string(kl[b])
+                  : std::string()));
+  }
+  return {};
+}
+
+// Checks the values of sinks (host memory): no NaN and no +inf (-inf is allowed: no sink for
+// that head).
+inline std::string validate_sinks_values(const float* sinks, int32_t heads_q) {
+  for (int32_t h = 0; h < heads_q; ++h)
+    if (std::isnan(sinks[h]) || (std::isinf(sinks[h]) && sinks[h] > 0))
+      return detail::err("sinks", "finite values (or -inf: no sink for that head)",
+                         "sinks[" + std::to_string(h) + "] = " + detail::text(double(sinks[h])));
+  return {};
+}
+
+// Checks the values of every host-memory integer/float input of `p` that is present: key_lengths,
+// key_starts, block_indices and sinks (the CPU backend; the CUDA backends cannot read them without
+// a synchronization, see docs/op-spec.md).
+inline std::string validate_values(const Params& p) {
+  std::string e;
+  if (p.key_lengths && !(e = validate_key_lengths_values(p.key_lengths, p.batch, p.len_k)).empty())
+    return e;
+  if (p.key_starts &&
+      !(e = validate_key_starts_values(p.key_starts, p.key_lengths, p.batch, p.len_k)).empty())
+    return e;
+  if (p.block_indices &&
+      !(e = validate_block_indices_values(
+            p.block_indices,
+            int64_t(p.bi_heads) * ceil_div(p.len_q, p.pattern.block_size) * int64_t(p.bi_k),
+            p.len_k, p.pattern.block_size))
+           .empty())
+    return e;
+  if (p.sinks && !(e = validate_sinks_values(p.sinks, p.heads_q)).empty()) return e;
   return {};
 }
 

@@ -1,9 +1,10 @@
 // CPU kernel of SparseAttention: a block-sparse walk with online softmax (docs/op-spec.md).
 //
-// Work item: (batch, query head, query tile of kTileQ rows). For each, the candidate key tiles are
-// derived from the pattern's ranges (band, global keys, random and listed blocks), every candidate
-// is classified with Pattern::classify, empty tiles are skipped, full tiles need no mask, and only
-// partial tiles are masked token by token (Pattern::row_mask). Scores and sums are float32.
+// Work item: (batch, query head, query tile of kTileQ rows). For each, the candidate key tiles
+// come from Pattern::mark_candidate_tiles, every candidate is classified with Pattern::classify,
+// empty tiles are skipped, full tiles need no mask, and only partial tiles are masked token by
+// token (Pattern::row_mask). Scores and sums are float32; softcap is applied to the scaled scores
+// (TileKernels::softcap) and the sink logit joins the softmax denominator at the end.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -143,6 +144,7 @@ inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
 struct Scratch {
   std::vector<float> q, s, o, m, l, corr;
   std::vector<uint8_t> marks;
+  std::vector<uint8_t> allowed;  // [kTileQ][kTileK] token mask of a partial tile
   // Converted key/value tiles (K transposed to [D][kTileK], V as [kTileK][dv_pad]), cached by key
   // tile: neighbouring query tiles of a band visit mostly the same key tiles, so each tile is
   // converted about once per thread instead of once per visit. Direct-mapped on the tile index.
@@ -154,48 +156,6 @@ struct Scratch {
 
 // Each call gets a new id, so no thread reuses tiles converted from another call's tensors.
 std::atomic<uint64_t> g_call_counter{0};
-
-// Marks the key tiles that may hold an allowed pair for query rows [i0, i1); the exact decision
-// per tile is Pattern::classify's.
-void mark_candidates(const Pattern& pat, int32_t h, int32_t i0, int32_t i1, int32_t num_tiles,
-                     uint8_t* marks) {
-  const PatternAttrs& a = pat.a;
-  const int64_t p0 = pat.pos(i0), p1 = pat.pos(i1 - 1);
-  const int32_t lk = pat.len_k;
-  auto mark_keys = [&](int64_t lo, int64_t hi) {  // keys [lo, hi] inclusive
-    lo = std::max<int64_t>(lo, 0);
-    hi = std::min<int64_t>(hi, lk - 1);
-    for (int64_t t = lo / kTileK; lo <= hi && t <= hi / kTileK; ++t) marks[t] = 1;
-  };
-  const bool unbounded_local = pat.local_on && a.window_left < 0 && a.window_right < 0;
-  if (a.stride > 0 || (p1 >= 0 && p0 < a.num_global) || unbounded_local) {
-    std::memset(marks, 1, num_tiles);
-    return;
-  }
-  std::memset(marks, 0, num_tiles);
-  if (pat.local_on) {
-    const int64_t lo = a.window_left < 0 ? 0 : p0 - a.window_left;
-    int64_t hi = a.window_right < 0 ? int64_t(lk) - 1 : p1 + a.window_right;
-    if (a.causal) hi = std::min(hi, p1);
-    mark_keys(lo, hi);
-  }
-  if (a.num_global > 0) mark_keys(0, a.num_global - 1);
-  if (a.num_random > 0 || pat.block_indices) {
-    const int32_t bs = a.block_size;
-    for (int32_t qb = i0 / bs; qb <= (i1 - 1) / bs; ++qb) {
-      for (int32_t r = 0; r < a.num_random; ++r) {
-        const int64_t kb = random_block(uint32_t(a.seed), uint32_t(h), uint32_t(qb), uint32_t(r),
-                                        uint32_t(pat.num_key_blocks));
-        mark_keys(kb * bs, kb * bs + bs - 1);
-      }
-      if (pat.block_indices) {
-        const int32_t* row = pat.listed_row(h, qb);
-        for (int32_t k = 0; k < pat.bi_k; ++k)
-          if (row[k] >= 0) mark_keys(int64_t(row[k]) * bs, int64_t(row[k]) * bs + bs - 1);
-      }
-    }
-  }
-}
 
 void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, int64_t item,
               uint64_t call_id, Scratch& w) {
@@ -217,6 +177,7 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, int6
   w.l.assign(kTileQ, 0.f);
   w.corr.resize(kTileQ);
   w.marks.resize(num_tiles);
+  w.allowed.resize(size_t(kTileQ) * kTileK);
   const size_t kt_size = size_t(D) * kTileK, v_size = size_t(kTileK) * dv_pad;
   if (w.call != call_id || w.kt_cache.size() != kt_size * Scratch::kSlots ||
       w.v_cache.size() != v_size * Scratch::kSlots) {
@@ -226,13 +187,17 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, int6
     w.call = call_id;
   }
 
-  // Query rows, pre-multiplied by the scale and log2(e): the softmax works in base 2.
+  // Query rows, pre-multiplied by the scale and log2(e): the softmax works in base 2, so scores
+  // are in log2 units, and so are the softcap (softcap * tanh(s / softcap) is the same map there
+  // with softcap * log2(e)) and the sink logit.
+  constexpr float kLog2e = 1.4426950408889634f;
   const int64_t q_base = b * p.q_batch_stride + h * p.q_head_stride;
-  const float q_mul = p.pattern.scale * 1.4426950408889634f;
+  const float q_mul = p.pattern.scale * kLog2e;
+  const float softcap_l2 = p.pattern.softcap * kLog2e;
   for (int32_t r = 0; r < rows; ++r)
     load_row(p.dtype, p.q, q_base + (i0 + r) * p.q_row_stride, D, q_mul, &w.q[r * D]);
 
-  mark_candidates(pat, h, i0, i1, num_tiles, w.marks.data());
+  pat.mark_candidate_tiles(b, h, i0, i1, kTileK, w.marks.data());
   const int64_t k_base = b * p.k_batch_stride + hk * p.k_head_stride;
   const int64_t v_base = b * p.v_batch_stride + hk * p.v_head_stride;
   float krow[512];  // head dims are validated to at most 512
@@ -262,7 +227,15 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, int6
       w.tag[slot] = tag;
     }
     kern.qk(w.q.data(), D, kt, D, w.s.data(), rows);
-    if (cls == TileClass::kPartial) kern.mask(pat, b, h, i0, rows, j0, j1, w.s.data());
+    // The score hook: transforms of the scaled scores, before the mask (softcap).
+    if (softcap_l2 > 0.f) kern.softcap(w.s.data(), rows, softcap_l2);
+    if (cls == TileClass::kPartial) {
+      // The token mask comes from the pattern rules here, in code built for the baseline
+      // instruction set: the rules are inline functions, and a copy of them built with AVX-512
+      // flags in tile_kernels_avx512.cc could otherwise be the one the linker keeps.
+      for (int32_t r = 0; r < rows; ++r) pat.row_mask(b, h, i0 + r, j0, j1, &w.allowed[r * kTileK]);
+      kern.mask(w.allowed.data(), rows, cols, w.s.data());
+    }
     if (cols < kTileK)
       for (int32_t r = 0; r < rows; ++r)
         std::fill(&w.s[r * kTileK + cols], &w.s[(r + 1) * kTileK], neg_inf);
@@ -270,11 +243,16 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, int6
     kern.pv(w.s.data(), vt, dv_pad, cols, w.o.data(), dv_pad, dv_pad, w.corr.data(), rows);
   }
 
-  // Normalize; rows without any allowed key are zeros.
+  // Normalize; rows without any allowed key are zeros. The sink adds e^sink to the denominator
+  // only (2^(sink_l2 - m) relative to the row's running max m; an overflow to inf gives the
+  // limit, zeros).
   const int64_t o_base = b * p.o_batch_stride + h * p.o_head_stride;
+  const float sink_l2 = p.sinks ? p.sinks[h] * kLog2e : 0.f;
   for (int32_t r = 0; r < rows; ++r) {
     float* orow = &w.o[size_t(r) * dv_pad];
-    const float inv = w.l[r] > 0.f ? 1.f / w.l[r] : 0.f;
+    float l = w.l[r];
+    if (p.sinks && l > 0.f) l += std::exp2(sink_l2 - w.m[r]);
+    const float inv = l > 0.f ? 1.f / l : 0.f;
     for (int32_t d = 0; d < Dv; ++d) orow[d] *= inv;
     store_row(p.dtype, orow, Dv, p.o, o_base + (i0 + r) * p.o_row_stride);
   }

@@ -1,10 +1,10 @@
 // The CPU micro-kernels of one (query tile, key tile) step, compiled once per instruction set
-// (tile_kernels.inc) and chosen at run time (select_tile_kernels).
+// (tile_kernels.inc) and chosen at run time (select_tile_kernels). They call no inline function
+// shared with other files (such as the pattern rules): the linker keeps one copy of each, which
+// could be the one built for an instruction set the CPU lacks.
 #pragma once
 
 #include <cstdint>
-
-#include "spattn/pattern.h"
 
 namespace spattn {
 namespace cpu {
@@ -25,10 +25,12 @@ struct TileKernels {
   // o[r][0..dv_pad) = corr[r] * o[r] + sum_c p[r][c] * v[c][0..dv_pad) for c < cols.
   void (*pv)(const float* p, const float* v, int ldv, int cols, float* o, int ldo, int dv_pad,
              const float* corr, int rows);
-  // Sets s[r][c] = -inf where Pattern::allowed(b, h, i0 + r, j0 + c) is false (c < j1 - j0):
-  // the token-level mask of a partial tile.
-  void (*mask)(const Pattern& pat, int32_t b, int32_t h, int32_t i0, int32_t rows, int32_t j0,
-               int32_t j1, float* s);
+  // The score hook: s[r][c] = cap * tanh(s[r][c] / cap) for r < rows, c < kTileK (softcap, in
+  // the log2 units of the scores: cap = softcap * log2(e)).
+  void (*softcap)(float* s, int rows, float cap);
+  // Sets s[r][c] = -inf where allowed[r * kTileK + c] == 0 (r < rows, c < cols): the token-level
+  // mask of a partial tile (Pattern::row_mask, computed by the caller).
+  void (*mask)(const uint8_t* allowed, int rows, int cols, float* s);
   int dv_multiple;  // o/v rows are padded to a multiple of this many floats
 };
 

@@ -464,15 +464,22 @@ bool encode_tensor_maps(const Params& p, KParams* kp) {
 
 }  // namespace
 
-HeadDimSupport head_dim_support() {
-  static const int32_t kDims[] = {64, 128};
-  HeadDimSupport s;
-  s.max_dim = 128;
-  s.dims = kDims;
-  s.num_dims = 2;
-  s.dv_equals_d = true;
-  s.backend = "CUDA";
-  return s;
+HeadDimSupport head_dim_support() { return cuda_head_dim_support(); }
+
+std::string unsupported(const Params& p) {
+  // The kernels of this build: head dims 64 and 128, no global_mask, key_starts, sinks or softcap
+  // yet.
+  if (p.head_dim != 64 && p.head_dim != 128)
+    return "SparseAttention: query: head dim D = " + std::to_string(p.head_dim) +
+           " has no CUDA kernel in this build (D = Dv in {64, 128})";
+  if (p.global_mask)
+    return "SparseAttention: global_mask: not supported by the CUDA kernels of this build";
+  if (p.key_starts)
+    return "SparseAttention: key_starts: not supported by the CUDA kernels of this build";
+  if (p.sinks) return "SparseAttention: sinks: not supported by the CUDA kernels of this build";
+  if (p.pattern.softcap != 0.f)
+    return "SparseAttention: softcap: not supported by the CUDA kernels of this build";
+  return {};
 }
 
 // Enough for any tensor-core kernel: the host asking may not know the device that runs it.
@@ -499,6 +506,8 @@ size_t workspace_size_current_device(const Params& p) {
 cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   if (p.head_dim != p.head_dim_v || (p.head_dim != 64 && p.head_dim != 128))
     return cudaErrorInvalidValue;
+  if (p.global_mask || p.key_starts || p.sinks || p.pattern.softcap != 0.f)
+    return cudaErrorNotSupported;  // unsupported(p) names it
   if (p.batch <= 0 || p.heads_q <= 0 || p.heads_kv <= 0 || p.len_q <= 0 || p.len_k <= 0 ||
       p.heads_q % p.heads_kv != 0)
     return cudaErrorInvalidValue;
