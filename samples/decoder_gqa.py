@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 import spattn
-from spattn.backends import backend_status
 from spattn.models import gqa_decoder_block
+from spattn.runners import backend_status
 from spattn.runtime import ort_session
 from spattn.tolerances import tolerance
 

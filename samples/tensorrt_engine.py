@@ -17,7 +17,11 @@ import sys
 
 import numpy as np
 
-from spattn import backends
+from spattn import runners
+from spattn.compare import compare_outputs
+from spattn.feeds import make_feeds
+from spattn.modelio import input_specs, load_onnx, model_float_dtype
+from spattn.text import format_table
 from spattn.tolerances import tolerance
 
 
@@ -30,7 +34,7 @@ def main() -> int:
     parser.add_argument("--out", default="out")
     args = parser.parse_args()
 
-    ok, reason = backends.tensorrt_status()
+    ok, reason = runners.tensorrt_status()
     if not ok:  # before any work: one line saying what is missing and how to get it
         print(f"error: {reason}", file=sys.stderr)
         return 1
@@ -47,12 +51,12 @@ def main() -> int:
         report = spattn.export(model, inputs, path)
         print(report.summary())
 
-    proto = backends.load_onnx(path)
-    specs = backends.input_specs(proto)
-    feeds = backends.make_feeds(specs, batch=args.batch, seq_len=args.seq_len)
+    proto = load_onnx(path)
+    specs = input_specs(proto)
+    feeds = make_feeds(specs, batch=args.batch, seq_len=args.seq_len)
     shapes = {k: tuple(v.shape) for k, v in feeds.items()}
     profile = [
-        backends.make_feeds(specs, batch=b, seq_len=n)
+        make_feeds(specs, batch=b, seq_len=n)
         for b, n in (
             (1, 1),
             (args.batch, args.seq_len),
@@ -69,12 +73,12 @@ def main() -> int:
     )
     print(f"built {engine}")
 
-    got = backends.run_tensorrt(engine, specs, feeds)
-    ref = backends.run_backend("ort-cpu", path, specs, feeds)
-    atol, rtol = tolerance(backends.model_float_dtype(proto))
-    rows = backends.compare_outputs(ref, got, atol, rtol)
+    got = runners.run_tensorrt(engine, specs, feeds)
+    ref = runners.run_backend("ort-cpu", path, specs, feeds)
+    atol, rtol = tolerance(model_float_dtype(proto))
+    rows = compare_outputs(ref, got, atol, rtol)
     print(
-        backends.format_table(
+        format_table(
             ["output", "max abs err", "max rel err", "status"],
             [
                 [

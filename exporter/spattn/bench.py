@@ -110,7 +110,8 @@ def parse_attributes(items: Sequence[str]) -> dict[str, Any]:
             raise ValueError(f"{item!r}: {key} takes a number") from None
     from onnx import helper
 
-    from .backends import UserError, check_attributes
+    from .errors import UserError
+    from .nodes import check_attributes
 
     try:  # the op spec's ranges, with its messages
         check_attributes(
@@ -459,7 +460,7 @@ def _density(attrs: dict[str, Any], length: int, heads: int) -> float | None:
 
 def gpu_backends_status() -> tuple[bool, str, bool, str]:
     """``(ort_cuda_ok, reason, flex_ok, reason)``."""
-    from .backends import backend_status
+    from .runners import backend_status
 
     ok, why = backend_status("ort-cuda")
     flex_ok, flex_why = False, "torch with CUDA is not installed"
@@ -493,7 +494,8 @@ def run_benchmark(
     UserError
         ``device="cuda"`` where the CUDA backends are not usable.
     """
-    from .backends import UserError, backend_status
+    from .errors import UserError
+    from .runners import backend_status
 
     ok, why = backend_status("ort-cpu")
     if not ok:
@@ -614,7 +616,7 @@ def run_benchmark(
 
 def table(result: dict[str, Any]) -> str:
     """The sweep as a text table: ms and MiB per backend, speedup over dense on one device."""
-    from .backends import format_table
+    from .text import format_table
 
     names = result["backends"]
     heads = ["L", "density"] + [f"{n} ms" for n in names]

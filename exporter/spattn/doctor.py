@@ -154,7 +154,7 @@ def _libraries() -> dict[str, Any]:
 
 def collect() -> dict[str, Any]:
     """Everything ``spattn doctor`` reports, as a dict (the ``--json`` output)."""
-    from .backends import BACKENDS, backend_status
+    from .runners import BACKENDS, backend_status
 
     backends: dict[str, Any] = {}
     for b in BACKENDS:

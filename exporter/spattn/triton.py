@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backends import TENSORRT_MISSING, TensorSpec, UserError, input_specs, output_specs
+from .errors import UserError
+from .modelio import TensorSpec, input_specs, output_specs
+from .runners import TENSORRT_MISSING
 
 __all__ = [
     "RepoOptions",
@@ -84,7 +86,10 @@ def _parse_proto(text: str) -> Any:
     fd = descriptor_pb2.FileDescriptorProto(
         name="spattn_triton_model_config.proto", syntax="proto3"
     )
-    fd.package = re.search(r"package\s+([\w.]+)\s*;", text).group(1)
+    package = re.search(r"package\s+([\w.]+)\s*;", text)
+    if package is None:
+        raise ValueError("the model-config schema has no package statement")
+    fd.package = package.group(1)
     enums = set()
     for m in re.finditer(r"enum\s+(\w+)\s*{([^}]*)}", text):
         e = fd.enum_type.add(name=m.group(1))
@@ -127,6 +132,8 @@ def _triton_schema() -> Any | None:
             continue
         try:
             mspec = importlib.util.spec_from_file_location("_spattn_triton_model_config", path)
+            if mspec is None or mspec.loader is None:
+                return None
             module = importlib.util.module_from_spec(mspec)
             mspec.loader.exec_module(module)
             return module.ModelConfig
@@ -358,7 +365,7 @@ def write_repository(
             raise UserError(str(e).splitlines()[0]) from None
     if "tensorrt" in backends:
         if engine is None:
-            from .backends import tensorrt_status
+            from .runners import tensorrt_status
 
             ok, reason = tensorrt_status()
             if not ok:
@@ -390,7 +397,7 @@ def write_repository(
         elif engine is not None:
             shutil.copyfile(engine, folder / "1" / "model.plan")
         else:
-            from .backends import tensorrt_module
+            from .runners import tensorrt_module
 
             if info is not None:
                 info(f"building a TensorRT engine for {name}")

@@ -1,4 +1,4 @@
-"""TensorRT: build and run engines of exported models with the spattn plugin, compare backends.
+"""TensorRT: build and run engines of exported models with the spattn plugin.
 
 The plugin (``libspattn_trt.so``) implements ``spattn::SparseAttention`` for TensorRT; the exported
 ``.onnx`` file parses in TensorRT's ONNX parser as it is. This module imports without TensorRT;
@@ -12,8 +12,10 @@ Examples
 ...                  min_shapes={"x": (1, 16, 64)}, opt_shapes={"x": (1, 1024, 64)},
 ...                  max_shapes={"x": (4, 4096, 64)})  # doctest: +SKIP
 'model.plan'
->>> trt.compare("model.onnx", "model.plan")["passed"]  # doctest: +SKIP
-True
+>>> outs = trt.run_engine("model.plan", {"x": x})  # doctest: +SKIP
+
+Outputs are compared with other backends by :func:`spattn.compare.compare_outputs`
+(``spattn verify``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 
 from .runtime import library_path, to_bfloat16_bits
 
-__all__ = ["available", "load_plugin_library", "build_engine", "run_engine", "compare"]
+__all__ = ["available", "load_plugin_library", "build_engine", "run_engine"]
 
 _INSTALL = (
     "install TensorRT for Python: `pip install tensorrt-cu13` (CUDA 13; `tensorrt-cu12` for "
@@ -291,7 +293,7 @@ def build_engine(
             + "\n  ".join(logger.errors or ["(no error message)"])
         )
     Path(engine_path).write_bytes(bytes(plan))
-    if cache is not None:
+    if cache is not None and timing_cache is not None:
         Path(timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))
     return str(engine_path)
 
@@ -308,7 +310,7 @@ class _Device:
                 self.torch = torch
         except ImportError:
             pass
-        self.cudart = None
+        self.cudart: Any = None  # ctypes.CDLL of libcudart when torch has no CUDA
         if self.torch is None:
             names = [
                 ctypes.util.find_library("cudart"),
@@ -352,7 +354,7 @@ class _Device:
         p = ctypes.c_void_p()
         self._check(self.cudart.cudaMalloc(ctypes.byref(p), ctypes.c_size_t(nbytes)))
         self.buffers.append(p)
-        return int(p.value)
+        return int(p.value or 0)
 
     def download(self, ptr: int, nbytes: int) -> np.ndarray:
         out = np.empty(nbytes, np.uint8)
@@ -463,153 +465,3 @@ def run_engine(engine_path: str | os.PathLike, feeds: Mapping[str, Any]) -> dict
         return result
     finally:
         dev.close()
-
-
-def _random_feeds(onnx_path: str | os.PathLike, engine_path: str | os.PathLike) -> dict[str, Any]:
-    """Random inputs at the engine's optimum shapes; integer inputs named like '*length*' get the
-    full sequence length (dim 1 of the first floating-point input), other integers zeros."""
-    trt = _tensorrt()
-    load_plugin_library()
-    engine = trt.Runtime(_logger(trt)).deserialize_cuda_engine(Path(engine_path).read_bytes())
-    rng = np.random.default_rng(0)
-    feeds: dict[str, Any] = {}
-    ints = []
-    seq = None
-    for i in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(i)
-        if engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
-            continue
-        shape = tuple(engine.get_tensor_shape(name))
-        if any(d < 0 for d in shape):
-            shape = tuple(engine.get_tensor_profile_shape(name, 0)[1])
-        dt = engine.get_tensor_dtype(name)
-        if dt in (trt.DataType.INT32, trt.DataType.INT64):
-            ints.append((name, shape, trt.nptype(dt)))
-            continue
-        if seq is None and len(shape) > 1:
-            seq = shape[1]
-        feeds[name] = rng.standard_normal(shape).astype(np.float32)
-    for name, shape, np_dt in ints:
-        fill = seq if "length" in name and seq is not None else 0
-        feeds[name] = np.full(shape, fill, dtype=np_dt)
-    return feeds
-
-
-def _check(got: np.ndarray, ref: np.ndarray, atol: float, rtol: float) -> tuple[bool, float, float]:
-    g = np.asarray(got, np.float64)
-    r = np.asarray(ref, np.float64)
-    if g.shape != r.shape:
-        return False, float("inf"), float("inf")
-    diff = np.abs(g - r)
-    ok = bool(np.all(np.isfinite(g)) and np.all(diff <= atol + rtol * np.abs(r)))
-    rel = diff / np.maximum(np.abs(r), 1e-6)
-    return ok, float(diff.max(initial=0.0)), float(rel.max(initial=0.0))
-
-
-def compare(
-    onnx_path: str | os.PathLike,
-    engine_path: str | os.PathLike,
-    feeds: Mapping[str, Any] | None = None,
-    torch_outputs: Mapping[str, Any] | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-) -> dict[str, Any]:
-    """Compare TensorRT (the engine) with ONNX Runtime (our custom-op library) and, if given, with
-    PyTorch's outputs.
-
-    With polygraphy installed the TensorRT/ONNX Runtime comparison runs through its
-    ``Comparator`` (with an ONNX Runtime session created here: polygraphy's command line cannot
-    load a custom-op library); otherwise it is compared directly. Tolerances default to
-    ``spattn.tolerances`` for each output's type.
-
-    Returns
-    -------
-    dict
-        ``{"passed": bool, "tool": "polygraphy" | "direct", "pairs": {"trt-vs-ort": {output:
-        {"passed", "max_abs", "max_rel", "atol", "rtol"}}, ...}}``.
-
-    Examples
-    --------
-    >>> compare("encoder.onnx", "encoder.plan")["passed"]  # doctest: +SKIP
-    True
-    """
-    import onnx
-
-    from .runtime import _with_float_outputs, ort_session, run_ort
-    from .tolerances import tolerance
-
-    _tensorrt()
-    if feeds is None:
-        feeds = _random_feeds(onnx_path, engine_path)
-    proto = onnx.load(str(onnx_path))
-    elem = {o.name: o.type.tensor_type.elem_type for o in proto.graph.output}
-    names = {
-        onnx.TensorProto.FLOAT: "float32",
-        onnx.TensorProto.FLOAT16: "float16",
-        onnx.TensorProto.BFLOAT16: "bfloat16",
-    }
-    tol = {}
-    for name, t in elem.items():
-        a, r = tolerance(names.get(t, "float32"))
-        tol[name] = (a if atol is None else atol, r if rtol is None else rtol)
-
-    float_model, renamed = _with_float_outputs(proto)
-    session = ort_session(float_model)
-    trt_out = run_engine(engine_path, feeds)
-    tool = "direct"
-    ort_out: dict[str, np.ndarray] | None = None
-    pairs: dict[str, dict[str, Any]] = {}
-    try:
-        from polygraphy.backend.onnxrt import OnnxrtRunner
-        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
-        from polygraphy.comparator import Comparator, CompareFunc
-    except ImportError:
-        OnnxrtRunner = None  # noqa: N806
-    if (
-        OnnxrtRunner is not None
-        and not renamed
-        and all(not isinstance(v, tuple) for v in feeds.values())
-    ):
-        tool = "polygraphy"
-        plan = Path(engine_path).read_bytes()
-        runners = [
-            OnnxrtRunner(session, name="onnxrt-spattn"),
-            TrtRunner(EngineFromBytes(plan), name="tensorrt-spattn"),
-        ]
-        data = [{k: np.asarray(v) for k, v in feeds.items()}]
-        results = Comparator.run(runners, data_loader=data)
-        a0 = min(t[0] for t in tol.values())
-        r0 = min(t[1] for t in tol.values())
-        accuracy = Comparator.compare_accuracy(
-            results, compare_func=CompareFunc.simple(atol=a0, rtol=r0, check_shapes=True)
-        )
-        ort_out = {k: np.asarray(v) for k, v in results[runners[0].name][0].items()}
-        pairs["trt-vs-ort (polygraphy)"] = {
-            "all": {"passed": bool(accuracy), "atol": a0, "rtol": r0}
-        }
-    if ort_out is None:
-        ort_out = run_ort(float_model, feeds, session=session)
-        ort_out = {renamed.get(k, k): v for k, v in ort_out.items()}
-
-    def pair(got: Mapping[str, Any], ref: Mapping[str, Any]) -> dict[str, Any]:
-        res = {}
-        for name in ref:
-            if name not in got:
-                continue
-            a, r = tol.get(name, (atol or 2e-5, rtol or 1e-4))
-            ok, ma, mr = _check(
-                np.asarray(got[name], np.float32), np.asarray(ref[name], np.float32), a, r
-            )
-            res[name] = {"passed": ok, "max_abs": ma, "max_rel": mr, "atol": a, "rtol": r}
-        return res
-
-    pairs["trt-vs-ort"] = pair(trt_out, ort_out)
-    if torch_outputs is not None:
-        tref = {
-            k: (v.detach().float().cpu().numpy() if hasattr(v, "detach") else np.asarray(v))
-            for k, v in torch_outputs.items()
-        }
-        pairs["trt-vs-torch"] = pair(trt_out, tref)
-        pairs["ort-vs-torch"] = pair(ort_out, tref)
-    passed = all(p and all(v["passed"] for v in p.values()) for p in pairs.values())
-    return {"passed": bool(passed), "tool": tool, "pairs": pairs}

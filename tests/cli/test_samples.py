@@ -12,7 +12,7 @@ import pytest
 from cli_helpers import encoder_model
 
 from spattn import doctor
-from spattn.backends import backend_status
+from spattn.runners import backend_status
 from spattn.runtime import library_path
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"

@@ -8,7 +8,8 @@ import pytest
 from cli_helpers import decoder_model, encoder_model, invoke, invoke_json
 
 from spattn import triton
-from spattn.backends import UserError, backend_status
+from spattn.errors import UserError
+from spattn.runners import backend_status
 
 TRT_OK = backend_status("tensorrt")[0]
 HAVE_TRITONCLIENT = triton._triton_schema() is not None

@@ -25,9 +25,8 @@ def test_available_returns_a_reason():
     [
         lambda: trt_mod.build_engine("m.onnx", "m.plan"),
         lambda: trt_mod.run_engine("m.plan", {}),
-        lambda: trt_mod.compare("m.onnx", "m.plan"),
     ],
-    ids=["build_engine", "run_engine", "compare"],
+    ids=["build_engine", "run_engine"],
 )
 def test_functions_name_the_missing_package(call):
     with pytest.raises(RuntimeError, match="`tensorrt` is not installed"):
@@ -51,11 +50,3 @@ def test_signatures():
     ):
         assert sig.parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
     assert sig.parameters["strongly_typed"].default is True
-    assert list(inspect.signature(trt_mod.compare).parameters) == [
-        "onnx_path",
-        "engine_path",
-        "feeds",
-        "torch_outputs",
-        "atol",
-        "rtol",
-    ]

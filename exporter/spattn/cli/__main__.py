@@ -1,0 +1,5 @@
+"""``python -m spattn.cli``: the ``spattn`` command."""
+
+from . import main
+
+main()

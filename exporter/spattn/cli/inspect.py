@@ -1,0 +1,160 @@
+"""``spattn inspect``: an ONNX model's spattn nodes, their patterns and densities; a mask plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import UserError
+from ..modelio import constant_tensor, input_specs, load_onnx, output_specs
+from ..nodes import spattn_node_info
+from ..text import format_table
+from ._common import CONTEXT, common_options, console, fmt, library_noise
+
+
+@click.command(
+    context_settings=CONTEXT, short_help="List spattn nodes: pattern, density; plot a mask."
+)
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "-L",
+    "--length",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Sequence length (Lq = Lk) for densities and the plot.",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    help="Write a PNG of one node's token mask (L <= 1024) or block layout.",
+)
+@click.option(
+    "--node",
+    "node_sel",
+    default="0",
+    show_default=True,
+    help="Node to plot: its name or its index among the spattn nodes.",
+)
+@common_options
+@click.pass_context
+def inspect(
+    ctx: click.Context,
+    model: str,
+    length: int,
+    plot_path: str | None,
+    node_sel: str,
+    quiet: bool,
+    as_json: bool,
+    debug: bool,
+) -> None:
+    """List the spattn::SparseAttention nodes of an ONNX model: pattern and density.
+
+    Attributes are checked against the op spec; an invalid one is reported with the node's
+    name. With --plot, the chosen node's token mask (or block layout for L > 1024) is written
+    to a PNG.
+
+    \b
+    Example:
+      spattn inspect encoder.onnx --length 4096
+      spattn inspect encoder.onnx --length 512 --plot mask.png --node 1
+    """
+    con = console(ctx, quiet, as_json, debug)
+    proto = load_onnx(model)
+    nodes = spattn_node_info(proto, length=length, path=model)
+    checker = "passed"
+    try:
+        from ..export import check_model
+
+        with library_noise(con.debug):
+            check_model(proto)
+    except Exception as e:  # onnx raises ValidationError / InferenceError
+        checker = "failed: " + " ".join(str(e).split())[:300]
+        con.warn(f"the ONNX checker reports: {checker}")
+    specs, outs = input_specs(proto), output_specs(proto)
+    data: dict[str, Any] = {
+        "model": model,
+        "length": length,
+        "checker": checker,
+        "inputs": [{"name": s.name, "dtype": s.dtype_name, "shape": s.dims} for s in specs],
+        "outputs": [{"name": s.name, "dtype": s.dtype_name, "shape": s.dims} for s in outs],
+        "nodes": [
+            {
+                k: n[k]
+                for k in (
+                    "index",
+                    "name",
+                    "pattern",
+                    "attributes",
+                    "density",
+                    "key_lengths",
+                    "block_indices",
+                    "inputs",
+                    "outputs",
+                )
+            }
+            for n in nodes
+        ],
+    }
+    lines = [f"{model}: {len(nodes)} spattn::SparseAttention node(s); ONNX checker {checker}"]
+    lines += [f"  input  {s.name}: {s.dtype_name} {s.shape_text()}" for s in specs]
+    lines += [f"  output {s.name}: {s.dtype_name} {s.shape_text()}" for s in outs]
+    lines.append(
+        format_table(
+            ["#", "node", "pattern", f"density (L={length})", "key_lengths", "block_indices"],
+            [
+                [
+                    n["index"],
+                    n["name"],
+                    n["pattern"],
+                    fmt(n["density"], ".2%")
+                    + (f" ({n['density_note']})" if n.get("density_note") else ""),
+                    "yes" if n["key_lengths"] else "no",
+                    n["block_indices"] or "no",
+                ]
+                for n in nodes
+            ],
+        )
+    )
+    if plot_path:
+        chosen = _select_node(nodes, node_sel)
+        from ..patterns import Pattern
+
+        layout = None
+        bi = chosen["inputs"][4] if len(chosen["inputs"]) > 4 else ""
+        if bi:
+            layout = constant_tensor(proto, bi)
+        if chosen.get("density_note") and layout is not None:
+            fits = layout.shape[1] * chosen["attributes"].get("block_size", 64)
+            raise UserError(
+                f"node {chosen['name']!r}: {chosen['density_note']}; plot it with --length {fits}"
+            )
+        pattern = Pattern.from_attributes(chosen["attributes"], block_indices=layout)
+        with con.bar(total=1, desc="plot", unit="png") as bar:
+            Path(plot_path).parent.mkdir(parents=True, exist_ok=True)
+            pattern.plot(length, plot_path)
+            bar.update()
+        if bi and layout is None:
+            con.warn(
+                f"node {chosen['name']!r}: block_indices is computed at run time; the plot "
+                "shows the attributes' components only"
+            )
+        data["plot"] = {"path": plot_path, "node": chosen["name"]}
+        lines.append(f"plot of node {chosen['name']!r} at L={length}: {plot_path}")
+    con.result(data, "\n".join(lines))
+
+
+def _select_node(nodes: list[dict[str, Any]], sel: str) -> dict[str, Any]:
+    for n in nodes:
+        if n["name"] == sel:
+            return n
+    if sel.lstrip("-").isdigit() and -len(nodes) <= int(sel) < len(nodes):
+        return nodes[int(sel)]
+    raise click.BadParameter(
+        f"{sel!r} is neither a node name nor an index 0..{len(nodes) - 1}; "
+        f"nodes: {', '.join(n['name'] for n in nodes)}",
+        param_hint="--node",
+    )

@@ -1,0 +1,229 @@
+"""The ``spattn::SparseAttention`` nodes of an ONNX model: attributes checked against
+docs/op-spec.md, pattern, density.
+
+Examples
+--------
+>>> from spattn import modelio, nodes
+>>> info = nodes.spattn_node_info(modelio.load_onnx("encoder.onnx"), length=4096)  # doctest: +SKIP
+>>> info[0]["pattern"], info[0]["density"]  # doctest: +SKIP
+('sliding window 128|128 + 1 global', 0.0634)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .errors import UserError
+from .modelio import constant_tensor
+
+__all__ = ["check_attributes", "spattn_node_info", "pattern_differences"]
+
+_INT_ATTRIBUTES = (
+    "window_left",
+    "window_right",
+    "causal",
+    "num_global",
+    "stride",
+    "block_size",
+    "num_random",
+    "seed",
+)
+
+
+_KNOWN_ATTRIBUTES = {*_INT_ATTRIBUTES, "scale", "plugin_version", "plugin_namespace"}
+
+
+def check_attributes(node: Any) -> dict[str, Any]:
+    """A SparseAttention node's attributes as Python values, checked against docs/op-spec.md.
+
+    Raises
+    ------
+    UserError
+        An unknown attribute, an attribute of the wrong type or out of range.
+    """
+    from onnx import AttributeProto, helper
+
+    label = f"node {node.name!r}" if node.name else "a SparseAttention node"
+    what = "fix the model (docs/op-spec.md, Attributes) or re-export it with `spattn export`"
+    attrs: dict[str, Any] = {}
+    for a in node.attribute:
+        if a.name not in _KNOWN_ATTRIBUTES:
+            raise UserError(
+                f"{label}: unknown attribute {a.name!r}; SparseAttention version 1 "
+                f"has {', '.join(sorted(_KNOWN_ATTRIBUTES))}; {what}"
+            )
+        expected = (
+            AttributeProto.INT
+            if a.name in _INT_ATTRIBUTES
+            else AttributeProto.FLOAT
+            if a.name == "scale"
+            else AttributeProto.STRING
+        )
+        if a.type != expected:
+            raise UserError(
+                f"{label}: {a.name}: expected an attribute of type "
+                f"{AttributeProto.AttributeType.Name(expected)}, got "
+                f"{AttributeProto.AttributeType.Name(a.type)}; {what}"
+            )
+        v = helper.get_attribute_value(a)
+        attrs[a.name] = v.decode() if isinstance(v, bytes) else v
+    checks = {
+        "window_left": (lambda v: -1 <= v <= 2**31 - 1, "-1 or >= 0"),
+        "window_right": (lambda v: -1 <= v <= 2**31 - 1, "-1 or >= 0"),
+        "causal": (lambda v: v in (0, 1), "0 or 1"),
+        "num_global": (lambda v: 0 <= v <= 2**31 - 1, ">= 0"),
+        "stride": (lambda v: 0 <= v <= 2**31 - 1, ">= 0"),
+        "num_random": (lambda v: 0 <= v <= 2**31 - 1, ">= 0"),
+        "block_size": (lambda v: 1 <= v <= 65536, "1 ... 65536"),
+        "seed": (lambda v: 0 <= v <= 2**31 - 1, "0 ... 2^31-1"),
+        "scale": (lambda v: math.isfinite(v) and v >= 0.0, "finite and > 0 (0: 1/sqrt(D))"),
+        "plugin_version": (lambda v: v == "1", '"1"'),
+    }
+    for name, (ok, expect) in checks.items():
+        if name in attrs and not ok(attrs[name]):
+            raise UserError(f"{label}: {name}: expected {expect}, got {attrs[name]!r}; {what}")
+    return attrs
+
+
+def spattn_node_info(
+    model: Any, length: int | None = None, require: bool = True, path: str = "the model"
+) -> list[dict[str, Any]]:
+    """One dict per ``spattn::SparseAttention`` node: name, attributes, pattern, density.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto
+        The model.
+    length : int, optional
+        Sequence length (``Lq = Lk``) at which to count the density; None skips it.
+    require : bool
+        Raise :class:`UserError` when the model has no spattn node.
+    path : str
+        The model's name in messages.
+    """
+    from . import schema
+
+    nodes = [
+        n for n in model.graph.node if n.domain == schema.DOMAIN and n.op_type == schema.OP_TYPE
+    ]
+    others = [n for n in model.graph.node if n.domain == schema.DOMAIN and n not in nodes]
+    if others:
+        raise UserError(
+            f"{path}: node {others[0].name!r} has op type {others[0].op_type!r} in "
+            "domain spattn; the only spattn op is SparseAttention"
+        )
+    if require and not nodes:
+        raise UserError(
+            f"{path} has no spattn::SparseAttention node: export the model with "
+            "`spattn export` (or spattn.export) so that its attention becomes "
+            "SparseAttention; for other models use onnxruntime or trtexec directly"
+        )
+    info = []
+    for k, n in enumerate(nodes):
+        attrs = check_attributes(n)
+        if len(n.input) < 3 or any(not x for x in n.input[:3]):
+            raise UserError(
+                f"node {n.name!r}: query, key and value inputs are required; re-export the model"
+            )
+        if len(n.input) > 5:
+            raise UserError(
+                f"node {n.name!r}: input 5: reserved position, got {len(n.input)} "
+                "inputs; SparseAttention version 1 takes at most 5"
+            )
+        bi_name = n.input[4] if len(n.input) > 4 and n.input[4] else None
+        entry: dict[str, Any] = {
+            "index": k,
+            "name": n.name or f"#{k}",
+            "attributes": attrs,
+            "inputs": list(n.input),
+            "outputs": list(n.output),
+            "key_lengths": len(n.input) > 3 and bool(n.input[3]),
+            "block_indices": None,
+        }
+        layout = None
+        if bi_name is not None:
+            layout = constant_tensor(model, bi_name)
+            entry["block_indices"] = (
+                "constant " + str(list(layout.shape))
+                if layout is not None
+                else "computed at run time"
+            )
+        entry["pattern"] = _describe(attrs, layout, bi_name is not None)
+        entry["density"] = None
+        if length is not None:
+            entry["density"], entry["density_note"] = _density(attrs, layout, bi_name, length)
+        info.append(entry)
+    return info
+
+
+def _pattern(attrs: dict[str, Any], layout: Any = None) -> Any:
+    from .patterns import Pattern
+
+    try:
+        return Pattern.from_attributes(attrs, block_indices=layout)
+    except ValueError as e:
+        raise UserError(f"{e}; fix the attribute (docs/op-spec.md, Attributes)") from None
+
+
+def _describe(attrs: dict[str, Any], layout: Any, listed: bool) -> str:
+    text = _pattern(attrs, layout).describe().split(": ", 1)[-1]
+    if listed and layout is None:
+        text += " + block_indices (run time)"
+    return text
+
+
+def _density(
+    attrs: dict[str, Any], layout: Any, bi_name: str | None, length: int
+) -> tuple[float | None, str]:
+    if bi_name is not None and layout is None:
+        return None, "block_indices computed at run time"
+    p = _pattern(attrs, layout)
+    if layout is not None:
+        nqb = -(-length // p.block_size)
+        if layout.ndim != 3 or layout.shape[1] != nqb:
+            return None, (
+                f"the constant layout has {layout.shape[1]} query blocks; it fits "
+                f"Lq = {layout.shape[1] * p.block_size}, not {length}"
+            )
+    return float(p.density(length)), ""
+
+
+def pattern_differences(nodes: list[dict[str, Any]], patterns: list[Any]) -> list[str]:
+    """What differs between the attributes of a model's spattn nodes (:func:`spattn_node_info`)
+    and the patterns of the PyTorch model meant to match it; empty when they agree.
+
+    Nodes and patterns are matched in order; the same attributes in another order also agree.
+
+    Examples
+    --------
+    >>> from spattn import Pattern
+    >>> node = {"name": "attn0", "attributes": Pattern.sliding_window(8).attributes()}
+    >>> pattern_differences([node], [Pattern.sliding_window(4)])
+    ['node attn0: window_left 8 (model) != 4 (factory), window_right 8 (model) != 4 (factory)']
+    """
+    from .patterns import Pattern
+
+    got = [Pattern.from_attributes(n["attributes"]).attributes() for n in nodes]
+    want = [p.attributes() for p in patterns]
+    if len(got) != len(want):
+        return [
+            f"the model has {len(got)} spattn node(s) but the factory's model has "
+            f"{len(want)} sparse-attention module(s)"
+        ]
+
+    def key(a: dict[str, Any]) -> list[tuple[str, Any]]:
+        return sorted(a.items())
+
+    if sorted(map(key, got)) == sorted(map(key, want)):
+        return []
+    diffs = []
+    for n, a, b in zip(nodes, got, want, strict=True):
+        d = [
+            f"{k} {a.get(k, 'unset')} (model) != {b.get(k, 'unset')} (factory)"
+            for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)
+        ]
+        if d:
+            diffs.append(f"node {n['name']}: " + ", ".join(d))
+    return diffs
