@@ -39,6 +39,16 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "gemma2": _decoder(
         sliding_window=5, head_dim=16, query_pre_attn_scalar=24, attn_logit_softcapping=None
     ),
+    "gemma2_softcap": _decoder(
+        sliding_window=5, head_dim=16, query_pre_attn_scalar=24, attn_logit_softcapping=5.0
+    ),
+    "gpt_oss": _decoder(
+        sliding_window=5,
+        head_dim=16,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        layer_types=["sliding_attention", "full_attention"],
+    ),
     "gemma3_text": _decoder(
         sliding_window=5,
         head_dim=16,
@@ -69,6 +79,15 @@ CONFIGS: dict[str, dict[str, Any]] = {
         sep_token_id=4,
         **_COMMON,
     ),
+    "longformer": dict(
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        attention_window=[8, 4],
+        max_position_embeddings=300,
+        **_COMMON,
+    ),
     "big_bird": dict(
         hidden_size=64,
         intermediate_size=96,
@@ -82,14 +101,25 @@ CONFIGS: dict[str, dict[str, Any]] = {
     ),
 }
 
-DECODERS = ["mistral", "qwen2", "qwen3", "cohere2", "gemma2", "gemma3_text", "phi3", "gpt_neo"]
-ENCODERS = ["modernbert", "big_bird"]
+DECODERS = [
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "cohere2",
+    "gemma2",
+    "gemma2_softcap",
+    "gemma3_text",
+    "phi3",
+    "gpt_oss",
+    "gpt_neo",
+]
+ENCODERS = ["modernbert", "big_bird", "longformer"]
 
 
 def make_config(model_type: str, **overrides: Any) -> Any:
     kw = copy.deepcopy(CONFIGS[model_type])
     kw.update(overrides)
-    return transformers.AutoConfig.for_model(model_type, **kw)
+    return transformers.AutoConfig.for_model(model_type.replace("_softcap", ""), **kw)
 
 
 def model_pair(model_type: str, head: Any = None, **overrides: Any) -> tuple[Any, Any]:

@@ -36,8 +36,22 @@ from ._common import (
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False),
-    help="ONNX file to write.  [default: SOURCE's name + .onnx]",
+    type=click.Path(),
+    help="ONNX file to write (a folder for a Hugging Face model).  [default: SOURCE's name + "
+    ".onnx]",
+)
+@click.option(
+    "--task",
+    type=click.Choice(
+        [
+            "feature-extraction",
+            "fill-mask",
+            "text-classification",
+            "text-generation",
+            "text-generation-with-past",
+        ]
+    ),
+    help="Hugging Face task (SOURCE a model folder or hub id): writes OUTPUT/model.onnx.",
 )
 @click.option(
     "-p",
@@ -94,6 +108,7 @@ def export(
     ctx: click.Context,
     source: str,
     output: str | None,
+    task: str | None,
     params: tuple[str, ...],
     dtype: str,
     opset: int,
@@ -110,8 +125,9 @@ def export(
 ) -> None:
     """Export a PyTorch model to ONNX with one spattn::SparseAttention node per attention.
 
-    SOURCE is a built-in sample (longformer_encoder, gqa_decoder_block) or a factory
-    `package.module:function` (or `file.py:function`) that returns (model, example_inputs).
+    SOURCE is a built-in sample (longformer_encoder, gqa_decoder_block), a factory
+    `package.module:function` (or `file.py:function`) that returns (model, example_inputs), or a
+    Hugging Face model folder / hub id with --task (see docs/hf.md).
     The export is checked (ONNX checker, shape inference) and validated against PyTorch through
     ONNX Runtime by default; the ONNX file and a JSON report are written either way, and the
     exit status is 1 when validation fails.
@@ -120,8 +136,28 @@ def export(
     Example:
       spattn export longformer_encoder -o encoder.onnx -p seq_len=1024 --dtype float16
       spattn export mypkg.models:build -o model.onnx --static-batch --atol 1e-4
+      spattn export ./tiny_mistral --task text-generation-with-past -o mistral_onnx
     """
     con = console(ctx, quiet, as_json, debug)
+    from ..hf.cli import is_hf_source, run_export_hf
+
+    if task is not None or is_hf_source(source):
+        with library_noise(con.debug):
+            run_export_hf(
+                ctx,
+                con,
+                source,
+                task,
+                output,
+                dtype,
+                opset,
+                validate,
+                atol,
+                rtol,
+                threads,
+                report_path,
+            )
+        return
     from .. import tolerances
 
     kwargs = parse_kwargs(params)

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..functional import _is_tracing, sparse_attention
+from ..functional import _is_tracing, key_range_from_padding_mask, sparse_attention
 from ..patterns import Pattern
 
 __all__ = [
@@ -36,20 +36,9 @@ __all__ = [
     "spattn_mask",
     "layer_pattern",
     "padding_inputs",
-    "op_supports",
 ]
 
 ATTN_IMPLEMENTATION = "spattn"
-
-
-def op_supports(feature: str) -> bool:
-    """Whether the installed op/functional layer has ``feature`` (``key_starts``, ``global_mask``,
-    ``sinks``, ``softcap``)."""
-    import inspect
-
-    if feature == "softcap":
-        return "softcap" in {f.name for f in Pattern.__dataclass_fields__.values()}
-    return feature in inspect.signature(sparse_attention).parameters
 
 
 def _is_tensor_value(x: Any) -> bool:
@@ -97,49 +86,28 @@ def spattn_mask(
 
 
 def padding_inputs(
-    attention_mask: torch.Tensor | None, lk: int | torch.SymInt, batch: int | torch.SymInt
+    attention_mask: torch.Tensor | None, lk: Any, batch: Any = None
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """``(key_starts, key_lengths)`` int32 ``[B]`` of a layer with ``lk`` keys from the 2-D mask.
 
-    The layer's keys are the last ``lk`` columns of the mask. Valid keys must be one contiguous
-    run (left padding, right padding or both); a mask with holes cannot be expressed by the op:
-    eagerly it is a ``ValueError``; inside an exported graph ``key_lengths`` becomes ``-1`` for
-    that batch, which the runtime rejects as an error (never a silent wrong answer).
-    ``key_starts`` is ``None`` when the op lacks that input (then left padding is an error).
+    The layer's keys are the last ``lk`` columns of the mask (the cache keeps the most recent
+    tokens). Valid keys must be one contiguous run (left padding, right padding or both); a mask
+    with holes cannot be expressed by the op: eagerly it is a ``ValueError``, in an exported
+    graph the op rejects it at run time (see ``functional.key_range_from_padding_mask``).
+    Eagerly, ``key_starts`` is left out when no row is left-padded.
     """
     if attention_mask is None:
         return None, None
-    m = attention_mask.to(torch.bool)
+    m = attention_mask
     if not _is_tracing() and m.shape[-1] < lk:
         raise ValueError(
             f"attention_mask: expected at least {lk} columns (the layer's keys), got {m.shape[-1]}"
         )
     m = m[:, m.shape[-1] - lk :]
-    mi = m.to(torch.int32)
-    n_valid = mi.sum(dim=-1, dtype=torch.int32)
-    pos = torch.arange(1, m.shape[-1] + 1, device=m.device, dtype=torch.int32).unsqueeze(0)
-    end = (mi * pos).amax(dim=-1).to(torch.int32)  # last valid key + 1 (0: none)
-    start = torch.where(n_valid > 0, end - n_valid, torch.zeros_like(end))
-    # contiguous iff every key in [end - n_valid, end) is valid
-    inside = (pos > start.unsqueeze(1)) & (pos <= end.unsqueeze(1))
-    holes = (inside & ~m).any(dim=-1)
-    has_starts = op_supports("key_starts")
-    if not _is_tracing():
-        if bool(holes.any()):
-            b = int(torch.nonzero(holes)[0, 0])
-            raise ValueError(
-                "attention_mask: attn_implementation='spattn' needs the valid tokens of each "
-                f"sequence to be contiguous (left and/or right padding); batch {b} has holes: "
-                f"{m[b].int().tolist()}"
-            )
-        if not has_starts and bool((start > 0).any()):
-            raise NotImplementedError(
-                "attention_mask: left padding needs the op's key_starts input, which this build of "
-                "spattn does not have; pad on the right"
-            )
-    key_lengths = torch.where(holes, torch.full_like(end, -1), end)
-    key_starts = start if has_starts else None
-    return key_starts, key_lengths
+    starts, lengths = key_range_from_padding_mask(attention_mask=m)
+    if not _is_tracing() and not bool((starts > 0).any()):
+        return None, lengths
+    return starts, lengths
 
 
 def _config_value(module: Any, name: str, default: Any = None) -> Any:
@@ -191,11 +159,6 @@ def layer_pattern(
         + ("sliding window" if window_left != -1 else "dense"),
     }
     if softcap is not None and float(softcap) != 0.0:
-        if not op_supports("softcap"):
-            raise NotImplementedError(
-                f"softcap: this build of spattn has no softcap attribute (the layer asks for "
-                f"softcap={softcap})"
-            )
         fields["softcap"] = float(softcap)
     return Pattern(**fields)
 
@@ -235,11 +198,6 @@ def spattn_attention_forward(
     if key_starts is not None:
         extra["key_starts"] = key_starts
     if s_aux is not None:
-        if not op_supports("sinks"):
-            raise NotImplementedError(
-                "s_aux: attention sinks need the op's sinks input, which this build of spattn "
-                "does not have"
-            )
         extra["sinks"] = s_aux.float()
     out = sparse_attention(query, key, value, pattern, key_lengths=key_lengths, **extra)
     return out.transpose(1, 2).contiguous(), None

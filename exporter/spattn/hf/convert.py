@@ -294,7 +294,9 @@ def convert_hf(model: nn.Module) -> nn.Module:
             f"convert_hf: no attention of this {type(model).__name__} (model_type {mt!r}) could "
             f"be converted to spattn; attention classes found: {attention_classes(model) or 'none'}"
         )
-    if mt in ("gpt_neo", "big_bird", "longformer"):
+    if mt in ("gpt_neo", "big_bird"):
+        # their masks come from masking_utils: spattn's mask function keeps them 2-D. Longformer
+        # slices the eager mask back to 2-D itself and keeps the eager one.
         _set_config_impl(model)
     model._spattn_converted = converted  # type: ignore[assignment]
     return model
