@@ -324,7 +324,10 @@ def _rename_dims(proto: onnx.ModelProto, names: list[str], out_names: list[str])
         if vi.name in seq_inputs:
             setdim(vi, 1, "sequence_length")
         elif vi.name == "attention_mask":
-            setdim(vi, 1, "past_sequence_length + sequence_length")
+            with_past = any(n.startswith("past_key_values.") for n in names)
+            setdim(
+                vi, 1, "past_sequence_length + sequence_length" if with_past else "sequence_length"
+            )
         elif vi.name.startswith("past_key_values."):
             setdim(vi, 2, "past_sequence_length")
     for vi in proto.graph.output:
