@@ -40,7 +40,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         sliding_window=5, head_dim=16, query_pre_attn_scalar=24, attn_logit_softcapping=None
     ),
     "gemma2_softcap": _decoder(
-        sliding_window=5, head_dim=16, query_pre_attn_scalar=24, attn_logit_softcapping=5.0
+        sliding_window=5, head_dim=16, query_pre_attn_scalar=24, attn_logit_softcapping=0.02
     ),
     "gpt_oss": _decoder(
         sliding_window=5,
@@ -147,3 +147,59 @@ def padded_batch(
             mask[b, total - n :] = 1
     ids = ids.masked_fill(mask == 0, 0)
     return ids, mask
+
+
+def reference_supports(feature: str) -> bool:
+    """Whether the PyTorch oracle (the op's eager path) implements ``feature`` (``key_starts``,
+    ``global_mask``, ``sinks``, ``softcap``): probed by behaviour, not by signature."""
+    from spattn import Pattern, sparse_attention
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 2, 6, 8, generator=g)
+    k = torch.randn(1, 2, 6, 8, generator=g)
+    base = sparse_attention(q, k, k, Pattern(), impl="reference")
+    try:
+        if feature == "softcap":
+            other = sparse_attention(q, k, k, Pattern(softcap=0.01), impl="reference")
+        elif feature == "key_starts":
+            other = sparse_attention(
+                q, k, k, Pattern(), key_starts=torch.tensor([2]), impl="reference"
+            )
+        elif feature == "global_mask":
+            other = sparse_attention(
+                q,
+                k,
+                k,
+                Pattern(window_left=0, window_right=0),
+                global_mask=torch.tensor([[0, 0, 0, 1, 0, 0]]),
+                impl="reference",
+            )
+            base = sparse_attention(
+                q, k, k, Pattern(window_left=0, window_right=0), impl="reference"
+            )
+        elif feature == "sinks":
+            other = sparse_attention(q, k, k, Pattern(), sinks=torch.ones(2), impl="reference")
+        else:
+            raise ValueError(feature)
+    except TypeError:
+        return False
+    return not torch.allclose(base, other)
+
+
+# family -> the op features its PyTorch parity needs from the oracle
+NEEDS = {"gemma2_softcap": "softcap", "gpt_oss": "sinks", "longformer": "global_mask"}
+
+
+def needs_marks(model_type: str, padding_side: str = "right") -> list[Any]:
+    feats = [NEEDS[model_type]] if model_type in NEEDS else []
+    if padding_side == "left":
+        feats.append("key_starts")
+    missing = [f for f in feats if not reference_supports(f)]
+    if not missing:
+        return []
+    return [
+        pytest.mark.xfail(
+            strict=True,
+            reason=f"spattn.reference does not implement {', '.join(missing)} yet",
+        )
+    ]

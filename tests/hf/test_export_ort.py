@@ -26,6 +26,7 @@ FAMILIES = {
     "gemma3_text": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "phi3": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "gpt_neo": ("text-generation-with-past", "AutoModelForCausalLM", 1),
+    "gpt_oss": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "modernbert": ("feature-extraction", "AutoModel", 1),
     "big_bird": ("feature-extraction", "AutoModel", 1),
     "longformer": ("feature-extraction", "AutoModel", 2),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CONFIGS, model_pair, padded_batch
+from conftest import CONFIGS, DECODERS, model_pair, needs_marks, padded_batch
 
 import spattn
 from spattn.hf.attention import layer_pattern
@@ -25,19 +25,44 @@ def _lengths(model_type: str) -> tuple[int, list[int]]:
     return (48, [48, 37]) if model_type == "big_bird" else (30, [30, 19])
 
 
-@pytest.mark.parametrize("model_type", sorted(CONFIGS))
-@pytest.mark.parametrize("side", ["none", "right"])
+def _cases() -> list:
+    out = []
+    for mt in sorted(CONFIGS):
+        sides = ["none", "right"] + (["left"] if mt in DECODERS else [])
+        for side in sides:
+            out.append(pytest.param(mt, side, marks=needs_marks(mt, side), id=f"{mt}-{side}"))
+    return out
+
+
+@pytest.mark.parametrize(("model_type", "side"), _cases())
 def test_parity_with_eager(model_type: str, side: str) -> None:
     eager, ours = model_pair(model_type)
     total, lengths = _lengths(model_type)
     if side == "none":
         lengths = [total, total]
-    ids, mask = padded_batch(lengths, total, "right")
+    ids, mask = padded_batch(lengths, total, "left" if side == "left" else "right")
+    kw = {}
+    if model_type == "longformer":
+        g = torch.zeros_like(mask)
+        g[:, 0] = 1
+        g[0, 5] = 1
+        kw["global_attention_mask"] = g
     with torch.no_grad():
-        a = eager(input_ids=ids, attention_mask=mask)[0]
-        b = ours(input_ids=ids, attention_mask=mask)[0]
+        a = eager(input_ids=ids, attention_mask=mask, **kw)[0]
+        b = ours(input_ids=ids, attention_mask=mask, **kw)[0]
     assert a.shape == b.shape
     assert _max_diff(a, b, mask) <= ATOL
+
+
+def test_softcap_matters_in_the_tiny_config() -> None:
+    """The Gemma 2 softcap test is not vacuous: without the cap the eager outputs differ."""
+    capped, _ = model_pair("gemma2_softcap")
+    plain, _ = model_pair("gemma2_softcap", attn_logit_softcapping=None)
+    plain.load_state_dict(capped.state_dict())
+    ids, mask = padded_batch([30, 30], 30)
+    with torch.no_grad():
+        d = _max_diff(capped(input_ids=ids)[0], plain(input_ids=ids)[0], mask)
+    assert d > 1e-3
 
 
 def test_spattn_really_runs_and_window_matters() -> None:

@@ -157,6 +157,12 @@ def _bigbird_sparse(
         if r > 0:
             valid = torch.cat([valid[:, :bs].repeat(1, r), valid], dim=1)
         key_starts, key_lengths = padding_inputs(valid, valid.shape[1], b)
+        if _is_tracing() and key_lengths is not None:
+            # An exported graph holds this branch only; HF runs dense attention at or below
+            # (5 + 2r) * block_size tokens. Such a length makes key_lengths -1, which the op
+            # rejects at run time, rather than giving a result HF would not.
+            short = torch.full_like(key_lengths, seqlen) <= (5 + 2 * r) * bs
+            key_lengths = torch.where(short, torch.full_like(key_lengths, -1), key_lengths)
     pattern = Pattern(block_size=bs, block_indices=None, scale=float(d) ** -0.5)
     extra: dict[str, Any] = {"key_starts": key_starts} if key_starts is not None else {}
     out = sparse_attention(
