@@ -72,8 +72,14 @@ def build(work: Path, optimum_python: str | None) -> dict[str, str]:
             t = time.time()
             subprocess.run(
                 [
-                    optimum_python, "-m", "optimum.exporters.onnx", "--model", str(src),
-                    "--task", "text-generation-with-past", str(opt),
+                    optimum_python,
+                    "-m",
+                    "optimum.exporters.onnx",
+                    "--model",
+                    str(src),
+                    "--task",
+                    "text-generation-with-past",
+                    str(opt),
                 ],
                 check=True,
             )
@@ -108,8 +114,10 @@ def measure(path: str, length: int, threads: int, decode_steps: int) -> dict[str
     names = [o.name for o in sess.get_outputs()]
     # warm-up on a short prompt (allocations, thread pool)
     w = 256
-    sess.run(None, feeds(rng.integers(5, 4096, (1, w)), np.ones((1, w), np.int64),
-                         np.arange(w)[None], empty))
+    sess.run(
+        None,
+        feeds(rng.integers(5, 4096, (1, w)), np.ones((1, w), np.int64), np.arange(w)[None], empty),
+    )
     ids = rng.integers(5, 4096, (1, length)).astype(np.int64)
     mask = np.ones((1, length), np.int64)
     pos = np.arange(length, dtype=np.int64)[None]
@@ -122,8 +130,11 @@ def measure(path: str, length: int, threads: int, decode_steps: int) -> dict[str
     t = time.perf_counter()
     for s in range(decode_steps):
         mask = np.ones((1, length + s + 1), np.int64)
-        o = dict(zip(names, sess.run(None, feeds(tok, mask, np.array([[length + s]]), past)),
-                     strict=True))
+        o = dict(
+            zip(
+                names, sess.run(None, feeds(tok, mask, np.array([[length + s]]), past)), strict=True
+            )
+        )
         past = {n: o[n.replace("past_key_values.", "present.")] for n in past_names}
         tok = o["logits"][:, -1].argmax(-1)[:, None].astype(np.int64)
     decode = time.perf_counter() - t
@@ -143,8 +154,11 @@ def plot(results: dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    keys = [("prefill_s", "prefill latency (s)"), ("peak_rss_bytes", "peak memory (GiB)"),
-            ("kv_cache_bytes_after_prefill", "KV cache after prefill (MiB)")]
+    keys = [
+        ("prefill_s", "prefill latency (s)"),
+        ("peak_rss_bytes", "peak memory (GiB)"),
+        ("kv_cache_bytes_after_prefill", "KV cache after prefill (MiB)"),
+    ]
     scale = {"peak_rss_bytes": 2**30, "kv_cache_bytes_after_prefill": 2**20}
     for ax, (k, label) in zip(axes, keys, strict=True):
         for exporter, rows in results["runs"].items():
@@ -155,8 +169,11 @@ def plot(results: dict[str, Any], path: str) -> None:
         ax.set_xlabel("sequence length")
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=8)
-    fig.suptitle("Mistral-like (hidden 512, 4 layers, GQA 8:2, window 512), ORT CPU "
-                 f"{results['threads']} threads", fontsize=9)
+    fig.suptitle(
+        "Mistral-like (hidden 512, 4 layers, GQA 8:2, window 512), ORT CPU "
+        f"{results['threads']} threads",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -196,16 +213,27 @@ def main() -> None:
         for L in a.lengths:
             if f"{exporter}:{L}" in a.skip:
                 continue
-            cmd = [sys.executable, __file__, "--measure", paths[exporter], str(L),
-                   "--threads", str(a.threads), "--decode-steps", str(a.decode_steps)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--measure",
+                paths[exporter],
+                str(L),
+                "--threads",
+                str(a.threads),
+                "--decode-steps",
+                str(a.decode_steps),
+            ]
             t = time.time()
             p = subprocess.run(cmd, capture_output=True, text=True)
             row: dict[str, Any]
             if p.returncode == 0:
                 row = json.loads(p.stdout.strip().splitlines()[-1])
             else:
-                row = {"error": (p.stderr.strip().splitlines() or ["killed"])[-1][:300],
-                       "returncode": p.returncode}
+                row = {
+                    "error": (p.stderr.strip().splitlines() or ["killed"])[-1][:300],
+                    "returncode": p.returncode,
+                }
             row["wall_s"] = time.time() - t
             results["runs"].setdefault(exporter, {})[str(L)] = row
             print(exporter, L, json.dumps(row), flush=True)

@@ -141,8 +141,10 @@ def _cache_layer_class() -> Any:
         def update(
             self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
         ) -> tuple[torch.Tensor, torch.Tensor]:
-            k = torch.cat([self.keys, key_states], dim=-2)
-            v = torch.cat([self.values, value_states], dim=-2)
+            past_k: Any = self.keys
+            past_v: Any = self.values
+            k = torch.cat([past_k, key_states], dim=-2)
+            v = torch.cat([past_v, value_states], dim=-2)
             if self.window is not None and self.window > 1:
                 keep = self.window - 1
                 self.keys, self.values = k[:, :, -keep:], v[:, :, -keep:]
@@ -156,7 +158,8 @@ def _cache_layer_class() -> Any:
             return self.past_length
 
         def get_mask_sizes(self, query_length: int) -> tuple[Any, Any]:
-            kept = self.keys.shape[-2]
+            keys: Any = self.keys
+            kept = keys.shape[-2]
             return kept + query_length, self.past_length - kept
 
     return ExportLayer
@@ -247,7 +250,7 @@ def _input_names(model: nn.Module, task: str) -> list[str]:
     params = inspect.signature(model.forward).parameters
     cfg: Any = model.config
     names = ["input_ids", "attention_mask"]
-    if "token_type_ids" in params and getattr(cfg, "type_vocab_size", 0):
+    if "token_type_ids" in params and getattr(cfg, "type_vocab_size", None):
         names.append("token_type_ids")
     if task.startswith("text-generation") and "position_ids" in params:
         names.append("position_ids")
@@ -344,7 +347,7 @@ def _rename_dims(proto: onnx.ModelProto, names: list[str], out_names: list[str])
             setdim(vi, 1, "sequence_length")
 
 
-def _copy_side_files(src: str, out: Path, model: nn.Module) -> list[str]:
+def _copy_side_files(src: str, out: Path, model: Any) -> list[str]:
     model.config.save_pretrained(out)
     copied = ["config.json"]
     gen = getattr(model, "generation_config", None)
@@ -435,7 +438,8 @@ def export_hf(
     wrapper = _Wrapper(model, names, main, with_past, windows).eval()
 
     past = 5 if with_past else 0
-    mt = model.config.model_type
+    cfg: Any = model.config
+    mt = str(cfg.model_type)
     length = 12 if mt != "big_bird" else _bigbird_example_length(model.config)
     args = example_inputs(model, names, 2, length, past, pad=None, dtype=tdtype)
     dyn = torch.export.Dim.DYNAMIC
@@ -462,6 +466,7 @@ def export_hf(
             custom_translation_table=_op.custom_translation_table(),
             verbose=False,
         )
+    assert program is not None
     proto = program.model_proto
     proto.ir_version = min(proto.ir_version, 10)
     _rename_dims(proto, names, out_names)
@@ -527,7 +532,9 @@ def _validate(
     windows = layer_windows(eager.config) if task.startswith("text-generation") else []
     # GPT-Neo builds one mask for all its layers, sized for a full cache: its eager reference
     # keeps full caches (the older keys lie outside the local layers' windows and change nothing)
-    ref_windows = [None] * len(windows) if report.model_type == "gpt_neo" else windows
+    ref_windows: list[int | None] = (
+        [None] * len(windows) if report.model_type == "gpt_neo" else windows
+    )
     ref = _Wrapper(eager, names, out_names[0], task == "text-generation-with-past", ref_windows)
     d_atol, d_rtol = tolerances.tolerance(report.dtype)
     # whole-model tolerances: the errors of every layer accumulate
@@ -558,8 +565,8 @@ def _validate(
                     for kv in ("key", "value"):
                         j = names.index(f"past_key_values.{i}.{kv}")
                         t = args[j]
-                        pad = p - t.shape[2]
-                        ref_args[j] = torch.cat([t.new_zeros(*t.shape[:2], pad, t.shape[3]), t], 2)
+                        shape = (t.shape[0], t.shape[1], p - t.shape[2], t.shape[3])
+                        ref_args[j] = torch.cat([t.new_zeros(shape), t], 2)
             expected = list(ref(*ref_args))
             for i, (w, rw) in enumerate(zip(windows, ref_windows, strict=True)):
                 if w != rw and w is not None:
@@ -576,25 +583,25 @@ def _validate(
             + (f", {side}-padded" if side else "")
         )
         for k, name in enumerate(out_names):
-            e = expected[k].detach().float().numpy()
+            want = expected[k].detach().float().numpy()
             g = got[name]
-            if g.shape != e.shape:
+            if g.shape != want.shape:
                 passed = False
-                report.notes.append(f"{name}: shape {g.shape} != eager {e.shape} ({label})")
+                report.notes.append(f"{name}: shape {g.shape} != eager {want.shape} ({label})")
                 continue
             if k == 0:
                 sel = valid.numpy()
-                e, g = e[sel], g[sel]
+                want, g = want[sel], g[sel]
             else:
                 # cache rows of padded positions are never read by valid tokens
-                kv_valid = _kv_valid(args[names.index("attention_mask")], e.shape[2])
-                e = np.where(kv_valid[:, None, :, None], e, 0.0)
+                kv_valid = _kv_valid(args[names.index("attention_mask")], want.shape[2])
+                want = np.where(kv_valid[:, None, :, None], want, 0.0)
                 g = np.where(kv_valid[:, None, :, None], g, 0.0)
-            err = float(np.max(np.abs(g - e))) if e.size else 0.0
+            err = float(np.max(np.abs(g - want))) if want.size else 0.0
             key = f"{name} ({label})"
             if k == 0 or err > 0:
                 report.errors[key] = err
-            if np.any(np.abs(g - e) > report.atol + report.rtol * np.abs(e)):
+            if np.any(np.abs(g - want) > report.atol + report.rtol * np.abs(want)):
                 passed = False
     report.passed = passed
 
