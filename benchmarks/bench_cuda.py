@@ -30,8 +30,9 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "gpu"))
-from cuda_lib import Attrs, CudaSparseAttention, random_blocks  # noqa: E402
+from spattn import reference
+from spattn.blocksparse import count_allowed
+from spattn.capi import CudaRunner
 
 
 def time_callable(fn, warmup: int = 5, iters: int = 20, min_time_s: float = 0.0) -> dict:
@@ -68,96 +69,45 @@ def time_callable(fn, warmup: int = 5, iters: int = 20, min_time_s: float = 0.0)
 
 
 class Pattern:
+    """A benchmarked pattern: the op's attributes (a dict; absent ones take the spec defaults)."""
+
     def __init__(self, name, attrs, hq=16, hkv=16, head_dependent=False):
         self.name, self.attrs, self.hq, self.hkv = name, attrs, hq, hkv
         self.head_dependent = head_dependent
 
-    def random_table(self, L, device):
-        a = self.attrs
-        if a.num_random == 0:
-            return None
-        nb = -(-L // a.block_size)
-        return torch.from_numpy(random_blocks(a.seed, self.hq, nb, a.num_random, nb)).to(device)
-
     def mask_mod(self, L, device):
-        a = self.attrs
-        G, bs, R = a.num_global, a.block_size, a.num_random
-        rt = self.random_table(L, device)
-        # One [H, nqb] table per draw: indexing with a constant last index trips Inductor.
-        tables = [rt[:, :, r].contiguous() for r in range(R)] if rt is not None else []
-        wl, wr, causal = a.window_left, a.window_right, a.causal
+        """The op's mask as a FlexAttention mask_mod: spattn.reference's rule itself."""
+        rule = reference.MaskRule(self.attrs, L, L, self.hq, device=device)
 
         def mod(b, h, q, kv):
-            d = q - kv
-            m = (d >= -wr) if wr >= 0 else (d == d)
-            if wl >= 0:
-                m = m & (d <= wl)
-            if G > 0:
-                m = m | (kv < G) | (q < G)
-            if R > 0:
-                kb = kv // bs
-                for t in tables:
-                    m = m | (t[h, q // bs] == kb)
-            if causal:
-                m = m & (kv <= q)
-            return m
+            return rule.allowed(q, kv, h)
 
         return mod
 
     def pair_count(self, L, device):
-        """Exact allowed pairs (per head summed over heads) from the union of row intervals."""
-        a = self.attrs
-        i = torch.arange(L, device=device, dtype=torch.int64)
-        ivs = []  # list of (start [H or 1, L], end) half-open
-        lo = (i - a.window_left).clamp(min=0) if a.window_left >= 0 else torch.zeros_like(i)
-        hi = (i + a.window_right + 1).clamp(max=L) if a.window_right >= 0 else torch.full_like(i, L)
-        if a.causal:
-            hi = torch.minimum(hi, i + 1)
-        ivs.append((lo[None], hi[None]))
-        if a.num_global > 0:
-            ivs.append((torch.zeros_like(i)[None], torch.full_like(i, min(a.num_global, L))[None]))
-        rt = self.random_table(L, device)
-        if rt is not None:
-            bs = a.block_size
-            for r in range(a.num_random):
-                kb = rt[:, i // bs, r]  # [H, L]
-                s = kb * bs
-                e = torch.clamp(s + bs, max=L)
-                if a.causal:
-                    e = torch.minimum(e, i[None] + 1)
-                    s = torch.minimum(s, e)
-                ivs.append((s, e))
-        H = self.hq
-        starts = torch.stack([s.expand(H, L) for s, _ in ivs], -1)
-        ends = torch.stack([e.expand(H, L) for _, e in ivs], -1)
-        order = starts.argsort(-1)
-        starts, ends = starts.gather(-1, order), ends.gather(-1, order)
-        total = torch.zeros(H, L, dtype=torch.int64, device=device)
-        reach = torch.zeros(H, L, dtype=torch.int64, device=device)
-        for k in range(starts.shape[-1]):
-            s, e = starts[..., k], ends[..., k]
-            total += (e - torch.maximum(s, reach)).clamp(min=0)
-            reach = torch.maximum(reach, e)
-        if a.num_global > 0:  # global query rows see everything
-            total[:, : a.num_global] = L
-        return int(total.sum().item())
+        """Exact allowed pairs summed over the query heads (spattn.blocksparse.count_allowed,
+        O(L * band) work; the op with no attributes is dense)."""
+        if not self.attrs:
+            return self.hq * L * L
+        heads = self.hq if self.head_dependent else 1
+        return count_allowed(self.attrs, L, L, heads) * (self.hq // heads)
 
 
 def patterns():
     return {
-        "sliding256": Pattern("sliding ±256", Attrs(window_left=256, window_right=256)),
+        "sliding256": Pattern("sliding ±256", dict(window_left=256, window_right=256)),
         "sliding256_global64": Pattern(
-            "±256 + 64 global", Attrs(window_left=256, window_right=256, num_global=64)
+            "±256 + 64 global", dict(window_left=256, window_right=256, num_global=64)
         ),
         "bigbird": Pattern(
             "BigBird-like (bs 64, ±64, 64 global, 2 random)",
-            Attrs(block_size=64, window_left=64, window_right=64, num_global=64, num_random=2),
+            dict(block_size=64, window_left=64, window_right=64, num_global=64, num_random=2),
             head_dependent=True,
         ),
         "causal_window4096_gqa": Pattern(
-            "causal window 4096, GQA 32:8", Attrs(causal=1, window_left=4095), hq=32, hkv=8
+            "causal window 4096, GQA 32:8", dict(causal=1, window_left=4095), hq=32, hkv=8
         ),
-        "dense": Pattern("dense", Attrs()),
+        "dense": Pattern("dense", dict()),
     }
 
 
@@ -293,12 +243,7 @@ def ort_columns(pat: Pattern, q, k, v, out, row, record, args):
     com.microsoft::MultiHeadAttention. The ORT output must equal the direct launch's."""
     import bench_ort_cuda as ob  # imports onnxruntime: only with --ort
 
-    default = Attrs()
-    attrs = {
-        n: getattr(pat.attrs, n)
-        for n in _ONNX_ATTRS
-        if getattr(pat.attrs, n) != getattr(default, n)
-    }
+    attrs = {n: pat.attrs[n] for n in _ONNX_ATTRS if n in pat.attrs}
     D = q.shape[3]
     direct = row["_direct_call"]
     direct()
@@ -451,7 +396,7 @@ def main(argv=None):
     torch._dynamo.config.cache_size_limit = 1024
     if hasattr(torch._dynamo.config, "recompile_limit"):
         torch._dynamo.config.recompile_limit = 1024
-    kernel = CudaSparseAttention()
+    kernel = CudaRunner()
     pats = patterns()
     results = []
     for L in args.L:

@@ -16,14 +16,13 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "gpu"))
-from cuda_lib import Attrs, CudaSparseAttention  # noqa: E402
+from spattn.capi import CudaRunner
 
 PATTERNS = {
-    "sliding": Attrs(window_left=256, window_right=256),
-    "global": Attrs(window_left=256, window_right=256, num_global=64),
-    "bigbird": Attrs(block_size=64, window_left=64, window_right=64, num_global=64, num_random=2),
-    "dense": Attrs(),
+    "sliding": dict(window_left=256, window_right=256),
+    "global": dict(window_left=256, window_right=256, num_global=64),
+    "bigbird": dict(block_size=64, window_left=64, window_right=64, num_global=64, num_random=2),
+    "dense": dict(),
 }
 
 
@@ -33,7 +32,7 @@ def main() -> None:
     pat = os.environ.get("PAT", "sliding")
     q = torch.randn(1, 16, length, d, device="cuda", dtype=torch.bfloat16)
     k, v, out = torch.randn_like(q), torch.randn_like(q), torch.empty_like(q)
-    fn = CudaSparseAttention().prepare(q, k, v, out, PATTERNS[pat])
+    fn = CudaRunner().prepare(q, k, v, out, PATTERNS[pat])
     for _ in range(3):
         fn()
     torch.cuda.synchronize()

@@ -351,10 +351,12 @@ SparseAttentionOp::SparseAttentionOp(bool on_cuda) : OrtCustomOp{}, cuda(on_cuda
   };
   GetInputTypeCount = [](const OrtCustomOp*) -> size_t { return size_t(kNumInputs); };
   GetInputType = [](const OrtCustomOp*, size_t i) {
-    // query/key/value: float32, float16 or bfloat16; sinks: float32 (checked at compute, so that
-    // a wrong type gets the op's message); the integer inputs: int32.
-    return i < 3 || i == size_t(kSinks) ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
-                                        : ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+    // query/key/value: float32, float16 or bfloat16 (checked at compute); sinks: float32; the
+    // integer inputs: int32. ONNX Runtime gives every input declared UNDEFINED (and the output)
+    // one type constraint, so only query/key/value may be.
+    return i < 3 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
+                 : (i == size_t(kSinks) ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT
+                                        : ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32);
   };
   GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
   GetOutputType = [](const OrtCustomOp*, size_t) {

@@ -270,40 +270,14 @@ def time_session(
 
 # ------------------------------------------------------------------------------ FlexAttention
 def flex_mask_mod(attrs: dict[str, Any], length: int, heads: int, device: str) -> Any:
-    """A FlexAttention ``mask_mod`` for the op's mask at ``Lq = Lk = length`` (no padding)."""
-    import torch
-
+    """A FlexAttention ``mask_mod`` for the op's mask at ``Lq = Lk = length`` (no padding): the
+    oracle's rule (:class:`spattn.reference.MaskRule`) itself."""
     from . import reference
 
-    f = reference.pattern_fields(attrs)
-    wl, wr, causal = f["window_left"], f["window_right"], f["causal"]
-    g, s, r, bs = f["num_global"], f["stride"], f["num_random"], f["block_size"]
-    local_on = not (wl == -1 and wr == -1 and (g > 0 or s > 0 or r > 0))
-    table = None
-    if r > 0:
-        nb = -(-length // bs)
-        rb = reference.random_blocks(f["seed"], heads, torch.arange(nb), r, nb)
-        table = rb.to(device)
+    rule = reference.MaskRule(attrs, length, length, heads, device=device)
 
     def mask_mod(b: Any, h: Any, q: Any, kv: Any) -> Any:
-        ok = q < 0  # all False, of the right type
-        if local_on:
-            band = q >= 0
-            if wl != -1:
-                band = band & (q - kv <= wl)
-            if wr != -1:
-                band = band & (kv - q <= wr)
-            ok = ok | band
-        if g > 0:
-            ok = ok | (kv < g) | (q < g)
-        if s > 0:
-            ok = ok | ((q - kv) % s == 0)
-        if table is not None:
-            for k in range(r):
-                ok = ok | (table[h, q // bs, k] == kv // bs)
-        if causal:
-            ok = ok & (kv <= q)
-        return ok
+        return rule.allowed(q, kv, h)
 
     return mask_mod
 

@@ -4,7 +4,9 @@ For each chunk of queries only the candidate keys are gathered: the local band, 
 the random and listed blocks (shared by the chunk), plus per-row strided keys. The exact token mask
 of docs/op-spec.md is evaluated on that small slice and an online softmax in float32 combines the
 pieces, so memory grows with ``L * (window + blocks)``, never with ``L * L``. Query rows that are
-global (position in ``[0, num_global)``) attend to every key and are processed in key chunks.
+global in some batch (position in ``[0, num_global)`` or marked in ``global_mask``) attend to every
+key and are processed in key chunks; keys marked global in any batch join every chunk's candidates.
+Sinks start each row's online softmax; the softcap applies to each piece's scores.
 """
 
 from __future__ import annotations
@@ -25,122 +27,63 @@ _SCORE_BUDGET = 1 << 22
 
 @dataclass
 class _Ctx:
-    f: dict[str, int]
-    lq: int
-    lk: int
-    heads: int
-    key_lengths: torch.Tensor | None  # int64 [B]
-    bi: torch.Tensor | None  # int64 [Hl, nqb, K]
-    local_on: bool
-    nqb: int
-    nkb: int
-    max_len: int
-    global_lo: int  # queries [global_lo, global_hi) have positions in [0, num_global):
-    global_hi: int  # they attend to every key
+    rule: reference.MaskRule  # the mask (spattn.reference), evaluated on candidate slices only
+    max_len: int  # one past the last key any batch attends
+    min_key: int  # the first key any batch attends (min key_starts)
+    global_rows: torch.Tensor  # bool [Lq]: rows that attend every key in some batch
+    global_keys: torch.Tensor  # bool [Lk]: keys that every query attends in some batch
+
+    @property
+    def f(self) -> dict[str, int]:
+        return self.rule.fields
 
     @property
     def shift(self) -> int:
-        return self.lk - self.lq
+        return self.rule.shift
 
 
 def _make_ctx(
-    pattern: Any, lq: int, lk: int, heads: int, key_lengths: Any, block_indices: Any
+    pattern: Any,
+    lq: int,
+    lk: int,
+    heads: int,
+    key_lengths: Any,
+    block_indices: Any,
+    global_mask: Any = None,
+    key_starts: Any = None,
 ) -> _Ctx:
-    f = reference.pattern_fields(pattern)
-    bi = reference.resolve_block_indices(pattern, lq, lk, block_indices)
-    bi = reference._as_int_tensor(bi)
-    kl = reference._as_int_tensor(key_lengths)
-    bs = f["block_size"]
-    nqb, nkb = -(-lq // bs), -(-lk // bs)
-    if bi is not None:
-        if bi.dim() != 3 or bi.shape[0] not in (1, heads) or bi.shape[1] != nqb:
-            raise ValueError(
-                f"SparseAttention: block_indices: expected shape [1 or {heads}, {nqb}, K], "
-                f"got {list(bi.shape)}"
-            )
-        if bi.numel() and (int(bi.min()) < -1 or int(bi.max()) >= nkb):
-            raise ValueError(
-                f"SparseAttention: block_indices: entries must lie in [-1, {nkb}), got "
-                f"[{int(bi.min())}, {int(bi.max())}]"
-            )
-    if kl is not None:
-        if kl.dim() != 1:
-            raise ValueError(f"SparseAttention: key_lengths: expected rank 1, got {kl.dim()}")
-        if kl.numel() and (int(kl.min()) < 0 or int(kl.max()) > lk):
-            raise ValueError(
-                f"SparseAttention: key_lengths: values must lie in [0, {lk}], got {kl.tolist()}"
-            )
-    other = f["num_global"] > 0 or f["stride"] > 0 or f["num_random"] > 0 or bi is not None
-    local_on = not (f["window_left"] == -1 and f["window_right"] == -1 and other)
-    max_len = lk if kl is None or kl.numel() == 0 else int(kl.max())
-    # Positions p = i + lk - lq in [0, num_global) (negative positions are never global).
-    g_lo = min(max(lq - lk, 0), lq)
-    g_hi = min(max(f["num_global"] + lq - lk, g_lo), lq) if f["num_global"] > 0 else g_lo
-    return _Ctx(f, lq, lk, heads, kl, bi, local_on, nqb, nkb, max_len, g_lo, g_hi)
-
-
-def _block_table(ctx: _Ctx, qb0: int, qb1: int) -> torch.Tensor | None:
-    """Bool ``[heads, qb1 - qb0 + 1, nkb + 1]``: random/listed key blocks of query blocks."""
-    f = ctx.f
-    if f["num_random"] == 0 and ctx.bi is None:
-        return None
-    n = qb1 - qb0 + 1
-    table = torch.zeros(ctx.heads, n, ctx.nkb + 1, dtype=torch.bool)
-    if f["num_random"] > 0:
-        rb = reference.random_blocks(
-            f["seed"], ctx.heads, torch.arange(qb0, qb1 + 1), f["num_random"], ctx.nkb
-        )
-        table.scatter_(2, rb, True)
-    if ctx.bi is not None and ctx.bi.shape[2] > 0:
-        rows = ctx.bi[:, qb0 : qb1 + 1].expand(ctx.heads, n, ctx.bi.shape[2])
-        rows = torch.where(rows < 0, torch.full_like(rows, ctx.nkb), rows)
-        table.scatter_(2, rows, True)
-    table[:, :, ctx.nkb] = False
-    return table
+    rule = reference.MaskRule(
+        pattern,
+        lq,
+        lk,
+        heads,
+        key_lengths,
+        block_indices,
+        global_mask=global_mask,
+        key_starts=key_starts,
+    )
+    ks = rule.key_starts
+    min_key = 0 if ks is None or ks.numel() == 0 else int(ks.min())
+    return _Ctx(rule, rule.max_key(), min_key, rule.global_rows(), rule.global_keys())
 
 
 def _slice_mask(
     ctx: _Ctx, i: torch.Tensor, j: torch.Tensor, table: torch.Tensor | None, qb0: int
 ) -> torch.Tensor:
     """Exact mask on a slice: ``i [nq]``, ``j [n]`` or ``[nq, n]`` -> bool ``[B|1, H|1, nq, n]``."""
-    f = ctx.f
-    p = (i + ctx.shift).view(-1, 1)
-    jj = j.view(1, -1) if j.dim() == 1 else j
-    d = p - jj
-    wl, wr, g, s = f["window_left"], f["window_right"], f["num_global"], f["stride"]
-    if ctx.local_on:
-        struct = torch.ones(d.shape, dtype=torch.bool)
-        if wl != -1:
-            struct &= d <= wl
-        if wr != -1:
-            struct &= -d <= wr
-    else:
-        struct = torch.zeros(d.shape, dtype=torch.bool)
-    if g > 0:
-        struct |= (jj < g) | ((p >= 0) & (p < g))
-    if s > 0:
-        struct |= torch.remainder(d, s) == 0
-    struct = struct.expand(i.numel(), jj.shape[1]).unsqueeze(0)  # [1, nq, n]
-    if table is not None:
-        bs = f["block_size"]
-        qbi = (i // bs - qb0).view(1, -1, 1)
-        kbj = (jj // bs).unsqueeze(0)
-        hh = torch.arange(ctx.heads).view(-1, 1, 1)
-        struct = struct | table[hh, qbi, kbj]
-    if f["causal"]:
-        struct = struct & (jj <= p).unsqueeze(0)
-    mask = struct.unsqueeze(0)  # [1, H|1, nq, n]
-    if ctx.key_lengths is not None:
-        valid = jj.unsqueeze(0) < ctx.key_lengths.view(-1, 1, 1)  # [B, 1|nq, n]
-        mask = mask & valid.unsqueeze(1)
-    return mask
+    rule = ctx.rule
+    ii = i.view(1, 1, -1, 1)
+    jj = j.view(1, 1, 1, -1) if j.dim() == 1 else j.view(1, 1, *j.shape)
+    h = torch.arange(rule.heads).view(1, -1, 1, 1) if rule.head_dependent else None
+    b = None if rule.batch is None else torch.arange(rule.batch).view(-1, 1, 1, 1)
+    m = rule.allowed(ii, jj, h, b, table=table, qb0=qb0)
+    return m.expand(m.shape[0], m.shape[1], i.numel(), jj.shape[-1])
 
 
 @dataclass
 class _Chunk:
-    i0: int
-    i1: int
-    keys: torch.Tensor  # sorted candidate keys shared by the chunk (int64 [n])
+    rows: torch.Tensor  # query rows (int64 [nq], sorted, within one span of query blocks)
+    keys: torch.Tensor  # sorted candidate keys shared by the rows (int64 [n])
     member: torch.Tensor | None  # bool [lk]: is a key among `keys` (for the strided dedupe)
     strided_hi: int  # strided keys j <= strided_hi are gathered per row (-1: none)
     table: torch.Tensor | None
@@ -148,47 +91,61 @@ class _Chunk:
 
 
 def _chunks(ctx: _Ctx, block_q: int) -> Iterator[_Chunk]:
-    """The query chunks and their candidate keys (see the module docstring)."""
+    """The query chunks and their candidate keys (see the module docstring). The rows of a span
+    that attend every key in some batch (global rows) form a chunk of their own whose candidates
+    are all keys; the exact mask then gives each batch its own answer."""
     f = ctx.f
-    bs, lq, lk = f["block_size"], ctx.lq, ctx.lk
-    blocks_on = f["num_random"] > 0 or ctx.bi is not None
+    bs, lq, lk = f["block_size"], ctx.rule.lq, ctx.rule.lk
+    blocks_on = ctx.rule.has_blocks
     cq = max(1, block_q)
-    bounds = set(range(0, lq, cq)) | {0, ctx.global_lo, ctx.global_hi, lq}
+    bounds = set(range(0, lq, cq)) | {0, lq}
     if blocks_on:
         if bs <= cq:
             cq = (cq // bs) * bs
-            bounds = set(range(0, lq, cq)) | {0, ctx.global_lo, ctx.global_hi, lq}
+            bounds = set(range(0, lq, cq)) | {0, lq}
         else:
             bounds |= set(range(0, lq, bs))
     edges = sorted(b for b in bounds if 0 <= b <= lq)
+    lo_key = ctx.min_key
     for i0, i1 in zip(edges[:-1], edges[1:], strict=False):
         p0, p1 = i0 + ctx.shift, i1 - 1 + ctx.shift
         hi = min(lk, ctx.max_len) - 1
         if f["causal"]:
             hi = min(hi, p1)
         qb0, qb1 = i0 // bs, (i1 - 1) // bs
-        table = _block_table(ctx, qb0, qb1) if blocks_on else None
-        if hi < 0:
-            yield _Chunk(i0, i1, torch.zeros(0, dtype=torch.int64), None, -1, table, qb0)
+        table = ctx.rule.block_table(qb0, qb1 + 1) if blocks_on else None
+        rows = torch.arange(i0, i1)
+        if hi < lo_key:
+            yield _Chunk(rows, torch.zeros(0, dtype=torch.int64), None, -1, table, qb0)
             continue
-        if ctx.global_lo <= i0 and i1 <= ctx.global_hi:  # every key is a candidate
-            yield _Chunk(i0, i1, torch.arange(hi + 1), None, -1, table, qb0)
-            continue
+        glob = ctx.global_rows[i0:i1]
+        if bool(glob.any()):  # every key is a candidate
+            yield _Chunk(rows[glob], torch.arange(lo_key, hi + 1), None, -1, table, qb0)
+            rows = rows[~glob]
+            if rows.numel() == 0:
+                continue
         member = torch.zeros(lk, dtype=torch.bool)
-        if ctx.local_on:
+        if ctx.rule.local_on:
             lo = 0 if f["window_left"] == -1 else max(p0 - f["window_left"], 0)
             up = hi if f["window_right"] == -1 else min(p1 + f["window_right"], hi)
             if lo <= up:
                 member[lo : up + 1] = True
-        if f["num_global"] > 0:
-            member[: min(f["num_global"], hi + 1)] = True
+        member |= ctx.global_keys
         if table is not None:
-            kb_any = table.any(dim=1).any(dim=0)[: ctx.nkb]  # [nkb]
+            kb_any = table.any(dim=1).any(dim=0)  # [nkb]
             member |= kb_any.repeat_interleave(bs)[:lk]
         member[hi + 1 :] = False
+        member[:lo_key] = False
         keys = member.nonzero().squeeze(1)
         strided_hi = hi if f["stride"] > 0 else -1
-        yield _Chunk(i0, i1, keys, member, strided_hi, table, qb0)
+        yield _Chunk(rows, keys, member, strided_hi, table, qb0)
+
+
+def _member(ch: _Chunk) -> torch.Tensor:
+    """The chunk's candidate set; chunks with per-row strided keys always carry one."""
+    if ch.member is None:
+        raise AssertionError("strided keys of a chunk without a candidate set")
+    return ch.member
 
 
 def _strided_keys(
@@ -203,11 +160,19 @@ def _strided_keys(
 
 
 class _Online:
-    """Online softmax state of one query chunk, float32."""
+    """Online softmax state of one query chunk, float32. A sink starts each row as one logit
+    already seen with a zero value row (``m = sink``, ``den = e^0``; -inf: no sink)."""
 
-    def __init__(self, b: int, hkv: int, g: int, nq: int, dv: int) -> None:
-        self.m = torch.full((b, hkv, g, nq), float("-inf"))
-        self.den = torch.zeros(b, hkv, g, nq)
+    def __init__(
+        self, b: int, hkv: int, g: int, nq: int, dv: int, sink: torch.Tensor | None = None
+    ) -> None:
+        if sink is None:
+            self.m = torch.full((b, hkv, g, nq), float("-inf"))
+            self.den = torch.zeros(b, hkv, g, nq)
+        else:
+            m = sink.to(torch.float32).view(1, hkv, g, 1).expand(b, hkv, g, nq)
+            self.m = m.clone()
+            self.den = torch.where(torch.isinf(m), torch.zeros_like(m), torch.ones_like(m))
         self.acc = torch.zeros(b, hkv, g, nq, dv)
 
     def update(self, s: torch.Tensor, mask: torch.Tensor, pv: Any) -> None:
@@ -243,6 +208,10 @@ def block_sparse_attention(
     block_indices: Any = None,
     scale: float | None = None,
     block_q: int = 128,
+    *,
+    global_mask: Any = None,
+    key_starts: Any = None,
+    sinks: Any = None,
 ) -> torch.Tensor:
     """Sparse attention with memory ``O(L * window)``: never allocates ``Lq x Lk``.
 
@@ -254,13 +223,15 @@ def block_sparse_attention(
     q, k, v : torch.Tensor
         ``[B, Hq, Lq, D]``, ``[B, Hkv, Lk, D]``, ``[B, Hkv, Lk, Dv]``.
     pattern : Pattern or dict
-        The op attributes.
+        The op attributes (``softcap`` included).
     key_lengths, block_indices : tensor-like, optional
         As in the op (``block_indices`` defaults to the pattern's layout).
     scale : float, optional
         Overrides the pattern's scale.
     block_q : int
         Query rows per chunk.
+    global_mask, key_starts, sinks : tensor-like, optional
+        The op's inputs 5-7 (``[B, Lk]``, ``[B]``, ``[Hq]`` float32), as in the reference.
 
     Returns
     -------
@@ -278,24 +249,32 @@ def block_sparse_attention(
     b, hq, lq, d = q.shape
     hkv, lk, dv = k.shape[1], k.shape[2], v.shape[3]
     g = hq // hkv
-    ctx = _make_ctx(pattern, lq, lk, hq, key_lengths, block_indices)
+    ctx = _make_ctx(pattern, lq, lk, hq, key_lengths, block_indices, global_mask, key_starts)
+    reference.check_batch(ctx.rule, b)
     sc = reference.resolve_scale(pattern, d, scale)
+    softcap = reference.resolve_softcap(pattern)
+    sink = reference._sinks_input(sinks, hq, "cpu")
     out = torch.empty(b, hq, lq, dv, dtype=q.dtype, device=q.device)
+
+    def scores(s: torch.Tensor) -> torch.Tensor:
+        return softcap * torch.tanh(s / softcap) if softcap > 0 else s
+
     with torch.no_grad():
         kf = k.detach().to(torch.float32)
         vf = v.detach().to(torch.float32)
         for ch in _chunks(ctx, block_q):
-            nq = ch.i1 - ch.i0
-            i = torch.arange(ch.i0, ch.i1)
-            qc = (q[:, :, ch.i0 : ch.i1].detach().to(torch.float32) * sc).view(b, hkv, g, nq, d)
-            st = _Online(b, hkv, g, nq, dv)
+            i = ch.rows
+            nq = i.numel()
+            qc = q.detach().index_select(2, i.to(q.device)).to(torch.float32) * sc
+            qc = qc.view(b, hkv, g, nq, d)
+            st = _Online(b, hkv, g, nq, dv, sink)
             step = max(16, _SCORE_BUDGET // max(1, b * hq * nq))
             n = ch.keys.numel()
             for a in range(0, n, step):
                 idx = ch.keys[a : a + step]
                 kk = kf.index_select(2, idx)
                 vv = vf.index_select(2, idx)
-                s = torch.einsum("bhgqd,bhnd->bhgqn", qc, kk)
+                s = scores(torch.einsum("bhgqd,bhnd->bhgqn", qc, kk))
                 mask = _gqa_mask(_slice_mask(ctx, i, idx, ch.table, ch.qb0), hkv)
                 st.update(s, mask, lambda p, vv=vv: torch.einsum("bhgqn,bhnd->bhgqd", p, vv))
             if ch.strided_hi >= 0:
@@ -304,33 +283,41 @@ def block_sparse_attention(
                 mstep = max(1, _SCORE_BUDGET // max(1, b * hq * nq) // 2)
                 for m0 in range(0, m_total, mstep):
                     j, ok = _strided_keys(ctx, i, m0, min(m0 + mstep, m_total), ch.strided_hi)
-                    ok = ok & ~ch.member[j]
+                    ok = ok & ~_member(ch)[j]
                     kk = kf[:, :, j]  # [B, Hkv, nq, m, D]
                     vv = vf[:, :, j]
-                    s = torch.einsum("bhgqd,bhqmd->bhgqm", qc, kk)
+                    s = scores(torch.einsum("bhgqd,bhqmd->bhgqm", qc, kk))
                     mask = _slice_mask(ctx, i, j, ch.table, ch.qb0) & ok
                     mask = _gqa_mask(mask, hkv)
                     st.update(s, mask, lambda p, vv=vv: torch.einsum("bhgqm,bhqmd->bhgqd", p, vv))
-            out[:, :, ch.i0 : ch.i1] = st.result().view(b, hq, nq, dv).to(q.dtype)
+            res = st.result().view(b, hq, nq, dv).to(q.dtype)
+            out.index_copy_(2, i.to(out.device), res.to(out.device))
     return out
 
 
 def _iter_masks(
-    pattern: Any, lq: int, lk: int, heads: int, key_lengths: Any = None, block_indices: Any = None
+    pattern: Any,
+    lq: int,
+    lk: int,
+    heads: int,
+    key_lengths: Any = None,
+    block_indices: Any = None,
+    global_mask: Any = None,
+    key_starts: Any = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield ``(i, j, mask)`` slices (``j [n]`` or ``[nq, n]``; mask ``[B|1, H|1, nq, n]``)
     that cover every allowed pair exactly once."""
-    ctx = _make_ctx(pattern, lq, lk, heads, key_lengths, block_indices)
+    ctx = _make_ctx(pattern, lq, lk, heads, key_lengths, block_indices, global_mask, key_starts)
     for ch in _chunks(ctx, 128):
-        i = torch.arange(ch.i0, ch.i1)
-        step = max(16, _SCORE_BUDGET // max(1, heads * (ch.i1 - ch.i0)))
+        i = ch.rows
+        step = max(16, _SCORE_BUDGET // max(1, heads * i.numel()))
         for a in range(0, ch.keys.numel(), step):
             idx = ch.keys[a : a + step]
             yield i, idx, _slice_mask(ctx, i, idx, ch.table, ch.qb0)
         if ch.strided_hi >= 0:
             m_total = ch.strided_hi // ctx.f["stride"] + 1
             j, ok = _strided_keys(ctx, i, 0, m_total, ch.strided_hi)
-            ok = ok & ~ch.member[j]
+            ok = ok & ~_member(ch)[j]
             yield i, j, _slice_mask(ctx, i, j, ch.table, ch.qb0) & ok
 
 
@@ -341,6 +328,9 @@ def count_allowed(
     heads: int = 1,
     key_lengths: Any = None,
     block_indices: Any = None,
+    *,
+    global_mask: Any = None,
+    key_starts: Any = None,
 ) -> int:
     """Number of allowed ``(b, h, i, j)`` pairs, without an ``lq x lk`` allocation.
 
@@ -351,7 +341,9 @@ def count_allowed(
     10
     """
     total = 0
-    for _, _, mask in _iter_masks(pattern, lq, lk, heads, key_lengths, block_indices):
+    for _, _, mask in _iter_masks(
+        pattern, lq, lk, heads, key_lengths, block_indices, global_mask, key_starts
+    ):
         mask = mask.expand(mask.shape[0], heads, *mask.shape[2:])
         total += int(mask.sum())
     return total

@@ -8,6 +8,7 @@ torch.compile) the shapes and dtypes are checked and the exported op checks the 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -190,9 +191,10 @@ def _validate(
                     f"{int(bi[h, r, c])} at [{h}, {r}, {c}]",
                 )
         if sk is not None:
-            bad = torch.isnan(sk).nonzero()
+            bad = (torch.isnan(sk) | (sk == math.inf)).nonzero()
             if bad.numel():
-                raise _fail("sinks", "no NaN", f"NaN at head {int(bad[0, 0])}")
+                h = int(bad[0, 0])
+                raise _fail("sinks", "no NaN or +inf (-inf: no sink)", f"{float(sk[h])} at h={h}")
     return {
         "pattern": pattern,
         "scale": scale,
@@ -293,8 +295,8 @@ def sparse_attention(
         ``[B]`` integers in ``[0, key_lengths[b]]``: keys ``j < key_starts[b]`` are padding (left
         padding).
     sinks : tensor-like, optional
-        ``[Hq]`` floating point (used as float32), no NaN: per query head, a logit in the
-        softmax's denominator only (attention sinks).
+        ``[Hq]`` floating point (used as float32), no NaN or ``+inf`` (``-inf``: no sink for
+        that head): per query head, a logit in the softmax's denominator only (attention sinks).
     scale : float, optional
         Overrides ``pattern.scale``; default ``1/sqrt(D)``; finite and ``> 0``.
     impl : {"auto", "reference", "blocksparse", "op"}

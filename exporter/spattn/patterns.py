@@ -34,6 +34,22 @@ class _class_or_instance:
         return self.on_instance.__get__(obj, cls)
 
 
+def _int_arg(name: str, value: Any, low: int) -> int:
+    """An integer argument ``>= low``, else ValueError naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"Pattern: {name}: expected an integer >= {low}, got {value!r}")
+    if value < low:
+        raise ValueError(f"Pattern: {name}: expected >= {low}, got {value!r}")
+    return int(value)
+
+
+def _lengths(lq: Any, lk: Any, heads: Any = 1) -> tuple[int, int, int]:
+    """Checked ``(lq, lk, heads)`` of a query method (``lk`` defaults to ``lq``)."""
+    lq = _int_arg("lq", lq, 1)
+    lk = lq if lk is None else _int_arg("lk", lk, 1)
+    return lq, lk, _int_arg("heads", heads, 1)
+
+
 def _layout_tensor(x: Any) -> torch.Tensor:
     t = x.detach().to("cpu") if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     if t.dim() == 2:  # [nqb, K] shared by all heads
@@ -124,20 +140,32 @@ class Pattern:
         >>> Pattern.causal_sliding_window(4096).attributes()["window_left"]
         4095
         """
-        if window < 1:
-            raise ValueError(f"Pattern: window: expected >= 1, got {window}")
+        _int_arg("window", window, 1)
         return cls(window_left=window - 1, causal=True, name="causal sliding window")
 
     @classmethod
     def longformer(cls, attention_window: int, num_global: int = 0) -> Pattern:
         """Longformer: ``|p - j| <= attention_window / 2`` plus the first ``num_global`` tokens.
 
+        Global tokens chosen per input (Longformer's ``global_attention_mask``: question tokens,
+        CLS, ...) are not part of the pattern: pass them at each call as ``global_mask``
+        (:func:`spattn.sparse_attention`) or ``global_attention_mask``
+        (:class:`spattn.SparseMultiheadAttention`); they combine with ``num_global`` by union.
+
         Examples
         --------
         >>> Pattern.longformer(512, 1).attributes()["window_right"]
         256
+        >>> import torch
+        >>> from spattn import sparse_attention
+        >>> q = torch.randn(2, 4, 64, 16)
+        >>> glob = torch.zeros(2, 64, dtype=torch.int32)
+        >>> glob[0, 5] = glob[1, 9] = 1  # per-input global tokens
+        >>> sparse_attention(q, q, q, Pattern.longformer(8), global_mask=glob).shape
+        torch.Size([2, 4, 64, 16])
         """
-        if attention_window < 0 or attention_window % 2:
+        _int_arg("attention_window", attention_window, 0)
+        if attention_window % 2:
             raise ValueError(
                 f"Pattern: attention_window: expected an even number >= 0, got {attention_window}"
             )
@@ -166,7 +194,10 @@ class Pattern:
         >>> a["window_left"], a["num_global"], a["num_random"]
         (64, 64, 2)
         """
-        if num_local_blocks < 1 or num_local_blocks % 2 == 0:
+        _int_arg("block_size", block_size, 1)
+        _int_arg("num_local_blocks", num_local_blocks, 1)
+        _int_arg("num_global_blocks", num_global_blocks, 0)
+        if num_local_blocks % 2 == 0:
             raise ValueError(
                 f"Pattern: num_local_blocks: expected an odd number >= 1, got {num_local_blocks}"
             )
@@ -202,8 +233,7 @@ class Pattern:
         >>> a["window_left"], a["stride"], a["causal"]
         (127, 128, 1)
         """
-        if stride < 1:
-            raise ValueError(f"Pattern: stride: expected >= 1, got {stride}")
+        _int_arg("stride", stride, 1)
         return cls(
             window_left=stride - 1,
             window_right=-1 if causal else stride - 1,
@@ -338,7 +368,7 @@ class Pattern:
         >>> Pattern.bigbird(4, exact_blocks=True).layout_at(8, 8).tolist()
         [[[-1, 0, 1], [0, 1, -1]]]
         """
-        lk = lq if lk is None else lk
+        lq, lk, _ = _lengths(lq, lk)
         bi = self.block_indices
         if bi is None:
             return None
@@ -385,7 +415,7 @@ class Pattern:
         >>> Pattern.dense(causal=True).token_mask(3)[0].int().tolist()
         [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
         """
-        lk = lq if lk is None else lk
+        lq, lk, heads = _lengths(lq, lk, heads)
         m = reference.allowed_mask(self, lq, lk, heads, key_lengths, self.layout_at(lq, lk))
         return m if key_lengths is not None else m[0]
 
@@ -404,8 +434,8 @@ class Pattern:
         """
         from . import blocksparse
 
-        lk = lq if lk is None else lk
-        bs = block_size or self.block_size
+        lq, lk, heads = _lengths(lq, lk, heads)
+        bs = self.block_size if block_size is None else _int_arg("block_size", block_size, 1)
         return blocksparse.block_any_mask(self, lq, lk, heads, bs)
 
     def density(self, lq: int, lk: int | None = None, heads: int = 1) -> float:
@@ -418,7 +448,7 @@ class Pattern:
         """
         from . import blocksparse
 
-        lk = lq if lk is None else lk
+        lq, lk, heads = _lengths(lq, lk, heads)
         return blocksparse.count_allowed(self, lq, lk, heads) / float(heads * lq * lk)
 
     block_layout = _class_or_instance(_block_layout_ctor, block_layout_mask)
@@ -468,7 +498,8 @@ class Pattern:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        lk = lq if lk is None else lk
+        lq, lk, _ = _lengths(lq, lk)
+        head = _int_arg("head", head, 0)
         if lq <= 1024 and lk <= 1024:
             img = self.token_mask(lq, lk, heads=head + 1)[head]
             what = "token mask"

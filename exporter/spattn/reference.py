@@ -17,8 +17,11 @@ __all__ = [
     "random_block",
     "random_blocks",
     "resolve_scale",
+    "resolve_softcap",
     "pattern_fields",
+    "MaskRule",
     "allowed_mask",
+    "rule_mask",
     "reference_attention",
 ]
 
@@ -158,12 +161,57 @@ def resolve_scale(pattern: Any, head_dim: int, scale: float | None = None) -> fl
     return float(scale)
 
 
-def _as_int_tensor(x: Any) -> torch.Tensor | None:
+def _as_int_tensor(x: Any, name: str = "input", allow_bool: bool = False) -> torch.Tensor | None:
+    """An integer input as a CPU int64 tensor; float (or, unless allowed, bool) data is an error
+    naming the input."""
     if x is None:
         return None
-    if isinstance(x, torch.Tensor):
-        return x.detach().to("cpu", torch.int64)
-    return torch.as_tensor(np.asarray(x), dtype=torch.int64)
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if t.is_floating_point() or t.is_complex() or (t.dtype == torch.bool and not allow_bool):
+        kinds = "an integer or bool" if allow_bool else "an integer (int32)"
+        raise ValueError(f"SparseAttention: {name}: expected {kinds} tensor, got {t.dtype}")
+    return t.to("cpu", torch.int64)
+
+
+def resolve_softcap(pattern: Any) -> float:
+    """The ``softcap`` attribute (0 = off) of a pattern or attribute dict, validated.
+
+    Examples
+    --------
+    >>> resolve_softcap({"softcap": 50.0})
+    50.0
+    """
+    if pattern is None:
+        return 0.0
+    c = pattern.get("softcap", 0.0) if isinstance(pattern, dict) else getattr(pattern, "softcap", 0)
+    c = 0.0 if c is None else float(c)
+    if not math.isfinite(c) or c < 0:
+        raise ValueError(f"SparseAttention: softcap: expected a finite value >= 0 (0 off), got {c}")
+    return c
+
+
+def _sinks_input(sinks: Any, heads: int, device: Any) -> torch.Tensor | None:
+    """``sinks`` as a float32 ``[Hq]`` tensor on ``device``: dtype, shape and values checked
+    (NaN and +inf are errors; -inf means no sink for that head)."""
+    if sinks is None:
+        return None
+    t = sinks.detach() if isinstance(sinks, torch.Tensor) else torch.as_tensor(np.asarray(sinks))
+    if t.dtype != torch.float32:
+        if isinstance(sinks, torch.Tensor) or not t.is_floating_point():
+            raise ValueError(f"SparseAttention: sinks: expected a float32 tensor, got {t.dtype}")
+        t = t.to(torch.float32)  # Python floats / float64 arrays: the literal values
+    if t.dim() != 1 or t.shape[0] != heads:
+        raise ValueError(
+            f"SparseAttention: sinks: expected shape [Hq] = [{heads}], got {list(t.shape)}"
+        )
+    bad = torch.isnan(t) | (torch.isinf(t) & (t > 0))
+    if bool(bad.any()):
+        h = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"SparseAttention: sinks: expected finite values (or -inf: no sink), "
+            f"got sinks[{h}] = {float(t[h])}"
+        )
+    return t.to(device)
 
 
 def resolve_block_indices(pattern: Any, lq: int, lk: int, block_indices: Any = None) -> Any:
@@ -177,6 +225,250 @@ def resolve_block_indices(pattern: Any, lq: int, lk: int, block_indices: Any = N
     return None
 
 
+def _or(a: Any, b: Any) -> Any:
+    """Union of two mask terms; ``False`` is the empty term (no tensor built for it)."""
+    if a is False:
+        return b
+    if b is False:
+        return a
+    return a | b
+
+
+class MaskRule:
+    """The spec's ``allowed(b, h, i, j)`` for one call, evaluated on index tensors.
+
+    Built once per call from the attributes and the integer inputs (which it validates), then
+    evaluated by :meth:`allowed` on any broadcastable int64 tensors of query indices ``i``, key
+    indices ``j``, query heads ``h`` and batches ``b``. The dense oracle evaluates it on full grids,
+    the block-sparse path on its candidate slices, the benchmarks as a FlexAttention ``mask_mod``:
+    this is the only Python statement of the mask (docs/op-spec.md, "The mask").
+
+    Examples
+    --------
+    >>> rule = MaskRule({"window_left": 1, "window_right": 0}, 4, 4, heads=1)
+    >>> rule.allowed(torch.arange(4).view(4, 1), torch.arange(4).view(1, 4)).int().tolist()
+    [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]
+    """
+
+    def __init__(
+        self,
+        pattern: Any,
+        lq: int,
+        lk: int,
+        heads: int,
+        key_lengths: Any = None,
+        block_indices: Any = None,
+        *,
+        global_mask: Any = None,
+        key_starts: Any = None,
+        device: Any = None,
+    ) -> None:
+        f = pattern_fields(pattern)
+        self.fields = f
+        self.lq, self.lk, self.heads = int(lq), int(lk), int(heads)
+        self.shift = self.lk - self.lq  # position of query i: p(i) = i + shift
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        bs = f["block_size"]
+        if bs < 1:
+            raise ValueError(f"SparseAttention: block_size: expected >= 1, got {bs}")
+        self.block_size = bs
+        self.nqb, self.nkb = -(-self.lq // bs), -(-self.lk // bs)
+        bi = _as_int_tensor(resolve_block_indices(pattern, lq, lk, block_indices), "block_indices")
+        if bi is not None:
+            if bi.dim() != 3 or bi.shape[0] not in (1, heads) or bi.shape[1] != self.nqb:
+                raise ValueError(
+                    f"SparseAttention: block_indices: expected shape [1 or {heads}, {self.nqb}, "
+                    f"K], got {list(bi.shape)}"
+                )
+            if bi.numel() and (int(bi.min()) < -1 or int(bi.max()) >= self.nkb):
+                raise ValueError(
+                    f"SparseAttention: block_indices: expected entries in [-1, {self.nkb}), got "
+                    f"[{int(bi.min())}, {int(bi.max())}]"
+                )
+        kl = _as_int_tensor(key_lengths, "key_lengths")
+        ks = _as_int_tensor(key_starts, "key_starts")
+        gm = _as_int_tensor(global_mask, "global_mask", allow_bool=True)
+        batch = None
+        for name, t, rank in (
+            ("key_lengths", kl, 1),
+            ("key_starts", ks, 1),
+            ("global_mask", gm, 2),
+        ):
+            if t is None:
+                continue
+            if t.dim() != rank or (rank == 2 and t.shape[1] != lk):
+                want = "[B]" if rank == 1 else f"[B, Lk] = [B, {lk}]"
+                raise ValueError(
+                    f"SparseAttention: {name}: expected shape {want}, got {list(t.shape)}"
+                )
+            if batch is not None and t.shape[0] != batch:
+                raise ValueError(
+                    f"SparseAttention: {name}: expected batch {batch} (as the other per-batch "
+                    f"inputs), got {t.shape[0]}"
+                )
+            batch = int(t.shape[0])
+        if kl is not None and kl.numel() and (int(kl.min()) < 0 or int(kl.max()) > lk):
+            raise ValueError(
+                f"SparseAttention: key_lengths: expected values in [0, {lk}], got {kl.tolist()}"
+            )
+        if ks is not None and ks.numel():
+            hi = kl if kl is not None else torch.full_like(ks, lk)
+            bad = (ks < 0) | (ks > hi)
+            if bool(bad.any()):
+                b = int(bad.nonzero()[0, 0])
+                upper = "key_lengths[b]" if kl is not None else f"Lk = {lk}"
+                raise ValueError(
+                    f"SparseAttention: key_starts: expected values in [0, {upper}] (key_starts[b] "
+                    f"<= key_lengths[b]), got key_starts[{b}] = {int(ks[b])}"
+                    + (f", key_lengths[{b}] = {int(kl[b])}" if kl is not None else "")
+                )
+        self._batch = batch
+        self.key_starts = None if ks is None else ks.to(self.device)
+        self.global_mask = None if gm is None else (gm != 0).to(self.device)  # bool [B, Lk]
+        self.block_indices = bi
+        self.key_lengths = None if kl is None else kl.to(self.device)
+        self.has_blocks = f["num_random"] > 0 or bi is not None
+        # The presence of global_mask (like that of block_indices), not its content, counts.
+        other = f["num_global"] > 0 or gm is not None or f["stride"] > 0 or self.has_blocks
+        self.local_on = not (f["window_left"] == -1 and f["window_right"] == -1 and other)
+        self._table: torch.Tensor | None = None
+
+    @property
+    def batch(self) -> int | None:
+        """Batch size fixed by the per-batch inputs, or None when the mask is the same for all."""
+        return self._batch
+
+    @property
+    def head_dependent(self) -> bool:
+        """True when heads differ (random or listed blocks): :meth:`allowed` then needs ``h``."""
+        return self.has_blocks
+
+    def valid_keys(self) -> torch.Tensor | None:
+        """Bool ``[B, Lk]``: the keys that are not padding, or None when every key is valid."""
+        if self.key_lengths is None and self.key_starts is None:
+            return None
+        j = torch.arange(self.lk, device=self.device).view(1, -1)
+        ok = j >= 0
+        if self.key_lengths is not None:
+            ok = ok & (j < self.key_lengths.view(-1, 1))
+        if self.key_starts is not None:
+            ok = ok & (j >= self.key_starts.view(-1, 1))
+        return ok
+
+    def max_key(self) -> int:
+        """One past the last key any batch may attend (``max(key_lengths)`` or ``Lk``)."""
+        if self.key_lengths is None or self.key_lengths.numel() == 0:
+            return self.lk
+        return int(self.key_lengths.max())
+
+    def global_rows(self) -> torch.Tensor:
+        """Bool ``[Lq]``: queries that attend every key in at least one batch (their position is
+        in ``[0, num_global)`` or marked in ``global_mask``)."""
+        p = torch.arange(self.lq, device=self.device) + self.shift
+        rows = (p >= 0) & (p < self.fields["num_global"])
+        if self.global_mask is not None:
+            any_b = self.global_mask.any(dim=0)  # [Lk]
+            inside = (p >= 0) & (p < self.lk)
+            rows = rows | (inside & any_b[p.clamp(0, self.lk - 1)])
+        return rows
+
+    def global_keys(self) -> torch.Tensor:
+        """Bool ``[Lk]``: keys every query attends in at least one batch."""
+        j = torch.arange(self.lk, device=self.device)
+        keys = j < self.fields["num_global"]
+        if self.global_mask is not None:
+            keys = keys | self.global_mask.any(dim=0)
+        return keys
+
+    def block_table(self, qb0: int = 0, qb1: int | None = None) -> torch.Tensor | None:
+        """Bool ``[heads, qb1 - qb0, nkb]``: the random and listed key blocks of query blocks
+        ``[qb0, qb1)`` (all by default); None when neither component is on."""
+        if not self.has_blocks:
+            return None
+        if qb0 == 0 and qb1 is None and self._table is not None:
+            return self._table
+        f, heads, nkb = self.fields, self.heads, self.nkb
+        qb1 = self.nqb if qb1 is None else qb1
+        n = qb1 - qb0
+        table = torch.zeros(heads, n, nkb + 1, dtype=torch.bool)  # last column: the -1 padding
+        if f["num_random"] > 0:
+            rb = random_blocks(f["seed"], heads, torch.arange(qb0, qb1), f["num_random"], nkb)
+            table.scatter_(2, rb, True)
+        bi = self.block_indices
+        if bi is not None and bi.shape[2] > 0:
+            rows = bi[:, qb0:qb1].expand(heads, n, bi.shape[2])
+            rows = torch.where(rows < 0, torch.full_like(rows, nkb), rows)
+            table.scatter_(2, rows, True)
+        out = table[:, :, :nkb].contiguous().to(self.device)
+        if qb0 == 0 and qb1 == self.nqb:
+            self._table = out
+        return out
+
+    def allowed(
+        self,
+        i: torch.Tensor,
+        j: torch.Tensor,
+        h: torch.Tensor | None = None,
+        b: torch.Tensor | None = None,
+        *,
+        table: torch.Tensor | None = None,
+        qb0: int = 0,
+    ) -> torch.Tensor:
+        """``allowed(b, h, i, j)`` on broadcastable int64 tensors; bool of the broadcast shape.
+
+        ``h`` is needed when :attr:`head_dependent`, ``b`` when :attr:`batch` is not None (any
+        of ``key_lengths``, ``key_starts``, ``global_mask``).
+        ``table`` is a :meth:`block_table` of query blocks from ``qb0`` on (default: all blocks).
+        Only elementwise operations and table look-ups: it also serves as a FlexAttention
+        ``mask_mod``.
+        """
+        f = self.fields
+        wl, wr, g, s = f["window_left"], f["window_right"], f["num_global"], f["stride"]
+        p = i + self.shift
+        d = p - j  # how far the key lies before the query
+        struct: Any = False
+        if self.local_on:
+            local: Any = d == d  # every pair (the band may be unbounded on both sides)
+            if wl != -1:
+                local = local & (d <= wl)
+            if wr != -1:
+                local = local & (-d <= wr)
+            struct = local
+        if g > 0:  # queries at negative positions (Lq > Lk) are never global
+            struct = _or(struct, (j < g) | ((p >= 0) & (p < g)))
+        gm = self.global_mask
+        if gm is not None:  # per batch: key j marked, or query position p(i) marked
+            if b is None:
+                raise ValueError("MaskRule.allowed: global_mask needs the batch index b")
+            inside = (p >= 0) & (p < self.lk)
+            query_global = inside & gm[b, p.clamp(0, self.lk - 1)]
+            struct = _or(struct, gm[b, j] | query_global)
+        if s > 0:  # the sign of p - j does not matter
+            struct = _or(struct, torch.remainder(d, s) == 0)
+        if self.has_blocks:
+            if h is None:
+                raise ValueError("MaskRule.allowed: random/listed blocks need the head index h")
+            if table is None:
+                table = self.block_table()
+                qb0 = 0
+            assert table is not None
+            bs = self.block_size
+            struct = _or(struct, table[h, i // bs - qb0, j // bs])
+        if struct is False:
+            struct = d != d  # no component on: no key (listed layout of only -1 is still "on")
+        mask = struct
+        if f["causal"]:
+            mask = mask & (j <= p)
+        if self.key_lengths is not None or self.key_starts is not None:
+            if b is None:
+                raise ValueError("MaskRule.allowed: key padding needs the batch index b")
+            if self.key_lengths is not None:
+                mask = mask & (j < self.key_lengths[b])
+            if self.key_starts is not None:
+                mask = mask & (j >= self.key_starts[b])
+        return mask
+
+
 def allowed_mask(
     pattern: Any,
     lq: int,
@@ -184,11 +476,15 @@ def allowed_mask(
     heads: int,
     key_lengths: Any = None,
     block_indices: Any = None,
+    *,
+    global_mask: Any = None,
+    key_starts: Any = None,
+    device: Any = None,
 ) -> torch.Tensor:
     """The spec's ``allowed(b, h, i, j)`` as a bool tensor ``[B, heads, lq, lk]``.
 
-    ``B`` is ``len(key_lengths)``, or 1 without key lengths. ``block_indices`` defaults to the
-    pattern's own layout (if any).
+    ``B`` is the batch of the per-batch inputs (``key_lengths``, ``key_starts``, ``global_mask``),
+    or 1 without them. ``block_indices`` defaults to the pattern's own layout (if any).
 
     Examples
     --------
@@ -196,68 +492,31 @@ def allowed_mask(
     >>> allowed_mask(Pattern.sliding_window(1), 4, 4, 1)[0, 0].int().tolist()
     [[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 1], [0, 0, 1, 1]]
     """
-    f = pattern_fields(pattern)
-    block_indices = _as_int_tensor(resolve_block_indices(pattern, lq, lk, block_indices))
-    kl = _as_int_tensor(key_lengths)
-    wl, wr, causal = f["window_left"], f["window_right"], f["causal"]
-    g, s, bs, nr = f["num_global"], f["stride"], f["block_size"], f["num_random"]
-    has_listed = block_indices is not None
-    other = g > 0 or s > 0 or nr > 0 or has_listed
-    local_on = not (wl == -1 and wr == -1 and other)
+    rule = MaskRule(
+        pattern,
+        lq,
+        lk,
+        heads,
+        key_lengths,
+        block_indices,
+        global_mask=global_mask,
+        key_starts=key_starts,
+        device=device,
+    )
+    return rule_mask(rule)
 
-    i = torch.arange(lq, dtype=torch.int64).view(lq, 1)
-    j = torch.arange(lk, dtype=torch.int64).view(1, lk)
-    p = i + (lk - lq)
-    d = p - j  # how far the key lies before the query
 
-    # LOCAL
-    if local_on:
-        local = torch.ones(lq, lk, dtype=torch.bool)
-        if wl != -1:
-            local &= d <= wl
-        if wr != -1:
-            local &= -d <= wr
-    else:
-        local = torch.zeros(lq, lk, dtype=torch.bool)
-    # GLOBAL (off when num_global = 0; queries at negative positions (Lq > Lk) are never global)
-    if g > 0:
-        glob = (j < g) | ((p >= 0) & (p < g))
-    else:
-        glob = torch.zeros(lq, lk, dtype=torch.bool)
-    # STRIDED
-    strided = (d % s == 0) if s > 0 else torch.zeros(lq, lk, dtype=torch.bool)
-    struct = (local | glob | strided).unsqueeze(0).expand(heads, lq, lk).clone()
-
-    # RANDOM and LISTED, through a [heads, nqb, nkb] table of selected blocks.
-    nqb, nkb = -(-lq // bs), -(-lk // bs)
-    if nr > 0 or has_listed:
-        table = torch.zeros(heads, nqb, nkb + 1, dtype=torch.bool)  # last column: the -1 pad
-        if nr > 0:
-            rb = random_blocks(f["seed"], heads, torch.arange(nqb), nr, nkb)
-            table.scatter_(2, rb, True)
-        if has_listed:
-            hl = block_indices.shape[0]
-            if hl not in (1, heads) or block_indices.shape[1] != nqb:
-                raise ValueError(
-                    f"block_indices: expected shape [1 or {heads}, {nqb}, K], "
-                    f"got {list(block_indices.shape)}"
-                )
-            bi = block_indices.expand(heads, nqb, block_indices.shape[2])
-            bi = torch.where(bi < 0, torch.full_like(bi, nkb), bi)
-            table.scatter_(2, bi, True)
-        qbi = (torch.arange(lq) // bs).view(1, lq, 1)
-        kbj = (torch.arange(lk) // bs).view(1, 1, lk)
-        hh = torch.arange(heads).view(heads, 1, 1)
-        struct |= table[hh, qbi, kbj]
-
-    base = torch.ones(lq, lk, dtype=torch.bool)
-    if causal:
-        base &= j <= p
-    mask = (base.unsqueeze(0) & struct).unsqueeze(0)  # [1, H, Lq, Lk]
-    if kl is not None:
-        valid = torch.arange(lk).view(1, lk) < kl.view(-1, 1)  # [B, Lk]
-        mask = mask & valid.view(-1, 1, 1, lk)
-    return mask
+def rule_mask(rule: MaskRule) -> torch.Tensor:
+    """A :class:`MaskRule` on the full grid: bool ``[B, heads, Lq, Lk]`` (``B`` = 1 when the
+    mask is the same for every batch)."""
+    dev = rule.device
+    nb = rule.batch
+    b = None if nb is None else torch.arange(nb, device=dev).view(-1, 1, 1, 1)
+    h = torch.arange(rule.heads, device=dev).view(1, -1, 1, 1)
+    i = torch.arange(rule.lq, device=dev).view(1, 1, -1, 1)
+    j = torch.arange(rule.lk, device=dev).view(1, 1, 1, -1)
+    m = rule.allowed(i, j, h, b)
+    return m.expand(1 if nb is None else nb, rule.heads, rule.lq, rule.lk)
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -284,26 +543,41 @@ def reference_attention(
     key_lengths: Any = None,
     block_indices: Any = None,
     scale: float | None = None,
+    *,
+    global_mask: Any = None,
+    key_starts: Any = None,
+    sinks: Any = None,
+    compute_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Dense-mask attention in float32, the oracle of every test.
+    """Dense-mask attention, the oracle of every test (float32 as the spec says, or float64).
 
     Parameters
     ----------
     q, k, v : torch.Tensor
-        ``[B, Hq, Lq, D]``, ``[B, Hkv, Lk, D]``, ``[B, Hkv, Lk, Dv]``; any float dtype (upcast).
+        ``[B, Hq, Lq, D]``, ``[B, Hkv, Lk, D]``, ``[B, Hkv, Lk, Dv]``; any float dtype (upcast),
+        on any device (the mask is built there).
     pattern : Pattern or dict
-        The op attributes.
+        The op attributes (``softcap`` included).
     key_lengths : tensor-like, optional
-        ``[B]`` valid keys per batch.
+        ``[B]`` integer: keys ``j >= key_lengths[b]`` are padding.
     block_indices : tensor-like, optional
         ``[Hl, ceil(Lq / block_size), K]`` listed key blocks (defaults to the pattern's layout).
     scale : float, optional
         Overrides the pattern's scale; default ``1/sqrt(D)``.
+    global_mask : tensor-like, optional
+        ``[B, Lk]`` integer or bool, nonzero = global token (attends and is attended by all).
+    key_starts : tensor-like, optional
+        ``[B]`` integer: keys ``j < key_starts[b]`` are padding (left padding).
+    sinks : tensor-like, optional
+        ``[Hq]`` float32: one logit per query head, in the softmax denominator only.
+    compute_dtype : torch.dtype
+        ``torch.float32`` (the spec's numerics) or ``torch.float64`` (an exact-as-possible value
+        for judging a backend's float32 error by itself, as the GPU tests do).
 
     Returns
     -------
     torch.Tensor
-        float32 ``[B, Hq, Lq, Dv]``; rows with no allowed key are zeros.
+        ``[B, Hq, Lq, Dv]`` in ``compute_dtype``; rows with no allowed key are zeros.
 
     Examples
     --------
@@ -312,18 +586,59 @@ def reference_attention(
     >>> reference_attention(q, q, q, Pattern.sliding_window(2)).shape
     torch.Size([1, 2, 8, 16])
     """
+    if compute_dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"compute_dtype: float32 or float64, got {compute_dtype}")
     _check_qkv(q, k, v)
     b, hq, lq, d = q.shape
     hkv, lk = k.shape[1], k.shape[2]
-    mask = allowed_mask(pattern, lq, lk, hq, key_lengths, block_indices)
-    mask = mask.expand(b, hq, lq, lk)
+    rule = MaskRule(
+        pattern,
+        lq,
+        lk,
+        hq,
+        key_lengths,
+        block_indices,
+        global_mask=global_mask,
+        key_starts=key_starts,
+        device=q.device,
+    )
+    check_batch(rule, b)
+    softcap = resolve_softcap(pattern)
+    sink = _sinks_input(sinks, hq, q.device)
+    mask = rule_mask(rule).expand(b, hq, lq, lk)
     group = hq // hkv
-    qf = q.to(torch.float32)
-    kf = k.to(torch.float32).repeat_interleave(group, dim=1)
-    vf = v.to(torch.float32).repeat_interleave(group, dim=1)
+    qf = q.to(compute_dtype)
+    kf = k.to(compute_dtype).repeat_interleave(group, dim=1)
+    vf = v.to(compute_dtype).repeat_interleave(group, dim=1)
     s = torch.matmul(qf, kf.transpose(-1, -2)) * resolve_scale(pattern, d, scale)
+    if softcap > 0:
+        s = softcap * torch.tanh(s / softcap)
     s = s.masked_fill(~mask, float("-inf"))
     any_row = mask.any(dim=-1, keepdim=True)
+    if sink is not None:
+        # The sink is one more logit in the softmax whose value row is zero: softmax over
+        # [s_i0 .. s_iLk, sink_h], the sink's weight dropped.
+        col = sink.to(compute_dtype).view(1, hq, 1, 1).expand(b, hq, lq, 1)
+        s = torch.cat([s, col], dim=-1)
     s = torch.where(any_row, s, torch.zeros_like(s))
-    w = torch.softmax(s, dim=-1) * any_row
+    w = torch.softmax(s, dim=-1)[..., :lk]
+    w = torch.where(any_row, w, torch.zeros_like(w))
     return torch.matmul(w, vf)
+
+
+def check_batch(rule: MaskRule, batch: int) -> None:
+    """The per-batch inputs of ``rule`` must have the query's batch."""
+    if rule.batch is not None and rule.batch != batch:
+        names = [
+            n
+            for n, t in (
+                ("key_lengths", rule.key_lengths),
+                ("key_starts", rule.key_starts),
+                ("global_mask", rule.global_mask),
+            )
+            if t is not None
+        ]
+        raise ValueError(
+            f"SparseAttention: {names[0]}: expected batch B = {batch} (query.shape[0]), "
+            f"got {rule.batch}"
+        )

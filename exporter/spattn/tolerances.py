@@ -1,22 +1,34 @@
 """Per-dtype comparison tolerances of docs/op-spec.md, kept in one place.
 
 Every test and validation compares a backend against the float32 dense-mask reference with
-``|got - ref| <= atol + rtol * |ref|`` elementwise, using the table below.
+``|got - ref| <= atol + rtol * |ref|`` elementwise. The table itself is the data file
+``tolerances.json`` beside this module, read here and by the TensorRT plugin's C++ test harness
+(its build generates a header from the file), so the two cannot disagree.
+
+``python -m spattn.tolerances`` prints the table.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["TOLERANCES", "tolerance", "max_errors", "assert_close", "dtype_name"]
+__all__ = ["TOLERANCES", "TABLE_FILE", "tolerance", "max_errors", "assert_close", "dtype_name"]
 
-_BY_NAME: dict[str, tuple[float, float]] = {
-    "float32": (2e-5, 1e-4),
-    "float16": (2e-3, 5e-3),
-    "bfloat16": (1.5e-2, 2e-2),
-}
+#: The table's file: ``{"float32": {"atol": ..., "rtol": ...}, ...}``.
+TABLE_FILE = Path(__file__).resolve().with_name("tolerances.json")
+
+
+def _load(path: Path) -> dict[str, tuple[float, float]]:
+    with open(path) as f:
+        raw = json.load(f)
+    return {name: (float(e["atol"]), float(e["rtol"])) for name, e in raw.items()}
+
+
+_BY_NAME: dict[str, tuple[float, float]] = _load(TABLE_FILE)
 
 #: ``{dtype: (atol, rtol)}`` keyed by torch dtypes (when torch is installed), numpy dtypes
 #: (float32, float16) and the string names ``'float32'``, ``'float16'``, ``'bfloat16'``.
@@ -115,3 +127,8 @@ def assert_close(got: Any, ref: Any, dtype: Any, msg: str = "") -> None:
             f"({dtype_name(dtype)}); first at {idx}: got {g[idx]}, ref {r[idx]}; "
             f"max abs {ma:.3g}, max rel {mr:.3g}"
         )
+
+
+if __name__ == "__main__":  # pragma: no cover - a convenience print of the table
+    for _name, (_atol, _rtol) in _BY_NAME.items():
+        print(f"{_name} atol={_atol:g} rtol={_rtol:g}")

@@ -42,10 +42,8 @@ def main() -> int:
             n += 1
     del os.environ["SPATTN_CUDA_KERNEL"]
     # Split schedule (global rows) and bad values.
-    from cuda_lib import Attrs
-
     run_case(
-        Attrs(window_left=64, window_right=64, num_global=16),
+        dict(window_left=64, window_right=64, num_global=16),
         None,
         1,
         2,
@@ -59,7 +57,7 @@ def main() -> int:
     )
     # The same at head dim 128, where the warp-specialized kernel runs global rows.
     run_case(
-        Attrs(window_left=64, window_right=64, num_global=64),
+        dict(window_left=64, window_right=64, num_global=64),
         None,
         1,
         2,
@@ -75,7 +73,7 @@ def main() -> int:
     # workspace counter; 100 global rows, so both 64-row halves of their tiles hold global rows.
     os.environ["SPATTN_CUDA_KERNEL"] = "ws"
     run_case(
-        Attrs(window_left=64, window_right=64, num_global=100),
+        dict(window_left=64, window_right=64, num_global=100),
         None,
         1,
         16,
@@ -91,7 +89,7 @@ def main() -> int:
     bad = torch.zeros(2, 2, 100, dtype=torch.bool, device="cuda")
     bad[1] = True
     run_case(
-        Attrs(window_left=10, window_right=10, num_global=3),
+        dict(window_left=10, window_right=10, num_global=3),
         None,
         2,
         2,

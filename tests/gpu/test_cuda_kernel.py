@@ -1,5 +1,5 @@
-"""GPU tests of the CUDA kernel through the direct C entry, against the float64 dense-mask
-reference of docs/op-spec.md (tests/gpu/cuda_lib.py).
+"""GPU tests of the CUDA kernel through the direct C entry (``spattn.capi``), against the oracle
+``spattn.reference`` run in float64 on the same (already rounded) inputs.
 
 Skipped with a reason when torch has no CUDA device or the library has no CUDA kernels.
 """
@@ -13,32 +13,26 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cuda_lib import (  # noqa: E402
-    Attrs,
-    CudaSparseAttention,
-    find_library,
-    load_library,
-    random_blocks,
-    reference_attention,
-)
+from spattn import capi, reference  # noqa: E402
+from spattn.tolerances import tolerance  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
 if not torch.cuda.is_available():
     pytest.skip("no CUDA device visible to torch", allow_module_level=True)
-if load_library() is None:
+try:
+    _lib = capi.find_library()
+    _has_cuda = capi.has_cuda()
+except (FileNotFoundError, OSError) as ex:
+    _lib, _has_cuda = f"none ({ex})", False
+if not _has_cuda:
     pytest.skip(
-        f"no CUDA build of libspattn_kernels.so (found: {find_library()}); "
+        f"no CUDA build of libspattn_kernels.so (found: {_lib}); "
         "build with -DSPATTN_CUDA=ON or set SPATTN_KERNELS_LIB",
         allow_module_level=True,
     )
 
 DEV = "cuda"
-TOL = {
-    torch.float32: (2e-5, 1e-4),
-    torch.float16: (2e-3, 5e-3),
-    torch.bfloat16: (1.5e-2, 2e-2),
-}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -68,32 +62,32 @@ def block_layout(hl, len_q, len_k, bs, k, seed, pad_frac=0.3):
 
 # name -> (attrs, block_indices spec (heads "1" or "hq", block count K) or None)
 PATTERNS = {
-    "dense": (Attrs(), None),
-    "causal": (Attrs(causal=1), None),
-    "sliding": (Attrs(window_left=37, window_right=37), None),
-    "causal_sliding": (Attrs(causal=1, window_left=50), None),
-    "longformer": (Attrs(window_left=32, window_right=32, num_global=5), None),
+    "dense": (dict(), None),
+    "causal": (dict(causal=1), None),
+    "sliding": (dict(window_left=37, window_right=37), None),
+    "causal_sliding": (dict(causal=1, window_left=50), None),
+    "longformer": (dict(window_left=32, window_right=32, num_global=5), None),
     "bigbird": (
-        Attrs(block_size=16, window_left=16, window_right=16, num_global=32, num_random=2, seed=7),
+        dict(block_size=16, window_left=16, window_right=16, num_global=32, num_random=2, seed=7),
         None,
     ),
     "bigbird_bs48": (
-        Attrs(block_size=48, window_left=48, window_right=48, num_global=48, num_random=3, seed=3),
+        dict(block_size=48, window_left=48, window_right=48, num_global=48, num_random=3, seed=3),
         None,
     ),
-    "random_bs1": (Attrs(block_size=1, num_random=5, window_left=3, window_right=3, seed=11), None),
-    "strided": (Attrs(window_left=23, causal=1, stride=24), None),
-    "listed_shared": (Attrs(block_size=32), ("1", 3)),
-    "listed_per_head": (Attrs(block_size=32, window_left=0, window_right=0), ("hq", 4)),
-    "listed_random_bs100": (Attrs(block_size=100, num_random=1, seed=5, causal=1), ("hq", 2)),
+    "random_bs1": (dict(block_size=1, num_random=5, window_left=3, window_right=3, seed=11), None),
+    "strided": (dict(window_left=23, causal=1, stride=24), None),
+    "listed_shared": (dict(block_size=32), ("1", 3)),
+    "listed_per_head": (dict(block_size=32, window_left=0, window_right=0), ("hq", 4)),
+    "listed_random_bs100": (dict(block_size=100, num_random=1, seed=5, causal=1), ("hq", 2)),
     # Blocks that cover whole 64-key tiles: the register-masked path of the 64-row kernel.
     "bigbird_bs64": (
-        Attrs(block_size=64, window_left=64, window_right=64, num_global=8, num_random=2, seed=5),
+        dict(block_size=64, window_left=64, window_right=64, num_global=8, num_random=2, seed=5),
         None,
     ),
-    "listed_bs128": (Attrs(block_size=128, window_left=5, window_right=5), ("hq", 2)),
-    "huge_block": (Attrs(block_size=65536, num_random=1, window_left=10, window_right=10), None),
-    "scale": (Attrs(scale=0.3, window_left=20, window_right=5), None),
+    "listed_bs128": (dict(block_size=128, window_left=5, window_right=5), ("hq", 2)),
+    "huge_block": (dict(block_size=65536, num_random=1, window_left=10, window_right=10), None),
+    "scale": (dict(scale=0.3, window_left=20, window_right=5), None),
 }
 
 # (B, Lq, Lk, key_lengths or None)
@@ -112,18 +106,35 @@ def make_inputs(b, hq, hkv, lq, lk, d, dtype, seed):
     return q, k, v
 
 
+def oracle(q, k, v, attrs, key_lengths, bi):
+    """The float64 oracle and its mask [B, Hq, Lq, Lk]. Invalid key lengths and block entries
+    (the bad-value tests) are made valid first: the oracle rejects them, and the rows that read
+    them must be NaN in the kernel's output, which the comparison leaves out."""
+    lk = k.shape[2]
+    if key_lengths is not None:
+        key_lengths = key_lengths.clamp(0, lk)
+    if bi is not None:
+        nkb = -(-lk // attrs.get("block_size", 64))
+        bi = torch.where((bi < -1) | (bi >= nkb), torch.full_like(bi, -1), bi)
+    ref = reference.reference_attention(
+        q, k, v, attrs, key_lengths, bi, compute_dtype=torch.float64
+    )
+    b, hq, lq = q.shape[:3]
+    mask = reference.allowed_mask(attrs, lq, lk, hq, key_lengths, bi, device=q.device)
+    return ref, mask.expand(b, hq, lq, lk)
+
+
 def run_case(attrs, bi_spec, b, hq, hkv, lq, lk, d, dtype, kl, seed=0, bad_rows=None, bi=None):
     q, k, v = make_inputs(b, hq, hkv, lq, lk, d, dtype, seed)
     key_lengths = torch.tensor(kl, dtype=torch.int32, device=DEV) if kl is not None else None
     if bi is None and bi_spec is not None:
         hl = 1 if bi_spec[0] == "1" else hq
-        bi = block_layout(hl, lq, lk, attrs.block_size, bi_spec[1], seed + 1)
-    kernel = CudaSparseAttention()
-    out = kernel(q, k, v, attrs, key_lengths, bi)
+        bi = block_layout(hl, lq, lk, attrs.get("block_size", 64), bi_spec[1], seed + 1)
+    out = capi.CudaRunner()(q, k, v, attrs, key_lengths, bi)
     torch.cuda.synchronize()
-    ref, mask = reference_attention(q, k, v, attrs, key_lengths, bi)
+    ref, mask = oracle(q, k, v, attrs, key_lengths, bi)
     got = out.double()
-    atol, rtol = TOL[dtype]
+    atol, rtol = tolerance(dtype)
     bad = torch.zeros(b, hq, lq, dtype=torch.bool, device=DEV)
     if bad_rows is not None:
         bad = bad_rows
@@ -170,7 +181,7 @@ def test_patterns(pattern, dtype, d, gqa, shape):
 @pytest.mark.parametrize("dtype", list(DTYPES))
 def test_global_rows_are_split(dtype):
     # Global query rows visit every key tile: the schedule splits them over several CTAs.
-    attrs = Attrs(window_left=64, window_right=64, num_global=16)
+    attrs = dict(window_left=64, window_right=64, num_global=16)
     run_case(attrs, None, 1, 4, 2, 3000, 3000, 128, DTYPES[dtype], None, seed=3)
 
 
@@ -184,18 +195,18 @@ def test_global_row_pieces(kernel, d, num_global, monkeypatch):
     # global rows.
     if kernel != "default":
         monkeypatch.setenv("SPATTN_CUDA_KERNEL", kernel)
-    attrs = Attrs(window_left=64, window_right=64, num_global=num_global)
+    attrs = dict(window_left=64, window_right=64, num_global=num_global)
     run_case(attrs, None, 1, 16, 4, 2200, 2200, d, torch.bfloat16, [2100], seed=8)
 
 
 @pytest.mark.parametrize(
     "plan,attrs",
     [
-        ("direct", Attrs(window_left=100, window_right=100)),
-        ("bounded", Attrs(window_left=64, window_right=64, num_global=70)),
+        ("direct", dict(window_left=100, window_right=100)),
+        ("bounded", dict(window_left=64, window_right=64, num_global=70)),
         (
             "bounded_bigbird",
-            Attrs(
+            dict(
                 block_size=64, window_left=64, window_right=64, num_global=64, num_random=2, seed=4
             ),
         ),
@@ -203,11 +214,11 @@ def test_global_row_pieces(kernel, d, num_global, monkeypatch):
         # memory, per consumer).
         (
             "bounded_bs48",
-            Attrs(
+            dict(
                 block_size=48, window_left=48, window_right=48, num_global=100, num_random=2, seed=2
             ),
         ),
-        ("counted", Attrs(window_left=40, causal=1, stride=96)),
+        ("counted", dict(window_left=40, causal=1, stride=96)),
     ],
 )
 @pytest.mark.parametrize("kernel", ["default", "ws"])
@@ -225,25 +236,25 @@ def test_long_keys_several_windows(pattern):
     # Lk > 2048 key tiles: the visit list is built in several windows; few query tiles: split.
     lk = 140_000
     if pattern == "dense":
-        attrs, bi = Attrs(), None
+        attrs, bi = dict(), None
     elif pattern == "bigbird":
-        attrs = Attrs(
+        attrs = dict(
             block_size=64, window_left=64, window_right=64, num_global=64, num_random=3, seed=1
         )
         bi = None
     else:
-        attrs = Attrs(block_size=256, window_left=100, window_right=0)
+        attrs = dict(block_size=256, window_left=100, window_right=0)
         bi = block_layout(1, 70, lk, 256, 6, 4, pad_frac=0.0)
     run_case(attrs, None, 1, 2, 1, 70, lk, 64, torch.bfloat16, [lk - 1000], seed=5, bi=bi)
 
 
 def test_causal_dense_long_few_tiles():
     # Decoding-like: short query over a long cache, causal, bottom-right aligned.
-    run_case(Attrs(causal=1), None, 1, 8, 2, 5, 20_000, 128, torch.float16, None, seed=9)
+    run_case(dict(causal=1), None, 1, 8, 2, 5, 20_000, 128, torch.float16, None, seed=9)
 
 
 def test_rows_with_no_key_are_zero():
-    attrs = Attrs(window_left=5, window_right=5)
+    attrs = dict(window_left=5, window_right=5)
     out = run_case(attrs, None, 3, 2, 2, 150, 150, 64, torch.float16, [0, 20, 150], seed=2)
     assert (out[0] == 0).all()
 
@@ -254,7 +265,7 @@ def test_bad_key_lengths_give_nan_rows():
     bad[0] = True
     bad[2] = True
     run_case(
-        Attrs(window_left=10, window_right=10, num_global=3),
+        dict(window_left=10, window_right=10, num_global=3),
         None,
         b,
         hq,
@@ -283,7 +294,7 @@ def test_bad_block_indices_give_nan_rows(hl):
     bad[:, heads0, 64:96] = True
     bad[:, heads1, 160:192] = True
     run_case(
-        Attrs(block_size=bs, num_random=1),
+        dict(block_size=bs, num_random=1),
         None,
         b,
         hq,
@@ -302,10 +313,10 @@ def test_bad_block_indices_give_nan_rows(hl):
 
 def test_cuda_graph_capture():
     # No host synchronization, allocation or planning inside the call: it can be captured.
-    attrs = Attrs(block_size=64, window_left=64, window_right=64, num_global=64, num_random=2)
+    attrs = dict(block_size=64, window_left=64, window_right=64, num_global=64, num_random=2)
     q, k, v = make_inputs(1, 4, 2, 1000, 1000, 64, torch.bfloat16, 8)
     out = torch.full((1, 4, 1000, 64), float("nan"), dtype=torch.bfloat16, device=DEV)
-    kernel = CudaSparseAttention()
+    kernel = capi.CudaRunner()
     call = kernel.prepare(q, k, v, out, attrs)
     call()
     torch.cuda.synchronize()
@@ -325,23 +336,7 @@ def test_cuda_graph_capture():
 def test_unsupported_head_dim_is_an_error():
     q, k, v = make_inputs(1, 2, 2, 10, 10, 96, torch.float16, 0)
     with pytest.raises(RuntimeError, match="head dim"):
-        CudaSparseAttention()(q, k, v, Attrs())
-
-
-def test_random_block_vectors():
-    # The spec's test vectors of the hash, as the reference computes it.
-    vec = [
-        (0, 0, 0, 0, 16, 14),
-        (0, 0, 0, 1, 16, 11),
-        (0, 1, 0, 0, 16, 11),
-        (0, 0, 1, 0, 16, 11),
-        (42, 3, 7, 1, 256, 95),
-        (2147483647, 15, 1023, 2, 2048, 2000),
-        (7, 0, 5, 0, 1, 0),
-        (123, 2, 9, 3, 1000, 871),
-    ]
-    for seed, h, qb, r, nkb, want in vec:
-        assert random_blocks(seed, h + 1, qb + 1, r + 1, nkb)[h, qb, r] == want
+        capi.CudaRunner()(q, k, v, {})
 
 
 def _kernel_names(fn):
@@ -355,17 +350,17 @@ def _kernel_names(fn):
 
 # (attributes, head dim, the default kernel on Hopper)
 CHOICE_CASES = {
-    "short-d64": (Attrs(window_left=100, window_right=100), 64, "ws"),
-    "short-d128": (Attrs(window_left=100, window_right=100), 128, "ws"),
+    "short-d64": (dict(window_left=100, window_right=100), 64, "ws"),
+    "short-d128": (dict(window_left=100, window_right=100), 128, "ws"),
     "blocks-d128": (
-        Attrs(block_size=64, window_left=64, window_right=64, num_random=1),
+        dict(block_size=64, window_left=64, window_right=64, num_random=1),
         128,
         "wgmma",
     ),
-    "global-d128": (Attrs(window_left=100, window_right=100, num_global=4), 128, "ws"),
-    "global-d64": (Attrs(window_left=100, window_right=100, num_global=4), 64, "wgmma"),
-    "long-d64": (Attrs(window_left=600, window_right=600), 64, "ws"),
-    "long-d128": (Attrs(window_left=600, window_right=600), 128, "ws"),
+    "global-d128": (dict(window_left=100, window_right=100, num_global=4), 128, "ws"),
+    "global-d64": (dict(window_left=100, window_right=100, num_global=4), 64, "wgmma"),
+    "long-d64": (dict(window_left=600, window_right=600), 64, "ws"),
+    "long-d128": (dict(window_left=600, window_right=600), 128, "ws"),
 }
 
 

@@ -159,8 +159,9 @@ P = Pattern.sliding_window(3)
         (dict(global_mask=torch.zeros(2, 16)), "global_mask: expected an integer or bool"),
         (
             dict(sinks=torch.tensor([0.0, math.nan, 0.0, 0.0])),
-            "sinks: expected no NaN, got NaN at head 1",
+            "sinks: expected no NaN or \\+inf.*nan at h=1",
         ),
+        (dict(sinks=torch.tensor([0.0, 0.0, math.inf, 0.0])), r"sinks: .*inf at h=2"),
         (dict(sinks=torch.zeros(2)), r"sinks: expected shape \[Hq\] = \[4\]"),
         (dict(sinks=torch.zeros(4, dtype=torch.int32)), "sinks: expected a floating-point"),
         (dict(block_indices=torch.tensor([[[5]]])), r"block_indices: expected entries in \[-1"),
@@ -410,3 +411,29 @@ def test_layer_export_carries_padding_global_mask_sinks_softcap():
     assert name in inits
     assert inits[name].data_type == TP.FLOAT
     np.testing.assert_array_equal(onnx.numpy_helper.to_array(inits[name]).shape, (4,))
+
+
+# ------------------------------------------------------------------ ONNX Runtime
+
+
+def _ort_run(proto, args):
+    from spattn.runtime import run_ort
+
+    feeds = {i.name: a.numpy() for i, a in zip(proto.graph.input, args, strict=True)}
+    return next(iter(run_ort(proto, feeds).values()))
+
+
+def test_exported_padding_mask_with_holes_is_an_error_in_onnx_runtime():
+    """The exported conversion never computes something else for a mask with holes: the op
+    receives key_starts > key_lengths for that row and ONNX Runtime fails, naming key_starts."""
+    torch.manual_seed(0)
+    m = _Layer().eval()
+    x = torch.randn(2, 10, 32)
+    am = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1, 1, 1], [1] * 7 + [0] * 3])
+    gm = torch.zeros(2, 10, dtype=torch.int64)
+    proto = _export(m, (x, am, gm))
+    out = _ort_run(proto, (x, am, gm))
+    assert out.shape == (2, 10, 32) and np.isfinite(out).all()
+    holes = torch.tensor([[1, 1, 0, 1, 1, 1, 1, 1, 1, 1], [1] * 7 + [0] * 3])
+    with pytest.raises(Exception, match="key_starts"):
+        _ort_run(proto, (x, holes, gm))

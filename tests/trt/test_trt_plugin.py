@@ -97,6 +97,21 @@ def _run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     return p
 
 
+def test_harness_tolerances_are_the_table():
+    """The harness compares with spattn.tolerances' table: its build generated the header from
+    the same file (tolerances.json), and it prints what it was built with."""
+    from spattn.tolerances import TOLERANCES
+
+    p = subprocess.run([HARNESS, "--print-tolerances"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    got = {}
+    for line in p.stdout.splitlines():
+        name, atol, rtol = line.split()
+        got[name] = (float(atol), float(rtol))
+    want = {k: v for k, v in TOLERANCES.items() if isinstance(k, str)}
+    assert got == want
+
+
 def test_plugin_library_without_gpu(nodes):
     """Library entry points, creator fields, parser fields, bad fields and shapes (no launch)."""
     p = _run("--nodes", nodes)

@@ -188,3 +188,25 @@ def test_pattern_softcap_and_numpy_values():
     assert (q.block_size, q.seed, q.causal) == (32, 3, True)
     assert isinstance(q.block_size, int)
     assert Pattern(causal=1).causal is True
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: Pattern.dense().density(0), "lq: expected >= 1"),
+        (lambda: Pattern.dense().density(4, heads=0), "heads: expected >= 1"),
+        (lambda: Pattern.dense().token_mask(4, lk=-2), "lk: expected >= 1"),
+        (lambda: Pattern.dense().layout_at(2.5), "lq: expected an integer"),
+        (lambda: Pattern.dense().block_layout_mask(8, block_size=0), "block_size: expected >= 1"),
+        (lambda: Pattern.longformer("abc"), "attention_window: expected an integer"),
+        (lambda: Pattern.longformer(3), "attention_window: expected an even number"),
+        (lambda: Pattern.causal_sliding_window(2.5), "window: expected an integer"),
+        (lambda: Pattern.strided("x"), "stride: expected an integer"),
+        (lambda: Pattern.bigbird(1.5), "block_size: expected an integer"),
+        (lambda: Pattern.bigbird(8, num_local_blocks=2), "num_local_blocks: expected an odd"),
+        (lambda: Pattern.bigbird(8, num_global_blocks=-1), "num_global_blocks: expected >= 0"),
+    ],
+)
+def test_pattern_methods_name_bad_arguments(call, match):
+    with pytest.raises(ValueError, match="Pattern: " + match):
+        call()
