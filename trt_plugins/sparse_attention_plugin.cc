@@ -222,11 +222,11 @@ std::string parse_fields(const nvinfer1::PluginFieldCollection* fc, PatternAttrs
     const std::string got = std::string(field_type_name(f.type)) + " field of length " +
                             std::to_string(f.length) + (f.data ? "" : " without data");
     // Names the op does not have are ignored (op spec).
-#define SPATTN_PARSE_FIELD(TYPE, attr, def, lo, hi, c_block, expect)                               \
-  if (std::strcmp(f.name, #attr) == 0 && !read_field(f, &r.attr))                                  \
-    return detail::err(                                                                            \
-        #attr,                                                                                     \
-        std::string("a ") + (SPATTN_IS_FLOAT_##TYPE ? "FLOAT32" : "INT32") + " field of length 1", \
+#define SPATTN_PARSE_FIELD(TYPE, attr, def, lo, hi, c_block, expect)                           \
+  if (std::strcmp(f.name, #attr) == 0 && !read_field(f, &r.attr))                              \
+    return detail::err(                                                                        \
+        #attr,                                                                                 \
+        std::string(SPATTN_IS_FLOAT_##TYPE ? "a FLOAT32" : "an INT32") + " field of length 1", \
         got);
     SPATTN_ATTRIBUTES(SPATTN_PARSE_FIELD)
 #undef SPATTN_PARSE_FIELD

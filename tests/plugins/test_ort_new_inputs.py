@@ -485,3 +485,13 @@ def test_nine_inputs():
         _session(m.SerializeToString()).run(
             None, {"q": q, "k": k, "v": v, "x": np.zeros(2, np.int32)}
         )
+
+
+@pytest.mark.parametrize("cap", [1e-40, 1e-3, 50.0, 1e30, 3e38])
+def test_softcap_extremes(cap):
+    """A subnormal softcap (every score +-softcap), and one so large it changes nothing."""
+    rng = np.random.default_rng(8)
+    q, k, v = (rng.standard_normal((1, 2, 70, 16)).astype(np.float32) for _ in range(3))
+    q[0, 0, 3] = 0.0  # scores of exactly 0
+    out = run_ort("float32", q, k, v, {"softcap": cap})
+    np.testing.assert_allclose(out, spec_attention(q, k, v, {"softcap": cap}), atol=2e-5, rtol=1e-4)

@@ -228,7 +228,9 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, int6
     }
     kern.qk(w.q.data(), D, kt, D, w.s.data(), rows);
     // The score hook: transforms of the scaled scores, before the mask (softcap).
-    if (softcap_l2 > 0.f) kern.softcap(w.s.data(), rows, softcap_l2);
+    // (A softcap so large that softcap * log2(e) overflows changes no float32 score: skipped.)
+    if (softcap_l2 > 0.f && softcap_l2 < std::numeric_limits<float>::infinity())
+      kern.softcap(w.s.data(), rows, softcap_l2);
     if (cls == TileClass::kPartial) {
       // The token mask comes from the pattern rules here, in code built for the baseline
       // instruction set: the rules are inline functions, and a copy of them built with AVX-512
