@@ -2,6 +2,7 @@
 #   make demo   sets everything up, exports a long-context model, runs it in ONNX Runtime through
 #               our op, prints the numerical check and the timing against dense attention
 #   make test   sets everything up and runs the whole test suite
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,14 +13,25 @@ SOURCES := $(shell find kernels plugins trt_plugins exporter cmake samples -type
 
 setup: $(VENV)/.installed
 
+# Each setup step says what it does before it starts, pip shows its download bars, and the build
+# of the libraries shows CMake's [done/total] steps (the longest part: the CUDA kernels).
 $(VENV)/.installed: $(SOURCES)
+	@echo "setup 1/4: Python environment $(VENV)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "setup 2/4: PyTorch 2.13 (CPU build, about 200 MB to download the first time)"
 	# torch pinned to the CPU build: a plain `torch` requirement would pull a multi-GB CUDA build
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q ".[test]"
+	set -o pipefail; $(BIN)/python -m pip install --progress-bar on torch==2.13.0 \
+	  | { grep -v "^Requirement already" || true; }
+	@echo "setup 3/4: spattn: C++/CUDA libraries (CMake, a few minutes with CUDA) and the package"
+	@echo "           full log: $(VENV)/setup-build.log"
+	set -o pipefail; $(BIN)/python -m pip install -v ".[test]" 2>&1 | tee $(VENV)/setup-build.log \
+	  | { grep --line-buffered -E "^ *\[[0-9]+/[0-9]+\] |^Successfully installed|-- spattn:" || true; } \
+	  || { tail -n 40 $(VENV)/setup-build.log; exit 1; }
+	@echo "setup 4/4: Triton's model-config schema (to check generated config.pbtxt files)"
 	# Triton's own model-config schema, to check the generated config.pbtxt files (protobuf only)
 	$(BIN)/python -m pip install -q --no-deps tritonclient==2.73.0
 	touch $@
+	@echo "setup done: $(BIN)/spattn doctor says what is usable here"
 
 demo: setup
 	$(BIN)/python samples/quickstart.py

@@ -30,14 +30,20 @@ from spattn.bench import BenchConfig, run_benchmark
 from spattn.runtime import ort_session
 
 
-def median_ms(session: ort.InferenceSession, feeds: dict, repeats: int) -> float:
-    session.run(None, feeds)  # warm-up
-    times = []
+def paired_ms(
+    a: ort.InferenceSession, a_feeds: dict, b: ort.InferenceSession, b_feeds: dict, repeats: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run times (ms) of two sessions, alternating a, b, a, b...: a slower or faster moment of the
+    machine (other processes, frequency) hits both, so each pair's ratio is a fair speedup."""
+    a.run(None, a_feeds)  # warm-up
+    b.run(None, b_feeds)
+    ta, tb = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+        for session, feeds, out in ((a, a_feeds, ta), (b, b_feeds, tb)):
+            start = time.perf_counter()
+            session.run(None, feeds)
+            out.append(1e3 * (time.perf_counter() - start))
+    return np.asarray(ta), np.asarray(tb)
 
 
 def main() -> None:
@@ -47,7 +53,12 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=15,
+        help="paired runs (sparse, dense) timed; the speedup is their median, with its spread",
+    )
     parser.add_argument("--out", default="out")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -82,8 +93,8 @@ def main() -> None:
             f"max rel error {rel_err:.2e}"
         )
     print(
-        f"  validation: {'PASSED' if report.passed else 'FAILED'} "
-        f"(atol {report.atol:g}, rtol {report.rtol:g})"
+        f"  validation: {'PASSED' if report.passed else 'FAILED'}: |onnxruntime - pytorch| <= "
+        f"{report.atol:g} + {report.rtol:g} * |pytorch| is the rule, element by element"
     )
 
     # The dense alternative: PyTorch's own ONNX export, run by ONNX Runtime's kernels.
@@ -95,17 +106,20 @@ def main() -> None:
 
     sparse_session = ort_session(sparse_path, intra_op_threads=args.threads)
     feeds = {sparse_session.get_inputs()[0].name: x.numpy()}
-    sparse_ms = median_ms(sparse_session, feeds, args.repeats)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = args.threads
     dense_session = ort.InferenceSession(dense_path, opts, providers=["CPUExecutionProvider"])
-    dense_ms = median_ms(
-        dense_session, {dense_session.get_inputs()[0].name: x.numpy()}, args.repeats
+    dense_feeds = {dense_session.get_inputs()[0].name: x.numpy()}
+    sparse_t, dense_t = paired_ms(sparse_session, feeds, dense_session, dense_feeds, args.repeats)
+    ratios = dense_t / sparse_t
+    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+    print(f"ONNX Runtime CPU, {args.threads} threads, median of {args.repeats} paired runs:")
+    print(f"  spattn sparse encoder: {np.median(sparse_t):9.1f} ms")
+    print(f"  dense encoder:         {np.median(dense_t):9.1f} ms")
+    print(
+        f"  speedup: {median:.2f}x (middle half of the paired runs: {q1:.2f}x to {q3:.2f}x; "
+        "whole encoder: projections and MLP included)"
     )
-    print(f"ONNX Runtime CPU, {args.threads} threads, median of {args.repeats}:")
-    print(f"  spattn sparse encoder: {sparse_ms:9.1f} ms")
-    print(f"  dense encoder:         {dense_ms:9.1f} ms")
-    print(f"  speedup: {dense_ms / sparse_ms:.1f}x (whole encoder: projections and MLP included)")
 
     # The attention alone: our op against ONNX Runtime's fused dense MultiHeadAttention.
     cfg = BenchConfig(

@@ -19,6 +19,11 @@ def compare_outputs(
 ) -> list[dict[str, Any]]:
     """Per-output max abs/rel error and pass/fail (``|got - ref| <= atol + rtol * |ref|``).
 
+    Each row: ``output``, ``max_abs``, ``max_rel`` (relative to ``|ref|``, tiny values clamped:
+    large where the reference is near zero, which the rule tolerates through ``atol``),
+    ``max_ratio`` (the largest ``|got - ref| / (atol + rtol * |ref|)``: the output passes when
+    it is <= 1), ``passed`` and ``note``.
+
     Examples
     --------
     >>> rows = compare_outputs({"y": np.ones(3)}, {"y": np.ones(3)}, 1e-5, 1e-4)
@@ -33,6 +38,7 @@ def compare_outputs(
             "output": name,
             "max_abs": None,
             "max_rel": None,
+            "max_ratio": None,
             "passed": False,
             "note": "",
         }
@@ -48,6 +54,10 @@ def compare_outputs(
                 row["max_abs"], row["max_rel"] = float("nan"), float("nan")
             else:
                 row["max_abs"], row["max_rel"] = max_errors(g, r)
-                row["passed"] = bool(np.all(np.abs(g - r) <= atol + rtol * np.abs(r)))
+                err, bound = np.abs(g - r), atol + rtol * np.abs(r)
+                row["passed"] = bool(np.all(err <= bound))
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ratio = np.where(err == 0, 0.0, err / bound)
+                row["max_ratio"] = float(ratio.max(initial=0.0))
         rows.append(row)
     return rows

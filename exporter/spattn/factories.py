@@ -25,6 +25,8 @@ __all__ = [
     "factory_parameters",
     "load_factory",
     "model_patterns",
+    "torch_argument_names",
+    "example_tensors",
 ]
 
 
@@ -112,8 +114,9 @@ def factory_parameters(fn: Any) -> list[str] | None:
     ]
 
 
-def load_factory(source: str, params: Mapping[str, Any] | None = None) -> tuple[Any, tuple]:
-    """Call a model factory; returns ``(torch module in eval mode, example inputs tuple)``.
+def load_factory(source: str, params: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
+    """Call a model factory; returns ``(torch module in eval mode, example inputs)``: a tuple of
+    positional inputs, or a dict of keyword inputs when the factory returns one.
 
     Raises
     ------
@@ -139,7 +142,32 @@ def load_factory(source: str, params: Mapping[str, Any] | None = None) -> tuple[
     model, inputs = result
     if isinstance(inputs, torch.Tensor):
         inputs = (inputs,)
+    if isinstance(inputs, Mapping):  # keyword example inputs: model(**inputs)
+        return model.eval(), dict(inputs)
     return model.eval(), tuple(inputs)
+
+
+def torch_argument_names(model: Any, example: Any, specs: Sequence[Any]) -> list[str]:
+    """The ``forward`` parameter that feeds each ONNX input (``specs``): by name where the graph
+    kept the parameter names, else in order."""
+    from .export import named_inputs
+
+    params = [n for n, _ in named_inputs(model, example)[0]]
+    names = [s.name for s in specs]
+    if all(n in params for n in names):
+        return names
+    return params[: len(names)]
+
+
+def example_tensors(model: Any, example: Any, specs: Sequence[Any]) -> dict[str, Any]:
+    """The example's tensors keyed by the ONNX input each one feeds."""
+    from .export import named_inputs
+
+    named = named_inputs(model, example)[0]
+    by_param = dict(named)
+    if all(s.name in by_param for s in specs):
+        return {s.name: by_param[s.name] for s in specs}
+    return {s.name: t for s, (_, t) in zip(specs, named, strict=False)}
 
 
 def model_patterns(model: Any) -> list[Any]:

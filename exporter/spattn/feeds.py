@@ -23,6 +23,7 @@ from .modelio import NUMPY_TYPES, TensorSpec
 __all__ = [
     "parse_shape_overrides",
     "resolve_dims",
+    "integer_roles",
     "make_feeds",
     "check_feeds",
     "load_feeds",
@@ -94,20 +95,61 @@ def resolve_dims(
     return shapes
 
 
+def integer_roles(model: Any) -> dict[str, tuple[str, int]]:
+    """What each integer graph input is, from the nodes that read it: ``("lengths", 0)`` for a
+    SparseAttention ``key_lengths``, ``("indices", n)`` for the indices of a Gather over a
+    constant table of ``n`` rows (token ids: valid values ``0 ... n-1``). Inputs read through a
+    Cast count too; other integer inputs are not listed.
+    """
+    from . import schema
+
+    consts: dict[str, tuple[int, ...]] = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    consts[n.output[0]] = tuple(a.t.dims)
+    readers: dict[str, list[tuple[Any, int]]] = {}
+    for n in model.graph.node:
+        for k, x in enumerate(n.input):
+            readers.setdefault(x, []).append((n, k))
+    roles: dict[str, tuple[str, int]] = {}
+    ints = {6, 7, 2, 3, 4, 5, 12, 13}
+    for v in model.graph.input:
+        if v.type.tensor_type.elem_type not in ints:
+            continue
+        values = [v.name] + [
+            n.output[0] for n, _ in readers.get(v.name, []) if n.op_type == "Cast" and n.output
+        ]
+        for value in values:
+            for n, k in readers.get(value, []):
+                if n.domain == schema.DOMAIN and n.op_type == schema.OP_TYPE and k == 3:
+                    roles.setdefault(v.name, ("lengths", 0))
+                elif n.op_type == "Gather" and k == 1 and n.input[0] in consts:
+                    axis = next((a.i for a in n.attribute if a.name == "axis"), 0)
+                    dims = consts[n.input[0]]
+                    if dims:
+                        roles.setdefault(v.name, ("indices", int(dims[axis])))
+    return roles
+
+
 def make_feeds(
     specs: Sequence[TensorSpec],
     batch: int = 1,
     seq_len: int = 128,
     shapes: Mapping[str, tuple[int, ...]] | None = None,
     seed: int = 0,
+    roles: Mapping[str, tuple[str, int]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Deterministic inputs for a model: standard normal floats, integers = the sequence length.
+    """Deterministic inputs for a model: standard normal floats; integers by their role.
 
     Dynamic dims take ``batch`` (axis 0) or ``seq_len`` (other axes); a symbolic dim shared by
     several inputs takes one value; an explicit shape in ``shapes`` sets the batch and sequence
-    of the others. Integer inputs (``key_lengths``) hold the sequence length (axis 1 of the
-    first floating-point input of rank >= 2): no padding. bfloat16 inputs are float32 arrays
-    holding bfloat16 values.
+    of the others. Integer inputs get values valid for what reads them (``roles``, from
+    :func:`integer_roles`): ``key_lengths`` (and inputs named ``*length*``) hold the sequence
+    length (axis 1 of the first floating-point input of rank >= 2: no padding), token ids
+    random values below the table's size, masks (``*mask*``) ones, other integers zeros.
+    bfloat16 inputs are float32 arrays holding bfloat16 values.
 
     Examples
     --------
@@ -129,7 +171,16 @@ def make_feeds(
         elif s.elem_type == 9:
             feeds[s.name] = np.ones(shape, dtype=np.bool_)
         elif s.elem_type in NUMPY_TYPES:
-            feeds[s.name] = np.full(shape, fill, dtype=NUMPY_TYPES[s.elem_type])
+            role, bound = (roles or {}).get(s.name, ("", 0))
+            np_type = NUMPY_TYPES[s.elem_type]
+            if role == "indices":
+                feeds[s.name] = rng.integers(0, max(bound, 1), size=shape).astype(np_type)
+            elif role == "lengths" or "length" in s.name.lower():
+                feeds[s.name] = np.full(shape, fill, dtype=np_type)
+            elif "mask" in s.name.lower():
+                feeds[s.name] = np.ones(shape, dtype=np_type)
+            else:
+                feeds[s.name] = np.zeros(shape, dtype=np_type)
         else:
             raise UserError(
                 f"input {s.name!r} has type {s.dtype_name}, which spattn cannot "
@@ -209,7 +260,15 @@ def check_feeds(
 def load_feeds(path: str | os.PathLike, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
     """Read inputs from an ``.npz`` file (one array per input name) and check them.
 
-    Float arrays are cast to the input's type (bfloat16 inputs: rounded, kept as float32).
+    Arrays must have the input's type: a cast would change the values the user meant to feed.
+    The exceptions are lossless: bfloat16 inputs take float32 arrays (numpy has no bfloat16; the
+    values are rounded to bfloat16), and integer arrays whose values fit the input's type.
+
+    Raises
+    ------
+    UserError
+        A missing or unreadable file, a missing or extra array, a wrong shape, or a wrong
+        type (naming the input, both types and how to convert).
     """
     p = Path(path)
     if not p.is_file():
@@ -228,6 +287,19 @@ def load_feeds(path: str | os.PathLike, specs: Sequence[TensorSpec]) -> dict[str
     out = {}
     for s in specs:
         a = np.asarray(feeds[s.name])
+        want = np.dtype(NUMPY_TYPES.get(s.elem_type, a.dtype))
+        if s.is_float and a.dtype != want:
+            raise UserError(
+                f"input {s.name!r}: the model takes {s.dtype_name}, {path} holds {a.dtype}; "
+                f"save it as {want.name} (numpy: a.astype(np.{want.name})) to feed these values"
+            )
+        if not s.is_float and a.dtype != want:
+            info = np.iinfo(want) if want.kind in "iu" else None
+            if info is not None and a.size and (a.min() < info.min or a.max() > info.max):
+                raise UserError(
+                    f"input {s.name!r}: the model takes {s.dtype_name}, and values of "
+                    f"{path} ({a.dtype}) do not fit it"
+                )
         out[s.name] = (
             _round_to(a.astype(np.float32), s)
             if s.is_float
@@ -236,8 +308,16 @@ def load_feeds(path: str | os.PathLike, specs: Sequence[TensorSpec]) -> dict[str
     return out
 
 
-def feeds_from_tensors(specs: Sequence[TensorSpec], tensors: Sequence[Any]) -> dict[str, Any]:
-    """Map a model's example tensors (in ``forward`` order) onto the ONNX inputs, as numpy."""
+def feeds_from_tensors(
+    specs: Sequence[TensorSpec], tensors: Sequence[Any] | Mapping[str, Any]
+) -> dict[str, Any]:
+    """Map a model's example tensors onto the ONNX inputs, as numpy: a dict by input name
+    (when it names every input), else in order (``forward`` order)."""
+    if isinstance(tensors, Mapping):
+        if all(s.name in tensors for s in specs):
+            tensors = [tensors[s.name] for s in specs]
+        else:
+            tensors = list(tensors.values())
     ts = [t for t in tensors if hasattr(t, "detach")]
     if len(ts) < len(specs):
         raise UserError(

@@ -16,6 +16,7 @@ __all__ = [
     "GQADecoderBlock",
     "longformer_encoder",
     "gqa_decoder_block",
+    "longformer_base",
     "SAMPLES",
 ]
 
@@ -110,8 +111,33 @@ def gqa_decoder_block(
     return model, (x, lengths)
 
 
+def longformer_base(
+    d_model: int = 512,
+    nhead: int = 8,
+    num_layers: int = 2,
+    attention_window: int = 512,
+    num_global: int = 64,
+    seq_len: int = 4096,
+    batch: int = 1,
+    seed: int = 0,
+) -> tuple[nn.Module, tuple[Any, ...]]:
+    """The quickstart's encoder (samples/quickstart.py, ``make demo``): 2 layers, d_model 512,
+    8 heads (head dim 64), a band of +-256 tokens and 64 global tokens, at L = 4096.
+
+    Examples
+    --------
+    >>> model, (x,) = longformer_base(seq_len=128)
+    >>> tuple(x.shape)
+    (1, 128, 512)
+    """
+    return longformer_encoder(
+        d_model, nhead, num_layers, attention_window, num_global, seq_len, batch, seed
+    )
+
+
 #: ``{name: factory}``; each factory returns ``(model, example_inputs)``.
 SAMPLES: dict[str, Callable[..., tuple[nn.Module, tuple[Any, ...]]]] = {
     "longformer_encoder": longformer_encoder,
     "gqa_decoder_block": gqa_decoder_block,
+    "longformer_base": longformer_base,
 }

@@ -120,6 +120,7 @@ def spattn_node_info(
             "SparseAttention; for other models use onnxruntime or trtexec directly"
         )
     info = []
+    dims = _value_dims(model, [x for n in nodes for x in (n.input[0], n.input[2])])
     for k, n in enumerate(nodes):
         attrs = check_attributes(n)
         if len(n.input) < 3 or any(not x for x in n.input[:3]):
@@ -140,6 +141,8 @@ def spattn_node_info(
             "outputs": list(n.output),
             "key_lengths": len(n.input) > 3 and bool(n.input[3]),
             "block_indices": None,
+            "head_dim": _last_dim(dims.get(n.input[0])),
+            "head_dim_v": _last_dim(dims.get(n.input[2])),
         }
         layout = None
         if bi_name is not None:
@@ -155,6 +158,40 @@ def spattn_node_info(
             entry["density"], entry["density_note"] = _density(attrs, layout, bi_name, length)
         info.append(entry)
     return info
+
+
+def _value_dims(model: Any, wanted: list[str]) -> dict[str, list[Any]]:
+    """Dims of graph values (inputs, outputs, value_info); shape inference when some of
+    ``wanted`` are not annotated."""
+    from .schema import tensor_dims
+
+    def collect(g: Any) -> dict[str, list[Any]]:
+        out = {}
+        for v in [*g.input, *g.value_info, *g.output]:
+            d = tensor_dims(v.type)
+            if d is not None:
+                out[v.name] = d
+        return out
+
+    dims = collect(model.graph)
+    if all(w in dims for w in wanted):
+        return dims
+    try:
+        import onnx
+
+        from . import schema
+
+        schema.register()
+        dims = {**collect(onnx.shape_inference.infer_shapes(model).graph), **dims}
+    except Exception:  # a model shape inference cannot handle: dims stay unknown
+        pass
+    return dims
+
+
+def _last_dim(dims: list[Any] | None) -> int | None:
+    if not dims or not isinstance(dims[-1], int) or dims[-1] <= 0:
+        return None
+    return int(dims[-1])
 
 
 def _pattern(attrs: dict[str, Any], layout: Any = None) -> Any:

@@ -49,6 +49,20 @@ TENSORRT_MISSING = (
 )
 
 
+def tensorrt_missing() -> str:
+    """How to get TensorRT; the rebuild step only when libspattn_trt.so is not built yet."""
+    from .runtime import library_path
+
+    try:
+        lib = library_path("trt")
+    except FileNotFoundError:
+        return TENSORRT_MISSING
+    return (
+        "TensorRT is not installed: run `pip install tensorrt-cu13` (`tensorrt-cu12` for CUDA "
+        f"12, or NVIDIA's TensorRT packages); the plugin library is built already ({lib})"
+    )
+
+
 ORT_CUDA_MISSING = (
     "onnxruntime has no CUDA execution provider: on a machine with an NVIDIA GPU run "
     "`pip uninstall -y onnxruntime && pip install onnxruntime-gpu`"
@@ -123,7 +137,7 @@ def _spattn_has_cuda() -> bool:
 def tensorrt_status() -> tuple[bool, str]:
     """``(usable, reason)`` for TensorRT with our plugin."""
     if importlib.util.find_spec("tensorrt") is None:
-        return False, TENSORRT_MISSING
+        return False, tensorrt_missing()
     try:
         trt = importlib.import_module(".trt", __package__)
     except ImportError as e:
@@ -234,8 +248,12 @@ def run_torch(
     feeds: Mapping[str, np.ndarray],
     output_names: Sequence[str],
     dtype: str = "float32",
+    arg_names: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Run a PyTorch model on the feeds (in ONNX input order); outputs as float32 numpy."""
+    """Run a PyTorch model on the feeds; outputs as float32 numpy.
+
+    The feeds are passed in ONNX input order, or as keywords named by ``arg_names`` (the
+    ``forward`` parameter of each ONNX input) when given."""
     import torch
 
     tdtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
@@ -246,7 +264,10 @@ def run_torch(
         args.append(t.to(tdtype) if s.is_float else t)
     with torch.no_grad():
         try:
-            out = model(*args)
+            if arg_names is not None:
+                out = model(**dict(zip(arg_names, args, strict=True)))
+            else:
+                out = model(*args)
         except (RuntimeError, ValueError, TypeError, IndexError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise UserError(

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..factories import factory_parameters, load_factory, parse_params, resolve_factory
-from ..feeds import load_feeds, make_feeds, parse_shape_overrides
+from ..feeds import integer_roles, load_feeds, make_feeds, parse_shape_overrides
 from ..modelio import TensorSpec
 from ..text import format_table
 
@@ -29,6 +29,7 @@ class Console:
 
     def __init__(self, quiet: bool = False, as_json: bool = False, debug: bool = False) -> None:
         self.quiet, self.json, self.debug = quiet, as_json, debug
+        self.warnings: list[str] = []
 
     def info(self, msg: str) -> None:
         """A progress note (stderr; hidden by --quiet and --json)."""
@@ -36,7 +37,8 @@ class Console:
             click.echo(msg, err=True)
 
     def warn(self, msg: str) -> None:
-        """A warning (stderr; hidden by --json, where it goes into the JSON object)."""
+        """A warning (stderr; with --json, in the result's "warnings" list instead)."""
+        self.warnings.append(msg)
         if not self.json:
             click.echo(f"warning: {msg}", err=True)
 
@@ -51,7 +53,8 @@ class Console:
     def result(self, data: dict[str, Any], text: str) -> None:
         """The command's result: ``text`` on stdout, or ``data`` as JSON with --json."""
         if self.json:
-            click.echo(json.dumps({"ok": True, **data}, indent=2, default=json_default))
+            extra = {"warnings": self.warnings} if self.warnings and "warnings" not in data else {}
+            click.echo(json.dumps({"ok": True, **data, **extra}, indent=2, default=json_default))
         elif text:
             click.echo(text)
 
@@ -182,7 +185,7 @@ def check_shape_names(shapes: dict[str, Any], specs: Sequence[TensorSpec], hint:
             )
 
 
-def build_from_factory(source: str, params: dict[str, Any], con: Console) -> tuple[Any, tuple]:
+def build_from_factory(source: str, params: dict[str, Any], con: Console) -> tuple[Any, Any]:
     """Load a factory, turning an unknown sample name and bad params into usage errors."""
     try:
         fn, _ = resolve_factory(source)
@@ -244,27 +247,69 @@ def get_feeds(
     seq_len: int,
     shape_items: Sequence[str],
     seed: int,
+    proto: Any = None,
 ) -> dict[str, np.ndarray]:
+    """The inputs of run/verify: from --inputs, else generated (integer inputs by their role in
+    ``proto``). An explicit --batch/--seq-len that no input's dims can take is a usage error."""
     shapes = parse_shapes(shape_items)
     check_shape_names(shapes, specs, "--shape")
     if inputs_path:
         return load_feeds(inputs_path, specs)
-    return make_feeds(specs, batch, seq_len, shapes, seed)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        _check_dynamic(ctx, specs, shapes)
+    roles = integer_roles(proto) if proto is not None else None
+    return make_feeds(specs, batch, seq_len, shapes, seed, roles=roles)
+
+
+def _check_dynamic(
+    ctx: click.Context, specs: Sequence[TensorSpec], shapes: dict[str, tuple[int, ...]]
+) -> None:
+    """--batch and --seq-len set dynamic dims only: on a model without any, they are an error
+    instead of being ignored."""
+    generated = [s for s in specs if s.name not in shapes and s.dims is not None]
+    for option, axes in (("batch", [0]), ("seq_len", None)):
+        if ctx.get_parameter_source(option) != click.core.ParameterSource.COMMANDLINE:
+            continue
+        dynamic = any(
+            not (isinstance(d, int) and d > 0)
+            for s in generated
+            for i, d in enumerate(s.dims or [])
+            if (i in axes if axes is not None else i > 0)
+        )
+        if not dynamic:
+            flag = "--" + option.replace("_", "-")
+            fixed = ", ".join(f"{s.name} {s.shape_text()}" for s in generated) or "none"
+            raise click.BadParameter(
+                f"has no effect: the model's generated inputs have no dynamic "
+                f"{'batch' if option == 'batch' else 'sequence'} axis ({fixed}); export it "
+                "with dynamic axes, or leave the option out",
+                param_hint=flag,
+            )
 
 
 def describe_feeds(feeds: dict[str, np.ndarray]) -> str:
     return ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
 
 
+def pass_rule(atol: float, rtol: float) -> str:
+    """The one pass rule, as export and verify print it above their error tables."""
+    return (
+        f"pass rule: |got - ref| <= {atol:g} + {rtol:g} * |ref| for every element "
+        "(err/allowed <= 1); max rel err is relative to |ref| and large where ref is near 0"
+    )
+
+
 def error_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
     return format_table(
-        ["backend", "output", "max abs err", "max rel err", "status"],
+        ["backend", "output", "max abs err", "max rel err", "err/allowed", "status"],
         [
             [
                 b,
                 r["output"],
                 fmt(r["max_abs"]),
                 fmt(r["max_rel"]),
+                fmt(r.get("max_ratio")),
                 ("PASSED" if r["passed"] else "FAILED")
                 + (f" ({r['note']})" if r.get("note") else ""),
             ]

@@ -126,6 +126,12 @@ def bench(
         attributes = _bench.parse_attributes(attrs) if attrs else dict(_bench.DEFAULT_PATTERN)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--attr") from None
+    cores = _cores()
+    if threads > cores:
+        con.warn(
+            f"--threads {threads} is more than the {cores} CPU core(s) this process may use: "
+            f"threads share cores and the CPU timings understate both ops; use --threads {cores}"
+        )
     kv = kv_heads or heads
     if heads % kv:
         raise click.BadParameter(
@@ -154,3 +160,13 @@ def bench(
     result["files"] = {"json": str(json_path), "plot": str(png_path)}
     text = _bench.table(result) + f"\nwrote {json_path} and {png_path}"
     con.result(result, text)
+
+
+def _cores() -> int:
+    """CPU cores this process may run on (its affinity, else the machine's count)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import runners
-from ._common import CONTEXT, common_options, console, fail
+from ._common import CONTEXT, common_options, console
 
 
 @click.command(
@@ -35,7 +35,11 @@ def doctor(
     from .. import doctor as _doctor
 
     report = _doctor.collect()
-    con.result(report, _doctor.render(report))
     missing = [b for b in required if not report["backends"][b]["usable"]]
+    error = "; ".join(f"{b} is not usable: {report['backends'][b]['how']}" for b in missing)
+    if missing:  # one JSON object either way: the report, marked failed
+        report = {**report, "ok": False, "error": error}
+    con.result(report, _doctor.render(report))
     if missing:
-        fail(ctx, "; ".join(f"{b} is not usable: {report['backends'][b]['how']}" for b in missing))
+        click.echo(f"error: {error}", err=True)
+        ctx.exit(1)

@@ -25,10 +25,41 @@ from ._common import (
     json_default,
     library_noise,
     parse_kwargs,
+    pass_rule,
 )
 
 
+class _ExportCommand(click.Command):
+    """Lists the built-in samples and their parameters at the end of --help (computed when help
+    is shown: the samples import torch)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        with formatter.section("Built-in samples (SOURCE) and their -p parameters"):
+            formatter.write_dl(sample_parameters())
+
+
+def sample_parameters() -> list[tuple[str, str]]:
+    """``[(sample, "first line of its docstring; KEY=default ...")]`` of the built-in samples."""
+    import inspect as _inspect
+
+    from ..models import SAMPLES
+
+    rows = []
+    for name, fn in SAMPLES.items():
+        params = " ".join(
+            f"{p.name}={p.default!r}"
+            for p in _inspect.signature(fn).parameters.values()
+            if p.default is not p.empty
+        )
+        first = (fn.__doc__ or "").strip().split("\n\n")[0]
+        summary = " ".join(first.replace("``", "").split())
+        rows.append((name, f"{summary} Parameters: {params}"))
+    return rows
+
+
 @click.command(
+    cls=_ExportCommand,
     context_settings=CONTEXT,
     short_help="Export a PyTorch model to ONNX, validated against PyTorch.",
 )
@@ -101,6 +132,17 @@ from ._common import (
     type=click.Path(dir_okay=False),
     help="JSON report to write.  [default: OUTPUT with .report.json]",
 )
+@click.option(
+    "--input-names",
+    metavar="NAME,...",
+    help="Names of the graph inputs, one per tensor example input, in their order.  "
+    "[default: forward's parameter names]",
+)
+@click.option(
+    "--output-names",
+    metavar="NAME,...",
+    help="Names of the graph outputs.  [default: output, or output_0, output_1, ...]",
+)
 @click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime intra-op threads.")
 @common_options
 @click.pass_context
@@ -118,6 +160,8 @@ def export(
     atol: float | None,
     rtol: float | None,
     report_path: str | None,
+    input_names: str | None,
+    output_names: str | None,
     threads: int | None,
     quiet: bool,
     as_json: bool,
@@ -125,17 +169,23 @@ def export(
 ) -> None:
     """Export a PyTorch model to ONNX with one spattn::SparseAttention node per attention.
 
-    SOURCE is a built-in sample (longformer_encoder, gqa_decoder_block), a factory
-    `package.module:function` (or `file.py:function`) that returns (model, example_inputs), or a
-    Hugging Face model folder / hub id with --task (see docs/hf.md).
+    SOURCE is a built-in sample (listed below with its parameters) or a factory
+    `package.module:function` (or `file.py:function`) that returns (model, example_inputs);
+    example_inputs is a tuple of forward's positional inputs or a dict of keyword inputs.
+    Graph inputs are named by --input-names (default: forward's parameter names), outputs by
+    --output-names (default: output), dynamic axes batch_size (axis 0) and sequence_length
+    (axis 1): the names a serving config (spattn triton-repo) uses. A Hugging Face model folder
+    or hub id with --task writes OUTPUT/model.onnx with Optimum's names (see docs/hf.md).
     The export is checked (ONNX checker, shape inference) and validated against PyTorch through
     ONNX Runtime by default; the ONNX file and a JSON report are written either way, and the
     exit status is 1 when validation fails.
 
     \b
     Example:
+      spattn export longformer_base -o encoder.onnx          # the quickstart's encoder, L 4096
       spattn export longformer_encoder -o encoder.onnx -p seq_len=1024 --dtype float16
       spattn export mypkg.models:build -o model.onnx --static-batch --atol 1e-4
+      spattn export mypkg/models.py:build --input-names input_ids --output-names logits
       spattn export ./tiny_mistral --task text-generation-with-past -o mistral_onnx
     """
     con = console(ctx, quiet, as_json, debug)
@@ -168,26 +218,12 @@ def export(
 
     with library_noise(con.debug):
         model, inputs = build_from_factory(source, kwargs, con)
-        import torch
 
         from .. import export as _export
 
-        tensors = [a for a in inputs if isinstance(a, torch.Tensor)]
-        shapes: Any = None
-        if dynamic_batch or dynamic_seq:
-            auto = torch.export.Dim.AUTO
-            shapes = []
-            for a in inputs:
-                if not isinstance(a, torch.Tensor):
-                    shapes.append(None)
-                    continue
-                d = {}
-                if dynamic_batch and a.dim() >= 1:
-                    d[0] = auto
-                if dynamic_seq and a.dim() >= 2:
-                    d[1] = auto
-                shapes.append(d or None)
-            shapes = tuple(shapes)
+        axes = _export.default_dynamic_axes(model, inputs, dynamic_batch, dynamic_seq)
+        named = _export.named_inputs(model, inputs)[0]
+        tensors = [t for _, t in named]
         stages = ["torch.onnx.export + ONNX checker"] + (
             ["validate (ONNX Runtime vs PyTorch)"] if validate else []
         )
@@ -198,11 +234,14 @@ def export(
                     model,
                     inputs,
                     output,
-                    dynamic=bool(shapes),
-                    dynamic_shapes=shapes,
+                    dynamic=bool(axes),
+                    dynamic_axes=axes or None,
                     dtype=dtype,
                     opset=opset,
                     validate=False,
+                    progress=False,  # the command's own bar shows the stages
+                    input_names=_names(input_names, "--input-names"),
+                    output_names=_names(output_names, "--output-names"),
                 )
             except (ValueError, TypeError, RuntimeError) as e:
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -227,8 +266,16 @@ def export(
                 d_atol, d_rtol = tolerances.tolerance(dtype)
                 a = d_atol if atol is None else atol
                 r = d_rtol if rtol is None else rtol
-                feeds = feeds_from_tensors(specs, tensors)
-                ref = runners.run_torch(model, specs, feeds, [o.name for o in outs], dtype)
+                given = _names(input_names, "--input-names")
+                aliases = dict(
+                    zip([p for p, _ in named], given or [p for p, _ in named], strict=True)
+                )
+                feeds = feeds_from_tensors(specs, {aliases[p]: t for p, t in named})
+                params_of = {v: k for k, v in aliases.items()}
+                arg_names = [params_of.get(s.name, s.name) for s in specs]
+                ref = runners.run_torch(
+                    model, specs, feeds, [o.name for o in outs], dtype, arg_names=arg_names
+                )
                 try:
                     got = runners.OrtRunner(output, specs, "cpu", threads)(feeds)
                 except UserError as e:
@@ -258,6 +305,8 @@ def export(
         "dtype": dtype,
         "opset": opset,
         "dynamic_axes": dyn,
+        "input_names": rep.input_names,
+        "output_names": rep.output_names,
         "inputs": [{"name": s.name, "dtype": s.dtype_name, "shape": s.dims} for s in specs],
         "outputs": [{"name": s.name, "dtype": s.dtype_name, "shape": s.dims} for s in outs],
         "num_spattn_nodes": len(nodes),
@@ -273,6 +322,7 @@ def export(
         ],
         "validation": validation,
         "notes": notes + rep.notes,
+        "warnings": rep.warnings,
     }
     Path(report_path).write_text(json.dumps(report, indent=2, default=json_default) + "\n")
 
@@ -287,10 +337,8 @@ def export(
         )
     )
     if validation is not None:
-        lines.append(
-            f"validation: PyTorch vs ONNX Runtime CPU (atol {validation['atol']:g}, "
-            f"rtol {validation['rtol']:g})"
-        )
+        lines.append("validation: PyTorch (reference) vs ONNX Runtime CPU")
+        lines.append(pass_rule(validation["atol"], validation["rtol"]))
         lines.append(error_table([("ort-cpu", x) for x in validation["outputs"]]))
         lines.append(
             "PASSED"
@@ -302,6 +350,20 @@ def export(
     for n in report["notes"]:
         lines.append(f"note: {n}")
     lines.append(f"report: {report_path}")
+    for w in rep.warnings:
+        con.warn(w)
     con.result(report, "\n".join(lines))
     if validation is not None and not validation["passed"]:
         ctx.exit(1)
+
+
+def _names(text: str | None, hint: str) -> list[str] | None:
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise click.BadParameter(
+            f"{text!r}: expected distinct comma-separated names (e.g. input_ids,attention_mask)",
+            param_hint=hint,
+        )
+    return names

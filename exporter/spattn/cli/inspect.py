@@ -10,6 +10,7 @@ import click
 from ..errors import UserError
 from ..modelio import constant_tensor, input_specs, load_onnx, output_specs
 from ..nodes import spattn_node_info
+from ..support import gpu_warnings
 from ..text import format_table
 from ._common import CONTEXT, common_options, console, fmt, library_noise
 
@@ -92,6 +93,8 @@ def inspect(
                     "density",
                     "key_lengths",
                     "block_indices",
+                    "head_dim",
+                    "head_dim_v",
                     "inputs",
                     "outputs",
                 )
@@ -144,6 +147,8 @@ def inspect(
             )
         data["plot"] = {"path": plot_path, "node": chosen["name"]}
         lines.append(f"plot of node {chosen['name']!r} at L={length}: {plot_path}")
+    for w in gpu_warnings(nodes):
+        con.warn(w)
     con.result(data, "\n".join(lines))
 
 

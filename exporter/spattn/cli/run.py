@@ -97,6 +97,8 @@ def run(
     """
     con = console(ctx, quiet, as_json, debug)
     is_engine = Path(model).suffix in (".plan", ".engine", ".trt")
+    notes: list[str] = []
+    proto = None
     if is_engine:
         backend, engine = "tensorrt", model
         if not Path(model).is_file():
@@ -115,13 +117,17 @@ def run(
             specs = [TensorSpec(k, _onnx_type(z[k].dtype), list(z[k].shape)) for k in z.files]
     else:
         proto = load_onnx(model)
-        spattn_node_info(proto, path=model)
+        if not spattn_node_info(proto, require=False, path=model):
+            notes.append(
+                f"{model} has no spattn::SparseAttention node: run as a plain ONNX model "
+                "(a dense baseline, for instance)"
+            )
         specs = input_specs(proto)
     if backend != "tensorrt":
         ok, reason = runners.backend_status(backend)
         if not ok:
             raise UserError(reason)
-    feeds = get_feeds(specs, inputs_path, batch, seq_len, shape_items, seed)
+    feeds = get_feeds(specs, inputs_path, batch, seq_len, shape_items, seed, proto)
     if save_inputs:
         save_npz(save_inputs, feeds)
 
@@ -188,6 +194,7 @@ def run(
         "outputs": out_info,
         "outputs_file": output,
         "timing": timing,
+        "notes": notes,
     }
     lines = [
         f"{model} on {backend}; inputs: {describe_feeds(feeds)}",
@@ -203,6 +210,7 @@ def run(
         f"{warmup} warm-up)",
         f"outputs saved to {output}",
     ]
+    lines += [f"note: {n}" for n in notes]
     if backend == "tensorrt":
         lines.append("note: TensorRT times are of spattn.trt.run_engine calls (transfers included)")
     con.result(data, "\n".join(lines))

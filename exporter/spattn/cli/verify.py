@@ -12,7 +12,7 @@ import numpy as np
 from .. import runners
 from ..compare import compare_outputs
 from ..errors import UserError
-from ..factories import model_patterns
+from ..factories import example_tensors, model_patterns, torch_argument_names
 from ..feeds import feeds_from_tensors
 from ..modelio import TensorSpec, input_specs, load_onnx, model_float_dtype, output_specs
 from ..nodes import pattern_differences, spattn_node_info
@@ -29,6 +29,7 @@ from ._common import (
     input_options,
     library_noise,
     parse_kwargs,
+    pass_rule,
 )
 
 
@@ -184,10 +185,13 @@ def verify(
         or ctx.get_parameter_source("seq_len") != click.core.ParameterSource.DEFAULT
         or ctx.get_parameter_source("batch") != click.core.ParameterSource.DEFAULT
     )
+    arg_names = None
+    if torch_model is not None:
+        arg_names = torch_argument_names(torch_model, example, specs)
     if example is not None and not inputs_path and not generated:
-        feeds = feeds_from_tensors(specs, example)
+        feeds = feeds_from_tensors(specs, example_tensors(torch_model, example, specs))
     else:
-        feeds = get_feeds(specs, inputs_path, batch, seq_len, shape_items, seed)
+        feeds = get_feeds(specs, inputs_path, batch, seq_len, shape_items, seed, proto)
     if len(usable) < 2:
         have = usable[0] if usable else "no backend"
         raise UserError(
@@ -204,7 +208,7 @@ def verify(
             if b == "pytorch":
                 with library_noise(con.debug):
                     results[b] = runners.run_torch(
-                        torch_model, specs, feeds, [o.name for o in outs], dtype
+                        torch_model, specs, feeds, [o.name for o in outs], dtype, arg_names
                     )
             elif b == "tensorrt" and engine is None:
                 results[b] = _verify_trt_temp(model, specs, feeds, con)
@@ -235,7 +239,8 @@ def verify(
     }
     lines = [
         f"{model} ({dtype}); inputs: {describe_feeds(feeds)}",
-        f"reference: {ref_name}; tolerance |err| <= {atol:g} + {rtol:g} * |ref|",
+        f"reference: {ref_name}",
+        pass_rule(atol, rtol),
         error_table(rows),
     ]
     lines += [f"skipped {b}: {why}" for b, why in skipped.items()]
