@@ -28,6 +28,8 @@ _LAZY = {
     "export": ("export", "export"),
     "ExportReport": ("export", "ExportReport"),
     "TOLERANCES": ("tolerances", "TOLERANCES"),
+    "export_hf": ("hf.export", "export_hf"),
+    "convert_hf": ("hf.convert", "convert_hf"),
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -50,3 +52,23 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
+
+
+def _register_hf() -> None:
+    """``attn_implementation="spattn"`` in transformers, registered when transformers loads.
+
+    Nothing is imported here: when transformers is installed, a post-import hook registers the
+    attention function when ``transformers.modeling_utils`` is imported and the mask function when
+    ``transformers.masking_utils`` is (at once for those already imported).
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is None:
+        return
+    from .hf._hook import when_imported
+
+    when_imported("transformers.modeling_utils", "spattn.hf", "register_attention")
+    when_imported("transformers.masking_utils", "spattn.hf", "register_mask")
+
+
+_register_hf()

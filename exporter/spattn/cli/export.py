@@ -67,8 +67,22 @@ def sample_parameters() -> list[tuple[str, str]]:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False),
-    help="ONNX file to write.  [default: SOURCE's name + .onnx]",
+    type=click.Path(),
+    help="ONNX file to write (a folder for a Hugging Face model).  [default: SOURCE's name + "
+    ".onnx]",
+)
+@click.option(
+    "--task",
+    type=click.Choice(
+        [
+            "feature-extraction",
+            "fill-mask",
+            "text-classification",
+            "text-generation",
+            "text-generation-with-past",
+        ]
+    ),
+    help="Hugging Face task (SOURCE a model folder or hub id): writes OUTPUT/model.onnx.",
 )
 @click.option(
     "-p",
@@ -136,6 +150,7 @@ def export(
     ctx: click.Context,
     source: str,
     output: str | None,
+    task: str | None,
     params: tuple[str, ...],
     dtype: str,
     opset: int,
@@ -159,7 +174,8 @@ def export(
     example_inputs is a tuple of forward's positional inputs or a dict of keyword inputs.
     Graph inputs are named by --input-names (default: forward's parameter names), outputs by
     --output-names (default: output), dynamic axes batch_size (axis 0) and sequence_length
-    (axis 1): the names a serving config (spattn triton-repo) uses.
+    (axis 1): the names a serving config (spattn triton-repo) uses. A Hugging Face model folder
+    or hub id with --task writes OUTPUT/model.onnx with Optimum's names (see docs/hf.md).
     The export is checked (ONNX checker, shape inference) and validated against PyTorch through
     ONNX Runtime by default; the ONNX file and a JSON report are written either way, and the
     exit status is 1 when validation fails.
@@ -170,8 +186,28 @@ def export(
       spattn export longformer_encoder -o encoder.onnx -p seq_len=1024 --dtype float16
       spattn export mypkg.models:build -o model.onnx --static-batch --atol 1e-4
       spattn export mypkg/models.py:build --input-names input_ids --output-names logits
+      spattn export ./tiny_mistral --task text-generation-with-past -o mistral_onnx
     """
     con = console(ctx, quiet, as_json, debug)
+    from ..hf.cli import is_hf_source, run_export_hf
+
+    if task is not None or is_hf_source(source):
+        with library_noise(con.debug):
+            run_export_hf(
+                ctx,
+                con,
+                source,
+                task,
+                output,
+                dtype,
+                opset,
+                validate,
+                atol,
+                rtol,
+                threads,
+                report_path,
+            )
+        return
     from .. import tolerances
 
     kwargs = parse_kwargs(params)

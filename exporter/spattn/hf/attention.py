@@ -1,0 +1,203 @@
+"""``attn_implementation="spattn"``: Hugging Face attention through ``spattn::SparseAttention``.
+
+transformers calls an attention function with the module, ``query [B, Hq, Lq, D]``,
+``key``/``value [B, Hkv, Lk, D]`` (the cache already appended), the mask that the registered mask
+function made, and the layer's own keyword arguments (``scaling``, ``sliding_window``, ``softcap``,
+``s_aux``...). Each call maps those onto one op call:
+
+- causal: the ``is_causal`` keyword, else ``module.is_causal``; ``config.is_causal = False`` (the
+  "decoder used bidirectionally" switch of ``masking_utils``) makes it non-causal;
+- ``sliding_window=W``: Hugging Face's masks allow ``W`` keys counting the query, ``p - j < W``
+  (causal) and ``|p - j| < W`` (non-causal layers: ModernBERT passes ``local_attention / 2 + 1``,
+  Gemma 3 bidirectional passes ``W`` with the same exclusive overlay), so ``window_left = W - 1``
+  (and ``window_right = W - 1`` when non-causal). The one exception is a causal layer whose config
+  has ``is_causal = False``: ``masking_utils`` then uses ``|p - j| <= config.sliding_window``.
+- ``scaling`` is the op's ``scale``; ``softcap`` the ``softcap`` attribute, ``s_aux`` (gpt-oss)
+  the ``sinks`` input.
+
+The mask function (registered for ``AttentionMaskInterface``) returns the 2-D padding mask
+``[B, M]`` unchanged (``M`` = past + new tokens). A layer's keys are the last ``Lk`` positions of
+it (a cache that keeps the most recent tokens, as transformers' dynamic and sliding caches do);
+:func:`padding_inputs` turns it into ``key_starts`` / ``key_lengths``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..functional import _is_tracing, key_range_from_padding_mask, sparse_attention
+from ..patterns import Pattern
+
+__all__ = [
+    "ATTN_IMPLEMENTATION",
+    "spattn_attention_forward",
+    "spattn_mask",
+    "layer_pattern",
+    "padding_inputs",
+]
+
+ATTN_IMPLEMENTATION = "spattn"
+
+
+def _is_tensor_value(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) or type(x).__name__ == "SymInt"
+
+
+def spattn_mask(
+    batch_size: int,
+    q_length: int,
+    kv_length: int,
+    q_offset: Any = 0,
+    kv_offset: Any = 0,
+    mask_function: Any = None,
+    attention_mask: torch.Tensor | None = None,
+    **kwargs: Any,
+) -> torch.Tensor | None:
+    """The mask function of ``attn_implementation="spattn"``: the 2-D padding mask, as is.
+
+    The pattern (causal, window, globals) is not a mask here: each layer's attention call reads
+    it from its module and keyword arguments. The checks below reject the cache layouts whose
+    keys are not the most recent positions of the mask (a static cache, pre-allocated).
+    """
+    if attention_mask is not None and attention_mask.dim() != 2:
+        raise ValueError(
+            "attention_mask: attn_implementation='spattn' takes a 2-D padding mask [batch, keys], "
+            f"got shape {list(attention_mask.shape)}"
+        )
+    ints = (q_length, kv_length, q_offset, kv_offset)
+    if not _is_tracing() and not any(_is_tensor_value(v) for v in ints):
+        if q_offset + q_length != kv_offset + kv_length:
+            raise NotImplementedError(
+                "attn_implementation='spattn': the cache's keys must end at the last query "
+                f"(q_offset {q_offset} + q_length {q_length} != kv_offset {kv_offset} + "
+                f"kv_length {kv_length}); a pre-allocated StaticCache is not supported, use the "
+                "default DynamicCache"
+            )
+        if attention_mask is not None and attention_mask.shape[-1] < kv_offset + kv_length:
+            raise ValueError(
+                f"attention_mask: expected at least {kv_offset + kv_length} columns (past + new "
+                f"tokens), got {attention_mask.shape[-1]}"
+            )
+    if attention_mask is None:
+        return None
+    return attention_mask.to(torch.bool)
+
+
+def padding_inputs(
+    attention_mask: torch.Tensor | None, lk: Any, batch: Any = None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(key_starts, key_lengths)`` int32 ``[B]`` of a layer with ``lk`` keys from the 2-D mask.
+
+    The layer's keys are the last ``lk`` columns of the mask (the cache keeps the most recent
+    tokens). Valid keys must be one contiguous run (left padding, right padding or both); a mask
+    with holes cannot be expressed by the op: eagerly it is a ``ValueError``, in an exported
+    graph the op rejects it at run time (see ``functional.key_range_from_padding_mask``).
+    Eagerly, ``key_starts`` is left out when no row is left-padded.
+    """
+    if attention_mask is None:
+        return None, None
+    m = attention_mask
+    if not _is_tracing() and m.shape[-1] < lk:
+        raise ValueError(
+            f"attention_mask: expected at least {lk} columns (the layer's keys), got {m.shape[-1]}"
+        )
+    m = m[:, m.shape[-1] - lk :]
+    starts, lengths = key_range_from_padding_mask(attention_mask=m)
+    if not _is_tracing() and not bool((starts > 0).any()):
+        return None, lengths
+    return starts, lengths
+
+
+def _config_value(module: Any, name: str, default: Any = None) -> Any:
+    cfg = getattr(module, "config", None)
+    return getattr(cfg, name, default) if cfg is not None else default
+
+
+def layer_pattern(
+    module: Any,
+    sliding_window: int | None = None,
+    is_causal: bool | None = None,
+    scaling: float | None = None,
+    softcap: float | None = None,
+) -> Pattern:
+    """The :class:`Pattern` of one Hugging Face attention call (see the module docstring).
+
+    Examples
+    --------
+    >>> import types
+    >>> m = types.SimpleNamespace(is_causal=True)
+    >>> layer_pattern(m, sliding_window=4096).window_left
+    4095
+    """
+    causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", True))
+    cfg_causal = _config_value(module, "is_causal", True)
+    window_left = window_right = -1
+    if sliding_window is not None:
+        w = int(sliding_window)
+        if w < 1:
+            raise ValueError(f"sliding_window: expected >= 1, got {w}")
+        if causal and cfg_causal is False:
+            # masking_utils builds a bidirectional sliding mask from config.sliding_window,
+            # inclusive: |p - j| <= W
+            cw = _config_value(module, "sliding_window", w)
+            window_left = window_right = int(cw)
+        elif causal:
+            window_left = w - 1
+        else:
+            window_left = window_right = w - 1
+    if causal and cfg_causal is False:
+        causal = False
+    fields: dict[str, Any] = {
+        "window_left": window_left,
+        "window_right": window_right,
+        "causal": causal,
+        "scale": float(scaling) if scaling is not None else None,
+        "name": "hf "
+        + ("causal " if causal else "")
+        + ("sliding window" if window_left != -1 else "dense"),
+    }
+    if softcap is not None and float(softcap) != 0.0:
+        fields["softcap"] = float(softcap)
+    return Pattern(**fields)
+
+
+def spattn_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    sliding_window: int | None = None,
+    softcap: float | None = None,
+    s_aux: torch.Tensor | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """The attention function registered as ``"spattn"``; returns ``([B, Lq, Hq, Dv], None)``."""
+    if dropout and module.training:
+        raise NotImplementedError(
+            f"dropout: attn_implementation='spattn' runs inference only, got dropout={dropout} "
+            "in training mode (call model.eval())"
+        )
+    for name in ("position_bias", "head_mask"):
+        if kwargs.get(name) is not None:
+            raise NotImplementedError(f"{name}: not supported by attn_implementation='spattn'")
+    if attention_mask is not None and attention_mask.dim() != 2:
+        raise ValueError(
+            "attention_mask: attn_implementation='spattn' expects the 2-D padding mask that its "
+            f"mask function returns, got shape {list(attention_mask.shape)} (a 4-D mask passed "
+            "to the model is not supported)"
+        )
+    pattern = layer_pattern(module, sliding_window, is_causal, scaling, softcap)
+    key_starts, key_lengths = padding_inputs(attention_mask, key.shape[2], query.shape[0])
+    extra: dict[str, Any] = {}
+    if key_starts is not None:
+        extra["key_starts"] = key_starts
+    if s_aux is not None:
+        extra["sinks"] = s_aux.float()
+    out = sparse_attention(query, key, value, pattern, key_lengths=key_lengths, **extra)
+    return out.transpose(1, 2).contiguous(), None

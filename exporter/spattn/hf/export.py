@@ -1,0 +1,641 @@
+"""``export_hf``: a Hugging Face model folder (or hub id) to ONNX, one ``spattn::SparseAttention``
+node per attention call, with Optimum's input/output names and tasks.
+
+Inputs ``input_ids``, ``attention_mask`` (+ ``token_type_ids``, ``position_ids``,
+``global_attention_mask`` where the model takes them), ``past_key_values.{i}.key/.value`` for
+``text-generation-with-past``; outputs ``last_hidden_state`` / ``logits`` and
+``present.{i}.key/.value``. Dynamic axes ``batch_size``, ``sequence_length``,
+``past_sequence_length``.
+
+The ``-with-past`` graph keeps, for a sliding-window layer of window ``W``, only the last ``W - 1``
+keys/values (``present = last W-1 of concat(past, new)``): the next query sits at the newest
+position and its window ``p - j < W`` reaches back exactly ``W - 1`` keys, so nothing older can
+matter (transformers' own sliding cache keeps the same). Full-attention layers keep everything.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from .. import tolerances
+from ..export import check_model, node_attributes, spattn_nodes
+from .convert import convert_hf
+
+__all__ = ["TASKS", "HFExportReport", "export_hf", "layer_windows"]
+
+TASKS = {
+    "feature-extraction": "AutoModel",
+    "fill-mask": "AutoModelForMaskedLM",
+    "text-classification": "AutoModelForSequenceClassification",
+    "text-generation": "AutoModelForCausalLM",
+    "text-generation-with-past": "AutoModelForCausalLM",
+}
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "added_tokens.json",
+    "generation_config.json",
+)
+
+
+@dataclass
+class HFExportReport:
+    """What :func:`export_hf` wrote and how ONNX Runtime compared with HF eager attention."""
+
+    path: str
+    task: str
+    model_type: str
+    dtype: str
+    num_spattn_nodes: int
+    input_names: list[str]
+    output_names: list[str]
+    patterns: list[str] = field(default_factory=list)
+    errors: dict[str, float] = field(default_factory=dict)
+    passed: bool | None = None
+    atol: float | None = None
+    rtol: float | None = None
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.path}: {self.model_type} {self.task}, {self.num_spattn_nodes} "
+            f"spattn::SparseAttention node(s), dtype {self.dtype}, {self.seconds:.1f} s",
+            "  inputs:  " + ", ".join(self.input_names),
+            "  outputs: " + ", ".join(self.output_names),
+        ]
+        for p, n in _count(self.patterns).items():
+            lines.append(f"  {n} x {p}")
+        for k, v in self.errors.items():
+            lines.append(f"  {k}: max abs diff vs eager {v:.3g}")
+        lines += [f"  note: {n}" for n in self.notes]
+        if self.passed is not None:
+            lines.append(
+                f"  validation vs attn_implementation='eager' "
+                f"{'passed' if self.passed else 'FAILED'} (atol {self.atol}, rtol {self.rtol})"
+            )
+        return "\n".join(lines)
+
+
+def _count(items: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in items:
+        out[i] = out.get(i, 0) + 1
+    return out
+
+
+# ------------------------------------------------------------------------------ the KV cache
+def layer_windows(config: Any) -> list[int | None]:
+    """Per decoder layer: the sliding window ``W`` (keys kept: ``W - 1``) or ``None`` (full).
+
+    Mirrors how each family decides which layers slide: ``layer_types`` when the config has
+    them, else ``config.sliding_window`` on every layer (Mistral, Phi-3), GPT-Neo's
+    ``attention_layers``/``window_size``.
+    """
+    n = int(getattr(config, "num_hidden_layers", None) or config.num_layers)
+    if getattr(config, "model_type", "") == "gpt_neo":
+        return [int(config.window_size) if t == "local" else None for t in config.attention_layers]
+    w = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    if types is not None:
+        return [int(w) if t == "sliding_attention" and w else None for t in types[:n]]
+    return [int(w) if w else None for _ in range(n)]
+
+
+def _cache_layer_class() -> Any:
+    from transformers.cache_utils import DynamicLayer
+
+    class ExportLayer(DynamicLayer):
+        """Past keys/values given as graph inputs; ``present`` is what the next step needs."""
+
+        def __init__(
+            self, keys: torch.Tensor, values: torch.Tensor, window: int | None, past_length: Any
+        ) -> None:
+            super().__init__()
+            self.keys, self.values = keys, values
+            self.device = keys.device
+            self.is_initialized = True
+            self.window = window
+            self.is_sliding = window is not None
+            self.past_length = past_length
+
+        def update(
+            self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            past_k: Any = self.keys
+            past_v: Any = self.values
+            k = torch.cat([past_k, key_states], dim=-2)
+            v = torch.cat([past_v, value_states], dim=-2)
+            if self.window is not None and self.window > 1:
+                keep = self.window - 1
+                self.keys, self.values = k[:, :, -keep:], v[:, :, -keep:]
+            elif self.window is not None:  # a window of 1: the query alone, nothing to keep
+                self.keys, self.values = k[:, :, :0], v[:, :, :0]
+            else:
+                self.keys, self.values = k, v
+            return k, v
+
+        def get_seq_length(self) -> Any:
+            return self.past_length
+
+        def get_mask_sizes(self, query_length: int) -> tuple[Any, Any]:
+            keys: Any = self.keys
+            kept = keys.shape[-2]
+            return kept + query_length, self.past_length - kept
+
+    return ExportLayer
+
+
+def _make_cache(
+    pasts: list[tuple[torch.Tensor, torch.Tensor]], windows: list[int | None], past_length: Any
+) -> Any:
+    from transformers.cache_utils import Cache
+
+    cls = _cache_layer_class()
+    layers = [cls(k, v, w, past_length) for (k, v), w in zip(pasts, windows, strict=True)]
+    return Cache(layers=layers)
+
+
+# ------------------------------------------------------------------------------ the wrapper
+class _Wrapper(nn.Module):
+    """Positional inputs in Optimum's order -> (main output, present.0.key, present.0.value...)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        input_names: list[str],
+        main: str,
+        with_past: bool,
+        windows: list[int | None],
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names = input_names
+        self.main = main
+        self.with_past = with_past
+        self.windows = windows
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        named = dict(zip(self.input_names, args, strict=True))
+        kwargs: dict[str, Any] = {
+            k: named[k]
+            for k in (
+                "input_ids",
+                "attention_mask",
+                "token_type_ids",
+                "position_ids",
+                "global_attention_mask",
+            )
+            if k in named
+        }
+        cache = None
+        if self.with_past:
+            n = len(self.windows)
+            pasts = [
+                (named[f"past_key_values.{i}.key"], named[f"past_key_values.{i}.value"])
+                for i in range(n)
+            ]
+            past_length = named["attention_mask"].shape[1] - named["input_ids"].shape[1]
+            cache = _make_cache(pasts, self.windows, past_length)
+            kwargs["cache"] = cache
+            kwargs["use_cache"] = True
+        elif "use_cache" in inspect.signature(self.model.forward).parameters:
+            kwargs["use_cache"] = False
+        multiple = _pad_multiple(self.model.config) if cache is None else 0
+        length = kwargs["input_ids"].shape[1]
+        if multiple > 1:
+            # Longformer and BigBird pad to a multiple of their window/block inside forward
+            # behind a Python branch that torch.export would freeze at the example's length;
+            # padding here first (as they do: pad token, mask 0) keeps every length exact
+            pad = (-length) % multiple
+            pad_id = getattr(self.model.config, "pad_token_id", None) or 0
+            for k in list(kwargs):
+                if k in ("input_ids", "attention_mask", "token_type_ids", "global_attention_mask"):
+                    value = pad_id if k == "input_ids" else 0
+                    kwargs[k] = nn.functional.pad(kwargs[k], (0, pad), value=value)
+        out = self.model(**kwargs, return_dict=True)
+        main = out[self.main]
+        if multiple > 1:
+            main = main[:, :length]
+        if cache is None:
+            return (main,)
+        flat: list[torch.Tensor] = []
+        for layer in cache.layers:
+            flat += [layer.keys, layer.values]
+        return (main, *flat)
+
+
+def _pad_multiple(config: Any) -> int:
+    mt = getattr(config, "model_type", "")
+    if mt == "longformer":
+        w = config.attention_window
+        return int(max(w) if isinstance(w, (list, tuple)) else w)
+    if mt == "big_bird" and getattr(config, "attention_type", "") == "block_sparse":
+        return int(config.block_size)
+    return 0
+
+
+def _load(model_dir_or_id: str, task: str, dtype: torch.dtype, attn: str) -> nn.Module:
+    import transformers
+
+    cls = getattr(transformers, TASKS[task])
+    kw: dict[str, Any] = {}
+    if attn != "eager":
+        cfg = transformers.AutoConfig.from_pretrained(model_dir_or_id)
+        if hasattr(cfg, "num_local_experts"):
+            # mixture-of-experts blocks: the default implementation loops over the experts a
+            # token picked (data-dependent control flow torch.export cannot trace);
+            # "batched_mm" computes the same with gathers and batched products
+            kw["experts_implementation"] = "batched_mm"
+    model = cls.from_pretrained(model_dir_or_id, attn_implementation="eager", dtype=dtype, **kw)
+    return model.eval()
+
+
+def _input_names(model: nn.Module, task: str) -> list[str]:
+    params = inspect.signature(model.forward).parameters
+    cfg: Any = model.config
+    names = ["input_ids", "attention_mask"]
+    if "token_type_ids" in params and getattr(cfg, "type_vocab_size", None):
+        names.append("token_type_ids")
+    if task.startswith("text-generation") and "position_ids" in params:
+        names.append("position_ids")
+    if "global_attention_mask" in params:
+        names.append("global_attention_mask")
+    return names
+
+
+def _head_dims(model: nn.Module) -> tuple[int, int, int]:
+    cfg: Any = model.config
+    if cfg.model_type == "gpt_neo":
+        return cfg.num_layers, cfg.num_heads, cfg.hidden_size // cfg.num_heads
+    hq = cfg.num_attention_heads
+    hkv = getattr(cfg, "num_key_value_heads", None) or hq
+    d = getattr(cfg, "head_dim", None) or cfg.hidden_size // hq
+    return cfg.num_hidden_layers, hkv, d
+
+
+def example_inputs(
+    model: nn.Module,
+    names: list[str],
+    batch: int,
+    length: int,
+    past: int = 0,
+    pad: str | None = None,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> list[torch.Tensor]:
+    """Inputs in ``names`` order: random ids, a mask padded on ``pad`` ("left"/"right") for
+    batch 1 (a quarter of the tokens), HF generate's ``position_ids``, random past keys/values."""
+    cfg: Any = model.config
+    g = torch.Generator().manual_seed(seed)
+    vocab = int(cfg.vocab_size)
+    total = past + length
+    mask = torch.ones(batch, total, dtype=torch.int64)
+    if pad and batch > 1:
+        n = max(1, total // 4)
+        if pad == "left":
+            mask[1, :n] = 0
+        else:
+            mask[1, total - n :] = 0
+    ids = torch.randint(5, vocab, (batch, length), generator=g)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
+    out: list[torch.Tensor] = []
+    windows = layer_windows(cfg)
+    _, hkv, d = _head_dims(model)
+    for name in names:
+        if name == "input_ids":
+            out.append(ids)
+        elif name == "attention_mask":
+            out.append(mask)
+        elif name == "token_type_ids":
+            out.append(torch.zeros(batch, length, dtype=torch.int64))
+        elif name == "position_ids":
+            out.append(pos)
+        elif name == "global_attention_mask":
+            gm = torch.zeros(batch, length, dtype=torch.int64)
+            gm[:, 0] = 1
+            gm[0, min(3, length - 1)] = 1
+            out.append(gm)
+        elif name.startswith("past_key_values."):
+            i = int(name.split(".")[1])
+            w = windows[i]
+            n = past if w is None else min(past, w - 1)
+            out.append(torch.randn(batch, hkv, n, d, generator=g).to(dtype))
+        else:  # pragma: no cover - names come from _input_names
+            raise AssertionError(name)
+    return out
+
+
+def _rename_dims(proto: onnx.ModelProto, names: list[str], out_names: list[str]) -> None:
+    """Optimum's dim names on the graph inputs (and the batch axis of every output)."""
+
+    def setdim(vi: Any, axis: int, name: str) -> None:
+        dims = vi.type.tensor_type.shape.dim
+        if axis < len(dims) and not dims[axis].HasField("dim_value"):
+            dims[axis].dim_param = name
+
+    seq_inputs = {"input_ids", "token_type_ids", "position_ids", "global_attention_mask"}
+    for vi in proto.graph.input:
+        setdim(vi, 0, "batch_size")
+        if vi.name in seq_inputs:
+            setdim(vi, 1, "sequence_length")
+        elif vi.name == "attention_mask":
+            with_past = any(n.startswith("past_key_values.") for n in names)
+            setdim(
+                vi, 1, "past_sequence_length + sequence_length" if with_past else "sequence_length"
+            )
+        elif vi.name.startswith("past_key_values."):
+            setdim(vi, 2, "past_sequence_length")
+    for vi in proto.graph.output:
+        setdim(vi, 0, "batch_size")
+        if vi.name in ("logits", "last_hidden_state"):
+            setdim(vi, 1, "sequence_length")
+
+
+def _copy_side_files(src: str, out: Path, model: Any) -> list[str]:
+    model.config.save_pretrained(out)
+    copied = ["config.json"]
+    gen = getattr(model, "generation_config", None)
+    if src and os.path.isdir(src):
+        for f in _TOKENIZER_FILES:
+            if os.path.isfile(os.path.join(src, f)):
+                shutil.copy(os.path.join(src, f), out / f)
+                copied.append(f)
+    elif gen is not None:
+        try:
+            gen.save_pretrained(out)
+            copied.append("generation_config.json")
+        except Exception:  # noqa: BLE001 - a generation config is optional
+            pass
+    if src and not os.path.isdir(src):
+        try:
+            from transformers import AutoTokenizer
+
+            AutoTokenizer.from_pretrained(src).save_pretrained(out)
+            copied.append("tokenizer")
+        except Exception:  # noqa: BLE001 - a model without a tokenizer exports fine
+            pass
+    return copied
+
+
+def _valid_positions(names: list[str], inputs: list[torch.Tensor], past: int) -> torch.Tensor:
+    mask = inputs[names.index("attention_mask")]
+    return mask[:, past:].bool()
+
+
+def export_hf(
+    model_dir_or_id: str | os.PathLike[str],
+    task: str = "feature-extraction",
+    output_dir: str | os.PathLike[str] = "onnx",
+    dtype: str = "float32",
+    validate: bool = True,
+    opset: int = 18,
+    atol: float | None = None,
+    rtol: float | None = None,
+    intra_op_threads: int | None = None,
+) -> HFExportReport:
+    """Export a Hugging Face model to ``output_dir/model.onnx`` with spattn attention.
+
+    Parameters
+    ----------
+    model_dir_or_id : str or os.PathLike
+        A ``save_pretrained`` folder (works offline) or a hub id.
+    task : str
+        One of :data:`TASKS`.
+    output_dir : str or os.PathLike
+        Receives ``model.onnx``, ``config.json`` and the tokenizer files if present.
+    dtype : {"float32", "float16", "bfloat16"}
+        The graph's floating-point type.
+    validate : bool
+        Compare ONNX Runtime (our library) with the model under ``attn_implementation="eager"``
+        at two batch/length shapes, one padded, at the valid positions.
+
+    Returns
+    -------
+    HFExportReport
+
+    Examples
+    --------
+    >>> report = export_hf("./tiny_mistral", task="text-generation-with-past",
+    ...                    output_dir="out")  # doctest: +SKIP
+    >>> report.passed  # doctest: +SKIP
+    True
+    """
+    t0 = time.time()
+    if task not in TASKS:
+        raise ValueError(f"task: expected one of {sorted(TASKS)}, got {task!r}")
+    dname = tolerances.dtype_name(dtype)
+    tdtype = _DTYPES[dname]
+    src = os.fspath(model_dir_or_id)
+    model = _load(src, task, torch.float32, "spattn")
+    model = convert_hf(model).to(tdtype)
+    with_past = task == "text-generation-with-past"
+    names = _input_names(model, task)
+    windows = layer_windows(model.config) if task.startswith("text-generation") else []
+    if with_past:
+        names += [
+            f"past_key_values.{i}.{kv}" for i in range(len(windows)) for kv in ("key", "value")
+        ]
+    main = "logits" if task != "feature-extraction" else "last_hidden_state"
+    out_names = [main]
+    if with_past:
+        out_names += [f"present.{i}.{kv}" for i in range(len(windows)) for kv in ("key", "value")]
+    wrapper = _Wrapper(model, names, main, with_past, windows).eval()
+
+    past = 5 if with_past else 0
+    cfg: Any = model.config
+    mt = str(cfg.model_type)
+    length = 12 if mt != "big_bird" else _bigbird_example_length(model.config)
+    args = example_inputs(model, names, 2, length, past, pad=None, dtype=tdtype)
+    dyn = torch.export.Dim.DYNAMIC
+    shapes: list[Any] = []
+    for n in names:
+        if n.startswith("past_key_values."):
+            shapes.append({0: dyn, 2: dyn})
+        else:
+            shapes.append({0: dyn, 1: dyn})
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "model.onnx"
+    from .. import op as _op
+
+    with torch.no_grad():
+        program = torch.onnx.export(
+            wrapper,
+            tuple(args),
+            dynamo=True,
+            input_names=names,
+            output_names=out_names,
+            dynamic_shapes=(tuple(shapes),),  # forward(*args): one varargs entry
+            opset_version=opset,
+            custom_translation_table=_op.custom_translation_table(),
+            verbose=False,
+        )
+    assert program is not None
+    proto = program.model_proto
+    proto.ir_version = min(proto.ir_version, 10)
+    _rename_dims(proto, names, out_names)
+    onnx.save(proto, str(path), save_as_external_data=proto.ByteSize() > 1_900_000_000)
+    check_model(str(path))
+    nodes = spattn_nodes(proto)
+    from ..patterns import Pattern
+
+    patterns = []
+    for n in nodes:
+        attrs = {
+            k: (v.decode() if isinstance(v, bytes) else v) for k, v in node_attributes(n).items()
+        }
+        listed = len(n.input) > 4 and n.input[4] != ""
+        patterns.append(
+            Pattern.from_attributes(attrs).describe() + (" + block_indices" if listed else "")
+        )
+    _copy_side_files(src, out, model)
+    report = HFExportReport(
+        path=str(path),
+        task=task,
+        model_type=mt,
+        dtype=dname,
+        num_spattn_nodes=len(nodes),
+        input_names=[i.name for i in proto.graph.input],
+        output_names=[o.name for o in proto.graph.output],
+        patterns=patterns,
+    )
+    if not nodes:
+        raise RuntimeError(
+            f"export_hf: the exported graph has no spattn::SparseAttention node ({path})"
+        )
+    if validate:
+        _validate(
+            report, src, task, names, out_names, tdtype, atol, rtol, intra_op_threads, past, length
+        )
+    report.seconds = time.time() - t0
+    return report
+
+
+def _bigbird_example_length(cfg: Any) -> int:
+    # above HF's switch to dense attention ((5 + 2 r) * block_size), a multiple of the block
+    bs, r = int(cfg.block_size), int(cfg.num_random_blocks)
+    return (5 + 2 * r) * bs + 2 * bs
+
+
+def _validate(
+    report: HFExportReport,
+    src: str,
+    task: str,
+    names: list[str],
+    out_names: list[str],
+    tdtype: torch.dtype,
+    atol: float | None,
+    rtol: float | None,
+    threads: int | None,
+    past: int,
+    length: int,
+) -> None:
+    from .. import runtime
+
+    eager = _load(src, task, torch.float32, "eager").to(tdtype)
+    windows = layer_windows(eager.config) if task.startswith("text-generation") else []
+    # GPT-Neo builds one mask for all its layers, sized for a full cache: its eager reference
+    # keeps full caches (the older keys lie outside the local layers' windows and change nothing)
+    ref_windows: list[int | None] = (
+        [None] * len(windows) if report.model_type == "gpt_neo" else windows
+    )
+    ref = _Wrapper(eager, names, out_names[0], task == "text-generation-with-past", ref_windows)
+    d_atol, d_rtol = tolerances.tolerance(report.dtype)
+    # whole-model tolerances: the errors of every layer accumulate
+    report.atol = atol if atol is not None else d_atol * 10
+    report.rtol = rtol if rtol is not None else d_rtol * 10
+    proto, _ = runtime._with_float_outputs(onnx.load(report.path))
+    try:
+        session = runtime.ort_session(proto, intra_op_threads=threads)
+    except Exception as e:  # onnxruntime raises its own exception types
+        if report.dtype == "bfloat16" and "NOT_IMPLEMENTED" in str(e):
+            report.notes.append(f"not validated: ONNX Runtime cannot run this bfloat16 model: {e}")
+            return
+        raise
+    pad = "left" if task.startswith("text-generation") else "right"
+    longer = length + 7
+    cases = [(1, length, past, None), (3, longer, past + 3 if past else 0, pad)]
+    passed = True
+    for case, (b, n, p, side) in enumerate(cases):
+        args = example_inputs(eager, names, b, n, p, pad=side, seed=case + 1, dtype=tdtype)
+        with torch.no_grad():
+            ref_args = list(args)
+            for i, (w, rw) in enumerate(zip(windows, ref_windows, strict=True)):
+                if w != rw:  # left-pad the trimmed past to the full past length
+                    for kv in ("key", "value"):
+                        j = names.index(f"past_key_values.{i}.{kv}")
+                        t = args[j]
+                        shape = (t.shape[0], t.shape[1], p - t.shape[2], t.shape[3])
+                        ref_args[j] = torch.cat([t.new_zeros(shape), t], 2)
+            expected = list(ref(*ref_args))
+            for i, (w, rw) in enumerate(zip(windows, ref_windows, strict=True)):
+                if w != rw and w is not None:
+                    for j in (1 + 2 * i, 2 + 2 * i):
+                        expected[j] = (
+                            expected[j][:, :, -(w - 1) :] if w > 1 else expected[j][:, :, :0]
+                        )
+        feeds = {k: runtime_feed(a) for k, a in zip(names, args, strict=True)}
+        got = runtime.run_ort(None, feeds, session=session)
+        valid = _valid_positions(names, args, p)
+        label = (
+            f"batch {b}, length {n}"
+            + (f", past {p}" if p else "")
+            + (f", {side}-padded" if side else "")
+        )
+        for k, name in enumerate(out_names):
+            want = expected[k].detach().float().numpy()
+            g = got[name]
+            if g.shape != want.shape:
+                passed = False
+                report.notes.append(f"{name}: shape {g.shape} != eager {want.shape} ({label})")
+                continue
+            if k == 0 and want.ndim >= 2 and want.shape[:2] == tuple(valid.shape):
+                sel = valid.numpy()
+                want, g = want[sel], g[sel]
+            elif k > 0:
+                # cache rows of padded positions are never read by valid tokens
+                kv_valid = _kv_valid(args[names.index("attention_mask")], want.shape[2])
+                want = np.where(kv_valid[:, None, :, None], want, 0.0)
+                g = np.where(kv_valid[:, None, :, None], g, 0.0)
+            err = float(np.max(np.abs(g - want))) if want.size else 0.0
+            key = f"{name} ({label})"
+            if k == 0 or err > 0:
+                report.errors[key] = err
+            if np.any(np.abs(g - want) > report.atol + report.rtol * np.abs(want)):
+                passed = False
+    report.passed = passed
+
+
+def _kv_valid(mask: torch.Tensor, n: int) -> np.ndarray:
+    return mask[:, mask.shape[1] - n :].bool().numpy()
+
+
+def runtime_feed(a: torch.Tensor) -> Any:
+    a = a.detach().cpu()
+    if a.dtype == torch.bfloat16:
+        return ("bfloat16", a.view(torch.int16).numpy().view(np.uint16))
+    return a.numpy()
+
+
+def write_report(report: HFExportReport, path: str | os.PathLike[str]) -> None:
+    Path(path).write_text(json.dumps(report.__dict__, indent=2))
