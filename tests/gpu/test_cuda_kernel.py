@@ -127,8 +127,15 @@ def oracle(q, k, v, attrs, key_lengths, bi, global_mask=None, key_starts=None, s
     )
     b, hq, lq = q.shape[:3]
     mask = reference.allowed_mask(
-        attrs, lq, lk, hq, key_lengths, bi, device=q.device, global_mask=global_mask,
-        key_starts=key_starts
+        attrs,
+        lq,
+        lk,
+        hq,
+        key_lengths,
+        bi,
+        device=q.device,
+        global_mask=global_mask,
+        key_starts=key_starts,
     )
     return ref, mask.expand(b, hq, lq, lk)
 
@@ -643,7 +650,6 @@ def test_cuda_graph_capture_new_inputs():
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(out, first)
-
 
 
 def _kernel_names(fn):
