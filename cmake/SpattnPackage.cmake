@@ -21,7 +21,9 @@ if(TARGET spattn_trt)
 endif()
 set(SPATTN_PACKAGE_HAS_CUDA ${SPATTN_KERNELS_HAVE_CUDA})
 
+# c_api.h declares its struct from the attribute table (attributes.h, an X-macro): both install.
 install(FILES ${PROJECT_SOURCE_DIR}/kernels/include/spattn/c_api.h
+  ${PROJECT_SOURCE_DIR}/kernels/include/spattn/attributes.h
   DESTINATION ${SPATTN_INCLUDE_DESTINATION}/spattn)
 
 configure_package_config_file(${CMAKE_CURRENT_LIST_DIR}/spattnConfig.cmake.in
