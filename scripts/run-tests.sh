@@ -4,7 +4,10 @@
 set -uo pipefail
 py=${1:-python3}
 cd "$(dirname "$0")/.."
-# `import spattn` is the installed package: the source folder is named exporter/.
+# Every Hugging Face family is exported and run in ONNX Runtime (SPATTN_HF_FULL=0: one model per
+# op feature, for a quicker local run).
+export SPATTN_HF_FULL=${SPATTN_HF_FULL:-1}
+# `import spattn` is the installed package (sources in exporter/spattn/).
 "$py" -m pytest --rootdir=. -c pyproject.toml tests "${@:2}"
 rc=$?
 if [ $rc -eq 5 ]; then

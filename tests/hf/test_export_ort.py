@@ -2,11 +2,11 @@
 compared with the same model under attn_implementation="eager" (export_hf's own validation at two
 shapes, one padded) and checked for names, axes and node counts.
 
-An export takes about a minute on two cores, so the default run exports one model per feature of
-the op that the families use (sliding window + KV cache: Mistral; softcap: Gemma 2; sinks and a
-mixture-of-experts: gpt-oss; per-input globals: Longformer; listed blocks: BigBird);
-``SPATTN_HF_FULL=1`` exports every family of ``FAMILIES`` (each test stays a test: skipped, not
-passed, without it).
+``scripts/run-tests.sh`` (``make test``, CI) sets ``SPATTN_HF_FULL=1``: every family of
+``FAMILIES`` is exported. An export takes up to a minute on two cores, so ``SPATTN_HF_FULL=0``
+(or plain pytest) exports one model per feature of the op that the families use (sliding window +
+KV cache: Mistral; softcap: Gemma 2; sinks and a mixture-of-experts: gpt-oss; per-input globals:
+Longformer; listed blocks: BigBird) and skips the others, with that reason.
 """
 
 from __future__ import annotations
