@@ -32,6 +32,7 @@ import time
 import torch
 
 from spattn import reference
+from spattn.attributes import PATTERN_ATTRIBUTES
 from spattn.capi import CudaRunner
 
 
@@ -232,18 +233,8 @@ def bench_one(pat: Pattern, L, D, dtype, args, kernel, results):
     print(f"{pat.name:48s} L={L:6d} D={D:3d} {row['dtype']:8s} | " + " | ".join(cells), flush=True)
 
 
-# The op's attributes as ONNX node attributes (those that differ from the spec's defaults).
-_ONNX_ATTRS = (
-    "scale",
-    "window_left",
-    "window_right",
-    "causal",
-    "num_global",
-    "stride",
-    "block_size",
-    "num_random",
-    "seed",
-)
+# The op's attributes as ONNX node attributes (the pattern's own, from the one table).
+_ONNX_ATTRS = tuple(a.name for a in PATTERN_ATTRIBUTES)
 
 
 def ort_columns(pat: Pattern, q, k, v, out, row, record, args):
