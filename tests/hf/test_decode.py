@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_config
+from hf_models import make_config
 
 from spattn.hf.export import export_hf, layer_windows
 

@@ -17,7 +17,7 @@ import os
 import onnx
 import pytest
 import torch
-from conftest import make_config
+from hf_models import make_config
 
 import spattn
 from spattn.hf.export import export_hf

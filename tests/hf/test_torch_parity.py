@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CONFIGS, DECODERS, model_pair, needs_marks, padded_batch
+from hf_models import CONFIGS, DECODERS, model_pair, needs_marks, padded_batch
 
 import spattn
 from spattn.hf.attention import layer_pattern
