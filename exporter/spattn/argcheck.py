@@ -30,10 +30,11 @@ def int_arg(where: str, name: str, value: Any, low: int, high: int | None = None
     """An integer (not a bool, not a float) in ``[low, high]``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{where}: {name}: expected an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
+    n = int(value)
+    if n < low or (high is not None and n > high):
         bound = f">= {low}" if high is None else f"in {low} ... {high}"
         raise ValueError(f"{where}: {name}: expected an integer {bound}, got {value!r}")
-    return int(value)
+    return n
 
 
 def threads_arg(where: str, name: str, value: Any) -> int | None:

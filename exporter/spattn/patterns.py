@@ -39,8 +39,10 @@ def _int_arg(name: str, value: Any, low: int, high: int = attributes.INT32_MAX) 
     """An integer argument in ``[low, high]``, else ValueError naming it."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"Pattern: {name}: expected an integer >= {low}, got {value!r}")
-    if value < low or value > high:
-        raise ValueError(f"Pattern: {name}: expected an integer in {low} ... {high}, got {value!r}")
+    if value < low:
+        raise ValueError(f"Pattern: {name}: expected >= {low}, got {value!r}")
+    if value > high:
+        raise ValueError(f"Pattern: {name}: expected <= {high}, got {value!r}")
     return int(value)
 
 
