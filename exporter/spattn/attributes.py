@@ -23,6 +23,7 @@ from typing import Any
 
 __all__ = [
     "INT32_MAX",
+    "MAX_LENGTH",
     "Attribute",
     "Input",
     "HeadDims",
@@ -38,6 +39,9 @@ __all__ = [
 ]
 
 INT32_MAX = 2**31 - 1
+# The largest Lq and Lk (docs/op-spec.md, Errors): every index computation stays far from int32's
+# and int64's limits, and a sequence length this size is already beyond any model's.
+MAX_LENGTH = 2**30
 
 
 @dataclass(frozen=True)
