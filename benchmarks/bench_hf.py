@@ -475,7 +475,12 @@ class _GpuMemory:
 def run_guarded(cmd: list[str], max_rss: int | None, timeout_s: float, gpu: bool) -> dict[str, Any]:
     """Runs one measurement; stops it above ``max_rss`` resident bytes, under 2 GiB available
     on the machine, or after ``timeout_s``, and says so in the row."""
-    gpu_mem = _GpuMemory() if gpu else None
+    gpu_mem = None
+    if gpu:
+        try:
+            gpu_mem = _GpuMemory()
+        except Exception as e:  # no NVML: the table still has the times, not the memory
+            print(f"peak GPU memory not measured: NVML unavailable ({e})", flush=True)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.time()
         p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
@@ -550,7 +555,12 @@ def table(results: dict[str, Any]) -> str:
             return ["not run"] * 4
         if not _completed(r):
             why = r.get("status") or f"failed: {r.get('error', '?')[:80]}"
-            reached = f"> {_gb(r['peak_rss_bytes'])} RSS" if "status" in r else "-"
+            if memkey == "peak_gpu_bytes" and r.get(memkey) is not None:
+                reached = f"{_gb(r[memkey])} when it stopped"
+            elif "status" in r:
+                reached = f"> {_gb(r['peak_rss_bytes'])} RSS"
+            else:
+                reached = "-"
             return [f"did not complete ({why})", reached, "-", "-"]
         p = r["prefill_s"]
         return [
@@ -596,19 +606,20 @@ def plot(results: dict[str, Any], path: str) -> None:
             for L, r in rows.items():
                 if _completed(r):
                     continue
-                # a run stopped at the memory guard: the memory it had reached, marked as such
-                if k == "peak_rss_bytes" and "status" in r:
-                    y = r["peak_rss_bytes"] / scale[k]
+                # a run that stopped (memory guard, out of memory, error): the memory it had
+                # reached, marked as such, on the memory plot; a note on the others
+                if k == memkey and r.get(k):
+                    y = r[k] / scale[k]
                     ax.plot([int(L)], [y], marker="^", ms=10, color=c, ls="none")
                     ax.annotate(
-                        f"{exporter} {L}: stopped\n> {y:.1f} GiB",
+                        f"{exporter} {L}: stopped\nat {y:.1f} GiB",
                         (int(L), y),
                         fontsize=7,
                         xytext=(-70, -22),
                         textcoords="offset points",
                     )
                 else:
-                    why = r.get("status") or "failed"
+                    why = r.get("status") or "failed, see the JSON"
                     ax.annotate(
                         f"{exporter} {L}: did not complete\n({why})",
                         (0.02, 0.88 - 0.14 * list(results["runs"]).index(exporter)),
