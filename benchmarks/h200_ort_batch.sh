@@ -67,7 +67,7 @@ for step in "${steps[@]}"; do
       tail -5 "$OUT/ort_cuda_tests_h200.txt"
       ;;
     triton)
-      if ! python3 -c "import pytriton, tritonclient.grpc" 2>/dev/null; then
+      if ! python3 -c "import importlib.util as u, tritonclient.grpc; assert u.find_spec('pytriton')" 2>/dev/null; then
         echo "triton: nvidia-pytriton or tritonclient not importable, skipped"; rc=1; continue
       fi
       timeout 300 python3 benchmarks/bench_triton.py --kind gpu --instances 2 --threads 1 \

@@ -5,6 +5,7 @@
 #include "sparse_attention_op.h"
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <mutex>
@@ -76,14 +77,43 @@ OrtStatus* read_attr(const OrtKernelInfo* info, const char* name, double* out) {
 struct Kernel {
   PatternAttrs attrs;
   bool cuda = false;
-  // ONNX Runtime's CUDA allocator, looked up on the first call that needs a workspace and kept
-  // (a lookup per call costs more than some kernels at 16K).
-  std::mutex alloc_mu;
-  OrtAllocator* cuda_alloc = nullptr;
-  ~Kernel() {
-    if (cuda_alloc) g_api->ReleaseAllocator(cuda_alloc);
-  }
 };
+
+#if defined(SPATTN_WITH_CUDA)
+// The CUDA workspace comes from a private stream-ordered memory pool, not from ONNX Runtime's
+// arena. Concurrent Run() calls on one session run on different streams, and the arena hands a
+// block freed right after the enqueue to the next caller at once: another run could then write
+// it while this kernel still reads it (seen as wrong answers with 8 threads on one session).
+// A stream-ordered free (cudaFreeAsync) lets the block be reused only once the work queued before
+// it has finished, or behind an ordering dependency the driver inserts. The pool keeps its memory
+// (unlimited release threshold), so a call costs no allocation from the driver once warm, and it
+// is private, so the process's default pool keeps its own settings.
+cudaError_t workspace_pool(int device, cudaMemPool_t* out) {
+  constexpr int kMaxDevices = 64;
+  static std::mutex mu;
+  static cudaMemPool_t pools[kMaxDevices] = {};
+  if (device < 0 || device >= kMaxDevices) return cudaErrorInvalidDevice;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!pools[device]) {
+    cudaMemPoolProps props = {};
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = device;
+    cudaMemPool_t pool = nullptr;
+    cudaError_t rc = cudaMemPoolCreate(&pool, &props);
+    if (rc != cudaSuccess) return rc;
+    uint64_t keep = UINT64_MAX;
+    rc = cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+    if (rc != cudaSuccess) {
+      cudaMemPoolDestroy(pool);
+      return rc;
+    }
+    pools[device] = pool;
+  }
+  *out = pools[device];
+  return cudaSuccess;
+}
+#endif
 
 int32_t dtype_code(ONNXTensorElementDataType t) {
   switch (t) {
@@ -209,37 +239,20 @@ OrtStatus* compute(Kernel* kernel, OrtKernelContext* ctx) {
     SPATTN_ORT_RETURN_IF_ERROR(g_api->KernelContext_GetGPUComputeStream(ctx, &stream));
     const size_t bytes = cuda::workspace_size_current_device(p);
     void* ws = nullptr;
-    OrtAllocator* alloc = nullptr;
     if (bytes) {
-      {
-        std::lock_guard<std::mutex> lock(kernel->alloc_mu);
-        if (!kernel->cuda_alloc) {
-          int device = 0;
-          cudaGetDevice(&device);
-          OrtMemoryInfo* mem = nullptr;
-          SPATTN_ORT_RETURN_IF_ERROR(
-              g_api->CreateMemoryInfo("Cuda", OrtDeviceAllocator, device, OrtMemTypeDefault, &mem));
-          OrtStatus* st = g_api->KernelContext_GetAllocator(ctx, mem, &kernel->cuda_alloc);
-          g_api->ReleaseMemoryInfo(mem);
-          if (st) {
-            kernel->cuda_alloc = nullptr;
-            return st;
-          }
-        }
-        alloc = kernel->cuda_alloc;
-      }
-      ws = alloc->Alloc(alloc, bytes);
-      if (!ws)
+      int device = 0;
+      cudaMemPool_t pool = nullptr;
+      cudaError_t arc = cudaGetDevice(&device);
+      if (arc == cudaSuccess) arc = workspace_pool(device, &pool);
+      if (arc == cudaSuccess)
+        arc = cudaMallocFromPoolAsync(&ws, bytes, pool, static_cast<cudaStream_t>(stream));
+      if (arc != cudaSuccess)
         return make_error("SparseAttention: could not allocate " + std::to_string(bytes) +
-                              " bytes of CUDA workspace",
+                              " bytes of CUDA workspace: " + cudaGetErrorString(arc),
                           ORT_FAIL);
     }
     const cudaError_t rc = cuda::launch(p, ws, bytes, static_cast<cudaStream_t>(stream));
-    if (ws) {
-      // The allocator is stream-ordered for ONNX Runtime's compute stream, so the buffer can go
-      // back right after the enqueue.
-      alloc->Free(alloc, ws);
-    }
+    if (ws) cudaFreeAsync(ws, static_cast<cudaStream_t>(stream));
     if (rc != cudaSuccess)
       return make_error(
           std::string("SparseAttention: CUDA launch failed: ") + cudaGetErrorString(rc), ORT_FAIL);
