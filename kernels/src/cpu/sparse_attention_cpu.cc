@@ -4,7 +4,8 @@
 // come from Pattern::mark_candidate_tiles, every candidate is classified with Pattern::classify,
 // empty tiles are skipped, full tiles need no mask, and only partial tiles are masked token by
 // token (Pattern::row_mask). Scores and sums are float32; softcap is applied to the scaled scores
-// (TileKernels::softcap) and the sink logit joins the softmax denominator at the end.
+// (TileKernels::softcap) and the sink logit joins the softmax denominator at the end. Non-finite
+// inputs follow docs/op-spec.md ("Non-finite values and masked positions").
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -152,7 +153,7 @@ struct Scratch {
   std::vector<float> kt_cache, v_cache;
   int64_t tag[kSlots];
   bool v_nonfinite[kSlots];  // the slot's value tile holds a NaN or an infinity
-  uint64_t call = 0;  // the call the tags belong to
+  uint64_t call = 0;         // the call the tags belong to
 };
 
 // Each call gets a new id, so no thread reuses tiles converted from another call's tensors.
@@ -217,9 +218,10 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, int6
         for (int32_t d = 0; d < D; ++d) kt[d * kTileK + c] = krow[d];
         float* vr = vt + size_t(c) * dv_pad;
         load_row(p.dtype, p.v, v_base + (j0 + c) * p.v_row_stride, Dv, 1.f, vr);
-        float probe = 0.f;  // x - x is NaN exactly for a NaN or an infinity
-        for (int32_t d = 0; d < Dv; ++d) probe += vr[d] - vr[d];
-        v_bad = v_bad || probe != 0.f;
+        int nonfinite = 0;  // an OR reduction, which vectorizes
+        for (int32_t d = 0; d < Dv; ++d)
+          nonfinite |= !(std::fabs(vr[d]) <= std::numeric_limits<float>::max());
+        v_bad = v_bad || nonfinite;
         std::fill(vr + Dv, vr + dv_pad, 0.f);
       }
       w.v_nonfinite[slot] = v_bad;
