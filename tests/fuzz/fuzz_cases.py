@@ -187,6 +187,7 @@ class Config:
     written: list[str]
     opt: dict  # input name -> Tensor
     qkv_kind: str = "normal"
+    family: str = "dense"
 
 
 def _valid_config(rng, provider: str) -> Config:
@@ -282,7 +283,7 @@ def _valid_config(rng, provider: str) -> Config:
         if rng.random() < 0.1:
             s[rng.integers(0, hq)] = 60.0  # a sink far above the scores: rows toward zero
         opt["sinks"] = Tensor(TensorProto.FLOAT, s)
-    return Config(dtype, b, hq, hkv, lq, lk, d, dv, attrs, written, opt)
+    return Config(dtype, b, hq, hkv, lq, lk, d, dv, attrs, written, opt, family=family)
 
 
 def _qkv(rng, c: Config) -> list[Tensor]:
@@ -366,7 +367,7 @@ def _valid_case(index: int, rng, provider: str) -> Case:
     if sub == "plain" and r < 0.32:
         sub = _nonfinite(rng, c, qkv)
     threads = int(_pick(rng, [1, 1, 2]))
-    return _case_from(index, f"valid/{sub}", c, _assemble(c, qkv), threads)
+    return _case_from(index, f"valid/{sub}/{c.family}", c, _assemble(c, qkv), threads)
 
 
 # ---- invalid cases: one rule of the contract broken ----
@@ -398,7 +399,7 @@ def _out_of_range(rng, spec) -> Any:
     if spec.low is not None:
         vals += [int(spec.low) - 1, int(spec.low) - 2]
     if spec.high is not None and spec.high < INT32_MAX:
-        vals += [int(spec.high) + 1, int(spec.high) + 12345]
+        vals += [int(spec.high) + 1, int(spec.high) + 12345, INT32_MAX]
     return int(_pick(rng, vals))
 
 

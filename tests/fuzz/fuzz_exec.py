@@ -61,6 +61,15 @@ def check_provider(provider: str) -> None:
             "package and an NVIDIA GPU) and spattn's CUDA build; this onnxruntime "
             f"{ort.__version__} offers {ort.get_available_providers()}"
         )
+    if provider == "cuda":
+        from spattn import capi
+
+        # Without our CUDA kernels ONNX Runtime would place the node on the CPU EP silently.
+        if not capi.has_cuda():
+            raise ProviderUnavailable(
+                "--provider cuda: this spattn build has no CUDA kernels (build with CUDA: "
+                "pip install . without -Ccmake.define.SPATTN_CUDA=OFF)"
+            )
     if provider not in PROVIDERS:
         raise ProviderUnavailable(f"--provider: expected one of {PROVIDERS}, got {provider!r}")
 
@@ -187,8 +196,17 @@ def run_one(seed: int, index: int, provider: str) -> dict:
 def child_main(argv: Sequence[str]) -> int:
     """``fuzz_exec.py --child SEED PROVIDER I,J,K``: runs the cases, one JSON line each."""
     seed, provider, ids = int(argv[0]), argv[1], [int(x) for x in argv[2].split(",")]
+    # The runner's own test: SPATTN_FUZZ_SELFTEST="crash:I,hang:J" makes this child die on case
+    # I and stall on case J, as a crashing or hanging kernel would.
+    selftest = dict(
+        x.split(":")[::-1] for x in os.environ.get("SPATTN_FUZZ_SELFTEST", "").split(",") if x
+    )
     for i in ids:
         print(json.dumps({"event": "start", "index": i}), flush=True)
+        if selftest.get(str(i)) == "crash":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if selftest.get(str(i)) == "hang":
+            time.sleep(3600)
         try:
             res = run_one(seed, i, provider)
         except Exception as e:  # a harness error is reported as such, never hidden
@@ -284,6 +302,9 @@ class Runner:
         text = err.read().decode(errors="replace")
         return text[-1500:]
 
+    def _kind(self, index: int) -> str:
+        return make_case(self.seed, index, self.provider).kind
+
     def run_isolated(self, index: int) -> dict:
         timeout = self.timeout * (3 if index < len(SPECIALS) else 1)
         limit = _virtual_bytes(self.seed, index, self.provider) + self.memory_headroom
@@ -297,7 +318,12 @@ class Runner:
         how = self._drain(proc, timeout, on_line)
         if how == "timeout":
             self._kill(proc)
-            return {"index": index, "outcome": "hang", "message": f"no result in {timeout} s"}
+            return {
+                "index": index,
+                "kind": self._kind(index),
+                "outcome": "hang",
+                "message": f"no result in {timeout} s",
+            }
         proc.wait()
         if got:
             got.pop("event", None)
@@ -306,6 +332,7 @@ class Runner:
         sig = f" (signal {signal.Signals(-rc).name})" if rc < 0 else ""
         return {
             "index": index,
+            "kind": self._kind(index),
             "outcome": "crash",
             "message": f"child exited with {rc}{sig}; stderr: {self._tail(err)}",
         }

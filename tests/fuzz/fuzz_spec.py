@@ -319,6 +319,7 @@ def compare(got: np.ndarray, exp: Expected, dtype: str) -> str | None:
         if n:
             idx = tuple(int(x) for x in np.argwhere(bad)[0])
             want = "NaN" if exp.must_nan[idx] else f"{exp.value[idx]:.6g}"
-            problems.append(f"{n} element(s) {what}; first at {list(idx)}: got {g[idx]:.6g}, "
-                            f"expected {want}")
+            problems.append(
+                f"{n} element(s) {what}; first at {list(idx)}: got {g[idx]:.6g}, expected {want}"
+            )
     return "; ".join(problems) or None

@@ -24,7 +24,9 @@ from fuzz_exec import PROVIDERS, ProviderUnavailable, replay  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tests.fuzz.run", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m tests.fuzz.run", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--cases", type=int, default=1000, help="number of cases (default 1000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--provider", choices=PROVIDERS, default="cpu")

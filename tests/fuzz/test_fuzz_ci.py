@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 from fuzz_driver import failed, run_fuzz
-from fuzz_exec import names_in
+from fuzz_exec import Runner, names_in
 from fuzz_spec import ATTRS, oracle, random_draws
 
 SEED = 19
@@ -86,6 +86,22 @@ def test_error_names_are_words():
     assert names_in("SparseAttention: input 8: reserved", ["input 8"])
 
 
+def test_runner_pins_crash_and_hang_on_their_cases(monkeypatch):
+    # A child that dies on case 8 and one that stalls on case 11: each is pinned on its case,
+    # and every other case of the batches still gets its own result.
+    monkeypatch.setenv("SPATTN_FUZZ_SELFTEST", "crash:8,hang:11")
+    runner = Runner(SEED, "cpu", timeout=20.0, batch_size=5)
+    ids = list(range(5, 15))
+    results = runner.run(ids, jobs=2)
+    assert [r["index"] for r in results] == ids
+    by = {r["index"]: r["outcome"] for r in results}
+    assert by[8] == "crash" and "SIGSEGV" in results[3]["message"]
+    assert by[11] == "hang"
+    others = [o for i, o in by.items() if i not in (8, 11)]
+    assert all(o not in ("crash", "hang", "harness_error") for o in others), by
+    assert runner.batch_incidents == []
+
+
 def test_fuzz_cpu_seeded(tmp_path):
     summary = run_fuzz(CASES, SEED, "cpu", jobs=2, out=tmp_path, timeout=30.0, quiet=True)
     assert summary["cases"] == CASES
@@ -101,3 +117,20 @@ def test_fuzz_cpu_seeded(tmp_path):
         for r in bad
     ]
     assert not bad, f"{len(bad)} of {CASES} fuzz cases failed:\n" + "\n".join(lines)
+
+
+def test_cuda_provider_unavailable_is_a_clear_error():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("the CUDA EP is available here: the campaign itself runs")
+    repo = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "tests.fuzz.run", "--provider", "cuda", "--cases", "3"]
+    p = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "--provider cuda needs ONNX Runtime's CUDA execution provider" in p.stderr
+    assert "Traceback" not in p.stderr
