@@ -12,8 +12,9 @@ import math
 
 import numpy as np
 import pytest
+from fuzz_cases import make_case
 from fuzz_driver import failed, run_fuzz
-from fuzz_exec import Runner, names_in
+from fuzz_exec import Runner, classify, names_in
 from fuzz_spec import ATTRS, oracle, random_draws
 
 SEED = 19
@@ -84,6 +85,23 @@ def test_error_names_are_words():
     assert not names_in("SparseAttention: key_lengths: shape [B]", ["key"])
     assert not names_in("input parameter (x3) of operator", ["key_lengths"])
     assert names_in("SparseAttention: input 8: reserved", ["input 8"])
+
+
+def test_gpu_bad_values_must_be_nan_rows():
+    # On CUDA a bad value of key_lengths, block_indices or sinks gives NaN rows (docs/op-spec.md):
+    # such an output counts as reporting the error; any affected row that is not NaN does not.
+    for index in range(5, 2000):
+        case = make_case(SEED, index, "cuda")
+        if case.nan_rows is not None and case.nan_rows[0] == "batch":
+            break
+    b = case.nan_rows[1]
+    shape = case.inputs[0].array.shape[:3] + case.inputs[2].array.shape[3:]
+    out = np.zeros(shape, np.float32)
+    out[b] = np.nan
+    assert classify(case, out, None, "cuda")["outcome"] == "clean_error"
+    out[b, 0, 0, 0] = 1.0
+    assert classify(case, out, None, "cuda")["outcome"] == "accepted_invalid"
+    assert classify(case, out, None, "cpu")["outcome"] == "accepted_invalid"
 
 
 def test_runner_pins_crash_and_hang_on_their_cases(monkeypatch):
