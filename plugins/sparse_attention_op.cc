@@ -437,8 +437,17 @@ SparseAttentionOp::SparseAttentionOp(bool on_cuda, ONNXTensorElementDataType qt)
   // required.)
   GetInputTypeCount = [](const OrtCustomOp*) -> size_t { return kDeclaredInputs; };
   GetInputType = [](const OrtCustomOp* op, size_t i) {
-    return i == 0 ? static_cast<const SparseAttentionOp*>(op)->query_type
-                  : ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+    const ONNXTensorElementDataType qt = static_cast<const SparseAttentionOp*>(op)->query_type;
+    if (i == 0) return qt;
+    // The registration for a query of another type: ONNX Runtime gives an output of any type the
+    // type of the last input of any type, so the optional inputs are declared with their own
+    // types here; the output then follows value, and the node reaches check_input_types, whose
+    // message names query, instead of failing type inference against key_starts or sinks.
+    if (qt == ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED && i >= size_t(kKeyLengths) &&
+        i < size_t(kNumInputs))
+      return i == size_t(kSinks) ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT
+                                 : ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+    return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
   };
   GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
   GetOutputType = [](const OrtCustomOp* op, size_t) {
