@@ -96,6 +96,12 @@ def main() -> None:
             "python": platform.python_version(),
             "loadavg_1min_range": [min(loads), max(loads)],
             "under_load": max(loads) > cpus,
+            "note": (
+                f"measured under load: 1-minute load average {min(loads):.1f} to "
+                f"{max(loads):.1f} on {cpus} CPUs (other jobs shared the machine)"
+                if max(loads) > cpus
+                else f"1-minute load average at most {max(loads):.1f} on {cpus} CPUs"
+            ),
         },
         "models_made_by": f"python samples/quickstart.py --out {args.models} (the demo itself)",
         "date": datetime.date.today().isoformat(),

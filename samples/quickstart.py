@@ -8,6 +8,10 @@
    export, run by ONNX Runtime's own kernels), same threads, same input.
 
     python samples/quickstart.py [--seq-len 4096] [--threads 2] [--out out/]
+
+The headline speedup is the median over interleaved (sparse, dense) pairs, with the middle half of
+the pairs beside it; how well separate runs agree: benchmarks/bench_demo.py and
+benchmarks/results/cpu_demo_speedup_repeatability.json.
 """
 
 from __future__ import annotations

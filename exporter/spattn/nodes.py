@@ -6,7 +6,7 @@ Examples
 >>> from spattn import modelio, nodes
 >>> info = nodes.spattn_node_info(modelio.load_onnx("encoder.onnx"), length=4096)  # doctest: +SKIP
 >>> info[0]["pattern"], info[0]["density"]  # doctest: +SKIP
-('Longformer: sliding window ±128 + the first 1 tokens global', 0.0634)
+('Longformer: sliding window ±128 + the first token global (window_left=128 ...)', 0.0634)
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def spattn_node_info(
             )
         gm = has_input(n, "global_mask")
         entry["global_mask"] = gm
-        entry["pattern"] = node_label(attrs, list(n.input), layout)
+        entry["pattern"] = node_label(attrs, list(n.input), layout, with_attributes=True)
         entry["density"] = None
         if length is not None:
             entry["density"], entry["density_note"] = _density(attrs, layout, bi_name, length, gm)

@@ -68,6 +68,10 @@ def _band_text(left: int, right: int, causal: bool, short: bool = False) -> str:
     return f"{lo} before to {hi} after the query"
 
 
+def _first_tokens(n: int) -> str:
+    return "the first token" if n == 1 else f"the first {n} tokens"
+
+
 def _layout_tensor(x: Any) -> torch.Tensor:
     t = x.detach().to("cpu") if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     if t.dim() == 2:  # [nqb, K] shared by all heads
@@ -515,7 +519,7 @@ class Pattern:
         if component == "global":
             who = []
             if self.num_global:
-                who.append(f"the first {self.num_global} tokens")
+                who.append(_first_tokens(self.num_global))
             if global_mask:
                 who.append("tokens marked in the global_mask input (per input)")
             return "global: " + " and ".join(who) + " attend and are attended by every token"
@@ -589,7 +593,7 @@ class Pattern:
                 parts.append(_band_text(self.window_left, self.window_right, self.causal, True))
             elif c == "global":
                 if self.num_global:
-                    parts.append(f"the first {self.num_global} tokens global")
+                    parts.append(f"{_first_tokens(self.num_global)} global")
                 if global_mask:
                     parts.append("per-input global tokens (global_mask)")
             elif c == "strided":

@@ -187,9 +187,8 @@ def test_inspect_labels_and_plots_a_longformer_with_per_input_global_tokens(tmp_
         "inspect", path, "-L", "32", "--plot", png, "--node", "1", "--global-tokens", "0,9"
     )
     band, glob = data["nodes"]
-    assert (
-        band["pattern"] == "Longformer: sliding window ±4 + per-input global tokens (global_mask)"
-    )
+    label = "Longformer: sliding window ±4 + per-input global tokens (global_mask)"
+    assert band["pattern"] == label + " (window_left=4 window_right=4)"
     assert glob["pattern"].startswith("global tokens only")
     assert "custom" not in band["pattern"] + glob["pattern"]
     assert glob["density"] == 0.0  # no token marked: the band is off, nothing is allowed
