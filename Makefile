@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 SOURCES := $(shell find kernels plugins trt_plugins exporter cmake samples -type f -not -name '*.pyc' 2>/dev/null) \
            pyproject.toml CMakeLists.txt
 
-.PHONY: setup demo test lint bench-cpu bench-triton clean
+.PHONY: setup demo test lint fuzz bench-cpu bench-triton clean
 
 TRITON_SERVER := nvidia-pytriton==0.7.0
 TRITON_CLIENT_DEPS := "geventhttpclient>=2.3.3" "greenlet<3.4" "grpcio>=1.81.1" \
@@ -58,6 +58,18 @@ $(VENV)/.lint-tools:
 
 test: setup
 	bash scripts/run-tests.sh $(BIN)/python
+
+# The long fuzz campaign (tests/fuzz/README.md): valid and invalid models and inputs through
+# ONNX Runtime's CPU EP and our library, each case checked against an independent oracle or the
+# error table of docs/op-spec.md. Writes fuzz-out/summary.json and a reproducer per failure.
+FUZZ_CASES ?= 5000
+FUZZ_SEED ?= 1
+FUZZ_JOBS ?= $(shell nproc)
+FUZZ_PROVIDER ?= cpu
+
+fuzz: setup
+	$(BIN)/python -m tests.fuzz.run --cases $(FUZZ_CASES) --seed $(FUZZ_SEED) \
+	  --provider $(FUZZ_PROVIDER) --jobs $(FUZZ_JOBS) --out fuzz-out
 
 bench-cpu: setup
 	$(BIN)/python benchmarks/bench_cpu.py

@@ -5,6 +5,7 @@
 #include "sparse_attention_op.h"
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <mutex>
@@ -25,6 +26,11 @@ namespace {
 
 const OrtApi* g_api = nullptr;
 
+// Inputs declared to ONNX Runtime: the op's kNumInputs and many more, which validate_inputs
+// rejects by name ("input 8: not used by SparseAttention version 1"); only a node with more than
+// kDeclaredInputs inputs meets ONNX Runtime's own count check.
+constexpr size_t kDeclaredInputs = 64;
+
 // Evaluates an OrtStatus-returning API call; on failure, returns it from the enclosing function.
 #define SPATTN_ORT_RETURN_IF_ERROR(expr) \
   do {                                   \
@@ -36,54 +42,108 @@ OrtStatus* make_error(const std::string& msg, OrtErrorCode code = ORT_INVALID_AR
   return g_api->CreateStatus(code, msg.c_str());
 }
 
-// Reads an INT attribute into *out; absent leaves *out (the default). A FLOAT attribute of that
-// name is a type error.
-OrtStatus* read_attr(const OrtKernelInfo* info, const char* name, int64_t* out) {
-  int64_t v = 0;
-  OrtStatus* st = g_api->KernelInfoGetAttribute_int64(info, name, &v);
-  if (!st) {
-    *out = v;
-    return nullptr;
-  }
-  g_api->ReleaseStatus(st);
+// The ONNX type of attribute `name` when it is one that the C API can read (INT, FLOAT, STRING,
+// INTS, FLOATS, TENSOR); null when absent (or of a type the C API has no reader for).
+const char* attribute_type(const OrtKernelInfo* info, const char* name) {
+  auto ok = [](OrtStatus* st) {
+    if (!st) return true;
+    g_api->ReleaseStatus(st);
+    return false;
+  };
+  int64_t i = 0;
   float f = 0.f;
-  st = g_api->KernelInfoGetAttribute_float(info, name, &f);
-  if (!st)
-    return make_error(std::string("SparseAttention: ") + name + ": an INT attribute, got a FLOAT");
-  g_api->ReleaseStatus(st);
+  size_t size = 0;
+  if (ok(g_api->KernelInfoGetAttribute_int64(info, name, &i))) return "INT";
+  if (ok(g_api->KernelInfoGetAttribute_float(info, name, &f))) return "FLOAT";
+  if (ok(g_api->KernelInfoGetAttribute_string(info, name, nullptr, &size))) return "STRING";
+  // Before the arrays: their readers also accept a TENSOR attribute.
+  OrtAllocator* alloc = nullptr;
+  if (ok(g_api->GetAllocatorWithDefaultOptions(&alloc))) {
+    OrtValue* t = nullptr;
+    if (ok(g_api->KernelInfoGetAttribute_tensor(info, name, alloc, &t))) {
+      g_api->ReleaseValue(t);
+      return "TENSOR";
+    }
+  }
+  // Each array reader also succeeds, with no elements, on the other kind of list.
+  size_t ints = 0, floats = 0;
+  const bool is_list = ok(g_api->KernelInfoGetAttributeArray_int64(info, name, nullptr, &ints)) |
+                       ok(g_api->KernelInfoGetAttributeArray_float(info, name, nullptr, &floats));
+  if (ints > 0) return "INTS";
+  if (floats > 0) return "FLOATS";
+  if (is_list) return "INTS or FLOATS (empty)";
   return nullptr;
 }
 
-// Reads a FLOAT attribute into *out; absent leaves *out (the default). An INT attribute of that
-// name is a type error.
-OrtStatus* read_attr(const OrtKernelInfo* info, const char* name, double* out) {
-  float v = 0.f;
-  OrtStatus* st = g_api->KernelInfoGetAttribute_float(info, name, &v);
-  if (!st) {
-    *out = v;
-    return nullptr;
+// Reads attribute `name` of ONNX type INT (is_int) or FLOAT; absent leaves the default. Any other
+// type is an error naming the attribute and the expected type, never the default in silence.
+template <typename T>
+OrtStatus* read_attr(const OrtKernelInfo* info, const char* name, bool is_int, T* out) {
+  if (is_int) {
+    int64_t v = 0;
+    OrtStatus* st = g_api->KernelInfoGetAttribute_int64(info, name, &v);
+    if (!st) {
+      *out = T(v);
+      return nullptr;
+    }
+    g_api->ReleaseStatus(st);
+  } else {
+    float v = 0.f;
+    OrtStatus* st = g_api->KernelInfoGetAttribute_float(info, name, &v);
+    if (!st) {
+      *out = T(v);
+      return nullptr;
+    }
+    g_api->ReleaseStatus(st);
   }
-  g_api->ReleaseStatus(st);
-  int64_t i = 0;
-  st = g_api->KernelInfoGetAttribute_int64(info, name, &i);
-  if (!st)
-    return make_error(std::string("SparseAttention: ") + name + ": a FLOAT attribute, got an INT");
-  g_api->ReleaseStatus(st);
-  return nullptr;
+  const char* got = attribute_type(info, name);
+  if (!got) return nullptr;  // absent: the default
+  return make_error(std::string("SparseAttention: ") + name + ": " +
+                    (is_int ? "an INT attribute (one integer)" : "a FLOAT attribute (one float)") +
+                    ", got an attribute of type " + got);
 }
 
 // The kernel object: validated attributes plus the backend it runs on.
 struct Kernel {
   PatternAttrs attrs;
   bool cuda = false;
-  // ONNX Runtime's CUDA allocator, looked up on the first call that needs a workspace and kept
-  // (a lookup per call costs more than some kernels at 16K).
-  std::mutex alloc_mu;
-  OrtAllocator* cuda_alloc = nullptr;
-  ~Kernel() {
-    if (cuda_alloc) g_api->ReleaseAllocator(cuda_alloc);
-  }
 };
+
+#if defined(SPATTN_WITH_CUDA)
+// The CUDA workspace comes from a private stream-ordered memory pool, not from ONNX Runtime's
+// arena. Concurrent Run() calls on one session run on different streams, and the arena hands a
+// block freed right after the enqueue to the next caller at once: another run could then write
+// it while this kernel still reads it (seen as wrong answers with 8 threads on one session).
+// A stream-ordered free (cudaFreeAsync) lets the block be reused only once the work queued before
+// it has finished, or behind an ordering dependency the driver inserts. The pool keeps its memory
+// (unlimited release threshold), so a call costs no allocation from the driver once warm, and it
+// is private, so the process's default pool keeps its own settings.
+cudaError_t workspace_pool(int device, cudaMemPool_t* out) {
+  constexpr int kMaxDevices = 64;
+  static std::mutex mu;
+  static cudaMemPool_t pools[kMaxDevices] = {};
+  if (device < 0 || device >= kMaxDevices) return cudaErrorInvalidDevice;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!pools[device]) {
+    cudaMemPoolProps props = {};
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = device;
+    cudaMemPool_t pool = nullptr;
+    cudaError_t rc = cudaMemPoolCreate(&pool, &props);
+    if (rc != cudaSuccess) return rc;
+    uint64_t keep = UINT64_MAX;
+    rc = cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+    if (rc != cudaSuccess) {
+      cudaMemPoolDestroy(pool);
+      return rc;
+    }
+    pools[device] = pool;
+  }
+  *out = pools[device];
+  return cudaSuccess;
+}
+#endif
 
 int32_t dtype_code(ONNXTensorElementDataType t) {
   switch (t) {
@@ -209,37 +269,20 @@ OrtStatus* compute(Kernel* kernel, OrtKernelContext* ctx) {
     SPATTN_ORT_RETURN_IF_ERROR(g_api->KernelContext_GetGPUComputeStream(ctx, &stream));
     const size_t bytes = cuda::workspace_size_current_device(p);
     void* ws = nullptr;
-    OrtAllocator* alloc = nullptr;
     if (bytes) {
-      {
-        std::lock_guard<std::mutex> lock(kernel->alloc_mu);
-        if (!kernel->cuda_alloc) {
-          int device = 0;
-          cudaGetDevice(&device);
-          OrtMemoryInfo* mem = nullptr;
-          SPATTN_ORT_RETURN_IF_ERROR(
-              g_api->CreateMemoryInfo("Cuda", OrtDeviceAllocator, device, OrtMemTypeDefault, &mem));
-          OrtStatus* st = g_api->KernelContext_GetAllocator(ctx, mem, &kernel->cuda_alloc);
-          g_api->ReleaseMemoryInfo(mem);
-          if (st) {
-            kernel->cuda_alloc = nullptr;
-            return st;
-          }
-        }
-        alloc = kernel->cuda_alloc;
-      }
-      ws = alloc->Alloc(alloc, bytes);
-      if (!ws)
+      int device = 0;
+      cudaMemPool_t pool = nullptr;
+      cudaError_t arc = cudaGetDevice(&device);
+      if (arc == cudaSuccess) arc = workspace_pool(device, &pool);
+      if (arc == cudaSuccess)
+        arc = cudaMallocFromPoolAsync(&ws, bytes, pool, static_cast<cudaStream_t>(stream));
+      if (arc != cudaSuccess)
         return make_error("SparseAttention: could not allocate " + std::to_string(bytes) +
-                              " bytes of CUDA workspace",
+                              " bytes of CUDA workspace: " + cudaGetErrorString(arc),
                           ORT_FAIL);
     }
     const cudaError_t rc = cuda::launch(p, ws, bytes, static_cast<cudaStream_t>(stream));
-    if (ws) {
-      // The allocator is stream-ordered for ONNX Runtime's compute stream, so the buffer can go
-      // back right after the enqueue.
-      alloc->Free(alloc, ws);
-    }
+    if (ws) cudaFreeAsync(ws, static_cast<cudaStream_t>(stream));
     if (rc != cudaSuccess)
       return make_error(
           std::string("SparseAttention: CUDA launch failed: ") + cudaGetErrorString(rc), ORT_FAIL);
@@ -267,20 +310,57 @@ OrtStatus* compute(Kernel* kernel, OrtKernelContext* ctx) {
 
 // ---- OrtCustomOp callbacks ----
 
+// One registration per query type: query and output declared of that type (so ONNX Runtime
+// infers the output type from it, whatever the other inputs are), every other input of any type;
+// and a last one with query of any type, so that a query of another type reaches
+// check_input_types instead of failing ONNX Runtime's kernel match.
 struct SparseAttentionOp : OrtCustomOp {
   bool cuda;
-  explicit SparseAttentionOp(bool on_cuda);
+  ONNXTensorElementDataType query_type;
+  SparseAttentionOp(bool on_cuda, ONNXTensorElementDataType query_type);
 };
+
+// The input count and element types of the node, checked when the session loads the model: the
+// op declares its inputs permissively (see GetInputType), so that these messages, which name the
+// op's inputs, are the ones a user sees instead of ONNX Runtime's graph checks.
+OrtStatus* check_input_types(const OrtKernelInfo* info) {
+  size_t count = 0;
+  SPATTN_ORT_RETURN_IF_ERROR(g_api->KernelInfo_GetInputCount(info, &count));
+  TensorDesc d[kNumInputs];
+  for (size_t i = 0; i < count && i < size_t(kNumInputs); ++i) {
+    size_t len = 0;  // an omitted optional input has the empty name
+    SPATTN_ORT_RETURN_IF_ERROR(g_api->KernelInfo_GetInputName(info, i, nullptr, &len));
+    if (len <= 1) continue;
+    OrtTypeInfo* type = nullptr;
+    SPATTN_ORT_RETURN_IF_ERROR(g_api->KernelInfo_GetInputTypeInfo(info, i, &type));
+    const OrtTensorTypeAndShapeInfo* tensor = nullptr;  // owned by `type`
+    ONNXTensorElementDataType t = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+    OrtStatus* st = g_api->CastTypeInfoToTensorInfo(type, &tensor);
+    if (!st && tensor) st = g_api->GetTensorElementType(tensor, &t);
+    g_api->ReleaseTypeInfo(type);
+    if (st) return st;
+    d[i].present = true;
+    d[i].dtype = dtype_code(t);
+    d[i].dtype_text = tensor ? onnx_type_name(t) : "a value that is not a tensor";
+  }
+  const std::string e = validate_input_types(int(count), d);
+  return e.empty() ? nullptr : make_error(e);
+}
 
 OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp* op, const OrtApi*,
                                       const OrtKernelInfo* info, void** out) {
   *out = nullptr;
   try {
     RawAttrs r;  // the defaults of attributes.h; every attribute of the table is read
+#define SPATTN_ATTR_IS_INT_INT true
+#define SPATTN_ATTR_IS_INT_FLOAT false
 #define SPATTN_READ_ATTR(TYPE, name, def, lo, hi, c_block, expect) \
-  SPATTN_ORT_RETURN_IF_ERROR(read_attr(info, #name, &r.name));
+  SPATTN_ORT_RETURN_IF_ERROR(read_attr(info, #name, SPATTN_ATTR_IS_INT_##TYPE, &r.name));
     SPATTN_ATTRIBUTES(SPATTN_READ_ATTR)
 #undef SPATTN_READ_ATTR
+#undef SPATTN_ATTR_IS_INT_INT
+#undef SPATTN_ATTR_IS_INT_FLOAT
+    SPATTN_ORT_RETURN_IF_ERROR(check_input_types(info));
     auto* k = new Kernel();
     const std::string e = validate_attrs(r, &k->attrs);
     if (!e.empty()) {
@@ -342,29 +422,29 @@ OrtStatus* ORT_API_CALL infer_shape(const OrtCustomOp*, OrtShapeInferContext* ct
   return st;
 }
 
-SparseAttentionOp::SparseAttentionOp(bool on_cuda) : OrtCustomOp{}, cuda(on_cuda) {
+SparseAttentionOp::SparseAttentionOp(bool on_cuda, ONNXTensorElementDataType qt)
+    : OrtCustomOp{}, cuda(on_cuda), query_type(qt) {
   version = ORT_API_VERSION;  // the headers we build against (1.21): loads in ONNX Runtime >= 1.21
   GetName = [](const OrtCustomOp*) { return "SparseAttention"; };
   GetExecutionProviderType = [](const OrtCustomOp* op) -> const char* {
     return static_cast<const SparseAttentionOp*>(op)->cuda ? "CUDAExecutionProvider"
                                                            : "CPUExecutionProvider";
   };
-  GetInputTypeCount = [](const OrtCustomOp*) -> size_t { return size_t(kNumInputs); };
-  GetInputType = [](const OrtCustomOp*, size_t i) {
-    // query/key/value: float32, float16 or bfloat16 (checked at compute); sinks: float32; the
-    // integer inputs: int32. ONNX Runtime gives every input declared UNDEFINED (and the output)
-    // one type constraint, so only query/key/value may be.
-    return i < 3 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
-                 : (i == size_t(kSinks) ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT
-                                        : ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32);
+  // Every input is declared optional and of any type, and more inputs are declared than the op
+  // has: ONNX Runtime's own checks of types and input counts would name graph tensors and schema
+  // positions; ours (check_input_types at load, validate_inputs at run) name the op's inputs (op
+  // spec). (A variadic last input would not do: ONNX counts the optional inputs before it as
+  // required.)
+  GetInputTypeCount = [](const OrtCustomOp*) -> size_t { return kDeclaredInputs; };
+  GetInputType = [](const OrtCustomOp* op, size_t i) {
+    return i == 0 ? static_cast<const SparseAttentionOp*>(op)->query_type
+                  : ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
   };
   GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
-  GetOutputType = [](const OrtCustomOp*, size_t) {
-    return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+  GetOutputType = [](const OrtCustomOp* op, size_t) {
+    return static_cast<const SparseAttentionOp*>(op)->query_type;
   };
-  GetInputCharacteristic = [](const OrtCustomOp*, size_t i) {
-    return i < 3 ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
-  };
+  GetInputCharacteristic = [](const OrtCustomOp*, size_t) { return INPUT_OUTPUT_OPTIONAL; };
   GetOutputCharacteristic = [](const OrtCustomOp*, size_t) { return INPUT_OUTPUT_REQUIRED; };
   GetInputMemoryType = [](const OrtCustomOp*, size_t) { return OrtMemTypeDefault; };
   GetVariadicInputMinArity = [](const OrtCustomOp*) { return 1; };
@@ -385,9 +465,16 @@ SparseAttentionOp::SparseAttentionOp(bool on_cuda) : OrtCustomOp{}, cuda(on_cuda
   ReleaseAliasMap = nullptr;
 }
 
-SparseAttentionOp g_cpu_op(false);
+constexpr ONNXTensorElementDataType kQueryTypes[] = {
+    ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16,
+    ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16, ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED};
+SparseAttentionOp g_cpu_ops[] = {{false, kQueryTypes[0]},
+                                 {false, kQueryTypes[1]},
+                                 {false, kQueryTypes[2]},
+                                 {false, kQueryTypes[3]}};
 #if defined(SPATTN_WITH_CUDA)
-SparseAttentionOp g_cuda_op(true);
+SparseAttentionOp g_cuda_ops[] = {
+    {true, kQueryTypes[0]}, {true, kQueryTypes[1]}, {true, kQueryTypes[2]}, {true, kQueryTypes[3]}};
 #endif
 
 }  // namespace
@@ -396,9 +483,12 @@ OrtStatus* register_ops(OrtSessionOptions* options, const OrtApi* api) {
   g_api = api;
   OrtCustomOpDomain* domain = nullptr;
   SPATTN_ORT_RETURN_IF_ERROR(api->CreateCustomOpDomain("spattn", &domain));
-  OrtStatus* st = api->CustomOpDomain_Add(domain, &g_cpu_op);
+  OrtStatus* st = nullptr;
+  for (SparseAttentionOp& op : g_cpu_ops)
+    if (!st) st = api->CustomOpDomain_Add(domain, &op);
 #if defined(SPATTN_WITH_CUDA)
-  if (!st) st = api->CustomOpDomain_Add(domain, &g_cuda_op);
+  for (SparseAttentionOp& op : g_cuda_ops)
+    if (!st) st = api->CustomOpDomain_Add(domain, &op);
 #endif
   if (!st) st = api->AddCustomOpDomain(options, domain);
   // The domain must outlive every session that uses it: it is intentionally not released.

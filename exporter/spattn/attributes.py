@@ -23,6 +23,7 @@ from typing import Any
 
 __all__ = [
     "INT32_MAX",
+    "MAX_LENGTH",
     "Attribute",
     "Input",
     "HeadDims",
@@ -38,6 +39,9 @@ __all__ = [
 ]
 
 INT32_MAX = 2**31 - 1
+# The largest Lq and Lk (docs/op-spec.md, Errors): every index computation stays far from int32's
+# and int64's limits, and a sequence length this size is already beyond any model's.
+MAX_LENGTH = 2**30
 
 
 @dataclass(frozen=True)
@@ -185,8 +189,8 @@ OP_PARAMS: tuple[Input | Attribute, ...] = (
     _A("stride", "INT", 0, 0, INT32_MAX, ">= 0", "Sparse Transformer strided component; 0 off"),
     _A("block_size", "INT", 64, 1, 65536, "in 1 ... 65536", "block edge for num_random and "
        "block_indices"),
-    _A("num_random", "INT", 0, 0, INT32_MAX, ">= 0", "BigBird random key blocks per query block "
-       "and query head"),
+    _A("num_random", "INT", 0, 0, 65536, "in 0 ... 65536", "BigBird random key blocks per query "
+       "block and query head"),
     _A("seed", "INT", 0, 0, INT32_MAX, "in 0 ... 2^31-1", "seed of the random-block hash"),
     _A("scale", "FLOAT", 0.0, 0.0, None, "finite and > 0 (0: the default 1/sqrt(D))",
        "multiplies q.k before the softmax; absent or 0: 1/sqrt(D)", always_written=False,

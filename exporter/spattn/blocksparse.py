@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import reference
@@ -376,3 +377,63 @@ def block_any_mask(
         h_idx, r_idx, c_idx = m.nonzero(as_tuple=True)
         out[h_idx, i[r_idx] // block_size, jj[r_idx, c_idx] // block_size] = True
     return out
+
+
+def _band_rows(f: dict[str, int], lk: int, p: np.ndarray) -> np.ndarray:
+    """Allowed keys of the query rows at positions ``p`` (band, causal, num_global only)."""
+    wl, wr, g_attr, causal = f["window_left"], f["window_right"], f["num_global"], f["causal"]
+    local_on = not (wl == -1 and wr == -1 and g_attr > 0)
+    hi = np.minimum(p, lk - 1) if causal else np.full_like(p, lk - 1)
+    n_all = np.maximum(hi + 1, 0)  # keys 0 ... hi
+    g = np.minimum(g_attr, n_all)  # global keys 0 ... g-1
+    if local_on:
+        lo_b = np.zeros_like(p) if wl == -1 else np.maximum(p - wl, 0)
+        hi_b = hi if wr == -1 else np.minimum(hi, p + wr)
+        len_b = np.maximum(hi_b - lo_b + 1, 0)
+        overlap = np.where(len_b > 0, np.maximum(np.minimum(hi_b, g - 1) - lo_b + 1, 0), 0)
+        row = len_b + g - overlap
+    else:
+        row = g
+    return np.where((p >= 0) & (p < g_attr), n_all, row)
+
+
+def count_allowed_bands(pattern: Any, lq: int, lk: int) -> int | None:
+    """Allowed pairs of one head for patterns made of the band, causal and ``num_global`` only
+    (no stride, random or listed blocks; no padding); None for other patterns.
+
+    A row's count is piecewise linear in its position ``p`` with kinks only where a clamp of
+    the rule switches (``p`` near ``0``, ``G``, ``window_left``, ``Lk - 1 - window_right``, ...):
+    summed segment by segment in closed form, so any length up to 2^30 takes milliseconds.
+    Segments are checked for linearity and split when in doubt; short ones are summed row by row.
+
+    Examples
+    --------
+    >>> from spattn import Pattern
+    >>> count_allowed_bands(Pattern.sliding_window(1), 4, 4)
+    10
+    """
+    f = reference.pattern_fields(pattern)
+    if (
+        f["stride"] > 0
+        or f["num_random"] > 0
+        or getattr(pattern, "block_indices", None) is not None
+    ):
+        return None
+    p0, p1 = lk - lq, lk - 1  # positions of the first and the last query
+    wl, wr, g = f["window_left"], f["window_right"], f["num_global"]
+    marks = {0, g, wl, lk - 1 - wr, -wr - 1, g - 1 - wr, g + wl, lk - 1}
+    cuts = sorted({m + d for m in marks for d in range(-2, 3) if p0 < m + d <= p1} | {p0, p1 + 1})
+
+    def seg_sum(a: int, b: int) -> int:  # rows at positions a ... b-1
+        n = b - a
+        if n <= 4096:
+            return int(_band_rows(f, lk, np.arange(a, b, dtype=np.int64)).sum())
+        probe = np.array([a, a + 1, a + n // 3, a + n // 2, b - 2, b - 1], dtype=np.int64)
+        v = _band_rows(f, lk, probe)
+        slope = v[1] - v[0]
+        if all(v[k] == v[0] + slope * (probe[k] - a) for k in range(len(probe))):
+            return int(n * v[0] + slope * n * (n - 1) // 2)
+        m = a + n // 2
+        return seg_sum(a, m) + seg_sum(m, b)
+
+    return sum(seg_sum(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True))

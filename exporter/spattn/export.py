@@ -17,8 +17,8 @@ import numpy as np
 import onnx
 import torch
 
+from . import argcheck, schema, tolerances
 from . import op as _op
-from . import schema, tolerances
 from .compare import compare_outputs
 
 __all__ = [
@@ -443,10 +443,28 @@ def export(
     >>> report.input_names, report.output_names  # doctest: +SKIP
     (['hidden_states', 'key_lengths'], ['last_hidden_state'])
     """
-    if opset < 18:
-        raise ValueError(f"opset: expected >= 18, got {opset}")
+    where = "spattn.export"
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{where}: model: expected a torch.nn.Module, got {type(model).__name__}")
+    path = argcheck.output_path(where, "path", path)
+    opset = argcheck.int_arg(where, "opset", opset, 18)
+    dynamic = argcheck.bool_arg(where, "dynamic", dynamic)
+    validate = argcheck.bool_arg(where, "validate", validate)
+    atol = argcheck.tolerance_arg(where, "atol", atol)
+    rtol = argcheck.tolerance_arg(where, "rtol", rtol)
+    intra_op_threads = argcheck.threads_arg(where, "intra_op_threads", intra_op_threads)
+    if dtype is not None and not isinstance(dtype, (str, torch.dtype)):
+        raise TypeError(
+            f"{where}: dtype: expected 'float32', 'float16', 'bfloat16' or a torch dtype, got "
+            f"{dtype!r}"
+        )
     schema.register()
-    tdtype = _DTYPES[tolerances.dtype_name(dtype)] if dtype is not None else None
+    try:
+        tdtype = _DTYPES[tolerances.dtype_name(dtype)] if dtype is not None else None
+    except KeyError:
+        raise ValueError(
+            f"{where}: dtype: expected one of {', '.join(_DTYPES)}, got {dtype!r}"
+        ) from None
     model = model.eval()
     if tdtype is not None:
         model = model.to(tdtype)

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import attributes, blocksparse, reference
+from . import attributes, blocksparse, checks, reference
 
 __all__ = ["sparse_attention", "key_range_from_padding_mask"]
 
 _IMPLS = ("auto", "reference", "blocksparse", "op")
-_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+_FLOATS = checks.FLOAT_DTYPES
 _INTS = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
@@ -122,6 +122,8 @@ def _validate(
             raise _fail(name, f"a tensor on {q.device} (as query)", t.device)
     b, hq, lq, d = q.shape
     hkv, lk = k.shape[1], k.shape[2]
+    checks.check_length("query", lq, "Lq", "sparse_attention")
+    checks.check_length("key", lk, "Lk", "sparse_attention")
     if k.shape[0] != b:
         raise _fail("key", f"batch {b} (as query)", int(k.shape[0]))
     if v.shape[0] != b:

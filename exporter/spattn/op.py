@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from . import attributes, blocksparse, reference, schema
+from . import attributes, blocksparse, checks, reference, schema
 
 __all__ = [
     "DOMAIN",
@@ -70,8 +70,24 @@ def _bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check(a: dict[str, Any]) -> None:
+    """The call's inputs and attributes as docs/op-spec.md's error table (values when eager)."""
+    checks.check_op_call(
+        a["query"],
+        a["key"],
+        a["value"],
+        {x.name: a[x.name] for x in attributes.PATTERN_ATTRIBUTES},
+        a["key_lengths"],
+        a["block_indices"],
+        a["global_mask"],
+        a["key_starts"],
+        a["sinks"],
+    )
+
+
 def _eager(*args: Any, **kwargs: Any) -> torch.Tensor:
     a = _bind(args, kwargs)
+    _check(a)
     q, k, v = a["query"], a["key"], a["value"]
     attrs = {x.name: a[x.name] for x in attributes.PATTERN_ATTRIBUTES}
     scale = attrs.pop("scale")
@@ -92,6 +108,7 @@ def _eager(*args: Any, **kwargs: Any) -> torch.Tensor:
 
 def _fake(*args: Any, **kwargs: Any) -> torch.Tensor:
     a = _bind(args, kwargs)
+    _check(a)
     q, v = a["query"], a["value"]
     return q.new_empty((q.shape[0], q.shape[1], q.shape[2], v.shape[3]))
 
@@ -122,6 +139,8 @@ def _translate(*args: Any, **kwargs: Any) -> Any:
     a.apply_defaults()
     values = a.arguments
     spattn = Opset(DOMAIN, VERSION)
+    # The attribute values are constants of the trace: a bad one never reaches a written node.
+    checks.check_attributes({x.name: values[x.name] for x in attributes.PATTERN_ATTRIBUTES})
     attrs: dict[str, Any] = {}
     for x in attributes.ATTRIBUTES:
         if not x.pattern:

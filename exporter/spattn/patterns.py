@@ -8,6 +8,7 @@ Transformer strided, block layouts) and other libraries' window conventions onto
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,19 +35,41 @@ class _class_or_instance:
         return self.on_instance.__get__(obj, cls)
 
 
-def _int_arg(name: str, value: Any, low: int) -> int:
-    """An integer argument ``>= low``, else ValueError naming it."""
+def _int_arg(name: str, value: Any, low: int, high: int = attributes.INT32_MAX) -> int:
+    """An integer argument in ``[low, high]``, else ValueError naming it."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"Pattern: {name}: expected an integer >= {low}, got {value!r}")
     if value < low:
         raise ValueError(f"Pattern: {name}: expected >= {low}, got {value!r}")
+    if value > high:
+        raise ValueError(f"Pattern: {name}: expected <= {high}, got {value!r}")
     return int(value)
+
+
+def _attr_arg(name: str, value: Any, attr: str) -> Any:
+    """A constructor argument that becomes attribute ``attr``, checked by the table's rule but
+    named as the caller wrote it (``left`` of ``sliding_window`` is ``window_left``)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    why = attributes.attribute(attr).problem(value)
+    if why is not None:
+        raise ValueError(f"Pattern: {name}: expected {why}, got {value!r}")
+    return value
+
+
+def _bool_arg(name: str, value: Any) -> bool:
+    """A flag: a bool, or the integers 0 and 1 (ONNX's ``is_causal``); nothing else."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"Pattern: {name}: expected a bool (or 0/1), got {value!r}")
 
 
 def _lengths(lq: Any, lk: Any, heads: Any = 1) -> tuple[int, int, int]:
     """Checked ``(lq, lk, heads)`` of a query method (``lk`` defaults to ``lq``)."""
-    lq = _int_arg("lq", lq, 1)
-    lk = lq if lk is None else _int_arg("lk", lk, 1)
+    lq = _int_arg("lq", lq, 1, attributes.MAX_LENGTH)
+    lk = lq if lk is None else _int_arg("lk", lk, 1, attributes.MAX_LENGTH)
     return lq, lk, _int_arg("heads", heads, 1)
 
 
@@ -73,11 +96,23 @@ def _first_tokens(n: int) -> str:
 
 
 def _layout_tensor(x: Any) -> torch.Tensor:
-    t = x.detach().to("cpu") if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    try:
+        t = x.detach().to("cpu") if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(
+            f"Pattern: block_indices: expected an integer array [Hl, nqb, K] or a callable "
+            f"layout(lq, lk), got {type(x).__name__}"
+        ) from e
+    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
+        # Casting would silently truncate 1.7 to block 1.
+        raise ValueError(f"Pattern: block_indices: expected integer entries, got {t.dtype}")
     if t.dim() == 2:  # [nqb, K] shared by all heads
         t = t.unsqueeze(0)
     if t.dim() != 3:
-        raise ValueError(f"block_indices: expected rank 3 [Hl, nqb, K], got shape {list(t.shape)}")
+        raise ValueError(
+            f"Pattern: block_indices: expected rank 3 [Hl, nqb, K] (or 2: [nqb, K]), got shape "
+            f"{list(t.shape)}"
+        )
     return t.to(torch.int32)
 
 
@@ -139,6 +174,7 @@ class Pattern:
         >>> Pattern.dense(causal=True).attributes()["causal"]
         1
         """
+        causal = _bool_arg("causal", causal)
         return cls(causal=causal, name="causal dense" if causal else "dense")
 
     @classmethod
@@ -150,7 +186,9 @@ class Pattern:
         >>> Pattern.sliding_window(4).attributes()["window_right"]
         4
         """
-        right = left if right is None else right
+        left = _attr_arg("left", left, "window_left")
+        right = left if right is None else _attr_arg("right", right, "window_right")
+        causal = _bool_arg("causal", causal)
         return cls(window_left=left, window_right=right, causal=causal, name="sliding window")
 
     @classmethod
@@ -162,7 +200,7 @@ class Pattern:
         >>> Pattern.causal_sliding_window(4096).attributes()["window_left"]
         4095
         """
-        _int_arg("window", window, 1)
+        window = _int_arg("window", window, 1, attributes.INT32_MAX + 1)
         return cls(window_left=window - 1, causal=True, name="causal sliding window")
 
     @classmethod
@@ -186,7 +224,10 @@ class Pattern:
         >>> sparse_attention(q, q, q, Pattern.longformer(8), global_mask=glob).shape
         torch.Size([2, 4, 64, 16])
         """
-        _int_arg("attention_window", attention_window, 0)
+        attention_window = _int_arg(
+            "attention_window", attention_window, 0, 2 * attributes.INT32_MAX
+        )
+        num_global = _attr_arg("num_global", num_global, "num_global")
         if attention_window % 2:
             raise ValueError(
                 f"Pattern: attention_window: expected an even number >= 0, got {attention_window}"
@@ -216,9 +257,21 @@ class Pattern:
         >>> a["window_left"], a["num_global"], a["num_random"]
         (64, 64, 2)
         """
-        _int_arg("block_size", block_size, 1)
-        _int_arg("num_local_blocks", num_local_blocks, 1)
-        _int_arg("num_global_blocks", num_global_blocks, 0)
+        block_size = _attr_arg("block_size", block_size, "block_size")
+        num_local_blocks = _int_arg("num_local_blocks", num_local_blocks, 1)
+        num_global_blocks = _int_arg("num_global_blocks", num_global_blocks, 0)
+        num_random = _attr_arg("num_random", num_random, "num_random")
+        seed = _attr_arg("seed", seed, "seed")
+        exact_blocks = _bool_arg("exact_blocks", exact_blocks)
+        # The band and the global tokens become int32 attributes.
+        for what, n in (
+            ("num_local_blocks", (num_local_blocks - 1) // 2 * block_size),
+            ("num_global_blocks", num_global_blocks * block_size),
+        ):
+            if n > attributes.INT32_MAX:
+                raise ValueError(
+                    f"Pattern: {what}: expected {what} * block_size to fit in int32, got {n}"
+                )
         if num_local_blocks % 2 == 0:
             raise ValueError(
                 f"Pattern: num_local_blocks: expected an odd number >= 1, got {num_local_blocks}"
@@ -255,7 +308,8 @@ class Pattern:
         >>> a["window_left"], a["stride"], a["causal"]
         (127, 128, 1)
         """
-        _int_arg("stride", stride, 1)
+        stride = _int_arg("stride", stride, 1)
+        causal = _bool_arg("causal", causal)
         return cls(
             window_left=stride - 1,
             window_right=-1 if causal else stride - 1,
@@ -281,6 +335,10 @@ class Pattern:
         >>> p.layout_at(32, 32).shape
         torch.Size([1, 2, 2])
         """
+        block_size = _attr_arg("block_size", block_size, "block_size")
+        causal = _bool_arg("causal", causal)
+        if block_indices is None:
+            raise ValueError("Pattern: block_indices: expected a layout [Hl, nqb, K], got None")
         return cls(
             block_indices=block_indices, block_size=block_size, causal=causal, name="block layout"
         )
@@ -299,12 +357,9 @@ class Pattern:
         >>> Pattern.from_hf_sliding_window(4096).window_left
         4095
         """
-        if legacy_flash_attn:
-            return cls(
-                window_left=sliding_window,
-                causal=True,
-                name="Hugging Face sliding window (FlashAttention-2, < 4.42)",
-            )
+        sliding_window = _int_arg("sliding_window", sliding_window, 1, attributes.INT32_MAX)
+        if _bool_arg("legacy_flash_attn", legacy_flash_attn):
+            return cls(window_left=sliding_window, causal=True, name="Hugging Face sliding window (FlashAttention-2, < 4.42)")
         p = cls.causal_sliding_window(sliding_window)
         return dataclasses.replace(p, name="Hugging Face sliding window")
 
@@ -317,11 +372,20 @@ class Pattern:
         >>> Pattern.from_flash_attn_window((128, 0)).attributes()["window_right"]
         0
         """
-        left, right = window_size
+        if isinstance(window_size, (str, bytes)) or not hasattr(window_size, "__len__"):
+            raise ValueError(
+                f"Pattern: window_size: expected a pair (left, right), got {window_size!r}"
+            )
+        if len(window_size) != 2:
+            raise ValueError(
+                f"Pattern: window_size: expected a pair (left, right), got {window_size!r}"
+            )
+        left = _attr_arg("window_size[0]", window_size[0], "window_left")
+        right = _attr_arg("window_size[1]", window_size[1], "window_right")
         return cls(
             window_left=int(left),
             window_right=int(right),
-            causal=causal,
+            causal=_bool_arg("causal", causal),
             name="FlashAttention window",
         )
 
@@ -337,9 +401,9 @@ class Pattern:
         1
         """
         return cls(
-            window_left=int(left_window_size),
-            window_right=int(right_window_size),
-            causal=bool(is_causal),
+            window_left=int(_attr_arg("left_window_size", left_window_size, "window_left")),
+            window_right=int(_attr_arg("right_window_size", right_window_size, "window_right")),
+            causal=_bool_arg("is_causal", is_causal),
             name="ONNX Attention window",
         )
 
@@ -353,6 +417,10 @@ class Pattern:
         >>> Pattern.from_attributes(p.attributes()) == p
         True
         """
+        if not isinstance(attrs, Mapping):
+            raise ValueError(
+                f"Pattern: attrs: expected a mapping {{name: value}}, got {type(attrs).__name__}"
+            )
         kw: dict[str, Any] = {}
         for a in attributes.PATTERN_ATTRIBUTES:
             if a.name not in attrs:
@@ -478,6 +546,9 @@ class Pattern:
         from . import blocksparse
 
         lq, lk, heads = _lengths(lq, lk, heads)
+        per_head = blocksparse.count_allowed_bands(self, lq, lk)
+        if per_head is not None:  # every head has the same mask: closed form per row
+            return per_head / float(lq * lk)
         return blocksparse.count_allowed(self, lq, lk, heads) / float(heads * lq * lk)
 
     block_layout = _class_or_instance(_block_layout_ctor, block_layout_mask)

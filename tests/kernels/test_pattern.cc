@@ -15,9 +15,11 @@
 #include <algorithm>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "spattn/pattern.h"
+#include "spattn/validate.h"
 
 using spattn::Params;
 using spattn::Pattern;
@@ -36,6 +38,96 @@ static int failures = 0, checks = 0;
       }                                                  \
     }                                                    \
   } while (0)
+
+// Lengths near the limits (Lq, Lk up to 2^30; int32 attributes up to 2^31 - 1): block counts,
+// positions and bounds must come out exact, with no signed overflow (test_pattern_rules.py also
+// builds this file with -fsanitize=signed-integer-overflow).
+static void large_lengths() {
+  using spattn::ceil_div;
+  const int32_t kMax = 2147483647, kLimit = int32_t(spattn::kMaxSeqLen);
+  CHECK(ceil_div(kMax, 1) == kMax, "ceil_div(2^31-1, 1)");
+  CHECK(ceil_div(kMax, 65536) == 32768, "ceil_div(2^31-1, 65536) = %d", ceil_div(kMax, 65536));
+  CHECK(ceil_div(kMax - 63, 65536) == 32768, "ceil_div(2^31-64, 65536)");
+  CHECK(ceil_div(kMax, kMax) == 1 && ceil_div(0, 5) == 0 && ceil_div(65, 64) == 2, "ceil_div");
+  CHECK(ceil_div(kLimit, 64) == (1 << 24), "ceil_div(2^30, 64)");
+
+  // block_indices entries against ceil(Lk / block_size), for the largest Lk the value check can
+  // be given (it takes int32 lengths) and for the largest valid one.
+  const int32_t ok_entry = 32767, bad_entry = 32768, last_valid = 16383, past = 16384;
+  CHECK(spattn::validate_block_indices_values(&ok_entry, 1, kMax, 65536).empty(),
+        "entry 32767 with Lk = 2^31-1, block_size 65536");
+  CHECK(!spattn::validate_block_indices_values(&bad_entry, 1, kMax, 65536).empty(),
+        "entry 32768 with Lk = 2^31-1, block_size 65536");
+  CHECK(spattn::validate_block_indices_values(&last_valid, 1, kLimit, 65536).empty(),
+        "entry 16383 with Lk = 2^30");
+  const std::string e = spattn::validate_block_indices_values(&past, 1, kLimit, 65536);
+  CHECK(e.find("ceil(Lk / block_size) = 16384") != std::string::npos, "%s", e.c_str());
+
+  // validate_inputs: Lq and Lk up to 2^30 are accepted, one more is an error naming the input.
+  auto shapes = [](int64_t lq, int64_t lk, Params* p) {
+    spattn::TensorDesc in[spattn::kNumInputs];
+    const int64_t dims[3][4] = {{1, 1, lq, 8}, {1, 1, lk, 8}, {1, 1, lk, 8}};
+    for (int n = 0; n < 3; ++n) {
+      in[n].present = true;
+      in[n].dtype = 0;
+      in[n].rank = 4;
+      for (int d = 0; d < 4; ++d) in[n].dims[d] = dims[n][d];
+    }
+    spattn::PatternAttrs attrs;
+    attrs.block_size = 65536;
+    attrs.num_random = 1;
+    return spattn::validate_inputs(attrs, 3, in, spattn::cpu_head_dim_support(), p);
+  };
+  Params p;
+  CHECK(shapes(kLimit, kLimit, &p).empty(), "Lq = Lk = 2^30 rejected: %s",
+        shapes(kLimit, kLimit, &p).c_str());
+  std::string eq = shapes(int64_t(kLimit) + 1, 64, &p), ek = shapes(64, int64_t(kLimit) + 1, &p);
+  CHECK(eq.find("SparseAttention: query: Lq at most 2^30") == 0, "%s", eq.c_str());
+  CHECK(ek.find("SparseAttention: key: Lk at most 2^30") == 0, "%s", ek.c_str());
+  eq = shapes(kMax, 64, &p);
+  CHECK(eq.find("SparseAttention: query:") == 0, "Lq = 2^31-1: %s", eq.c_str());
+
+  // The pattern at Lq = Lk = 2^30 with the largest attributes: counts, bounds and tiles exact.
+  shapes(kLimit, kLimit, &p);
+  p.pattern.window_left = kMax;
+  p.pattern.window_right = kMax;
+  p.pattern.num_global = kMax;
+  p.pattern.stride = kMax;
+  p.pattern.seed = kMax;
+  p.pattern.num_random = 65536;
+  Pattern pat = Pattern::make(p);
+  CHECK(pat.num_key_blocks == 16384 && pat.num_query_blocks == 16384, "blocks %d %d",
+        pat.num_key_blocks, pat.num_query_blocks);
+  const int32_t last = kLimit - 1;
+  CHECK(pat.allowed(0, 0, last, last) && pat.allowed(0, 0, 0, last) && pat.allowed(0, 0, last, 0),
+        "corner pairs");
+  const spattn::RowBounds rb = pat.row_bounds(0, last);
+  CHECK(rb.upper == kLimit && rb.lower == 0 && rb.num_global == kLimit, "row bounds");
+  const int32_t kb = pat.random_kb(0, 16383, 65535);
+  CHECK(kb >= 0 && kb < 16384, "random block %d", kb);
+  const Tile corner{last - 63, kLimit, last - 63, kLimit};
+  CHECK(pat.classify(0, 0, corner) == TileClass::kFull, "corner tile");
+  std::vector<uint8_t> marks(16384);
+  pat.mark_candidate_tiles(0, 0, last - 63, kLimit, 65536, marks.data());
+  CHECK(marks[0] == 1 && marks[16383] == 1, "candidate tiles");
+
+  // One query against 2^30 keys (position 2^30 - 1), causal, one random block per query block:
+  // that block is among the candidates and within the keys.
+  p.len_q = 1;
+  p.pattern = spattn::PatternAttrs();
+  p.pattern.block_size = 65536;
+  p.pattern.num_random = 1;
+  p.pattern.causal = 1;
+  p.pattern.window_left = 0;
+  pat = Pattern::make(p);
+  CHECK(pat.num_key_blocks == 16384 && pat.num_query_blocks == 1, "1 x 2^30 blocks");
+  const int32_t rkb = pat.random_kb(0, 0, 0);
+  CHECK(rkb >= 0 && rkb < 16384 && pat.allowed(0, 0, 0, rkb * 65536), "random block %d", rkb);
+  CHECK(pat.allowed(0, 0, 0, last) && !pat.allowed(0, 0, 0, last - 1) == (rkb != 16383),
+        "band of the one query");
+  pat.mark_candidate_tiles(0, 0, 0, 1, 65536, marks.data());
+  CHECK(marks[rkb] == 1 && marks[16383] == 1, "candidate tiles of the one query");
+}
 
 int main() {
   // Spec test vectors (docs/op-spec.md, "Random blocks").
@@ -215,6 +307,7 @@ int main() {
         }
       }
   }
+  large_lengths();
   std::printf("%d passed, %d failed\n", checks - failures, failures);
   return failures ? 1 : 0;
 }

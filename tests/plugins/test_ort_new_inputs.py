@@ -417,23 +417,22 @@ def test_bad_new_input(name, value, text):
 
 
 @pytest.mark.parametrize(
-    "name, value, onnx_type",
+    "name, value, expected, got",
     [
-        ("global_mask", np.zeros((2, 10), np.float32), "float"),
-        ("global_mask", np.zeros((2, 10), np.int64), "int64"),
-        ("key_starts", np.zeros((2,), np.int64), "int64"),
-        ("sinks", np.zeros((4,), np.float16), "float16"),
-        ("sinks", np.zeros((4,), np.int32), "int32"),
-        ("key_lengths", np.zeros((2,), np.int64), "int64"),
+        ("global_mask", np.zeros((2, 10), np.float32), "int32", "float32"),
+        ("global_mask", np.zeros((2, 10), np.int64), "int32", "int64"),
+        ("key_starts", np.zeros((2,), np.int64), "int32", "int64"),
+        ("sinks", np.zeros((4,), np.float16), r"float32 \(whatever the type of query\)", "float16"),
+        ("sinks", np.zeros((4,), np.int32), r"float32 \(whatever the type of query\)", "int32"),
+        ("key_lengths", np.zeros((2,), np.int64), "int32", "int64"),
     ],
 )
-def test_bad_new_input_type(name, value, onnx_type):
-    """ONNX Runtime checks the element types of the integer inputs and of sinks (declared by the
-    library) when the session is created, naming the graph tensor (here named like the input)."""
+def test_bad_new_input_type(name, value, expected, got):
+    """The library checks the element types of the integer inputs and of sinks when the session
+    is created, naming the op's input (ONNX Runtime's own check, which names graph tensors, is not
+    the one that fires)."""
     q, k, v = _qkv()
-    with pytest.raises(
-        Exception, match=rf"Type 'tensor\({onnx_type}\)' of input parameter \({name}\)"
-    ):
+    with pytest.raises(Exception, match=rf"SparseAttention: {name}: {expected}, got {got}"):
         run_ort("float32", q, k, v, {}, **{name: value})
 
 
@@ -463,7 +462,10 @@ def test_bad_softcap(value):
 
 def test_softcap_of_type_int():
     q, k, v = _qkv()
-    with pytest.raises(Exception, match="SparseAttention: softcap: a FLOAT attribute, got an INT"):
+    with pytest.raises(
+        Exception,
+        match="SparseAttention: softcap: a FLOAT attribute .*, got an attribute of type INT",
+    ):
         run_ort("float32", q, k, v, {"softcap": 3})
 
 
@@ -481,7 +483,7 @@ def test_nine_inputs():
         graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("spattn", 1)]
     )
     m.ir_version = 10
-    with pytest.raises(Exception, match="input size 9 not in range"):
+    with pytest.raises(Exception, match="SparseAttention: input 8: not used by SparseAttention"):
         _session(m.SerializeToString()).run(
             None, {"q": q, "k": k, "v": v, "x": np.zeros(2, np.int32)}
         )

@@ -23,6 +23,70 @@ from ..text import format_table
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+#: The largest sequence length an option takes (Lq, Lk <= 2^30, docs/op-spec.md).
+MAX_LENGTH = 2**30
+
+
+class OutputPath(click.Path):
+    """A path the command will create: not an existing directory (for a file), and no part of
+    its parent is a file. Missing parent directories are created when the command writes."""
+
+    def __init__(self, directory: bool | None = False) -> None:
+        # directory None: either (a file, or a folder for a Hugging Face export)
+        super().__init__(dir_okay=directory is not False, file_okay=directory is not True)
+        self.directory = directory
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        value = super().convert(value, param, ctx)
+        p = Path(value)
+        if str(value) == "" or (self.directory is False and p.name in ("", ".", "..")):
+            self.fail(f"{str(value)!r} is not a file name", param, ctx)
+        for parent in p.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    self.fail(
+                        f"{str(value)!r}: {str(parent)!r} is a file, not a directory", param, ctx
+                    )
+                break
+        return value
+
+
+class Tolerance(click.ParamType):
+    """A finite number >= 0."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not np.isfinite(x) or x < 0:
+            self.fail(f"{value!r} is not a finite number >= 0", param, ctx)
+        return x
+
+
+def option_hint(ctx: click.Context | None, name: str, fallback: str) -> str:
+    """How the user wrote option ``name`` (its flags, e.g. ``-o/--output``)."""
+    if ctx is not None:
+        for p in ctx.command.params:
+            if p.name == name and isinstance(p, click.Option):
+                return "/".join(p.opts)
+    return fallback
+
+
+def write_file(path: str, data: bytes | str, option: str) -> None:
+    """Write ``data`` to exactly ``path`` (parents created); every OS error is a UserError
+    naming ``option`` (a full disk, /dev/full, a read-only or virtual file system)."""
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(raw)
+            f.flush()
+    except OSError as e:
+        raise UserError(f"{option}: cannot write {path}: {e.strerror or e}") from None
+
 
 class Console:
     """Where a command writes: text or one JSON object on stdout, notes and bars on stderr."""
@@ -207,7 +271,11 @@ def build_from_factory(source: str, params: dict[str, Any], con: Console) -> tup
 
 def input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option(
-        "--seed", type=int, default=0, show_default=True, help="Seed of generated inputs."
+        "--seed",
+        type=click.IntRange(0, 2**32 - 1),
+        default=0,
+        show_default=True,
+        help="Seed of generated inputs.",
     )(fn)
     fn = click.option(
         "--shape",
@@ -218,14 +286,14 @@ def input_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
     fn = click.option(
         "--seq-len",
-        type=click.IntRange(min=1),
+        type=click.IntRange(1, MAX_LENGTH),
         default=128,
         show_default=True,
         help="Value of dynamic sequence axes of generated inputs.",
     )(fn)
     fn = click.option(
         "--batch",
-        type=click.IntRange(min=1),
+        type=click.IntRange(1, MAX_LENGTH),
         default=1,
         show_default=True,
         help="Value of dynamic batch axes (axis 0) of generated inputs.",
@@ -318,9 +386,15 @@ def error_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
     )
 
 
-def save_npz(path: str, arrays: Mapping[str, Any]) -> None:
-    """Write arrays as one ``.npz`` file (one array per name)."""
-    np.savez(path, **dict(arrays))
+def save_npz(path: str, arrays: Mapping[str, Any], option: str = "--output") -> None:
+    """Write arrays as one ``.npz`` archive at exactly ``path`` (no suffix added: numpy would
+    append ``.npz`` to a name, and ``/dev/full`` became ``/dev/full.npz``). The archive is built
+    in memory and written once, so a write error of any kind is a UserError naming ``option``."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **dict(arrays))
+    write_file(path, buf.getvalue(), option)
 
 
 def report_file(model: str) -> Path:

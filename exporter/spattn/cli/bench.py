@@ -7,7 +7,16 @@ from pathlib import Path
 
 import click
 
-from ._common import CONTEXT, common_options, console, json_default
+from ..errors import UserError
+from ._common import (
+    CONTEXT,
+    MAX_LENGTH,
+    OutputPath,
+    common_options,
+    console,
+    json_default,
+    write_file,
+)
 
 
 @click.command(
@@ -21,12 +30,12 @@ from ._common import CONTEXT, common_options, console, json_default
     show_default=True,
     help="Comma-separated sequence lengths.",
 )
-@click.option("--heads", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--heads", type=click.IntRange(1, 65536), default=8, show_default=True)
 @click.option(
     "--kv-heads", type=click.IntRange(min=1), help="Key/value heads (GQA); [default: --heads]"
 )
-@click.option("--head-dim", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--head-dim", type=click.IntRange(1, 65536), default=64, show_default=True)
+@click.option("--batch", type=click.IntRange(1, MAX_LENGTH), default=1, show_default=True)
 @click.option(
     "-a",
     "--attr",
@@ -72,7 +81,7 @@ from ._common import CONTEXT, common_options, console, json_default
     "-o",
     "--out",
     "out_dir",
-    type=click.Path(file_okay=False),
+    type=OutputPath(directory=True),
     default="bench",
     show_default=True,
     help="Folder for bench.json and bench.png.",
@@ -118,9 +127,9 @@ def bench(
         ls = sorted({int(x) for x in lengths.split(",") if x.strip()})
     except ValueError:
         ls = []
-    if not ls or ls[0] < 1:
+    if not ls or ls[0] < 1 or ls[-1] > MAX_LENGTH:
         raise click.BadParameter(
-            f"{lengths!r}: expected comma-separated lengths >= 1", param_hint="--lengths"
+            f"{lengths!r}: expected comma-separated lengths in 1 ... 2^30", param_hint="--lengths"
         )
     try:
         attributes = _bench.parse_attributes(attrs) if attrs else dict(_bench.DEFAULT_PATTERN)
@@ -153,10 +162,14 @@ def bench(
     )
     result = _bench.run_benchmark(cfg, device=device, bar=con.bar, warn=con.warn)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out / "bench.json", out / "bench.png"
-    json_path.write_text(json.dumps(result, indent=2, default=json_default) + "\n")
-    _bench.plot(result, str(png_path))
+    write_file(
+        str(json_path), json.dumps(result, indent=2, default=json_default) + "\n", "-o/--out"
+    )
+    try:
+        _bench.plot(result, str(png_path))
+    except OSError as e:
+        raise UserError(f"-o/--out: cannot write {png_path}: {e.strerror or e}") from None
     result["files"] = {"json": str(json_path), "plot": str(png_path)}
     text = _bench.table(result) + f"\nwrote {json_path} and {png_path}"
     con.result(result, text)

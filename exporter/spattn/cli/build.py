@@ -11,7 +11,15 @@ from .. import runners
 from ..feeds import check_feeds, resolve_dims
 from ..modelio import TensorSpec, input_specs, load_onnx
 from ..nodes import spattn_node_info
-from ._common import CONTEXT, check_shape_names, common_options, console, parse_shapes
+from ._common import (
+    CONTEXT,
+    MAX_LENGTH,
+    OutputPath,
+    check_shape_names,
+    common_options,
+    console,
+    parse_shapes,
+)
 
 
 def _range(text: str, hint: str) -> tuple[int, int, int]:
@@ -21,9 +29,9 @@ def _range(text: str, hint: str) -> tuple[int, int, int]:
         parts = []
     if len(parts) == 1:
         parts = parts * 3
-    if len(parts) != 3 or not (1 <= parts[0] <= parts[1] <= parts[2]):
+    if len(parts) != 3 or not (1 <= parts[0] <= parts[1] <= parts[2] <= MAX_LENGTH):
         raise click.BadParameter(
-            f"{text!r}: expected MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX", param_hint=hint
+            f"{text!r}: expected MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX <= 2^30", param_hint=hint
         )
     return parts[0], parts[1], parts[2]
 
@@ -49,7 +57,7 @@ def profile_shapes(
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False),
+    type=OutputPath(),
     help="Engine file.  [default: MODEL with .plan]",
 )
 @click.option(

@@ -17,6 +17,8 @@ from ..nodes import spattn_node_info
 from ..text import format_table
 from ._common import (
     CONTEXT,
+    OutputPath,
+    Tolerance,
     build_from_factory,
     common_options,
     console,
@@ -26,6 +28,7 @@ from ._common import (
     library_noise,
     parse_kwargs,
     pass_rule,
+    write_file,
 )
 
 
@@ -67,7 +70,7 @@ def sample_parameters() -> list[tuple[str, str]]:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(),
+    type=OutputPath(directory=None),
     help="ONNX file to write (a folder for a Hugging Face model).  [default: SOURCE's name + "
     ".onnx]",
 )
@@ -124,12 +127,12 @@ def sample_parameters() -> list[tuple[str, str]]:
     show_default=True,
     help="Compare ONNX Runtime (our library) with PyTorch on the example inputs.",
 )
-@click.option("--atol", type=float, help="Absolute tolerance.  [default: per dtype, op spec]")
-@click.option("--rtol", type=float, help="Relative tolerance.  [default: per dtype, op spec]")
+@click.option("--atol", type=Tolerance(), help="Absolute tolerance.  [default: per dtype, op spec]")
+@click.option("--rtol", type=Tolerance(), help="Relative tolerance.  [default: per dtype, op spec]")
 @click.option(
     "--report",
     "report_path",
-    type=click.Path(dir_okay=False),
+    type=OutputPath(),
     help="JSON report to write.  [default: OUTPUT with .report.json]",
 )
 @click.option(
@@ -324,7 +327,7 @@ def export(
         "notes": notes + rep.notes,
         "warnings": rep.warnings,
     }
-    Path(report_path).write_text(json.dumps(report, indent=2, default=json_default) + "\n")
+    write_file(report_path, json.dumps(report, indent=2, default=json_default) + "\n", "--report")
 
     lines = [
         f"wrote {output}: {len(nodes)} spattn::SparseAttention node(s), {dtype}, opset "

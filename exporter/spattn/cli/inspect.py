@@ -9,10 +9,13 @@ import click
 
 from ..errors import UserError
 from ..modelio import constant_tensor, input_specs, load_onnx, output_specs
-from ..nodes import spattn_node_info
+from ..nodes import DENSITY_MAX_WORK, count_work, spattn_node_info
 from ..support import gpu_warnings
 from ..text import format_table
-from ._common import CONTEXT, common_options, console, fmt, library_noise
+from ._common import CONTEXT, MAX_LENGTH, OutputPath, common_options, console, fmt, library_noise
+
+# The block-layout image of --plot above L = 1024 has this many blocks a side at most.
+PLOT_MAX_BLOCKS = 4096
 
 
 @click.command(
@@ -22,7 +25,7 @@ from ._common import CONTEXT, common_options, console, fmt, library_noise
 @click.option(
     "-L",
     "--length",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_LENGTH),
     default=1024,
     show_default=True,
     help="Sequence length (Lq = Lk) for densities and the plot.",
@@ -30,7 +33,7 @@ from ._common import CONTEXT, common_options, console, fmt, library_noise
 @click.option(
     "--plot",
     "plot_path",
-    type=click.Path(dir_okay=False),
+    type=OutputPath(),
     help="Write a PNG of one node's token mask (L <= 1024) or block layout.",
 )
 @click.option(
@@ -148,8 +151,9 @@ def inspect(
         bi = chosen["inputs"][4] if len(chosen["inputs"]) > 4 else ""
         if bi:
             layout = constant_tensor(proto, bi)
-        if chosen.get("density_note") and layout is not None:
-            fits = layout.shape[1] * chosen["attributes"].get("block_size", 64)
+        bs = chosen["attributes"].get("block_size", 64)
+        if layout is not None and layout.shape[1] != -(-length // bs):
+            fits = layout.shape[1] * bs
             raise UserError(
                 f"node {chosen['name']!r}: {chosen['density_note']}; plot it with --length {fits}"
             )
@@ -164,9 +168,20 @@ def inspect(
                 f"expected at most --length ({length}), got {key_length}",
                 param_hint="--key-length",
             )
+        work = count_work(pattern, layout, length)
+        if length > 1024 and (work > DENSITY_MAX_WORK or -(-length // bs) > PLOT_MAX_BLOCKS):
+            raise click.BadParameter(
+                f"{length} is too long to plot node {chosen['name']!r} (about {work:.2g} pairs "
+                f"to visit, {-(-length // bs)} blocks a side; at most {DENSITY_MAX_WORK:.2g} "
+                f"pairs and {PLOT_MAX_BLOCKS} blocks); give a smaller --length with --plot",
+                param_hint="--length",
+            )
         with con.bar(total=1, desc="plot", unit="png") as bar:
-            Path(plot_path).parent.mkdir(parents=True, exist_ok=True)
-            pattern.plot(length, plot_path, global_tokens=tokens, key_length=key_length)
+            try:
+                Path(plot_path).parent.mkdir(parents=True, exist_ok=True)
+                pattern.plot(length, plot_path, global_tokens=tokens, key_length=key_length)
+            except OSError as e:
+                raise UserError(f"--plot: cannot write {plot_path}: {e.strerror or e}") from None
             bar.update()
         if bi and layout is None:
             con.warn(

@@ -14,6 +14,7 @@ from ..nodes import spattn_node_info
 from ..text import format_table
 from ._common import (
     CONTEXT,
+    OutputPath,
     common_options,
     console,
     describe_feeds,
@@ -47,12 +48,12 @@ from ._common import (
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False),
+    type=OutputPath(),
     help="Where to save the outputs.  [default: MODEL with .outputs.npz]",
 )
 @click.option(
     "--save-inputs",
-    type=click.Path(dir_okay=False),
+    type=OutputPath(),
     help="Also save the inputs used, as .npz (reusable with --inputs).",
 )
 @click.option(
@@ -129,7 +130,7 @@ def run(
             raise UserError(reason)
     feeds = get_feeds(specs, inputs_path, batch, seq_len, shape_items, seed, proto)
     if save_inputs:
-        save_npz(save_inputs, feeds)
+        save_npz(save_inputs, feeds, "--save-inputs")
 
     if backend == "tensorrt":
         runners.tensorrt_module()  # one clear line when TensorRT is missing
@@ -165,8 +166,7 @@ def run(
                 times.append(dt * 1e3)
             bar.update()
     output = output or str(Path(model).with_suffix("")) + ".outputs.npz"
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    save_npz(output, outs)
+    save_npz(output, outs, "-o/--output")
     t = np.asarray(times)
     timing = {
         "warmup": warmup,

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..errors import UserError
-from ._common import CONTEXT, common_options, console, fail
+from ._common import CONTEXT, OutputPath, common_options, console, fail
 
 
 @click.command(
@@ -51,7 +51,7 @@ from ._common import CONTEXT, common_options, console, fail
 )
 @click.option(
     "--log-file",
-    type=click.Path(dir_okay=False),
+    type=OutputPath(),
     help="Write the server's log there.  [default: stderr]",
 )
 @click.option("--log-verbose", type=click.IntRange(min=0), default=0, show_default=True)

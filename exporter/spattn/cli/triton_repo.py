@@ -8,7 +8,7 @@ import click
 
 from ..modelio import load_onnx
 from ..nodes import spattn_node_info
-from ._common import CONTEXT, common_options, console
+from ._common import CONTEXT, OutputPath, common_options, console
 
 
 @click.command(
@@ -21,7 +21,7 @@ from ._common import CONTEXT, common_options, console
     "-o",
     "--out",
     "repo",
-    type=click.Path(file_okay=False),
+    type=OutputPath(directory=True),
     default="model_repository",
     show_default=True,
     help="Model repository folder (created).",

@@ -19,6 +19,7 @@ from ..nodes import pattern_differences, spattn_node_info
 from ._common import (
     CONTEXT,
     Console,
+    Tolerance,
     build_from_factory,
     common_options,
     console,
@@ -67,8 +68,8 @@ from ._common import (
     type=click.Path(dir_okay=False),
     help="TensorRT engine to verify (else one is built when TensorRT is usable).",
 )
-@click.option("--atol", type=float, help="Absolute tolerance.  [default: per dtype, op spec]")
-@click.option("--rtol", type=float, help="Relative tolerance.  [default: per dtype, op spec]")
+@click.option("--atol", type=Tolerance(), help="Absolute tolerance.  [default: per dtype, op spec]")
+@click.option("--rtol", type=Tolerance(), help="Relative tolerance.  [default: per dtype, op spec]")
 @click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime intra-op threads.")
 @common_options
 @click.pass_context

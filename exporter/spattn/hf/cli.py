@@ -82,7 +82,14 @@ def run_export_hf(
             bar.update()
     except (ValueError, NotImplementedError, OSError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"exporting {source} failed: {first}") from e
+        hint = ""
+        if isinstance(e, OSError) and not os.path.isdir(source):
+            # a hub id that could not be resolved: offline, a typo, or a gated/private model
+            hint = (
+                "; a hub id needs the Hugging Face hub (or the model already in its cache, "
+                "HF_HUB_CACHE); otherwise pass a folder written by save_pretrained"
+            )
+        raise UserError(f"exporting {source} failed: {first}{hint}") from e
     data = dict(rep.__dict__)
     data["ok"] = rep.passed is not False
     report_path = report_path or os.path.join(out_dir, "export_report.json")

@@ -31,7 +31,7 @@
   X(INT, num_global, 0, 0, SPATTN_INT32_MAX_VALUE, 1, ">= 0") \
   X(INT, stride, 0, 0, SPATTN_INT32_MAX_VALUE, 1, ">= 0 (0 off)") \
   X(INT, block_size, 64, 1, 65536, 1, "in [1, 65536]") \
-  X(INT, num_random, 0, 0, SPATTN_INT32_MAX_VALUE, 1, ">= 0") \
+  X(INT, num_random, 0, 0, 65536, 1, "in [0, 65536]") \
   X(INT, seed, 0, 0, SPATTN_INT32_MAX_VALUE, 1, "in [0, 2^31-1]") \
   X(FLOAT, softcap, 0.0, 0.0, SPATTN_FLOAT_MAX_VALUE, 2, "a finite value >= 0 (0 off)")
 /* clang-format on */

@@ -44,6 +44,10 @@ struct PatternAttrs {
 constexpr int32_t kCudaHeadDims[] = {SPATTN_CUDA_HEAD_DIMS(SPATTN_HEAD_DIM_ENTRY)};
 #undef SPATTN_HEAD_DIM_ENTRY
 constexpr int32_t kNumCudaHeadDims = int32_t(sizeof(kCudaHeadDims) / sizeof(kCudaHeadDims[0]));
+// Largest Lq and Lk (docs/op-spec.md, "Inputs"): 2^30, so that index arithmetic of accepted
+// sizes (i + window_right, the position i + Lk - Lq, block and tile counts) stays far from
+// int32 overflow.
+constexpr int64_t kMaxSeqLen = int64_t(1) << 30;
 // Largest head dim (D and Dv each) of the CPU kernel.
 constexpr int32_t kCpuMaxHeadDim = 512;
 

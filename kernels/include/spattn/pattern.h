@@ -57,7 +57,9 @@ SPATTN_HD uint32_t fastmod_u32(uint32_t x, uint64_t m, uint32_t d) {
 #endif
 }
 
-SPATTN_HD int32_t ceil_div(int32_t a, int32_t b) { return (a + b - 1) / b; }
+// ceil(a / b) for a >= 0, b > 0, without forming a + b - 1 (which overflows int32 for a near
+// 2^31).
+SPATTN_HD int32_t ceil_div(int32_t a, int32_t b) { return a / b + (a % b != 0 ? 1 : 0); }
 
 // Floor division for possibly negative numerators (b > 0).
 SPATTN_HD int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }

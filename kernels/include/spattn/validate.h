@@ -120,6 +120,35 @@ inline float resolve_scale(float scale, int32_t head_dim) {
   return scale != 0.f ? scale : 1.f / std::sqrt(float(head_dim));
 }
 
+// Checks the input count and the element types of the inputs that are present (no shapes): what
+// a front end knows when it loads a model (ONNX Runtime at kernel creation). validate_inputs runs
+// it first, so load-time and run-time messages agree.
+inline std::string validate_input_types(int num_inputs, const TensorDesc* in) {
+  using detail::err;
+  if (num_inputs > kNumInputs)
+    return err(
+        ("input " + std::to_string(kNumInputs)).c_str(),
+        "not used by SparseAttention version 1 (at most " + std::to_string(kNumInputs) + " inputs)",
+        std::to_string(num_inputs) + " inputs");
+  for (int n = 0; n < 3; ++n) {
+    const TensorDesc& t = in[n];
+    if (!t.present) return err(kInputNames[n], "a required input", "nothing");
+    if (t.dtype < 0 || t.dtype > 2)
+      return err(kInputNames[n], "float32, float16 or bfloat16", t.dtype_text);
+  }
+  for (int n = 1; n < 3; ++n)
+    if (in[n].dtype != in[kQuery].dtype)
+      return err(kInputNames[n],
+                 std::string("the type of query (") + dtype_name(DType(in[kQuery].dtype)) + ")",
+                 in[n].dtype_text);
+  for (int n = kKeyLengths; n <= kKeyStarts; ++n)
+    if (in[n].present && in[n].dtype != kInt32Code)
+      return err(kInputNames[n], "int32", in[n].dtype_text);
+  if (in[kSinks].present && in[kSinks].dtype != int32_t(DType::kFloat32))
+    return err("sinks", "float32 (whatever the type of query)", in[kSinks].dtype_text);
+  return {};
+}
+
 // Checks shapes and types of all inputs and fills the sizes, dtype, strides (contiguous) and the
 // resolved pattern of `p` (pointers are left to the caller). `in` holds kNumInputs descriptions
 // (absent optionals: present == false); `num_inputs` is how many inputs the node has, absent
@@ -128,11 +157,8 @@ inline std::string validate_inputs(const PatternAttrs& attrs, int num_inputs, co
                                    const HeadDimSupport& support, Params* p) {
   using detail::err;
   using detail::shape_str;
-  if (num_inputs > kNumInputs)
-    return err(
-        ("input " + std::to_string(kNumInputs)).c_str(),
-        "not used by SparseAttention version 1 (at most " + std::to_string(kNumInputs) + " inputs)",
-        std::to_string(num_inputs) + " inputs");
+  const std::string type_error = validate_input_types(num_inputs, in);
+  if (!type_error.empty()) return type_error;
   const TensorDesc &q = in[kQuery], &k = in[kKey], &v = in[kValue];
   const TensorDesc &key_lengths = in[kKeyLengths], &block_indices = in[kBlockIndices];
   const TensorDesc &global_mask = in[kGlobalMask], &key_starts = in[kKeyStarts];
@@ -160,6 +186,12 @@ inline std::string validate_inputs(const PatternAttrs& attrs, int num_inputs, co
                v.dtype_text);
   const int64_t B = q.dims[0], Hq = q.dims[1], Lq = q.dims[2], D = q.dims[3];
   const int64_t Hkv = k.dims[1], Lk = k.dims[2], Dv = v.dims[3];
+  if (Lq > kMaxSeqLen)
+    return err("query", "Lq at most 2^30 = " + std::to_string(kMaxSeqLen) + " in [B, Hq, Lq, D]",
+               shape_str(q));
+  if (Lk > kMaxSeqLen)
+    return err("key", "Lk at most 2^30 = " + std::to_string(kMaxSeqLen) + " in [B, Hkv, Lk, D]",
+               shape_str(k));
   if (k.dims[0] != B)
     return err("key", "batch size " + std::to_string(B) + " (as query)", shape_str(k));
   if (v.dims[0] != B)

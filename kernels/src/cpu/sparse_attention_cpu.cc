@@ -4,7 +4,8 @@
 // come from Pattern::mark_candidate_tiles, every candidate is classified with Pattern::classify,
 // empty tiles are skipped, full tiles need no mask, and only partial tiles are masked token by
 // token (Pattern::row_mask). Scores and sums are float32; softcap is applied to the scaled scores
-// (TileKernels::softcap) and the sink logit joins the softmax denominator at the end.
+// (TileKernels::softcap) and the sink logit joins the softmax denominator at the end. Non-finite
+// inputs follow docs/op-spec.md ("Non-finite values and masked positions").
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -151,7 +152,8 @@ struct Scratch {
   static constexpr int kSlots = 32;
   std::vector<float> kt_cache, v_cache;
   int64_t tag[kSlots];
-  uint64_t call = 0;  // the call the tags belong to
+  bool v_nonfinite[kSlots];  // the slot's value tile holds a NaN or an infinity
+  uint64_t call = 0;         // the call the tags belong to
 };
 
 // Each call gets a new id, so no thread reuses tiles converted from another call's tensors.
@@ -187,15 +189,13 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, int6
     w.call = call_id;
   }
 
-  // Query rows, pre-multiplied by the scale and log2(e): the softmax works in base 2, so scores
-  // are in log2 units, and so are the softcap (softcap * tanh(s / softcap) is the same map there
-  // with softcap * log2(e)) and the sink logit.
-  constexpr float kLog2e = 1.4426950408889634f;
+  // Query rows as given: the scale multiplies each float32 dot product (TileKernels::qk), so a
+  // score is scale * q.k as the op spec defines it (an overflow to +-inf included), and the
+  // softmax subtracts the row maximum before any other scaling.
   const int64_t q_base = b * p.q_batch_stride + h * p.q_head_stride;
-  const float q_mul = p.pattern.scale * kLog2e;
-  const float softcap_l2 = p.pattern.softcap * kLog2e;
+  const float scale = p.pattern.scale, softcap = p.pattern.softcap;
   for (int32_t r = 0; r < rows; ++r)
-    load_row(p.dtype, p.q, q_base + (i0 + r) * p.q_row_stride, D, q_mul, &w.q[r * D]);
+    load_row(p.dtype, p.q, q_base + (i0 + r) * p.q_row_stride, D, 1.f, &w.q[r * D]);
 
   pat.mark_candidate_tiles(b, h, i0, i1, kTileK, w.marks.data());
   const int64_t k_base = b * p.k_batch_stride + hk * p.k_head_stride;
@@ -212,13 +212,19 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, int6
     float* vt = &w.v_cache[slot * v_size];
     if (w.tag[slot] != tag) {
       // K tile transposed to [D][kTileK], V tile to [kTileK][dv_pad]; zero padded.
+      bool v_bad = false;
       for (int32_t c = 0; c < cols; ++c) {
         load_row(p.dtype, p.k, k_base + (j0 + c) * p.k_row_stride, D, 1.f, krow);
         for (int32_t d = 0; d < D; ++d) kt[d * kTileK + c] = krow[d];
         float* vr = vt + size_t(c) * dv_pad;
         load_row(p.dtype, p.v, v_base + (j0 + c) * p.v_row_stride, Dv, 1.f, vr);
+        int nonfinite = 0;  // an OR reduction, which vectorizes
+        for (int32_t d = 0; d < Dv; ++d)
+          nonfinite |= !(std::fabs(vr[d]) <= std::numeric_limits<float>::max());
+        v_bad = v_bad || nonfinite;
         std::fill(vr + Dv, vr + dv_pad, 0.f);
       }
+      w.v_nonfinite[slot] = v_bad;
       if (cols < kTileK) {
         for (int32_t d = 0; d < D; ++d)
           std::fill(kt + d * kTileK + cols, kt + (d + 1) * kTileK, 0.f);
@@ -226,11 +232,10 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, int6
       }
       w.tag[slot] = tag;
     }
-    kern.qk(w.q.data(), D, kt, D, w.s.data(), rows);
-    // The score hook: transforms of the scaled scores, before the mask (softcap).
-    // (A softcap so large that softcap * log2(e) overflows changes no float32 score: skipped.)
-    if (softcap_l2 > 0.f && softcap_l2 < std::numeric_limits<float>::infinity())
-      kern.softcap(w.s.data(), rows, softcap_l2);
+    kern.qk(w.q.data(), D, kt, D, w.s.data(), rows, scale);
+    // The score hook: transforms of the scaled scores, before the mask (softcap). The mask then
+    // overwrites the scores of excluded keys, whatever their key rows hold.
+    if (softcap > 0.f) kern.softcap(w.s.data(), rows, softcap);
     if (cls == TileClass::kPartial) {
       // The token mask comes from the pattern rules here, in code built for the baseline
       // instruction set: the rules are inline functions, and a copy of them built with AVX-512
@@ -242,20 +247,27 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, int6
       for (int32_t r = 0; r < rows; ++r)
         std::fill(&w.s[r * kTileK + cols], &w.s[(r + 1) * kTileK], neg_inf);
     kern.softmax(w.s.data(), rows, w.m.data(), w.l.data(), w.corr.data());
-    kern.pv(w.s.data(), vt, dv_pad, cols, w.o.data(), dv_pad, dv_pad, w.corr.data(), rows);
+    // Excluded and padding keys weigh exactly zero; with a non-finite value row in the tile they
+    // must also add exactly nothing (op spec, "Non-finite values and masked positions").
+    kern.pv(w.s.data(), vt, dv_pad, cols, w.o.data(), dv_pad, dv_pad, w.corr.data(), rows,
+            w.v_nonfinite[slot]);
   }
 
-  // Normalize; rows without any allowed key are zeros. The sink adds e^sink to the denominator
-  // only (2^(sink_l2 - m) relative to the row's running max m; an overflow to inf gives the
-  // limit, zeros).
+  // Normalize; rows without any allowed key (or only -inf scores) are zeros, rows with a NaN or
+  // +inf score NaN (l is NaN). The sink adds e^sink to the denominator only (e^(sink - m)
+  // relative to the row's running max m; an overflow to inf gives the limit, zeros).
   const int64_t o_base = b * p.o_batch_stride + h * p.o_head_stride;
-  const float sink_l2 = p.sinks ? p.sinks[h] * kLog2e : 0.f;
+  const float sink = p.sinks ? p.sinks[h] : 0.f;
   for (int32_t r = 0; r < rows; ++r) {
     float* orow = &w.o[size_t(r) * dv_pad];
     float l = w.l[r];
-    if (p.sinks && l > 0.f) l += std::exp2(sink_l2 - w.m[r]);
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    for (int32_t d = 0; d < Dv; ++d) orow[d] *= inv;
+    if (std::isnan(l)) {
+      std::fill(orow, orow + Dv, std::numeric_limits<float>::quiet_NaN());
+    } else {
+      if (p.sinks && l > 0.f) l += std::exp(sink - w.m[r]);
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      for (int32_t d = 0; d < Dv; ++d) orow[d] *= inv;
+    }
     store_row(p.dtype, orow, Dv, p.o, o_base + (i0 + r) * p.o_row_stride);
   }
 }

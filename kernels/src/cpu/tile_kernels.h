@@ -15,18 +15,21 @@ constexpr int kTileK = 64;
 
 struct TileKernels {
   const char* isa;
-  // s[r][c] = sum_d q[r][d] * kt[d][c] for r < rows, c < kTileK (kt is [d][kTileK], zero padded).
-  void (*qk)(const float* q, int ldq, const float* kt, int d, float* s, int rows);
-  // Online-softmax step for `rows` rows of s[r][0..kTileK): s holds scores in log2 units (the
-  // query carries scale * log2(e); -inf where masked); updates the running max m[r] and sum l[r],
-  // overwrites s with 2^(s - m_new) and writes corr[r] = 2^(m_old - m_new), which rescales the
-  // row's output accumulator. Base 2 gives the same softmax with a cheaper exponential.
+  // s[r][c] = scale * sum_d q[r][d] * kt[d][c] for r < rows, c < kTileK (kt is [d][kTileK],
+  // zero padded): the scale multiplies the float32 dot product, as the op spec computes scores.
+  void (*qk)(const float* q, int ldq, const float* kt, int d, float* s, int rows, float scale);
+  // Online-softmax step for `rows` rows of s[r][0..kTileK): s holds scores (-inf where masked);
+  // updates the running max m[r] and sum l[r], overwrites s with e^(s - m_new) (computed as
+  // 2^((s - m_new) * log2(e)): the subtraction comes first, so large scores lose no accuracy) and
+  // writes corr[r] = e^(m_old - m_new), which rescales the row's output accumulator. A NaN or
+  // +inf score makes l[r] NaN for good (the row's output is NaN); -inf weighs zero.
   void (*softmax)(float* s, int rows, float* m, float* l, float* corr);
-  // o[r][0..dv_pad) = corr[r] * o[r] + sum_c p[r][c] * v[c][0..dv_pad) for c < cols.
+  // o[r][0..dv_pad) = corr[r] * o[r] + sum_c p[r][c] * v[c][0..dv_pad) for c < cols. skip_zero:
+  // a zero p[r][c] adds nothing even when v[c] is not finite (the caller sets it for value tiles
+  // with a non-finite element, so that masked keys never leak NaN).
   void (*pv)(const float* p, const float* v, int ldv, int cols, float* o, int ldo, int dv_pad,
-             const float* corr, int rows);
-  // The score hook: s[r][c] = cap * tanh(s[r][c] / cap) for r < rows, c < kTileK (softcap, in
-  // the log2 units of the scores: cap = softcap * log2(e)).
+             const float* corr, int rows, bool skip_zero);
+  // The score hook: s[r][c] = cap * tanh(s[r][c] / cap) for r < rows, c < kTileK (softcap).
   void (*softcap)(float* s, int rows, float cap);
   // Sets s[r][c] = -inf where allowed[r * kTileK + c] == 0 (r < rows, c < cols): the token-level
   // mask of a partial tile (Pattern::row_mask, computed by the caller).
