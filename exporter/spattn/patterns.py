@@ -359,7 +359,11 @@ class Pattern:
         """
         sliding_window = _int_arg("sliding_window", sliding_window, 1, attributes.INT32_MAX)
         if _bool_arg("legacy_flash_attn", legacy_flash_attn):
-            return cls(window_left=sliding_window, causal=True, name="Hugging Face sliding window (FlashAttention-2, < 4.42)")
+            return cls(
+                window_left=sliding_window,
+                causal=True,
+                name="Hugging Face sliding window (FlashAttention-2, < 4.42)",
+            )
         p = cls.causal_sliding_window(sliding_window)
         return dataclasses.replace(p, name="Hugging Face sliding window")
 
