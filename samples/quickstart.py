@@ -8,6 +8,10 @@
    export, run by ONNX Runtime's own kernels), same threads, same input.
 
     python samples/quickstart.py [--seq-len 4096] [--threads 2] [--out out/]
+
+The headline speedup is the median over interleaved (sparse, dense) pairs, with the middle half of
+the pairs beside it; how well separate runs agree: benchmarks/bench_demo.py and
+benchmarks/results/cpu_demo_speedup_repeatability.json.
 """
 
 from __future__ import annotations
@@ -44,6 +48,54 @@ def paired_ms(
             session.run(None, feeds)
             out.append(1e3 * (time.perf_counter() - start))
     return np.asarray(ta), np.asarray(tb)
+
+
+def speedup_summary(sparse_ms: np.ndarray, dense_ms: np.ndarray) -> dict:
+    """The headline numbers of paired runs: per pair the speedup dense / sparse; their median
+    and quartiles (the middle half of the pairs), and the median time of each side."""
+    sparse_ms, dense_ms = np.asarray(sparse_ms, float), np.asarray(dense_ms, float)
+    if sparse_ms.shape != dense_ms.shape or sparse_ms.ndim != 1 or sparse_ms.size == 0:
+        raise ValueError(
+            f"sparse_ms, dense_ms: expected two equal non-empty 1-D arrays of paired run times, "
+            f"got shapes {sparse_ms.shape} and {dense_ms.shape}"
+        )
+    ratios = dense_ms / sparse_ms
+    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+    return {
+        "pairs": int(ratios.size),
+        "speedup_median": float(median),
+        "speedup_q1": float(q1),
+        "speedup_q3": float(q3),
+        "sparse_ms_median": float(np.median(sparse_ms)),
+        "dense_ms_median": float(np.median(dense_ms)),
+        "speedups": ratios.tolist(),
+    }
+
+
+def speedup_text(summary: dict, threads: int) -> str:
+    """What the demo prints about the paired runs of :func:`speedup_summary`."""
+    s = summary
+    return "\n".join(
+        [
+            f"ONNX Runtime CPU, {threads} threads, median of {s['pairs']} paired runs:",
+            f"  spattn sparse encoder: {s['sparse_ms_median']:9.1f} ms",
+            f"  dense encoder:         {s['dense_ms_median']:9.1f} ms",
+            f"  speedup: {s['speedup_median']:.2f}x (middle half of the paired runs: "
+            f"{s['speedup_q1']:.2f}x to {s['speedup_q3']:.2f}x; whole encoder: projections and "
+            "MLP included)",
+        ]
+    )
+
+
+def time_encoders(sparse_path: str, dense_path: str, x: np.ndarray, threads: int, repeats: int):
+    """Fresh sessions of both encoders, then :func:`paired_ms`; returns (sparse, dense) ms."""
+    sparse_session = ort_session(sparse_path, intra_op_threads=threads)
+    feeds = {sparse_session.get_inputs()[0].name: x}
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    dense_session = ort.InferenceSession(dense_path, opts, providers=["CPUExecutionProvider"])
+    dense_feeds = {dense_session.get_inputs()[0].name: x}
+    return paired_ms(sparse_session, feeds, dense_session, dense_feeds, repeats)
 
 
 def main() -> None:
@@ -104,22 +156,10 @@ def main() -> None:
         program = torch.onnx.export(dense, (x,), dynamo=True, verbose=False)
     program.save(dense_path)
 
-    sparse_session = ort_session(sparse_path, intra_op_threads=args.threads)
-    feeds = {sparse_session.get_inputs()[0].name: x.numpy()}
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = args.threads
-    dense_session = ort.InferenceSession(dense_path, opts, providers=["CPUExecutionProvider"])
-    dense_feeds = {dense_session.get_inputs()[0].name: x.numpy()}
-    sparse_t, dense_t = paired_ms(sparse_session, feeds, dense_session, dense_feeds, args.repeats)
-    ratios = dense_t / sparse_t
-    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
-    print(f"ONNX Runtime CPU, {args.threads} threads, median of {args.repeats} paired runs:")
-    print(f"  spattn sparse encoder: {np.median(sparse_t):9.1f} ms")
-    print(f"  dense encoder:         {np.median(dense_t):9.1f} ms")
-    print(
-        f"  speedup: {median:.2f}x (middle half of the paired runs: {q1:.2f}x to {q3:.2f}x; "
-        "whole encoder: projections and MLP included)"
+    sparse_t, dense_t = time_encoders(
+        sparse_path, dense_path, x.numpy(), args.threads, args.repeats
     )
+    print(speedup_text(speedup_summary(sparse_t, dense_t), args.threads))
 
     # The attention alone: our op against ONNX Runtime's fused dense MultiHeadAttention.
     cfg = BenchConfig(

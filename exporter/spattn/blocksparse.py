@@ -350,8 +350,18 @@ def count_allowed(
     return total
 
 
-def block_any_mask(pattern: Any, lq: int, lk: int, heads: int, block_size: int) -> torch.Tensor:
-    """Bool ``[heads, ceil(lq/bs), ceil(lk/bs)]``: blocks holding at least one allowed pair.
+def block_any_mask(
+    pattern: Any,
+    lq: int,
+    lk: int,
+    heads: int,
+    block_size: int,
+    *,
+    key_lengths: Any = None,
+    global_mask: Any = None,
+) -> torch.Tensor:
+    """Bool ``[heads, ceil(lq/bs), ceil(lk/bs)]``: blocks holding at least one allowed pair
+    (in any batch of the per-batch inputs ``key_lengths`` and ``global_mask``).
 
     Examples
     --------
@@ -361,7 +371,7 @@ def block_any_mask(pattern: Any, lq: int, lk: int, heads: int, block_size: int) 
     """
     nqb, nkb = -(-lq // block_size), -(-lk // block_size)
     out = torch.zeros(heads, nqb, nkb, dtype=torch.bool)
-    for i, j, mask in _iter_masks(pattern, lq, lk, heads):
+    for i, j, mask in _iter_masks(pattern, lq, lk, heads, key_lengths, None, global_mask):
         m = mask.any(dim=0).expand(heads, i.numel(), mask.shape[-1])  # [H, nq, n]
         jj = (j.view(1, -1) if j.dim() == 1 else j).expand(i.numel(), -1)
         h_idx, r_idx, c_idx = m.nonzero(as_tuple=True)

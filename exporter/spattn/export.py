@@ -20,7 +20,6 @@ import torch
 from . import argcheck, schema, tolerances
 from . import op as _op
 from .compare import compare_outputs
-from .patterns import Pattern
 
 __all__ = [
     "ExportReport",
@@ -523,14 +522,18 @@ def export(
     info = []
     for n in nodes:
         attrs = {k: _decode(v) for k, v in node_attributes(n).items()}
-        listed = len(n.input) > 4 and n.input[4] != ""
-        desc = Pattern.from_attributes(attrs).describe()
+        from .modelio import constant_tensor
+        from .nodes import has_input, node_label
+
+        inputs = list(n.input)
+        listed = has_input(inputs, "block_indices")
+        layout = constant_tensor(proto, inputs[4]) if listed else None
         info.append(
             {
                 "name": n.name,
                 "attributes": attrs,
-                "inputs": list(n.input),
-                "pattern": desc + (" + block_indices" if listed else ""),
+                "inputs": inputs,
+                "pattern": node_label(attrs, inputs, layout, with_attributes=True),
             }
         )
     name = tolerances.dtype_name(tdtype) if tdtype is not None else "float32"

@@ -6,14 +6,14 @@ Examples
 >>> from spattn import modelio, nodes
 >>> info = nodes.spattn_node_info(modelio.load_onnx("encoder.onnx"), length=4096)  # doctest: +SKIP
 >>> info[0]["pattern"], info[0]["density"]  # doctest: +SKIP
-('sliding window 128|128 + 1 global', 0.0634)
+('Longformer: sliding window ±128 + the first token global (window_left=128 ...)', 0.0634)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .attributes import ATTRIBUTES, attribute
+from .attributes import ATTRIBUTES, INPUTS, attribute, input_index
 from .errors import UserError
 from .modelio import constant_tensor
 
@@ -99,10 +99,11 @@ def spattn_node_info(
             raise UserError(
                 f"node {n.name!r}: query, key and value inputs are required; re-export the model"
             )
-        if len(n.input) > 5:
+        if len(n.input) > len(INPUTS):
             raise UserError(
-                f"node {n.name!r}: input 5: reserved position, got {len(n.input)} "
-                "inputs; SparseAttention version 1 takes at most 5"
+                f"node {n.name!r}: input {len(INPUTS)}: reserved position, got {len(n.input)} "
+                f"inputs; SparseAttention version 1 takes at most {len(INPUTS)} "
+                f"({', '.join(i.name for i in INPUTS)})"
             )
         bi_name = n.input[4] if len(n.input) > 4 and n.input[4] else None
         entry: dict[str, Any] = {
@@ -124,10 +125,12 @@ def spattn_node_info(
                 if layout is not None
                 else "computed at run time"
             )
-        entry["pattern"] = _describe(attrs, layout, bi_name is not None)
+        gm = has_input(n, "global_mask")
+        entry["global_mask"] = gm
+        entry["pattern"] = node_label(attrs, list(n.input), layout, with_attributes=True)
         entry["density"] = None
         if length is not None:
-            entry["density"], entry["density_note"] = _density(attrs, layout, bi_name, length)
+            entry["density"], entry["density_note"] = _density(attrs, layout, bi_name, length, gm)
         info.append(entry)
     return info
 
@@ -175,15 +178,39 @@ def _pattern(attrs: dict[str, Any], layout: Any = None) -> Any:
         raise UserError(f"{e}; fix the attribute (docs/op-spec.md, Attributes)") from None
 
 
-def _describe(attrs: dict[str, Any], layout: Any, listed: bool) -> str:
-    text = _pattern(attrs, layout).describe().split(": ", 1)[-1]
-    if listed and layout is None:
-        text += " + block_indices (run time)"
+def has_input(node: Any, name: str) -> bool:
+    """True when the node passes its optional input ``name`` (position present, name not empty)."""
+    k = input_index(name)
+    inputs = list(node.input) if not isinstance(node, list) else node
+    return len(inputs) > k and bool(inputs[k])
+
+
+def node_label(
+    attrs: dict[str, Any], inputs: list[str], layout: Any = None, with_attributes: bool = False
+) -> str:
+    """A node's descriptive label (:meth:`spattn.Pattern.label`), read from its attributes and
+    which optional inputs it passes (``global_mask``, a ``block_indices`` computed at run time);
+    ``with_attributes``: followed by the attributes (:meth:`spattn.Pattern.describe`).
+
+    Examples
+    --------
+    >>> node_label({"window_left": 4, "window_right": 4}, ["q", "k", "v", "", "", "gm"])
+    'Longformer: sliding window ±4 + per-input global tokens (global_mask)'
+    """
+    gm = has_input(inputs, "global_mask")
+    listed = has_input(inputs, "block_indices")
+    run_time = listed and layout is None
+    # A run-time layout is unknown here, but the pattern still needs one to name the component.
+    p = _pattern(attrs, (lambda lq, lk: None) if run_time else layout)
+    text = p.describe(global_mask=gm) if with_attributes else p.label(global_mask=gm)
+    if run_time:
+        text = text.replace("(block_indices)", "(block_indices, computed at run time)")
+        text = text.replace("block_indices=callable", "block_indices=run time")
     return text
 
 
 def _density(
-    attrs: dict[str, Any], layout: Any, bi_name: str | None, length: int
+    attrs: dict[str, Any], layout: Any, bi_name: str | None, length: int, global_mask: bool
 ) -> tuple[float | None, str]:
     if bi_name is not None and layout is None:
         return None, "block_indices computed at run time"
@@ -204,6 +231,11 @@ def _density(
                 f"not counted at L={length}: about {work:.2g} (query, key) pairs to visit, "
                 f"over {DENSITY_MAX_WORK:.2g}; give a smaller --length"
             )
+    if global_mask:  # present with no token marked: each marked token adds its row and column
+        note = "global_mask input: no token marked global"
+        if "window" not in p.components(global_mask=True) and p.components() == ["window"]:
+            return 0.0, note  # the input's presence switches the band off: nothing is left
+        return float(p.density(length)), note
     return float(p.density(length)), ""
 
 

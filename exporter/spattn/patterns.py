@@ -73,6 +73,28 @@ def _lengths(lq: Any, lk: Any, heads: Any = 1) -> tuple[int, int, int]:
     return lq, lk, _int_arg("heads", heads, 1)
 
 
+def _band_text(left: int, right: int, causal: bool, short: bool = False) -> str:
+    """The local band in words (``short``: the label's form, e.g. ``sliding window ±4``)."""
+    if causal:
+        if left == -1:
+            return "causal dense" if short else "every key up to the query (causal)"
+        keys = f"causal sliding window of {left + 1} keys"
+        return keys if short else f"{keys} (the query and {left} before it)"
+    if left == -1 and right == -1:
+        return "dense" if short else "every key"
+    if left == right:
+        return f"sliding window ±{left}" if short else f"keys within ±{left} of the query"
+    lo = "every key" if left == -1 else f"{left} keys"
+    hi = "every key" if right == -1 else f"{right}"
+    if short:
+        return f"window {lo} before to {hi} after"
+    return f"{lo} before to {hi} after the query"
+
+
+def _first_tokens(n: int) -> str:
+    return "the first token" if n == 1 else f"the first {n} tokens"
+
+
 def _layout_tensor(x: Any) -> torch.Tensor:
     try:
         t = x.detach().to("cpu") if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
@@ -120,7 +142,7 @@ class Pattern:
     seed: int = _DEFAULT["seed"]
     scale: float | None = None
     block_indices: Any = field(default=None, compare=False, repr=False)
-    name: str = field(default="custom", compare=False)
+    name: str = field(default="", compare=False)
     softcap: float = _DEFAULT["softcap"]
 
     def __post_init__(self) -> None:
@@ -211,7 +233,7 @@ class Pattern:
                 f"Pattern: attention_window: expected an even number >= 0, got {attention_window}"
             )
         half = attention_window // 2
-        return cls(window_left=half, window_right=half, num_global=num_global, name="longformer")
+        return cls(window_left=half, window_right=half, num_global=num_global, name="Longformer")
 
     @classmethod
     def bigbird(
@@ -263,7 +285,7 @@ class Pattern:
         )
         if not exact_blocks:
             return cls(
-                window_left=w * block_size, window_right=w * block_size, name="bigbird", **common
+                window_left=w * block_size, window_right=w * block_size, name="BigBird", **common
             )
 
         def layout(lq: int, lk: int) -> torch.Tensor:
@@ -272,7 +294,7 @@ class Pattern:
             rows = torch.where((rows >= 0) & (rows < nkb), rows, torch.full_like(rows, -1))
             return rows.to(torch.int32).unsqueeze(0)
 
-        return cls(block_indices=layout, name="bigbird (exact blocks)", **common)
+        return cls(block_indices=layout, name="BigBird (exact blocks)", **common)
 
     @classmethod
     def strided(cls, stride: int, causal: bool = True) -> Pattern:
@@ -293,7 +315,7 @@ class Pattern:
             window_right=-1 if causal else stride - 1,
             causal=causal,
             stride=stride,
-            name="strided",
+            name="Sparse Transformer strided",
         )
 
     @classmethod
@@ -337,9 +359,13 @@ class Pattern:
         """
         sliding_window = _int_arg("sliding_window", sliding_window, 1, attributes.INT32_MAX)
         if _bool_arg("legacy_flash_attn", legacy_flash_attn):
-            return cls(window_left=sliding_window, causal=True, name="hf sliding window (legacy)")
+            return cls(
+                window_left=sliding_window,
+                causal=True,
+                name="Hugging Face sliding window (FlashAttention-2, < 4.42)",
+            )
         p = cls.causal_sliding_window(sliding_window)
-        return dataclasses.replace(p, name="hf sliding window")
+        return dataclasses.replace(p, name="Hugging Face sliding window")
 
     @classmethod
     def from_flash_attn_window(cls, window_size: tuple[int, int], causal: bool = False) -> Pattern:
@@ -364,7 +390,7 @@ class Pattern:
             window_left=int(left),
             window_right=int(right),
             causal=_bool_arg("causal", causal),
-            name="flash-attn window",
+            name="FlashAttention window",
         )
 
     @classmethod
@@ -382,7 +408,7 @@ class Pattern:
             window_left=int(_attr_arg("left_window_size", left_window_size, "window_left")),
             window_right=int(_attr_arg("right_window_size", right_window_size, "window_right")),
             causal=_bool_arg("is_causal", is_causal),
-            name="onnx attention window",
+            name="ONNX Attention window",
         )
 
     @classmethod
@@ -531,13 +557,143 @@ class Pattern:
 
     block_layout = _class_or_instance(_block_layout_ctor, block_layout_mask)
 
-    def describe(self) -> str:
-        """A short one-line description.
+    def components(self, global_mask: bool = False) -> list[str]:
+        """The mask components this pattern switches on, in the spec's order: ``window``,
+        ``global``, ``strided``, ``random``, ``listed`` (``global_mask``: the node also takes the
+        per-input ``global_mask`` input, whose presence switches the band off like ``num_global``).
 
         Examples
         --------
-        >>> Pattern.longformer(8, 2).describe()
-        'longformer: window_left=4 window_right=4 num_global=2'
+        >>> Pattern.longformer(8, 2).components()
+        ['window', 'global']
+        >>> Pattern().components(global_mask=True)
+        ['global']
+        """
+        has_global = self.num_global > 0 or global_mask
+        others = has_global or self.stride > 0 or self.num_random > 0 or self.has_layout
+        on = {
+            "window": not (self.window_left == -1 and self.window_right == -1 and others),
+            "global": has_global,
+            "strided": self.stride > 0,
+            "random": self.num_random > 0,
+            "listed": self.has_layout,
+        }
+        return [c for c, v in on.items() if v]
+
+    def component_text(self, component: str, global_mask: bool = False) -> str:
+        """What one component of :meth:`components` allows, in words.
+
+        Examples
+        --------
+        >>> Pattern.sliding_window(4, 2).component_text("window")
+        'window: 4 keys before to 2 after the query'
+        """
+        bs = self.block_size
+        if component == "window":
+            return "window: " + _band_text(self.window_left, self.window_right, self.causal)
+        if component == "global":
+            who = []
+            if self.num_global:
+                who.append(_first_tokens(self.num_global))
+            if global_mask:
+                who.append("tokens marked in the global_mask input (per input)")
+            return "global: " + " and ".join(who) + " attend and are attended by every token"
+        if component == "strided":
+            return f"strided: keys a multiple of {self.stride} before or after the query"
+        if component == "random":
+            return (
+                f"random: {self.num_random} key block(s) of {bs} tokens per query block "
+                f"(seed {self.seed}, per head)"
+            )
+        if component == "listed":
+            return f"listed: key blocks of {bs} tokens named in block_indices"
+        raise ValueError(f"component: expected one of {self.components(True)}, got {component!r}")
+
+    def family(self, global_mask: bool = False) -> str:
+        """The pattern family: the constructor's name, else one recognised from the attributes
+        (Longformer, BigBird, Sparse Transformer strided, ...); ``""`` when none fits.
+
+        Examples
+        --------
+        >>> attrs = {"window_left": 256, "window_right": 256, "num_global": 64}
+        >>> Pattern.from_attributes(attrs).family()
+        'Longformer'
+        """
+        comps = self.components(global_mask)
+        if self.name and comps == self.components():
+            return self.name  # not when the global_mask input switches the band off
+
+        wl, wr, sym = self.window_left, self.window_right, self.window_left == self.window_right
+        if comps == ["window", "global"] and sym and wl >= 0 and not self.causal:
+            return "Longformer"
+        if comps == ["global"] and global_mask and not self.num_global and not self.causal:
+            return "global tokens only (Longformer's global attention)"
+        if (
+            comps[:1] == ["window"]
+            and {"global", "random"} <= set(comps)
+            and "strided" not in comps
+            and sym
+            and wl >= 0
+            and wl % self.block_size == 0
+            and self.num_global % self.block_size == 0
+        ):
+            return "BigBird" + (" (exact blocks)" if "listed" in comps else "")
+        if comps == ["window", "strided"] and wl == self.stride - 1:
+            return "Sparse Transformer strided"
+        if comps == ["listed"]:
+            return "block layout"
+        if comps == ["window"]:
+            if wl == -1 and (wr == -1 or self.causal):
+                return "causal dense" if self.causal else "dense"
+            return "causal sliding window" if self.causal else "sliding window"
+        return ""
+
+    def label(self, global_mask: bool = False) -> str:
+        """A descriptive one-line label: the family (when one fits) and what each component
+        allows, e.g. ``'Longformer: sliding window ±256 + the first 64 tokens global'``.
+
+        ``global_mask``: the node also takes the per-input ``global_mask`` input.
+
+        Examples
+        --------
+        >>> Pattern.longformer(512, 64).label()
+        'Longformer: sliding window ±256 + the first 64 tokens global'
+        >>> Pattern.dense(causal=True).label()
+        'causal dense'
+        """
+        parts = []
+        comps = self.components(global_mask)
+        for c in comps:
+            if c == "window":
+                parts.append(_band_text(self.window_left, self.window_right, self.causal, True))
+            elif c == "global":
+                if self.num_global:
+                    parts.append(f"{_first_tokens(self.num_global)} global")
+                if global_mask:
+                    parts.append("per-input global tokens (global_mask)")
+            elif c == "strided":
+                parts.append(f"stride {self.stride}")
+            elif c == "random":
+                parts.append(f"{self.num_random} random blocks of {self.block_size}")
+            elif c == "listed":
+                parts.append(f"listed blocks of {self.block_size} (block_indices)")
+        text = " + ".join(parts)
+        if self.causal and "window" not in comps:
+            text = "causal: " + text
+        if self.softcap:
+            text += f", softcap {self.softcap:g}"
+        fam = self.family(global_mask)
+        if fam and not text.lower().startswith(fam.lower()):
+            text = f"{fam}: {text}"
+        return text
+
+    def describe(self, global_mask: bool = False) -> str:
+        """A short one-line description: :meth:`label`, then the attributes.
+
+        Examples
+        --------
+        >>> Pattern.sliding_window(4).describe()
+        'sliding window ±4 (window_left=4 window_right=4)'
         """
         attrs = self.attributes()
         defaults = attributes.defaults()
@@ -558,41 +714,57 @@ class Pattern:
                     else str(list(self.block_indices.shape))
                 )
             )
-        return f"{self.name}: " + (" ".join(parts) if parts else "(no attributes)")
+        text = " ".join(parts) if parts else "no attributes"
+        return f"{self.label(global_mask=global_mask)} ({text})"
 
     def __str__(self) -> str:
         return self.describe()
 
-    def plot(self, lq: int, path: str, lk: int | None = None, head: int = 0) -> str:
-        """Write a PNG of the token mask (``lq <= 1024``) or of the block layout.
+    def figure(
+        self,
+        lq: int,
+        lk: int | None = None,
+        head: int = 0,
+        *,
+        global_tokens: Any = None,
+        key_length: int | None = None,
+    ) -> Any:
+        """A matplotlib ``Figure`` of the token mask (``lq, lk <= 1024``) or block layout.
+
+        Each allowed pair (or block) is coloured by the component that allows it, with a legend;
+        the title states the density of what is drawn. ``global_tokens``: positions marked in a
+        ``global_mask`` input (None: no such input); ``key_length``: keys from it on are
+        padding. See :mod:`spattn.plotting`.
+
+        Examples
+        --------
+        >>> fig = Pattern.sliding_window(2).figure(16)
+        >>> fig.axes[0].get_xlabel()
+        'key position j (token)'
+        """
+        from . import plotting
+
+        return plotting.figure(
+            self, lq, lk, head, global_tokens=global_tokens, key_length=key_length
+        )
+
+    def plot(
+        self,
+        lq: int,
+        path: str,
+        lk: int | None = None,
+        head: int = 0,
+        *,
+        global_tokens: Any = None,
+        key_length: int | None = None,
+    ) -> str:
+        """Write :meth:`figure` to ``path`` (PNG, or any format matplotlib knows by its suffix).
 
         Examples
         --------
         >>> Pattern.sliding_window(8).plot(128, "/tmp/sw.png")  # doctest: +SKIP
         '/tmp/sw.png'
         """
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        lq, lk, _ = _lengths(lq, lk)
-        head = _int_arg("head", head, 0)
-        if lq <= 1024 and lk <= 1024:
-            img = self.token_mask(lq, lk, heads=head + 1)[head]
-            what = "token mask"
-        else:
-            img = self.block_layout_mask(lq, lk, heads=head + 1)[head]
-            what = f"block layout (block {self.block_size})"
-        fig, ax = plt.subplots(figsize=(5, 5))
-        ax.imshow(img.numpy(), cmap="Greys", interpolation="nearest", aspect="auto")
-        ax.set_xlabel("key")
-        ax.set_ylabel("query")
-        ax.set_title(
-            f"{self.describe()}\n{what}, Lq={lq} Lk={lk}, density {self.density(lq, lk):.3f}",
-            fontsize=7,
-        )
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        fig = self.figure(lq, lk, head, global_tokens=global_tokens, key_length=key_length)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
         return path

@@ -160,6 +160,46 @@ def test_inspect_json_and_block_layout_plot(decoder, tmp_path):
     assert png.stat().st_size > 1000
 
 
+def test_inspect_labels_and_plots_a_longformer_with_per_input_global_tokens(tmp_path):
+    import torch
+
+    import spattn
+    from spattn import Pattern, sparse_attention
+
+    class Longformerish(torch.nn.Module):
+        """Longformer's two calls (as spattn.hf exports them): a band and global attention,
+        both with the per-input global_mask."""
+
+        def forward(self, x: torch.Tensor, global_attention_mask: torch.Tensor) -> torch.Tensor:
+            band = sparse_attention(
+                x, x, x, Pattern(window_left=4, window_right=4), global_mask=global_attention_mask
+            )
+            glob = sparse_attention(x, x, x, Pattern(), global_mask=global_attention_mask)
+            return band + glob
+
+    x = torch.randn(1, 2, 32, 8)
+    gm = torch.zeros(1, 32, dtype=torch.int32)
+    gm[0, 3] = 1
+    path = tmp_path / "lf.onnx"
+    assert spattn.export(Longformerish(), (x, gm), path, progress=False).passed
+    png = tmp_path / "lf.png"
+    data = invoke_json(
+        "inspect", path, "-L", "32", "--plot", png, "--node", "1", "--global-tokens", "0,9"
+    )
+    band, glob = data["nodes"]
+    label = "Longformer: sliding window ±4 + per-input global tokens (global_mask)"
+    assert band["pattern"] == label + " (window_left=4 window_right=4)"
+    assert glob["pattern"].startswith("global tokens only")
+    assert "custom" not in band["pattern"] + glob["pattern"]
+    assert glob["density"] == 0.0  # no token marked: the band is off, nothing is allowed
+    assert 0 < band["density"] < 0.5
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = invoke("inspect", path, "-L", "32", "--plot", png, "--global-tokens", "40", code=2)
+    assert "--global-tokens" in r.output and "[0, 32)" in r.output
+    r = invoke("inspect", path, "-L", "32", "--plot", png, "--key-length", "8", code=2)
+    assert "--key-length" in r.output and "no key_lengths input" in r.output
+
+
 def test_inspect_bad_inputs(tmp_path, encoder):
     assert "no such file" in invoke("inspect", tmp_path / "missing.onnx", code=1).output
     junk = tmp_path / "junk.onnx"

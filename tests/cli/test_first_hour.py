@@ -543,6 +543,45 @@ def test_quickstart_reports_median_and_spread_of_paired_runs(tmp_path):
     assert "middle half of the paired runs:" in out and "x to " in out
 
 
+def _quickstart_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "samples" / "quickstart.py"
+    spec = importlib.util.spec_from_file_location("quickstart_sample", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quickstart_speedup_summary_and_text_from_given_times():
+    import numpy as np
+    import pytest
+
+    qs = _quickstart_module()
+    sparse = np.array([100.0, 100.0, 200.0, 100.0, 50.0])
+    dense = np.array([250.0, 200.0, 400.0, 300.0, 200.0])  # pair speedups 2.5, 2, 2, 3, 4
+    s = qs.speedup_summary(sparse, dense)
+    assert s["pairs"] == 5 and s["speedups"] == [2.5, 2.0, 2.0, 3.0, 4.0]
+    assert s["speedup_median"] == 2.5  # the median pair, not median(dense) / median(sparse)
+    assert (s["speedup_q1"], s["speedup_q3"]) == (2.0, 3.0)
+    assert (s["sparse_ms_median"], s["dense_ms_median"]) == (100.0, 250.0)
+    assert qs.speedup_text(s, threads=2).splitlines() == [
+        "ONNX Runtime CPU, 2 threads, median of 5 paired runs:",
+        "  spattn sparse encoder:     100.0 ms",
+        "  dense encoder:             250.0 ms",
+        "  speedup: 2.50x (middle half of the paired runs: 2.00x to 3.00x; whole encoder: "
+        "projections and MLP included)",
+    ]
+    # Quartiles interpolate between pairs (numpy's linear rule): four pairs 1, 2, 3, 4.
+    s4 = qs.speedup_summary(np.ones(4), np.array([1.0, 2.0, 3.0, 4.0]))
+    assert (s4["speedup_q1"], s4["speedup_median"], s4["speedup_q3"]) == (1.75, 2.5, 3.25)
+    with pytest.raises(ValueError, match="sparse_ms, dense_ms"):
+        qs.speedup_summary(np.ones(3), np.ones(4))
+    with pytest.raises(ValueError, match="sparse_ms, dense_ms"):
+        qs.speedup_summary(np.ones(0), np.ones(0))
+
+
 # ------------------------------------------------------------------------------ 8: setup progress
 def _setup_build_step(fake_build: str, venv: str) -> str:
     """The build step of `make setup` (from `make -n`), with the pip command replaced."""

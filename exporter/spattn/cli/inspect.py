@@ -43,6 +43,19 @@ PLOT_MAX_BLOCKS = 4096
     show_default=True,
     help="Node to plot: its name or its index among the spattn nodes.",
 )
+@click.option(
+    "--global-tokens",
+    default="0",
+    show_default=True,
+    help="For a node with a global_mask input (per input, e.g. Longformer's "
+    "global_attention_mask): the comma-separated positions the plot marks global.",
+)
+@click.option(
+    "--key-length",
+    type=click.IntRange(min=0),
+    default=None,
+    help="For a node with key_lengths: plot keys from this one on as padding.",
+)
 @common_options
 @click.pass_context
 def inspect(
@@ -51,6 +64,8 @@ def inspect(
     length: int,
     plot_path: str | None,
     node_sel: str,
+    global_tokens: str,
+    key_length: int | None,
     quiet: bool,
     as_json: bool,
     debug: bool,
@@ -59,7 +74,10 @@ def inspect(
 
     Attributes are checked against the op spec; an invalid one is reported with the node's
     name. With --plot, the chosen node's token mask (or block layout for L > 1024) is written
-    to a PNG.
+    to a PNG: each allowed pair coloured by the component that allows it (legend), the density
+    of what is drawn in the title. A node's global_mask and key_lengths are inputs, per input:
+    the plot marks --global-tokens as global and, with --key-length, the keys from it on as
+    padding.
 
     \b
     Example:
@@ -140,6 +158,16 @@ def inspect(
                 f"node {chosen['name']!r}: {chosen['density_note']}; plot it with --length {fits}"
             )
         pattern = Pattern.from_attributes(chosen["attributes"], block_indices=layout)
+        tokens = _global_tokens(global_tokens, length) if chosen["global_mask"] else None
+        if key_length is not None and not chosen["key_lengths"]:
+            raise click.BadParameter(
+                f"node {chosen['name']!r} has no key_lengths input", param_hint="--key-length"
+            )
+        if key_length is not None and key_length > length:
+            raise click.BadParameter(
+                f"expected at most --length ({length}), got {key_length}",
+                param_hint="--key-length",
+            )
         work = count_work(pattern, layout, length)
         if length > 1024 and (work > DENSITY_MAX_WORK or -(-length // bs) > PLOT_MAX_BLOCKS):
             raise click.BadParameter(
@@ -151,7 +179,7 @@ def inspect(
         with con.bar(total=1, desc="plot", unit="png") as bar:
             try:
                 Path(plot_path).parent.mkdir(parents=True, exist_ok=True)
-                pattern.plot(length, plot_path)
+                pattern.plot(length, plot_path, global_tokens=tokens, key_length=key_length)
             except OSError as e:
                 raise UserError(f"--plot: cannot write {plot_path}: {e.strerror or e}") from None
             bar.update()
@@ -165,6 +193,16 @@ def inspect(
     for w in gpu_warnings(nodes):
         con.warn(w)
     con.result(data, "\n".join(lines))
+
+
+def _global_tokens(text: str, length: int) -> list[int]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not all(t.isdigit() and int(t) < length for t in items):
+        raise click.BadParameter(
+            f"expected comma-separated positions in [0, {length}) (--length), got {text!r}",
+            param_hint="--global-tokens",
+        )
+    return sorted({int(t) for t in items})
 
 
 def _select_node(nodes: list[dict[str, Any]], sel: str) -> dict[str, Any]:

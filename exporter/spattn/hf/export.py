@@ -497,17 +497,17 @@ def export_hf(
     onnx.save(proto, str(path), save_as_external_data=proto.ByteSize() > 1_900_000_000)
     check_model(str(path))
     nodes = spattn_nodes(proto)
-    from ..patterns import Pattern
+    from ..modelio import constant_tensor
+    from ..nodes import has_input, node_label
 
     patterns = []
     for n in nodes:
         attrs = {
             k: (v.decode() if isinstance(v, bytes) else v) for k, v in node_attributes(n).items()
         }
-        listed = len(n.input) > 4 and n.input[4] != ""
-        patterns.append(
-            Pattern.from_attributes(attrs).describe() + (" + block_indices" if listed else "")
-        )
+        inputs = list(n.input)
+        layout = constant_tensor(proto, inputs[4]) if has_input(inputs, "block_indices") else None
+        patterns.append(node_label(attrs, inputs, layout, with_attributes=True))
     _copy_side_files(src, out, model)
     report = HFExportReport(
         path=str(path),
