@@ -474,7 +474,7 @@ def _invalid_input_case(index: int, rng, provider: str) -> Case:
         pos = int(rng.integers(0, 3))
         a = ins[pos].array  # type: ignore[union-attr]
         a = a[0] if rng.random() < 0.5 else a[..., None]
-        set_input(pos, Tensor(ft, np.ascontiguousarray(a)))
+        set_input(pos, Tensor(ft, np.require(a, requirements="C")))
         names = (INPUT_NAMES[pos],)
     elif rule == "dtype":
         bad = _pick(rng, [TensorProto.DOUBLE, TensorProto.INT32, TensorProto.INT8])
@@ -515,7 +515,7 @@ def _invalid_input_case(index: int, rng, provider: str) -> Case:
         pos = int(rng.integers(1, 3))
         a = ins[pos].array  # type: ignore[union-attr]
         a = a[: c.b - 1] if a.shape[0] > 1 else np.concatenate([a, a])
-        set_input(pos, Tensor(ft, np.ascontiguousarray(a)))
+        set_input(pos, Tensor(ft, np.require(a, requirements="C")))
         names = (INPUT_NAMES[pos],)
     elif rule == "heads":
         if rng.random() < 0.5 or c.hkv == 1:
@@ -529,7 +529,7 @@ def _invalid_input_case(index: int, rng, provider: str) -> Case:
             names = ("query",)
         else:
             a = v.array[:, :-1]
-            set_input(2, Tensor(ft, np.ascontiguousarray(a)))
+            set_input(2, Tensor(ft, np.require(a, requirements="C")))
             names = ("value",)
     elif rule == "head_dim":
         if rng.random() < 0.5:

@@ -97,7 +97,9 @@ def feeds_of(case: Case) -> dict[str, Any]:
                 bfloat16_bits(t.array), TensorProto.BFLOAT16
             )
         else:
-            val = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(t.array))
+            # np.require keeps a 0-d array 0-d (np.ascontiguousarray would make it 1-d and
+            # turn a rank-0 key_lengths into a valid [1])
+            val = ort.OrtValue.ortvalue_from_numpy(np.require(t.array, requirements="C"))
         feeds[graph_input_name(pos)] = val
     return feeds
 
