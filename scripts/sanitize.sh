@@ -4,8 +4,9 @@
 # ONNX Runtime, in a Python process with the sanitizer runtime preloaded.
 #   scripts/sanitize.sh PYTHON address   AddressSanitizer + UndefinedBehaviorSanitizer
 #   scripts/sanitize.sh PYTHON thread    ThreadSanitizer, the concurrency tests
-# Fails on any sanitizer report (every report is written to build-sanitize/<mode>/reports/ and
-# printed), on any failed test, and when the library the tests loaded is not the sanitized one.
+# Fails on any sanitizer report (written to build-sanitize/<mode>/reports/ and printed, or found in
+# the test log build-sanitize/<mode>/pytest.log), on any failed test, and when the library the
+# tests loaded is not the sanitized one.
 # Extra arguments go to pytest (e.g. -k, -x).
 set -uo pipefail
 py=${1:?usage: scripts/sanitize.sh PYTHON address|thread [pytest args]}
@@ -72,8 +73,16 @@ echo "sanitize ($mode): ${tests[*]}"
 # overlap: the Python process runs without address randomization (setarch -R).
 launcher=()
 [[ $mode == thread ]] && launcher=(setarch "$(uname -m)" -R)
+# --capture=sys: a sanitizer writes its report to file descriptor 2 (UBSan ignores log_path when
+# it shares the ASan runtime); pytest's fd capture would lose it when the process aborts.
+log=$build/pytest.log
 LD_PRELOAD="$runtimes" "${launcher[@]}" "$py" -m pytest --rootdir=. -c pyproject.toml -q \
-  -p sanitize_pytest_plugin "${tests[@]}" "$@" || status=1
+  --capture=sys -p sanitize_pytest_plugin "${tests[@]}" "$@" 2>&1 | tee "$log"
+((PIPESTATUS[0])) && status=1
+if grep -qE "runtime error:|(Address|Thread|UndefinedBehavior|Leak)Sanitizer" "$log"; then
+  echo "sanitize ($mode): sanitizer output in the test log ($log)" >&2
+  status=1
+fi
 
 shopt -s nullglob
 found=("$reports"/*)
