@@ -56,7 +56,7 @@ mkdir -p "$reports"
 # process or one that a test's output capture would swallow still fails the run.
 export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:log_path=$reports/asan"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan"
-export TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1:log_path=$reports/tsan"
+export TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1:suppressions=$root/scripts/tsan.supp:log_path=$reports/tsan"
 export SPATTN_LIB_DIR=$build/kernels:$build/plugins
 export SPATTN_SANITIZED_LIB_DIR=$SPATTN_LIB_DIR
 # The pytest plugin that checks which spattn libraries the run loaded (scripts/).
