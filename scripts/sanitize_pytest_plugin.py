@@ -35,13 +35,19 @@ def _mapped() -> set[Path]:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    from spattn.capi import find_library
     from spattn.runtime import library_path
 
     dirs = _sanitized_dirs()
-    for name in ("ort", "kernels"):
-        p = Path(library_path(name)).resolve()
+    found = {
+        "ort (runtime.library_path)": library_path("ort"),
+        "kernels (runtime.library_path)": library_path("kernels"),
+        "kernels (capi.find_library)": find_library(),
+    }
+    for what, path in found.items():
+        p = Path(path).resolve()
         if p.parent not in dirs:
-            raise pytest.UsageError(f"spattn {name} library resolves to {p}, not the sanitized build")
+            raise pytest.UsageError(f"spattn {what} resolves to {p}, not the sanitized build")
     runtimes = [p for p in _mapped() if p.name.startswith(("libasan", "libtsan"))]
     if not runtimes:
         raise pytest.UsageError("no sanitizer runtime is loaded (LD_PRELOAD)")

@@ -93,7 +93,9 @@ def test_sessions_rss_flat():
     for _ in range(SESSIONS):
         kept.append(one())
     leaked = _settle() - base
-    assert leaked > BOUND, f"the probe saw only {leaked / 2**20:.1f} MiB of {SESSIONS} live sessions"
+    assert leaked > BOUND, (
+        f"the probe saw only {leaked / 2**20:.1f} MiB of {SESSIONS} live sessions"
+    )
 
 
 def test_rss_probe_reads_this_process():
