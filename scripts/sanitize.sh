@@ -63,6 +63,9 @@ mkdir -p "$reports"
 export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:log_path=$reports/asan"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan"
 export TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1:suppressions=$root/scripts/tsan.supp:log_path=$reports/tsan"
+# Tests and harnesses that must behave differently under a sanitizer read this (an address-space
+# limit, RLIMIT_AS, keeps the ASan runtime from mapping its shadow memory).
+export SPATTN_SANITIZER=$mode
 export SPATTN_LIB_DIR=$build/kernels:$build/plugins
 export SPATTN_KERNELS_LIB=$build/kernels/libspattn_kernels.so  # spattn.capi: before any .gpu/ build
 export SPATTN_SANITIZED_LIB_DIR=$SPATTN_LIB_DIR
