@@ -52,7 +52,8 @@ cmake_args=(-S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 hdr=$(ls -d build/*/_deps/onnxruntime-headers/root/usr/include/onnxruntime 2>/dev/null | head -n 1)
 [[ -n $hdr && -f $hdr/onnxruntime_c_api.h ]] && cmake_args+=("-DSPATTN_ORT_INCLUDE_DIR=$root/$hdr")
 echo "sanitize ($mode): build in $build"
-cmake "${cmake_args[@]}" >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
+mkdir -p "$build"
+cmake "${cmake_args[@]}" >"$build/configure.log" 2>&1 || { cat "$build/configure.log"; exit 1; }
 cmake --build "$build" -j "${SPATTN_SANITIZE_JOBS:-2}" || exit 1
 
 rm -rf "$reports"
