@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 SOURCES := $(shell find kernels plugins trt_plugins exporter cmake samples -type f -not -name '*.pyc' 2>/dev/null) \
            pyproject.toml CMakeLists.txt
 
-.PHONY: setup demo test lint fuzz bench-cpu bench-triton clean
+.PHONY: setup demo test lint fuzz sanitize sanitize-thread soak bench-cpu bench-triton clean
 
 TRITON_SERVER := nvidia-pytriton==0.7.0
 TRITON_CLIENT_DEPS := "geventhttpclient>=2.3.3" "greenlet<3.4" "grpcio>=1.81.1" \
@@ -71,6 +71,20 @@ fuzz: setup
 	$(BIN)/python -m tests.fuzz.run --cases $(FUZZ_CASES) --seed $(FUZZ_SEED) \
 	  --provider $(FUZZ_PROVIDER) --jobs $(FUZZ_JOBS) --out fuzz-out
 
+# Sanitizers (docs/testing.md): the kernels and the ONNX Runtime library built with ASan + UBSan
+# (CPU only, build-sanitize/address) under the C++ tests and the tests that drive them through
+# the C API and ONNX Runtime; with ThreadSanitizer (build-sanitize/thread) under the concurrency
+# tests. Any sanitizer report fails the target.
+sanitize: setup
+	bash scripts/sanitize.sh $(BIN)/python address
+
+sanitize-thread: setup
+	bash scripts/sanitize.sh $(BIN)/python thread
+
+# The full-size soak: 10,000 runs and 1,000 sessions with flat memory (make test runs 1,000/200).
+soak: setup
+	SPATTN_SOAK_FULL=1 $(BIN)/python -m pytest --rootdir=. -c pyproject.toml -q tests/stress/test_soak.py
+
 bench-cpu: setup
 	$(BIN)/python benchmarks/bench_cpu.py
 
@@ -78,4 +92,4 @@ bench-triton: setup
 	$(BIN)/python benchmarks/bench_triton.py
 
 clean:
-	rm -rf build $(VENV)
+	rm -rf build build-sanitize $(VENV)

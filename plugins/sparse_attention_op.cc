@@ -16,6 +16,7 @@
 #include "spattn/params.h"
 #include "spattn/pattern.h"
 #include "spattn/validate.h"
+#include "tsan_handoff.h"
 #if defined(SPATTN_WITH_CUDA)
 #include "spattn/cuda.h"
 #endif
@@ -216,7 +217,10 @@ struct ParallelForContext {
 };
 
 void parallel_for_thunk(void* data, size_t index) {
-  (*static_cast<ParallelForContext*>(data)->fn)(int64_t(index));
+  auto* pc = static_cast<ParallelForContext*>(data);
+  SPATTN_TSAN_ACQUIRE(pc);
+  (*pc->fn)(int64_t(index));
+  SPATTN_TSAN_RELEASE(pc);
 }
 
 OrtStatus* compute(Kernel* kernel, OrtKernelContext* ctx) {
@@ -297,7 +301,9 @@ OrtStatus* compute(Kernel* kernel, OrtKernelContext* ctx) {
   if (!e.empty()) return make_error(e);
   cpu::ParallelFor pf = [ctx](int64_t n, const std::function<void(int64_t)>& fn) {
     ParallelForContext pc{&fn};
+    SPATTN_TSAN_RELEASE(&pc);
     OrtStatus* st = g_api->KernelContext_ParallelFor(ctx, parallel_for_thunk, size_t(n), 0, &pc);
+    SPATTN_TSAN_ACQUIRE(&pc);
     if (st) {  // no thread pool available: run inline
       g_api->ReleaseStatus(st);
       for (int64_t i = 0; i < n; ++i) fn(i);

@@ -265,7 +265,11 @@ class Runner:
             stdout=subprocess.PIPE,
             stderr=err,
             env=env,
-            preexec_fn=None if limit is None else _limit_memory(limit),
+            # The ASan runtime reserves its shadow memory at start and cannot start under an
+            # address-space limit (scripts/sanitize.sh exports SPATTN_SANITIZER).
+            preexec_fn=None
+            if limit is None or os.environ.get("SPATTN_SANITIZER")
+            else _limit_memory(limit),
         )
         return proc, err
 
