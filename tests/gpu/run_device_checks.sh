@@ -3,7 +3,9 @@
 # then optionally a benchmark. Logs go to $OUT (or ./out); the committed ones are in
 # benchmarks/results/gpu-tests/, named after what ran and on which device (benchmarks/results/README.md).
 # Usage:
-#   tests/gpu/run_device_checks.sh [tests] [sanitize] [bench ARGS...]
+#   tests/gpu/run_device_checks.sh [tests] [sanitize] [ort] [fuzz] [trt] [bench ARGS...]
+# ort and fuzz need onnxruntime-gpu on PYTHONPATH and SPATTN_LIB_DIR holding the CUDA build of
+# libspattn_ort.so; trt needs SPATTN_TRT_HARNESS, SPATTN_TRT_LIB and SPATTN_TRT_NODES.
 set -u
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -21,6 +23,23 @@ while [ $# -gt 0 ]; do
           python3 tests/gpu/sanitize_cases.py > "$OUT/sanitizer_$tool.log" 2>&1
         echo "compute-sanitizer $tool exit $?"; tail -4 "$OUT/sanitizer_$tool.log"
       done
+      shift ;;
+    ort)
+      # ONNX Runtime's CUDA EP: parity with the CPU EP, CUDA graphs, 8 threads on one session
+      python3 -m pytest -q -p no:cacheprovider tests/gpu/test_ort_cuda.py \
+        tests/stress/test_concurrency.py -k "cuda or not eight_threads" 2>&1 \
+        | tee "$OUT/ort_cuda.log" | tail -6
+      shift ;;
+    fuzz)
+      # the fuzz campaign on the CUDA EP (tests/fuzz/README.md), seeded; summary + reproducers
+      python3 -m tests.fuzz.run --cases "${FUZZ_CASES:-1500}" --seed "${FUZZ_SEED:-1}" \
+        --provider cuda --jobs "${FUZZ_JOBS:-8}" --out "$OUT/fuzz_cuda" 2>&1 \
+        | tr '\r' '\n' | grep -v "cases$" | tee "$OUT/fuzz_cuda.log" | tail -25
+      shift ;;
+    trt)
+      # the TensorRT plugin through its harness (TensorRT's runtime itself is not needed)
+      python3 -m pytest -q -p no:cacheprovider tests/trt/test_trt_plugin.py 2>&1 \
+        | tee "$OUT/trt_harness.log" | tail -6
       shift ;;
     bench)
       shift
