@@ -152,3 +152,28 @@ def test_cuda_provider_unavailable_is_a_clear_error():
     assert p.returncode == 2, p.stdout + p.stderr
     assert "--provider cuda needs ONNX Runtime's CUDA execution provider" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_trt_nodes_carry_valid_sets_and_named_refusals(tmp_path):
+    """The nodes file for the TensorRT harness: valid attribute sets and INT/FLOAT values the
+    plugin must refuse by name, each parsed back to the case it came from."""
+    import trt_nodes
+
+    out = tmp_path / "nodes.txt"
+    assert (
+        trt_nodes.main(["--seed", "1", "--cases", "1200", "--max-nodes", "80", "-o", str(out)]) == 0
+    )
+    lines = out.read_text().split("\n")[:-1]
+    assert len(lines) == 80
+    refusals = [ln for ln in lines if " expect_error=" in ln]
+    assert refusals and len(refusals) < len(lines)
+    for ln in lines:
+        tok = dict(t.split("=", 1) for t in ln.split()[1:])
+        case = make_case(1, int(tok["model"].split("-")[1]), "cuda")
+        assert tok["inputs"].startswith("111")
+        written = {k.split(":")[0]: v for k, v in tok.items() if ":" in k}
+        assert written.keys() == {n for n, _ in case.attrs}
+        if "expect_error" in tok:
+            assert case.expect == "error" and tok["expect_error"] in case.names
+        else:
+            assert case.expect == "ok"

@@ -40,6 +40,12 @@ while [ $# -gt 0 ]; do
       # the TensorRT plugin through its harness (TensorRT's runtime itself is not needed)
       python3 -m pytest -q -p no:cacheprovider tests/trt/test_trt_plugin.py 2>&1 \
         | tee "$OUT/trt_harness.log" | tail -6
+      # the fuzz campaign's attribute sets through the plugin (tests/fuzz/trt_nodes.py)
+      python3 -m tests.fuzz.trt_nodes --seed "${FUZZ_SEED:-1}" --cases 4000 --max-nodes 240 \
+        -o "$OUT/fuzz_nodes.txt"
+      "$SPATTN_TRT_HARNESS" --plugin "$SPATTN_TRT_LIB" --nodes "$OUT/fuzz_nodes.txt" \
+        > "$OUT/trt_harness_fuzz.log" 2>&1
+      echo "trt harness on the fuzz nodes: exit $?"; tail -3 "$OUT/trt_harness_fuzz.log"
       shift ;;
     bench)
       shift

@@ -307,6 +307,8 @@ struct Library {
 struct Node {
   std::string model, name;
   std::string inputs;  // "111", "1111", "11101": which of q, k, v, key_lengths, block_indices
+  // Set by tests/fuzz/trt_nodes.py for a field value the plugin must refuse, naming this field.
+  std::string expect_error;
   struct Attr {
     char kind;  // 'i', 'f', 's'
     std::string text;
@@ -332,6 +334,7 @@ std::vector<Node> read_nodes(const std::string& path) {
         if (key == "model") n.model = value;
         if (key == "name") n.name = value;
         if (key == "inputs") n.inputs = value;
+        if (key == "expect_error") n.expect_error = value;
       } else {
         n.attrs[key.substr(0, colon)] = {key[colon + 1], value};
       }
@@ -1359,6 +1362,18 @@ int main(int argc, char** argv) {
     const std::vector<Node> nodes = read_nodes(nodes_path);
     check(!nodes.empty(), "nodes read from " + nodes_path + ": " + std::to_string(nodes.size()));
     for (const Node& node : nodes) {
+      if (!node.expect_error.empty()) {  // a fuzz case: refused, with the field named
+        auto fields = parser_fields(lib.creator, node);
+        lib.logger.errors.clear();
+        nvinfer1::IPluginV3* p = lib.creator->createPlugin(node.name.c_str(), &fields->fc,
+                                                           nvinfer1::TensorRTPhase::kBUILD);
+        const std::string msg = lib.logger.last();
+        const bool ok =
+            !p && msg.find("SparseAttention: " + node.expect_error + ":") != std::string::npos;
+        delete p;
+        check(ok, node.model + " refuses its " + node.expect_error + " field by name: " + msg);
+        continue;
+      }
       if (!gpu) {  // the parser's fields still have to make a plugin
         auto fields = parser_fields(lib.creator, node);
         PluginHandle h(lib.creator->createPlugin(node.name.c_str(), &fields->fc,
