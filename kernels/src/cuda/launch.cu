@@ -592,7 +592,9 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   kp.total_q_tiles = int32_t(L.total_q_tiles);
   kp.split_target = L.split_target;
   kp.max_split_items = L.max_split_items;
-  kp.scale_log2 = p.pattern.scale * 1.4426950408889634f;
+  // A scale above FLT_MAX / log2(e) would make scale_log2 +inf, and a zero score times it NaN:
+  // FLT_MAX keeps zero scores at 0 and still sends every score beyond float32 to +-inf.
+  kp.scale_log2 = std::fmin(p.pattern.scale * 1.4426950408889634f, FLT_MAX);
   // A cap whose log2 form overflows float32 changes no float32 score: off. A subnormal cap makes
   // scale / softcap overflow: FLT_MAX keeps a zero score at 0 (inf * 0 would be NaN) and sends
   // every other to +-1 * softcap, the limit.
