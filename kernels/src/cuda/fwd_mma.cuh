@@ -117,15 +117,17 @@ struct TileOps {
   }
 
   // The family's score hook (common.cuh: softcap), on the raw scores of a tile before masking;
-  // a uniform branch when softcap is off.
+  // a uniform branch when softcap is off, nothing in the lean kernels.
   __device__ static void apply_score_hook(const KParams& kp, float (&s)[MT][8][4]) {
-    if (!kX || !kp.softcap_on) return;
+    if constexpr (kX) {
+      if (!kp.softcap_on) return;
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
+      for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int nt = 0; nt < 8; ++nt)
+        for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
-        for (int x = 0; x < 4; ++x) s[mt][nt][x] = score_hook(kp, s[mt][nt][x]);
+          for (int x = 0; x < 4; ++x) s[mt][nt][x] = score_hook(kp, s[mt][nt][x]);
+    }
   }
 
   __device__ static void apply_smem_mask(float (&s)[MT][8][4], int wrow, const uint8_t* sMask) {
