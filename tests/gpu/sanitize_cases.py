@@ -171,6 +171,45 @@ def new_cases(n: int) -> int:
         )
         n += 1
     del os.environ["SPATTN_CUDA_KERNEL"]
+    return nonfinite_cases(n)
+
+
+def nonfinite_cases(n: int) -> int:
+    # NaN and +-inf in the K and V rows of padding keys (the V rows that the kernels zero-fill or
+    # zero in shared memory), with and without the optional inputs, each kernel.
+    from test_cuda_kernel import NONFINITE, poison_padding
+
+    for kernel in ("ws", "wgmma", "mma"):
+        os.environ["SPATTN_CUDA_KERNEL"] = kernel
+        for name, dtype, d, starts in (
+            ("longformer", torch.bfloat16, 128, [0, 37, 70]),
+            ("bigbird", torch.float16, 256, [0, 37, 70]),
+            ("causal", torch.float32, 64, [5, 0, 64]),
+            ("sliding", torch.float16, 96, None),
+        ):
+            if dtype == torch.float32 and kernel != "ws":
+                continue
+            attrs, bi_spec = PATTERNS[name]
+            extra = {}
+            if starts is not None:
+                extra["key_starts"] = torch.tensor(starts, dtype=torch.int32, device="cuda")
+            run_case(
+                attrs,
+                bi_spec,
+                3,
+                4,
+                2,
+                300,
+                300,
+                d,
+                dtype,
+                [300, 203, 130],
+                seed=n,
+                extra=extra,
+                poison=poison_padding(NONFINITE),
+            )
+            n += 1
+    del os.environ["SPATTN_CUDA_KERNEL"]
     return n
 
 

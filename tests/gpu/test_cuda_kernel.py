@@ -141,16 +141,35 @@ def oracle(q, k, v, attrs, key_lengths, bi, global_mask=None, key_starts=None, s
 
 
 def run_case(
-    attrs, bi_spec, b, hq, hkv, lq, lk, d, dtype, kl, seed=0, bad_rows=None, bi=None, extra=None
+    attrs,
+    bi_spec,
+    b,
+    hq,
+    hkv,
+    lq,
+    lk,
+    d,
+    dtype,
+    kl,
+    seed=0,
+    bad_rows=None,
+    bi=None,
+    extra=None,
+    poison=None,
 ):
-    """`extra`: the optional inputs global_mask, key_starts, sinks (CUDA tensors) by name."""
+    """`extra`: the optional inputs global_mask, key_starts, sinks (CUDA tensors) by name.
+    `poison(k, v, key_lengths, key_starts)`: the K and V the kernel gets instead (the oracle keeps
+    the clean ones), e.g. NaN in the padding keys, which must change nothing."""
     extra = extra or {}
     q, k, v = make_inputs(b, hq, hkv, lq, lk, d, dtype, seed)
     key_lengths = torch.tensor(kl, dtype=torch.int32, device=DEV) if kl is not None else None
     if bi is None and bi_spec is not None:
         hl = 1 if bi_spec[0] == "1" else hq
         bi = block_layout(hl, lq, lk, attrs.get("block_size", 64), bi_spec[1], seed + 1)
-    out = capi.CudaRunner()(q, k, v, attrs, key_lengths, bi, **extra)
+    k_in, v_in = k, v
+    if poison is not None:
+        k_in, v_in = poison(k.clone(), v.clone(), key_lengths, extra.get("key_starts"))
+    out = capi.CudaRunner()(q, k_in, v_in, attrs, key_lengths, bi, **extra)
     torch.cuda.synchronize()
     ref, mask = oracle(q, k, v, attrs, key_lengths, bi, **extra)
     got = out.double()
@@ -719,3 +738,206 @@ def test_kernel_choice_new_head_dims(d, kernel_choice):
     if hopper and kernel_choice != "mma":
         want = "wgmma" if d == 256 or kernel_choice == "wgmma" else "ws"
     assert ran[want] and sum(ran.values()) == 1, sorted(names)
+
+
+# ---------------------------------------------------------------------------------------------
+# Non-finite values (docs/op-spec.md): padding keys contribute nothing whatever their K and V
+# hold; a NaN or +inf score among a row's allowed keys makes the row NaN; -inf weighs zero.
+
+
+def poison_padding(values):
+    """A poison for run_case: K and V rows of the padding keys (outside [key_starts[b],
+    key_lengths[b])) set to `values` in turn (NaN, +inf, -inf), so that every row holds one."""
+
+    def poison(k, v, key_lengths, key_starts):
+        lk = k.shape[2]
+        for bb in range(k.shape[0]):
+            hi = int(key_lengths[bb]) if key_lengths is not None else lk
+            lo = int(key_starts[bb]) if key_starts is not None else 0
+            for j in [*range(0, lo), *range(hi, lk)]:
+                x = values[j % len(values)]
+                k[bb, :, j, :] = x
+                v[bb, :, j, :] = x
+        return k, v
+
+    return poison
+
+
+NONFINITE = (float("nan"), float("inf"), -float("inf"))
+
+# (attrs, head dim): the kernels' full and partial tiles, register and shared-memory masks, the
+# split plans (global rows), and the head dims with padded tiles.
+PADDING_CASES = {
+    "dense-d64": (dict(), 64),
+    "causal-d128": (dict(causal=1), 128),
+    "sliding-d96": (dict(window_left=37, window_right=37), 96),
+    "longformer-d128": (dict(window_left=64, window_right=64, num_global=70), 128),
+    "bigbird-d256": (PATTERNS["bigbird"][0], 256),
+    "bigbird_bs64-d64": (PATTERNS["bigbird_bs64"][0], 64),
+    "strided-d32": (PATTERNS["strided"][0], 32),
+}
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("case", list(PADDING_CASES))
+def test_padding_keys_nonfinite_contribute_nothing(case, dtype):
+    # key_lengths and key_starts inside key tiles (the tiles that cross them are partial), and a
+    # batch whose padding fills whole tiles; K and V of every padding key are NaN or +-inf. The
+    # output equals the oracle's on clean inputs, every row finite.
+    attrs, d = PADDING_CASES[case]
+    b, lq, lk = 3, 300, 300
+    kl = [300, 203, 130]
+    extra = {"key_starts": torch.tensor([0, 37, 70], dtype=torch.int32, device=DEV)}
+    if case.startswith("dense"):  # key_lengths alone: the kernels without the optional inputs
+        extra = {}
+    run_case(
+        attrs,
+        None,
+        b,
+        4,
+        2,
+        lq,
+        lk,
+        d,
+        DTYPES[dtype],
+        kl,
+        seed=zlib.crc32(case.encode()) % 991,
+        extra=extra,
+        poison=poison_padding(NONFINITE),
+    )
+
+
+def test_padding_keys_nonfinite_long_rows():
+    # Long rows split into pieces (global rows over 3000 keys) with NaN padding on both sides.
+    gm = torch.zeros(2, 3000, dtype=torch.int32, device=DEV)
+    gm[0, [5, 1000]] = 1
+    for extra in ({}, {"key_starts": torch.tensor([0, 333], dtype=torch.int32, device=DEV)}):
+        run_case(
+            dict(window_left=64, window_right=64, num_global=64),
+            None,
+            2,
+            4,
+            2,
+            3000,
+            3000,
+            128,
+            torch.bfloat16,
+            [2950, 2900],
+            seed=31,
+            extra=extra,
+            poison=poison_padding(NONFINITE),
+        )
+
+
+def signed_scores_inputs(b, h, lq, lk, d, dtype):
+    """q and k whose products q.k are exactly -4, 0 or +4 (column 0 only), and random v."""
+    q = torch.zeros(b, h, lq, d, dtype=dtype, device=DEV)
+    k = torch.zeros(b, h, lk, d, dtype=dtype, device=DEV)
+    i = torch.arange(lq, device=DEV)
+    j = torch.arange(lk, device=DEV)
+    q[:, :, :, 0] = torch.where(i % 3 == 0, 1.0, torch.where(i % 3 == 1, -1.0, 0.0)).to(dtype)
+    # Keys [0, 60): -4; [60, 120): 0, and -4 on every seventh; from 120: +4 on every 23rd, else
+    # -4. So a q = +1 row early on sees only -inf scores, later also 0, then +inf.
+    kv = torch.where(
+        j < 60,
+        -4.0,
+        torch.where(
+            j < 120, torch.where(j % 7 == 0, -4.0, 0.0), torch.where(j % 23 == 0, 4.0, -4.0)
+        ),
+    )
+    k[:, :, :, 0] = kv.to(dtype)
+    g = torch.Generator(device=DEV).manual_seed(5)
+    v = torch.randn(b, h, lk, d, device=DEV, generator=g).to(dtype)
+    return q, k, v
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize(
+    "attrs",
+    [dict(), dict(window_left=30, window_right=30), dict(causal=1, window_left=100)],
+    ids=["dense", "sliding", "causal_band"],
+)
+def test_infinite_scores(attrs, dtype):
+    # scale = 3e38: q.k = +-4 gives a score beyond float32, +-inf; q.k = 0 gives 0. A row with an
+    # allowed +inf score is NaN; -inf scores weigh zero, so the others are the mean of v over
+    # their allowed keys with score 0, or zeros when every allowed score is -inf.
+    b, h, lq, lk, d = 1, 2, 200, 200, 64
+    q, k, v = signed_scores_inputs(b, h, lq, lk, d, DTYPES[dtype])
+    attrs = {**attrs, "scale": 3e38}
+    out = capi.CudaRunner()(q, k, v, attrs).double()
+    torch.cuda.synchronize()
+    mask = reference.allowed_mask(attrs, lq, lk, h, device=DEV).expand(b, h, lq, lk)
+    qk = torch.einsum("bhid,bhjd->bhij", q.double(), k.double())
+    nan_row = ((qk > 0) & mask).any(-1)
+    zero_w = (qk == 0) & mask
+    cnt = zero_w.sum(-1, keepdim=True)
+    mean = torch.einsum("bhij,bhjd->bhid", zero_w.double(), v.double()) / cnt.clamp(min=1)
+    assert nan_row.any() and (~nan_row).any()
+    if attrs.get("window_left", -1) >= 0:  # a band: rows that see only -inf scores
+        assert (cnt[..., 0][~nan_row] == 0).any()
+    assert torch.isnan(out[nan_row]).all(), "rows with an allowed +inf score must be NaN"
+    good = ~nan_row
+    atol, rtol = tolerance(DTYPES[dtype])
+    err = (out[good] - mean[good]).abs()
+    assert (err <= atol + rtol * mean[good].abs()).all(), f"max |err| {err.max().item():.3e}"
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_infinite_scores_softcap(dtype):
+    # With softcap, +-inf scores become +-softcap: every row finite, as the oracle says.
+    b, h, lq, lk, d = 1, 2, 200, 200, 64
+    q, k, v = signed_scores_inputs(b, h, lq, lk, d, DTYPES[dtype])
+    attrs = dict(window_left=30, window_right=30, scale=3e38, softcap=5.0)
+    out = capi.CudaRunner()(q, k, v, attrs).double()
+    torch.cuda.synchronize()
+    ref, _ = oracle(q, k, v, attrs, None, None)
+    atol, rtol = tolerance(DTYPES[dtype])
+    assert torch.isfinite(out).all()
+    assert ((out - ref).abs() <= atol + rtol * ref.abs()).all()
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize(
+    "attrs",
+    [dict(), dict(window_left=40, window_right=40, num_global=8), PATTERNS["bigbird_bs64"][0]],
+    ids=["dense", "longformer", "bigbird_bs64"],
+)
+def test_nan_query_rows(attrs, dtype):
+    # A NaN query row has NaN scores for every allowed key: its output row is NaN, the other
+    # rows (including the global rows, which meet it in their tiles) are as computed.
+    b, h, lq, lk, d = 2, 2, 300, 300, 128
+    q, k, v = make_inputs(b, h, h, lq, lk, d, DTYPES[dtype], 3)
+    rows = [0, 5, 64, 130, 299]
+    q_in = q.clone()
+    q_in[0, 1, rows] = float("nan")
+    out = capi.CudaRunner()(q_in, k, v, attrs).double()
+    torch.cuda.synchronize()
+    ref, _ = oracle(q, k, v, attrs, None, None)
+    bad = torch.zeros(b, h, lq, dtype=torch.bool, device=DEV)
+    bad[0, 1, rows] = True
+    assert torch.isnan(out[bad]).all()
+    atol, rtol = tolerance(DTYPES[dtype])
+    g, r = out[~bad], ref[~bad]
+    assert torch.isfinite(g).all() and ((g - r).abs() <= atol + rtol * r.abs()).all()
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_nonfinite_value_of_an_allowed_key(dtype):
+    # +inf in one element of V of a key: rows that attend that key have that column non-finite;
+    # every other column of every row is as computed.
+    b, h, lq, lk, d = 1, 2, 200, 200, 64
+    attrs = dict(window_left=20, window_right=20, num_global=2)
+    q, k, v = make_inputs(b, h, h, lq, lk, d, DTYPES[dtype], 4)
+    jbad, cbad = 100, 7
+    v_in = v.clone()
+    v_in[0, :, jbad, cbad] = float("inf")
+    out = capi.CudaRunner()(q, k, v_in, attrs).double()
+    torch.cuda.synchronize()
+    ref, mask = oracle(q, k, v, attrs, None, None)
+    hit = mask[..., jbad]  # rows that attend key jbad (all with a nonzero weight here)
+    assert hit.any()
+    assert (~torch.isfinite(out[..., cbad][hit])).all()
+    cols = [c for c in range(d) if c != cbad]
+    atol, rtol = tolerance(DTYPES[dtype])
+    g, r = out[..., cols], ref[..., cols]
+    assert torch.isfinite(g).all() and ((g - r).abs() <= atol + rtol * r.abs()).all()

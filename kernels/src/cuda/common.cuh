@@ -124,6 +124,10 @@ struct KParams {
   int32_t softcap_on;
   float softcap_in;   // scale / softcap
   float softcap_out;  // softcap * log2(e)
+  // Whether the call uses any of global_mask, key_starts, sinks or softcap (launch.cu). The
+  // 16-bit kernels are instantiated twice (kX, see pattern_of): calls without them run the
+  // instantiation that has their code compiled out.
+  int32_t extras;
   // Bounded plan (planned == kBounded): query tiles [heavy_qt0, heavy_qt0 + heavy_nqt) of every
   // (batch, head) hold global query rows; each is split into `pieces` pieces of `piece_tiles`
   // ranks of its visit list: slots [0, n_split) of the partial results in (b, h, tile, piece)
@@ -307,14 +311,45 @@ __device__ __forceinline__ Work get_work(const KParams& kp) {
   return get_work(kp, int32_t(blockIdx.x));
 }
 
+// The pattern as the kernels of feature set kX see it. kX = false: the instantiation for calls
+// without global_mask, key_starts, sinks and softcap (KParams::extras == 0). Its copy of the
+// pattern holds null for the two per-batch inputs, which the compiler then folds away with every
+// branch and loop on them (Pattern's members are all inline): without it the code of the optional
+// inputs cost the kernels 20-40 registers and up to 39% of their time even when the inputs were
+// absent.
+template <bool kX>
+__device__ __forceinline__ decltype(auto) pattern_of(const KParams& kp) {
+  if constexpr (kX) {
+    return (kp.pat);  // a reference: the members are read where they are used
+  } else {
+    Pattern pat = kp.pat;
+    pat.global_mask = nullptr;
+    pat.key_starts = nullptr;
+    return pat;
+  }
+}
+
+// The valid keys [lo, hi) of batch b (key_starts, key_lengths), clipped to [0, Lk] with lo <= hi.
+// The kernels load the K and V rows outside it as zeros (never the tensors' values): a padding
+// key contributes nothing whatever its K and V hold, NaN and Inf included (docs/op-spec.md).
+template <bool kX>
+__device__ __forceinline__ void valid_keys(const KParams& kp, int32_t b, int32_t* lo, int32_t* hi) {
+  const int32_t len = kp.pat.key_len(b);
+  const int32_t h = len < 0 ? 0 : (len > kp.p.len_k ? kp.p.len_k : len);
+  const int32_t start = kX ? kp.pat.key_start(b) : 0;
+  *lo = start < 0 ? 0 : (start > h ? h : start);
+  *hi = h;
+}
+
 // Rows whose inputs hold values outside the spec's ranges (key_lengths, key_starts,
 // block_indices): the kernels never read out of bounds for them and write NaN into these rows to
 // make them loud.
+template <bool kX = true>
 __device__ __forceinline__ bool row_is_bad(const KParams& kp, int32_t b, int32_t h, int32_t i) {
   const Pattern& pat = kp.pat;
   const int32_t len = pat.key_len(b);
   if (len < 0 || len > pat.len_k) return true;
-  if (pat.key_starts) {
+  if (kX && pat.key_starts) {
     const int32_t start = pat.key_starts[b];
     if (start < 0 || start > len) return true;  // key_starts[b] in [0, key_lengths[b]]
   }
@@ -356,6 +391,9 @@ struct VisitSmem {
   int32_t item;  // the work item of the window (warp-specialized kernel; -1: no more items)
 };
 
+// kX: the feature set of the kernel (pattern_of); the builders and the streamer of one kernel
+// use the same one, so they agree on the candidates.
+template <bool kX = true>
 struct VisitIter {
   // Candidate description of the query tile.
   int32_t band_lo, band_hi;  // key tiles of the local band (empty when lo > hi)
@@ -374,7 +412,7 @@ struct VisitIter {
   int64_t r0, r1;  // ranks this CTA processes
 
   __device__ void init(const KParams& kp, const Work& w) {
-    const CandidateTiles c = kp.pat.candidate_tiles(w.q.b, w.q.i0, w.q.i1, kBlockN);
+    const CandidateTiles c = pattern_of<kX>(kp).candidate_tiles(w.q.b, w.q.i0, w.q.i1, kBlockN);
     all = c.all;
     band_lo = c.band_lo;
     band_hi = c.band_hi;
@@ -382,7 +420,7 @@ struct VisitIter {
     glob_hi = c.glob_hi;
     blocks = c.blocks;
     global_keys = c.global_keys;
-    if (global_keys && !kp.key_tiles_global) all = true;  // no per-tile bits: every tile
+    if (kX && global_keys && !kp.key_tiles_global) all = true;  // no per-tile bits: every tile
     if (c.empty()) {
       nu = 0;
       u_band = 0;
@@ -419,7 +457,7 @@ struct VisitIter {
   // the list count_kernel counts.
   template <typename Sync = CtaSync, bool kHalves = false>
   __device__ void build(const KParams& kp, const Work& w, VisitSmem& sm) {
-    const Pattern& pat = kp.pat;
+    const Pattern& pat = kp.pat;  // classify: pattern_of, at each call
     const int tid = Sync::tid();
     const int32_t wend = min(w0 + kWindow, nu);
     Sync::sync();  // the previous window's list is no longer read
@@ -459,7 +497,7 @@ struct VisitIter {
       const int32_t t = tile_of(u);
       bool cand = all || (t >= band_lo && t <= band_hi) || (t >= glob_lo && t < glob_hi);
       if (!cand && blocks) cand = sm.flags[u - w0] != 0;
-      if (!cand && global_keys)
+      if (kX && !cand && global_keys)
         cand = kp.key_tiles_global[int64_t(w.q.b) * kp.num_k_tiles + t] != 0;
       uint32_t code = 0;
       if (cand) {
@@ -468,7 +506,7 @@ struct VisitIter {
         tile.i1 = w.q.i1;
         tile.j0 = t * kBlockN;
         tile.j1 = min(tile.j0 + kBlockN, kp.p.len_k);
-        const TileClass c = pat.classify(w.q.b, w.q.h, tile);
+        const TileClass c = pattern_of<kX>(kp).classify(w.q.b, w.q.h, tile);
         if (c != TileClass::kEmpty) {
           // A tile reaching past Lk holds padding columns that must be masked.
           const bool in_bounds = tile.j0 + kBlockN <= kp.p.len_k;
@@ -480,7 +518,7 @@ struct VisitIter {
               ht.i0 = w.q.i0 + hh * (kBlockMWs / 2);
               ht.i1 = min(ht.i0 + kBlockMWs / 2, w.q.i1);
               if (ht.i0 >= ht.i1) continue;  // rows past Lq
-              const TileClass hc = pat.classify(w.q.b, w.q.h, ht);
+              const TileClass hc = pattern_of<kX>(kp).classify(w.q.b, w.q.h, ht);
               const uint32_t v = hc == TileClass::kEmpty                 ? 0u
                                  : (hc == TileClass::kFull && in_bounds) ? 2u
                                                                          : 1u;
@@ -576,16 +614,18 @@ struct VisitIter {
 template <typename T>
 struct TileSmem {
   T* q;
-  T* k;  // 2 buffers
-  T* v;  // 2 buffers
+  T* k;  // kv_bufs buffers
+  T* v;  // kv_bufs buffers
   uint8_t* mask;
   VisitSmem* visit;
 
-  __device__ TileSmem(unsigned char* base, int q_elems, int kv_elems, size_t mask_bytes) {
+  // kv_bufs: K and V buffers each (2, or 1 for the single-buffered pipeline).
+  __device__ TileSmem(unsigned char* base, int q_elems, int kv_elems, size_t mask_bytes,
+                      int kv_bufs = 2) {
     q = reinterpret_cast<T*>(base);
     k = q + q_elems;
-    v = k + 2 * kv_elems;
-    mask = reinterpret_cast<uint8_t*>(v + 2 * kv_elems);
+    v = k + kv_bufs * kv_elems;
+    mask = reinterpret_cast<uint8_t*>(v + kv_bufs * kv_elems);
     visit = reinterpret_cast<VisitSmem*>(mask + mask_bytes);
   }
 };
@@ -673,9 +713,11 @@ __device__ __forceinline__ float score_hook(const KParams& kp, float s) {
 // exp2(score - m) is l, with the attention sink of query head h when sinks are given:
 // 1 / (l + e^sink 2^-m), computed against max(m, sink) so that neither term overflows. A row with
 // no allowed key (l = 0) gets 0: zeros, sink or not. A NaN sink makes the row NaN.
+// A NaN sum (a NaN or +inf score among the allowed keys, docs/op-spec.md) gives NaN.
+template <bool kX = true>
 __device__ __forceinline__ float row_normalizer(const KParams& kp, int32_t h, float m, float l) {
-  if (!(l > 0.f)) return 0.f;
-  if (!kp.p.sinks) return 1.f / l;
+  if (l == 0.f) return 0.f;
+  if (!kX || !kp.p.sinks) return 1.f / l;
   const float sink = kp.p.sinks[h] * 1.4426950408889634f;
   const float top = fmaxf(m, sink);
   const float a = exp2f(m - top);

@@ -43,8 +43,10 @@ struct Fp32Kernel {
           (w.q.i0 + r < p.len_q) ? in.q[int64_t(w.q.i0 + r) * p.q_row_stride + c] : 0.f;
     }
 
-    VisitIter it;
+    VisitIter<> it;
     it.init(kp, w);
+    int32_t klo, khi;  // the valid keys: rows outside are loaded as zeros
+    valid_keys<true>(kp, b, &klo, &khi);
     float o[kHalfD];
 #pragma unroll
     for (int c = 0; c < kHalfD; ++c) o[c] = 0.f;
@@ -56,7 +58,7 @@ struct Fp32Kernel {
       const int32_t j0 = tile * kBlockN;
       for (int x = tid; x < kBlockN * D; x += kThreads) {
         const int r = x / D, c = x % D;
-        const bool ok = j0 + r < p.len_k;
+        const bool ok = j0 + r < khi && j0 + r >= klo;
         sK[r * kLd + c] = ok ? in.k[int64_t(j0 + r) * p.k_row_stride + c] : 0.f;
         sV[r * D + c] = ok ? in.v[int64_t(j0 + r) * p.v_row_stride + c] : 0.f;
       }
@@ -81,7 +83,10 @@ struct Fp32Kernel {
       }
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       const float m_new = fmaxf(m, mx * sl2);
-      const float m_use = m_new == -INFINITY ? 0.f : m_new;
+      // +inf: NaN, so that the row is NaN (TileOps::softmax_p).
+      const float m_use = m_new == -INFINITY  ? 0.f
+                          : m_new == INFINITY ? __int_as_float(0x7fc00000)
+                                              : m_new;
       const float alpha = exp2f(m - m_use);
       float sum = 0.f;
 #pragma unroll

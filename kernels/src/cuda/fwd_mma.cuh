@@ -78,7 +78,9 @@ __device__ __forceinline__ void ldsm_x4_t(uint32_t* r, const void* p) {
 // The per-tile steps both tensor-core kernels share (this one and the Hopper kernel of
 // fwd_wgmma.cuh). Score and output fragments use the m16n8 accumulator layout: a warp owns rows
 // wrow + 16 mt + (g, g + 8) and lane (g, c4) holds keys/columns 8 nt + 2 c4 + (0, 1) of them.
-template <typename T, int D, int MT>
+// kX: the feature set (pattern_of): false compiles the code of global_mask, key_starts, sinks and
+// softcap out.
+template <typename T, int D, int MT, bool kX = true>
 struct TileOps {
   // Rows of D elements in 16-byte chunks. Head dims that are a multiple of 64 (8 chunks or more
   // per row) XOR-swizzle the chunks by row % 8 within each group of 8; the others (32, 96) pad
@@ -106,7 +108,7 @@ struct TileOps {
       const int32_t j1 = min(j0 + kBlockN, p.len_k);
       int32_t t0 = 0;
       if (i < p.len_q) {  // rows past Lq would read block_indices out of bounds
-        kp.pat.row_mask(w.q.b, w.q.h, i, j0, j1, mrow);
+        pattern_of<kX>(kp).row_mask(w.q.b, w.q.h, i, j0, j1, mrow);
         t0 = j1 - j0;  // keys past Lk are padding, whatever a (bad) key length says
       }
       for (int32_t t = t0; t < kBlockN; ++t) mrow[t] = 0;
@@ -115,15 +117,17 @@ struct TileOps {
   }
 
   // The family's score hook (common.cuh: softcap), on the raw scores of a tile before masking;
-  // a uniform branch when softcap is off.
+  // a uniform branch when softcap is off, nothing in the lean kernels.
   __device__ static void apply_score_hook(const KParams& kp, float (&s)[MT][8][4]) {
-    if (!kp.softcap_on) return;
+    if constexpr (kX) {
+      if (!kp.softcap_on) return;
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
+      for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int nt = 0; nt < 8; ++nt)
+        for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
-        for (int x = 0; x < 4; ++x) s[mt][nt][x] = score_hook(kp, s[mt][nt][x]);
+          for (int x = 0; x < 4; ++x) s[mt][nt][x] = score_hook(kp, s[mt][nt][x]);
+    }
   }
 
   __device__ static void apply_smem_mask(float (&s)[MT][8][4], int wrow, const uint8_t* sMask) {
@@ -145,9 +149,10 @@ struct TileOps {
   // Register mask of a partial tile from Pattern::row_bounds: valid when the pattern has no
   // strided component and no global_mask (keys that intervals do not describe) and its
   // random/listed blocks cover whole key tiles (reg_mask_ok).
-  __device__ static bool reg_mask_ok(const Pattern& pat) {
+  __device__ static bool reg_mask_ok(const KParams& kp) {
+    const Pattern& pat = kp.pat;
     const bool blocks = pat.a.num_random > 0 || pat.block_indices != nullptr;
-    return pat.a.stride == 0 && pat.global_mask == nullptr &&
+    return pat.a.stride == 0 && (!kX || pat.global_mask == nullptr) &&
            (!blocks || pat.a.block_size % kBlockN == 0);
   }
 
@@ -160,7 +165,7 @@ struct TileOps {
   __device__ static void apply_reg_mask(const KParams& kp, const Work& w, float (&s)[MT][8][4],
                                         int wrow, int32_t j0) {
     const Params& p = kp.p;
-    const Pattern& pat = kp.pat;
+    const Pattern& pat = kp.pat;  // row_bounds: pattern_of, at the call
     const bool blocks = pat.a.num_random > 0 || pat.block_indices != nullptr;
     const int lane = threadIdx.x & 31, g = lane >> 2, c4 = lane & 3;
     bool tile_selected = false;
@@ -180,7 +185,7 @@ struct TileOps {
         rb.hi = 0;
         rb.global_row = false;
         if (i < p.len_q) {  // rows past Lq: nothing (and no block_indices read)
-          rb = pat.row_bounds(w.q.b, i);
+          rb = pattern_of<kX>(kp).row_bounds(w.q.b, i);
           // A selected random/listed block covers the whole key tile: every valid key.
           if (kOncePerTile
                   ? tile_selected && !rb.global_row
@@ -225,7 +230,12 @@ struct TileOps {
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float m_new = fmaxf(m[mt][r], mx * sl2);
-        const float m_use = m_new == -INFINITY ? 0.f : m_new;
+        // No allowed key yet: 0 (every exp2 is 0). A +inf max (an allowed score of +inf, or a
+        // scaled score beyond float32): NaN, so that the row is NaN (docs/op-spec.md) rather than
+        // the zeros that exp2(s - inf) would give. fmaxf drops NaN scores, but their exp2 is NaN.
+        const float m_use = m_new == -INFINITY  ? 0.f
+                            : m_new == INFINITY ? __int_as_float(0x7fc00000)
+                                                : m_new;
         alpha[mt * 2 + r] = fast_exp2(m[mt][r] - m_use);
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt) {
@@ -323,8 +333,8 @@ struct TileOps {
         const int rl = wrow + mt * 16 + g + r * 8;
         const int sr = rl - row0;  // row0 is a multiple of 8: the same swizzle phase
         const int32_t i = w.q.i0 + rl;
-        float inv = row_normalizer(kp, w.q.h, m[mt][r], l[mt][r]);  // no allowed key: zeros
-        if (i < p.len_q && row_is_bad(kp, w.q.b, w.q.h, i)) inv = __int_as_float(0x7fc00000);
+        float inv = row_normalizer<kX>(kp, w.q.h, m[mt][r], l[mt][r]);  // no allowed key: zeros
+        if (i < p.len_q && row_is_bad<kX>(kp, w.q.b, w.q.h, i)) inv = __int_as_float(0x7fc00000);
 #pragma unroll
         for (int nt = 0; nt < D / 8; ++nt)
           *reinterpret_cast<uint32_t*>(stage + off(sr, nt) + c4 * 2) =
@@ -343,7 +353,7 @@ struct TileOps {
   }
 };
 
-template <typename T, int D, int MT>
+template <typename T, int D, int MT, bool kX>
 struct MmaKernel {
   static_assert(D % 32 == 0, "head dims of the mma.sync kernel: multiples of 32");
   static_assert(MT == 1 || MT == 2, "m16 tiles per warp");
@@ -352,7 +362,8 @@ struct MmaKernel {
   static constexpr int kRows = 64 * MT;  // 4 warps x 16 * MT rows = KParams::block_m
   static constexpr int kWarpRows = 16 * MT;
   static constexpr int kChunks = D / 8;  // 16-byte chunks per row
-  static constexpr int kLd = TileOps<T, D, MT>::kLd;
+  using Ops = TileOps<T, D, MT, kX>;
+  static constexpr int kLd = Ops::kLd;
   static constexpr int kQElems = kRows * kLd;
   static constexpr int kKVElems = kBlockN * kLd;
   // Shared memory: Q, K[2], V[2] tiles, the token mask of a partial tile, then the visit list.
@@ -362,15 +373,17 @@ struct MmaKernel {
 
   // Rows of D elements (TileOps::off): ldmatrix's 8 row reads of one chunk column land in 8
   // different bank groups.
-  __device__ static int off(int row, int chunk) { return TileOps<T, D, MT>::off(row, chunk); }
+  __device__ static int off(int row, int chunk) { return Ops::off(row, chunk); }
 
-  // Loads rows [r0, r0 + ROWS) of a [L, D] matrix (row stride `ld`) into a tile; rows >= L are 0.
+  // Loads rows [r0, r0 + ROWS) of a [L, D] matrix (row stride `ld`) into a tile; rows outside
+  // [lo, L) are 0.
   template <int ROWS>
-  __device__ static void load_tile(T* s, const T* g, int64_t ld, int32_t r0, int32_t L) {
+  __device__ static void load_tile(T* s, const T* g, int64_t ld, int32_t r0, int32_t L,
+                                   int32_t lo = 0) {
 #pragma unroll
     for (int x = threadIdx.x; x < ROWS * kChunks; x += kThreads) {
       const int row = x / kChunks, ch = x % kChunks;
-      const bool ok = r0 + row < L;
+      const bool ok = r0 + row < L && r0 + row >= lo;
       const T* src = ok ? g + int64_t(r0 + row) * ld + ch * 8 : g;
       cp_async16(s + off(row, ch), src, ok);
     }
@@ -396,14 +409,16 @@ struct MmaKernel {
     load_tile<kRows>(sQ, in.q, p.q_row_stride, w.q.i0, p.len_q);
     cp_async_commit();
 
-    VisitIter it;
+    VisitIter<kX> it;
     it.init(kp, w);
     int32_t cur = -1;
     bool cur_full = false;
     bool have = it.next(kp, w, vs, &cur, &cur_full);
+    int32_t klo, khi;  // the valid keys: rows outside are loaded as zeros
+    valid_keys<kX>(kp, w.q.b, &klo, &khi);
     if (have) {
-      load_tile<kBlockN>(sK, in.k, p.k_row_stride, cur * kBlockN, p.len_k);
-      load_tile<kBlockN>(sV, in.v, p.v_row_stride, cur * kBlockN, p.len_k);
+      load_tile<kBlockN>(sK, in.k, p.k_row_stride, cur * kBlockN, khi, klo);
+      load_tile<kBlockN>(sV, in.v, p.v_row_stride, cur * kBlockN, khi, klo);
     }
     cp_async_commit();
 
@@ -425,8 +440,7 @@ struct MmaKernel {
     const int wrow = warp * kWarpRows;  // first tile row of this warp
 
     // Register masking (see the file comment): a key tile of kBlockN keys then lies in one block.
-    using Ops = TileOps<T, D, MT>;
-    const bool reg_mask = MT == 1 && Ops::reg_mask_ok(kp.pat);
+    const bool reg_mask = MT == 1 && Ops::reg_mask_ok(kp);
 
     int buf = 0;
     while (have) {
@@ -434,8 +448,10 @@ struct MmaKernel {
       bool nxt_full = false;
       const bool have_next = it.next(kp, w, vs, &nxt, &nxt_full);
       if (have_next) {
-        load_tile<kBlockN>(sK + (buf ^ 1) * kKVElems, in.k, p.k_row_stride, nxt * kBlockN, p.len_k);
-        load_tile<kBlockN>(sV + (buf ^ 1) * kKVElems, in.v, p.v_row_stride, nxt * kBlockN, p.len_k);
+        load_tile<kBlockN>(sK + (buf ^ 1) * kKVElems, in.k, p.k_row_stride, nxt * kBlockN, khi,
+                           klo);
+        load_tile<kBlockN>(sV + (buf ^ 1) * kKVElems, in.v, p.v_row_stride, nxt * kBlockN, khi,
+                           klo);
       }
       cp_async_commit();
 
@@ -505,28 +521,28 @@ struct MmaKernel {
   }
 };
 
-template <typename T, int D, int MT>
+template <typename T, int D, int MT, bool kX>
 __global__ void __launch_bounds__(kThreads)
     mma_attention_kernel(const __grid_constant__ KParams kp) {
-  MmaKernel<T, D, MT>::run(kp);
+  MmaKernel<T, D, MT, kX>::run(kp);
 }
 
-template <typename T, int D, int MT>
+template <typename T, int D, int MT, bool kX>
 cudaError_t launch_mma_rows(const KParams& kp, int32_t grid, cudaStream_t stream) {
-  constexpr size_t smem = MmaKernel<T, D, MT>::kSmem;
-  cudaError_t e = allow_dynamic_smem<mma_attention_kernel<T, D, MT>>(smem);
+  constexpr size_t smem = MmaKernel<T, D, MT, kX>::kSmem;
+  cudaError_t e = allow_dynamic_smem<mma_attention_kernel<T, D, MT, kX>>(smem);
   if (e != cudaSuccess) return e;
-  mma_attention_kernel<T, D, MT><<<grid, kThreads, smem, stream>>>(kp);
+  mma_attention_kernel<T, D, MT, kX><<<grid, kThreads, smem, stream>>>(kp);
   return cudaGetLastError();
 }
 
 // Launches the attention kernel of one (dtype, head dim) on `grid` CTAs, for kp.block_m rows
 // (D = 256: 64 rows only, mma_wide_takes).
-template <typename T, int D>
+template <typename T, int D, bool kX>
 cudaError_t launch_mma(const KParams& kp, int32_t grid, cudaStream_t stream) {
-  if (kp.block_m == kBlockMMmaNarrow) return launch_mma_rows<T, D, 1>(kp, grid, stream);
+  if (kp.block_m == kBlockMMmaNarrow) return launch_mma_rows<T, D, 1, kX>(kp, grid, stream);
   if constexpr (mma_wide_takes(D))
-    if (kp.block_m == kBlockMMmaWide) return launch_mma_rows<T, D, 2>(kp, grid, stream);
+    if (kp.block_m == kBlockMMmaWide) return launch_mma_rows<T, D, 2, kX>(kp, grid, stream);
   return cudaErrorInvalidValue;
 }
 

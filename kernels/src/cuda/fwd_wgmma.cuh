@@ -153,8 +153,8 @@ __device__ __forceinline__ void wgmma_rs_n128(TYPE, float*, const uint32_t*, uin
 
 // ---------------------------------------------------------------------------------------------
 // D: the tile width (a multiple of 64); DK <= D: the call's head dim (D = DK, or the padded
-// widths of hopper_dim: columns from DK on are loaded as zeros).
-template <typename T, int D, int DK = D>
+// widths of hopper_dim: columns from DK on are loaded as zeros); kX: the feature set (TileOps).
+template <typename T, int D, int DK = D, bool kX = true>
 struct WgmmaKernel {
   static_assert(DK <= D && DK % 16 == 0 && hopper_dim(DK) == D, "padded head dims");
   static_assert(D == 64 || D == 128 || D == 256, "head dims of the Hopper kernel (kWgmmaDims)");
@@ -165,7 +165,13 @@ struct WgmmaKernel {
   static constexpr int kKVElems = kBlockN * D;
   // Every tile is a multiple of 8 KB, so each starts on the 1024-byte swizzle-atom boundary the
   // descriptors assume once the base is aligned.
-  static constexpr size_t kSmemTiles = size_t(kQElems + 4 * kKVElems) * sizeof(T);
+  // D = 256: one K and one V buffer (run_single), so that two CTAs fit an SM (2 x 107 KB of
+  // shared memory, at most 256 registers per thread): with double buffers (171 KB) one CTA ran
+  // per SM and nothing covered its softmax and its waits for the loads.
+  static constexpr bool kSingle = D == 256;
+  static constexpr int kKVBufs = kSingle ? 1 : 2;
+  static constexpr int kMinCtas = kSingle ? 2 : 1;
+  static constexpr size_t kSmemTiles = size_t(kQElems + 2 * kKVBufs * kKVElems) * sizeof(T);
   static constexpr size_t kMaskBytes = size_t(kRows) * kBlockN;
   static constexpr size_t kAlign = 1024;
   static constexpr size_t kSmem = kAlign + kSmemTiles + kMaskBytes + sizeof(VisitSmem);
@@ -180,14 +186,16 @@ struct WgmmaKernel {
     return (chunk >> 3) * (R * kPanelElems) + row * kPanelElems + (((chunk & 7) ^ (row & 7)) << 3);
   }
 
-  // Loads rows [r0, r0 + ROWS) of a [L, D] matrix (row stride `ld`) into a tile; rows >= L are 0.
+  // Loads rows [r0, r0 + ROWS) of a [L, D] matrix (row stride `ld`) into a tile; rows outside
+  // [lo, L) are 0.
   // A thread moves one 16-byte chunk column of every kStep-th row: its swizzled chunk is the
   // same in every pass, so the shared address takes a constant offset per pass and the global one
   // a constant step (rows past L read `g` with a zero source size: nothing is read).
   // D = 256 (32 chunks per row: a pass moves 4 rows) takes the general form, with the swizzled
   // offset computed per pass.
   template <int ROWS>
-  __device__ static void load_tile(T* s, const T* g, int64_t ld, int32_t r0, int32_t L) {
+  __device__ static void load_tile(T* s, const T* g, int64_t ld, int32_t r0, int32_t L,
+                                   int32_t lo = 0) {
     constexpr int kStep = kThreads / kChunks;
     static_assert(ROWS % kStep == 0, "whole passes");
     const int ch = threadIdx.x % kChunks, row0 = threadIdx.x / kChunks;
@@ -196,7 +204,7 @@ struct WgmmaKernel {
 #pragma unroll
       for (int x = 0; x < ROWS / kStep; ++x) {
         const int row = row0 + x * kStep;
-        const bool ok = r0 + row < L && col_ok;
+        const bool ok = r0 + row < L && r0 + row >= lo && col_ok;
         const T* src = ok ? g + int64_t(r0 + row) * ld + ch * 8 : g;
         cp_async16(s + off<ROWS>(row, ch), src, ok);
       }
@@ -205,10 +213,11 @@ struct WgmmaKernel {
     const uint32_t dst = uint32_t(__cvta_generic_to_shared(s + off<ROWS>(row0, ch)));
     const char* src = reinterpret_cast<const char*>(g + int64_t(r0 + row0) * ld + ch * 8);
     const int64_t step = int64_t(kStep) * ld * int64_t(sizeof(T));
-    const int32_t rows_left = L - (r0 + row0);  // passes x with x * kStep < rows_left are inside
+    // Passes x with rows_skip <= x * kStep < rows_left are inside.
+    const int32_t rows_left = L - (r0 + row0), rows_skip = lo - (r0 + row0);
 #pragma unroll
     for (int x = 0; x < ROWS / kStep; ++x) {
-      const bool ok = x * kStep < rows_left && col_ok;
+      const bool ok = x * kStep < rows_left && x * kStep >= rows_skip && col_ok;
       asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
                        dst + uint32_t(x * kStep * kPanelElems * sizeof(T))),
                    "l"(ok ? src : reinterpret_cast<const char*>(g)), "r"(ok ? 16 : 0));
@@ -296,7 +305,7 @@ struct WgmmaKernel {
       const uint32_t a = uint32_t(__cvta_generic_to_shared(smem_raw));
       base += (kAlign - (a & (kAlign - 1))) & (kAlign - 1);
     }
-    const TileSmem<T> sm(base, kQElems, kKVElems, kMaskBytes);
+    const TileSmem<T> sm(base, kQElems, kKVElems, kMaskBytes, kKVBufs);
     T* sQ = sm.q;
     T* sK = sm.k;
     T* sV = sm.v;
@@ -310,16 +319,18 @@ struct WgmmaKernel {
     const int warp = threadIdx.x >> 5;
     const int wrow = warp * 16;  // wgmma m64: warp w of the warpgroup owns rows 16 w .. 16 w + 15
 
-    VisitIter it;
+    VisitIter<kX> it;
     it.init(kp, w);
     int32_t cur = -1;
     bool cur_full = false;
     bool have = it.next(kp, w, vs, &cur, &cur_full);
+    int32_t klo, khi;  // the valid keys: rows outside are loaded as zeros
+    valid_keys<kX>(kp, w.q.b, &klo, &khi);
     load_tile<kRows>(sQ, in.q, p.q_row_stride, w.q.i0, p.len_q);
-    if (have) load_tile<kBlockN>(sK, in.k, p.k_row_stride, cur * kBlockN, p.len_k);
+    if (have) load_tile<kBlockN>(sK, in.k, p.k_row_stride, cur * kBlockN, khi, klo);
     cp_async_commit();
 
-    using Ops = TileOps<T, D, 1>;
+    using Ops = TileOps<T, D, 1, kX>;
     float o[1][D / 8][4];
     float s[1][8][4];
 #pragma unroll
@@ -328,11 +339,76 @@ struct WgmmaKernel {
     for (int x = 0; x < 8; ++x) s[0][x][0] = s[0][x][1] = s[0][x][2] = s[0][x][3] = 0.f;
     float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
     const float sl2 = kp.scale_log2;
-    const bool reg_mask = Ops::reg_mask_ok(kp.pat);
+    const bool reg_mask = Ops::reg_mask_ok(kp);
     float* sd = &s[0][0][0];
     float* od = &o[0][0][0];
     uint32_t pa[4][4];  // P of the previous tile, the A operand of its P V product
     bool have_prev = false;
+
+    if constexpr (kSingle) {
+      // One K and one V buffer: step t issues S_t = Q K_t and O += P_{t-1} V_{t-1}; K_{t+1} is
+      // loaded once S_t is done (during the softmax), V_t once P_{t-1} V_{t-1} is done (at the
+      // end of the step). The other CTA of the SM covers what this one waits for.
+      while (have) {
+        int32_t nxt = -1;
+        bool nxt_full = false;
+        const bool have_next = it.next(kp, w, vs, &nxt, &nxt_full);
+        const int32_t j0 = cur * kBlockN;
+        if (!cur_full && !reg_mask) Ops::build_mask(kp, w, wrow, j0, sMask);
+        cp_async_wait<0>();  // K_t and V_{t-1}
+        fence_async_smem();
+        __syncthreads();
+
+        fence_regs<32>(sd);
+        issue_qk(sd, sQ, sK);
+        if (have_prev) {
+          fence_regs<D / 2>(od);
+          issue_pv(od, pa, sV);
+          wgmma_wait<1>();
+        } else {
+          wgmma_wait<0>();
+        }
+        fence_regs<32>(sd);
+        __syncthreads();  // every warp's S_t is done: K_t is consumed
+        if (have_next) load_tile<kBlockN>(sK, in.k, p.k_row_stride, nxt * kBlockN, khi, klo);
+        cp_async_commit();
+
+        Ops::apply_score_hook(kp, s);
+        if (!cur_full) {
+          if (reg_mask)
+            Ops::template apply_reg_mask<true>(kp, w, s, wrow, j0);
+          else
+            Ops::apply_smem_mask(s, wrow, sMask);
+        }
+        float alpha[2];
+        Ops::softmax_p(s, m, l, sl2, alpha);
+        wgmma_wait<0>();
+        fence_regs<D / 2>(od);
+        Ops::rescale(o, alpha);
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) Ops::pack_p(s, 0, kk, pa[kk]);
+        have_prev = true;
+
+        __syncthreads();  // V_{t-1} is consumed
+        load_tile<kBlockN>(sV, in.v, p.v_row_stride, cur * kBlockN, khi, klo);
+        cp_async_commit();
+        cur = nxt;
+        cur_full = nxt_full;
+        have = have_next;
+      }
+      if (have_prev) {
+        cp_async_wait<0>();
+        fence_async_smem();
+        __syncthreads();
+        fence_regs<D / 2>(od);
+        issue_pv(od, pa, sV);
+        wgmma_wait<0>();
+        fence_regs<D / 2>(od);
+      }
+      cp_async_wait<0>();
+      Ops::template write_out<kRows, CtaSync, DK>(kp, w, o, m, l, wrow, sQ);
+      return;
+    }
 
     int buf = 0;  // K_t sits in sK[buf], V_t goes to sV[buf]
     while (have) {
@@ -340,8 +416,9 @@ struct WgmmaKernel {
       bool nxt_full = false;
       const bool have_next = it.next(kp, w, vs, &nxt, &nxt_full);
       if (have_next)
-        load_tile<kBlockN>(sK + (buf ^ 1) * kKVElems, in.k, p.k_row_stride, nxt * kBlockN, p.len_k);
-      load_tile<kBlockN>(sV + buf * kKVElems, in.v, p.v_row_stride, cur * kBlockN, p.len_k);
+        load_tile<kBlockN>(sK + (buf ^ 1) * kKVElems, in.k, p.k_row_stride, nxt * kBlockN, khi,
+                           klo);
+      load_tile<kBlockN>(sV + buf * kKVElems, in.v, p.v_row_stride, cur * kBlockN, khi, klo);
       cp_async_commit();
 
       const int32_t j0 = cur * kBlockN;
@@ -397,21 +474,22 @@ struct WgmmaKernel {
   }
 };
 
-template <typename T, int D, int DK>
-__global__ void __launch_bounds__(kThreads)
+template <typename T, int D, int DK, bool kX>
+__global__ void __launch_bounds__(kThreads, (WgmmaKernel<T, D, DK, kX>::kMinCtas))
     wgmma_attention_kernel(const __grid_constant__ KParams kp) {
-  WgmmaKernel<T, D, DK>::run(kp);
+  WgmmaKernel<T, D, DK, kX>::run(kp);
 }
 
 // The one-warpgroup kernel of head dim DK (tiles of hopper_dim(DK) columns).
-template <typename T, int DK>
+template <typename T, int DK, bool kX>
 cudaError_t launch_wgmma(const KParams& kp, int32_t grid, cudaStream_t stream) {
   constexpr int D = hopper_dim(DK);
-  if (kp.block_m != WgmmaKernel<T, D, DK>::kRows) return cudaErrorInvalidValue;
-  constexpr size_t smem = WgmmaKernel<T, D, DK>::kSmem;
-  cudaError_t e = allow_dynamic_smem<wgmma_attention_kernel<T, D, DK>>(smem);
+  using K = WgmmaKernel<T, D, DK, kX>;
+  if (kp.block_m != K::kRows) return cudaErrorInvalidValue;
+  constexpr size_t smem = K::kSmem;
+  cudaError_t e = allow_dynamic_smem<wgmma_attention_kernel<T, D, DK, kX>>(smem);
   if (e != cudaSuccess) return e;
-  wgmma_attention_kernel<T, D, DK><<<grid, kThreads, smem, stream>>>(kp);
+  wgmma_attention_kernel<T, D, DK, kX><<<grid, kThreads, smem, stream>>>(kp);
   return cudaGetLastError();
 }
 

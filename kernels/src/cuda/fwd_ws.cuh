@@ -100,11 +100,11 @@ __device__ __forceinline__ void regs_alloc() {
 
 // ---------------------------------------------------------------------------------------------
 // D: the tile width, DK: the call's head dim (WgmmaKernel). The bulk copies fill the columns
-// from DK on with zeros (out of the tensor map's bounds).
-template <typename T, int D, int DK = D>
+// from DK on with zeros (out of the tensor map's bounds). kX: the feature set (TileOps).
+template <typename T, int D, int DK = D, bool kX = true>
 struct WsKernel {
   static_assert(ws_takes(DK), "head dims of the warp-specialized kernel");
-  using Base = WgmmaKernel<T, D, DK>;              // tile layout, loads and the two products
+  using Base = WgmmaKernel<T, D, DK, kX>;          // tile layout, loads and the two products
   static constexpr int kHalfRows = kBlockMWs / 2;  // rows of one consumer (one m64 tile)
   static constexpr int kCTAThreads = 3 * kThreads;
   static constexpr int kStages = D == 64 ? 6 : 4;
@@ -121,6 +121,7 @@ struct WsKernel {
   // Tag of a stage: bits 0-3 the two halves' classes (VisitIter::build), plus these.
   static constexpr uint32_t kLast = 16;  // the last stage of the work item
   static constexpr uint32_t kNone = 32;  // no key tile at all: nothing to load or compute
+  static constexpr uint32_t kPad = 64;  // the tile crosses key_starts or key_lengths (zero_padding)
 
   struct Stage {
     int32_t tile;
@@ -199,7 +200,7 @@ struct WsKernel {
   // The walk of a work item reads another window of its visit list while candidates are left
   // and the item's rank range [r0, r1) is not covered yet (`kept`: entries of its windows so
   // far). The builders and the streamer apply this one rule, so they agree on the windows.
-  __device__ static bool more_windows(const VisitIter& it, const Work& w, int64_t kept) {
+  __device__ static bool more_windows(const VisitIter<kX>& it, const Work& w, int64_t kept) {
     return it.w0 < it.nu && kept < w.r1;
   }
 
@@ -238,7 +239,7 @@ struct WsKernel {
         mbar_arrive(sm.list_full + b);
         return;
       }
-      VisitIter it;
+      VisitIter<kX> it;
       it.init(kp, w);
       int64_t kept = 0;
       do {
@@ -308,7 +309,13 @@ struct WsKernel {
       load_box_rows(q_s, &kp.tma_q, sm.q_full + qb, w.q.i0, w.q.h, w.q.b);
       load_box_rows(q_s + kQElems, &kp.tma_q, sm.q_full + qb, w.q.i0 + kHalfRows, w.q.h, w.q.b);
 
-      VisitIter it;
+      int32_t klo, khi;  // the valid keys: the tiles crossing their bounds are tagged kPad
+      valid_keys<kX>(kp, w.q.b, &klo, &khi);
+      const auto pad = [&](int32_t t) -> uint32_t {
+        const int32_t j0 = t * kBlockN;
+        return j0 < klo || (j0 + kBlockN > khi && khi < p.len_k) ? kPad : 0u;
+      };
+      VisitIter<kX> it;
       it.init(kp, w);
       int64_t kept = 0, rank = 0;
       int32_t cur = -1;
@@ -333,7 +340,7 @@ struct WsKernel {
         }
         for (; e < cnt && rank < w.r1; ++e, ++rank) {
           const uint32_t v = vs.list[e];
-          if (have_cur) fill_stage(kp, sm, n++, cur, cur_tag, hk, w.q.b);
+          if (have_cur) fill_stage(kp, sm, n++, cur, cur_tag | pad(cur), hk, w.q.b);
           cur = it.tile_of(wbase + int32_t(v & 0x7ffu));
           cur_tag = (v >> 11) & 15u;
           have_cur = true;
@@ -343,9 +350,31 @@ struct WsKernel {
         ++wc;
       } while (more_windows(it, w, kept));
       // The item's last stage; an empty visit list gets one stage that says so.
-      fill_stage(kp, sm, n++, cur, have_cur ? cur_tag | kLast : kNone | kLast, hk, w.q.b);
+      fill_stage(kp, sm, n++, cur, have_cur ? cur_tag | pad(cur) | kLast : kNone | kLast, hk,
+                 w.q.b);
       ++k;
     }
+  }
+
+  // Zeroes the rows of a V stage whose keys j0 + r lie outside the valid keys [lo, hi): the bulk
+  // copies bring the tensor's values, and a padding key must contribute nothing even when they
+  // are NaN or Inf (its zero weight times them would not be zero). Only the key tiles that cross
+  // key_starts or key_lengths take this. Both consumers may zero the same rows: they write the
+  // same zeros, each before its own product reads them (the generic-proxy writes are fenced for
+  // the tensor cores' async proxy), and the stage is refilled only once both handed it back.
+  __device__ static void zero_padding(const KParams& kp, int32_t b, T* v, int32_t j0) {
+    int32_t lo, hi;
+    valid_keys<kX>(kp, b, &lo, &hi);
+    constexpr int kChunks = D / 8;
+    for (int x = WarpgroupSync::tid(); x < kBlockN * kChunks; x += kThreads) {
+      const int r = x / kChunks, ch = x % kChunks;
+      const int32_t j = j0 + r;
+      if (j < lo || j >= hi)
+        *reinterpret_cast<uint4*>(v + (ch >> 3) * (kBlockN * 64) + r * 64 + (ch & 7) * 8) =
+            make_uint4(0u, 0u, 0u, 0u);
+    }
+    fence_async_smem();
+    WarpgroupSync::sync();
   }
 
   // A consumer warpgroup: rows [64 half, 64 half + 64) of each work item. Both consumers run
@@ -353,12 +382,12 @@ struct WsKernel {
   // fetch.
   __device__ static void consume(const KParams& kp, const Smem& sm, const int half) {
     using Sync = WarpgroupSync;
-    using Ops = TileOps<T, D, 1>;
+    using Ops = TileOps<T, D, 1, kX>;
     const int warp = Sync::tid() >> 5;
     const int row0 = half * kHalfRows;
     const int wrow = row0 + warp * 16;  // wgmma m64: warp w owns rows 16 w .. 16 w + 15
     const float sl2 = kp.scale_log2;
-    const bool reg_mask = Ops::reg_mask_ok(kp.pat);
+    const bool reg_mask = Ops::reg_mask_ok(kp);
     uint32_t n = 0, k = 0;
     while (true) {
       const uint32_t qb = k & 1u;
@@ -402,6 +431,8 @@ struct WsKernel {
         if ((stage.tag & kNone) || cls == 0) {
           mbar_arrive(sm.empty + st);  // nothing of this tile for these rows
         } else {
+          const int32_t j0 = stage.tile * kBlockN;
+          if (stage.tag & kPad) zero_padding(kp, w.q.b, sm.v + st * kKVElems, j0);
           Base::template fence_regs<32>(sd);
           Base::issue_qk_rs(sd, qa, sm.k + st * kKVElems);
           if (prev >= 0) {
@@ -413,7 +444,6 @@ struct WsKernel {
           }
           Base::template fence_regs<32>(sd);
           Ops::apply_score_hook(kp, s);
-          const int32_t j0 = stage.tile * kBlockN;
           if (cls == 1) {
             if (reg_mask) {
               Ops::apply_reg_mask(kp, w, s, wrow, j0);
@@ -492,39 +522,48 @@ struct WsKernel {
   }
 };
 
-template <typename T, int D, int DK>
-__global__ void __launch_bounds__(WsKernel<T, D, DK>::kCTAThreads, 1)
+template <typename T, int D, int DK, bool kX>
+__global__ void __launch_bounds__(WsKernel<T, D, DK, kX>::kCTAThreads, 1)
     ws_attention_kernel(const __grid_constant__ KParams kp) {
-  WsKernel<T, D, DK>::run(kp);
+  WsKernel<T, D, DK, kX>::run(kp);
 }
 
 // `grid`: the number of work items (direct and bounded plans) or its upper bound (counted
 // plan); the persistent CTAs, one per SM, take them as build_lists says.
-template <typename T, int DK>
+template <typename T, int DK, bool kX>
 cudaError_t launch_ws(const KParams& kp, int32_t grid, cudaStream_t stream) {
   constexpr int D = hopper_dim(DK);
+  using K = WsKernel<T, D, DK, kX>;
   if (kp.block_m != kBlockMWs) return cudaErrorInvalidValue;
-  constexpr size_t smem = WsKernel<T, D, DK>::kSmem;
-  cudaError_t e = allow_dynamic_smem<ws_attention_kernel<T, D, DK>>(smem);
+  constexpr size_t smem = K::kSmem;
+  cudaError_t e = allow_dynamic_smem<ws_attention_kernel<T, D, DK, kX>>(smem);
   if (e != cudaSuccess) return e;
   DeviceFacts dev;
   e = device_facts(&dev);
   if (e != cudaSuccess) return e;
   if (grid > dev.sms) grid = dev.sms;
-  ws_attention_kernel<T, D, DK><<<grid, WsKernel<T, D, DK>::kCTAThreads, smem, stream>>>(kp);
+  ws_attention_kernel<T, D, DK, kX><<<grid, K::kCTAThreads, smem, stream>>>(kp);
   return cudaGetLastError();
 }
 
-// The tensor-core kernel of one (dtype, head dim) that launch() chose.
+// The tensor-core kernel of one (dtype, head dim, feature set) that launch() chose.
 // Only the kernels that take head dim D are built for it (launch.cu never picks another).
+template <typename T, int D, bool kX>
+cudaError_t launch_tensor_core_x(const KParams& kp, int32_t grid, cudaStream_t stream) {
+  if constexpr (ws_takes(D))
+    if (kp.kernel == kKernelWs) return launch_ws<T, D, kX>(kp, grid, stream);
+  if constexpr (wgmma_takes(D))
+    if (kp.kernel == kKernelWgmma) return launch_wgmma<T, D, kX>(kp, grid, stream);
+  if (kp.kernel != kKernelMma) return cudaErrorInvalidValue;
+  return launch_mma<T, D, kX>(kp, grid, stream);
+}
+
+// Calls without global_mask, key_starts, sinks and softcap run the instantiation that has their
+// code compiled out (pattern_of).
 template <typename T, int D>
 cudaError_t launch_tensor_core(const KParams& kp, int32_t grid, cudaStream_t stream) {
-  if constexpr (ws_takes(D))
-    if (kp.kernel == kKernelWs) return launch_ws<T, D>(kp, grid, stream);
-  if constexpr (wgmma_takes(D))
-    if (kp.kernel == kKernelWgmma) return launch_wgmma<T, D>(kp, grid, stream);
-  if (kp.kernel != kKernelMma) return cudaErrorInvalidValue;
-  return launch_mma<T, D>(kp, grid, stream);
+  if (kp.extras) return launch_tensor_core_x<T, D, true>(kp, grid, stream);
+  return launch_tensor_core_x<T, D, false>(kp, grid, stream);
 }
 
 }  // namespace cuda

@@ -62,7 +62,7 @@ __global__ void __launch_bounds__(kThreads) count_kernel(const __grid_constant__
   w.r1 = INT64_MAX;
   w.slot = -1;
   w.valid = true;
-  VisitIter it;
+  VisitIter<> it;
   it.init(kp, w);
   int32_t total = 0;
   while (it.w0 < it.nu) {
@@ -179,7 +179,19 @@ __device__ void combine_tile(const KParams& kp, int32_t x, const SplitTile& st) 
                     : make_float4(0.f, 0.f, 0.f, 0.f);
     }
     const float mn = fmaxf(mx, ml.x);
-    if (mn == -INFINITY) continue;  // no allowed key so far
+    if (mn == -INFINITY) {
+      // No allowed key with a finite score so far: the piece's sum and output are 0, or NaN
+      // when it met a NaN score (which its max left out): that NaN must reach the row.
+      sum += ml.y;
+#pragma unroll
+      for (int g = 0; g < kGroups; ++g) {
+        acc[g].x += v[g].x;
+        acc[g].y += v[g].y;
+        acc[g].z += v[g].z;
+        acc[g].w += v[g].w;
+      }
+      continue;
+    }
     const float a = exp2f(mx - mn), b = exp2f(ml.x - mn);
     sum = sum * a + ml.y * b;
 #pragma unroll
@@ -580,7 +592,9 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   kp.total_q_tiles = int32_t(L.total_q_tiles);
   kp.split_target = L.split_target;
   kp.max_split_items = L.max_split_items;
-  kp.scale_log2 = p.pattern.scale * 1.4426950408889634f;
+  // A scale above FLT_MAX / log2(e) would make scale_log2 +inf, and a zero score times it NaN:
+  // FLT_MAX keeps zero scores at 0 and still sends every score beyond float32 to +-inf.
+  kp.scale_log2 = std::fmin(p.pattern.scale * 1.4426950408889634f, FLT_MAX);
   // A cap whose log2 form overflows float32 changes no float32 score: off. A subnormal cap makes
   // scale / softcap overflow: FLT_MAX keeps a zero score at 0 (inf * 0 would be NaN) and sends
   // every other to +-1 * softcap, the limit.
@@ -589,6 +603,7 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   kp.softcap_in = kp.softcap_on ? std::fmin(p.pattern.scale / p.pattern.softcap, FLT_MAX) : 0.f;
   kp.softcap_out = kp.softcap_on ? p.pattern.softcap * 1.4426950408889634f : 0.f;
   if (kp.softcap_on) kp.scale_log2 = 1.f;  // score_hook returns log2 units
+  kp.extras = (p.global_mask || p.key_starts || p.sinks || kp.softcap_on) ? 1 : 0;
   kp.counts = nullptr;
   kp.header = nullptr;
   kp.items = nullptr;
