@@ -57,7 +57,7 @@ for step in "${steps[@]}"; do
     hf)
       # Optimum's dense attention at 64K needs more than the GPU has: its failure is recorded
       timeout 200 python3 benchmarks/bench_hf.py --provider cuda --gpu-pack "$PACK" \
-        --lengths 16384 65536 --runs 5 --decode-steps 32 --timeout-s 90 \
+        --lengths 4096 8192 16384 65536 --runs 5 --decode-steps 32 --timeout-s 90 \
         --work /tmp/spattn_bench_hf --out "$OUT/hf_cuda_h200.json" --plot "$OUT/hf_cuda_h200.png" \
         || rc=1
       ;;

@@ -245,7 +245,12 @@ OrtStatus* compute(Kernel* kernel, OrtKernelContext* ctx) {
       void* data = nullptr;  // GetTensorMutableData: the const variant is newer than 1.21
       SPATTN_ORT_RETURN_IF_ERROR(
           g_api->GetTensorMutableData(const_cast<OrtValue*>(values[i]), &data));
-      ptrs[i] = data;
+      // The CUDA EP hands a zero-size tensor (block_indices with K = 0, ...) a null pointer, and
+      // the kernels tell a present input from an absent one by its pointer: a present empty
+      // input must stay present (block_indices with K = 0 lists no block, it is not absent). It
+      // has no element, so this pointer is never read.
+      static const int64_t kEmpty = 0;
+      ptrs[i] = data ? data : &kEmpty;
     }
   p.q = ptrs[kQuery];
   p.k = ptrs[kKey];
