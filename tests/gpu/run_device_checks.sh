@@ -3,7 +3,7 @@
 # then optionally a benchmark. Logs go to $OUT (or ./out); the committed ones are in
 # benchmarks/results/gpu-tests/, named after what ran and on which device (benchmarks/results/README.md).
 # Usage:
-#   tests/gpu/run_device_checks.sh [tests] [sanitize] [ort] [fuzz] [trt] [bench ARGS...]
+#   tests/gpu/run_device_checks.sh [tests] [sanitize] [ort] [fuzz] [fuzz-sanitize] [trt] [bench ARGS...]
 # ort and fuzz need onnxruntime-gpu on PYTHONPATH and SPATTN_LIB_DIR holding the CUDA build of
 # libspattn_ort.so; trt needs SPATTN_TRT_HARNESS, SPATTN_TRT_LIB and SPATTN_TRT_NODES.
 set -u
@@ -18,7 +18,7 @@ while [ $# -gt 0 ]; do
       python3 -m pytest -q -m gpu tests/gpu/test_cuda_kernel.py -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -25
       shift ;;
     sanitize)
-      for tool in memcheck racecheck; do
+      for tool in memcheck racecheck initcheck; do
         compute-sanitizer --tool $tool --kernel-name kns=spattn --error-exitcode 3 \
           python3 tests/gpu/sanitize_cases.py > "$OUT/sanitizer_$tool.log" 2>&1
         echo "compute-sanitizer $tool exit $?"; tail -4 "$OUT/sanitizer_$tool.log"
@@ -26,8 +26,10 @@ while [ $# -gt 0 ]; do
       shift ;;
     ort)
       # ONNX Runtime's CUDA EP: parity with the CPU EP, CUDA graphs, 8 threads on one session
+      # (and device memory flat over the soak's runs and sessions)
       python3 -m pytest -q -p no:cacheprovider tests/gpu/test_ort_cuda.py \
-        tests/stress/test_concurrency.py -k "cuda or not eight_threads" 2>&1 \
+        tests/stress/test_concurrency.py tests/stress/test_soak.py \
+        -k "cuda or not (eight_threads or rss)" 2>&1 \
         | tee "$OUT/ort_cuda.log" | tail -6
       shift ;;
     fuzz)
@@ -35,6 +37,15 @@ while [ $# -gt 0 ]; do
       python3 -m tests.fuzz.run --cases "${FUZZ_CASES:-1500}" --seed "${FUZZ_SEED:-1}" \
         --provider cuda --jobs "${FUZZ_JOBS:-8}" --out "$OUT/fuzz_cuda" 2>&1 \
         | tr '\r' '\n' | grep -v "cases$" | tee "$OUT/fuzz_cuda.log" | tail -25
+      shift ;;
+    fuzz-sanitize)
+      # compute-sanitizer memcheck over a CUDA fuzz subset: every child process, our kernels only
+      compute-sanitizer --tool memcheck --target-processes all --kernel-name kns=spattn \
+        --error-exitcode 3 python3 -m tests.fuzz.run --cases "${FUZZ_SANITIZE_CASES:-300}" \
+        --seed "${FUZZ_SEED:-1}" --provider cuda --jobs 4 --out "$OUT/fuzz_cuda_memcheck" \
+        > "$OUT/fuzz_cuda_memcheck.log" 2>&1
+      echo "compute-sanitizer memcheck over the fuzz subset: exit $?"
+      tr '\r' '\n' < "$OUT/fuzz_cuda_memcheck.log" | grep -v "cases$" | tail -4
       shift ;;
     trt)
       # the TensorRT plugin through its harness (TensorRT's runtime itself is not needed)

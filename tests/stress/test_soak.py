@@ -108,3 +108,77 @@ def test_rss_probe_reads_this_process():
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+def _cuda_reason() -> str | None:
+    import onnxruntime as ort
+
+    from spattn import capi
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "onnxruntime has no CUDAExecutionProvider (onnxruntime-gpu is not installed)"
+    if not capi.has_cuda():
+        return "the spattn library was built without CUDA kernels"
+    try:
+        import torch
+    except ImportError:
+        return "torch reads the device's memory here, and it is not installed"
+    if not torch.cuda.is_available():
+        return "no CUDA device visible to torch"
+    return None
+
+
+def _device_used() -> int:
+    """Bytes in use on the device: ONNX Runtime's arena, our workspace pool, the contexts."""
+    import torch
+
+    torch.cuda.synchronize()
+    free, total = torch.cuda.mem_get_info()
+    return total - free
+
+
+CUDA_BOUND = 32 << 20  # bytes; the arena and the workspace pool grow in blocks of MiBs
+CUDA_SHAPES = [(1, 4, 2, 64, 64, 64), (1, 4, 2, 64, 96, 64), (1, 4, 4, 64, 40, 64)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_cuda_reason() is not None, reason=str(_cuda_reason()))
+def test_cuda_device_memory_flat():
+    """The CUDA EP: device memory flat over RUNS runs (ONNX Runtime's arena and the workspace
+    pool reach their size in the warm-up and keep it) and over SESSIONS // 4 sessions created,
+    run and destroyed; the outputs stay those of the first runs."""
+    m = model("float16", ATTRS, ALL_INPUTS)
+    providers = ["CUDAExecutionProvider"]
+    inputs = [feeds("float16", ALL_INPUTS, s, seed=i) for i, s in enumerate(CUDA_SHAPES)]
+    sess = session(m, threads=2, providers=providers)
+    expected = [sess.run(None, f)[0] for f in inputs]
+    for i in range(300):
+        sess.run(None, inputs[i % len(inputs)])
+    before = _device_used()
+    for i in range(RUNS):
+        j = i % len(inputs)
+        got = sess.run(None, inputs[j])[0]
+        if i % 97 == 0:
+            assert got.tobytes() == expected[j].tobytes(), f"run {i}: the output changed"
+    after = _device_used()
+    assert after - before < CUDA_BOUND, (
+        f"device memory grew {(after - before) / 2**20:.1f} MiB over {RUNS} runs"
+    )
+    del sess
+    gc.collect()
+
+    def one_session() -> None:
+        s = session(m, threads=1, providers=providers)
+        assert s.run(None, inputs[0])[0].tobytes() == expected[0].tobytes()
+        del s
+        gc.collect()
+
+    for _ in range(5):
+        one_session()
+    before = _device_used()
+    for _ in range(SESSIONS // 4):
+        one_session()
+    after = _device_used()
+    assert after - before < CUDA_BOUND, (
+        f"device memory grew {(after - before) / 2**20:.1f} MiB over {SESSIONS // 4} sessions"
+    )
