@@ -600,7 +600,13 @@ def reference_attention(
     if softcap > 0:
         s = softcap * torch.tanh(s / softcap)
     s = s.masked_fill(~mask, float("-inf"))
-    any_row = mask.any(dim=-1, keepdim=True)
+    valid = rule.valid_keys()
+    if valid is not None:
+        # op-spec: padding never contributes, whatever its value rows hold (a zero weight times
+        # a NaN would still be NaN)
+        vf = vf.masked_fill(~valid.view(b, 1, lk, 1), 0.0)
+    # a row whose allowed scores are all -inf weighs nothing, like a row with no allowed key
+    any_row = (s != float("-inf")).any(dim=-1, keepdim=True)
     if sink is not None:
         # The sink is one more logit in the softmax whose value row is zero: softmax over
         # [s_i0 .. s_iLk, sink_h], the sink's weight dropped.

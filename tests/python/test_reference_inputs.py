@@ -270,3 +270,33 @@ def test_invalid_inputs_name_the_input(impl, case):
     fn = reference.reference_attention if impl == "reference" else block_sparse_attention
     with pytest.raises(ValueError, match=rf"SparseAttention: {name}: expected"):
         fn(*args, **kw)
+
+
+def test_padding_never_contributes_and_all_minus_inf_rows_are_zero():
+    """op-spec, "Non-finite values and masked positions": NaN/inf in padding keys' rows changes
+    nothing, in the oracle and the block-sparse path; a row whose allowed scores are all -inf is
+    zeros."""
+    import spattn
+    from spattn.reference import reference_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 8, 16, generator=g) for _ in range(3))
+    kl = torch.tensor([6], dtype=torch.int32)
+    attrs = dict(window_left=2, window_right=2)
+    clean = reference_attention(q, k, v, attrs, key_lengths=kl)
+    k2, v2 = k.clone(), v.clone()
+    v2[0, :, 6] = float("nan")
+    k2[0, :, 7] = float("inf")
+    dirty = reference_attention(q, k2, v2, attrs, key_lengths=kl)
+    assert torch.equal(clean, dirty)
+    bs = spattn.sparse_attention(
+        q, k2, v2, spattn.Pattern.sliding_window(2), key_lengths=kl, impl="blocksparse"
+    )
+    assert torch.isfinite(bs).all()
+    torch.testing.assert_close(bs, clean, atol=2e-5, rtol=1e-4)
+    # query row 0 of head 0 set to -inf against keys with positive first element: all -inf
+    q3, k3 = q.clone(), k.clone().abs()
+    q3[0, 0, 0] = 0.0
+    q3[0, 0, 0, 0] = float("-inf")
+    out = reference_attention(q3, k3, v, attrs)
+    assert torch.equal(out[0, 0, 0], torch.zeros(16))
