@@ -143,6 +143,21 @@ CUDA_SHAPES = [(1, 4, 2, 64, 64, 64), (1, 4, 2, 64, 96, 64), (1, 4, 4, 64, 40, 6
 
 @pytest.mark.gpu
 @pytest.mark.skipif(_cuda_reason() is not None, reason=str(_cuda_reason()))
+def test_cuda_device_memory_probe_sees_a_leak():
+    """The control of the test below: the probe sees 64 MiB kept on the device, so a leak of
+    that order in the runs or sessions could not pass unseen."""
+    import torch
+
+    before = _device_used()
+    kept = torch.ones(64 << 20, dtype=torch.uint8, device="cuda")
+    grown = _device_used() - before
+    assert int(kept[-1]) == 1
+    assert grown >= 48 << 20, f"64 MiB kept on the device, the probe saw {grown / 2**20:.1f} MiB"
+    assert grown > CUDA_BOUND, "the bound would let a leak of this size through"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_cuda_reason() is not None, reason=str(_cuda_reason()))
 def test_cuda_device_memory_flat():
     """The CUDA EP: device memory flat over RUNS runs (ONNX Runtime's arena and the workspace
     pool reach their size in the warm-up and keep it) and over SESSIONS // 4 sessions created,
