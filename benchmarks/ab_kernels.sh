@@ -42,7 +42,12 @@ fi
 
 for n in "${names[@]}"; do
   mkdir -p "$WORK/lib/$n"
-  xz -dc "$AB/$n/libspattn_kernels.so.xz" > "$WORK/lib/$n/libspattn_kernels.so"
+  if command -v xz > /dev/null; then
+    xz -dc "$AB/$n/libspattn_kernels.so.xz" > "$WORK/lib/$n/libspattn_kernels.so"
+  else  # Python's lzma reads the same format
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+      "$AB/$n/libspattn_kernels.so.xz" "$WORK/lib/$n/libspattn_kernels.so"
+  fi
   echo "$n $(sha256sum < "$WORK/lib/$n/libspattn_kernels.so" | cut -c1-16)"
 done
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu --format=csv,noheader || true
