@@ -24,8 +24,9 @@ The block-sparse tensors of FA4 and cuDNN come from spattn's own mask (spattn.re
 counted per block: FA4 gets full blocks and partial ones (a mask_mod inside those), cuDNN's
 block-sparse attention has no token mask, so on the token-level patterns it runs the 64-block
 cover (more pairs than spattn: its output is expected to differ, and the row says so).
-FlexAttention runs on the sparse patterns of the targets (``--flex all``: on every sparse
-pattern; bf16 unless ``--flex-fp16``).
+FlexAttention compiles once per pattern and shape: it runs on the block patterns of the targets
+at D = 128 (``--flex targets``: at every D; ``--flex all``: on every sparse pattern), in bf16
+unless ``--flex-fp16``.
 
 Decode (the Hugging Face with-past shape): Lq = 1 and 8, batch 16, 32 query heads over 8 KV
 heads, D = 128, bf16, caches of 32K and 128K keys, causal window 4096 and full causal, spattn
@@ -97,6 +98,7 @@ H200_PEAK_TBPS = 4.8
 BAND_MIN_FRACTION = 0.85
 DECODE_MIN_FRACTION = 0.70
 BASE_BLOCK = 64  # the block of the counts every block-sparse structure is derived from
+DEVICE = "cuda"
 
 # ----------------------------------------------------------------------------------------------
 # Patterns
@@ -861,7 +863,7 @@ def worker_main(spec_path: str, out_dir: str) -> int:
         t0 = time.perf_counter()
         res = {"id": v["id"], "pid": os.getpid()}
         try:
-            for call in _fa4_worker_inputs(v, "cuda"):
+            for call in _fa4_worker_inputs(v, DEVICE):
                 call()
             torch.cuda.synchronize()
             res["ok"] = True
@@ -1002,7 +1004,7 @@ class Bench:
     # -- prefill --
 
     def prefill(self, spec):
-        args, dev = self.args, "cuda"
+        args, dev = self.args, DEVICE
         pat = PATTERNS[spec["pattern"]]
         length, d, dtype = spec["L"], spec["D"], getattr(torch, spec["dtype"])
         t_row = time.time()
@@ -1040,7 +1042,7 @@ class Bench:
             ref = out.clone()
         skip = set(args.skip_anchors)
         names = [a for a in pat.anchors if a not in skip]
-        if "flex" in names and not self.flex_wanted(pat, spec["dtype"]):
+        if "flex" in names and not self.flex_wanted(pat, spec):
             names.remove("flex")
         if "fa4" in names:
             q4, k4, v4 = (x.transpose(1, 2).contiguous() for x in (q, k, v))
@@ -1077,10 +1079,15 @@ class Bench:
         row["seconds"] = time.time() - t_row
         return row
 
-    def flex_wanted(self, pat, dtype):
-        if self.args.flex == "none" or (dtype != "bfloat16" and not self.args.flex_fp16):
+    def flex_wanted(self, pat, spec):
+        """FlexAttention compiles once per pattern and shape (tens of seconds each): by default
+        only where it is an anchor of a target, at D = 128, in bf16 (see --flex)."""
+        flex = self.args.flex
+        if flex == "none" or (spec["dtype"] != "bfloat16" and not self.args.flex_fp16):
             return False
-        return self.args.flex == "all" or pat.target is _BLOCK_TARGET
+        if flex == "all":
+            return True
+        return pat.target is _BLOCK_TARGET and (flex == "targets" or spec["D"] == 128)
 
     def flex_call(self, pat, q, k, v):
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -1153,7 +1160,7 @@ class Bench:
         if self._kv is None or self._kv[0] != cache:
             self._kv = None
             torch.cuda.empty_cache()
-            sh, dev = DECODE_SHAPE, "cuda"
+            sh, dev = DECODE_SHAPE, DEVICE
             dtype = getattr(torch, sh["dtype"])
             g = torch.Generator(device=dev).manual_seed(2000 + cache)
             shape = (sh["batch"], cache, sh["heads_kv"], sh["D"])
@@ -1169,7 +1176,7 @@ class Bench:
         return self._kv[1:]
 
     def decode(self, spec):
-        args, dev, sh = self.args, "cuda", DECODE_SHAPE
+        args, dev, sh = self.args, DEVICE, DECODE_SHAPE
         dp = DECODE_PATTERNS[spec["pattern"]]
         attrs, cache, lq = dp["attrs"], spec["cache"], spec["lq"]
         t_row = time.time()
@@ -1409,7 +1416,7 @@ def plot(data: dict, path: str) -> None:
         ax.set_xticks(range(len(sel)))
         ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
         ax.set_ylabel("best anchor / spattn")
-        ax.set_title(f"{sel[0]['pattern']} (target {sel[0]['target']['text']})", fontsize=8)
+        ax.set_title(f"{key}: target {sel[0]['target']['text']}", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     if decode:
         ax = list(axes.flat)[len(keys)]
@@ -1454,7 +1461,13 @@ def parse_args(argv=None):
     ap.add_argument(
         "--graph-calls", type=int, default=20, help="calls per captured CUDA graph (decode)"
     )
-    ap.add_argument("--flex", choices=["targets", "all", "none"], default="targets")
+    ap.add_argument(
+        "--flex",
+        choices=["d128", "targets", "all", "none"],
+        default="d128",
+        help="where FlexAttention runs: d128 (default), the block patterns of the targets at "
+        "D = 128; targets, those at every D; all, every sparse pattern; none",
+    )
     ap.add_argument("--flex-fp16", action="store_true", help="FlexAttention also in float16")
     ap.add_argument(
         "--skip-anchors",
@@ -1464,7 +1477,7 @@ def parse_args(argv=None):
     )
     ap.add_argument("--fa4-workers", type=int, help="processes compiling FA4 variants (0: none)")
     ap.add_argument(
-        "--fa4-wait-s", type=float, default=240.0, help="longest wait for a worker's variant"
+        "--fa4-wait-s", type=float, default=120.0, help="longest wait for a worker's variant"
     )
     ap.add_argument(
         "--ort", action="store_true", help="fp16 rows: bench_cuda's ONNX Runtime CUDA EP columns"

@@ -102,6 +102,16 @@ def decode_table(data: dict) -> list[str]:
     return out
 
 
+def _decode_heading(data: dict) -> str:
+    r = next((r for r in data["rows"] if r.get("kind") == "decode" and "batch" in r), None)
+    if r is None:
+        return "Decode:"
+    return (
+        f"Decode (B = {r['batch']}, {r['heads_q']} query heads over {r['heads_kv']} KV heads, "
+        f"D = {r['D']}, {r['dtype']}; spattn's time is the CUDA-graph replay):"
+    )
+
+
 def markdown(data: dict) -> str:
     meta = data.get("meta", {})
     lines = [
@@ -113,7 +123,7 @@ def markdown(data: dict) -> str:
         "",
         *prefill_table(data),
         "",
-        "Decode (B = 16, 32 query heads over 8 KV heads, D = 128, bf16):",
+        _decode_heading(data),
         "",
         *decode_table(data),
     ]

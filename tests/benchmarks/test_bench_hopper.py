@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -330,6 +331,51 @@ def test_band_patterns_convert_as_documented():
     assert bh.fa4_window({}) == (False, (None, None)) and bh.cudnn_bounds({}) == (None, None)
 
 
+@pytest.mark.parametrize(
+    "flex, fp16, want",
+    [
+        ("d128", False, {("bigbird", 128, "bfloat16"), ("block64", 128, "bfloat16")}),
+        (
+            "targets",
+            False,
+            {
+                ("bigbird", 128, "bfloat16"),
+                ("bigbird", 64, "bfloat16"),
+                ("block64", 128, "bfloat16"),
+                ("block64", 64, "bfloat16"),
+            },
+        ),
+        (
+            "all",
+            False,
+            {
+                (p, d, "bfloat16")
+                for p in ("sliding256", "bigbird", "block64", "dense")
+                for d in (64, 128)
+            },
+        ),
+        (
+            "d128",
+            True,
+            {("bigbird", 128, dt) for dt in ("bfloat16", "float16")}
+            | {("block64", 128, dt) for dt in ("bfloat16", "float16")},
+        ),
+        ("none", True, set()),
+    ],
+)
+def test_where_flex_runs(flex, fp16, want):
+    bench = types.SimpleNamespace(args=types.SimpleNamespace(flex=flex, flex_fp16=fp16))
+    got = set()
+    for key in ("sliding256", "bigbird", "block64", "dense"):
+        for d in (64, 128):
+            for dt in ("bfloat16", "float16"):
+                spec = {"pattern": key, "D": d, "dtype": dt}
+                if bh.Bench.flex_wanted(bench, bh.PATTERNS[key], spec):
+                    got.add((key, d, dt))
+    # "dense" lists no flex anchor: the runner never asks there (its anchors decide first)
+    assert {g for g in got if g[0] != "dense"} == {w for w in want if w[0] != "dense"}
+
+
 # ----------------------------------------------------------------------------------------------
 # Decode bytes, targets
 
@@ -424,6 +470,11 @@ def synthetic():
             "kind": "decode",
             "key": "decode_window4096",
             "pattern": "causal window 4096",
+            "batch": 16,
+            "heads_q": 32,
+            "heads_kv": 8,
+            "D": 128,
+            "dtype": "bfloat16",
             "Lq": 1,
             "cache": 32768,
             "impl": {
@@ -470,6 +521,7 @@ def test_summarize_tables(tmp_path, capsys):
         "| 1 | 32K | 17.5 | 31.0 | 21.0 (cuda_graph) | 1.20x | 3.83 (80%) | met | True, True |"
         in decode
     )
+    assert "Decode (B = 16, 32 query heads over 8 KV heads, D = 128, bfloat16;" in text
     assert "cudnn_sdpa: max |diff| 0.5 (UNEXPECTED)" in text
     assert "flex: RuntimeError: boom" in text
     assert "Skipped (1 rows, budget 450 s)" in text
