@@ -52,12 +52,14 @@ FlashAttention-4 compiles each variant (seconds to tens of seconds): ``--fa4-wor
 compiles the run's FA4 variants in N worker processes at the start (FA4's persistent cache in a
 fresh temporary folder), while the main process measures; ``--fa4-workers 0`` compiles in the
 main process. The JSON is rewritten after every row; ``--budget-s`` stops starting rows after
-that many seconds (the rows left are listed as skipped).
+that many seconds (default: quick 170, full 450; the rows left are listed as skipped). The full
+plan runs its rows by priority: bf16 D = 128 (16K, 64K), the decode rows, bf16 D = 64, fp16
+D = 128, fp16 D = 64, then D = 96 and 256 at 16K; the last groups are the first to be cut.
 
     # environment on the GPU machine (packages staged in /tmp/site, see the device notes)
     export PYTHONPATH=/tmp/site:/tmp/site/nvidia_cutlass_dsl/dsl_packages:$PWD/exporter:$PWD
     python3 benchmarks/bench_hopper.py --plan quick            # ~2 min: 16K, D 128, bf16, 1 decode
-    python3 benchmarks/bench_hopper.py --plan full             # ~8 min, rows by priority
+    python3 benchmarks/bench_hopper.py --plan full             # ~8 min (--budget-s 450)
     python3 benchmarks/bench_hopper.py --plan full --only dense sliding256 --L 16384 --D 64
     python3 benchmarks/bench_hopper.py --plan full --dtypes float16 --ort  # + ONNX Runtime CUDA EP
     python3 benchmarks/summarize_hopper.py benchmarks/results/hopper_h200_full.json
