@@ -141,11 +141,30 @@ inline void store_row(DType t, const float* src, int n, void* dst, int64_t offse
 
 inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
+// The columns [span[0], span[1]) of a token-mask row (kTileK bytes) from its first to its last
+// allowed one; empty (0, 0) when none is. Eight bytes at a time.
+inline void allowed_span(const uint8_t* a, int32_t* span) {
+  constexpr int kWords = kTileK / 8;
+  uint64_t w[kWords];
+  std::memcpy(w, a, kTileK);
+  int first = 0, last = kWords - 1;
+  while (first < kWords && !w[first]) ++first;
+  if (first == kWords) {
+    span[0] = span[1] = 0;
+    return;
+  }
+  while (!w[last]) --last;
+  // Bytes are little-endian in the word on every target the kernel builds for (x86-64, aarch64).
+  span[0] = first * 8 + __builtin_ctzll(w[first]) / 8;
+  span[1] = last * 8 + (63 - __builtin_clzll(w[last])) / 8 + 1;
+}
+
 // Per-thread scratch, reused across work items and calls.
 struct Scratch {
   std::vector<float> q, s, o, m, l, corr;
   std::vector<uint8_t> marks;
   std::vector<uint8_t> allowed;  // [kTileQ][kTileK] token mask of a partial tile
+  std::vector<int32_t> span;     // [kTileQ][2] its allowed columns per row (allowed_span)
   // Converted key/value tiles (K transposed to [D][kTileK], V as [kTileK][dv_pad]), cached by key
   // tile: neighbouring query tiles of a band visit mostly the same key tiles, so each tile is
   // converted about once per thread instead of once per visit. Direct-mapped on the tile index.
@@ -186,6 +205,7 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, cons
   w.corr.resize(kTileQ);
   w.marks.resize(num_tiles);
   w.allowed.resize(size_t(kTileQ) * kTileK);
+  w.span.resize(size_t(kTileQ) * 2);
   const size_t kt_size = size_t(D) * kTileK, v_size = size_t(kTileK) * dv_pad;
   if (w.call != call_id && !it.direct) {
     // Every tile is written whole (padding included) before its tag is set, so a new call only
@@ -219,6 +239,25 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, cons
     const int32_t j0 = t * kTileK, j1 = std::min(p.len_k, j0 + kTileK), cols = j1 - j0;
     const TileClass cls = pat.classify(b, h0, Tile{i0, i1, j0, j1});
     if (cls == TileClass::kEmpty) continue;
+    // A partial tile's token mask comes first: the columns each row allows bound the work of
+    // the micro-kernels (TileKernels::qk's span), so the masked corners of the band's edge
+    // tiles are not computed. The mask comes from the pattern rules here, in code built for the
+    // baseline instruction set: the rules are inline functions, and a copy of them built with
+    // AVX-512 flags in tile_kernels_avx512.cc could otherwise be the one the linker keeps.
+    const int32_t* span = nullptr;
+    if (cls == TileClass::kPartial) {
+      for (int32_t r = 0; r < ni; ++r) {
+        uint8_t* a = &w.allowed[r * kTileK];
+        pat.row_mask(b, h0, i0 + r, j0, j1, a);
+        std::fill(a + cols, a + kTileK, uint8_t(0));
+        allowed_span(a, &w.span[2 * r]);
+      }
+      for (int32_t g = 1; g < it.nh; ++g) {
+        std::memcpy(&w.allowed[size_t(g * ni) * kTileK], w.allowed.data(), size_t(ni) * kTileK);
+        std::memcpy(&w.span[2 * g * ni], w.span.data(), sizeof(int32_t) * 2 * ni);
+      }
+      span = w.span.data();
+    }
     const float* vt;  // the value tile: rows of ldv floats, dv_pad of them read
     int64_t ldv;
     bool v_bad;  // the value tile holds a NaN or an infinity
@@ -260,7 +299,7 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, cons
         }
         w.tag[slot] = tag;
       }
-      kern.qk(w.q.data(), D, kt, D, w.s.data(), rows, scale);
+      kern.qk(w.q.data(), D, kt, D, w.s.data(), rows, scale, span);
       vt = vc;
       ldv = dv_pad;
       v_bad = w.v_nonfinite[slot];
@@ -269,12 +308,6 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, cons
     // overwrites the scores of excluded keys, whatever their key rows hold.
     if (softcap > 0.f) kern.softcap(w.s.data(), rows, softcap);
     if (cls == TileClass::kPartial) {
-      // The token mask comes from the pattern rules here, in code built for the baseline
-      // instruction set: the rules are inline functions, and a copy of them built with AVX-512
-      // flags in tile_kernels_avx512.cc could otherwise be the one the linker keeps.
-      for (int32_t r = 0; r < ni; ++r) pat.row_mask(b, h0, i0 + r, j0, j1, &w.allowed[r * kTileK]);
-      for (int32_t g = 1; g < it.nh; ++g)
-        std::memcpy(&w.allowed[size_t(g * ni) * kTileK], w.allowed.data(), size_t(ni) * kTileK);
       kern.mask(w.allowed.data(), rows, cols, w.s.data());
     }
     if (cols < kTileK)
@@ -283,7 +316,8 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, cons
     kern.softmax(w.s.data(), rows, w.m.data(), w.l.data(), w.corr.data());
     // Excluded and padding keys weigh exactly zero; with a non-finite value row in the tile they
     // must also add exactly nothing (op spec, "Non-finite values and masked positions").
-    kern.pv(w.s.data(), vt, ldv, cols, w.o.data(), dv_pad, dv_pad, w.corr.data(), rows, v_bad);
+    kern.pv(w.s.data(), vt, ldv, cols, w.o.data(), dv_pad, dv_pad, w.corr.data(), rows, v_bad,
+            span);
   }
 
   // Normalize; rows without any allowed key (or only -inf scores) are zeros, rows with a NaN or
