@@ -47,7 +47,10 @@ def _gqa(hq, hkv, window):
     vi = helper.make_tensor_value_info
     names = ["query", "key", "value", "past_key", "past_value"]
     ins = [vi(n, F32, None) for n in names]
-    ins += [vi("seqlens_k", TensorProto.INT32, [1]), vi("total_sequence_length", TensorProto.INT32, [])]
+    ins += [
+        vi("seqlens_k", TensorProto.INT32, [1]),
+        vi("total_sequence_length", TensorProto.INT32, []),
+    ]
     outs = [vi(n, F32, None) for n in ("output", "present_key", "present_value")]
     node = helper.make_node(
         "GroupQueryAttention",

@@ -344,8 +344,8 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, cons
 // and few query rows (the item's rows fit one query tile: decode steps and short chunks).
 int32_t max_stacked_heads(const Params& p) {
   const int32_t group = p.heads_q / p.heads_kv;
-  const bool per_head = p.pattern.num_random > 0 ||
-                        (p.block_indices != nullptr && p.bi_heads == p.heads_q);
+  const bool per_head =
+      p.pattern.num_random > 0 || (p.block_indices != nullptr && p.bi_heads == p.heads_q);
   if (group <= 1 || per_head || p.len_q < 1 || p.len_q > kTileQ / 2) return 1;
   for (int32_t n = group; n > 1; --n)
     if (group % n == 0 && int64_t(n) * p.len_q <= kTileQ) return n;
@@ -414,9 +414,8 @@ std::string run(const Params& p, const ParallelFor& parallel_for) {
         const int32_t hg = int32_t((item / nqt) % head_groups);
         const int32_t b = int32_t(item / (int64_t(nqt) * head_groups));
         const int32_t i0 = qt * tile_rows;
-        run_item(p, pat, kern,
-                 Item{b, hg * nh, nh, i0, std::min(p.len_q, i0 + tile_rows), direct}, call_id,
-                 scratch);
+        run_item(p, pat, kern, Item{b, hg * nh, nh, i0, std::min(p.len_q, i0 + tile_rows), direct},
+                 call_id, scratch);
       }
     } catch (const std::exception& e) {  // allocation failure: report, never throw across the API
       if (!failed.exchange(true)) error = std::string("SparseAttention: CPU kernel: ") + e.what();
