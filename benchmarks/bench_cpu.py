@@ -8,15 +8,20 @@ memory grow linearly with the sequence length?
 Shapes: B=1, 8 heads, D=64, float32, pattern band +-256 plus 64 global tokens (Longformer-style).
 Both ops run in ONNX Runtime's CPU execution provider with the same intra-op thread count
 (``session.run`` with numpy inputs). Timing: after a warm-up call of each, ``--rounds`` rounds,
-each timing one call of our op and one of the dense op back to back (the order alternating by
-round), so that load from other jobs on a shared machine falls on both alike; reported: the median
-over rounds with min, max and quartiles, the speedup as the ratio of the medians, and the spread
-of the per-round ratios. The 1-minute load average before and after each length is recorded.
+each timing ``--calls`` consecutive calls of our op and of the dense op back to back (the order
+alternating by round; a round's time is its median call), so that load from other jobs on a
+shared machine falls on both alike; reported: the median over rounds with min, max and
+quartiles, the speedup as the ratio of the medians, and the spread of the per-round ratios. The
+1-minute load average before and after each length is recorded.
 Memory: the growth of the peak resident set in one run, in a child process per length
-(spattn.bench.measure_memory). Writes benchmarks/results/cpu_sparse_vs_dense.json and .png.
+(spattn.bench.measure_memory). ``--baseline-lib PATH`` times another build of our library beside
+it in the same rounds (a before/after of a kernel change). Writes
+benchmarks/results/cpu_sparse_vs_dense.json and .png (or ``--out``).
 
-    python benchmarks/bench_cpu.py [--threads 2] [--lengths 1024 4096 16384] [--rounds 11]
-                                   [--memory 16384 32768 65536] [--target 5 --target-length 4096]
+    python benchmarks/bench_cpu.py [--threads 2] [--lengths 1024 4096 16384] [--rounds 15]
+                                   [--calls 3] [--memory 16384 32768 65536]
+                                   [--target 5 --target-length 4096]
+                                   [--dense-max 16384] [--baseline-lib PATH] [--out PATH]
 """
 
 from __future__ import annotations
@@ -44,14 +49,14 @@ from spattn.patterns import Pattern
 from spattn.runtime import library_path
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-SPARSE, DENSE = "spattn-ort-cpu", "dense-ort-cpu"
+SPARSE, DENSE, BASELINE = "spattn-ort-cpu", "dense-ort-cpu", "spattn-baseline-ort-cpu"
 
 
-def _session(model: bytes, threads: int, custom: bool) -> ort.InferenceSession:
+def _session(model: bytes, threads: int, library: str | None) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    if custom:
-        opts.register_custom_ops_library(library_path("ort"))
+    if library:
+        opts.register_custom_ops_library(library)
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
@@ -78,12 +83,22 @@ def _spread(times: list[float]) -> dict[str, float]:
     }
 
 
-def time_length(cfg: BenchConfig, length: int, rounds: int, dense: bool) -> dict[str, list[float]]:
-    """Per-round wall-clock times (ms) of one call of each backend, interleaved."""
+def time_length(
+    cfg: BenchConfig,
+    length: int,
+    rounds: int,
+    calls_per_round: int,
+    dense: bool,
+    baseline: str | None,
+) -> dict[str, list[float]]:
+    """Per-round wall-clock times (ms): the median of each backend's calls, interleaved."""
     feeds_s, feeds_d = _feeds(cfg, length)
-    calls = {SPARSE: (_session(sparse_attention_model(cfg), cfg.threads, True), feeds_s)}
+    sparse = sparse_attention_model(cfg)
+    calls = {SPARSE: (_session(sparse, cfg.threads, library_path("ort")), feeds_s)}
+    if baseline:
+        calls[BASELINE] = (_session(sparse, cfg.threads, baseline), feeds_s)
     if dense:
-        calls[DENSE] = (_session(dense_attention_model(cfg), cfg.threads, False), feeds_d)
+        calls[DENSE] = (_session(dense_attention_model(cfg), cfg.threads, None), feeds_d)
     for session, feeds in calls.values():  # the warm-up call
         session.run(None, feeds)
     times: dict[str, list[float]] = {name: [] for name in calls}
@@ -91,9 +106,12 @@ def time_length(cfg: BenchConfig, length: int, rounds: int, dense: bool) -> dict
         order = list(calls) if r % 2 == 0 else list(reversed(calls))
         for name in order:
             session, feeds = calls[name]
-            t0 = time.perf_counter()
-            session.run(None, feeds)
-            times[name].append((time.perf_counter() - t0) * 1e3)
+            block = []
+            for _ in range(calls_per_round):
+                t0 = time.perf_counter()
+                session.run(None, feeds)
+                block.append((time.perf_counter() - t0) * 1e3)
+            times[name].append(statistics.median(block))
     return times
 
 
@@ -102,10 +120,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
     parser.add_argument("--memory", type=int, nargs="*", default=[16384, 32768, 65536])
-    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=3, help="calls per backend per round")
     parser.add_argument("--dense-max", type=int, default=16384, help="longest L run densely")
     parser.add_argument("--target", type=float, default=5.0, help="speedup asked for ...")
     parser.add_argument("--target-length", type=int, default=4096, help="... at this length")
+    parser.add_argument("--baseline-lib", help="another build of libspattn_ort.so to time beside")
+    parser.add_argument("--out", default=os.path.join(RESULTS, "cpu_sparse_vs_dense.json"))
+    parser.add_argument("--note", default="", help="recorded in the JSON")
     args = parser.parse_args()
 
     cfg = BenchConfig(
@@ -121,7 +143,9 @@ def main() -> None:
     rows = []
     for length in args.lengths:
         load_before = os.getloadavg()[0]
-        times = time_length(cfg, length, args.rounds, dense=length <= args.dense_max)
+        times = time_length(
+            cfg, length, args.rounds, args.calls, length <= args.dense_max, args.baseline_lib
+        )
         sparse = _spread(times[SPARSE])
         pairs = round(pattern.density(length) * length * length) * cfg.heads
         row = {
@@ -148,6 +172,16 @@ def main() -> None:
             if length == args.target_length:
                 row["target_speedup"] = args.target
                 row["target_met"] = bool(row["speedup_vs_dense"] >= args.target)
+        else:
+            row["dense_not_run"] = (
+                f"L > --dense-max {args.dense_max}: MultiHeadAttention's CPU kernel holds the "
+                f"whole score matrix ({cfg.heads * length * length * 4 / 2**30:.0f} GiB here)"
+            )
+        if BASELINE in times:
+            row["baseline_ms"] = statistics.median(times[BASELINE])
+            row["baseline_ms_spread"] = _spread(times[BASELINE])
+            row["baseline_round_ms"] = times[BASELINE]
+            row["speedup_vs_baseline"] = row["baseline_ms"] / sparse["median"]
         row["loadavg_1min_before"] = load_before
         row["loadavg_1min_after"] = os.getloadavg()[0]
         rows.append(row)
@@ -184,18 +218,22 @@ def main() -> None:
             "numpy": np.__version__,
             "python": platform.python_version(),
         },
+        "library": library_path("ort"),
+        "baseline_library": args.baseline_lib,
+        "note": args.note,
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "timing_method": f"{args.rounds} rounds after one warm-up call each; a round times one "
-        "call of each op back to back (order alternating); times are medians over rounds (ms), "
-        "the speedup the ratio of the medians; spreads: min, max, quartiles",
+        "timing_method": f"{args.rounds} rounds after one warm-up call each; a round times "
+        f"{args.calls} consecutive calls of each op, the ops back to back (order alternating), "
+        "its time the median call; times are medians over rounds (ms), the speedup the ratio of "
+        "the medians; spreads: min, max, quartiles of the round times",
         "timing": rows,
         "memory": memory,
     }
-    os.makedirs(RESULTS, exist_ok=True)
-    path = os.path.join(RESULTS, "cpu_sparse_vs_dense.json")
+    path = args.out
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
-    plot(result, os.path.join(RESULTS, "cpu_sparse_vs_dense.png"))
+    plot(result, os.path.splitext(path)[0] + ".png")
     print(f"wrote {path}")
 
 
@@ -219,10 +257,13 @@ def plot(result: dict, path: str) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     t = result["timing"]
     d = [r for r in t if "dense_ms" in r]
-    for rows, key, fmt, label in (
+    series = [
         (t, "sparse", "o-", "spattn SparseAttention"),
         (d, "dense", "s-", "ORT MultiHeadAttention (dense)"),
-    ):
+    ]
+    if any("baseline_ms" in r for r in t):
+        series.append((t, "baseline", "x:", "spattn, --baseline-lib build"))
+    for rows, key, fmt, label in series:
         med = [r[f"{key}_ms"] for r in rows]
         err = [
             [m - r[f"{key}_ms_spread"]["min"] for m, r in zip(med, rows, strict=True)],
@@ -234,8 +275,8 @@ def plot(result: dict, path: str) -> None:
             f"{r['speedup_vs_dense']:.1f}x",
             (r["length"], r["sparse_ms"]),
             textcoords="offset points",
-            xytext=(0, -14),
-            ha="center",
+            xytext=(7, -3),
+            ha="left",
             fontsize=8,
         )
     ax1.set_xscale("log", base=2)

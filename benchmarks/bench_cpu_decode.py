@@ -26,8 +26,12 @@ its block, the reported time the median over rounds, with the spread (min, max, 
 1-minute load average before and after each row is recorded. Writes
 benchmarks/results/cpu_decode_vs_ort_gqa.json and .png.
 
+``--baseline-lib PATH`` times another build of our library (libspattn_ort.so) beside it in the
+same rounds (a before/after of a kernel change).
+
     python benchmarks/bench_cpu_decode.py [--threads 2] [--lengths 4096 8192 16384] [--window 512]
                                           [--rounds 15] [--calls 20] [--target 2.0]
+                                          [--baseline-lib PATH] [--note TEXT] [--out PATH]
 """
 
 from __future__ import annotations
@@ -111,11 +115,11 @@ def gqa_model(hq: int, hkv: int, d: int, window: int) -> bytes:
     return _model(helper.make_graph([node], "gqa", ins, outs), "com.microsoft")
 
 
-def _session(model: bytes, threads: int, custom: bool) -> ort.InferenceSession:
+def _session(model: bytes, threads: int, library: str | None) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    if custom:
-        opts.register_custom_ops_library(library_path("ort"))
+    if library:
+        opts.register_custom_ops_library(library)
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
@@ -126,7 +130,16 @@ def _value(x: np.ndarray) -> ort.OrtValue:
 class Case:
     """The sessions, bound inputs and outputs of one (heads, Lk) row."""
 
-    def __init__(self, hq: int, hkv: int, d: int, length: int, window: int, threads: int):
+    def __init__(
+        self,
+        hq: int,
+        hkv: int,
+        d: int,
+        length: int,
+        window: int,
+        threads: int,
+        baseline: str | None = None,
+    ):
         rng = np.random.default_rng(length + 7 * d)
         q = rng.standard_normal((1, hq, 1, d), dtype=np.float32)
         k = rng.standard_normal((1, hkv, length, d), dtype=np.float32)
@@ -134,14 +147,19 @@ class Case:
         self.calls: dict[str, Any] = {}
         self.outputs: dict[str, Any] = {}
 
-        # ours: the whole cache, the op reads only the window.
-        s = _session(spattn_model(hq, hkv, d, window), threads, custom=True)
-        b = s.io_binding()
-        for n, x in (("query", q), ("key", k), ("value", v)):
-            b.bind_ortvalue_input(n, _value(x))
-        o = _value(np.zeros((1, hq, 1, d), np.float32))
-        b.bind_ortvalue_output("output", o)
-        self._add("spattn", s, b, lambda o=o: o.numpy())
+        # ours: the whole cache, the op reads only the window (and the same op from another
+        # build of our library, --baseline-lib, in the same rounds).
+        libraries = {"spattn": library_path("ort")}
+        if baseline:
+            libraries["spattn_baseline"] = baseline
+        for name, library in libraries.items():
+            s = _session(spattn_model(hq, hkv, d, window), threads, library)
+            b = s.io_binding()
+            for n, x in (("query", q), ("key", k), ("value", v)):
+                b.bind_ortvalue_input(n, _value(x))
+            o = _value(np.zeros((1, hq, 1, d), np.float32))
+            b.bind_ortvalue_output("output", o)
+            self._add(name, s, b, lambda o=o: o.numpy())
 
         def token(x: np.ndarray) -> np.ndarray:  # the last cache row, [1, 1, H * D]
             return np.ascontiguousarray(x[:, :, -1:].transpose(0, 2, 1, 3).reshape(1, 1, -1))
@@ -157,7 +175,7 @@ class Case:
 
         # GQA, past and present share one buffer of Lk tokens: the new token is written in
         # place (the same values the cache already holds at Lk - 1, so every call is alike).
-        s = _session(gqa, threads, custom=False)
+        s = _session(gqa, threads, None)
         b = s.io_binding()
         for n, x in step.items():
             b.bind_ortvalue_input(n, _value(x))
@@ -171,7 +189,7 @@ class Case:
         self._add("gqa_shared", s, b, lambda o=o2: o.numpy())
 
         # GQA, past of Lk - 1 tokens: ONNX Runtime writes past + new token into a new present.
-        s = _session(gqa, threads, custom=False)
+        s = _session(gqa, threads, None)
         b = s.io_binding()
         for n, x in step.items():
             b.bind_ortvalue_input(n, _value(x))
@@ -193,7 +211,7 @@ class Case:
     def output(self, name: str) -> np.ndarray:
         """The backend's output as ``[1, Hq, 1, D]``."""
         o = self.outputs[name]()
-        if name != "spattn":
+        if not name.startswith("spattn"):
             o = o.reshape(1, 1, self.hq, self.d).transpose(0, 2, 1, 3)
         return np.asarray(o)
 
@@ -235,18 +253,24 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--target", type=float, default=2.0, help="speedup asked for")
     parser.add_argument("--out", default=os.path.join(RESULTS, NAME + ".json"))
+    parser.add_argument(
+        "--baseline-lib",
+        help="another build of libspattn_ort.so, timed beside ours in the same rounds",
+    )
+    parser.add_argument("--note", default="", help="recorded in the JSON")
     args = parser.parse_args()
 
     rows = []
     for hq, hkv, d in HEAD_CONFIGS:
         for length in args.lengths:
             load_before = os.getloadavg()[0]
-            case = Case(hq, hkv, d, length, args.window, args.threads)
+            case = Case(hq, hkv, d, length, args.window, args.threads, args.baseline_lib)
             ours = case.output("spattn")
             diffs = {}
             per_round = time_case(case, args.warmup, args.rounds, args.calls)
-            for name in ("gqa_shared", "gqa_copy"):
-                diffs[name] = float(np.abs(case.output(name) - ours).max())
+            for name in case.calls:
+                if name != "spattn":
+                    diffs[name] = float(np.abs(case.output(name) - ours).max())
             if not np.isfinite(ours).all():
                 raise SystemExit(f"non-finite output of SparseAttention at Lk={length}")
             times = {n: _summary(t) for n, t in per_round.items()}
@@ -279,6 +303,16 @@ def main() -> None:
                 "max_abs_diff_vs_gqa_copy": diffs["gqa_copy"],
                 "target_speedup": args.target,
                 "target_met": bool(speedup >= args.target),
+                **(
+                    {
+                        "spattn_baseline": times["spattn_baseline"],
+                        "speedup_vs_baseline": times["spattn_baseline"]["median_ms"]
+                        / times["spattn"]["median_ms"],
+                        "max_abs_diff_vs_baseline": diffs["spattn_baseline"],
+                    }
+                    if "spattn_baseline" in times
+                    else {}
+                ),
                 "loadavg_1min_before": load_before,
                 "loadavg_1min_after": os.getloadavg()[0],
             }
@@ -287,7 +321,12 @@ def main() -> None:
                 f"Hq={hq} Hkv={hkv} D={d} Lk={length}: spattn {times['spattn']['median_ms']:.3f} ms"
                 f", GQA shared {times['gqa_shared']['median_ms']:.3f} ms, GQA copy "
                 f"{times['gqa_copy']['median_ms']:.3f} ms, speedup {speedup:.2f}x, max|diff| "
-                f"{max(diffs.values()):.2e}, load {load_before:.2f}",
+                f"{max(diffs['gqa_shared'], diffs['gqa_copy']):.2e}, load {load_before:.2f}"
+                + (
+                    f", baseline {times['spattn_baseline']['median_ms']:.3f} ms"
+                    if "spattn_baseline" in times
+                    else ""
+                ),
                 flush=True,
             )
             del case
@@ -310,6 +349,9 @@ def main() -> None:
             "spattn": getattr(spattn, "__version__", "unknown"),
             "python": platform.python_version(),
         },
+        "library": library_path("ort"),
+        "baseline_library": args.baseline_lib,
+        "note": args.note,
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "settings": {
             "window": args.window,
@@ -356,6 +398,7 @@ def plot(result: dict, path: str) -> None:
         "spattn": "spattn SparseAttention (window only)",
         "gqa_shared": "ORT GroupQueryAttention (shared cache)",
         "gqa_copy": "ORT GroupQueryAttention (past copied)",
+        "spattn_baseline": "spattn, --baseline-lib build",
     }
     for ax, (hq, hkv, d) in zip(axes[0], configs, strict=True):
         rows = [
@@ -364,7 +407,10 @@ def plot(result: dict, path: str) -> None:
             if (r["heads_q"], r["heads_kv"], r["head_dim"]) == (hq, hkv, d)
         ]
         xs = [r["length"] for r in rows]
-        for name, marker in (("spattn", "o-"), ("gqa_shared", "s-"), ("gqa_copy", "^--")):
+        series = [("spattn", "o-"), ("gqa_shared", "s-"), ("gqa_copy", "^--")]
+        if "spattn_baseline" in rows[0]:
+            series.append(("spattn_baseline", "x:"))
+        for name, marker in series:
             med = [r[name]["median_ms"] for r in rows]
             err = [
                 [m - r[name]["min_ms"] for m, r in zip(med, rows, strict=True)],
@@ -376,8 +422,8 @@ def plot(result: dict, path: str) -> None:
                 f"{r['speedup_vs_best_gqa']:.1f}x",
                 (x, r["spattn"]["median_ms"]),
                 textcoords="offset points",
-                xytext=(0, -14),
-                ha="center",
+                xytext=(7, -3),
+                ha="left",
                 fontsize=8,
             )
         ax.set_xscale("log", base=2)
