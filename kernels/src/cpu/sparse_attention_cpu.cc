@@ -1,6 +1,7 @@
 // CPU kernel of SparseAttention: a block-sparse walk with online softmax (docs/op-spec.md).
 //
-// Work item: (batch, query head, query tile of kTileQ rows). For each, the candidate key tiles
+// Work item: (batch, query head, query tile of kTileQ rows), or, for few query rows, the heads of
+// a GQA group stacked into one item (stacked_heads). For each, the candidate key tiles
 // come from Pattern::mark_candidate_tiles, every candidate is classified with Pattern::classify,
 // empty tiles are skipped, full tiles need no mask, and only partial tiles are masked token by
 // token (Pattern::row_mask). Scores and sums are float32; softcap is applied to the scaled scores
