@@ -6,12 +6,22 @@ allowed to compute (effective GFLOP/s = 4 * B * H * D * allowed pairs / time), a
 memory grow linearly with the sequence length?
 
 Shapes: B=1, 8 heads, D=64, float32, pattern band +-256 plus 64 global tokens (Longformer-style).
-Both ops run in ONNX Runtime's CPU execution provider with the same intra-op thread count; the
-measurement code is spattn.bench's (the `spattn bench` command). Writes
-benchmarks/results/cpu_sparse_vs_dense.json and .png.
+Both ops run in ONNX Runtime's CPU execution provider with the same intra-op thread count
+(``session.run`` with numpy inputs). Timing: after a warm-up call of each, ``--rounds`` rounds,
+each timing ``--calls`` consecutive calls of our op and of the dense op back to back (the order
+alternating by round; a round's time is its median call), so that load from other jobs on a
+shared machine falls on both alike; reported: the median over rounds with min, max and
+quartiles, the speedup as the ratio of the medians, and the spread of the per-round ratios. The
+1-minute load average before and after each length is recorded.
+Memory: the growth of the peak resident set in one run, in a child process per length
+(spattn.bench.measure_memory). ``--baseline-lib PATH`` times another build of our library beside
+it in the same rounds (a before/after of a kernel change). Writes
+benchmarks/results/cpu_sparse_vs_dense.json and .png (or ``--out``).
 
-    python benchmarks/bench_cpu.py [--threads 2] [--lengths 1024 4096 16384]
-                                   [--memory 16384 32768 65536]
+    python benchmarks/bench_cpu.py [--threads 2] [--lengths 1024 4096 16384] [--rounds 15]
+                                   [--calls 3] [--memory 16384 32768 65536]
+                                   [--target 5 --target-length 4096]
+                                   [--dense-max 16384] [--baseline-lib PATH] [--out PATH]
 """
 
 from __future__ import annotations
@@ -20,24 +30,104 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 
+import numpy as np
+import onnx
 import onnxruntime as ort
 
-from spattn.bench import DEFAULT_PATTERN, BenchConfig, measure_memory, run_benchmark
+from spattn.bench import (
+    DEFAULT_PATTERN,
+    BenchConfig,
+    dense_attention_model,
+    measure_memory,
+    sparse_attention_model,
+)
 from spattn.patterns import Pattern
+from spattn.runtime import library_path
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-SPARSE, DENSE = "spattn-ort-cpu", "dense-ort-cpu"
+SPARSE, DENSE, BASELINE = "spattn-ort-cpu", "dense-ort-cpu", "spattn-baseline-ort-cpu"
+
+
+def _session(model: bytes, threads: int, library: str | None) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    if library:
+        opts.register_custom_ops_library(library)
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def _feeds(cfg: BenchConfig, length: int) -> tuple[dict, dict]:
+    """Our op's inputs [B, H, L, D] and the same tensors as MultiHeadAttention's [B, L, H * D]."""
+    rng = np.random.default_rng(length)
+    shape = (cfg.batch, cfg.heads, length, cfg.head_dim)
+    ours = {n: rng.standard_normal(shape, dtype=np.float32) for n in ("query", "key", "value")}
+    dense = {
+        n: np.ascontiguousarray(x.transpose(0, 2, 1, 3).reshape(cfg.batch, length, -1))
+        for n, x in ours.items()
+    }
+    return ours, dense
+
+
+def _spread(times: list[float]) -> dict[str, float]:
+    q25, q75 = np.percentile(times, [25, 75])
+    return {
+        "median": statistics.median(times),
+        "min": min(times),
+        "max": max(times),
+        "q25": float(q25),
+        "q75": float(q75),
+    }
+
+
+def time_length(
+    cfg: BenchConfig,
+    length: int,
+    rounds: int,
+    calls_per_round: int,
+    dense: bool,
+    baseline: str | None,
+) -> dict[str, list[float]]:
+    """Per-round wall-clock times (ms): the median of each backend's calls, interleaved."""
+    feeds_s, feeds_d = _feeds(cfg, length)
+    sparse = sparse_attention_model(cfg)
+    calls = {SPARSE: (_session(sparse, cfg.threads, library_path("ort")), feeds_s)}
+    if baseline:
+        calls[BASELINE] = (_session(sparse, cfg.threads, baseline), feeds_s)
+    if dense:
+        calls[DENSE] = (_session(dense_attention_model(cfg), cfg.threads, None), feeds_d)
+    for session, feeds in calls.values():  # the warm-up call
+        session.run(None, feeds)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for r in range(rounds):
+        order = list(calls) if r % 2 == 0 else list(reversed(calls))
+        for name in order:
+            session, feeds = calls[name]
+            block = []
+            for _ in range(calls_per_round):
+                t0 = time.perf_counter()
+                session.run(None, feeds)
+                block.append((time.perf_counter() - t0) * 1e3)
+            times[name].append(statistics.median(block))
+    return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
-    parser.add_argument("--memory", type=int, nargs="+", default=[16384, 32768, 65536])
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--memory", type=int, nargs="*", default=[16384, 32768, 65536])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=3, help="calls per backend per round")
+    parser.add_argument("--dense-max", type=int, default=16384, help="longest L run densely")
+    parser.add_argument("--target", type=float, default=5.0, help="speedup asked for ...")
+    parser.add_argument("--target-length", type=int, default=4096, help="... at this length")
+    parser.add_argument("--baseline-lib", help="another build of libspattn_ort.so to time beside")
+    parser.add_argument("--out", default=os.path.join(RESULTS, "cpu_sparse_vs_dense.json"))
+    parser.add_argument("--note", default="", help="recorded in the JSON")
     args = parser.parse_args()
 
     cfg = BenchConfig(
@@ -47,33 +137,58 @@ def main() -> None:
         head_dim=64,
         attributes=dict(DEFAULT_PATTERN),
         threads=args.threads,
-        warmup=1,
-        repeat=args.repeat,
-        dense_max=max(args.lengths),
         memory=False,
     )
-    sweep = run_benchmark(cfg, device="cpu")
     pattern = Pattern.from_attributes(DEFAULT_PATTERN)
     rows = []
-    for r in sweep["rows"]:
-        length, t = r["length"], r["times_ms"]
+    for length in args.lengths:
+        load_before = os.getloadavg()[0]
+        times = time_length(
+            cfg, length, args.rounds, args.calls, length <= args.dense_max, args.baseline_lib
+        )
+        sparse = _spread(times[SPARSE])
         pairs = round(pattern.density(length) * length * length) * cfg.heads
         row = {
             "length": length,
             "density": pairs / (cfg.heads * length * length),
             "allowed_pairs": pairs,
-            "sparse_ms": t[SPARSE],
+            "sparse_ms": sparse["median"],
+            "sparse_ms_spread": sparse,
+            "sparse_round_ms": times[SPARSE],
         }
-        row["sparse_effective_gflops"] = 4 * cfg.head_dim * pairs / (t[SPARSE] / 1e3) / 1e9
-        if t.get(DENSE):
-            row["dense_ms"] = t[DENSE]
+        row["sparse_effective_gflops"] = 4 * cfg.head_dim * pairs / (sparse["median"] / 1e3) / 1e9
+        if DENSE in times:
+            dense = _spread(times[DENSE])
+            ratios = [d / s for s, d in zip(times[SPARSE], times[DENSE], strict=True)]
+            row["dense_ms"] = dense["median"]
+            row["dense_ms_spread"] = dense
+            row["dense_round_ms"] = times[DENSE]
             row["dense_gflops"] = (
-                4 * cfg.head_dim * cfg.heads * length * length / (t[DENSE] / 1e3) / 1e9
+                4 * cfg.head_dim * cfg.heads * length * length / (dense["median"] / 1e3) / 1e9
             )
-            row["speedup_vs_dense"] = t[DENSE] / t[SPARSE]
+            row["speedup_vs_dense"] = dense["median"] / sparse["median"]
+            row["speedup_per_round"] = _spread(ratios)
             row["effective_vs_dense_gflops"] = row["sparse_effective_gflops"] / row["dense_gflops"]
+            if length == args.target_length:
+                row["target_speedup"] = args.target
+                row["target_met"] = bool(row["speedup_vs_dense"] >= args.target)
+        else:
+            row["dense_not_run"] = (
+                f"L > --dense-max {args.dense_max}: MultiHeadAttention's CPU kernel holds the "
+                f"whole score matrix ({cfg.heads * length * length * 4 / 2**30:.0f} GiB here)"
+            )
+        if BASELINE in times:
+            row["baseline_ms"] = statistics.median(times[BASELINE])
+            row["baseline_ms_spread"] = _spread(times[BASELINE])
+            row["baseline_round_ms"] = times[BASELINE]
+            row["speedup_vs_baseline"] = row["baseline_ms"] / sparse["median"]
+        row["loadavg_1min_before"] = load_before
+        row["loadavg_1min_after"] = os.getloadavg()[0]
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        print(
+            json.dumps({k: v for k, v in row.items() if not k.endswith(("round_ms", "spread"))}),
+            flush=True,
+        )
 
     memory = []
     for length in args.memory:
@@ -99,17 +214,26 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "threads": args.threads,
             "onnxruntime": ort.__version__,
+            "onnx": onnx.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
         },
-        "date": time.strftime("%Y-%m-%d"),
+        "library": library_path("ort"),
+        "baseline_library": args.baseline_lib,
+        "note": args.note,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "timing_method": f"{args.rounds} rounds after one warm-up call each; a round times "
+        f"{args.calls} consecutive calls of each op, the ops back to back (order alternating), "
+        "its time the median call; times are medians over rounds (ms), the speedup the ratio of "
+        "the medians; spreads: min, max, quartiles of the round times",
         "timing": rows,
         "memory": memory,
-        "notes": sweep["notes"],
     }
-    os.makedirs(RESULTS, exist_ok=True)
-    path = os.path.join(RESULTS, "cpu_sparse_vs_dense.json")
+    path = args.out
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
-    plot(result, os.path.join(RESULTS, "cpu_sparse_vs_dense.png"))
+    plot(result, os.path.splitext(path)[0] + ".png")
     print(f"wrote {path}")
 
 
@@ -132,19 +256,38 @@ def plot(result: dict, path: str) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     t = result["timing"]
-    ax1.loglog(
-        [r["length"] for r in t], [r["sparse_ms"] for r in t], "o-", label="spattn SparseAttention"
-    )
     d = [r for r in t if "dense_ms" in r]
-    ax1.loglog(
-        [r["length"] for r in d],
-        [r["dense_ms"] for r in d],
-        "s-",
-        label="ORT MultiHeadAttention (dense)",
-    )
+    series = [
+        (t, "sparse", "o-", "spattn SparseAttention"),
+        (d, "dense", "s-", "ORT MultiHeadAttention (dense)"),
+    ]
+    if any("baseline_ms" in r for r in t):
+        series.append((t, "baseline", "x:", "spattn, --baseline-lib build"))
+    for rows, key, fmt, label in series:
+        med = [r[f"{key}_ms"] for r in rows]
+        err = [
+            [m - r[f"{key}_ms_spread"]["min"] for m, r in zip(med, rows, strict=True)],
+            [r[f"{key}_ms_spread"]["max"] - m for m, r in zip(med, rows, strict=True)],
+        ]
+        ax1.errorbar([r["length"] for r in rows], med, yerr=err, fmt=fmt, capsize=3, label=label)
+    for r in d:
+        ax1.annotate(
+            f"{r['speedup_vs_dense']:.1f}x",
+            (r["length"], r["sparse_ms"]),
+            textcoords="offset points",
+            xytext=(7, -3),
+            ha="left",
+            fontsize=8,
+        )
+    ax1.set_xscale("log", base=2)
+    ax1.set_yscale("log")
     ax1.set_xlabel("sequence length")
     ax1.set_ylabel("time (ms)")
-    ax1.set_title("ONNX Runtime CPU, 8 heads, D=64, fp32")
+    ax1.set_title(
+        f"ONNX Runtime CPU, {result['machine']['threads']} threads, 8 heads, D=64, fp32 "
+        "(bars: min-max)",
+        fontsize=9,
+    )
     ax1.legend()
     ax1.grid(True, which="both", alpha=0.3)
     m = result["memory"]

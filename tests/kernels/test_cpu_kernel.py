@@ -158,3 +158,110 @@ def test_bad_values():
     bi = np.full((1, 1, 2), 5, np.int32)  # block_size 16: one key block, index 5 out of range
     with pytest.raises(ValueError, match="block_indices"):
         capi.cpu_forward(q, k, v, block_indices=bi, block_size=16)
+
+
+# ---- few query rows: stacked GQA heads, keys and values read in place ----
+# Decode steps and short chunks take other paths through the kernel than the shapes above: the
+# query heads of a GQA group are stacked into one work item (when the pattern is the same for all
+# of them), and float32 keys and values are read in place instead of converted (few rows per
+# item, value rows a multiple of the vector width). These shapes reach each combination.
+
+DECODE_PATTERNS = {
+    "dense": {},
+    "causal_window": {"causal": 1, "window_left": 37},
+    "longformer": {"window_left": 20, "window_right": 20, "num_global": 5},
+    "strided": {"window_left": 7, "causal": 1, "stride": 8},
+    "softcap_window": {"causal": 1, "window_left": 70, "softcap": 3.0},
+    "random": {"window_left": 9, "causal": 1, "num_random": 2, "block_size": 16, "seed": 4},
+}
+DECODE_SHAPES = [  # B, Hq, Hkv, Lq, Lk, D, Dv
+    (2, 8, 2, 1, 300, 64, 64),  # decode, GQA 4: stacked, read in place
+    (1, 8, 1, 1, 257, 128, 128),  # MQA decode, a partial last key tile
+    (3, 12, 3, 2, 200, 128, 128),  # two new tokens: still read in place
+    (1, 6, 2, 5, 150, 48, 40),  # Dv not a multiple of the vector width: converted
+    (2, 4, 2, 20, 180, 16, 16),  # a short chunk: stacked, converted
+    (1, 4, 4, 3, 130, 32, 32),  # no GQA: read in place, one head per item
+]
+
+
+def _decode_extras(shape, seed):
+    b, hq, _, _, lk, _, _ = shape
+    g = np.random.default_rng(seed)
+    return {
+        "key_lengths": g.integers(lk // 2, lk + 1, b).astype(np.int32),
+        "key_starts": g.integers(0, 9, b).astype(np.int32),
+        "sinks": g.standard_normal(hq).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("shape", DECODE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("name", sorted(DECODE_PATTERNS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["float32", "float16"])
+def test_few_query_rows(shape, name, dtype):
+    attrs = DECODE_PATTERNS[name]
+    q, k, v = _inputs(shape, dtype, seed=3)
+    extras = _decode_extras(shape, seed=4)
+    got = capi.cpu_forward(q, k, v, num_threads=2, **extras, **attrs)
+    t = [torch.from_numpy(x.astype(np.float32)) for x in (q, k, v)]
+    ref = reference_attention(
+        *t, dict(attrs), **{n: torch.from_numpy(x) for n, x in extras.items()}
+    ).numpy()
+    assert_close(got, ref, dtype)
+
+
+def test_few_query_rows_with_global_mask_and_listed_blocks():
+    shape = (2, 8, 2, 2, 160, 64, 64)
+    q, k, v = _inputs(shape, np.float32, seed=6)
+    g = np.random.default_rng(7)
+    gm = (g.random((2, 160)) < 0.05).astype(np.int32)
+    bi = g.integers(-1, 10, size=(1, 1, 3)).astype(np.int32)  # shared by all heads: stacked
+    attrs = {"window_left": 11, "causal": 1, "block_size": 16}
+    got = capi.cpu_forward(q, k, v, global_mask=gm, block_indices=bi, **attrs)
+    t = [torch.from_numpy(x) for x in (q, k, v)]
+    ref = reference_attention(
+        *t, attrs, block_indices=torch.from_numpy(bi), global_mask=torch.from_numpy(gm)
+    ).numpy()
+    assert_close(got, ref, np.float32)
+
+
+def test_stacking_changes_no_bit():
+    """The heads stacked per work item depend on the batch (enough items for the machine's
+    threads), the result must not: batch entry 0 alone equals batch entry 0 of a batch of 16."""
+    q, k, v = _inputs((16, 8, 1, 1, 600, 128, 128), np.float32, seed=8)
+    attrs = {"causal": 1, "window_left": 199}
+    many = capi.cpu_forward(q, k, v, num_threads=2, **attrs)
+    one = capi.cpu_forward(q[:1], k[:1], v[:1], num_threads=2, **attrs)
+    np.testing.assert_array_equal(one[0], many[0])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_few_query_rows_excluded_keys_never_contribute(bad):
+    """Keys outside the window (in a visited key tile and beyond it) and padding keys hold
+    non-finite keys and values: the decode rows, which exclude them, stay finite and exact."""
+    shape = (2, 8, 2, 1, 300, 64, 64)
+    q, k, v = _inputs(shape, np.float32, seed=9)
+    attrs = {"causal": 1, "window_left": 40}  # keys 259..299 of the last query
+    kl = np.array([300, 280], np.int32)
+    k2, v2 = k.copy(), v.copy()
+    for x in (k2, v2):
+        x[:, :, 250:259] = bad  # in the first visited key tile (256..299), excluded
+        x[:, :, 10:20] = bad  # far outside the window
+        x[1, :, 280:] = bad  # padding of batch 1
+    got = capi.cpu_forward(q, k2, v2, key_lengths=kl, **attrs)
+    assert np.isfinite(got).all()
+    np.testing.assert_array_equal(got, capi.cpu_forward(q, k, v, key_lengths=kl, **attrs))
+
+
+def test_few_query_rows_nonfinite_value_of_allowed_key():
+    """An infinite value element of an allowed key reaches that output element of every row that
+    allows the key, and only that element (op spec, "Non-finite values and masked positions")."""
+    shape = (1, 8, 2, 1, 200, 64, 64)
+    q, k, v = _inputs(shape, np.float32, seed=10)
+    v2 = v.copy()
+    v2[0, 1, 190, 5] = np.inf  # kv head 1: query heads 4..7
+    got = capi.cpu_forward(q, k, v2, causal=1, window_left=31)
+    clean = capi.cpu_forward(q, k, v, causal=1, window_left=31)
+    assert np.isinf(got[0, 4:, 0, 5]).all()
+    keep = np.ones(got.shape, bool)
+    keep[0, 4:, 0, 5] = False
+    np.testing.assert_array_equal(got[keep], clean[keep])
