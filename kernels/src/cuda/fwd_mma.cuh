@@ -233,9 +233,11 @@ struct TileOps {
         // No allowed key yet: 0 (every exp2 is 0). A +inf max (an allowed score of +inf, or a
         // scaled score beyond float32): NaN, so that the row is NaN (docs/op-spec.md) rather than
         // the zeros that exp2(s - inf) would give. fmaxf drops NaN scores, but their exp2 is NaN.
-        const float m_use = m_new == -INFINITY  ? 0.f
-                            : m_new == INFINITY ? __int_as_float(0x7fc00000)
-                                                : m_new;
+        // m_new * 0 + m_new is m_new when finite and NaN for +-inf, so one select covers the
+        // three cases: a three-way conditional compiled to a branch with a convergence barrier per
+        // row, which kept the two rows' reductions and exp2s from overlapping (the consumers of
+        // the warp-specialized kernel measured 9-16% slower on long rows).
+        const float m_use = m_new == -INFINITY ? 0.f : fmaf(m_new, 0.f, m_new);
         alpha[mt * 2 + r] = fast_exp2(m[mt][r] - m_use);
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt) {
