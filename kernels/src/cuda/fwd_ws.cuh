@@ -366,7 +366,13 @@ struct WsKernel {
     int32_t lo, hi;
     valid_keys<kX>(kp, b, &lo, &hi);
     constexpr int kChunks = D / 8;
-    for (int x = WarpgroupSync::tid(); x < kBlockN * kChunks; x += kThreads) {
+    // The thread index is read here, through a volatile asm, and the loop is not unrolled: the
+    // compiler otherwise hoisted the unrolled loop's per-thread offsets out of the consumer's tile
+    // loop, which kept about ten registers of this rare path live through every tile.
+    uint32_t tid;
+    asm volatile("mov.u32 %0, %%tid.x;" : "=r"(tid));
+#pragma unroll 1
+    for (int x = int(tid % kThreads); x < kBlockN * kChunks; x += kThreads) {
       const int r = x / kChunks, ch = x % kChunks;
       const int32_t j = j0 + r;
       if (j < lo || j >= hi)
