@@ -18,8 +18,11 @@ while [ $# -gt 0 ]; do
       python3 -m pytest -q -m gpu tests/gpu/test_cuda_kernel.py -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -25
       shift ;;
     sanitize)
+      # initcheck instruments every kernel: with a filter, the writes of torch's kernels are not
+      # tracked and their tensors read back as uninitialized.
       for tool in memcheck racecheck initcheck; do
-        compute-sanitizer --tool $tool --kernel-name kns=spattn --error-exitcode 3 \
+        filter=(--kernel-name kns=spattn); [ $tool = initcheck ] && filter=()
+        compute-sanitizer --tool $tool "${filter[@]}" --error-exitcode 3 \
           python3 tests/gpu/sanitize_cases.py > "$OUT/sanitizer_$tool.log" 2>&1
         echo "compute-sanitizer $tool exit $?"; tail -4 "$OUT/sanitizer_$tool.log"
       done
