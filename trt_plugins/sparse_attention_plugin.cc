@@ -435,9 +435,15 @@ int32_t SparseAttentionPlugin::enqueue(const nvinfer1::PluginTensorDesc* input_d
     p.q = inputs[0];
     p.k = inputs[1];
     p.v = inputs[2];
-    // An omitted optional input arrives as a descriptor without rank (and a null pointer).
+    // An omitted optional input arrives as a descriptor without rank (and a null pointer). A
+    // present zero-size input (block_indices with K = 0, ...) may come without storage too, and
+    // the kernels tell a present input from an absent one by its pointer: it must stay present
+    // (block_indices with K = 0 lists no block, it is not absent). It has no element, so this
+    // pointer is never read.
+    static const int64_t kEmpty = 0;
     auto input = [&](int32_t i) -> const void* {
-      return n > i && dims[i].nbDims >= 0 ? inputs[i] : nullptr;
+      if (n <= i || dims[i].nbDims < 0) return nullptr;
+      return inputs[i] ? inputs[i] : &kEmpty;
     };
     p.key_lengths = static_cast<const int32_t*>(input(kKeyLengths));
     p.block_indices = static_cast<const int32_t*>(input(kBlockIndices));

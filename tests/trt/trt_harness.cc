@@ -651,7 +651,9 @@ struct Problem {
     p.v = v.data();
     p.o = out.data();
     p.key_lengths = (key_lengths && !null_key_lengths) ? kl.data() : nullptr;
-    p.block_indices = block_indices ? bi.data() : nullptr;
+    // K = 0: an empty vector's data() may be null, which would read as an absent input.
+    static const int32_t kNoBlock = 0;
+    p.block_indices = block_indices ? (bi.empty() ? &kNoBlock : bi.data()) : nullptr;
     p.global_mask = global_mask ? gm.data() : nullptr;
     p.key_starts = key_starts ? ks.data() : nullptr;
     p.sinks = sinks ? sk.data() : nullptr;
@@ -887,6 +889,25 @@ void node_checks(Library& lib, const Node& node, spattn::DType dtype, cudaStream
   std::string summary;
   const bool ok = rc == 0 && close(decode(first, dtype), ref, tolerance(dtype), &summary);
   check(ok, tag + " enqueue vs CPU kernel: " + (rc == 0 ? summary : lib.logger.last()));
+
+  if (prob.block_indices) {
+    // block_indices with K = 0 lists no block; the zero-size tensor may come without storage (a
+    // null pointer) and must still count as present (not as an absent input: the dense pattern).
+    Problem none = prob;  // the same shapes; its own buffers below
+    none.dq = none.dk = none.dv = none.dkl = none.dbi = none.dgm = none.dks = none.dsk = nullptr;
+    none.bi_k = 0;
+    none.make(1234u + uint32_t(dtype));
+    if (none.dbi) cudaFree(none.dbi);
+    none.dbi = nullptr;
+    int32_t rc0 = -1;
+    const std::vector<uint8_t> got = run_plugin(h, none, size_t(ws), s0, &rc0);
+    std::string s0_summary;
+    const bool ok0 = rc0 == 0 && close(decode(got, dtype), none.reference(node_attrs(node)),
+                                       tolerance(dtype), &s0_summary);
+    check(ok0, tag + " block_indices with K = 0 and no storage lists no block: " +
+                   (rc0 == 0 ? s0_summary : lib.logger.last()));
+    none.release();
+  }
 
   // Serialization: the fields an engine stores -> createPlugin(kRUNTIME) -> identical output.
   std::deque<std::string> names;
