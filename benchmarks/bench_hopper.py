@@ -362,6 +362,21 @@ def cover_extra_pairs(counts: torch.Tensor, bq: int, bk: int) -> int:
     return int(nz.sum(dtype=torch.int64)) * bq * bk - int(counts.sum(dtype=torch.int64))
 
 
+def flex_block_tensors(counts: torch.Tensor, block: int) -> dict:
+    """FlexAttention's ``BlockMask.from_kv_blocks`` arguments from counts at ``block`` x
+    ``block`` (batch 1, heads as the counts'): partial blocks (the mask_mod runs in them) and
+    full ones. Index rows keep every key block (the packed ones first, ascending), the width
+    that BlockMask's own transposition into q-indices expects."""
+    full, partial = block_classes(counts, block, block)
+    out = {}
+    for name, sel in (("kv", partial), ("full_kv", full)):
+        cnt = sel.sum(dim=-1, dtype=torch.int32)
+        idx = torch.argsort((~sel).to(torch.int8), dim=-1, stable=True).to(torch.int32)
+        out[f"{name}_num_blocks"] = cnt.unsqueeze(0).contiguous()
+        out[f"{name}_indices"] = idx.unsqueeze(0).contiguous()
+    return out
+
+
 def band_global_allowed(params, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
     """The FA4 mask_mod of fa4_masks.band_global_mask, on index tensors (its Python twin)."""
     left, right, first = params
@@ -777,6 +792,7 @@ class FA4Pool:
         os.makedirs(self.dir, exist_ok=True)
         self.procs = []
         self.log = log
+        self.final: list[dict] | None = None
         assign = [variants[i::workers] for i in range(workers)]
         for w, mine in enumerate(a for a in assign if a):
             spec = os.path.join(cache_dir, f"worker{w}.json")
@@ -807,7 +823,61 @@ class FA4Pool:
             time.sleep(0.2)
         return {"id": vid, "ok": False, "error": f"not compiled after waiting {timeout_s} s"}
 
+    def wait_all(self, timeout_s: float, progress_s: float = 10.0) -> list[dict]:
+        """Wait until every variant is compiled, failed, or ``timeout_s`` has passed, then end
+        the workers (killed if still compiling), so that no compilation and no worker's GPU
+        context overlaps a timed row. Returns one result per variant (``seconds``: its
+        compile time in the worker; a variant not done says why)."""
+        t0 = time.time()
+        last = t0
+        while True:
+            pending = [v for v in self.variants if self._done(v) is None]
+            alive = [p for p, ids, _ in self.procs if p.poll() is None]
+            if not pending or not alive or time.time() - t0 >= timeout_s:
+                break
+            if time.time() - last >= progress_s:
+                last = time.time()
+                self.log(self.progress(time.time() - t0))
+            time.sleep(0.2)
+        waited = time.time() - t0
+        out = []
+        for p, ids, _ in self.procs:
+            killed = p.poll() is None
+            if killed:
+                p.kill()
+            p.wait()
+            for vid in ids:
+                res = self._done(vid)
+                if res is None:
+                    why = (
+                        f"not compiled after waiting {timeout_s:.0f} s (worker killed)"
+                        if killed
+                        else f"worker exited with {p.returncode} before this variant"
+                    )
+                    res = {"id": vid, "ok": False, "error": why}
+                out.append(res)
+        order = list(self.variants)
+        out.sort(key=lambda r: order.index(r["id"]))
+        self.final = out
+        self.log(self.progress(waited) + " (workers ended)")
+        for r in out:
+            if not r.get("ok"):
+                self.log(f"  FA4 {r['id']}: {str(r.get('error'))[:200]}; compiled in-row instead")
+        return out
+
+    def progress(self, elapsed: float) -> str:
+        res = self.results()
+        bad = sum(1 for r in res if not r.get("ok"))
+        slow = max(res, key=lambda r: r.get("seconds", 0.0), default=None)
+        text = f"FA4 precompile: {len(res)}/{len(self.variants)} done ({bad} failed)"
+        text += f", {elapsed:.0f} s"
+        if slow is not None and "seconds" in slow:
+            text += f"; slowest {slow['id']} {slow['seconds']:.1f} s"
+        return text
+
     def results(self):
+        if self.final is not None:
+            return self.final
         return [r for r in (self._done(v) for v in self.variants) if r is not None]
 
     def close(self) -> list[dict]:
@@ -896,6 +966,7 @@ class Bench:
         self.t0 = time.time()
         self.kernel = CudaRunner()
         self.flex = None
+        self._flex_masks: dict = {}
         self.pool: FA4Pool | None = None
         self._kv = None  # the decode K/V cache of one length, shared by its rows
         self.plan = rows
@@ -966,11 +1037,16 @@ class Bench:
 
     # -- measuring one implementation --
 
-    def measure(self, row, name, make, to_ours=None, ref=None, note=None):
-        """Time ``make()``'s call (batched), compare its output with ``ref``; an error is
-        recorded in the row, never raised."""
-        args = self.args
+    def prepare(self, row, name, make, to_ours=None, ref=None, note=None):
+        """Build ``make()``'s call and run it once (JIT compilation, plans, block masks: the
+        setup, timed apart as ``setup_s`` and ``first_call_s``), compare that output with
+        ``ref``. Returns the call, or None after an error (recorded in the row, never
+        raised). The timing comes later (:meth:`time_prepared`), once every column of the row
+        is set up, so that no compilation overlaps a timed column."""
         entry: dict = {}
+        if note:
+            entry["note"] = note
+        row["impl"][name] = entry
         try:
             t_build = time.perf_counter()
             fn, desc = make()
@@ -980,28 +1056,45 @@ class Bench:
             torch.cuda.synchronize()
             entry["setup_s"] = t_first - t_build
             entry["first_call_s"] = time.perf_counter() - t_first
-            entry.update(time_batched(fn, args.warmup, args.iters))
+            row.setdefault("setup_s", {})[name] = entry["setup_s"] + entry["first_call_s"]
             if ref is not None:
                 got = o if to_ours is None else to_ours(o)
                 entry.update(compare(got, ref, ref.dtype))
             del o
+            return fn
         except Exception as ex:
             entry.update(_error(ex))
             with contextlib.suppress(Exception):
                 torch.cuda.synchronize()
-        if note:
-            entry["note"] = note
-        row["impl"][name] = entry
-        return entry
+            return None
+
+    def time_prepared(self, row, name, fn):
+        """Batched timing of a prepared call (an error is recorded in its entry)."""
+        if fn is None:
+            return
+        entry = row["impl"][name]
+        try:
+            entry.update(time_batched(fn, self.args.warmup, self.args.iters))
+        except Exception as ex:
+            entry.update(_error(ex))
+            with contextlib.suppress(Exception):
+                torch.cuda.synchronize()
 
     def fa4_ready(self, spec, row):
-        """Wait for the worker compiling this row's FA4 variant (at most --fa4-wait-s, and not
-        far past the budget); without it the main process compiles the variant itself."""
-        if self.pool is not None:
+        """Record this row's FA4 precompilation. By default every variant was compiled (or
+        given up) before the first row; with --fa4-overlap, wait for the worker compiling it
+        (at most --fa4-wait-s, and not far past the budget). A variant not precompiled is
+        compiled by the main process in the row's setup."""
+        if self.pool is None:
+            return
+        vid = fa4_variant(spec)
+        if self.pool.final is not None:
+            res = next((r for r in self.pool.final if r["id"] == vid), None)
+        else:
             left = self.args.budget_s - (time.time() - self.t0)
-            res = self.pool.wait(fa4_variant(spec), max(30.0, min(self.args.fa4_wait_s, left)))
-            if res is not None:
-                row.setdefault("fa4_precompile", res)
+            res = self.pool.wait(vid, max(30.0, min(self.args.fa4_wait_s, left)))
+        if res is not None:
+            row.setdefault("fa4_precompile", res)
 
     # -- prefill --
 
@@ -1010,7 +1103,8 @@ class Bench:
         pat = PATTERNS[spec["pattern"]]
         length, d, dtype = spec["L"], spec["D"], getattr(torch, spec["dtype"])
         t_row = time.time()
-        pairs = pat.pair_count(length, dev)
+        pairs = pat.pair_count(length, dev)  # the block counts, cached per (pattern, L)
+        t_inputs = time.time()
         row = {
             "kind": "prefill",
             "key": pat.key,
@@ -1024,6 +1118,7 @@ class Bench:
             "density": pairs / (pat.hq * length * length),
             "impl": {},
             "anchor_notes": {},
+            "setup_s": {"block_counts": t_inputs - t_row},
         }
         g = torch.Generator(device=dev).manual_seed(1000 + length + d)
         q = torch.randn(1, pat.hq, length, d, device=dev, dtype=dtype, generator=g)
@@ -1032,13 +1127,15 @@ class Bench:
         out = torch.empty_like(q)
         bi = pat.block_indices(length, dev)
         direct = self.kernel.prepare(q, k, v, out, pat.attrs, block_indices=bi)
+        torch.cuda.synchronize()
+        row["setup_s"]["inputs"] = time.time() - t_inputs
 
         def make_ours():
             return (lambda: (direct(), out)[1]), "spattn.capi.CudaRunner direct launch"
 
-        self.measure(row, "spattn", make_ours)
+        calls = {"spattn": self.prepare(row, "spattn", make_ours)}
         ref = None
-        if "error" not in row["impl"]["spattn"]:
+        if calls["spattn"] is not None:
             direct()
             torch.cuda.synchronize()
             ref = out.clone()
@@ -1046,20 +1143,21 @@ class Bench:
         names = [a for a in pat.anchors if a not in skip]
         if "flex" in names and not self.flex_wanted(pat, spec):
             names.remove("flex")
+        # Every column is set up (compiled, first call) before any is timed.
         if "fa4" in names:
             q4, k4, v4 = (x.transpose(1, 2).contiguous() for x in (q, k, v))
             self.fa4_ready(spec, row)
-            self.measure(
+            calls["fa4"] = self.prepare(
                 row,
                 "fa4",
                 lambda: fa4_prefill(pat, q4, k4, v4),
                 to_ours=lambda o: o.transpose(1, 2),
                 ref=ref,
             )
-            del q4, k4, v4
-            torch.cuda.empty_cache()
         if "cudnn_sdpa" in names:
-            self.measure(row, "cudnn_sdpa", lambda: cudnn_sdpa(q, k, v, pat.attrs), ref=ref)
+            calls["cudnn_sdpa"] = self.prepare(
+                row, "cudnn_sdpa", lambda: cudnn_sdpa(q, k, v, pat.attrs), ref=ref
+            )
         if "cudnn_bsa" in names:
             counts = pat.block_counts(length, dev)
             extra = cover_extra_pairs(counts, BASE_BLOCK, BASE_BLOCK) * (pat.hq // counts.shape[0])
@@ -1070,11 +1168,19 @@ class Bench:
                     f"(+{100.0 * extra / pairs:.1f}%): a different mask, its output differs"
                 )
                 row["anchor_notes"]["cudnn_bsa"] = note
-            self.measure(row, "cudnn_bsa", lambda: cudnn_bsa(pat, q, k, v), ref=ref, note=note)
+            calls["cudnn_bsa"] = self.prepare(
+                row, "cudnn_bsa", lambda: cudnn_bsa(pat, q, k, v), ref=ref, note=note
+            )
         if "flex" in names:
-            self.measure(row, "flex", lambda: self.flex_call(pat, q, k, v), ref=ref)
+            calls["flex"] = self.prepare(row, "flex", lambda: self.flex_call(pat, q, k, v), ref=ref)
         if "sdpa_cudnn" in names:
-            self.measure(row, "sdpa_cudnn", lambda: sdpa_cudnn(q, k, v), ref=ref)
+            calls["sdpa_cudnn"] = self.prepare(
+                row, "sdpa_cudnn", lambda: sdpa_cudnn(q, k, v), ref=ref
+            )
+        row["setup_s"]["total"] = time.time() - t_row
+        for name, fn in calls.items():
+            self.time_prepared(row, name, fn)
+        calls.clear()
         if args.ort and spec["dtype"] == "float16" and pat.layout is None:
             self.ort(pat, q, k, v, out, row, direct)
         self.finish_prefill(row, pairs)
@@ -1092,29 +1198,43 @@ class Bench:
         return pat.target is _BLOCK_TARGET and (flex == "targets" or spec["D"] == 128)
 
     def flex_call(self, pat, q, k, v):
-        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+        from torch.nn.attention.flex_attention import flex_attention
 
         if self.flex is None:
             # static shapes (see bench_cuda.py): one compilation per shape
             self.flex = torch.compile(flex_attention, dynamic=False)
         flex = self.flex
-        length = q.shape[2]
-        bm = create_block_mask(
-            pat.mask_mod(length, q.device),
-            B=None,
-            H=pat.hq if pat.head_dependent else None,
-            Q_LEN=length,
-            KV_LEN=length,
-            device=q.device,
-            BLOCK_SIZE=128,
-            _compile=True,
-        )
+        bm = self.flex_block_mask(pat, q.shape[2], q.device)
         gqa = pat.hq != pat.hkv
 
         def call():
             return flex(q, k, v, block_mask=bm, enable_gqa=gqa)
 
-        return call, "torch.compile(flex_attention), create_block_mask(BLOCK_SIZE=128)"
+        return call, "torch.compile(flex_attention), BlockMask 128 from spattn's block counts"
+
+    def flex_block_mask(self, pat, length, device):
+        """The BlockMask of a pattern and length (shared by its dtypes and head dims), made
+        from the block counts: partial 128-blocks run the MaskRule as mask_mod, full ones run
+        unmasked. torch's create_block_mask(_compile=True) would build the same mask by
+        torch.compile-ing its whole construction (a fresh compile on every call, the L x L
+        mask_mod evaluation traced through vmap): the first full run spent 193 s there on
+        one row."""
+        from torch.nn.attention.flex_attention import BlockMask
+
+        key = (pat.key, length)
+        if key not in self._flex_masks:
+            counts = coarsen(pat.block_counts(length, device), 2, 2)
+            t = flex_block_tensors(counts, 128)
+            self._flex_masks[key] = BlockMask.from_kv_blocks(
+                t["kv_num_blocks"],
+                t["kv_indices"],
+                t["full_kv_num_blocks"],
+                t["full_kv_indices"],
+                BLOCK_SIZE=128,
+                mask_mod=pat.mask_mod(length, device),
+                seq_lengths=(length, length),
+            )
+        return self._flex_masks[key]
 
     def ort(self, pat, q, k, v, out, row, direct):
         """bench_cuda.py's --ort columns (ONNX Runtime CUDA EP with I/O binding, streamed)."""
@@ -1208,13 +1328,24 @@ class Bench:
         }
         out = torch.empty_like(q)
         direct = self.kernel.prepare(q, k, v, out, attrs)
-        self.measure(row, "spattn", lambda: ((lambda: (direct(), out)[1]), "direct launch"))
+        calls = {
+            "spattn": self.prepare(
+                row, "spattn", lambda: ((lambda: (direct(), out)[1]), "direct launch")
+            )
+        }
         ref = None
-        if "error" not in row["impl"]["spattn"]:
+        if calls["spattn"] is not None:
             direct()
             torch.cuda.synchronize()
             ref = out.clone()
-            s = row["impl"]["spattn"]
+        if "fa4" not in args.skip_anchors:  # compiled (first call) before anything is timed
+            self.fa4_ready(spec, row)
+            calls["fa4"] = self.prepare(
+                row, "fa4", lambda: fa4_decode(attrs, q4, k4, v4), lambda o: o.transpose(1, 2), ref
+            )
+        self.time_prepared(row, "spattn", calls["spattn"])
+        s = row["impl"]["spattn"]
+        if "median_ms" in s:
             with contextlib.suppress(Exception):
                 s["eager_ms"] = time_callable(direct, warmup=args.warmup, iters=20)["median_ms"]
             s["streamed_ms"] = s["median_ms"]
@@ -1225,19 +1356,16 @@ class Bench:
                 return lambda: (call(), out_g)[1]
 
             row["cuda_graph"] = self.graph_time(s, make_graph_call, ref, bitwise=True)
-        if "fa4" not in args.skip_anchors:
-            self.fa4_ready(spec, row)
-            e = self.measure(
-                row, "fa4", lambda: fa4_decode(attrs, q4, k4, v4), lambda o: o.transpose(1, 2), ref
-            )
-            if "error" not in e:
-                fn = fa4_decode(attrs, q4, k4, v4)[0]
-                with contextlib.suppress(Exception):
-                    e["eager_ms"] = time_callable(fn, warmup=args.warmup, iters=20)["median_ms"]
-                e["streamed_ms"] = e["median_ms"]
-                fa_ref = fn()
-                torch.cuda.synchronize()
-                e["cuda_graph"] = self.graph_time(e, lambda: fn, fa_ref, bitwise=True)
+        fn = calls.get("fa4")
+        self.time_prepared(row, "fa4", fn)
+        e = row["impl"].get("fa4", {})
+        if fn is not None and "median_ms" in e:
+            with contextlib.suppress(Exception):
+                e["eager_ms"] = time_callable(fn, warmup=args.warmup, iters=20)["median_ms"]
+            e["streamed_ms"] = e["median_ms"]
+            fa_ref = fn()
+            torch.cuda.synchronize()
+            e["cuda_graph"] = self.graph_time(e, lambda: fn, fa_ref, bitwise=True)
         self.finish_decode(row)
         row["seconds"] = time.time() - t_row
         return row
