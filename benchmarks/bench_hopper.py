@@ -510,6 +510,59 @@ def fa4_variants(rows: list[dict]) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Resuming an earlier result
+
+
+def row_errors(row: dict) -> list[str]:
+    """What errored in a result row: ``"row"`` when the row itself failed, else the names of
+    the columns that recorded an error."""
+    if "failed" in row:
+        return ["row"]
+    return [n for n, t in row.get("impl", {}).items() if isinstance(t, dict) and "error" in t]
+
+
+def resume_split(old: dict, plan: list[dict], errors: bool = False):
+    """(rows of ``plan`` to run, rows of ``old`` to keep) when completing the earlier result
+    ``old``: the plan's rows that ``old`` lists as skipped or lacks (a run stopped by its
+    budget or killed), and with ``errors`` those whose row or some column errored. Every row
+    of ``plan`` must belong to the earlier plan (``meta.plan_rows``)."""
+    old_plan = old.get("meta", {}).get("plan_rows")
+    if not old_plan:
+        raise ValueError("--resume: the earlier result has no meta.plan_rows to resume")
+    known = set(old_plan)
+    ids = [row_id(r) for r in plan]
+    extra = [i for i in ids if i not in known]
+    if extra:
+        raise ValueError(
+            f"--resume: {len(extra)} rows of this plan are not in the earlier one (first: "
+            f"{extra[0]}); give the earlier command's --plan and filters"
+        )
+    done: dict = {}
+    for r in old.get("rows", []):  # a repeated id: the later row stands
+        done[r.get("id")] = r
+    run = [
+        spec
+        for spec, rid in zip(plan, ids, strict=True)
+        if rid not in done or (errors and row_errors(done[rid]))
+    ]
+    again = {row_id(s) for s in run}
+    keep = [r for rid, r in done.items() if rid not in again]
+    return run, keep
+
+
+def run_summary(meta: dict) -> dict:
+    """What ``meta.runs`` keeps of one run."""
+    keys = ("command", "date", "commit", "device", "elapsed_s", "budget_s", "resumed_from")
+    return {k: meta[k] for k in keys if k in meta}
+
+
+def order_rows(rows: list[dict], plan_ids: list[str]) -> list[dict]:
+    """Rows in plan order (ids outside the plan last, in their order)."""
+    pos = {rid: i for i, rid in enumerate(plan_ids)}
+    return sorted(rows, key=lambda r: pos.get(r.get("id"), len(pos)))
+
+
+# ----------------------------------------------------------------------------------------------
 # Timing and comparison
 
 
@@ -955,7 +1008,7 @@ def worker_main(spec_path: str, out_dir: str) -> int:
 
 
 class Bench:
-    def __init__(self, args, rows):
+    def __init__(self, args, rows, resume=None):
         from spattn.capi import CudaRunner, find_library
 
         try:
@@ -973,6 +1026,9 @@ class Bench:
         os.makedirs(args.out, exist_ok=True)
         self.path = os.path.join(args.out, f"hopper_{args.tag}.json")
         self.data = {"meta": self.meta(lib), "rows": [], "skipped": [], "mismatches": []}
+        self.run_index = 0
+        if resume is not None:
+            self.merge(*resume)
 
     def log(self, msg):
         print(f"[{time.time() - self.t0:7.1f}s] {msg}", flush=True)
@@ -1026,8 +1082,30 @@ class Bench:
             ),
         }
 
+    def merge(self, old: dict, keep: list[dict], path: str) -> None:
+        """Start from an earlier result: its plan, its rows ``keep`` (with their mismatches),
+        its skipped rows that this run does not run, and its runs before this one."""
+        meta, old_meta = self.data["meta"], old.get("meta", {})
+        runs = list(old_meta.get("runs") or [run_summary(old_meta)])
+        self.run_index = len(runs)
+        meta["resumed_from"] = path
+        meta["runs"] = runs
+        meta["plan_rows"] = list(old_meta["plan_rows"])
+        kept = set()
+        for r in keep:
+            r.setdefault("run", 0)
+            kept.add(r.get("id"))
+        now = {row_id(r) for r in self.plan}
+        self.data["rows"] = list(keep)
+        self.data["mismatches"] = [m for m in old.get("mismatches", []) if m.get("row") in kept]
+        self.data["skipped"] = [s for s in old.get("skipped", []) if s.get("row") not in kept | now]
+
     def write(self):
-        self.data["meta"]["elapsed_s"] = time.time() - self.t0
+        meta = self.data["meta"]
+        meta["elapsed_s"] = time.time() - self.t0
+        if "runs" in meta:  # a resumed result: every run's command, this one last
+            meta["runs"][self.run_index :] = [run_summary(meta)]
+            self.data["rows"] = order_rows(self.data["rows"], meta["plan_rows"])
         if self.pool is not None:
             self.data["meta"]["fa4_precompile"] = self.pool.results()
         tmp = self.path + ".tmp"
@@ -1433,6 +1511,7 @@ class Bench:
                 with contextlib.suppress(Exception):
                     torch.cuda.synchronize()
             row["id"] = rid
+            row["run"] = self.run_index
             self.data["rows"].append(row)
             for name in row.get("mismatch", []):
                 t = row["impl"][name]
@@ -1607,7 +1686,27 @@ def parse_args(argv=None):
     )
     ap.add_argument("--fa4-workers", type=int, help="processes compiling FA4 variants (0: none)")
     ap.add_argument(
-        "--fa4-wait-s", type=float, default=120.0, help="longest wait for a worker's variant"
+        "--fa4-wait-s",
+        type=float,
+        help="longest wait for the FA4 precompilation before the first row (default 600); with "
+        "--fa4-overlap, for each row's variant (default 120)",
+    )
+    ap.add_argument(
+        "--fa4-overlap",
+        action="store_true",
+        help="measure while the workers compile (faster start, but every column of the rows "
+        "measured meanwhile is slowed: only for a quick look)",
+    )
+    ap.add_argument(
+        "--resume",
+        metavar="PATH",
+        help="an earlier result of the same plan: keep its rows, run the ones it lists as "
+        "skipped or lacks, write the merged result",
+    )
+    ap.add_argument(
+        "--resume-errors",
+        action="store_true",
+        help="with --resume: also run again the rows whose row or some column errored",
     )
     ap.add_argument(
         "--ort", action="store_true", help="fp16 rows: bench_cuda's ONNX Runtime CUDA EP columns"
@@ -1623,6 +1722,10 @@ def parse_args(argv=None):
         args.budget_s = 170.0 if args.plan == "quick" else 450.0
     if args.tag is None:
         args.tag = f"h200_{args.plan}"
+    if args.fa4_wait_s is None:
+        args.fa4_wait_s = 120.0 if args.fa4_overlap else 600.0
+    if args.resume_errors and not args.resume:
+        ap.error("--resume-errors needs --resume PATH")
     if args.fa4_workers is None:
         args.fa4_workers = max(1, min(12, (os.cpu_count() or 2) - 2))
     return args
@@ -1635,6 +1738,17 @@ def main(argv=None):
     rows = build_plan(args.plan, args.only, args.L, args.D, args.dtypes, args.cache)
     if not rows:
         raise SystemExit("no rows: the filters left none")
+    resume = None
+    if args.resume:
+        try:
+            with open(args.resume) as f:
+                old = json.load(f)
+            rows, keep = resume_split(old, rows, args.resume_errors)
+        except (OSError, ValueError) as ex:
+            raise SystemExit(f"--resume {args.resume}: {ex}") from None
+        resume = (old, keep, os.path.abspath(args.resume))
+        if not rows:
+            raise SystemExit(f"--resume {args.resume}: no row left to run")
     if args.ort:
         import onnxruntime
 
@@ -1652,12 +1766,18 @@ def main(argv=None):
         cache_dir = tempfile.mkdtemp(prefix="spattn_fa4_")
         os.environ["FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED"] = "1"
         os.environ["FLASH_ATTENTION_CUTE_DSL_CACHE_DIR"] = cache_dir
-    bench = Bench(args, rows)
-    bench.log(f"{len(rows)} rows, budget {args.budget_s:.0f} s -> {bench.path}")
+    bench = Bench(args, rows, resume)
+    kept = "" if resume is None else f" (+{len(resume[1])} kept from {args.resume})"
+    bench.log(f"{len(rows)} rows{kept}, budget {args.budget_s:.0f} s -> {bench.path}")
     bench.write()
     try:
         if cache_dir is not None:
             bench.pool = FA4Pool(variants, args.fa4_workers, cache_dir, bench.log)
+            if not args.fa4_overlap:
+                t = time.time()
+                bench.pool.wait_all(args.fa4_wait_s)
+                bench.data["meta"]["fa4_precompile_s"] = time.time() - t
+                bench.write()
         bench.run()
     finally:
         if bench.pool is not None:
@@ -1673,8 +1793,12 @@ def main(argv=None):
         bench.log(f"plot failed: {ex}")
     import summarize_hopper
 
-    print(summarize_hopper.markdown(bench.data))
-    bench.log(f"wrote {bench.path}")
+    # The tables go to a file, not the log: a log that also shows summarize_hopper.py's output
+    # would carry them twice.
+    md = os.path.join(args.out, f"hopper_{args.tag}.md")
+    with open(md, "w") as f:
+        f.write(summarize_hopper.markdown(bench.data))
+    bench.log(f"wrote {bench.path} and {md}")
     return 0
 
 
