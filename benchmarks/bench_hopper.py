@@ -48,24 +48,50 @@ compilation included) is timed separately. Decode: the same, plus per synchroniz
 (``time_callable`` of bench_cuda.py) and per CUDA-graph replay (the primary decode time).
 Effective TF/s = 4 * Hq * D * allowed pairs / time.
 
+Setup is never timed with the columns: every column of a row is set up (built, JIT-compiled,
+called once, compared) before any is timed, and each row records its seconds of setup per column
+(``setup_s``: block counts, inputs, then each column's build and first call; the entries also
+keep ``setup_s`` and ``first_call_s`` apart). FlexAttention's BlockMask is made from the block
+counts (``BlockMask.from_kv_blocks``, once per pattern and length), not by
+``create_block_mask(_compile=True)``, which compiles its whole construction on every call.
+
 FlashAttention-4 compiles each variant (seconds to tens of seconds): ``--fa4-workers N``
-compiles the run's FA4 variants in N worker processes at the start (FA4's persistent cache in a
-fresh temporary folder), while the main process measures; ``--fa4-workers 0`` compiles in the
-main process. The JSON is rewritten after every row; ``--budget-s`` stops starting rows after
-that many seconds (default: quick 170, full 450; the rows left are listed as skipped). The full
-plan runs its rows by priority: bf16 D = 128 (16K, 64K), the decode rows, bf16 D = 64, fp16
-D = 128, fp16 D = 64, then D = 96 and 256 at 16K; the last groups are the first to be cut.
+compiles the run's FA4 variants in N worker processes (FA4's persistent cache in a fresh
+temporary folder) and the run waits for all of them, logging its progress, before the first row;
+each variant's compile time (or why it failed or was given up after ``--fa4-wait-s``, default
+600 s) goes into ``meta.fa4_precompile``, and the workers are ended before any timing. A variant
+not precompiled is compiled by the main process during its row's setup. ``--fa4-overlap`` (the
+old way) measures while the workers compile: a faster start, but every column of the rows
+measured meanwhile is slowed. ``--fa4-workers 0`` compiles in the main process.
+
+The JSON is rewritten after every row; ``--budget-s`` stops starting rows after that many
+seconds from the start, precompilation included (default: quick 170, full 450; the rows left
+are listed as skipped). ``--resume PATH`` completes an earlier result of the same plan (same
+``--plan`` and filters, or narrower ones): its rows are kept, the rows it lists as skipped or
+lacks (a run killed mid-way) are run (with ``--resume-errors`` also the rows where the row or a
+column errored), and the merged result is written (rows in plan order, ``meta.runs`` lists every
+run's command). The full plan runs its rows by priority: bf16 D = 128 (16K, 64K), the decode
+rows, bf16 D = 64, fp16 D = 128, fp16 D = 64, then D = 96 and 256 at 16K; the last groups are
+the first to be cut.
+
+Durations below are estimates, not measurements of this version: FA4 precompilation of the
+full plan's 50 variants took 19-31 s per worker with 12 workers in the first H200 run (plus
+start-up); a prefill row takes about 1-5 s once compiled (the first row longer: cuDNN and FA4
+load), a FlexAttention row adds its compilation for the shape, a 128K decode row allocates a
+16 GB cache.
 
     # environment on the GPU machine (packages staged in /tmp/site, see the device notes)
     export PYTHONPATH=/tmp/site:/tmp/site/nvidia_cutlass_dsl/dsl_packages:$PWD/exporter:$PWD
-    python3 benchmarks/bench_hopper.py --plan quick            # ~2 min: 16K, D 128, bf16, 1 decode
-    python3 benchmarks/bench_hopper.py --plan full             # ~8 min (--budget-s 450)
+    python3 benchmarks/bench_hopper.py --plan quick        # estimate 1-2 min: 16K D 128 bf16
+    python3 benchmarks/bench_hopper.py --plan full         # estimate 6-10 min; 450 s may cut it
+    python3 benchmarks/bench_hopper.py --plan full --resume benchmarks/results/hopper_h200_full.json
     python3 benchmarks/bench_hopper.py --plan full --only dense sliding256 --L 16384 --D 64
     python3 benchmarks/bench_hopper.py --plan full --dtypes float16 --ort  # + ONNX Runtime CUDA EP
     python3 benchmarks/summarize_hopper.py benchmarks/results/hopper_h200_full.json
 
-Writes hopper_<tag>.json (command, device, versions, every row) and hopper_<tag>.png (ratio
-against the best anchor per pattern, a line at each target) in ``--out``.
+Writes hopper_<tag>.json (command, device, versions, every row), hopper_<tag>.png (ratio
+against the best anchor per pattern, a line at each target) and hopper_<tag>.md (the tables of
+summarize_hopper.py) in ``--out``.
 """
 
 from __future__ import annotations
@@ -1553,6 +1579,10 @@ class Bench:
             else:
                 cells.append(f"{name} ERROR")
         self.log("  " + " | ".join(cells))
+        setup = row.get("setup_s") or {}
+        slow = [f"{k} {v:.1f} s" for k, v in setup.items() if k != "total" and v >= 1.0]
+        if slow:
+            self.log(f"  setup {setup.get('total', 0.0):.1f} s: " + ", ".join(slow))
         for name, t in row["impl"].items():
             if "error" in t:
                 self.log(f"  {name}: {t['error'][:300]}")
