@@ -579,6 +579,7 @@ def resume_split(old: dict, plan: list[dict], errors: bool = False):
 def run_summary(meta: dict) -> dict:
     """What ``meta.runs`` keeps of one run."""
     keys = ("command", "date", "commit", "device", "elapsed_s", "budget_s", "resumed_from")
+    keys += ("fa4_precompile_s", "fa4_precompile")
     return {k: meta[k] for k in keys if k in meta}
 
 
@@ -1130,7 +1131,8 @@ class Bench:
         meta = self.data["meta"]
         meta["elapsed_s"] = time.time() - self.t0
         if "runs" in meta:  # a resumed result: every run's command, this one last
-            meta["runs"][self.run_index :] = [run_summary(meta)]
+            now = {k: v for k, v in run_summary(meta).items() if k != "fa4_precompile"}
+            meta["runs"][self.run_index :] = [now]
             self.data["rows"] = order_rows(self.data["rows"], meta["plan_rows"])
         if self.pool is not None:
             self.data["meta"]["fa4_precompile"] = self.pool.results()

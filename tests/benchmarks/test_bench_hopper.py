@@ -629,6 +629,7 @@ def earlier_result():
             "plan": "quick",
             "plan_rows": ids,
             "elapsed_s": 25.0,
+            "fa4_precompile": [{"id": "prefill:dense:bfloat16:128", "ok": True, "seconds": 9.9}],
         },
         "rows": rows,
         "skipped": [{"row": i, "reason": "budget 20.0 s"} for i in ids[5:]],
@@ -712,6 +713,8 @@ def test_resume_writes_the_merged_result(tmp_path):
     assert meta["plan_rows"] == ids and meta["resumed_from"] == "/x/old.json"
     assert [r["command"] for r in meta["runs"]] == [old["meta"]["command"], meta["command"]]
     assert meta["runs"][0]["elapsed_s"] == 25.0 and "elapsed_s" in meta["runs"][1]
+    assert meta["runs"][0]["fa4_precompile"][0]["seconds"] == 9.9  # the earlier run's compiles
+    assert "fa4_precompile" not in meta["runs"][1]  # this run's: meta.fa4_precompile
     # resumed once more: the earlier runs stay, the new one is appended
     run2, keep2 = bh.resume_split(data, plan)
     assert run2 == [] and len(keep2) == len(ids)
