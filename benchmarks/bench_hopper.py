@@ -48,24 +48,50 @@ compilation included) is timed separately. Decode: the same, plus per synchroniz
 (``time_callable`` of bench_cuda.py) and per CUDA-graph replay (the primary decode time).
 Effective TF/s = 4 * Hq * D * allowed pairs / time.
 
+Setup is never timed with the columns: every column of a row is set up (built, JIT-compiled,
+called once, compared) before any is timed, and each row records its seconds of setup per column
+(``setup_s``: block counts, inputs, then each column's build and first call; the entries also
+keep ``setup_s`` and ``first_call_s`` apart). FlexAttention's BlockMask is made from the block
+counts (``BlockMask.from_kv_blocks``, once per pattern and length), not by
+``create_block_mask(_compile=True)``, which compiles its whole construction on every call.
+
 FlashAttention-4 compiles each variant (seconds to tens of seconds): ``--fa4-workers N``
-compiles the run's FA4 variants in N worker processes at the start (FA4's persistent cache in a
-fresh temporary folder), while the main process measures; ``--fa4-workers 0`` compiles in the
-main process. The JSON is rewritten after every row; ``--budget-s`` stops starting rows after
-that many seconds (default: quick 170, full 450; the rows left are listed as skipped). The full
-plan runs its rows by priority: bf16 D = 128 (16K, 64K), the decode rows, bf16 D = 64, fp16
-D = 128, fp16 D = 64, then D = 96 and 256 at 16K; the last groups are the first to be cut.
+compiles the run's FA4 variants in N worker processes (FA4's persistent cache in a fresh
+temporary folder) and the run waits for all of them, logging its progress, before the first row;
+each variant's compile time (or why it failed or was given up after ``--fa4-wait-s``, default
+600 s) goes into ``meta.fa4_precompile``, and the workers are ended before any timing. A variant
+not precompiled is compiled by the main process during its row's setup. ``--fa4-overlap`` (the
+old way) measures while the workers compile: a faster start, but every column of the rows
+measured meanwhile is slowed. ``--fa4-workers 0`` compiles in the main process.
+
+The JSON is rewritten after every row; ``--budget-s`` stops starting rows after that many
+seconds from the start, precompilation included (default: quick 170, full 450; the rows left
+are listed as skipped). ``--resume PATH`` completes an earlier result of the same plan (same
+``--plan`` and filters, or narrower ones): its rows are kept, the rows it lists as skipped or
+lacks (a run killed mid-way) are run (with ``--resume-errors`` also the rows where the row or a
+column errored), and the merged result is written (rows in plan order, ``meta.runs`` lists every
+run's command). The full plan runs its rows by priority: bf16 D = 128 (16K, 64K), the decode
+rows, bf16 D = 64, fp16 D = 128, fp16 D = 64, then D = 96 and 256 at 16K; the last groups are
+the first to be cut.
+
+Durations below are estimates, not measurements of this version: FA4 precompilation of the
+full plan's 50 variants took 19-31 s per worker with 12 workers in the first H200 run (plus
+start-up); a prefill row takes about 1-5 s once compiled (the first row longer: cuDNN and FA4
+load), a FlexAttention row adds its compilation for the shape, a 128K decode row allocates a
+16 GB cache.
 
     # environment on the GPU machine (packages staged in /tmp/site, see the device notes)
     export PYTHONPATH=/tmp/site:/tmp/site/nvidia_cutlass_dsl/dsl_packages:$PWD/exporter:$PWD
-    python3 benchmarks/bench_hopper.py --plan quick            # ~2 min: 16K, D 128, bf16, 1 decode
-    python3 benchmarks/bench_hopper.py --plan full             # ~8 min (--budget-s 450)
+    python3 benchmarks/bench_hopper.py --plan quick        # estimate 1-2 min: 16K D 128 bf16
+    python3 benchmarks/bench_hopper.py --plan full         # estimate 6-10 min; 450 s may cut it
+    python3 benchmarks/bench_hopper.py --plan full --resume benchmarks/results/hopper_h200_full.json
     python3 benchmarks/bench_hopper.py --plan full --only dense sliding256 --L 16384 --D 64
     python3 benchmarks/bench_hopper.py --plan full --dtypes float16 --ort  # + ONNX Runtime CUDA EP
     python3 benchmarks/summarize_hopper.py benchmarks/results/hopper_h200_full.json
 
-Writes hopper_<tag>.json (command, device, versions, every row) and hopper_<tag>.png (ratio
-against the best anchor per pattern, a line at each target) in ``--out``.
+Writes hopper_<tag>.json (command, device, versions, every row), hopper_<tag>.png (ratio
+against the best anchor per pattern, a line at each target) and hopper_<tag>.md (the tables of
+summarize_hopper.py) in ``--out``.
 """
 
 from __future__ import annotations
@@ -362,6 +388,21 @@ def cover_extra_pairs(counts: torch.Tensor, bq: int, bk: int) -> int:
     return int(nz.sum(dtype=torch.int64)) * bq * bk - int(counts.sum(dtype=torch.int64))
 
 
+def flex_block_tensors(counts: torch.Tensor, block: int) -> dict:
+    """FlexAttention's ``BlockMask.from_kv_blocks`` arguments from counts at ``block`` x
+    ``block`` (batch 1, heads as the counts'): partial blocks (the mask_mod runs in them) and
+    full ones. Index rows keep every key block (the packed ones first, ascending), the width
+    that BlockMask's own transposition into q-indices expects."""
+    full, partial = block_classes(counts, block, block)
+    out = {}
+    for name, sel in (("kv", partial), ("full_kv", full)):
+        cnt = sel.sum(dim=-1, dtype=torch.int32)
+        idx = torch.argsort((~sel).to(torch.int8), dim=-1, stable=True).to(torch.int32)
+        out[f"{name}_num_blocks"] = cnt.unsqueeze(0).contiguous()
+        out[f"{name}_indices"] = idx.unsqueeze(0).contiguous()
+    return out
+
+
 def band_global_allowed(params, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
     """The FA4 mask_mod of fa4_masks.band_global_mask, on index tensors (its Python twin)."""
     left, right, first = params
@@ -492,6 +533,60 @@ def fa4_variants(rows: list[dict]) -> list[dict]:
         if r["kind"] == "decode" and r["lq"] not in out[vid]["lqs"]:
             out[vid]["lqs"].append(r["lq"])
     return list(out.values())
+
+
+# ----------------------------------------------------------------------------------------------
+# Resuming an earlier result
+
+
+def row_errors(row: dict) -> list[str]:
+    """What errored in a result row: ``"row"`` when the row itself failed, else the names of
+    the columns that recorded an error."""
+    if "failed" in row:
+        return ["row"]
+    return [n for n, t in row.get("impl", {}).items() if isinstance(t, dict) and "error" in t]
+
+
+def resume_split(old: dict, plan: list[dict], errors: bool = False):
+    """(rows of ``plan`` to run, rows of ``old`` to keep) when completing the earlier result
+    ``old``: the plan's rows that ``old`` lists as skipped or lacks (a run stopped by its
+    budget or killed), and with ``errors`` those whose row or some column errored. Every row
+    of ``plan`` must belong to the earlier plan (``meta.plan_rows``)."""
+    old_plan = old.get("meta", {}).get("plan_rows")
+    if not old_plan:
+        raise ValueError("--resume: the earlier result has no meta.plan_rows to resume")
+    known = set(old_plan)
+    ids = [row_id(r) for r in plan]
+    extra = [i for i in ids if i not in known]
+    if extra:
+        raise ValueError(
+            f"--resume: {len(extra)} rows of this plan are not in the earlier one (first: "
+            f"{extra[0]}); give the earlier command's --plan and filters"
+        )
+    done: dict = {}
+    for r in old.get("rows", []):  # a repeated id: the later row stands
+        done[r.get("id")] = r
+    run = [
+        spec
+        for spec, rid in zip(plan, ids, strict=True)
+        if rid not in done or (errors and row_errors(done[rid]))
+    ]
+    again = {row_id(s) for s in run}
+    keep = [r for rid, r in done.items() if rid not in again]
+    return run, keep
+
+
+def run_summary(meta: dict) -> dict:
+    """What ``meta.runs`` keeps of one run."""
+    keys = ("command", "date", "commit", "device", "elapsed_s", "budget_s", "resumed_from")
+    keys += ("fa4_precompile_s", "fa4_precompile")
+    return {k: meta[k] for k in keys if k in meta}
+
+
+def order_rows(rows: list[dict], plan_ids: list[str]) -> list[dict]:
+    """Rows in plan order (ids outside the plan last, in their order)."""
+    pos = {rid: i for i, rid in enumerate(plan_ids)}
+    return sorted(rows, key=lambda r: pos.get(r.get("id"), len(pos)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -777,6 +872,7 @@ class FA4Pool:
         os.makedirs(self.dir, exist_ok=True)
         self.procs = []
         self.log = log
+        self.final: list[dict] | None = None
         assign = [variants[i::workers] for i in range(workers)]
         for w, mine in enumerate(a for a in assign if a):
             spec = os.path.join(cache_dir, f"worker{w}.json")
@@ -807,7 +903,61 @@ class FA4Pool:
             time.sleep(0.2)
         return {"id": vid, "ok": False, "error": f"not compiled after waiting {timeout_s} s"}
 
+    def wait_all(self, timeout_s: float, progress_s: float = 10.0) -> list[dict]:
+        """Wait until every variant is compiled, failed, or ``timeout_s`` has passed, then end
+        the workers (killed if still compiling), so that no compilation and no worker's GPU
+        context overlaps a timed row. Returns one result per variant (``seconds``: its
+        compile time in the worker; a variant not done says why)."""
+        t0 = time.time()
+        last = t0
+        while True:
+            pending = [v for v in self.variants if self._done(v) is None]
+            alive = [p for p, ids, _ in self.procs if p.poll() is None]
+            if not pending or not alive or time.time() - t0 >= timeout_s:
+                break
+            if time.time() - last >= progress_s:
+                last = time.time()
+                self.log(self.progress(time.time() - t0))
+            time.sleep(0.2)
+        waited = time.time() - t0
+        out = []
+        for p, ids, _ in self.procs:
+            killed = p.poll() is None
+            if killed:
+                p.kill()
+            p.wait()
+            for vid in ids:
+                res = self._done(vid)
+                if res is None:
+                    why = (
+                        f"not compiled after waiting {timeout_s:.0f} s (worker killed)"
+                        if killed
+                        else f"worker exited with {p.returncode} before this variant"
+                    )
+                    res = {"id": vid, "ok": False, "error": why}
+                out.append(res)
+        order = list(self.variants)
+        out.sort(key=lambda r: order.index(r["id"]))
+        self.final = out
+        self.log(self.progress(waited) + " (workers ended)")
+        for r in out:
+            if not r.get("ok"):
+                self.log(f"  FA4 {r['id']}: {str(r.get('error'))[:200]}; compiled in-row instead")
+        return out
+
+    def progress(self, elapsed: float) -> str:
+        res = self.results()
+        bad = sum(1 for r in res if not r.get("ok"))
+        slow = max(res, key=lambda r: r.get("seconds", 0.0), default=None)
+        text = f"FA4 precompile: {len(res)}/{len(self.variants)} done ({bad} failed)"
+        text += f", {elapsed:.0f} s"
+        if slow is not None and "seconds" in slow:
+            text += f"; slowest {slow['id']} {slow['seconds']:.1f} s"
+        return text
+
     def results(self):
+        if self.final is not None:
+            return self.final
         return [r for r in (self._done(v) for v in self.variants) if r is not None]
 
     def close(self) -> list[dict]:
@@ -885,7 +1035,7 @@ def worker_main(spec_path: str, out_dir: str) -> int:
 
 
 class Bench:
-    def __init__(self, args, rows):
+    def __init__(self, args, rows, resume=None):
         from spattn.capi import CudaRunner, find_library
 
         try:
@@ -896,12 +1046,16 @@ class Bench:
         self.t0 = time.time()
         self.kernel = CudaRunner()
         self.flex = None
+        self._flex_masks: dict = {}
         self.pool: FA4Pool | None = None
         self._kv = None  # the decode K/V cache of one length, shared by its rows
         self.plan = rows
         os.makedirs(args.out, exist_ok=True)
         self.path = os.path.join(args.out, f"hopper_{args.tag}.json")
         self.data = {"meta": self.meta(lib), "rows": [], "skipped": [], "mismatches": []}
+        self.run_index = 0
+        if resume is not None:
+            self.merge(*resume)
 
     def log(self, msg):
         print(f"[{time.time() - self.t0:7.1f}s] {msg}", flush=True)
@@ -955,8 +1109,31 @@ class Bench:
             ),
         }
 
+    def merge(self, old: dict, keep: list[dict], path: str) -> None:
+        """Start from an earlier result: its plan, its rows ``keep`` (with their mismatches),
+        its skipped rows that this run does not run, and its runs before this one."""
+        meta, old_meta = self.data["meta"], old.get("meta", {})
+        runs = list(old_meta.get("runs") or [run_summary(old_meta)])
+        self.run_index = len(runs)
+        meta["resumed_from"] = path
+        meta["runs"] = runs
+        meta["plan_rows"] = list(old_meta["plan_rows"])
+        kept = set()
+        for r in keep:
+            r.setdefault("run", 0)
+            kept.add(r.get("id"))
+        now = {row_id(r) for r in self.plan}
+        self.data["rows"] = list(keep)
+        self.data["mismatches"] = [m for m in old.get("mismatches", []) if m.get("row") in kept]
+        self.data["skipped"] = [s for s in old.get("skipped", []) if s.get("row") not in kept | now]
+
     def write(self):
-        self.data["meta"]["elapsed_s"] = time.time() - self.t0
+        meta = self.data["meta"]
+        meta["elapsed_s"] = time.time() - self.t0
+        if "runs" in meta:  # a resumed result: every run's command, this one last
+            now = {k: v for k, v in run_summary(meta).items() if k != "fa4_precompile"}
+            meta["runs"][self.run_index :] = [now]
+            self.data["rows"] = order_rows(self.data["rows"], meta["plan_rows"])
         if self.pool is not None:
             self.data["meta"]["fa4_precompile"] = self.pool.results()
         tmp = self.path + ".tmp"
@@ -966,11 +1143,16 @@ class Bench:
 
     # -- measuring one implementation --
 
-    def measure(self, row, name, make, to_ours=None, ref=None, note=None):
-        """Time ``make()``'s call (batched), compare its output with ``ref``; an error is
-        recorded in the row, never raised."""
-        args = self.args
+    def prepare(self, row, name, make, to_ours=None, ref=None, note=None):
+        """Build ``make()``'s call and run it once (JIT compilation, plans, block masks: the
+        setup, timed apart as ``setup_s`` and ``first_call_s``), compare that output with
+        ``ref``. Returns the call, or None after an error (recorded in the row, never
+        raised). The timing comes later (:meth:`time_prepared`), once every column of the row
+        is set up, so that no compilation overlaps a timed column."""
         entry: dict = {}
+        if note:
+            entry["note"] = note
+        row["impl"][name] = entry
         try:
             t_build = time.perf_counter()
             fn, desc = make()
@@ -980,28 +1162,45 @@ class Bench:
             torch.cuda.synchronize()
             entry["setup_s"] = t_first - t_build
             entry["first_call_s"] = time.perf_counter() - t_first
-            entry.update(time_batched(fn, args.warmup, args.iters))
+            row.setdefault("setup_s", {})[name] = entry["setup_s"] + entry["first_call_s"]
             if ref is not None:
                 got = o if to_ours is None else to_ours(o)
                 entry.update(compare(got, ref, ref.dtype))
             del o
+            return fn
         except Exception as ex:
             entry.update(_error(ex))
             with contextlib.suppress(Exception):
                 torch.cuda.synchronize()
-        if note:
-            entry["note"] = note
-        row["impl"][name] = entry
-        return entry
+            return None
+
+    def time_prepared(self, row, name, fn):
+        """Batched timing of a prepared call (an error is recorded in its entry)."""
+        if fn is None:
+            return
+        entry = row["impl"][name]
+        try:
+            entry.update(time_batched(fn, self.args.warmup, self.args.iters))
+        except Exception as ex:
+            entry.update(_error(ex))
+            with contextlib.suppress(Exception):
+                torch.cuda.synchronize()
 
     def fa4_ready(self, spec, row):
-        """Wait for the worker compiling this row's FA4 variant (at most --fa4-wait-s, and not
-        far past the budget); without it the main process compiles the variant itself."""
-        if self.pool is not None:
+        """Record this row's FA4 precompilation. By default every variant was compiled (or
+        given up) before the first row; with --fa4-overlap, wait for the worker compiling it
+        (at most --fa4-wait-s, and not far past the budget). A variant not precompiled is
+        compiled by the main process in the row's setup."""
+        if self.pool is None:
+            return
+        vid = fa4_variant(spec)
+        if self.pool.final is not None:
+            res = next((r for r in self.pool.final if r["id"] == vid), None)
+        else:
             left = self.args.budget_s - (time.time() - self.t0)
-            res = self.pool.wait(fa4_variant(spec), max(30.0, min(self.args.fa4_wait_s, left)))
-            if res is not None:
-                row.setdefault("fa4_precompile", res)
+            res = self.pool.wait(vid, max(30.0, min(self.args.fa4_wait_s, left)))
+        if res is not None:
+            row.setdefault("fa4_precompile", res)
 
     # -- prefill --
 
@@ -1010,7 +1209,8 @@ class Bench:
         pat = PATTERNS[spec["pattern"]]
         length, d, dtype = spec["L"], spec["D"], getattr(torch, spec["dtype"])
         t_row = time.time()
-        pairs = pat.pair_count(length, dev)
+        pairs = pat.pair_count(length, dev)  # the block counts, cached per (pattern, L)
+        t_inputs = time.time()
         row = {
             "kind": "prefill",
             "key": pat.key,
@@ -1024,6 +1224,7 @@ class Bench:
             "density": pairs / (pat.hq * length * length),
             "impl": {},
             "anchor_notes": {},
+            "setup_s": {"block_counts": t_inputs - t_row},
         }
         g = torch.Generator(device=dev).manual_seed(1000 + length + d)
         q = torch.randn(1, pat.hq, length, d, device=dev, dtype=dtype, generator=g)
@@ -1032,13 +1233,15 @@ class Bench:
         out = torch.empty_like(q)
         bi = pat.block_indices(length, dev)
         direct = self.kernel.prepare(q, k, v, out, pat.attrs, block_indices=bi)
+        torch.cuda.synchronize()
+        row["setup_s"]["inputs"] = time.time() - t_inputs
 
         def make_ours():
             return (lambda: (direct(), out)[1]), "spattn.capi.CudaRunner direct launch"
 
-        self.measure(row, "spattn", make_ours)
+        calls = {"spattn": self.prepare(row, "spattn", make_ours)}
         ref = None
-        if "error" not in row["impl"]["spattn"]:
+        if calls["spattn"] is not None:
             direct()
             torch.cuda.synchronize()
             ref = out.clone()
@@ -1046,20 +1249,21 @@ class Bench:
         names = [a for a in pat.anchors if a not in skip]
         if "flex" in names and not self.flex_wanted(pat, spec):
             names.remove("flex")
+        # Every column is set up (compiled, first call) before any is timed.
         if "fa4" in names:
             q4, k4, v4 = (x.transpose(1, 2).contiguous() for x in (q, k, v))
             self.fa4_ready(spec, row)
-            self.measure(
+            calls["fa4"] = self.prepare(
                 row,
                 "fa4",
                 lambda: fa4_prefill(pat, q4, k4, v4),
                 to_ours=lambda o: o.transpose(1, 2),
                 ref=ref,
             )
-            del q4, k4, v4
-            torch.cuda.empty_cache()
         if "cudnn_sdpa" in names:
-            self.measure(row, "cudnn_sdpa", lambda: cudnn_sdpa(q, k, v, pat.attrs), ref=ref)
+            calls["cudnn_sdpa"] = self.prepare(
+                row, "cudnn_sdpa", lambda: cudnn_sdpa(q, k, v, pat.attrs), ref=ref
+            )
         if "cudnn_bsa" in names:
             counts = pat.block_counts(length, dev)
             extra = cover_extra_pairs(counts, BASE_BLOCK, BASE_BLOCK) * (pat.hq // counts.shape[0])
@@ -1070,11 +1274,19 @@ class Bench:
                     f"(+{100.0 * extra / pairs:.1f}%): a different mask, its output differs"
                 )
                 row["anchor_notes"]["cudnn_bsa"] = note
-            self.measure(row, "cudnn_bsa", lambda: cudnn_bsa(pat, q, k, v), ref=ref, note=note)
+            calls["cudnn_bsa"] = self.prepare(
+                row, "cudnn_bsa", lambda: cudnn_bsa(pat, q, k, v), ref=ref, note=note
+            )
         if "flex" in names:
-            self.measure(row, "flex", lambda: self.flex_call(pat, q, k, v), ref=ref)
+            calls["flex"] = self.prepare(row, "flex", lambda: self.flex_call(pat, q, k, v), ref=ref)
         if "sdpa_cudnn" in names:
-            self.measure(row, "sdpa_cudnn", lambda: sdpa_cudnn(q, k, v), ref=ref)
+            calls["sdpa_cudnn"] = self.prepare(
+                row, "sdpa_cudnn", lambda: sdpa_cudnn(q, k, v), ref=ref
+            )
+        row["setup_s"]["total"] = time.time() - t_row
+        for name, fn in calls.items():
+            self.time_prepared(row, name, fn)
+        calls.clear()
         if args.ort and spec["dtype"] == "float16" and pat.layout is None:
             self.ort(pat, q, k, v, out, row, direct)
         self.finish_prefill(row, pairs)
@@ -1092,29 +1304,43 @@ class Bench:
         return pat.target is _BLOCK_TARGET and (flex == "targets" or spec["D"] == 128)
 
     def flex_call(self, pat, q, k, v):
-        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+        from torch.nn.attention.flex_attention import flex_attention
 
         if self.flex is None:
             # static shapes (see bench_cuda.py): one compilation per shape
             self.flex = torch.compile(flex_attention, dynamic=False)
         flex = self.flex
-        length = q.shape[2]
-        bm = create_block_mask(
-            pat.mask_mod(length, q.device),
-            B=None,
-            H=pat.hq if pat.head_dependent else None,
-            Q_LEN=length,
-            KV_LEN=length,
-            device=q.device,
-            BLOCK_SIZE=128,
-            _compile=True,
-        )
+        bm = self.flex_block_mask(pat, q.shape[2], q.device)
         gqa = pat.hq != pat.hkv
 
         def call():
             return flex(q, k, v, block_mask=bm, enable_gqa=gqa)
 
-        return call, "torch.compile(flex_attention), create_block_mask(BLOCK_SIZE=128)"
+        return call, "torch.compile(flex_attention), BlockMask 128 from spattn's block counts"
+
+    def flex_block_mask(self, pat, length, device):
+        """The BlockMask of a pattern and length (shared by its dtypes and head dims), made
+        from the block counts: partial 128-blocks run the MaskRule as mask_mod, full ones run
+        unmasked. torch's create_block_mask(_compile=True) would build the same mask by
+        torch.compile-ing its whole construction (a fresh compile on every call, the L x L
+        mask_mod evaluation traced through vmap): the first full run spent 193 s there on
+        one row."""
+        from torch.nn.attention.flex_attention import BlockMask
+
+        key = (pat.key, length)
+        if key not in self._flex_masks:
+            counts = coarsen(pat.block_counts(length, device), 2, 2)
+            t = flex_block_tensors(counts, 128)
+            self._flex_masks[key] = BlockMask.from_kv_blocks(
+                t["kv_num_blocks"],
+                t["kv_indices"],
+                t["full_kv_num_blocks"],
+                t["full_kv_indices"],
+                BLOCK_SIZE=128,
+                mask_mod=pat.mask_mod(length, device),
+                seq_lengths=(length, length),
+            )
+        return self._flex_masks[key]
 
     def ort(self, pat, q, k, v, out, row, direct):
         """bench_cuda.py's --ort columns (ONNX Runtime CUDA EP with I/O binding, streamed)."""
@@ -1208,13 +1434,24 @@ class Bench:
         }
         out = torch.empty_like(q)
         direct = self.kernel.prepare(q, k, v, out, attrs)
-        self.measure(row, "spattn", lambda: ((lambda: (direct(), out)[1]), "direct launch"))
+        calls = {
+            "spattn": self.prepare(
+                row, "spattn", lambda: ((lambda: (direct(), out)[1]), "direct launch")
+            )
+        }
         ref = None
-        if "error" not in row["impl"]["spattn"]:
+        if calls["spattn"] is not None:
             direct()
             torch.cuda.synchronize()
             ref = out.clone()
-            s = row["impl"]["spattn"]
+        if "fa4" not in args.skip_anchors:  # compiled (first call) before anything is timed
+            self.fa4_ready(spec, row)
+            calls["fa4"] = self.prepare(
+                row, "fa4", lambda: fa4_decode(attrs, q4, k4, v4), lambda o: o.transpose(1, 2), ref
+            )
+        self.time_prepared(row, "spattn", calls["spattn"])
+        s = row["impl"]["spattn"]
+        if "median_ms" in s:
             with contextlib.suppress(Exception):
                 s["eager_ms"] = time_callable(direct, warmup=args.warmup, iters=20)["median_ms"]
             s["streamed_ms"] = s["median_ms"]
@@ -1225,19 +1462,16 @@ class Bench:
                 return lambda: (call(), out_g)[1]
 
             row["cuda_graph"] = self.graph_time(s, make_graph_call, ref, bitwise=True)
-        if "fa4" not in args.skip_anchors:
-            self.fa4_ready(spec, row)
-            e = self.measure(
-                row, "fa4", lambda: fa4_decode(attrs, q4, k4, v4), lambda o: o.transpose(1, 2), ref
-            )
-            if "error" not in e:
-                fn = fa4_decode(attrs, q4, k4, v4)[0]
-                with contextlib.suppress(Exception):
-                    e["eager_ms"] = time_callable(fn, warmup=args.warmup, iters=20)["median_ms"]
-                e["streamed_ms"] = e["median_ms"]
-                fa_ref = fn()
-                torch.cuda.synchronize()
-                e["cuda_graph"] = self.graph_time(e, lambda: fn, fa_ref, bitwise=True)
+        fn = calls.get("fa4")
+        self.time_prepared(row, "fa4", fn)
+        e = row["impl"].get("fa4", {})
+        if fn is not None and "median_ms" in e:
+            with contextlib.suppress(Exception):
+                e["eager_ms"] = time_callable(fn, warmup=args.warmup, iters=20)["median_ms"]
+            e["streamed_ms"] = e["median_ms"]
+            fa_ref = fn()
+            torch.cuda.synchronize()
+            e["cuda_graph"] = self.graph_time(e, lambda: fn, fa_ref, bitwise=True)
         self.finish_decode(row)
         row["seconds"] = time.time() - t_row
         return row
@@ -1305,6 +1539,7 @@ class Bench:
                 with contextlib.suppress(Exception):
                     torch.cuda.synchronize()
             row["id"] = rid
+            row["run"] = self.run_index
             self.data["rows"].append(row)
             for name in row.get("mismatch", []):
                 t = row["impl"][name]
@@ -1346,6 +1581,10 @@ class Bench:
             else:
                 cells.append(f"{name} ERROR")
         self.log("  " + " | ".join(cells))
+        setup = row.get("setup_s") or {}
+        slow = [f"{k} {v:.1f} s" for k, v in setup.items() if k != "total" and v >= 1.0]
+        if slow:
+            self.log(f"  setup {setup.get('total', 0.0):.1f} s: " + ", ".join(slow))
         for name, t in row["impl"].items():
             if "error" in t:
                 self.log(f"  {name}: {t['error'][:300]}")
@@ -1479,7 +1718,27 @@ def parse_args(argv=None):
     )
     ap.add_argument("--fa4-workers", type=int, help="processes compiling FA4 variants (0: none)")
     ap.add_argument(
-        "--fa4-wait-s", type=float, default=120.0, help="longest wait for a worker's variant"
+        "--fa4-wait-s",
+        type=float,
+        help="longest wait for the FA4 precompilation before the first row (default 600); with "
+        "--fa4-overlap, for each row's variant (default 120)",
+    )
+    ap.add_argument(
+        "--fa4-overlap",
+        action="store_true",
+        help="measure while the workers compile (faster start, but every column of the rows "
+        "measured meanwhile is slowed: only for a quick look)",
+    )
+    ap.add_argument(
+        "--resume",
+        metavar="PATH",
+        help="an earlier result of the same plan: keep its rows, run the ones it lists as "
+        "skipped or lacks, write the merged result",
+    )
+    ap.add_argument(
+        "--resume-errors",
+        action="store_true",
+        help="with --resume: also run again the rows whose row or some column errored",
     )
     ap.add_argument(
         "--ort", action="store_true", help="fp16 rows: bench_cuda's ONNX Runtime CUDA EP columns"
@@ -1495,6 +1754,10 @@ def parse_args(argv=None):
         args.budget_s = 170.0 if args.plan == "quick" else 450.0
     if args.tag is None:
         args.tag = f"h200_{args.plan}"
+    if args.fa4_wait_s is None:
+        args.fa4_wait_s = 120.0 if args.fa4_overlap else 600.0
+    if args.resume_errors and not args.resume:
+        ap.error("--resume-errors needs --resume PATH")
     if args.fa4_workers is None:
         args.fa4_workers = max(1, min(12, (os.cpu_count() or 2) - 2))
     return args
@@ -1507,6 +1770,17 @@ def main(argv=None):
     rows = build_plan(args.plan, args.only, args.L, args.D, args.dtypes, args.cache)
     if not rows:
         raise SystemExit("no rows: the filters left none")
+    resume = None
+    if args.resume:
+        try:
+            with open(args.resume) as f:
+                old = json.load(f)
+            rows, keep = resume_split(old, rows, args.resume_errors)
+        except (OSError, ValueError) as ex:
+            raise SystemExit(f"--resume {args.resume}: {ex}") from None
+        resume = (old, keep, os.path.abspath(args.resume))
+        if not rows:
+            raise SystemExit(f"--resume {args.resume}: no row left to run")
     if args.ort:
         import onnxruntime
 
@@ -1524,12 +1798,18 @@ def main(argv=None):
         cache_dir = tempfile.mkdtemp(prefix="spattn_fa4_")
         os.environ["FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED"] = "1"
         os.environ["FLASH_ATTENTION_CUTE_DSL_CACHE_DIR"] = cache_dir
-    bench = Bench(args, rows)
-    bench.log(f"{len(rows)} rows, budget {args.budget_s:.0f} s -> {bench.path}")
+    bench = Bench(args, rows, resume)
+    kept = "" if resume is None else f" (+{len(resume[1])} kept from {args.resume})"
+    bench.log(f"{len(rows)} rows{kept}, budget {args.budget_s:.0f} s -> {bench.path}")
     bench.write()
     try:
         if cache_dir is not None:
             bench.pool = FA4Pool(variants, args.fa4_workers, cache_dir, bench.log)
+            if not args.fa4_overlap:
+                t = time.time()
+                bench.pool.wait_all(args.fa4_wait_s)
+                bench.data["meta"]["fa4_precompile_s"] = time.time() - t
+                bench.write()
         bench.run()
     finally:
         if bench.pool is not None:
@@ -1545,8 +1825,12 @@ def main(argv=None):
         bench.log(f"plot failed: {ex}")
     import summarize_hopper
 
-    print(summarize_hopper.markdown(bench.data))
-    bench.log(f"wrote {bench.path}")
+    # The tables go to a file, not the log: a log that also shows summarize_hopper.py's output
+    # would carry them twice.
+    md = os.path.join(args.out, f"hopper_{args.tag}.md")
+    with open(md, "w") as f:
+        f.write(summarize_hopper.markdown(bench.data))
+    bench.log(f"wrote {bench.path} and {md}")
     return 0
 
 

@@ -20,6 +20,19 @@ def load(path: str) -> dict:
         return json.load(f)
 
 
+def unique_rows(data: dict) -> tuple[list[dict], list[str]]:
+    """The result's rows, one per id (a repeated id: the later row, in the place of the first),
+    and the repeated ids."""
+    seen: dict = {}
+    repeated = []
+    for i, r in enumerate(data.get("rows", [])):
+        rid = r.get("id", f"#{i}")
+        if rid in seen:
+            repeated.append(rid)
+        seen[rid] = r
+    return list(seen.values()), repeated
+
+
 def _anchor(impl: dict, name: str, unit: str = "ms") -> str:
     t = impl.get(name)
     if t is None:
@@ -113,11 +126,17 @@ def _decode_heading(data: dict) -> str:
 
 
 def markdown(data: dict) -> str:
+    rows, repeated = unique_rows(data)
+    data = {**data, "rows": rows}
     meta = data.get("meta", {})
+    runs = meta.get("runs") or []
+    commands = [f"Command: `{meta.get('command')}`"]
+    if len(runs) > 1:
+        commands = [f"Run {i}: `{r.get('command')}` ({r.get('date')})" for i, r in enumerate(runs)]
     lines = [
         f"Device: {meta.get('device')}; torch {meta.get('torch')}; "
         + ", ".join(f"{k} {v}" for k, v in sorted(meta.get("versions", {}).items())),
-        f"Command: `{meta.get('command')}`",
+        *commands,
         "",
         "Prefill (B = 1; times in ms; ≠: output differs from spattn's, left out of the ratio):",
         "",
@@ -144,6 +163,8 @@ def markdown(data: dict) -> str:
         lines += ["", "Errors:"]
         lines += [f"- {r.get('id')}: {r['failed']['error']}" for r in failed]
         lines += [f"- {rid} {n}: {e[:200]}" for rid, n, e in errors]
+    if repeated:
+        lines += ["", f"Rows repeated in the JSON (the last one shown): {', '.join(repeated)}"]
     skipped = data.get("skipped", [])
     if skipped:
         lines += ["", f"Skipped ({len(skipped)} rows, {skipped[0]['reason']}): "]

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import types
 
 import pytest
@@ -429,6 +430,53 @@ def test_band_efficiency_against_dense():
 
 
 # ----------------------------------------------------------------------------------------------
+# FlexAttention's BlockMask from the block counts (no create_block_mask compile)
+
+
+@pytest.mark.parametrize("key", ["sliding256_global64", "bigbird", "block64"])
+def test_flex_block_mask_equals_create_block_mask(key):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    pat = bh.patterns()[key]
+    length = 1024
+    fake = types.SimpleNamespace(_flex_masks={})
+    ours = bh.Bench.flex_block_mask(fake, pat, length, "cpu")
+    assert bh.Bench.flex_block_mask(fake, pat, length, "cpu") is ours  # per (pattern, L)
+    heads = pat.hq if pat.head_dependent else None
+    want = create_block_mask(
+        pat.mask_mod(length, "cpu"), None, heads, length, length, device="cpu", BLOCK_SIZE=128
+    )
+    for name in (
+        "kv_num_blocks",
+        "kv_indices",
+        "full_kv_num_blocks",
+        "full_kv_indices",
+        "q_num_blocks",
+        "q_indices",
+        "full_q_num_blocks",
+        "full_q_indices",
+    ):
+        assert torch.equal(getattr(ours, name), getattr(want, name)), name
+    assert ours.seq_lengths == (length, length) and ours.BLOCK_SIZE == (128, 128)
+
+
+def test_flex_block_tensors_classify_blocks_by_the_token_mask():
+    pat = bh.patterns()["bigbird"]
+    length = 1024
+    t = bh.flex_block_tensors(bh.coarsen(pat.block_counts(length, "cpu"), 2, 2), 128)
+    mask = token_mask(pat, length).view(pat.hq, 8, 128, 8, 128)
+    every, some = mask.all(dim=(2, 4)), mask.any(dim=(2, 4))
+    for name, want in (("full_kv", every), ("kv", some & ~every)):
+        cnt, idx = t[f"{name}_num_blocks"][0], t[f"{name}_indices"][0]
+        assert idx.shape == (pat.hq, 8, 8) and idx.dtype == cnt.dtype == torch.int32
+        for h in range(pat.hq):
+            for m in range(8):
+                listed = idx[h, m, : int(cnt[h, m])].tolist()
+                assert listed == want[h, m].nonzero().flatten().tolist(), (name, h, m)
+                assert sorted(idx[h, m].tolist()) == list(range(8))  # every block, once
+
+
+# ----------------------------------------------------------------------------------------------
 # summarize_hopper on a synthetic result
 
 
@@ -549,3 +597,199 @@ def test_plot_writes_a_png(tmp_path):
     path = tmp_path / "hopper.png"
     bh.plot(data, str(path))
     assert path.stat().st_size > 10000
+
+
+# ----------------------------------------------------------------------------------------------
+# --resume on synthetic results
+
+
+def _done(spec, **extra):
+    rid = bh.row_id(spec)
+    if spec["kind"] == "decode":
+        row = {"kind": "decode", "key": spec["pattern"], "impl": {"spattn": {"median_ms": 1.0}}}
+    else:
+        row = _row({"spattn": {"median_ms": 1.0, "tflops": 100.0}}, key=spec["pattern"])
+        row.update(L=spec["L"], D=spec["D"], dtype=spec["dtype"], pattern=spec["pattern"])
+    return {**row, "id": rid, **extra}
+
+
+def earlier_result():
+    """A quick-plan result stopped by its budget: rows 1-3 done (the third with an anchor
+    error), row 4 failed, row 5 missing (killed), the rest listed as skipped."""
+    plan = bh.build_plan("quick")
+    ids = [bh.row_id(r) for r in plan]
+    rows = [_done(plan[0]), _done(plan[1]), _done(plan[2])]
+    rows[2]["impl"]["fa4"] = {"error": "RuntimeError: boom"}
+    rows.append({"kind": "prefill", "key": plan[3]["pattern"], "id": ids[3], "impl": {}})
+    rows[3]["failed"] = {"error": "OutOfMemoryError"}
+    return {
+        "meta": {
+            "command": "python3 benchmarks/bench_hopper.py --plan quick --budget-s 20",
+            "date": "2026-12-03 16:08:30",
+            "plan": "quick",
+            "plan_rows": ids,
+            "elapsed_s": 25.0,
+            "fa4_precompile": [{"id": "prefill:dense:bfloat16:128", "ok": True, "seconds": 9.9}],
+        },
+        "rows": rows,
+        "skipped": [{"row": i, "reason": "budget 20.0 s"} for i in ids[5:]],
+        "mismatches": [
+            {"row": ids[0], "impl": "cudnn_sdpa", "max_abs_diff": 0.5},
+            {"row": ids[2], "impl": "flex", "max_abs_diff": 0.7},
+        ],
+    }, plan
+
+
+def test_resume_runs_the_skipped_and_missing_rows():
+    old, plan = earlier_result()
+    ids = [bh.row_id(r) for r in plan]
+    run, keep = bh.resume_split(old, plan)
+    assert [bh.row_id(r) for r in run] == ids[4:]
+    assert [r["id"] for r in keep] == ids[:4]
+    assert bh.row_errors(keep[2]) == ["fa4"] and bh.row_errors(keep[3]) == ["row"]
+    assert bh.row_errors(keep[0]) == []
+    run, keep = bh.resume_split(old, plan, errors=True)
+    assert [bh.row_id(r) for r in run] == ids[2:]
+    assert [r["id"] for r in keep] == ids[:2]
+    # filters narrower than the earlier plan: only their rows run
+    only = bh.build_plan("quick", only=["decode_window4096"])
+    run, keep = bh.resume_split(old, only)
+    assert [bh.row_id(r) for r in run] == [bh.row_id(only[0])] and len(keep) == 4
+
+
+def test_resume_refuses_rows_of_another_plan():
+    old, _ = earlier_result()
+    with pytest.raises(ValueError, match="not in the earlier one .*--plan and filters"):
+        bh.resume_split(old, bh.build_plan("full"))
+    del old["meta"]["plan_rows"]
+    with pytest.raises(ValueError, match="no meta.plan_rows"):
+        bh.resume_split(old, bh.build_plan("quick"))
+
+
+def test_resume_cli_errors(tmp_path, capsys):
+    old, plan = earlier_result()
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    with pytest.raises(SystemExit, match="not in the earlier one"):
+        bh.main(["--plan", "full", "--resume", str(path)])
+    with pytest.raises(SystemExit, match="No such file"):
+        bh.main(["--plan", "quick", "--resume", str(tmp_path / "none.json")])
+    old["rows"] = [_done(r) for r in plan]
+    path.write_text(json.dumps(old))
+    with pytest.raises(SystemExit, match="no row left to run"):
+        bh.main(["--plan", "quick", "--resume", str(path)])
+    with pytest.raises(SystemExit):
+        bh.parse_args(["--resume-errors"])
+    assert "--resume-errors needs --resume PATH" in capsys.readouterr().err
+
+
+def fake_bench(tmp_path, plan, resume):
+    """A Bench without a GPU: its rows come from ``_done`` instead of measurements."""
+    b = bh.Bench.__new__(bh.Bench)
+    b.args = bh.parse_args(["--plan", "quick", "--budget-s", "1000", "--out", str(tmp_path)])
+    b.t0, b.pool, b._kv, b.plan, b.run_index = time.time(), None, None, plan, 0
+    b.path = str(tmp_path / "hopper_merged.json")
+    meta = {"command": "python3 benchmarks/bench_hopper.py --plan quick --resume old.json"}
+    meta.update(date="2026-12-04 10:00:00", plan="quick", plan_rows=[bh.row_id(r) for r in plan])
+    b.data = {"meta": meta, "rows": [], "skipped": [], "mismatches": []}
+    b.merge(*resume)
+    b.prefill = b.decode = lambda spec: _done(spec, fresh=True)
+    return b
+
+
+def test_resume_writes_the_merged_result(tmp_path):
+    old, plan = earlier_result()
+    run, keep = bh.resume_split(old, plan, errors=True)
+    b = fake_bench(tmp_path, run, (old, keep, "/x/old.json"))
+    b.run()
+    data = json.loads((tmp_path / "hopper_merged.json").read_text())
+    ids = old["meta"]["plan_rows"]
+    assert [r["id"] for r in data["rows"]] == ids  # every row once, in plan order
+    assert [r.get("fresh", False) for r in data["rows"]] == [False] * 2 + [True] * (len(ids) - 2)
+    assert [r["run"] for r in data["rows"]] == [0] * 2 + [1] * (len(ids) - 2)
+    assert data["skipped"] == []
+    assert [m["row"] for m in data["mismatches"]] == [ids[0]]  # row 3's went with it
+    meta = data["meta"]
+    assert meta["plan_rows"] == ids and meta["resumed_from"] == "/x/old.json"
+    assert [r["command"] for r in meta["runs"]] == [old["meta"]["command"], meta["command"]]
+    assert meta["runs"][0]["elapsed_s"] == 25.0 and "elapsed_s" in meta["runs"][1]
+    assert meta["runs"][0]["fa4_precompile"][0]["seconds"] == 9.9  # the earlier run's compiles
+    assert "fa4_precompile" not in meta["runs"][1]  # this run's: meta.fa4_precompile
+    # resumed once more: the earlier runs stay, the new one is appended
+    run2, keep2 = bh.resume_split(data, plan)
+    assert run2 == [] and len(keep2) == len(ids)
+    b2 = fake_bench(tmp_path, plan[:1], (data, keep2[1:], "/x/merged.json"))
+    b2.run()
+    data2 = json.loads((tmp_path / "hopper_merged.json").read_text())
+    assert [r["run"] for r in data2["rows"]][:3] == [2, 0, 1]
+    assert len(data2["meta"]["runs"]) == 3
+
+
+def test_resume_keeps_skips_outside_this_run(tmp_path):
+    old, plan = earlier_result()
+    only = bh.build_plan("quick", only=["decode_window4096"])
+    run, keep = bh.resume_split(old, only)
+    b = fake_bench(tmp_path, run, (old, keep, "old.json"))
+    b.data["meta"]["budget_s"] = 1000.0
+    b.run()
+    data = json.loads((tmp_path / "hopper_merged.json").read_text())
+    left = [bh.row_id(r) for r in plan[5:] if r["kind"] == "prefill"]
+    assert [s["row"] for s in data["skipped"]] == left
+    assert bh.row_id(only[0]) in [r["id"] for r in data["rows"]]
+    text = summarize_hopper.markdown(data)
+    assert "Run 0: `python3 benchmarks/bench_hopper.py --plan quick --budget-s 20`" in text
+    assert "Run 1: `python3 benchmarks/bench_hopper.py --plan quick --resume old.json`" in text
+
+
+# ----------------------------------------------------------------------------------------------
+# The summary of a result prints each row once
+
+
+def test_summary_of_the_committed_decode_result_has_each_row_once():
+    path = os.path.join(BENCH, "results", "hopper_h200_decode_ours.json")
+    data = summarize_hopper.load(path)
+    ids = [r["id"] for r in data["rows"]]
+    assert len(ids) == len(set(ids)) == 8
+    text = summarize_hopper.markdown(data)
+    lines = [ln for ln in text.splitlines() if ln.startswith(("| causal window", "| full causal"))]
+    assert len(lines) == len(set(lines)) == 8
+    assert "repeated" not in text
+
+
+def test_summary_shows_a_repeated_row_once():
+    data = synthetic()
+    data["rows"][1]["impl"]["spattn"]["median_ms"] = 0.5
+    again = json.loads(json.dumps(data["rows"][1]))
+    again["impl"]["spattn"]["median_ms"] = 0.3
+    data["rows"].append(again)
+    text = summarize_hopper.markdown(data)
+    sliding = [ln for ln in text.splitlines() if ln.startswith("| sliding ±256 |")]
+    assert len(sliding) == 1 and "| 0.300 (311) |" in sliding[0]
+    assert "Rows repeated in the JSON (the last one shown): " in text
+
+
+# ----------------------------------------------------------------------------------------------
+# FA4 precompilation: every variant accounted for before the first row, workers ended
+
+
+def test_fa4_pool_waits_for_every_variant_and_ends_its_workers(tmp_path):
+    variants = bh.fa4_variants(bh.build_plan("quick"))[:2]
+    logs = []
+    pool = bh.FA4Pool(variants, 1, str(tmp_path), logs.append)
+    res = pool.wait_all(300.0, progress_s=1.0)
+    assert [r["id"] for r in res] == [v["id"] for v in variants]
+    for r in res:  # no GPU here: each variant fails in the worker, with its reason and time
+        assert r["ok"] is False and "error" in r and r["seconds"] >= 0, r
+    assert all(p.poll() is not None for p, _, _ in pool.procs)
+    assert pool.results() == res
+    assert any("FA4 precompile: 2/2 done (2 failed)" in ln for ln in logs), logs
+    assert pool.close()[0]["not_ok"] == [v["id"] for v in variants]
+
+
+def test_fa4_pool_timeout_kills_the_workers(tmp_path):
+    variants = bh.fa4_variants(bh.build_plan("quick"))[:2]
+    pool = bh.FA4Pool(variants, 2, str(tmp_path), lambda _: None)
+    res = pool.wait_all(0.0)
+    assert [r["error"] for r in res] == ["not compiled after waiting 0 s (worker killed)"] * 2
+    assert all(p.poll() is not None for p, _, _ in pool.procs)
+    pool.close()
