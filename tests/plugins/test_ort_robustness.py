@@ -16,13 +16,13 @@ import torch
 from onnx import TensorProto, helper
 
 from spattn import capi
+from spattn.attributes import INPUTS
 from spattn.reference import allowed_mask, reference_attention
 from spattn.runtime import library_path
 from spattn.tolerances import tolerance
 
 F32 = TensorProto.FLOAT
-NAMES = ("query", "key", "value", "key_lengths", "block_indices", "global_mask", "key_starts")
-NAMES += ("sinks",)
+NAMES = tuple(i.name for i in INPUTS)  # the op's inputs in order, from the one table
 
 
 def _model(attrs=None, types=None, inputs=("query", "key", "value"), out_type=F32) -> bytes:

@@ -20,13 +20,15 @@ import numpy as np
 import pytest
 from stress_models import PATTERNS, feeds, model, rss_bytes, session
 
+from spattn.attributes import INPUTS
+
 FULL = os.environ.get("SPATTN_SOAK_FULL") == "1"
 RUNS = 10_000 if FULL else 1_000
 SESSIONS = 1_000 if FULL else 200
 BOUND = 8 << 20  # bytes
 # Small shapes, one per pattern feature; the output of one run is 1 x 4 x 64 x 32 float32 = 32 KiB.
 SHAPES = [(1, 4, 2, 64, 64, 32), (1, 4, 2, 64, 96, 32), (1, 4, 4, 64, 40, 32)]
-ALL_INPUTS = ("key_lengths", "block_indices", "global_mask", "key_starts", "sinks")
+ALL_INPUTS = tuple(i.name for i in INPUTS if not i.required)  # every optional input
 ATTRS = {"window_left": 16, "window_right": 8, "num_random": 1, "block_size": 16, "seed": 3}
 
 
