@@ -48,6 +48,9 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+
+# The CPU benchmark's session and machine description (run from benchmarks/, as a script).
+from bench_cpu import _cpu_name, _session
 from onnx import TensorProto, helper
 
 import spattn
@@ -113,14 +116,6 @@ def gqa_model(hq: int, hkv: int, d: int, window: int) -> bytes:
         local_window_size=window,
     )
     return _model(helper.make_graph([node], "gqa", ins, outs), "com.microsoft")
-
-
-def _session(model: bytes, threads: int, library: str | None) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    if library:
-        opts.register_custom_ops_library(library)
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
 def _value(x: np.ndarray) -> ort.OrtValue:
@@ -373,17 +368,6 @@ def main() -> None:
         json.dump(result, f, indent=2)
     plot(result, os.path.splitext(args.out)[0] + ".png")
     print(f"wrote {args.out}")
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def plot(result: dict, path: str) -> None:
