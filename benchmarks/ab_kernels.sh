@@ -5,23 +5,28 @@
 # interleaved so that clocks and drift hit every build alike? Each build lies compressed in
 # .gpu/ab/<name>/libspattn_kernels.so.xz (git-ignored). Per round, every build runs
 # benchmarks/bench_cuda.py once (SPATTN_KERNELS_LIB pointing at it) in the order given, two rounds:
-# A B C ... A B C ... Rows: causal window 4096 with GQA 32:8, dense, ±256 and ±256 + 64 global at
+# A B C, then C B A, ... Rows: causal window 4096 with GQA 32:8, dense, ±256 and ±256 + 64 global at
 # L = 16K, D = 64 and 128, bfloat16, no FlexAttention/SDPA columns. Before the timing, each
 # build computes a few outputs (finite inputs, a +inf score, NaN values behind key_lengths) that
 # are compared with the `main` build's, so a fast but wrong build shows up in the summary.
 #
 #     OUT=/tmp/ab bash benchmarks/ab_kernels.sh               # every build under .gpu/ab
 #     OUT=/tmp/ab bash benchmarks/ab_kernels.sh old main nansel
+#     AB_DIR=.gpu/ab2 BASE=main REF=main OUT=/tmp/ab bash benchmarks/ab_kernels.sh main fold
+#
+# BASE (default old): the build the ratios are taken against; REF (default main): the build whose
+# outputs the others' are checked against.
 #
 # Needs python3 with torch on a CUDA machine; run from the repository root. Writes into $OUT:
 # ab_summary.txt (the table: median ms of each build per row, the mean of the rounds' medians,
-# and the ratio to the `old` build), ab_summary.json (the same, the check results, the per-run
+# and the ratio to the BASE build), ab_summary.json (the same, the check results, the per-run
 # results with their commands and device) and ab_runs.tar.gz (each run's bench_cuda.py JSON).
 set -euo pipefail
 
 OUT=${OUT:-$PWD/ab_out}
 AB=${AB_DIR:-.gpu/ab}
 ROUNDS=${ROUNDS:-2}
+export AB_BASE=${BASE:-old} AB_REF=${REF:-main}
 export PYTHONPATH=$PWD/exporter:$PWD${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
@@ -106,7 +111,11 @@ done
 
 mkdir -p "$WORK/runs" "$WORK/tmp"
 for r in $(seq 1 "$ROUNDS"); do
-  for n in "${names[@]}"; do
+  # Odd rounds in the order given, even rounds reversed (A B, B A, ...): a drift over the run
+  # then favours no build.
+  order=("${names[@]}")
+  [ $((r % 2)) -eq 0 ] && order=($(printf "%s\n" "${order[@]}" | tac))
+  for n in "${order[@]}"; do
     echo "== round $r: $n"
     SPATTN_KERNELS_LIB="$WORK/lib/$n/libspattn_kernels.so" timeout 150 python3 benchmarks/bench_cuda.py \
       --L 16384 --D 64 128 --dtypes bfloat16 \
@@ -143,8 +152,9 @@ for path in sorted(glob.glob(os.path.join(work, "runs", "ab_*.json"))):
 # Output checks against the main build (NaN positions equal, largest difference elsewhere).
 checks = {}
 ref = None
-if os.path.isfile(os.path.join(work, "check", "main.pt")):
-    ref = torch.load(os.path.join(work, "check", "main.pt"))
+base_name, ref_name = os.environ["AB_BASE"], os.environ["AB_REF"]
+if os.path.isfile(os.path.join(work, "check", f"{ref_name}.pt")):
+    ref = torch.load(os.path.join(work, "check", f"{ref_name}.pt"))
 for n in names:
     p = os.path.join(work, "check", f"{n}.pt")
     if not os.path.isfile(p):
@@ -167,19 +177,22 @@ for n in names:
 
 lines = []
 head = f"{'pattern':24s} {'D':>4s} " + " ".join(f"{n:>16s}" for n in names)
-lines.append("median ms (mean of the rounds' medians; each round's median in brackets), ratio to old")
+lines.append(
+    "median ms (mean of the rounds' medians; each round's median in brackets), "
+    f"ratio to {base_name}"
+)
 lines.append(head)
 table = []
 for (key, D) in sorted(times, key=lambda x: (x[0], x[1])):
     per = times[(key, D)]
-    base = statistics.mean(per["old"]) if "old" in per else None
+    base = statistics.mean(per[base_name]) if base_name in per else None
     cells, row = [], {"pattern": key, "D": D}
     for n in names:
         if n not in per:
             cells.append(f"{'-':>16s}")
             continue
         m = statistics.mean(per[n])
-        row[n] = {"ms": m, "rounds": per[n], "vs_old": m / base if base else None}
+        row[n] = {"ms": m, "rounds": per[n], f"vs_{base_name}": m / base if base else None}
         ratio = f" x{m / base:.3f}" if base else ""
         cells.append(f"{m:7.3f}{ratio:>9s}")
     table.append(row)
@@ -192,7 +205,7 @@ for (key, D) in sorted(times, key=lambda x: (x[0], x[1])):
         )
     )
 lines.append("")
-lines.append("output checks against main:")
+lines.append(f"output checks against {ref_name}:")
 for n in names:
     lines.append(f"  {n}:")
     if isinstance(checks[n], str):
@@ -205,7 +218,8 @@ print(text)
 with open(os.path.join(out, "ab_summary.txt"), "w") as f:
     f.write(text + "\n")
 meta = next(iter(runs.values()))["meta"] if runs else {}
-summary = {"builds": names, "device": meta.get("device"), "table": table, "checks": checks}
+summary = {"builds": names, "base": base_name, "ref": ref_name, "device": meta.get("device")}
+summary.update(table=table, checks=checks)
 summary["runs"] = runs
 with open(os.path.join(out, "ab_summary.json"), "w") as f:
     json.dump(summary, f, indent=1)

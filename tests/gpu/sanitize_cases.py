@@ -33,6 +33,12 @@ def main() -> int:
     # SPATTN_SANITIZE_ONLY=new: only the cases of the head dims 32/96/256 and the optional inputs
     # (a shorter run, e.g. for racecheck).
     only_new = os.environ.get("SPATTN_SANITIZE_ONLY") == "new"
+    # SPATTN_SANITIZE_ONLY=stack: only the cases of stacked GQA rows.
+    if os.environ.get("SPATTN_SANITIZE_ONLY") == "stack":
+        n = stacked_cases(0)
+        torch.cuda.synchronize()
+        print(f"sanitize_cases: {n} cases passed")
+        return 0
     # Each case with every kernel of the 16-bit types (float32 has one kernel).
     for kernel in ("ws", "wgmma", "mma") if not only_new else ():
         os.environ["SPATTN_CUDA_KERNEL"] = kernel
@@ -171,7 +177,43 @@ def new_cases(n: int) -> int:
         )
         n += 1
     del os.environ["SPATTN_CUDA_KERNEL"]
+    n = stacked_cases(n)
     return nonfinite_cases(n)
+
+
+def stacked_cases(n: int) -> int:
+    # GQA rows stacked into one tile (launch.cu, gqa_fold): decode steps and draft tokens, with
+    # the split-KV plan (long cache), the optional inputs and a group filling the 128-row tile.
+    from test_cuda_kernel import new_inputs, with_softcap
+
+    features = ("softcap", "sinks", "gmask", "kstart")
+    for kernel in ("ws", "wgmma", "mma"):
+        os.environ["SPATTN_CUDA_KERNEL"] = kernel
+        for name, b, hq, hkv, lq, lk, kl, feats in (
+            ("causal_sliding", 3, 32, 8, 1, 3000, [3000, 1234, 1], features),
+            ("longformer", 2, 8, 2, 8, 1000, [1000, 700], features),
+            ("listed_shared", 2, 16, 2, 4, 700, None, ()),
+            ("causal", 1, 8, 1, 16, 900, None, ("sinks",)),
+        ):
+            attrs, bi_spec = PATTERNS[name]
+            extra = new_inputs(feats, b, hq, lk, kl, n)
+            run_case(
+                with_softcap(attrs, feats),
+                bi_spec,
+                b,
+                hq,
+                hkv,
+                lq,
+                lk,
+                128,
+                torch.bfloat16,
+                kl,
+                seed=n,
+                extra=extra,
+            )
+            n += 1
+    del os.environ["SPATTN_CUDA_KERNEL"]
+    return n
 
 
 def nonfinite_cases(n: int) -> int:

@@ -292,6 +292,160 @@ def test_causal_dense_long_few_tiles():
     run_case(dict(causal=1), None, 1, 8, 2, 5, 20_000, 128, torch.float16, None, seed=9)
 
 
+# GQA row stacking (launch.cu, gqa_fold): short queries stack the query heads of a KV head into
+# the rows of one tile, so K and V are read once per KV head. (B, Hq, Hkv, Lq, Lk, key_lengths):
+# decode steps of GQA 32:8 (key lengths with an empty and a one-key batch), draft tokens, a group
+# that fills a 64-row tile exactly, one that needs the 128-row tile (stacked by the
+# warp-specialized kernel only) and an odd group size. Patterns that differ per head (random
+# blocks, per-head block_indices) are not stacked: they run here all the same.
+STACK_SHAPES = {
+    "decode_32to8": (3, 32, 8, 1, 3000, [3000, 1234, 1]),
+    "draft8_8to2": (2, 8, 2, 8, 1000, [1000, 700]),
+    "fill64_16to2": (2, 16, 2, 4, 700, [700, 300]),
+    "fill128_8to1": (1, 8, 1, 16, 900, None),
+    "odd_6to2": (2, 6, 2, 5, 333, [333, 0]),
+}
+STACK_PATTERNS = [
+    "causal",
+    "causal_sliding",
+    "dense",
+    "sliding",
+    "longformer",
+    "listed_shared",
+    "listed_per_head",
+    "bigbird",
+    "strided",
+]
+STACK_FEATURES = {"none": (), "sinks": ("sinks",), "all": ("softcap", "sinks", "gmask", "kstart")}
+
+
+@pytest.mark.parametrize("feature", list(STACK_FEATURES))
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("pattern", STACK_PATTERNS)
+@pytest.mark.parametrize("shape", list(STACK_SHAPES))
+def test_gqa_stacked_rows(shape, pattern, dtype, feature):
+    b, hq, hkv, lq, lk, kl = STACK_SHAPES[shape]
+    attrs, bi_spec = PATTERNS[pattern]
+    features = STACK_FEATURES[feature]
+    seed = zlib.crc32((shape + pattern + feature).encode()) % 997
+    d = 64 if seed % 2 else 128
+    extra = new_inputs(features, b, hq, lk, kl, seed)
+    run_case(
+        with_softcap(attrs, features),
+        bi_spec,
+        b,
+        hq,
+        hkv,
+        lq,
+        lk,
+        d,
+        DTYPES[dtype],
+        kl,
+        seed,
+        extra=extra,
+    )
+
+
+def _attention_grids(fn, tmp_path):
+    """The grids of the attention kernels that fn launches (from the profiler's trace)."""
+    import json
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    path = tmp_path / "trace.json"
+    prof.export_chrome_trace(str(path))
+    events = json.loads(path.read_text())["traceEvents"]
+    return [
+        tuple(e["args"]["grid"])
+        for e in events
+        if e.get("cat") == "kernel" and "attention_kernel" in e.get("name", "")
+    ]
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_gqa_rows_stack_into_one_tile_per_kv_head(dtype, kernel_choice, tmp_path):
+    # A decode step over a short cache (the direct plan: one CTA per query tile): 2 x 2 KV heads
+    # are 4 tiles, not the 2 x 8 of one tile per query head. Per-head random blocks are not
+    # stacked: 16.
+    b, hq, hkv, lk = 2, 8, 2, 512
+    q, k, v = make_inputs(b, hq, hkv, 1, lk, 128, DTYPES[dtype], 3)
+    runner = capi.CudaRunner()
+    window = dict(causal=1, window_left=300)
+    random = dict(block_size=64, window_left=64, window_right=64, num_random=1)
+    assert _attention_grids(lambda: runner(q, k, v, window), tmp_path) == [(b * hkv, 1, 1)]
+    assert _attention_grids(lambda: runner(q, k, v, random), tmp_path) == [(b * hq, 1, 1)]
+
+
+def test_gqa_stacked_bad_values_give_nan_rows():
+    # Bad values seen through stacked rows: a bad key length makes every head of its batch NaN; a
+    # bad shared block entry every head's rows of its query block.
+    b, hq, hkv, lq, lk, bs = 2, 8, 2, 6, 400, 32
+    nkb = -(-lk // bs)
+    bi = block_layout(1, lq, lk, bs, 3, 6, pad_frac=0.0)
+    bad = torch.zeros(b, hq, lq, dtype=torch.bool, device=DEV)
+    bad[1] = True  # key_lengths[1] > Lk
+    run_case(
+        dict(block_size=bs, window_left=8),
+        None,
+        b,
+        hq,
+        hkv,
+        lq,
+        lk,
+        128,
+        torch.bfloat16,
+        [lk, lk + 1],
+        seed=6,
+        bad_rows=bad,
+        bi=bi,
+    )
+    bi[0, 0, 1] = nkb + 2  # the only query block (Lq = 6 < 32): every row
+    run_case(
+        dict(block_size=bs, window_left=8),
+        None,
+        b,
+        hq,
+        hkv,
+        lq,
+        lk,
+        128,
+        torch.bfloat16,
+        None,
+        seed=6,
+        bad_rows=torch.ones_like(bad),
+        bi=bi,
+    )
+
+
+def test_gqa_stacked_cuda_graph_capture():
+    # A decode step with the split-KV plan (few tiles, long rows) replays from a CUDA graph.
+    attrs = dict(causal=1, window_left=4095)
+    q, k, v = make_inputs(2, 32, 8, 1, 20_000, 128, torch.bfloat16, 8)
+    extra = new_inputs(("sinks", "kstart"), 2, 32, 20_000, None, 8)
+    out = torch.full((2, 32, 1, 128), float("nan"), dtype=torch.bfloat16, device=DEV)
+    kernel = capi.CudaRunner()
+    call = kernel.prepare(q, k, v, out, attrs, **extra)
+    call()
+    torch.cuda.synchronize()
+    first = out.clone()
+    ref, _ = oracle(q, k, v, attrs, None, None, **extra)
+    atol, rtol = tolerance(torch.bfloat16)
+    assert ((first.double() - ref).abs() <= atol + rtol * ref.abs()).all()
+    out.fill_(float("nan"))
+    s = torch.cuda.Stream()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(s):
+        call2 = kernel.prepare(q, k, v, out, attrs, **extra)
+        with torch.cuda.graph(graph, stream=s):
+            call2()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, first)
+
+
 def test_rows_with_no_key_are_zero():
     attrs = dict(window_left=5, window_right=5)
     out = run_case(attrs, None, 3, 2, 2, 150, 150, 64, torch.float16, [0, 20, 150], seed=2)

@@ -33,6 +33,10 @@ constexpr int kWindow = kThreads * kTilesPerThread;
 static_assert(kWindow <= 2048, "a visit-list entry holds its offset in the window in 11 bits");
 // A split work item covers at least this many key tiles (smaller pieces cost more to combine).
 constexpr int kMinTilesPerSplit = 8;
+// Split target of calls with few query tiles and long rows (decoding): pieces enough to fill a
+// large GPU several times over whatever the batch (a stacked decode step of 16 x 8 KV heads is
+// 128 query tiles: 4 pieces each).
+constexpr int kFewTilesSplitTarget = 512;
 // Upper bound of split work items the scheduler aims at (about 8 waves on a large GPU).
 constexpr int kSplitTarget = 1024;
 
@@ -140,8 +144,12 @@ struct KParams {
   int32_t* header;  // [0] number of items, [1] number of split items (they come first), [2]
                     // the longest visit list left whole
   WorkItem* items;  // [max_split_items] the split items
-  float* part_o;    // [max_split_items, block_m, Dv] unnormalized partial outputs
-  float2* part_ml;  // [max_split_items, block_m] (running max in log2 units, sum of exp2)
+  float* part_o;    // [max_split_items, part_rows, Dv] unnormalized partial outputs
+  float2* part_ml;  // [max_split_items, part_rows] (running max in log2 units, sum of exp2)
+  // Rows of a partial result: block_m, or fewer when the call has a single query tile shorter
+  // than that (decoding): Lq rounded up to 32, the rows of whole warps (a warp whose rows are all
+  // past Lq writes none).
+  int32_t part_rows;
   // With global_mask: key_tiles_global[b * num_k_tiles + t] != 0 when key tile t of batch b holds
   // a global token (written on the stream by global_tiles_kernel before the lists are built).
   const uint8_t* key_tiles_global;
@@ -149,15 +157,34 @@ struct KParams {
   // before each launch): CTA c takes item c, then the next unclaimed one (gridDim.x + the
   // counter's old value) whenever it is ready for another. Null: CTA c takes c, c + gridDim.x, ...
   int32_t* next_item;
+  // GQA row stacking (launch.cu, gqa_fold): with fold > 1 the `fold` query heads of a KV head
+  // are the rows of one query tile, so that K and V are read once per KV head instead of once per
+  // query head (decoding: short queries over a long cache). p then describes the folded view
+  // [B, Hkv, fold * Lq, D] of query and output (rows of head h * fold + r / Lq, query index
+  // r % Lq), while pat keeps the call's own sizes: pattern_row and row_head map a tile row back.
+  // fold_lq is the call's Lq, fold_magic its fastmod_u32 multiplier.
+  int32_t fold;
+  int32_t fold_lq;
+  uint64_t fold_magic;
   // Tensor maps of q, k and v as [B, H, L, D] (boxes of 64 rows x 64 columns, 128-byte
   // swizzle) for the bulk tensor copies of the warp-specialized kernel; set by launch.cu for it.
   CUtensorMap tma_q, tma_k, tma_v;
 };
 
+// The query index of the op (the pattern's row) of row i of the kernels' query view: i itself,
+// or i mod Lq when GQA rows are stacked (KParams::fold).
+__device__ __forceinline__ int32_t pattern_row(const KParams& kp, int32_t i) {
+  return kp.fold > 1 ? int32_t(fastmod_u32(uint32_t(i), kp.fold_magic, uint32_t(kp.fold_lq))) : i;
+}
+
 // Decoded query tile of a CTA.
+// Decoded query tile of a CTA. With stacked GQA rows (KParams::fold), h is the KV head, rows
+// [i0, i1) are rows of the folded view and the tile holds every query index of the call:
+// [pi0, pi1) = [0, Lq), the rows the visit list is built for.
 struct QTile {
-  int32_t b, h, qt;  // batch, query head, query tile within the head
-  int32_t i0, i1;    // query rows [i0, i1)
+  int32_t b, h, qt;  // batch, query head (KV head when folded), query tile within the head
+  int32_t i0, i1;    // rows [i0, i1) of the kernels' query view
+  int32_t pi0, pi1;  // the pattern's rows (query indices of the op) the tile holds
 };
 
 __device__ __forceinline__ QTile decode_qtile(const KParams& kp, int32_t g) {
@@ -168,7 +195,19 @@ __device__ __forceinline__ QTile decode_qtile(const KParams& kp, int32_t g) {
   t.b = bh / kp.p.heads_q;
   t.i0 = t.qt * kp.block_m;
   t.i1 = min(t.i0 + kp.block_m, kp.p.len_q);
+  t.pi0 = kp.fold > 1 ? 0 : t.i0;  // folded: one tile per KV head (launch.cu)
+  t.pi1 = kp.fold > 1 ? kp.fold_lq : t.i1;
   return t;
+}
+
+// The query head of row i of tile q (its own head unless GQA rows are stacked): the sink of the
+// row. The masks take q.h: a stacked call's pattern is the same for every head (launch.cu).
+__device__ __forceinline__ int32_t row_head(const KParams& kp, const QTile& q, int32_t i) {
+  if (kp.fold <= 1) return q.h;
+  // i / Lq from fastmod's multiplier (ceil(2^64 / Lq) * i) >> 64, exact for 32-bit i and Lq >= 2;
+  // Lq = 1 has no 64-bit multiplier (2^64): row i is head i of the group.
+  const int32_t r = kp.fold_lq == 1 ? i : int32_t(__umul64hi(kp.fold_magic, uint64_t(uint32_t(i))));
+  return q.h * kp.fold + r;
 }
 
 // Query, key and value of the (batch, head) of a query tile; GQA: query head h reads KV head
@@ -412,7 +451,7 @@ struct VisitIter {
   int64_t r0, r1;  // ranks this CTA processes
 
   __device__ void init(const KParams& kp, const Work& w) {
-    const CandidateTiles c = pattern_of<kX>(kp).candidate_tiles(w.q.b, w.q.i0, w.q.i1, kBlockN);
+    const CandidateTiles c = pattern_of<kX>(kp).candidate_tiles(w.q.b, w.q.pi0, w.q.pi1, kBlockN);
     all = c.all;
     band_lo = c.band_lo;
     band_hi = c.band_hi;
@@ -465,7 +504,7 @@ struct VisitIter {
       for (int x = tid; x < kWindow; x += Sync::kCount) sm.flags[x] = 0;
       Sync::sync();
       const int32_t bs = pat.a.block_size;
-      const int32_t qb0 = w.q.i0 / bs, qb1 = (w.q.i1 - 1) / bs;
+      const int32_t qb0 = w.q.pi0 / bs, qb1 = (w.q.pi1 - 1) / bs;
       const int32_t per_qb = pat.a.num_random + (pat.block_indices ? pat.bi_k : 0);
       const int64_t total = int64_t(qb1 - qb0 + 1) * per_qb;
       for (int64_t x = tid; x < total; x += Sync::kCount) {
@@ -502,8 +541,8 @@ struct VisitIter {
       uint32_t code = 0;
       if (cand) {
         Tile tile;
-        tile.i0 = w.q.i0;
-        tile.i1 = w.q.i1;
+        tile.i0 = w.q.pi0;
+        tile.i1 = w.q.pi1;
         tile.j0 = t * kBlockN;
         tile.j1 = min(tile.j0 + kBlockN, kp.p.len_k);
         const TileClass c = pattern_of<kX>(kp).classify(w.q.b, w.q.h, tile);
@@ -518,6 +557,10 @@ struct VisitIter {
               ht.i0 = w.q.i0 + hh * (kBlockMWs / 2);
               ht.i1 = min(ht.i0 + kBlockMWs / 2, w.q.i1);
               if (ht.i0 >= ht.i1) continue;  // rows past Lq
+              if (kp.fold > 1) {  // the half's rows may hold any query index: all of them
+                ht.i0 = w.q.pi0;
+                ht.i1 = w.q.pi1;
+              }
               const TileClass hc = pattern_of<kX>(kp).classify(w.q.b, w.q.h, ht);
               const uint32_t v = hc == TileClass::kEmpty                 ? 0u
                                  : (hc == TileClass::kFull && in_bounds) ? 2u

@@ -111,10 +111,11 @@ struct Fp32Kernel {
 
     const int32_t dv = p.head_dim_v;
     if (w.slot >= 0) {
-      float* po = kp.part_o + (int64_t(w.slot) * kRows + row) * dv + half * kHalfD;
+      if (i >= p.len_q) return;  // padding rows have no place in a short partial result
+      float* po = kp.part_o + (int64_t(w.slot) * kp.part_rows + row) * dv + half * kHalfD;
 #pragma unroll
       for (int c = 0; c < kHalfD; ++c) po[c] = o[c];
-      if (half == 0) kp.part_ml[int64_t(w.slot) * kRows + row] = make_float2(m, l);
+      if (half == 0) kp.part_ml[int64_t(w.slot) * kp.part_rows + row] = make_float2(m, l);
       return;
     }
     if (i >= p.len_q) return;

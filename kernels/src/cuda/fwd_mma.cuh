@@ -108,7 +108,7 @@ struct TileOps {
       const int32_t j1 = min(j0 + kBlockN, p.len_k);
       int32_t t0 = 0;
       if (i < p.len_q) {  // rows past Lq would read block_indices out of bounds
-        pattern_of<kX>(kp).row_mask(w.q.b, w.q.h, i, j0, j1, mrow);
+        pattern_of<kX>(kp).row_mask(w.q.b, w.q.h, pattern_row(kp, i), j0, j1, mrow);
         t0 = j1 - j0;  // keys past Lk are padding, whatever a (bad) key length says
       }
       for (int32_t t = t0; t < kBlockN; ++t) mrow[t] = 0;
@@ -172,7 +172,8 @@ struct TileOps {
     if (kOncePerTile && blocks) {
       const int32_t i0 = w.q.i0 + wrow;  // rows past Lq read no block_indices
       if (i0 < p.len_q)
-        tile_selected = pat.block_selected(w.q.h, i0 / pat.a.block_size, j0 / pat.a.block_size);
+        tile_selected = pat.block_selected(w.q.h, pattern_row(kp, i0) / pat.a.block_size,
+                                           j0 / pat.a.block_size);
     }
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -185,12 +186,13 @@ struct TileOps {
         rb.hi = 0;
         rb.global_row = false;
         if (i < p.len_q) {  // rows past Lq: nothing (and no block_indices read)
-          rb = pattern_of<kX>(kp).row_bounds(w.q.b, i);
+          const int32_t pi = pattern_row(kp, i);
+          rb = pattern_of<kX>(kp).row_bounds(w.q.b, pi);
           // A selected random/listed block covers the whole key tile: every valid key.
           if (kOncePerTile
                   ? tile_selected && !rb.global_row
                   : blocks && !rb.global_row &&
-                        pat.block_selected(w.q.h, i / pat.a.block_size, j0 / pat.a.block_size)) {
+                        pat.block_selected(w.q.h, pi / pat.a.block_size, j0 / pat.a.block_size)) {
             rb.lo = rb.lower;
             rb.hi = rb.upper - 1;
           }
@@ -309,8 +311,12 @@ struct TileOps {
       }
     const int32_t dv = p.head_dim_v;
     if (w.slot >= 0) {
-      float* po = kp.part_o + int64_t(w.slot) * kp.block_m * dv;
-      float2* pml = kp.part_ml + int64_t(w.slot) * kp.block_m;
+      // A warp whose rows are all padding writes nothing (combine_tile reads no padding row):
+      // a stacked decode step fills a few rows of the tile. (A per-row test cost the 128-row
+      // mma.sync kernel spills.)
+      if (w.q.i0 + wrow >= p.len_q) return;
+      float* po = kp.part_o + int64_t(w.slot) * kp.part_rows * dv;
+      float2* pml = kp.part_ml + int64_t(w.slot) * kp.part_rows;
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -335,8 +341,10 @@ struct TileOps {
         const int rl = wrow + mt * 16 + g + r * 8;
         const int sr = rl - row0;  // row0 is a multiple of 8: the same swizzle phase
         const int32_t i = w.q.i0 + rl;
-        float inv = row_normalizer<kX>(kp, w.q.h, m[mt][r], l[mt][r]);  // no allowed key: zeros
-        if (i < p.len_q && row_is_bad<kX>(kp, w.q.b, w.q.h, i)) inv = __int_as_float(0x7fc00000);
+        const int32_t h = row_head(kp, w.q, i);
+        float inv = row_normalizer<kX>(kp, h, m[mt][r], l[mt][r]);  // no allowed key: zeros
+        if (i < p.len_q && row_is_bad<kX>(kp, w.q.b, h, pattern_row(kp, i)))
+          inv = __int_as_float(0x7fc00000);
 #pragma unroll
         for (int nt = 0; nt < D / 8; ++nt)
           *reinterpret_cast<uint32_t*>(stage + off(sr, nt) + c4 * 2) =

@@ -8,16 +8,18 @@
 //  * bounded: global query rows make their query tiles visit every key tile while the others
 //    visit a bounded number (band, global keys, random and listed blocks). Which tiles are long
 //    follows from the attributes, so they are split into fixed pieces of their visit lists
-//    (split-KV) with no pass before the attention kernel; a combine step merges the pieces;
-//  * counted: the strided component, or few query tiles with long rows. A counting pass writes the
-//    number of key tiles each query tile visits, a one-CTA scheduler splits the long ones into
-//    pieces of about equal work, the attention kernel runs one CTA per piece and the combine step
-//    merges them.
+//    (split-KV) with no pass before the attention kernel; a combine step merges the pieces. Few
+//    query tiles with long rows (decoding) take it too, every tile split alike;
+//  * counted: the strided component or global_mask, whose long lists only the device knows. A
+//    counting pass writes the number of key tiles each query tile visits, a one-CTA scheduler
+//    splits the long ones into pieces of about equal work, the attention kernel runs one CTA per
+//    piece and the combine step merges them.
 // Everything stays on the stream: no host synchronization, no allocation, capturable in a CUDA
 // graph.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -157,7 +159,7 @@ template <typename T, int kGroups>
 __device__ void combine_tile(const KParams& kp, int32_t x, const SplitTile& st) {
   const QTile q = decode_qtile(kp, st.qtile);
   const Params& p = kp.p;
-  const int32_t dv = p.head_dim_v, bm = kp.block_m;
+  const int32_t dv = p.head_dim_v, bm = kp.part_rows;
   const int32_t rl = int32_t(blockIdx.y) * kCombineRows + int32_t(threadIdx.x) / 8;
   const int32_t i = q.i0 + rl;
   if (rl >= bm || i >= p.len_q) return;
@@ -204,8 +206,9 @@ __device__ void combine_tile(const KParams& kp, int32_t x, const SplitTile& st) 
     mx = mn;
   }
   // No allowed key: zeros. The sink enters here, once per row, not in the pieces.
-  float inv = row_normalizer(kp, q.h, mx, sum);
-  if (row_is_bad(kp, q.b, q.h, i)) inv = __int_as_float(0x7fc00000);
+  const int32_t h = row_head(kp, q, i);
+  float inv = row_normalizer(kp, h, mx, sum);
+  if (row_is_bad(kp, q.b, h, pattern_row(kp, i))) inv = __int_as_float(0x7fc00000);
   T* orow = static_cast<T*>(p.o) + q.b * p.o_batch_stride + q.h * p.o_head_stride +
             int64_t(i) * p.o_row_stride;
 #pragma unroll
@@ -254,7 +257,7 @@ void launch_combine_t(const KParams& kp, dim3 grid, cudaStream_t stream) {
 struct Layout {
   size_t counts = 0, header = 0, next_item = 0, items = 0, part_o = 0, part_ml = 0;
   size_t key_tiles_global = 0, total = 0;
-  int32_t split_target = 0, max_split_items = 0, block_m = 0;
+  int32_t split_target = 0, max_split_items = 0, block_m = 0, part_rows = 0;
   int64_t total_q_tiles = 0;
 };
 
@@ -270,6 +273,29 @@ bool narrow_rows(const Params& p) {
   if (a.window_left < 0 || (a.window_right < 0 && !a.causal)) return false;
   const int64_t width = int64_t(a.window_left) + (a.causal ? 0 : int64_t(a.window_right)) + 1;
   return width <= 1024;
+}
+
+// GQA row stacking (KParams::fold): the number of query heads of a KV head that one query tile
+// stacks, 1 for none. Short queries (decoding: Lq = 1 or a few draft tokens) fill a tile of
+// block_m rows with Lq rows, and every query head of a group read the group's K and V again (4x
+// the bytes at GQA 32:8); stacking the group's fold * Lq rows into one tile reads them once. It
+// needs:
+//  * a 16-bit type (the tensor-core kernels; float32 has its own kernel);
+//  * the whole group in one tile: fold * Lq <= block_m;
+//  * a pattern that is the same for every head of the group: no random blocks (their hash takes
+//    the head) and block_indices shared by all heads (Hl = 1), so that the group's one visit
+//    list is every head's; sinks are per row (row_head);
+//  * the group's rows of query and output as one strided run: head stride = Lq x row stride (the
+//    contiguous [B, H, L, D] layout), or Lq = 1, where the head stride is the row stride.
+int32_t gqa_fold(const Params& p, int32_t block_m) {
+  if (p.dtype == DType::kFloat32 || p.heads_kv <= 0 || p.heads_q % p.heads_kv != 0) return 1;
+  const int32_t g = p.heads_q / p.heads_kv;
+  if (g <= 1 || int64_t(g) * p.len_q > block_m) return 1;
+  if (p.pattern.num_random > 0 || (p.block_indices && p.bi_heads != 1)) return 1;
+  if (p.len_q > 1 && (p.q_head_stride != int64_t(p.len_q) * p.q_row_stride ||
+                      p.o_head_stride != int64_t(p.len_q) * p.o_row_stride))
+    return 1;
+  return g;
 }
 
 // The kernel of the 16-bit types. On a compute capability 9.0 device, when the library holds the
@@ -299,6 +325,11 @@ KernelKind kernel_for(const Params& p) {
     const bool blocks = p.pattern.num_random > 0 || p.block_indices != nullptr;
     const bool global = p.pattern.num_global > 0 || p.global_mask != nullptr;
     k = narrow_rows(p) && (blocks || (global && p.head_dim != 128)) ? kKernelWgmma : kKernelWs;
+    // Stacked GQA rows that fit a 64-row tile (decoding): the one-warpgroup kernel, whose CTAs
+    // (several per SM) each stream their own piece of the cache. The warp-specialized kernel's
+    // second consumer would have no rows, and its first alone cannot keep up with the loads
+    // (decode steps measured 1.04-1.29x faster, cuda_h200_decode_gqa_stack_ab).
+    if (gqa_fold(p, kBlockMMmaNarrow) > 1) k = kKernelWgmma;
   }
   // The nearest kernel that takes the head dim (common.cuh): D = 256 runs the one-warpgroup
   // kernel.
@@ -320,6 +351,29 @@ int32_t block_m_for(const Params& p, KernelKind kernel) {
 
 size_t align_up(size_t x) { return (x + 255) / 256 * 256; }
 
+// The folded view [B, Hkv, g * Lq, D] of query and output (g = gqa_fold); key and value as they
+// are.
+Params folded(const Params& p, int32_t g) {
+  if (g <= 1) return p;
+  Params f = p;
+  if (p.len_q == 1) {  // row r of the group is head r: one head stride apart
+    f.q_row_stride = p.q_head_stride;
+    f.o_row_stride = p.o_head_stride;
+  }
+  f.heads_q = p.heads_kv;
+  f.len_q = g * p.len_q;
+  f.q_head_stride = g * p.q_head_stride;
+  f.o_head_stride = g * p.o_head_stride;
+  return f;
+}
+
+// The call as kernel `k` runs it: folded when it stacks GQA rows.
+Params call_view(const Params& p, KernelKind k, int32_t* fold = nullptr) {
+  const int32_t g = gqa_fold(p, block_m_for(p, k));
+  if (fold) *fold = g;
+  return folded(p, g);
+}
+
 Layout make_layout(const Params& p, KernelKind kernel) {
   Layout L;
   L.block_m = block_m_for(p, kernel);
@@ -328,8 +382,21 @@ Layout make_layout(const Params& p, KernelKind kernel) {
   // Split pieces are bounded by 2 * split_target (see schedule_kernel: at most total/per pieces
   // of full length plus one remainder per split tile), so the partial buffers stay within twice
   // the output size (and a fixed cap) whatever the sequence length.
-  int64_t target = L.total_q_tiles < 128 ? 128 : L.total_q_tiles;
-  if (target > kSplitTarget) target = kSplitTarget;
+  int64_t base = L.total_q_tiles < 128 ? 128 : L.total_q_tiles;
+  if (base > kSplitTarget) base = kSplitTarget;
+  // A single query tile shorter than block_m keeps only its rows (whole warps: KParams::part_rows).
+  L.part_rows = int32_t(std::min<int64_t>(L.block_m, (int64_t(p.len_q) + 31) / 32 * 32));
+  // Rows of partial results the workspace holds. Every piece of the layout grows with every size
+  // (a TensorRT engine sizes the workspace once, for its profile's largest shape), so the
+  // capacity is counted in rows of block_m, never in the call's own part_rows.
+  const int64_t rows = 2 * std::max<int64_t>(base * L.block_m, int64_t(kFewTilesSplitTarget) * 32);
+  int64_t target = base;
+  // Few query tiles with long rows (as few_long_tiles, with a bound that does not depend on the
+  // device, so that workspace_size holds for any): more pieces than tiles, as many as the rows
+  // of their (short) partial results allow.
+  const int64_t nkt = (int64_t(p.len_k) + kBlockN - 1) / kBlockN;
+  if (L.total_q_tiles < kFewTilesSplitTarget / 2 && nkt > 2 * kMinTilesPerSplit)
+    target = std::min<int64_t>(kFewTilesSplitTarget, rows / (2 * L.part_rows));
   L.split_target = int32_t(target);
   L.max_split_items = int32_t(2 * target);
   size_t off = 0;
@@ -340,12 +407,12 @@ Layout make_layout(const Params& p, KernelKind kernel) {
   L.next_item = off;
   off = align_up(off + sizeof(int32_t));
   L.items = off;
-  off = align_up(off + sizeof(WorkItem) * size_t(L.max_split_items));
-  L.part_o = off;
   off =
-      align_up(off + sizeof(float) * size_t(L.max_split_items) * L.block_m * size_t(p.head_dim_v));
+      align_up(off + sizeof(WorkItem) * size_t(2 * std::max<int64_t>(base, kFewTilesSplitTarget)));
+  L.part_o = off;
+  off = align_up(off + sizeof(float) * size_t(rows) * size_t(p.head_dim_v));
   L.part_ml = off;
-  off = align_up(off + sizeof(float2) * size_t(L.max_split_items) * L.block_m);
+  off = align_up(off + sizeof(float2) * size_t(rows));
   // One byte per (batch, key tile), with global_mask (its presence is known when the workspace
   // is sized: a TensorRT engine sees the optional input or not).
   L.key_tiles_global = off;
@@ -376,14 +443,16 @@ bool planned_mode(const Params& p, const Layout& L) {
   return !balanced || few_long_tiles(p, L);
 }
 
-// The bounded plan of a planned call (PlanKind): possible when no strided component runs, the
-// local band is bounded and the query tiles are many, so that only the query tiles holding global
-// query rows can have long visit lists. Fills the plan's fields of kp; false: count instead.
+// The bounded plan of a planned call (PlanKind): possible when no strided component or
+// global_mask runs and either the local band is bounded and the query tiles are many, so that
+// only the query tiles holding global query rows can have long visit lists, or the query tiles
+// are few (few_long_tiles: decoding), so that all of them are split alike. Fills the plan's
+// fields of kp; false: count instead.
 bool bounded_plan(const Params& p, const Layout& L, KParams* kp) {
   const PatternAttrs& a = p.pattern;
   // global_mask: which query tiles hold global rows is known on the device only: count instead.
   if (a.stride > 0 || p.global_mask) return false;
-  if (few_long_tiles(p, L)) return false;
+  const bool few = few_long_tiles(p, L);
   const int64_t nkt = (int64_t(p.len_k) + kBlockN - 1) / kBlockN;
   const bool other = a.num_global > 0 || a.num_random > 0 || p.block_indices != nullptr;
   const bool local_on = !(a.window_left < 0 && a.window_right < 0 && other);
@@ -391,9 +460,13 @@ bool bounded_plan(const Params& p, const Layout& L, KParams* kp) {
   // An upper estimate of a whole tile's visit list (it only sizes the pieces).
   int64_t light = 0;
   if (local_on) {
-    if (a.window_left < 0 || (a.window_right < 0 && !a.causal)) return false;  // long rows
-    const int64_t width = int64_t(a.window_left) + (a.causal ? 0 : int64_t(a.window_right)) + 1;
-    light += (width + bm - 1) / kBlockN + 2;
+    if (a.window_left < 0 || (a.window_right < 0 && !a.causal)) {  // long rows
+      if (!few) return false;
+      light = nkt;
+    } else {
+      const int64_t width = int64_t(a.window_left) + (a.causal ? 0 : int64_t(a.window_right)) + 1;
+      light += (width + bm - 1) / kBlockN + 2;
+    }
   }
   if (a.num_global > 0) light += (a.num_global + kBlockN - 1) / kBlockN;
   const int64_t per_qb = a.num_random + (p.block_indices ? p.bi_k : 0);
@@ -402,6 +475,24 @@ bool bounded_plan(const Params& p, const Layout& L, KParams* kp) {
     light += per_qb * ((bm + bs - 1) / bs + 1) * ((bs + kBlockN - 1) / kBlockN + 1);
   }
   if (light > nkt) light = nkt;
+  const int64_t bh = int64_t(p.batch) * p.heads_q;
+  if (few) {
+    // Few query tiles with long rows (decoding): every tile is split into the same pieces, sized
+    // from the longest list a tile can have (every key tile when global rows may be in it), with
+    // no counting pass; the pieces past the end of a shorter list are empty.
+    const int64_t longest = a.num_global > 0 ? nkt : light;
+    int64_t per = (L.total_q_tiles * longest + L.split_target - 1) / L.split_target;
+    if (per < kMinTilesPerSplit) per = kMinTilesPerSplit;
+    const int64_t pieces = (longest + per - 1) / per;
+    const int64_t n_split = pieces > 1 ? L.total_q_tiles * pieces : 0;
+    if (n_split > L.max_split_items) return false;
+    kp->heavy_qt0 = 0;
+    kp->heavy_nqt = pieces > 1 ? int32_t(L.total_q_tiles / bh) : 0;
+    kp->pieces = int32_t(pieces > 1 ? pieces : 1);
+    kp->piece_tiles = int32_t(per);
+    kp->n_split = int32_t(n_split);
+    return true;
+  }
   // Query rows i with a global position pos(i) = i + Lk - Lq in [0, G), clipped to [0, Lq).
   const int64_t shift = int64_t(p.len_k) - p.len_q;
   int64_t i_lo = -shift, i_hi = int64_t(a.num_global) - shift;  // [i_lo, i_hi)
@@ -412,7 +503,6 @@ bool bounded_plan(const Params& p, const Layout& L, KParams* kp) {
     qt0 = i_lo / bm;
     heavy_nqt = (i_hi - 1) / bm - qt0 + 1;
   }
-  const int64_t bh = int64_t(p.batch) * p.heads_q;
   const int64_t heavy = bh * heavy_nqt;
   const int64_t est = (L.total_q_tiles - heavy) * light + heavy * nkt;
   int64_t per = (est + L.split_target - 1) / L.split_target;
@@ -458,7 +548,7 @@ bool is_cuda_head_dim(int32_t d) {
 cudaError_t launch_combine(const KParams& kp, cudaStream_t stream) {
   const int32_t x = kp.planned == kBounded ? kp.n_split / kp.pieces : kp.max_split_items;
   const dim3 grid(x < kCombineCtasX ? x : kCombineCtasX,
-                  (kp.block_m + kCombineRows - 1) / kCombineRows);
+                  (kp.part_rows + kCombineRows - 1) / kCombineRows);
   switch (kp.p.dtype) {
     case DType::kFloat32:
       launch_combine_t<float>(kp, grid, stream);
@@ -541,10 +631,15 @@ std::string unsupported(const Params& p) {
 }
 
 // Enough for any tensor-core kernel: the host asking may not know the device that runs it.
+// Each kernel runs the call as call_view says (folded or not), so its layout is the one of that
+// view. The size grows with every size of the call, which a TensorRT engine relies on: a layout
+// grows with every size of its view, a folded view's layout is no larger than the unfolded one
+// (fewer tiles), and a call that folds has no larger size that does not (tests/python,
+// test_cuda_workspace).
 size_t workspace_size(const Params& p) {
   size_t most = 0;
   for (KernelKind k : {kKernelMma, kKernelWgmma, kKernelWs}) {
-    const size_t t = make_layout(p, k).total;
+    const size_t t = make_layout(call_view(p, k), k).total;
     if (t > most) most = t;
   }
   return most;
@@ -552,11 +647,13 @@ size_t workspace_size(const Params& p) {
 
 size_t workspace_size_current_device(const Params& p) {
   const KernelKind kernel = kernel_for(p);
-  const Layout L = make_layout(p, kernel);
-  size_t need = planned_mode(p, L) ? L.total : 0;
+  const Params v = call_view(p, kernel);
+  const Layout L = make_layout(v, kernel);
+  size_t need = planned_mode(v, L) ? L.total : 0;
   if (kernel == kKernelWs) {  // launch falls back to the one-warpgroup kernel without tensor maps
-    const Layout F = make_layout(p, kKernelWgmma);
-    if (planned_mode(p, F) && F.total > need) need = F.total;
+    const Params fv = call_view(p, kKernelWgmma);
+    const Layout F = make_layout(fv, kKernelWgmma);
+    if (planned_mode(fv, F) && F.total > need) need = F.total;
   }
   return need;
 }
@@ -579,15 +676,24 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   }
   KParams kp;
   KernelKind kernel = kernel_for(p);
-  if (kernel == kKernelWs && !encode_tensor_maps(p, &kp)) kernel = kKernelWgmma;
-  const Layout L = make_layout(p, kernel);
+  int32_t fold = 1;
+  Params v = call_view(p, kernel, &fold);  // what the kernels see; the pattern keeps p's sizes
+  if (kernel == kKernelWs && !encode_tensor_maps(v, &kp)) {
+    kernel = kKernelWgmma;
+    v = call_view(p, kernel, &fold);
+  }
+  const Layout L = make_layout(v, kernel);
   if (L.total_q_tiles + L.max_split_items > INT32_MAX) return cudaErrorInvalidValue;
 
-  kp.p = p;
+  kp.p = v;
   kp.pat = Pattern::make(p);
+  kp.fold = fold;
+  kp.fold_lq = p.len_q;
+  kp.fold_magic = fastmod_magic(uint32_t(p.len_q));
   kp.block_m = L.block_m;
+  kp.part_rows = L.part_rows;
   kp.kernel = kernel;
-  kp.num_q_tiles = int32_t((int64_t(p.len_q) + L.block_m - 1) / L.block_m);
+  kp.num_q_tiles = int32_t((int64_t(v.len_q) + L.block_m - 1) / L.block_m);
   kp.num_k_tiles = int32_t((int64_t(p.len_k) + kBlockN - 1) / kBlockN);
   kp.total_q_tiles = int32_t(L.total_q_tiles);
   kp.split_target = L.split_target;
@@ -615,7 +721,12 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   kp.heavy_qt0 = kp.heavy_nqt = kp.n_split = 0;
   kp.pieces = kp.piece_tiles = 1;
   kp.planned = kDirect;
-  if (planned_mode(p, L)) kp.planned = bounded_plan(p, L, &kp) ? kBounded : kCounted;
+  // The bounded plan finds the tiles of global query rows from the call's row numbers, which a
+  // folded view does not keep: a folded call counts instead (its tiles cost little to count),
+  // unless it has few long tiles, which the bounded plan splits all alike.
+  if (planned_mode(v, L))
+    kp.planned =
+        (fold == 1 || few_long_tiles(v, L)) && bounded_plan(v, L, &kp) ? kBounded : kCounted;
 
   if (kp.planned == kDirect) return launch_attention(kp, kp.total_q_tiles, stream);
 
