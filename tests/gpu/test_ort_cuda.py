@@ -118,6 +118,29 @@ def test_cuda_ep_matches_cpu_ep(name, dtype, gqa, tmp_path):
     assert_close(gpu, cpu, dtype)
 
 
+# Decode steps (the query heads of a GQA group stacked into one tile on the CUDA EP, split over a
+# long cache): the workspace ONNX Runtime allocates for the call is the one the stacked call needs.
+@pytest.mark.parametrize("name", ["causal_window", "longformer", "dense"])
+@pytest.mark.parametrize("lq", [1, 8])
+def test_cuda_ep_decode_steps_match_cpu_ep(name, lq, tmp_path):
+    b, hq, hkv, lk, d = 3, 32, 8, 5000, 128
+    g = np.random.default_rng(1)
+    feeds = {
+        "query": g.standard_normal((b, hq, lq, d)).astype(np.float16),
+        "key": g.standard_normal((b, hkv, lk, d)).astype(np.float16),
+        "value": g.standard_normal((b, hkv, lk, d)).astype(np.float16),
+        "key_lengths": np.array([lk, 2345, 1], dtype=np.int32),
+    }
+    attrs = dict(PATTERNS[name], causal=1)
+    model = _model(np.float16, attrs, with_lengths=True)
+    cpu = _session(model, ["CPUExecutionProvider"]).run(None, feeds)[0]
+    sess = _session(model, ["CUDAExecutionProvider", "CPUExecutionProvider"], str(tmp_path))
+    gpu = sess.run(None, feeds)[0]
+    assert _providers_of_op(sess.end_profiling()) == {"CUDAExecutionProvider"}
+    assert np.isfinite(gpu).all()
+    assert_close(gpu, cpu, np.float16)
+
+
 def test_exported_model_runs_on_both_providers(tmp_path):
     from spattn import export
     from spattn.models import longformer_encoder

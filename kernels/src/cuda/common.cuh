@@ -177,7 +177,6 @@ __device__ __forceinline__ int32_t pattern_row(const KParams& kp, int32_t i) {
   return kp.fold > 1 ? int32_t(fastmod_u32(uint32_t(i), kp.fold_magic, uint32_t(kp.fold_lq))) : i;
 }
 
-// Decoded query tile of a CTA.
 // Decoded query tile of a CTA. With stacked GQA rows (KParams::fold), h is the KV head, rows
 // [i0, i1) are rows of the folded view and the tile holds every query index of the call:
 // [pi0, pi1) = [0, Lq), the rows the visit list is built for.

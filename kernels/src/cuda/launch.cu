@@ -328,7 +328,7 @@ KernelKind kernel_for(const Params& p) {
     // Stacked GQA rows that fit a 64-row tile (decoding): the one-warpgroup kernel, whose CTAs
     // (several per SM) each stream their own piece of the cache. The warp-specialized kernel's
     // second consumer would have no rows, and its first alone cannot keep up with the loads
-    // (decode steps measured 1.04-1.29x faster, cuda_h200_decode_gqa_stack_ab).
+    // (decode steps 1.07-1.12x faster, benchmarks/results/cuda_h200_decode_gqa_stack_kernels_*).
     if (gqa_fold(p, kBlockMMmaNarrow) > 1) k = kKernelWgmma;
   }
   // The nearest kernel that takes the head dim (common.cuh): D = 256 runs the one-warpgroup
@@ -381,7 +381,7 @@ Layout make_layout(const Params& p, KernelKind kernel) {
   L.total_q_tiles = int64_t(p.batch) * p.heads_q * nqt;
   // Split pieces are bounded by 2 * split_target (see schedule_kernel: at most total/per pieces
   // of full length plus one remainder per split tile), so the partial buffers stay within twice
-  // the output size (and a fixed cap) whatever the sequence length.
+  // the output size (above a floor, and below a fixed cap) whatever the sequence length.
   int64_t base = L.total_q_tiles < 128 ? 128 : L.total_q_tiles;
   if (base > kSplitTarget) base = kSplitTarget;
   // A single query tile shorter than block_m keeps only its rows (whole warps: KParams::part_rows).
@@ -480,7 +480,10 @@ bool bounded_plan(const Params& p, const Layout& L, KParams* kp) {
     // Few query tiles with long rows (decoding): every tile is split into the same pieces, sized
     // from the longest list a tile can have (every key tile when global rows may be in it), with
     // no counting pass; the pieces past the end of a shorter list are empty.
-    const int64_t longest = a.num_global > 0 ? nkt : light;
+    // Global query rows p(i) < G exist only when Lk - Lq < G (a folded view's Lq is g x the
+    // call's: the test stays on the safe side).
+    const bool global_rows = a.num_global > 0 && int64_t(p.len_k) - p.len_q < a.num_global;
+    const int64_t longest = global_rows ? nkt : light;
     int64_t per = (L.total_q_tiles * longest + L.split_target - 1) / L.split_target;
     if (per < kMinTilesPerSplit) per = kMinTilesPerSplit;
     const int64_t pieces = (longest + per - 1) / per;
