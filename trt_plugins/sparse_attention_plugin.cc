@@ -439,11 +439,20 @@ int32_t SparseAttentionPlugin::enqueue(const nvinfer1::PluginTensorDesc* input_d
     // present zero-size input (block_indices with K = 0, ...) may come without storage too, and
     // the kernels tell a present input from an absent one by its pointer: it must stay present
     // (block_indices with K = 0 lists no block, it is not absent). It has no element, so this
-    // pointer is never read.
+    // (host) pointer is never read. A present input with elements and no storage cannot be read:
+    // an error naming it, never a pointer the kernels would dereference.
     static const int64_t kEmpty = 0;
+    std::string missing;
     auto input = [&](int32_t i) -> const void* {
       if (n <= i || dims[i].nbDims < 0) return nullptr;
-      return inputs[i] ? inputs[i] : &kEmpty;
+      if (inputs[i]) return inputs[i];
+      int64_t elems = 1;
+      for (int32_t d = 0; d < dims[i].nbDims; ++d) elems *= dims[i].d[d];
+      if (elems != 0 && missing.empty())
+        missing = detail::err(kInputNames[i],
+                              "device memory for its " + std::to_string(elems) + " elements",
+                              "a null pointer");
+      return elems == 0 ? &kEmpty : nullptr;
     };
     p.key_lengths = static_cast<const int32_t*>(input(kKeyLengths));
     p.block_indices = static_cast<const int32_t*>(input(kBlockIndices));
@@ -451,6 +460,10 @@ int32_t SparseAttentionPlugin::enqueue(const nvinfer1::PluginTensorDesc* input_d
     p.global_mask = static_cast<const int32_t*>(input(kGlobalMask));
     p.key_starts = static_cast<const int32_t*>(input(kKeyStarts));
     p.sinks = static_cast<const float*>(input(kSinks));
+    if (!missing.empty()) {
+      report_error(missing, recorder_);
+      return -1;
+    }
     const std::string u = cuda::unsupported(p);
     if (!u.empty()) {
       report_error(u, recorder_);

@@ -542,7 +542,7 @@ struct Problem {
     out[2] = {d4(B, Hkv, lk, Dv), t, nvinfer1::TensorFormat::kLINEAR, 1.f};
     if (num_inputs() > 3) {
       nvinfer1::Dims x{};
-      x.nbDims = null_key_lengths ? -1 : 1;
+      x.nbDims = has(spattn::kKeyLengths) ? 1 : -1;  // omitted: no rank, as TensorRT passes it
       x.d[0] = B;
       out[3] = {x, DataType::kINT32, nvinfer1::TensorFormat::kLINEAR, 1.f};
     }
@@ -1194,6 +1194,22 @@ void bad_shape_checks(Library& lib) {
             ctx.recorder.errors.back().find("SparseAttention: key:") != std::string::npos,
         "a bad shape at run time goes to the context's error recorder: " +
             (ctx.recorder.errors.empty() ? std::string("(none)") : ctx.recorder.errors.back()));
+  // A present input with elements but no storage: an error naming it, nothing launched (the
+  // other pointers are never read, so no GPU is needed).
+  Problem with_lengths;
+  with_lengths.key_lengths = true;
+  const auto lin = with_lengths.descs();
+  const auto lod = with_lengths.out_desc();
+  rc = a.runtime->onShapeChange(lin.data(), int32_t(lin.size()), &lod, 1);
+  static const float kFake[4] = {};
+  const void* ptrs[4] = {kFake, kFake, kFake, nullptr};
+  void* outs[1] = {const_cast<float*>(kFake)};
+  ctx.recorder.errors.clear();
+  if (rc == 0) rc = a.runtime->enqueue(lin.data(), &lod, ptrs, outs, nullptr, nullptr);
+  const std::string last = ctx.recorder.errors.empty() ? "(none)" : ctx.recorder.errors.back();
+  check(rc != 0 && last.find("SparseAttention: key_lengths:") != std::string::npos &&
+            last.find("null pointer") != std::string::npos,
+        "a present key_lengths with a null pointer is an error naming it: " + last);
 }
 
 // Plugin enqueue against the direct launch of the shared kernel on the same problem.
