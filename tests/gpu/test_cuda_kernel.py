@@ -387,37 +387,10 @@ def test_gqa_stacked_bad_values_give_nan_rows():
     bi = block_layout(1, lq, lk, bs, 3, 6, pad_frac=0.0)
     bad = torch.zeros(b, hq, lq, dtype=torch.bool, device=DEV)
     bad[1] = True  # key_lengths[1] > Lk
-    run_case(
-        dict(block_size=bs, window_left=8),
-        None,
-        b,
-        hq,
-        hkv,
-        lq,
-        lk,
-        128,
-        torch.bfloat16,
-        [lk, lk + 1],
-        seed=6,
-        bad_rows=bad,
-        bi=bi,
-    )
+    case = (dict(block_size=bs, window_left=8), None, b, hq, hkv, lq, lk, 128, torch.bfloat16)
+    run_case(*case, [lk, lk + 1], seed=6, bad_rows=bad, bi=bi)
     bi[0, 0, 1] = nkb + 2  # the only query block (Lq = 6 < 32): every row
-    run_case(
-        dict(block_size=bs, window_left=8),
-        None,
-        b,
-        hq,
-        hkv,
-        lq,
-        lk,
-        128,
-        torch.bfloat16,
-        None,
-        seed=6,
-        bad_rows=torch.ones_like(bad),
-        bi=bi,
-    )
+    run_case(*case, None, seed=6, bad_rows=torch.ones_like(bad), bi=bi)
 
 
 def test_gqa_stacked_cuda_graph_capture():
