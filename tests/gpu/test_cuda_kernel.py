@@ -398,25 +398,10 @@ def test_gqa_stacked_cuda_graph_capture():
     attrs = dict(causal=1, window_left=4095)
     q, k, v = make_inputs(2, 32, 8, 1, 20_000, 128, torch.bfloat16, 8)
     extra = new_inputs(("sinks", "kstart"), 2, 32, 20_000, None, 8)
-    out = torch.full((2, 32, 1, 128), float("nan"), dtype=torch.bfloat16, device=DEV)
-    kernel = capi.CudaRunner()
-    call = kernel.prepare(q, k, v, out, attrs, **extra)
-    call()
-    torch.cuda.synchronize()
-    first = out.clone()
+    first = eager_then_graph_replay(q, k, v, attrs, extra)
     ref, _ = oracle(q, k, v, attrs, None, None, **extra)
     atol, rtol = tolerance(torch.bfloat16)
     assert ((first.double() - ref).abs() <= atol + rtol * ref.abs()).all()
-    out.fill_(float("nan"))
-    s = torch.cuda.Stream()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.stream(s):
-        call2 = kernel.prepare(q, k, v, out, attrs, **extra)
-        with torch.cuda.graph(graph, stream=s):
-            call2()
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(out, first)
 
 
 def test_rows_with_no_key_are_zero():
@@ -477,26 +462,34 @@ def test_bad_block_indices_give_nan_rows(hl):
     torch.cuda.synchronize()  # no sticky error: the context is still usable
 
 
-def test_cuda_graph_capture():
-    # No host synchronization, allocation or planning inside the call: it can be captured.
-    attrs = dict(block_size=64, window_left=64, window_right=64, num_global=64, num_random=2)
-    q, k, v = make_inputs(1, 4, 2, 1000, 1000, 64, torch.bfloat16, 8)
-    out = torch.full((1, 4, 1000, 64), float("nan"), dtype=torch.bfloat16, device=DEV)
+def eager_then_graph_replay(q, k, v, attrs, extra=None):
+    """Runs the call eagerly, then captures it in a CUDA graph on a side stream and replays it into
+    the same (NaN-filled) output; asserts the replay equals the eager output bit for bit (no host
+    synchronization, allocation or planning inside the call) and returns that output."""
+    extra = extra or {}
+    out = torch.full(q.shape[:3] + (v.shape[3],), float("nan"), dtype=q.dtype, device=DEV)
     kernel = capi.CudaRunner()
-    call = kernel.prepare(q, k, v, out, attrs)
-    call()
+    kernel.prepare(q, k, v, out, attrs, **extra)()
     torch.cuda.synchronize()
     first = out.clone()
     out.fill_(float("nan"))
     s = torch.cuda.Stream()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.stream(s):
-        call2 = kernel.prepare(q, k, v, out, attrs)
+        call = kernel.prepare(q, k, v, out, attrs, **extra)
         with torch.cuda.graph(graph, stream=s):
-            call2()
+            call()
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(out, first)
+    return first
+
+
+def test_cuda_graph_capture():
+    # No host synchronization, allocation or planning inside the call: it can be captured.
+    attrs = dict(block_size=64, window_left=64, window_right=64, num_global=64, num_random=2)
+    q, k, v = make_inputs(1, 4, 2, 1000, 1000, 64, torch.bfloat16, 8)
+    eager_then_graph_replay(q, k, v, attrs)
 
 
 @pytest.mark.parametrize("d", [16, 48, 80, 160, 512])
@@ -780,22 +773,7 @@ def test_cuda_graph_capture_new_inputs():
     attrs = dict(window_left=64, window_right=64, softcap=20.0)
     q, k, v = make_inputs(2, 4, 2, 1500, 1500, 128, torch.bfloat16, 8)
     extra = new_inputs(("gmask", "kstart", "sinks"), 2, 4, 1500, None, 8)
-    out = torch.full((2, 4, 1500, 128), float("nan"), dtype=torch.bfloat16, device=DEV)
-    kernel = capi.CudaRunner()
-    call = kernel.prepare(q, k, v, out, attrs, **extra)
-    call()
-    torch.cuda.synchronize()
-    first = out.clone()
-    out.fill_(float("nan"))
-    s = torch.cuda.Stream()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.stream(s):
-        call2 = kernel.prepare(q, k, v, out, attrs, **extra)
-        with torch.cuda.graph(graph, stream=s):
-            call2()
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(out, first)
+    eager_then_graph_replay(q, k, v, attrs, extra)
 
 
 def _kernel_names(fn):
