@@ -15,7 +15,9 @@
 #     AB_DIR=.gpu/ab2 BASE=main REF=main OUT=/tmp/ab bash benchmarks/ab_kernels.sh main fold
 #
 # BASE (default old): the build the ratios are taken against; REF (default main): the build whose
-# outputs the others' are checked against.
+# outputs the others' are checked against. AB_D (default "64 128") and AB_PATTERNS (default the
+# four patterns above; any of bench_cuda.py's) choose other rows, e.g. AB_D="96 128" AB_PATTERNS=
+# "dense causal_window4096_gqa sliding256 bigbird" for a head-dim change.
 #
 # Needs python3 with torch on a CUDA machine; run from the repository root. Writes into $OUT:
 # ab_summary.txt (the table: median ms of each build per row, the mean of the rounds' medians,
@@ -26,6 +28,8 @@ set -euo pipefail
 OUT=${OUT:-$PWD/ab_out}
 AB=${AB_DIR:-.gpu/ab}
 ROUNDS=${ROUNDS:-2}
+export AB_D=${AB_D:-64 128}
+AB_PATTERNS=${AB_PATTERNS:-causal_window4096_gqa dense sliding256 sliding256_global64}
 export AB_BASE=${BASE:-old} AB_REF=${REF:-main}
 export PYTHONPATH=$PWD/exporter:$PWD${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$OUT"
@@ -61,6 +65,7 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu --format=csv
 mkdir -p "$WORK/check"
 for n in "${names[@]}"; do
   SPATTN_KERNELS_LIB="$WORK/lib/$n/libspattn_kernels.so" timeout 120 python3 - "$WORK/check/$n.pt" <<'EOF' ||
+import os
 import sys
 
 import torch
@@ -89,7 +94,7 @@ def rnd(*shape):
     return torch.randn(*shape, device=dev, dtype=torch.bfloat16, generator=g)
 
 
-for D in (64, 128):
+for D in map(int, os.environ["AB_D"].split()):
     q, k, v = rnd(1, 32, 4096, D), rnd(1, 8, 4096, D), rnd(1, 8, 4096, D)
     run(f"causal_window4096_gqa_L4K_D{D}", q, k, v, dict(causal=1, window_left=4095))
     q, k, v = rnd(1, 4, 2048, D), rnd(1, 4, 2048, D), rnd(1, 4, 2048, D)
@@ -118,8 +123,8 @@ for r in $(seq 1 "$ROUNDS"); do
   for n in "${order[@]}"; do
     echo "== round $r: $n"
     SPATTN_KERNELS_LIB="$WORK/lib/$n/libspattn_kernels.so" timeout 150 python3 benchmarks/bench_cuda.py \
-      --L 16384 --D 64 128 --dtypes bfloat16 \
-      --patterns causal_window4096_gqa dense sliding256 sliding256_global64 \
+      --L 16384 --D $AB_D --dtypes bfloat16 \
+      --patterns $AB_PATTERNS \
       --no-flex --no-sdpa --warmup 5 --iters 20 --out "$WORK/tmp" --tag "ab_${n}_$r" ||
       echo "run $n $r failed"
     [ -f "$WORK/tmp/cuda_ab_${n}_$r.json" ] && mv "$WORK/tmp/cuda_ab_${n}_$r.json" "$WORK/runs/ab_${n}_$r.json"

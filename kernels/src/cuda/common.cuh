@@ -33,10 +33,15 @@ constexpr int kWindow = kThreads * kTilesPerThread;
 static_assert(kWindow <= 2048, "a visit-list entry holds its offset in the window in 11 bits");
 // A split work item covers at least this many key tiles (smaller pieces cost more to combine).
 constexpr int kMinTilesPerSplit = 8;
-// Split target of calls with few query tiles and long rows (decoding): pieces enough to fill a
-// large GPU several times over whatever the batch (a stacked decode step of 16 x 8 KV heads is
-// 128 query tiles: 4 pieces each).
+// Calls with few query tiles and long rows (decoding): fewer query tiles than half this bound
+// take the few-tiles plan, whose pieces the workspace holds up to this many.
 constexpr int kFewTilesSplitTarget = 512;
+// The pieces that plan aims at: about one wave of the one-warpgroup kernel on a large GPU (two
+// CTAs per SM on 132 SMs), so that each CTA pays a piece's start and its partial write once. A
+// stacked decode step of 16 x 8 KV heads is 128 query tiles: 2 pieces each. Against 512 pieces
+// (4 each, two waves) the causal window 4096 decode steps took 0.94x the time and full causal
+// the same; 384 (1.5 waves) took 1.06-1.15x (benchmarks/results/cuda_h200_decode_split_ab.txt).
+constexpr int kFewTilesSplitPieces = 256;
 // Upper bound of split work items the scheduler aims at (about 8 waves on a large GPU).
 constexpr int kSplitTarget = 1024;
 
@@ -57,8 +62,7 @@ constexpr int kBlockMWs = 128;
 //
 // Head dims 32 and 96 run the Hopper kernels of the next multiple of 64 (hopper_dim): the tiles
 // hold zeros past column D (cp.async zero-fill, or the bulk copies' out-of-bounds fill), S = Q K^T
-// takes only the D / 16 steps that hold data and O = P V the padded width, whose extra columns are
-// zeros and are not written.
+// takes only the D / 16 steps that hold data and O = P V only the D columns (wgmma n32 / n96).
 __host__ __device__ constexpr int hopper_dim(int d) { return (d + 63) / 64 * 64; }
 __host__ __device__ constexpr bool wgmma_takes(int d) {
   return d == 32 || d == 64 || d == 96 || d == 128 || d == 256;

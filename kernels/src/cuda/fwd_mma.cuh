@@ -257,7 +257,9 @@ struct TileOps {
   }
 
   // Skips the multiplications when no row of the warp changed its max (alpha == 1), which is
-  // most tiles of a long row.
+  // most tiles of a long row. DV: the columns that hold data (the padded tiles of the Hopper
+  // kernels at D = 32, 96 leave the rest zero).
+  template <int DV = D>
   __device__ static void rescale(float (&o)[MT][D / 8][4], const float (&alpha)[MT * 2]) {
     bool one = true;
 #pragma unroll
@@ -268,7 +270,7 @@ struct TileOps {
 #pragma unroll
       for (int r = 0; r < 2; ++r)
 #pragma unroll
-        for (int x = 0; x < D / 8; ++x) {
+        for (int x = 0; x < DV / 8; ++x) {
           o[mt][x][2 * r] *= alpha[mt * 2 + r];
           o[mt][x][2 * r + 1] *= alpha[mt * 2 + r];
         }
@@ -346,7 +348,7 @@ struct TileOps {
         if (i < p.len_q && row_is_bad<kX>(kp, w.q.b, h, pattern_row(kp, i)))
           inv = __int_as_float(0x7fc00000);
 #pragma unroll
-        for (int nt = 0; nt < D / 8; ++nt)
+        for (int nt = 0; nt < DV / 8; ++nt)
           *reinterpret_cast<uint32_t*>(stage + off(sr, nt) + c4 * 2) =
               MmaType<T>::pack(o[mt][nt][2 * r] * inv, o[mt][nt][2 * r + 1] * inv);
       }

@@ -73,9 +73,16 @@ __device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r):
 #define SPATTN_ACC8(b)                                                                            \
   "+f"(d[b + 0]), "+f"(d[b + 1]), "+f"(d[b + 2]), "+f"(d[b + 3]), "+f"(d[b + 4]), "+f"(d[b + 5]), \
       "+f"(d[b + 6]), "+f"(d[b + 7])
-#define SPATTN_ACC32 SPATTN_ACC8(0), SPATTN_ACC8(8), SPATTN_ACC8(16), SPATTN_ACC8(24)
+#define SPATTN_ACC16 SPATTN_ACC8(0), SPATTN_ACC8(8)
+#define SPATTN_ACC32 SPATTN_ACC16, SPATTN_ACC8(16), SPATTN_ACC8(24)
+#define SPATTN_ACC48 SPATTN_ACC32, SPATTN_ACC8(32), SPATTN_ACC8(40)
 #define SPATTN_ACC64 \
   SPATTN_ACC32, SPATTN_ACC8(32), SPATTN_ACC8(40), SPATTN_ACC8(48), SPATTN_ACC8(56)
+#define SPATTN_REGS16 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
+#define SPATTN_REGS48                                                                           \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
+  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "  \
+  "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47}"
 #define SPATTN_REGS32                                                                           \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
   "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
@@ -87,41 +94,49 @@ __device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r):
 
 // The products of this file, per element type (the PTX type suffix). A descriptor is passed as
 // its (low, high) words and assembled in the instruction's own scope.
-#define SPATTN_DEFINE_WGMMA(TYPE, SUFFIX)                                                         \
-  /* d[32] (+)= A(smem, K-major) B(smem, K-major): m64n64k16. */                                  \
-  __device__ __forceinline__ void wgmma_ss_n64(TYPE, float* d, uint32_t a_lo, uint32_t a_hi,      \
-                                               uint32_t b_lo, uint32_t b_hi, int accumulate) {    \
-    asm volatile(                                                                                 \
-        "{\n.reg .pred p;\n.reg .b64 da, db;\nmov.b64 da, {%32, %33};\n"                          \
-        "mov.b64 db, {%34, %35};\nsetp.ne.b32 p, %36, 0;\n"                                       \
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32" SUFFIX " " SPATTN_REGS32                     \
-        ", da, db, p, 1, 1, 0, 0;\n}\n"                                                           \
-        : SPATTN_ACC32                                                                            \
-        : "r"(a_lo), "r"(a_hi), "r"(b_lo), "r"(b_hi), "r"(accumulate));                           \
-  }                                                                                               \
-  /* d[32] (+)= A(registers) B(smem): m64n64k16; B is N-major (TB = 1) or K-major (TB = 0). */    \
-  template <int TB>                                                                               \
-  __device__ __forceinline__ void wgmma_rs_n64(TYPE, float* d, const uint32_t* a, uint32_t b_lo,  \
-                                               uint32_t b_hi, int accumulate) {                   \
-    asm volatile(                                                                                 \
-        "{\n.reg .pred p;\n.reg .b64 db;\nmov.b64 db, {%36, %37};\n"                              \
-        "setp.ne.b32 p, %38, 0;\n"                                                                \
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32" SUFFIX " " SPATTN_REGS32                     \
-        ", {%32, %33, %34, %35}, db, p, 1, 1, %39;\n}\n"                                          \
-        : SPATTN_ACC32                                                                            \
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "r"(b_hi), "r"(accumulate),      \
-          "n"(TB));                                                                               \
-  }                                                                                               \
-  /* d[64] += A(registers) B(smem, N-major): m64n128k16. */                                       \
-  __device__ __forceinline__ void wgmma_rs_n128(TYPE, float* d, const uint32_t* a, uint32_t b_lo, \
+#define SPATTN_DEFINE_WGMMA(TYPE, SUFFIX)                                                        \
+  /* d[32] (+)= A(smem, K-major) B(smem, K-major): m64n64k16. */                                 \
+  __device__ __forceinline__ void wgmma_ss_n64(TYPE, float* d, uint32_t a_lo, uint32_t a_hi,     \
+                                               uint32_t b_lo, uint32_t b_hi, int accumulate) {   \
+    asm volatile(                                                                                \
+        "{\n.reg .pred p;\n.reg .b64 da, db;\nmov.b64 da, {%32, %33};\n"                         \
+        "mov.b64 db, {%34, %35};\nsetp.ne.b32 p, %36, 0;\n"                                      \
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32" SUFFIX " " SPATTN_REGS32                    \
+        ", da, db, p, 1, 1, 0, 0;\n}\n"                                                          \
+        : SPATTN_ACC32                                                                           \
+        : "r"(a_lo), "r"(a_hi), "r"(b_lo), "r"(b_hi), "r"(accumulate));                          \
+  }                                                                                              \
+  /* d[32] (+)= A(registers) B(smem): m64n64k16; B is N-major (TB = 1) or K-major (TB = 0). */   \
+  template <int TB>                                                                              \
+  __device__ __forceinline__ void wgmma_rs_n64(TYPE, float* d, const uint32_t* a, uint32_t b_lo, \
+                                               uint32_t b_hi, int accumulate) {                  \
+    asm volatile(                                                                                \
+        "{\n.reg .pred p;\n.reg .b64 db;\nmov.b64 db, {%36, %37};\n"                             \
+        "setp.ne.b32 p, %38, 0;\n"                                                               \
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32" SUFFIX " " SPATTN_REGS32                    \
+        ", {%32, %33, %34, %35}, db, p, 1, 1, %39;\n}\n"                                         \
+        : SPATTN_ACC32                                                                           \
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "r"(b_hi), "r"(accumulate),     \
+          "n"(TB));                                                                              \
+  }                                                                                              \
+  SPATTN_DEFINE_RS_NMAJOR(TYPE, SUFFIX, 32, SPATTN_ACC16, SPATTN_REGS16, 16, 17, 18, 19, 20, 21) \
+  SPATTN_DEFINE_RS_NMAJOR(TYPE, SUFFIX, 96, SPATTN_ACC48, SPATTN_REGS48, 48, 49, 50, 51, 52, 53) \
+  SPATTN_DEFINE_RS_NMAJOR(TYPE, SUFFIX, 128, SPATTN_ACC64, SPATTN_REGS64, 64, 65, 66, 67, 68, 69)
+
+// d[N / 2] += A(registers) B(smem, N-major): m64nNk16, the O += P V step. N is the call's head
+// dim (32, 96) or the tile width (128): the padded columns of a tile are not multiplied. A0..A3,
+// B0, B1: the operand numbers of the A fragment and the descriptor words after the N / 2
+// accumulators.
+#define SPATTN_DEFINE_RS_NMAJOR(TYPE, SUFFIX, N, ACC, REGS, A0, A1, A2, A3, B0, B1)               \
+  __device__ __forceinline__ void wgmma_rs_n##N(TYPE, float* d, const uint32_t* a, uint32_t b_lo, \
                                                 uint32_t b_hi) {                                  \
-    asm volatile(                                                                                 \
-        "{\n.reg .pred p;\n.reg .b64 db;\nmov.b64 db, {%68, %69};\n"                              \
-        "setp.ne.b32 p, %70, 0;\n"                                                                \
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32" SUFFIX " " SPATTN_REGS64                    \
-        ", {%64, %65, %66, %67}, db, p, 1, 1, 1;\n}\n"                                            \
-        : SPATTN_ACC64                                                                            \
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "r"(b_hi), "n"(1));              \
+    asm volatile("{\n.reg .pred p;\n.reg .b64 db;\nmov.b64 db, {%" #B0 ", %" #B1                  \
+                 "};\n"                                                                           \
+                 "setp.ne.b32 p, 1, 0;\n"                                                         \
+                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32" SUFFIX " " REGS ", {%" #A0      \
+                 ", %" #A1 ", %" #A2 ", %" #A3 "}, db, p, 1, 1, 1;\n}\n"                          \
+                 : ACC                                                                            \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "r"(b_hi));             \
   }
 
 #ifdef SPATTN_WGMMA_DEVICE
@@ -139,16 +154,27 @@ __device__ __forceinline__ void wgmma_rs_n64(TYPE, float*, const uint32_t*, uint
                                              int) {
   __trap();
 }
-template <typename TYPE>
-__device__ __forceinline__ void wgmma_rs_n128(TYPE, float*, const uint32_t*, uint32_t, uint32_t) {
-  __trap();
-}
+#define SPATTN_DEFINE_RS_STUB(N)                                                         \
+  template <typename TYPE>                                                               \
+  __device__ __forceinline__ void wgmma_rs_n##N(TYPE, float*, const uint32_t*, uint32_t, \
+                                                uint32_t) {                              \
+    __trap();                                                                            \
+  }
+SPATTN_DEFINE_RS_STUB(32)
+SPATTN_DEFINE_RS_STUB(96)
+SPATTN_DEFINE_RS_STUB(128)
+#undef SPATTN_DEFINE_RS_STUB
 #endif
 #undef SPATTN_DEFINE_WGMMA
+#undef SPATTN_DEFINE_RS_NMAJOR
 #undef SPATTN_ACC8
+#undef SPATTN_ACC16
 #undef SPATTN_ACC32
+#undef SPATTN_ACC48
 #undef SPATTN_ACC64
+#undef SPATTN_REGS16
 #undef SPATTN_REGS32
+#undef SPATTN_REGS48
 #undef SPATTN_REGS64
 
 // ---------------------------------------------------------------------------------------------
@@ -179,6 +205,9 @@ struct WgmmaKernel {
   // 64 columns holds all rows of the tile.
   static constexpr uint32_t kAtomBytes = 8 * 128;
   static constexpr uint32_t kKVPanelBytes = kBlockN * 128;
+  // Output accumulators per thread that P V writes (issue_pv): DK / 2; those of the padded
+  // columns stay zero and are never fenced, rescaled or stored.
+  static constexpr int kOAcc = DK / 2;
 
   // Element offset of (row, 16-byte chunk) in a tile of R rows.
   template <int R>
@@ -268,7 +297,10 @@ struct WgmmaKernel {
     wgmma_commit();
   }
 
-  // O += P V: 4 steps of 16 keys, each two 8-row swizzle atoms of V.
+  // O += P V: 4 steps of 16 keys, each two 8-row swizzle atoms of V. Only the DK columns that
+  // hold data are multiplied (head dims 32 and 96: n32, n96); the accumulators past them stay
+  // zero. (The instruction's N need not fill the last 64-column panel: it reads the first N / 8
+  // core matrices of the swizzled layout.)
   __device__ static void issue_pv(float* od, const uint32_t (&pa)[4][4], const T* v_s) {
     const uint32_t dv0 = desc_lo(v_s, kKVPanelBytes);
     constexpr uint32_t hi = desc_hi(kAtomBytes);
@@ -276,8 +308,12 @@ struct WgmmaKernel {
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
       const uint32_t dv = dv0 + uint32_t(kk * 16 * kPanelElems * sizeof(T) / 16);
-      if constexpr (D == 64) {
+      if constexpr (DK == 32) {
+        wgmma_rs_n32(T(), od, pa[kk], dv, hi);
+      } else if constexpr (DK == 64) {
         wgmma_rs_n64<1>(T(), od, pa[kk], dv, hi, 1);
+      } else if constexpr (DK == 96) {
+        wgmma_rs_n96(T(), od, pa[kk], dv, hi);
       } else {
         // Columns [128 c, 128 c + 128): two panels further, accumulators 64 c onwards.
 #pragma unroll
@@ -362,7 +398,7 @@ struct WgmmaKernel {
         fence_regs<32>(sd);
         issue_qk(sd, sQ, sK);
         if (have_prev) {
-          fence_regs<D / 2>(od);
+          fence_regs<kOAcc>(od);
           issue_pv(od, pa, sV);
           wgmma_wait<1>();
         } else {
@@ -383,8 +419,8 @@ struct WgmmaKernel {
         float alpha[2];
         Ops::softmax_p(s, m, l, sl2, alpha);
         wgmma_wait<0>();
-        fence_regs<D / 2>(od);
-        Ops::rescale(o, alpha);
+        fence_regs<kOAcc>(od);
+        Ops::template rescale<DK>(o, alpha);
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk) Ops::pack_p(s, 0, kk, pa[kk]);
         have_prev = true;
@@ -400,10 +436,10 @@ struct WgmmaKernel {
         cp_async_wait<0>();
         fence_async_smem();
         __syncthreads();
-        fence_regs<D / 2>(od);
+        fence_regs<kOAcc>(od);
         issue_pv(od, pa, sV);
         wgmma_wait<0>();
-        fence_regs<D / 2>(od);
+        fence_regs<kOAcc>(od);
       }
       cp_async_wait<0>();
       Ops::template write_out<kRows, CtaSync, DK>(kp, w, o, m, l, wrow, sQ);
@@ -430,7 +466,7 @@ struct WgmmaKernel {
       fence_regs<32>(sd);
       issue_qk(sd, sQ, sK + buf * kKVElems);
       if (have_prev) {
-        fence_regs<D / 2>(od);
+        fence_regs<kOAcc>(od);
         issue_pv(od, pa, sV + (buf ^ 1) * kKVElems);
         wgmma_wait<1>();
       } else {
@@ -448,8 +484,8 @@ struct WgmmaKernel {
       float alpha[2];
       Ops::softmax_p(s, m, l, sl2, alpha);
       wgmma_wait<0>();
-      fence_regs<D / 2>(od);
-      Ops::rescale(o, alpha);
+      fence_regs<kOAcc>(od);
+      Ops::template rescale<DK>(o, alpha);
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) Ops::pack_p(s, 0, kk, pa[kk]);
       have_prev = true;
@@ -464,10 +500,10 @@ struct WgmmaKernel {
       cp_async_wait<0>();
       fence_async_smem();
       __syncthreads();
-      fence_regs<D / 2>(od);
+      fence_regs<kOAcc>(od);
       issue_pv(od, pa, sV + (buf ^ 1) * kKVElems);
       wgmma_wait<0>();
-      fence_regs<D / 2>(od);
+      fence_regs<kOAcc>(od);
     }
     cp_async_wait<0>();
     Ops::template write_out<kRows, CtaSync, DK>(kp, w, o, m, l, wrow, sQ);

@@ -421,10 +421,10 @@ struct WsKernel {
         if (prev >= 0 && n - prev_n >= uint32_t(kStages)) {
           // Skipped tiles have brought the ring round to the stage still held for its P V
           // product: the producer refills a stage only once both consumers handed it back.
-          Base::template fence_regs<D / 2>(od);
+          Base::template fence_regs<Base::kOAcc>(od);
           Base::issue_pv(od, pa, sm.v + prev * kKVElems);
           wgmma_wait<0>();
-          Base::template fence_regs<D / 2>(od);
+          Base::template fence_regs<Base::kOAcc>(od);
           mbar_arrive(sm.empty + prev);
           prev = -1;
         }
@@ -442,7 +442,7 @@ struct WsKernel {
           Base::template fence_regs<32>(sd);
           Base::issue_qk_rs(sd, qa, sm.k + st * kKVElems);
           if (prev >= 0) {
-            Base::template fence_regs<D / 2>(od);
+            Base::template fence_regs<Base::kOAcc>(od);
             Base::issue_pv(od, pa, sm.v + prev * kKVElems);
             wgmma_wait<1>();
           } else {
@@ -462,9 +462,9 @@ struct WsKernel {
           float alpha[2];
           Ops::softmax_p(s, m, l, sl2, alpha);
           wgmma_wait<0>();
-          Base::template fence_regs<D / 2>(od);
+          Base::template fence_regs<Base::kOAcc>(od);
           if (prev >= 0) mbar_arrive(sm.empty + prev);  // P V of that stage is done
-          Ops::rescale(o, alpha);
+          Ops::template rescale<DK>(o, alpha);
 #pragma unroll
           for (int kk = 0; kk < 4; ++kk) Ops::pack_p(s, 0, kk, pa[kk]);
           prev = int32_t(st);
@@ -475,10 +475,10 @@ struct WsKernel {
         if (last) break;
       }
       if (prev >= 0) {
-        Base::template fence_regs<D / 2>(od);
+        Base::template fence_regs<Base::kOAcc>(od);
         Base::issue_pv(od, pa, sm.v + prev * kKVElems);
         wgmma_wait<0>();
-        Base::template fence_regs<D / 2>(od);
+        Base::template fence_regs<Base::kOAcc>(od);
         mbar_arrive(sm.empty + prev);
       }
       Ops::template write_out<kHalfRows, Sync, DK>(kp, w, o, m, l, wrow, sQ, row0);

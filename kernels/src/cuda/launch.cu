@@ -301,8 +301,8 @@ int32_t gqa_fold(const Params& p, int32_t block_m) {
 // The kernel of the 16-bit types. On a compute capability 9.0 device, when the library holds the
 // sm_90a image, a Hopper kernel: the warp-specialized one (two 64-row consumers share each K/V
 // load, the producer builds the next visit lists and streams the next work item meanwhile) for
-// long rows, where it is 1.2x-1.4x faster, for plain short bands and, at head dim 128, for
-// short bands with global tokens; the one-warpgroup kernel for the other short rows
+// long rows, where it is 1.2x-1.4x faster, for plain short bands and, at head dims 96 and 128,
+// for short bands with global tokens; the one-warpgroup kernel for the other short rows
 // (narrow_rows): with random/listed blocks, and global tokens at head dim 64, where two
 // independent CTAs per SM hide each other's per-tile start and finish better and the two 64-row
 // halves of a 128-row tile would visit different key tiles. Elsewhere the portable mma.sync
@@ -324,7 +324,9 @@ KernelKind kernel_for(const Params& p) {
   } else {
     const bool blocks = p.pattern.num_random > 0 || p.block_indices != nullptr;
     const bool global = p.pattern.num_global > 0 || p.global_mask != nullptr;
-    k = narrow_rows(p) && (blocks || (global && p.head_dim != 128)) ? kKernelWgmma : kKernelWs;
+    // Head dim 96 runs the tiles of 128 (hopper_dim) and takes their choice.
+    k = narrow_rows(p) && (blocks || (global && hopper_dim(p.head_dim) != 128)) ? kKernelWgmma
+                                                                                : kKernelWs;
     // Stacked GQA rows that fit a 64-row tile (decoding): the one-warpgroup kernel, whose CTAs
     // (several per SM) each stream their own piece of the cache. The warp-specialized kernel's
     // second consumer would have no rows, and its first alone cannot keep up with the loads
@@ -396,7 +398,7 @@ Layout make_layout(const Params& p, KernelKind kernel) {
   // of their (short) partial results allow.
   const int64_t nkt = (int64_t(p.len_k) + kBlockN - 1) / kBlockN;
   if (L.total_q_tiles < kFewTilesSplitTarget / 2 && nkt > 2 * kMinTilesPerSplit)
-    target = std::min<int64_t>(kFewTilesSplitTarget, rows / (2 * L.part_rows));
+    target = std::min<int64_t>(kFewTilesSplitPieces, rows / (2 * L.part_rows));
   L.split_target = int32_t(target);
   L.max_split_items = int32_t(2 * target);
   size_t off = 0;
