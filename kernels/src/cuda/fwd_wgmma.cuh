@@ -330,6 +330,40 @@ struct WgmmaKernel {
     for (int x = 0; x < N; ++x) reg_fence(r[x]);
   }
 
+  // O += P V issued and waited for at once: the last product of a walk, or one that cannot wait
+  // for the next tile's S = Q K^T to overlap it.
+  __device__ static void pv_now(float* od, const uint32_t (&pa)[4][4], const T* v_s) {
+    fence_regs<kOAcc>(od);
+    issue_pv(od, pa, v_s);
+    wgmma_wait<0>();
+    fence_regs<kOAcc>(od);
+  }
+
+  using Ops = TileOps<T, D, 1, kX>;
+
+  // One tile's step once S = Q K^T is in registers and the previous tile's P V is issued: the
+  // score hook, the mask of a partial tile (`full`: none), the online softmax; then, once that
+  // P V is done, O's rescale and the tile's P packed as the A operand of its own P V.
+  __device__ static void scores_to_p(const KParams& kp, const Work& w, float (&s)[1][8][4],
+                                     float (&m)[1][2], float (&l)[1][2], float (&o)[1][D / 8][4],
+                                     uint32_t (&pa)[4][4], bool full, bool reg_mask, int wrow,
+                                     int32_t j0, const uint8_t* mask, float sl2) {
+    Ops::apply_score_hook(kp, s);
+    if (!full) {
+      if (reg_mask)
+        Ops::template apply_reg_mask<true>(kp, w, s, wrow, j0);
+      else
+        Ops::apply_smem_mask(s, wrow, mask);
+    }
+    float alpha[2];
+    Ops::softmax_p(s, m, l, sl2, alpha);
+    wgmma_wait<0>();
+    fence_regs<kOAcc>(&o[0][0][0]);
+    Ops::template rescale<DK>(o, alpha);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) Ops::pack_p(s, 0, kk, pa[kk]);
+  }
+
   // Software pipeline over the visit list (one warpgroup): step t issues S_t = Q K_t and then
   // O += P_{t-1} V_{t-1}, so that the tensor cores run the second product while the warps turn
   // S_t into P_t; O is rescaled once that product is done. K_{t+1} and V_t are loaded during
@@ -366,7 +400,6 @@ struct WgmmaKernel {
     if (have) load_tile<kBlockN>(sK, in.k, p.k_row_stride, cur * kBlockN, khi, klo);
     cp_async_commit();
 
-    using Ops = TileOps<T, D, 1, kX>;
     float o[1][D / 8][4];
     float s[1][8][4];
 #pragma unroll
@@ -409,20 +442,7 @@ struct WgmmaKernel {
         if (have_next) load_tile<kBlockN>(sK, in.k, p.k_row_stride, nxt * kBlockN, khi, klo);
         cp_async_commit();
 
-        Ops::apply_score_hook(kp, s);
-        if (!cur_full) {
-          if (reg_mask)
-            Ops::template apply_reg_mask<true>(kp, w, s, wrow, j0);
-          else
-            Ops::apply_smem_mask(s, wrow, sMask);
-        }
-        float alpha[2];
-        Ops::softmax_p(s, m, l, sl2, alpha);
-        wgmma_wait<0>();
-        fence_regs<kOAcc>(od);
-        Ops::template rescale<DK>(o, alpha);
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk) Ops::pack_p(s, 0, kk, pa[kk]);
+        scores_to_p(kp, w, s, m, l, o, pa, cur_full, reg_mask, wrow, j0, sMask, sl2);
         have_prev = true;
 
         __syncthreads();  // V_{t-1} is consumed
@@ -436,10 +456,7 @@ struct WgmmaKernel {
         cp_async_wait<0>();
         fence_async_smem();
         __syncthreads();
-        fence_regs<kOAcc>(od);
-        issue_pv(od, pa, sV);
-        wgmma_wait<0>();
-        fence_regs<kOAcc>(od);
+        pv_now(od, pa, sV);
       }
       cp_async_wait<0>();
       Ops::template write_out<kRows, CtaSync, DK>(kp, w, o, m, l, wrow, sQ);
@@ -474,20 +491,7 @@ struct WgmmaKernel {
       }
       fence_regs<32>(sd);
 
-      Ops::apply_score_hook(kp, s);
-      if (!cur_full) {
-        if (reg_mask)
-          Ops::template apply_reg_mask<true>(kp, w, s, wrow, j0);
-        else
-          Ops::apply_smem_mask(s, wrow, sMask);
-      }
-      float alpha[2];
-      Ops::softmax_p(s, m, l, sl2, alpha);
-      wgmma_wait<0>();
-      fence_regs<kOAcc>(od);
-      Ops::template rescale<DK>(o, alpha);
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) Ops::pack_p(s, 0, kk, pa[kk]);
+      scores_to_p(kp, w, s, m, l, o, pa, cur_full, reg_mask, wrow, j0, sMask, sl2);
       have_prev = true;
 
       __syncthreads();  // K_t and V_{t-1} are consumed: the next step refills their buffers
@@ -500,10 +504,7 @@ struct WgmmaKernel {
       cp_async_wait<0>();
       fence_async_smem();
       __syncthreads();
-      fence_regs<kOAcc>(od);
-      issue_pv(od, pa, sV + (buf ^ 1) * kKVElems);
-      wgmma_wait<0>();
-      fence_regs<kOAcc>(od);
+      pv_now(od, pa, sV + (buf ^ 1) * kKVElems);
     }
     cp_async_wait<0>();
     Ops::template write_out<kRows, CtaSync, DK>(kp, w, o, m, l, wrow, sQ);

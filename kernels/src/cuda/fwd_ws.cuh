@@ -421,10 +421,7 @@ struct WsKernel {
         if (prev >= 0 && n - prev_n >= uint32_t(kStages)) {
           // Skipped tiles have brought the ring round to the stage still held for its P V
           // product: the producer refills a stage only once both consumers handed it back.
-          Base::template fence_regs<Base::kOAcc>(od);
-          Base::issue_pv(od, pa, sm.v + prev * kKVElems);
-          wgmma_wait<0>();
-          Base::template fence_regs<Base::kOAcc>(od);
+          Base::pv_now(od, pa, sm.v + prev * kKVElems);
           mbar_arrive(sm.empty + prev);
           prev = -1;
         }
@@ -475,10 +472,7 @@ struct WsKernel {
         if (last) break;
       }
       if (prev >= 0) {
-        Base::template fence_regs<Base::kOAcc>(od);
-        Base::issue_pv(od, pa, sm.v + prev * kKVElems);
-        wgmma_wait<0>();
-        Base::template fence_regs<Base::kOAcc>(od);
+        Base::pv_now(od, pa, sm.v + prev * kKVElems);
         mbar_arrive(sm.empty + prev);
       }
       Ops::template write_out<kHalfRows, Sync, DK>(kp, w, o, m, l, wrow, sQ, row0);
