@@ -434,8 +434,13 @@ struct WsKernel {
         if ((stage.tag & kNone) || cls == 0) {
           mbar_arrive(sm.empty + st);  // nothing of this tile for these rows
         } else {
-          const int32_t j0 = stage.tile * kBlockN;
-          if (stage.tag & kPad) zero_padding(kp, w.q.b, sm.v + st * kKVElems, j0);
+          // Whether the tile is partial for these rows, decided before the products and kept
+          // through them: the compiler otherwise recomputed the half's class from the thread index
+          // after them, 5 instructions per tile (ncu, dense D = 64). The asm makes the value
+          // opaque, so it is kept rather than rematerialized.
+          uint32_t partial;
+          asm volatile("mov.b32 %0, %1;" : "=r"(partial) : "r"(uint32_t(cls == 1)));
+          if (stage.tag & kPad) zero_padding(kp, w.q.b, sm.v + st * kKVElems, stage.tile * kBlockN);
           Base::template fence_regs<32>(sd);
           Base::issue_qk_rs(sd, qa, sm.k + st * kKVElems);
           if (prev >= 0) {
@@ -446,8 +451,9 @@ struct WsKernel {
             wgmma_wait<0>();
           }
           Base::template fence_regs<32>(sd);
+          const int32_t j0 = stage.tile * kBlockN;
           Ops::apply_score_hook(kp, s);
-          if (cls == 1) {
+          if (partial) {
             if (reg_mask) {
               Ops::apply_reg_mask(kp, w, s, wrow, j0);
             } else {
