@@ -214,6 +214,7 @@ struct TileOps {
 
   // Online softmax in log2 units: turns the scores into probabilities and updates the running
   // max and sum; alpha[mt][r] rescales what the output accumulator holds (rescale).
+  static constexpr float kMaxSlack = 8.f;
   __device__ static void softmax_p(float (&s)[MT][8][4], float (&m)[MT][2], float (&l)[MT][2],
                                    float sl2, float (&alpha)[MT * 2]) {
 #pragma unroll
@@ -231,7 +232,12 @@ struct TileOps {
         float mx = t[0];
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float m_new = fmaxf(m[mt][r], mx * sl2);
+        // The running max moves only when a score passes it by more than kMaxSlack (log2 units):
+        // a smaller rise keeps it, so alpha is exactly 1 and the output's rescale is skipped
+        // (rescale), and the probabilities stay below 2^kMaxSlack, far inside every type's range.
+        // The result is the same softmax: numerator and sum share the max they were taken against.
+        const float m_cand = fmaxf(m[mt][r], mx * sl2);
+        const float m_new = m_cand > m[mt][r] + kMaxSlack ? m_cand : m[mt][r];
         // No allowed key yet: 0 (every exp2 is 0). A +inf max (an allowed score of +inf, or a
         // scaled score beyond float32): NaN, so that the row is NaN (docs/op-spec.md) rather than
         // the zeros that exp2(s - inf) would give. fmaxf drops NaN scores, but their exp2 is NaN.
