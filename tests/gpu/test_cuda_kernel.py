@@ -798,6 +798,15 @@ CHOICE_CASES = {
     "global-d64": (dict(window_left=100, window_right=100, num_global=4), 64, "wgmma"),
     "long-d64": (dict(window_left=600, window_right=600), 64, "ws"),
     "long-d128": (dict(window_left=600, window_right=600), 128, "ws"),
+    # Head dim 256: the warp-specialized kernel for every pattern, short rows with random blocks
+    # or global tokens included.
+    "blocks-d256": (
+        dict(block_size=64, window_left=64, window_right=64, num_random=1),
+        256,
+        "ws",
+    ),
+    "global-d256": (dict(window_left=100, window_right=100, num_global=4), 256, "ws"),
+    "long-d256": (dict(window_left=600, window_right=600), 256, "ws"),
 }
 
 
@@ -806,8 +815,8 @@ CHOICE_CASES = {
 def test_kernel_choice_runs_the_intended_kernel(dtype, case, kernel_choice):
     # The 16-bit types run a Hopper kernel on compute capability 9.0 unless the portable one is
     # asked for: by default the warp-specialized kernel, except the one-warpgroup kernel for short
-    # rows (a band of at most 1024 keys) with random blocks, or with global tokens at head dim 64.
-    # A silent fallback would leave one untested.
+    # rows (a band of at most 1024 keys) with random blocks, or with global tokens at head dim 64
+    # (not at 256). A silent fallback would leave one untested.
     attrs, D, default = CHOICE_CASES[case]
     names = _kernel_names(
         lambda: run_case(attrs, None, 1, 2, 1, 300, 300, D, DTYPES[dtype], None, seed=1)
@@ -826,9 +835,9 @@ def test_kernel_choice_runs_the_intended_kernel(dtype, case, kernel_choice):
 
 @pytest.mark.parametrize("d", [32, 96, 256])
 def test_kernel_choice_new_head_dims(d, kernel_choice):
-    # A kernel that does not take the head dim is never launched: D = 256 runs the one-warpgroup
-    # Hopper kernel when the warp-specialized one is asked for (or by default); D = 32 and 96 run
-    # the Hopper kernels of the padded widths 64 and 128, chosen as for those.
+    # Each Hopper kernel takes every head dim: D = 256 runs the warp-specialized kernel by default
+    # and either Hopper kernel when asked for; D = 32 and 96 run the Hopper kernels of the padded
+    # widths 64 and 128, chosen as for those.
     attrs = dict(window_left=100, window_right=100)
     names = _kernel_names(
         lambda: run_case(attrs, None, 1, 2, 1, 300, 300, d, torch.float16, None, seed=1)
@@ -841,7 +850,7 @@ def test_kernel_choice_new_head_dims(d, kernel_choice):
     }
     want = "mma"
     if hopper and kernel_choice != "mma":
-        want = "wgmma" if d == 256 or kernel_choice == "wgmma" else "ws"
+        want = "wgmma" if kernel_choice == "wgmma" else "ws"
     assert ran[want] and sum(ran.values()) == 1, sorted(names)
 
 

@@ -56,9 +56,9 @@ constexpr int kBlockMWs = 128;
 
 // The head dims each kernel is built for (every one of kCudaHeadDims runs on the mma.sync kernel
 // and the float32 kernel). The Hopper kernels keep Q/K/V in 64-column panels of the tensor cores'
-// 128-byte swizzle, so they take multiples of 64; the warp-specialized kernel holds two Q buffers
-// of 128 rows and its consumers keep Q in registers, which D = 256 does not fit (shared memory and
-// registers), so it stops at 128. launch.cu picks a kernel that takes the call's head dim.
+// 128-byte swizzle, so they take multiples of 64 (and the warp-specialized kernel runs D = 256
+// with one Q buffer, two K/V stages and Q read from shared memory). launch.cu picks a kernel that
+// takes the call's head dim.
 //
 // Head dims 32 and 96 run the Hopper kernels of the next multiple of 64 (hopper_dim): the tiles
 // hold zeros past column D (cp.async zero-fill, or the bulk copies' out-of-bounds fill), S = Q K^T
@@ -67,7 +67,7 @@ __host__ __device__ constexpr int hopper_dim(int d) { return (d + 63) / 64 * 64;
 __host__ __device__ constexpr bool wgmma_takes(int d) {
   return d == 32 || d == 64 || d == 96 || d == 128 || d == 256;
 }
-__host__ __device__ constexpr bool ws_takes(int d) { return hopper_dim(d) <= 128; }
+__host__ __device__ constexpr bool ws_takes(int d) { return wgmma_takes(d); }
 // The mma.sync kernel's 128-row tiles hold 2 x D / 2 output accumulators per thread: at D = 256
 // more registers than a thread has, so D = 256 runs 64-row tiles.
 __host__ __device__ constexpr bool mma_wide_takes(int d) { return d <= 128; }

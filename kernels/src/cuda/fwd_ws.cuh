@@ -107,15 +107,21 @@ struct WsKernel {
   using Base = WgmmaKernel<T, D, DK, kX>;          // tile layout, loads and the two products
   static constexpr int kHalfRows = kBlockMWs / 2;  // rows of one consumer (one m64 tile)
   static constexpr int kCTAThreads = 3 * kThreads;
-  static constexpr int kStages = D == 64 ? 6 : 4;
+  // D = 256: 64 KB per K/V stage, so two stages, one Q buffer (the next item's Q loads once the
+  // current one is written out), and Q read by the tensor cores from shared memory (issue_qk):
+  // its register fragments (64 per thread) do not fit beside 128 output accumulators.
+  static constexpr bool kWide = D == 256;
+  static constexpr int kStages = D == 64 ? 6 : (kWide ? 2 : 4);
+  static constexpr int kQBufs = kWide ? 1 : 2;
+  static constexpr bool kQRegs = !kWide;
   static constexpr int kQElems = kHalfRows * D;  // one half's Q tile
   static constexpr int kKVElems = kBlockN * D;
   // Registers per thread after setmaxnreg (multiples of 8): the CTA starts with 168 per thread
   // (65536 / 384, rounded down to 8); the producer gives back what the consumers take. The
-  // producer keeps enough for the visit-list build.
+  // producer keeps enough for the visit-list build; at D = 256 the consumers need more.
   static constexpr int kEntryRegs = 168;
-  static constexpr int kProducerRegs = 104;
-  static constexpr int kConsumerRegs = (3 * kEntryRegs - kProducerRegs) / 2;  // 200
+  static constexpr int kProducerRegs = kWide ? 56 : 104;
+  static constexpr int kConsumerRegs = (3 * kEntryRegs - kProducerRegs) / 2;  // 200 (224)
   static_assert(kConsumerRegs % 8 == 0, "setmaxnreg takes multiples of 8");
 
   // Tag of a stage: bits 0-3 the two halves' classes (VisitIter::build), plus these.
@@ -129,11 +135,12 @@ struct WsKernel {
   };
   static constexpr int kLists = 2;  // visit-list window buffers (build_lists)
 
-  // Shared memory after the 1024-byte alignment: two Q buffers of two halves each (the next work
-  // item's Q loads while the current one runs; a half's buffer then stages its output tile), the
-  // K and V rings, the token mask (128 rows), then the producer's visit lists, the stage tags and
-  // the barriers. Every tile is a multiple of 8 KB (swizzle atoms stay aligned).
-  static constexpr size_t kQBytes = size_t(4) * kQElems * sizeof(T);
+  // Shared memory after the 1024-byte alignment: kQBufs Q buffers of two halves each (with two,
+  // the next work item's Q loads while the current one runs; a half's buffer then stages its
+  // output tile), the K and V rings, the token mask (128 rows), then the producer's visit lists,
+  // the stage tags and the barriers. Every tile is a multiple of 8 KB (swizzle atoms stay
+  // aligned).
+  static constexpr size_t kQBytes = size_t(2 * kQBufs) * kQElems * sizeof(T);
   static constexpr size_t kKVBytes = size_t(kStages) * kKVElems * sizeof(T);
   static constexpr size_t kMaskBytes = size_t(kBlockMWs) * kBlockN;
   static constexpr size_t kOffK = kQBytes;
@@ -143,14 +150,14 @@ struct WsKernel {
   static constexpr size_t kOffStage = (kOffVisit + kLists * sizeof(VisitSmem) + 15) / 16 * 16;
   static constexpr size_t kOffItem = kOffStage + kStages * sizeof(Stage);
   static constexpr size_t kOffBar = (kOffItem + 3 * sizeof(int32_t) + 7) / 8 * 8;
-  // Barriers: full[kStages], empty[kStages], q_full[2], q_empty[2], list_full[kLists],
-  // list_empty[kLists].
-  static constexpr int kBars = 2 * kStages + 4 + 2 * kLists;
+  // Barriers: full[kStages], empty[kStages] (K), full_v[kStages], empty_v[kStages] (V),
+  // q_full[2], q_empty[2], list_full[kLists], list_empty[kLists].
+  static constexpr int kBars = 4 * kStages + 4 + 2 * kLists;
   static constexpr size_t kSmem = Base::kAlign + kOffBar + kBars * sizeof(uint64_t);
   static_assert(kSmem <= 227 * 1024, "shared memory of one CTA");
 
   struct Smem {
-    T* q;  // [2 buffers][2 halves][kQElems]
+    T* q;  // [kQBufs buffers][2 halves][kQElems]
     T* k;  // [kStages][kKVElems]
     T* v;
     uint8_t* mask;
@@ -158,8 +165,12 @@ struct WsKernel {
     Stage* stage;
     int32_t* q_item;  // [2] the work item of each Q buffer (-1: no more items)
     int32_t* claim;   // the builders' claimed item (next_item)
-    uint64_t* full;
+    // A stage's K and V have their own barriers: a consumer hands K back as soon as its S = Q K^T
+    // is done and V once its P V is, so the next K loads while P V still reads the V before it.
+    uint64_t* full;  // K landed (and the stage's tag is written)
     uint64_t* empty;
+    uint64_t* full_v;
+    uint64_t* empty_v;
     uint64_t* q_full;
     uint64_t* q_empty;
     uint64_t* list_full;
@@ -182,7 +193,9 @@ struct WsKernel {
     s.claim = s.q_item + 2;
     s.full = reinterpret_cast<uint64_t*>(base + kOffBar);
     s.empty = s.full + kStages;
-    s.q_full = s.empty + kStages;
+    s.full_v = s.empty + kStages;
+    s.empty_v = s.full_v + kStages;
+    s.q_full = s.empty_v + kStages;
     s.q_empty = s.q_full + 2;
     s.list_full = s.q_empty + 2;
     s.list_empty = s.list_full + kLists;
@@ -266,17 +279,21 @@ struct WsKernel {
   // key tiles, the arrival alone).
   __device__ static void fill_stage(const KParams& kp, const Smem& sm, uint32_t n, int32_t tile,
                                     uint32_t tag, int32_t hk, int32_t b) {
-    constexpr uint32_t kStageBytes = 2 * kKVElems * sizeof(T);
-    const uint32_t s = n % kStages;
-    mbar_wait(sm.empty + s, ((n / kStages) & 1u) ^ 1u);
+    constexpr uint32_t kTileBytes = kKVElems * sizeof(T);
+    const uint32_t s = n % kStages, ph = ((n / kStages) & 1u) ^ 1u;
+    mbar_wait(sm.empty + s, ph);
     sm.stage[s] = Stage{tile, tag};
     if (tag & kNone) {
       mbar_arrive(sm.full + s);
+      mbar_wait(sm.empty_v + s, ph);
+      mbar_arrive(sm.full_v + s);
       return;
     }
-    mbar_arrive_expect_tx(sm.full + s, kStageBytes);
+    mbar_arrive_expect_tx(sm.full + s, kTileBytes);
     load_box_rows(sm.k + s * kKVElems, &kp.tma_k, sm.full + s, tile * kBlockN, hk, b);
-    load_box_rows(sm.v + s * kKVElems, &kp.tma_v, sm.full + s, tile * kBlockN, hk, b);
+    mbar_wait(sm.empty_v + s, ph);
+    mbar_arrive_expect_tx(sm.full_v + s, kTileBytes);
+    load_box_rows(sm.v + s * kKVElems, &kp.tma_v, sm.full_v + s, tile * kBlockN, hk, b);
   }
 
   // Thread 0 of the producer warpgroup: for each work item the builders chose (its first list
@@ -294,9 +311,10 @@ struct WsKernel {
       uint32_t b = wc % kLists;
       mbar_wait(sm.list_full + b, (wc / kLists) & 1u);
       const int32_t x = sm.visit[b].item;
-      // Q of this item into buffer k % 2, once both consumers wrote out item k - 2 from it.
-      const uint32_t qb = k & 1u;
-      mbar_wait(sm.q_empty + qb, ((k >> 1) & 1u) ^ 1u);
+      // Q of this item into buffer k % kQBufs, once both consumers wrote out item k - kQBufs
+      // from it.
+      const uint32_t qb = k % kQBufs;
+      mbar_wait(sm.q_empty + qb, ((k / kQBufs) & 1u) ^ 1u);
       sm.q_item[qb] = x;
       if (x < 0) {  // no more items: the consumers stop
         mbar_arrive(sm.q_full + qb);
@@ -396,8 +414,8 @@ struct WsKernel {
     const bool reg_mask = Ops::reg_mask_ok(kp);
     uint32_t n = 0, k = 0;
     while (true) {
-      const uint32_t qb = k & 1u;
-      mbar_wait(sm.q_full + qb, (k >> 1) & 1u);
+      const uint32_t qb = k % kQBufs;
+      mbar_wait(sm.q_full + qb, (k / kQBufs) & 1u);
       const int32_t x = sm.q_item[qb];
       if (x < 0) return;  // no more items
       const Work w = get_work(kp, x);
@@ -415,24 +433,32 @@ struct WsKernel {
       uint32_t prev_n = 0;  // the fill index of that stage
 
       T* sQ = sm.q + (qb * 2 + half) * kQElems;  // this half's Q, then its output staging
-      uint32_t qa[DK / 16][4];  // this warp's Q rows, the A operand of every S = Q K^T
-      Base::load_q_frags(qa, sQ, warp * 16);
+      // This warp's Q rows, the A operand of every S = Q K^T (D = 256: read from sQ instead).
+      uint32_t qa[kQRegs ? DK / 16 : 1][4];
+      if constexpr (kQRegs) Base::load_q_frags(qa, sQ, warp * 16);
+      // P V of the held stage, once its V landed; then V goes back to the producer.
+      const auto held_pv = [&]() {
+        mbar_wait(sm.full_v + prev, (prev_n / kStages) & 1u);
+        Base::pv_now(od, pa, sm.v + prev * kKVElems);
+        mbar_arrive(sm.empty_v + prev);
+        prev = -1;
+      };
       while (true) {
-        if (prev >= 0 && n - prev_n >= uint32_t(kStages)) {
-          // Skipped tiles have brought the ring round to the stage still held for its P V
-          // product: the producer refills a stage only once both consumers handed it back.
-          Base::pv_now(od, pa, sm.v + prev * kKVElems);
-          mbar_arrive(sm.empty + prev);
-          prev = -1;
-        }
-        const uint32_t st = n % kStages;
-        mbar_wait(sm.full + st, (n / kStages) & 1u);
+        // Skipped tiles have brought the ring round to the stage still held for its P V
+        // product: the producer refills a V buffer only once both consumers handed it back.
+        if (prev >= 0 && n - prev_n >= uint32_t(kStages)) held_pv();
+        const uint32_t st = n % kStages, par = (n / kStages) & 1u;
+        mbar_wait(sm.full + st, par);
         ++n;
         const Stage stage = sm.stage[st];
         const uint32_t cls = (stage.tag >> (2 * half)) & 3u;
         const bool last = (stage.tag & kLast) != 0;
         if ((stage.tag & kNone) || cls == 0) {
-          mbar_arrive(sm.empty + st);  // nothing of this tile for these rows
+          // Nothing of this tile for these rows. V is handed back once it landed: its buffer's
+          // next fill must not start under this one's copy (and the barrier's phases stay paired).
+          mbar_arrive(sm.empty + st);
+          mbar_wait(sm.full_v + st, par);
+          mbar_arrive(sm.empty_v + st);
         } else {
           // Whether the tile is partial for these rows, decided before the products and kept
           // through them: the compiler otherwise recomputed the half's class from the thread index
@@ -440,16 +466,24 @@ struct WsKernel {
           // opaque, so it is kept rather than rematerialized.
           uint32_t partial;
           asm volatile("mov.b32 %0, %1;" : "=r"(partial) : "r"(uint32_t(cls == 1)));
-          if (stage.tag & kPad) zero_padding(kp, w.q.b, sm.v + st * kKVElems, stage.tile * kBlockN);
+          if (stage.tag & kPad) {
+            mbar_wait(sm.full_v + st, par);
+            zero_padding(kp, w.q.b, sm.v + st * kKVElems, stage.tile * kBlockN);
+          }
           Base::template fence_regs<32>(sd);
-          Base::issue_qk_rs(sd, qa, sm.k + st * kKVElems);
+          if constexpr (kQRegs)
+            Base::issue_qk_rs(sd, qa, sm.k + st * kKVElems);
+          else
+            Base::issue_qk(sd, sQ, sm.k + st * kKVElems);
           if (prev >= 0) {
+            mbar_wait(sm.full_v + prev, (prev_n / kStages) & 1u);
             Base::template fence_regs<Base::kOAcc>(od);
             Base::issue_pv(od, pa, sm.v + prev * kKVElems);
             wgmma_wait<1>();
           } else {
             wgmma_wait<0>();
           }
+          mbar_arrive(sm.empty + st);  // S = Q K^T is done: K goes back to the producer
           Base::template fence_regs<32>(sd);
           const int32_t j0 = stage.tile * kBlockN;
           Ops::apply_score_hook(kp, s);
@@ -466,7 +500,7 @@ struct WsKernel {
           Ops::softmax_p(s, m, l, sl2, alpha);
           wgmma_wait<0>();
           Base::template fence_regs<Base::kOAcc>(od);
-          if (prev >= 0) mbar_arrive(sm.empty + prev);  // P V of that stage is done
+          if (prev >= 0) mbar_arrive(sm.empty_v + prev);  // P V of that stage is done
           Ops::template rescale<DK>(o, alpha);
 #pragma unroll
           for (int kk = 0; kk < 4; ++kk) Ops::pack_p(s, 0, kk, pa[kk]);
@@ -477,10 +511,7 @@ struct WsKernel {
         }
         if (last) break;
       }
-      if (prev >= 0) {
-        Base::pv_now(od, pa, sm.v + prev * kKVElems);
-        mbar_arrive(sm.empty + prev);
-      }
+      if (prev >= 0) held_pv();
       Ops::template write_out<kHalfRows, Sync, DK>(kp, w, o, m, l, wrow, sQ, row0);
       // The staged output was written and read through the generic proxy; the next Q lands
       // there through the async proxy.
@@ -497,6 +528,8 @@ struct WsKernel {
       for (int s = 0; s < kStages; ++s) {
         mbar_init(sm.full + s, 1);
         mbar_init(sm.empty + s, 2 * kThreads);
+        mbar_init(sm.full_v + s, 1);
+        mbar_init(sm.empty_v + s, 2 * kThreads);
       }
       for (int b = 0; b < 2; ++b) {
         mbar_init(sm.q_full + b, 1);

@@ -305,8 +305,11 @@ int32_t gqa_fold(const Params& p, int32_t block_m) {
 // for short bands with global tokens; the one-warpgroup kernel for the other short rows
 // (narrow_rows): with random/listed blocks, and global tokens at head dim 64, where two
 // independent CTAs per SM hide each other's per-tile start and finish better and the two 64-row
-// halves of a 128-row tile would visit different key tiles. Elsewhere the portable mma.sync
-// kernel.
+// halves of a 128-row tile would visit different key tiles. At head dim 256 the warp-specialized
+// kernel takes every pattern: each tile's products are long enough to cover the rest, and it
+// measured 1.12-1.62x faster than the one-warpgroup kernel on all five patterns of
+// benchmarks/results/cuda_h200_L16K_d256_ws.json, random blocks and global tokens included.
+// Elsewhere the portable mma.sync kernel.
 // SPATTN_CUDA_KERNEL=ws|wgmma|mma forces one (to compare them, or to rule one out); float32 has
 // its own kernel.
 KernelKind kernel_for(const Params& p) {
@@ -325,16 +328,15 @@ KernelKind kernel_for(const Params& p) {
     const bool blocks = p.pattern.num_random > 0 || p.block_indices != nullptr;
     const bool global = p.pattern.num_global > 0 || p.global_mask != nullptr;
     // Head dim 96 runs the tiles of 128 (hopper_dim) and takes their choice.
-    k = narrow_rows(p) && (blocks || (global && hopper_dim(p.head_dim) != 128)) ? kKernelWgmma
-                                                                                : kKernelWs;
+    const int32_t hd = hopper_dim(p.head_dim);
+    k = hd != 256 && narrow_rows(p) && (blocks || (global && hd == 64)) ? kKernelWgmma : kKernelWs;
     // Stacked GQA rows that fit a 64-row tile (decoding): the one-warpgroup kernel, whose CTAs
     // (several per SM) each stream their own piece of the cache. The warp-specialized kernel's
     // second consumer would have no rows, and its first alone cannot keep up with the loads
     // (decode steps 1.07-1.12x faster, benchmarks/results/cuda_h200_decode_gqa_stack_kernels_*).
     if (gqa_fold(p, kBlockMMmaNarrow) > 1) k = kKernelWgmma;
   }
-  // The nearest kernel that takes the head dim (common.cuh): D = 256 runs the one-warpgroup
-  // kernel.
+  // The nearest kernel that takes the head dim (common.cuh).
   if (k == kKernelWs && !ws_takes(p.head_dim)) k = kKernelWgmma;
   if (k == kKernelWgmma && !wgmma_takes(p.head_dim)) k = kKernelMma;
   return k;
