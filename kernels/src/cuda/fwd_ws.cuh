@@ -114,6 +114,10 @@ struct WsKernel {
   static constexpr int kStages = D == 64 ? 6 : (kWide ? 2 : 4);
   static constexpr int kQBufs = kWide ? 1 : 2;
   static constexpr bool kQRegs = !kWide;
+  // K and V handed back apart (Smem::full_v): D = 256 needs it, with its two stages. At D <= 128
+  // the deeper rings keep the producer ahead, and the extra barrier operations per tile cost
+  // more than they bring (D = 64 dense and causal window 3-4% slower with them).
+  static constexpr bool kSplitKV = kWide;
   static constexpr int kQElems = kHalfRows * D;  // one half's Q tile
   static constexpr int kKVElems = kBlockN * D;
   // Registers per thread after setmaxnreg (multiples of 8): the CTA starts with 168 per thread
@@ -150,9 +154,9 @@ struct WsKernel {
   static constexpr size_t kOffStage = (kOffVisit + kLists * sizeof(VisitSmem) + 15) / 16 * 16;
   static constexpr size_t kOffItem = kOffStage + kStages * sizeof(Stage);
   static constexpr size_t kOffBar = (kOffItem + 3 * sizeof(int32_t) + 7) / 8 * 8;
-  // Barriers: full[kStages], empty[kStages] (K), full_v[kStages], empty_v[kStages] (V),
-  // q_full[2], q_empty[2], list_full[kLists], list_empty[kLists].
-  static constexpr int kBars = 4 * kStages + 4 + 2 * kLists;
+  // Barriers: full[kStages], empty[kStages] (K, or K and V), full_v[kStages], empty_v[kStages]
+  // (V, kSplitKV only), q_full[2], q_empty[2], list_full[kLists], list_empty[kLists].
+  static constexpr int kBars = (kSplitKV ? 4 : 2) * kStages + 4 + 2 * kLists;
   static constexpr size_t kSmem = Base::kAlign + kOffBar + kBars * sizeof(uint64_t);
   static_assert(kSmem <= 227 * 1024, "shared memory of one CTA");
 
@@ -165,9 +169,10 @@ struct WsKernel {
     Stage* stage;
     int32_t* q_item;  // [2] the work item of each Q buffer (-1: no more items)
     int32_t* claim;   // the builders' claimed item (next_item)
-    // A stage's K and V have their own barriers: a consumer hands K back as soon as its S = Q K^T
-    // is done and V once its P V is, so the next K loads while P V still reads the V before it.
-    uint64_t* full;  // K landed (and the stage's tag is written)
+    // With kSplitKV a stage's K and V have their own barriers: a consumer hands K back as soon as
+    // its S = Q K^T is done and V once its P V is, so the next K loads while P V still reads the
+    // V before it. Without, full and empty cover both.
+    uint64_t* full;  // K (and V) landed, and the stage's tag is written
     uint64_t* empty;
     uint64_t* full_v;
     uint64_t* empty_v;
@@ -193,9 +198,9 @@ struct WsKernel {
     s.claim = s.q_item + 2;
     s.full = reinterpret_cast<uint64_t*>(base + kOffBar);
     s.empty = s.full + kStages;
-    s.full_v = s.empty + kStages;
-    s.empty_v = s.full_v + kStages;
-    s.q_full = s.empty_v + kStages;
+    s.full_v = kSplitKV ? s.empty + kStages : nullptr;
+    s.empty_v = kSplitKV ? s.full_v + kStages : nullptr;
+    s.q_full = s.empty + (kSplitKV ? 3 : 1) * kStages;
     s.q_empty = s.q_full + 2;
     s.list_full = s.q_empty + 2;
     s.list_empty = s.list_full + kLists;
@@ -285,8 +290,16 @@ struct WsKernel {
     sm.stage[s] = Stage{tile, tag};
     if (tag & kNone) {
       mbar_arrive(sm.full + s);
-      mbar_wait(sm.empty_v + s, ph);
-      mbar_arrive(sm.full_v + s);
+      if constexpr (kSplitKV) {
+        mbar_wait(sm.empty_v + s, ph);
+        mbar_arrive(sm.full_v + s);
+      }
+      return;
+    }
+    if constexpr (!kSplitKV) {  // one barrier for both
+      mbar_arrive_expect_tx(sm.full + s, 2 * kTileBytes);
+      load_box_rows(sm.k + s * kKVElems, &kp.tma_k, sm.full + s, tile * kBlockN, hk, b);
+      load_box_rows(sm.v + s * kKVElems, &kp.tma_v, sm.full + s, tile * kBlockN, hk, b);
       return;
     }
     mbar_arrive_expect_tx(sm.full + s, kTileBytes);
@@ -438,9 +451,9 @@ struct WsKernel {
       if constexpr (kQRegs) Base::load_q_frags(qa, sQ, warp * 16);
       // P V of the held stage, once its V landed; then V goes back to the producer.
       const auto held_pv = [&]() {
-        mbar_wait(sm.full_v + prev, (prev_n / kStages) & 1u);
+        if constexpr (kSplitKV) mbar_wait(sm.full_v + prev, (prev_n / kStages) & 1u);
         Base::pv_now(od, pa, sm.v + prev * kKVElems);
-        mbar_arrive(sm.empty_v + prev);
+        mbar_arrive((kSplitKV ? sm.empty_v : sm.empty) + prev);
         prev = -1;
       };
       while (true) {
@@ -457,8 +470,10 @@ struct WsKernel {
           // Nothing of this tile for these rows. V is handed back once it landed: its buffer's
           // next fill must not start under this one's copy (and the barrier's phases stay paired).
           mbar_arrive(sm.empty + st);
-          mbar_wait(sm.full_v + st, par);
-          mbar_arrive(sm.empty_v + st);
+          if constexpr (kSplitKV) {
+            mbar_wait(sm.full_v + st, par);
+            mbar_arrive(sm.empty_v + st);
+          }
         } else {
           // Whether the tile is partial for these rows, decided before the products and kept
           // through them: the compiler otherwise recomputed the half's class from the thread index
@@ -467,7 +482,7 @@ struct WsKernel {
           uint32_t partial;
           asm volatile("mov.b32 %0, %1;" : "=r"(partial) : "r"(uint32_t(cls == 1)));
           if (stage.tag & kPad) {
-            mbar_wait(sm.full_v + st, par);
+            if constexpr (kSplitKV) mbar_wait(sm.full_v + st, par);
             zero_padding(kp, w.q.b, sm.v + st * kKVElems, stage.tile * kBlockN);
           }
           Base::template fence_regs<32>(sd);
@@ -476,14 +491,15 @@ struct WsKernel {
           else
             Base::issue_qk(sd, sQ, sm.k + st * kKVElems);
           if (prev >= 0) {
-            mbar_wait(sm.full_v + prev, (prev_n / kStages) & 1u);
+            if constexpr (kSplitKV) mbar_wait(sm.full_v + prev, (prev_n / kStages) & 1u);
             Base::template fence_regs<Base::kOAcc>(od);
             Base::issue_pv(od, pa, sm.v + prev * kKVElems);
             wgmma_wait<1>();
           } else {
             wgmma_wait<0>();
           }
-          mbar_arrive(sm.empty + st);  // S = Q K^T is done: K goes back to the producer
+          // S = Q K^T is done: K goes back to the producer (or, K and V together, after P V).
+          if constexpr (kSplitKV) mbar_arrive(sm.empty + st);
           Base::template fence_regs<32>(sd);
           const int32_t j0 = stage.tile * kBlockN;
           Ops::apply_score_hook(kp, s);
@@ -500,7 +516,7 @@ struct WsKernel {
           Ops::softmax_p(s, m, l, sl2, alpha);
           wgmma_wait<0>();
           Base::template fence_regs<Base::kOAcc>(od);
-          if (prev >= 0) mbar_arrive(sm.empty_v + prev);  // P V of that stage is done
+          if (prev >= 0) mbar_arrive((kSplitKV ? sm.empty_v : sm.empty) + prev);  // its P V is done
           Ops::template rescale<DK>(o, alpha);
 #pragma unroll
           for (int kk = 0; kk < 4; ++kk) Ops::pack_p(s, 0, kk, pa[kk]);
@@ -528,8 +544,10 @@ struct WsKernel {
       for (int s = 0; s < kStages; ++s) {
         mbar_init(sm.full + s, 1);
         mbar_init(sm.empty + s, 2 * kThreads);
-        mbar_init(sm.full_v + s, 1);
-        mbar_init(sm.empty_v + s, 2 * kThreads);
+        if constexpr (kSplitKV) {
+          mbar_init(sm.full_v + s, 1);
+          mbar_init(sm.empty_v + s, 2 * kThreads);
+        }
       }
       for (int b = 0; b < 2; ++b) {
         mbar_init(sm.q_full + b, 1);
