@@ -212,9 +212,12 @@ struct TileOps {
       }
   }
 
+  // How far (log2 units) a row's scores may pass its running max before the max moves
+  // (softmax_p).
+  static constexpr float kMaxSlack = 8.f;
+
   // Online softmax in log2 units: turns the scores into probabilities and updates the running
   // max and sum; alpha[mt][r] rescales what the output accumulator holds (rescale).
-  static constexpr float kMaxSlack = 8.f;
   __device__ static void softmax_p(float (&s)[MT][8][4], float (&m)[MT][2], float (&l)[MT][2],
                                    float sl2, float (&alpha)[MT * 2]) {
 #pragma unroll
