@@ -55,8 +55,8 @@ enum KernelKind : int32_t {
 constexpr int kBlockMWs = 128;
 
 // The head dims each kernel is built for (every one of kCudaHeadDims runs on the mma.sync kernel
-// and the float32 kernel). The Hopper kernels keep Q/K/V in 64-column panels of the tensor cores'
-// 128-byte swizzle, so they take multiples of 64 (and the warp-specialized kernel runs D = 256
+// and the float32 kernel). The two Hopper kernels keep Q/K/V in 64-column panels of the tensor
+// cores' 128-byte swizzle and take the same head dims (the warp-specialized kernel runs D = 256
 // with one Q buffer, two K/V stages and Q read from shared memory). launch.cu picks a kernel that
 // takes the call's head dim.
 //
@@ -64,10 +64,9 @@ constexpr int kBlockMWs = 128;
 // hold zeros past column D (cp.async zero-fill, or the bulk copies' out-of-bounds fill), S = Q K^T
 // takes only the D / 16 steps that hold data and O = P V only the D columns (wgmma n32 / n96).
 __host__ __device__ constexpr int hopper_dim(int d) { return (d + 63) / 64 * 64; }
-__host__ __device__ constexpr bool wgmma_takes(int d) {
+__host__ __device__ constexpr bool hopper_takes(int d) {
   return d == 32 || d == 64 || d == 96 || d == 128 || d == 256;
 }
-__host__ __device__ constexpr bool ws_takes(int d) { return wgmma_takes(d); }
 // The mma.sync kernel's 128-row tiles hold 2 x D / 2 output accumulators per thread: at D = 256
 // more registers than a thread has, so D = 256 runs 64-row tiles.
 __host__ __device__ constexpr bool mma_wide_takes(int d) { return d <= 128; }

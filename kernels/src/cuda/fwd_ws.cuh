@@ -103,7 +103,7 @@ __device__ __forceinline__ void regs_alloc() {
 // from DK on with zeros (out of the tensor map's bounds). kX: the feature set (TileOps).
 template <typename T, int D, int DK = D, bool kX = true>
 struct WsKernel {
-  static_assert(ws_takes(DK), "head dims of the warp-specialized kernel");
+  static_assert(hopper_takes(DK), "head dims of the Hopper kernels");
   using Base = WgmmaKernel<T, D, DK, kX>;          // tile layout, loads and the two products
   static constexpr int kHalfRows = kBlockMWs / 2;  // rows of one consumer (one m64 tile)
   static constexpr int kCTAThreads = 3 * kThreads;
@@ -607,10 +607,10 @@ cudaError_t launch_ws(const KParams& kp, int32_t grid, cudaStream_t stream) {
 // Only the kernels that take head dim D are built for it (launch.cu never picks another).
 template <typename T, int D, bool kX>
 cudaError_t launch_tensor_core_x(const KParams& kp, int32_t grid, cudaStream_t stream) {
-  if constexpr (ws_takes(D))
+  if constexpr (hopper_takes(D)) {
     if (kp.kernel == kKernelWs) return launch_ws<T, D, kX>(kp, grid, stream);
-  if constexpr (wgmma_takes(D))
     if (kp.kernel == kKernelWgmma) return launch_wgmma<T, D, kX>(kp, grid, stream);
+  }
   if (kp.kernel != kKernelMma) return cudaErrorInvalidValue;
   return launch_mma<T, D, kX>(kp, grid, stream);
 }

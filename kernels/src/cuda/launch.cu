@@ -336,9 +336,8 @@ KernelKind kernel_for(const Params& p) {
     // (decode steps 1.07-1.12x faster, benchmarks/results/cuda_h200_decode_gqa_stack_kernels_*).
     if (gqa_fold(p, kBlockMMmaNarrow) > 1) k = kKernelWgmma;
   }
-  // The nearest kernel that takes the head dim (common.cuh).
-  if (k == kKernelWs && !ws_takes(p.head_dim)) k = kKernelWgmma;
-  if (k == kKernelWgmma && !wgmma_takes(p.head_dim)) k = kKernelMma;
+  // The portable kernel for a head dim the Hopper kernels do not take (common.cuh).
+  if (!hopper_takes(p.head_dim)) k = kKernelMma;
   return k;
 #else
   (void)p;
