@@ -194,9 +194,13 @@ struct WgmmaKernel {
   // D = 256: one K and one V buffer (run_single), so that two CTAs fit an SM (2 x 107 KB of
   // shared memory, at most 256 registers per thread): with double buffers (171 KB) one CTA ran
   // per SM and nothing covered its softmax and its waits for the loads.
-  static constexpr bool kSingle = D == 256;
+  // Head dim 96 without the optional inputs (lean): one K and one V buffer too, so that three
+  // CTAs share an SM (about 55 KB of shared memory and 168 registers each; with double buffers
+  // the padded 128-column tiles take 88 KB and two CTAs fit).
+  static constexpr bool kThree = DK == 96 && !kX;
+  static constexpr bool kSingle = D == 256 || kThree;
   static constexpr int kKVBufs = kSingle ? 1 : 2;
-  static constexpr int kMinCtas = kSingle ? 2 : 1;
+  static constexpr int kMinCtas = kThree ? 3 : kSingle ? 2 : 1;
   static constexpr size_t kSmemTiles = size_t(kQElems + 2 * kKVBufs * kKVElems) * sizeof(T);
   static constexpr size_t kMaskBytes = size_t(kRows) * kBlockN;
   static constexpr size_t kAlign = 1024;
