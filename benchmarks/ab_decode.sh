@@ -7,7 +7,8 @@
 # drift hit every build alike? Builds lie compressed in $AB_DIR/<name>/libspattn_kernels.so.xz
 # (git-ignored), as for ab_kernels.sh; ROUNDS rounds (default 2) run every build in the order
 # given, reversed every second round. Each run also checks the CUDA-graph replay against the
-# eager call (bench_hopper.py). SPATTN_CUDA_KERNEL, when set, passes through to every run.
+# eager call (bench_hopper.py). SPATTN_CUDA_KERNEL, when set, passes through to every run;
+# AB_DECODE_D=96 (any head dim of the op) runs the same rows at that head dim.
 #
 #     AB_DIR=.gpu/ab2 OUT=/tmp/abd bash benchmarks/ab_decode.sh main fold
 #
@@ -42,7 +43,7 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "== round $r: $n"
     SPATTN_KERNELS_LIB="$WORK/lib/$n/libspattn_kernels.so" timeout 200 python3 benchmarks/bench_hopper.py \
       --plan full --only decode_window4096 decode_causal --skip-anchors fa4 --fa4-workers 0 \
-      --budget-s 150 --out "$WORK/runs" --tag "${n}_$r" > "$WORK/${n}_$r.log" 2>&1 ||
+      ${AB_DECODE_D:+--decode-d $AB_DECODE_D} --budget-s 150 --out "$WORK/runs" --tag "${n}_$r" > "$WORK/${n}_$r.log" 2>&1 ||
       { echo "run $n $r failed"; tail -n 5 "$WORK/${n}_$r.log"; }
   done
 done

@@ -1691,9 +1691,16 @@ def parse_args(argv=None):
         "--only", nargs="+", metavar="PATTERN", help="prefill/decode pattern keys, or 'decode'"
     )
     ap.add_argument("--L", type=int, nargs="+", help="prefill lengths to keep")
-    ap.add_argument("--D", type=int, nargs="+", help="head dims to keep (decode is D=128)")
+    ap.add_argument("--D", type=int, nargs="+", help="head dims to keep (decode rows: --decode-d)")
     ap.add_argument("--dtypes", nargs="+", choices=["bfloat16", "float16"])
     ap.add_argument("--cache", type=int, nargs="+", help="decode cache lengths to keep")
+    ap.add_argument(
+        "--decode-d",
+        type=int,
+        choices=(32, 64, 96, 128, 256),
+        default=128,
+        help="head dim of the decode rows (default 128, the shape of the targets)",
+    )
     ap.add_argument(
         "--budget-s", type=float, help="start no row after this many seconds (quick 170, full 450)"
     )
@@ -1767,6 +1774,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.fa4_compile_worker:
         return worker_main(args.fa4_compile_worker, args.worker_out)
+    DECODE_SHAPE["D"] = args.decode_d
     rows = build_plan(args.plan, args.only, args.L, args.D, args.dtypes, args.cache)
     if not rows:
         raise SystemExit("no rows: the filters left none")

@@ -8,7 +8,11 @@ lines differ then. Needs cuobjdump and nvdisasm (CUDA toolkit, or the PyPI wheel
 nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm) on PATH or in CUOBJDUMP / NVDISASM_PATH; no GPU.
 
     python benchmarks/sass_compare.py OLD/libspattn_kernels.so NEW/libspattn_kernels.so \
-        [--arch sm_90a] [--match attention_kernel]
+        [--arch sm_90a] [--match attention_kernel] [--rename FROM=TO ...]
+
+--rename compares a kernel that only gained a template argument with its old self: FROM is
+replaced by TO in the new library's names before they are matched (e.g. a new trailing bool,
+`ELb0ELb0EEEv=ELb0EEEv`).
 """
 
 from __future__ import annotations
@@ -55,8 +59,20 @@ def main() -> None:
     ap.add_argument("new")
     ap.add_argument("--arch", default="sm_90a")
     ap.add_argument("--match", default="attention_kernel", help="compare kernels whose name has it")
+    ap.add_argument(
+        "--rename",
+        action="append",
+        default=[],
+        metavar="FROM=TO",
+        help="replace FROM by TO in the new library's kernel names before matching (repeatable)",
+    )
     args = ap.parse_args()
     a, b = sass(args.old, args.arch), sass(args.new, args.arch)
+    for rule in args.rename:
+        old, sep, new = rule.partition("=")
+        if not sep or not old:
+            raise SystemExit(f"--rename: FROM=TO, got {rule!r}")
+        b = {name.replace(old, new): code for name, code in b.items()}
     same = 0
     for name in sorted(set(a) | set(b)):
         if args.match not in name:

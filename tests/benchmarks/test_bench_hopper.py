@@ -132,6 +132,19 @@ def test_plan_filters():
         bh.build_plan("medium")
 
 
+def test_decode_head_dim_option(monkeypatch):
+    # --decode-d runs the decode rows at another head dim (main sets DECODE_SHAPE from it); the
+    # --D filter then keeps them at that head dim.
+    assert bh.parse_args([]).decode_d == 128
+    assert bh.parse_args(["--decode-d", "96"]).decode_d == 96
+    with pytest.raises(SystemExit):
+        bh.parse_args(["--decode-d", "80"])
+    monkeypatch.setitem(bh.DECODE_SHAPE, "D", 96)
+    rows = bh.build_plan("full", only=["decode"], dims=[96])
+    assert len(rows) == 8 and all(r["kind"] == "decode" for r in rows)
+    assert bh.build_plan("full", only=["decode"], dims=[128]) == []
+
+
 def test_fa4_variants_ignore_lengths():
     variants = bh.fa4_variants(bh.build_plan("full"))
     ids = [v["id"] for v in variants]

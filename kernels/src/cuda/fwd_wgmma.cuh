@@ -179,10 +179,12 @@ SPATTN_DEFINE_RS_STUB(128)
 
 // ---------------------------------------------------------------------------------------------
 // D: the tile width (a multiple of 64); DK <= D: the call's head dim (D = DK, or the padded
-// widths of hopper_dim: columns from DK on are loaded as zeros); kX: the feature set (TileOps).
-template <typename T, int D, int DK = D, bool kX = true>
+// widths of hopper_dim: columns from DK on are loaded as zeros); kX: the feature set (TileOps);
+// kMany: one K and one V buffer, so that more CTAs share an SM (launch_wgmma says when).
+template <typename T, int D, int DK = D, bool kX = true, bool kMany = false>
 struct WgmmaKernel {
   static_assert(DK <= D && DK % 16 == 0 && hopper_dim(DK) == D, "padded head dims");
+  static_assert(!kMany || (!kX && (DK == 96 || DK == 128)), "kMany: lean, head dims 96 and 128");
   static_assert(D == 64 || D == 128 || D == 256, "head dims of the Hopper kernel (kWgmmaDims)");
   static constexpr int kRows = kBlockMMmaNarrow;  // 64: one m64 warpgroup tile
   static constexpr int kChunks = D / 8;           // 16-byte chunks per row
@@ -194,13 +196,12 @@ struct WgmmaKernel {
   // D = 256: one K and one V buffer (run_single), so that two CTAs fit an SM (2 x 107 KB of
   // shared memory, at most 256 registers per thread): with double buffers (171 KB) one CTA ran
   // per SM and nothing covered its softmax and its waits for the loads.
-  // Head dim 96 without the optional inputs (lean): one K and one V buffer too, so that three
-  // CTAs share an SM (about 55 KB of shared memory and 168 registers each; with double buffers
-  // the padded 128-column tiles take 88 KB and two CTAs fit).
-  static constexpr bool kThree = DK == 96 && !kX;
-  static constexpr bool kSingle = D == 256 || kThree;
+  // kMany (head dims 96 and 128, lean): one K and one V buffer too, so that three CTAs share an
+  // SM (about 55 KB of shared memory and at most 168 registers each; with double buffers the
+  // 128-column tiles take 88 KB and two CTAs fit).
+  static constexpr bool kSingle = D == 256 || kMany;
   static constexpr int kKVBufs = kSingle ? 1 : 2;
-  static constexpr int kMinCtas = kThree ? 3 : kSingle ? 2 : 1;
+  static constexpr int kMinCtas = kMany ? 3 : kSingle ? 2 : 1;
   static constexpr size_t kSmemTiles = size_t(kQElems + 2 * kKVBufs * kKVElems) * sizeof(T);
   static constexpr size_t kMaskBytes = size_t(kRows) * kBlockN;
   static constexpr size_t kAlign = 1024;
@@ -515,23 +516,37 @@ struct WgmmaKernel {
   }
 };
 
-template <typename T, int D, int DK, bool kX>
-__global__ void __launch_bounds__(kThreads, (WgmmaKernel<T, D, DK, kX>::kMinCtas))
+template <typename T, int D, int DK, bool kX, bool kMany>
+__global__ void __launch_bounds__(kThreads, (WgmmaKernel<T, D, DK, kX, kMany>::kMinCtas))
     wgmma_attention_kernel(const __grid_constant__ KParams kp) {
-  WgmmaKernel<T, D, DK, kX>::run(kp);
+  WgmmaKernel<T, D, DK, kX, kMany>::run(kp);
 }
 
-// The one-warpgroup kernel of head dim DK (tiles of hopper_dim(DK) columns).
-template <typename T, int DK, bool kX>
-cudaError_t launch_wgmma(const KParams& kp, int32_t grid, cudaStream_t stream) {
+template <typename T, int DK, bool kX, bool kMany>
+cudaError_t launch_wgmma_as(const KParams& kp, int32_t grid, cudaStream_t stream) {
   constexpr int D = hopper_dim(DK);
-  using K = WgmmaKernel<T, D, DK, kX>;
+  using K = WgmmaKernel<T, D, DK, kX, kMany>;
   if (kp.block_m != K::kRows) return cudaErrorInvalidValue;
   constexpr size_t smem = K::kSmem;
-  cudaError_t e = allow_dynamic_smem<wgmma_attention_kernel<T, D, DK, kX>>(smem);
+  cudaError_t e = allow_dynamic_smem<wgmma_attention_kernel<T, D, DK, kX, kMany>>(smem);
   if (e != cudaSuccess) return e;
-  wgmma_attention_kernel<T, D, DK, kX><<<grid, kThreads, smem, stream>>>(kp);
+  wgmma_attention_kernel<T, D, DK, kX, kMany><<<grid, kThreads, smem, stream>>>(kp);
   return cudaGetLastError();
+}
+
+// The one-warpgroup kernel of head dim DK (tiles of hopper_dim(DK) columns). At head dims 96 and
+// 128 without the optional inputs, rows that are not stacked GQA rows (the short rows of random
+// and listed blocks that kernel_for gives this kernel) run the kMany form: three CTAs per SM
+// with one K/V buffer each were 12-13% faster than two with double buffers on BigBird-like at
+// 16K, while decode steps (stacked rows streaming a long cache) were 5-18% slower with it and
+// keep the double buffers (benchmarks/results/cuda_h200_L16K_many_ctas_ab.txt,
+// cuda_h200_decode_many_ctas_ab*.txt). At head dim 64 (146 registers) three CTAs already fit
+// with double buffers.
+template <typename T, int DK, bool kX>
+cudaError_t launch_wgmma(const KParams& kp, int32_t grid, cudaStream_t stream) {
+  if constexpr (!kX && (DK == 96 || DK == 128))
+    if (kp.fold == 1) return launch_wgmma_as<T, DK, kX, true>(kp, grid, stream);
+  return launch_wgmma_as<T, DK, kX, false>(kp, grid, stream);
 }
 
 }  // namespace cuda
