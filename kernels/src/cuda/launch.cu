@@ -303,11 +303,11 @@ int32_t gqa_fold(const Params& p, int32_t block_m) {
 // load, the producer builds the next visit lists and streams the next work item meanwhile) for
 // long rows, where it is 1.2x-1.4x faster, for plain short bands and, at head dims 96 and 128,
 // for short bands with global tokens; the one-warpgroup kernel for the other short rows
-// (narrow_rows): with random/listed blocks, and global tokens at head dim 64, where two
-// independent CTAs per SM hide each other's per-tile start and finish better and the two 64-row
-// halves of a 128-row tile would visit different key tiles. At head dim 256 the warp-specialized
-// kernel takes every pattern: each tile's products are long enough to cover the rest, and it
-// measured 1.12-1.62x faster than the one-warpgroup kernel on all five patterns of
+// (narrow_rows): with random/listed blocks, and global tokens at head dim 64, where independent
+// CTAs (two or three per SM, launch_wgmma) hide each other's per-tile start and finish better and
+// the two 64-row halves of a 128-row tile would visit different key tiles. At head dim 256 the
+// warp-specialized kernel takes every pattern: each tile's products are long enough to cover the
+// rest, and it measured 1.12-1.62x faster than the one-warpgroup kernel on all five patterns of
 // benchmarks/results/cuda_h200_L16K_d256_ws.json, random blocks and global tokens included.
 // Elsewhere the portable mma.sync kernel.
 // SPATTN_CUDA_KERNEL=ws|wgmma|mma forces one (to compare them, or to rule one out); float32 has
