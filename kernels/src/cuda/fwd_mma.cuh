@@ -239,17 +239,22 @@ struct TileOps {
         // a smaller rise keeps it, so alpha is exactly 1 and the output's rescale is skipped
         // (rescale), and the probabilities stay below 2^kMaxSlack, far inside every type's range.
         // The result is the same softmax: numerator and sum share the max they were taken against.
-        const float m_cand = fmaxf(m[mt][r], mx * sl2);
-        const float m_new = m_cand > m[mt][r] + kMaxSlack ? m_cand : m[mt][r];
+        // A NaN tile max keeps the running max (the comparison is false), as fmaxf would.
+        const float m_old = m[mt][r], x = mx * sl2;
+        const bool moves = x > m_old + kMaxSlack;
+        const float m_new = moves ? x : m_old;
         // No allowed key yet: 0 (every exp2 is 0). A +inf max (an allowed score of +inf, or a
         // scaled score beyond float32): NaN, so that the row is NaN (docs/op-spec.md) rather than
         // the zeros that exp2(s - inf) would give. fmaxf drops NaN scores, but their exp2 is NaN.
-        // m_new * 0 + m_new is m_new when finite and NaN for +-inf, so one select covers the
-        // three cases: a three-way conditional compiled to a branch with a convergence barrier per
-        // row, which kept the two rows' reductions and exp2s from overlapping (the consumers of
-        // the warp-specialized kernel measured 9-16% slower on long rows).
-        const float m_use = m_new == -INFINITY ? 0.f : fmaf(m_new, 0.f, m_new);
-        alpha[mt * 2 + r] = fast_exp2(m[mt][r] - m_use);
+        // m * 0 + m is m when finite and NaN for +-inf, so one select covers the three cases: a
+        // three-way conditional compiled to a branch with a convergence barrier per row, which
+        // kept the two rows' reductions and exp2s from overlapping (the consumers of the
+        // warp-specialized kernel measured 9-16% slower on long rows). The form of the old max
+        // depends only on the previous tile, and a max that moves is above -inf, so the path from
+        // this tile's max to its exp2s is one multiply, one compare and one select.
+        const float use_old = m_old == -INFINITY ? 0.f : fmaf(m_old, 0.f, m_old);
+        const float m_use = moves ? fmaf(x, 0.f, x) : use_old;
+        alpha[mt * 2 + r] = fast_exp2(m_old - m_use);
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt) {
           s[mt][nt][2 * r] = fast_exp2(fmaf(s[mt][nt][2 * r], sl2, -m_use));
