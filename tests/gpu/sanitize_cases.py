@@ -159,11 +159,16 @@ def new_cases(n: int) -> int:
                 extra=extra,
             )
             n += 1
-        # Head dim 96 without the optional inputs: the lean one-warpgroup kernel keeps one K and
-        # one V buffer there (three CTAs per SM), a different load and barrier order.
-        for name, dtype in (("bigbird_bs64", torch.bfloat16), ("longformer", torch.float16)):
+        # Head dims 96 and 128 without the optional inputs: the lean one-warpgroup kernel keeps
+        # one K and one V buffer for rows that are not stacked GQA rows (three CTAs per SM,
+        # launch_wgmma), a different load and barrier order.
+        for name, dtype, d in (
+            ("bigbird_bs64", torch.bfloat16, 96),
+            ("longformer", torch.float16, 96),
+            ("bigbird_bs64", torch.float16, 128),
+        ):
             attrs, bi_spec = PATTERNS[name]
-            run_case(attrs, bi_spec, 2, 4, 2, 333, 333, 96, dtype, [333, 150], seed=n)
+            run_case(attrs, bi_spec, 2, 4, 2, 333, 333, d, dtype, [333, 150], seed=n)
             n += 1
         # Global tokens in long rows: the counted plan splits their tiles.
         extra = new_inputs(features, 2, 4, 1500, None, n)
