@@ -181,10 +181,14 @@ SPATTN_DEFINE_RS_STUB(128)
 // D: the tile width (a multiple of 64); DK <= D: the call's head dim (D = DK, or the padded
 // widths of hopper_dim: columns from DK on are loaded as zeros); kX: the feature set (TileOps);
 // kMany: one K and one V buffer, so that more CTAs share an SM (launch_wgmma says when).
+// The instantiations that have a kMany form: lean (no optional inputs), head dims 96 and 128.
+template <int DK, bool kX>
+constexpr bool kHasManyForm = !kX && (DK == 96 || DK == 128);
+
 template <typename T, int D, int DK = D, bool kX = true, bool kMany = false>
 struct WgmmaKernel {
   static_assert(DK <= D && DK % 16 == 0 && hopper_dim(DK) == D, "padded head dims");
-  static_assert(!kMany || (!kX && (DK == 96 || DK == 128)), "kMany: lean, head dims 96 and 128");
+  static_assert(!kMany || kHasManyForm<DK, kX>, "kMany: lean, head dims 96 and 128");
   static_assert(D == 64 || D == 128 || D == 256, "head dims of the Hopper kernel (kWgmmaDims)");
   static constexpr int kRows = kBlockMMmaNarrow;  // 64: one m64 warpgroup tile
   static constexpr int kChunks = D / 8;           // 16-byte chunks per row
@@ -544,7 +548,7 @@ cudaError_t launch_wgmma_as(const KParams& kp, int32_t grid, cudaStream_t stream
 // with double buffers.
 template <typename T, int DK, bool kX>
 cudaError_t launch_wgmma(const KParams& kp, int32_t grid, cudaStream_t stream) {
-  if constexpr (!kX && (DK == 96 || DK == 128))
+  if constexpr (kHasManyForm<DK, kX>)
     if (kp.fold == 1) return launch_wgmma_as<T, DK, kX, true>(kp, grid, stream);
   return launch_wgmma_as<T, DK, kX, false>(kp, grid, stream);
 }
