@@ -98,6 +98,18 @@ __device__ __forceinline__ void regs_alloc() {
 #endif
 }
 
+// The consumers' turns at the tensor cores (WsKernel::consume): consumer h waits on barrier
+// kTurnBar + h for its turn and passes the turn by arriving on the other's. Barrier IDs after those
+// of WarpgroupSync (1..3) and BuilderSync (4); 256 threads: the 128 that wait and the 128 that
+// arrive.
+constexpr int kTurnBar = 5;
+__device__ __forceinline__ void turn_wait(int half) {
+  asm volatile("bar.sync %0, 256;\n" ::"r"(kTurnBar + half) : "memory");
+}
+__device__ __forceinline__ void turn_pass(int half) {
+  asm volatile("bar.arrive %0, 256;\n" ::"r"(kTurnBar + 1 - half) : "memory");
+}
+
 // ---------------------------------------------------------------------------------------------
 // D: the tile width, DK: the call's head dim (WgmmaKernel). The bulk copies fill the columns
 // from DK on with zeros (out of the tensor map's bounds). kX: the feature set (TileOps).
@@ -127,6 +139,11 @@ struct WsKernel {
   static constexpr int kProducerRegs = kWide ? 56 : 104;
   static constexpr int kConsumerRegs = (3 * kEntryRegs - kProducerRegs) / 2;  // 200 (224)
   static_assert(kConsumerRegs % 8 == 0, "setmaxnreg takes multiples of 8");
+  // Turns at the tensor cores (consume): at tile width 64, where a tile's products are shortest
+  // beside its softmax. At 128 they measured even (the causal window 2.5% faster, ±256 + 64
+  // global 4-5% slower: its global rows' half walks every key tile while the other half waits
+  // its turn on each).
+  static constexpr bool kTurns = D == 64;
 
   // Tag of a stage: bits 0-3 the two halves' classes (VisitIter::build), plus these.
   static constexpr uint32_t kLast = 16;  // the last stage of the work item
@@ -417,6 +434,14 @@ struct WsKernel {
   // A consumer warpgroup: rows [64 half, 64 half + 64) of each work item. Both consumers run
   // this one copy of the code (half is a run-time value), which halves the instructions they
   // fetch.
+  //
+  // Turns (kTurns): the consumers issue their products of each stage in turn, consumer 0 first
+  // (turn_wait before S = Q K^T, turn_pass once P V is issued), so that one's products run on the
+  // tensor cores while the other computes its softmax, instead of both contending for the tensor
+  // cores and then both waiting on the exp2 unit. Both walk the same stages, and a consumer that
+  // skips a stage still takes and passes its turn, so the waits and passes stay paired. (Taking
+  // turns only on the stages both compute, which both can tell from the tag, measured slower on
+  // dense: the predicated barriers cost more than the lockstep they avoid.)
   __device__ static void consume(const KParams& kp, const Smem& sm, const int half) {
     using Sync = WarpgroupSync;
     using Ops = TileOps<T, D, 1, kX>;
@@ -426,11 +451,12 @@ struct WsKernel {
     const float sl2 = kp.scale_log2;
     const bool reg_mask = Ops::reg_mask_ok(kp);
     uint32_t n = 0, k = 0;
+    if (kTurns && half == 1) turn_pass(half);  // consumer 0 takes the first turn
     while (true) {
       const uint32_t qb = k % kQBufs;
       mbar_wait(sm.q_full + qb, (k / kQBufs) & 1u);
       const int32_t x = sm.q_item[qb];
-      if (x < 0) return;  // no more items
+      if (x < 0) break;  // no more items
       const Work w = get_work(kp, x);
       float o[1][D / 8][4];
       float s[1][8][4];
@@ -469,6 +495,10 @@ struct WsKernel {
         if ((stage.tag & kNone) || cls == 0) {
           // Nothing of this tile for these rows. V is handed back once it landed: its buffer's
           // next fill must not start under this one's copy (and the barrier's phases stay paired).
+          if constexpr (kTurns) {
+            turn_wait(half);
+            turn_pass(half);
+          }
           mbar_arrive(sm.empty + st);
           if constexpr (kSplitKV) {
             mbar_wait(sm.full_v + st, par);
@@ -486,6 +516,7 @@ struct WsKernel {
             zero_padding(kp, w.q.b, sm.v + st * kKVElems, stage.tile * kBlockN);
           }
           Base::template fence_regs<32>(sd);
+          if constexpr (kTurns) turn_wait(half);
           if constexpr (kQRegs)
             Base::issue_qk_rs(sd, qa, sm.k + st * kKVElems);
           else
@@ -494,8 +525,10 @@ struct WsKernel {
             if constexpr (kSplitKV) mbar_wait(sm.full_v + prev, (prev_n / kStages) & 1u);
             Base::template fence_regs<Base::kOAcc>(od);
             Base::issue_pv(od, pa, sm.v + prev * kKVElems);
+            if constexpr (kTurns) turn_pass(half);
             wgmma_wait<1>();
           } else {
+            if constexpr (kTurns) turn_pass(half);
             wgmma_wait<0>();
           }
           // S = Q K^T is done: K goes back to the producer (or, K and V together, after P V).
@@ -535,6 +568,7 @@ struct WsKernel {
       mbar_arrive(sm.q_empty + qb);  // Q and the staged output are read
       ++k;
     }
+    if (kTurns && half == 0) turn_wait(half);  // consumer 1's last pass: no arrival left over
   }
 
   __device__ static void run(const KParams& kp) {
