@@ -258,7 +258,7 @@ def block_sparse_attention(
     out = torch.empty(b, hq, lq, dv, dtype=q.dtype, device=q.device)
 
     def scores(s: torch.Tensor) -> torch.Tensor:
-        return softcap * torch.tanh(s / softcap) if softcap > 0 else s
+        return reference.apply_softcap(s, softcap)
 
     with torch.no_grad():
         kf = k.detach().to(torch.float32)
