@@ -172,10 +172,10 @@ def test_empty_rows_are_zero():
 
 def test_softcap_float32_is_the_rounded_exact_value():
     """The oracle's softcap in float32 is the float64 value rounded: torch's own float32 tanh on
-    the CPU was seen to run a less accurate kernel on one thread's share of a tensor (relative
-    error 5e-5) in some processes, which put the oracle itself outside the float32 tolerance."""
+    the CPU was seen to compute part of a tensor with a relative error of 5e-5 in some processes,
+    which put the oracle itself outside the float32 tolerance."""
     g = torch.Generator().manual_seed(0)
-    s = torch.randn(2, 8, 64, 300, generator=g) * 4  # large enough to be split across threads
+    s = torch.randn(2, 8, 64, 300, generator=g) * 4
     for cap in (3.0, 50.0):
         got = reference.apply_softcap(s, cap)
         exact = cap * torch.tanh(s.double() / cap)
