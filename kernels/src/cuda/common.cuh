@@ -758,10 +758,12 @@ __device__ __forceinline__ float score_hook(const KParams& kp, float s) {
 // exp2(score - m) is l, with the attention sink of query head h when sinks are given:
 // 1 / (l + e^sink 2^-m), computed against max(m, sink) so that neither term overflows. A row with
 // no allowed key (l = 0) gets 0: zeros, sink or not. A NaN sink makes the row NaN.
-// A NaN sum (a NaN or +inf score among the allowed keys, docs/op-spec.md) gives NaN.
+// A NaN sum (a NaN or +inf score among the allowed keys, docs/op-spec.md) gives NaN, and so does a
+// +inf max with l = 0: finite scores whose scaled value passed float32's range on the row's last
+// tile, against which every exp2 was 0 (TileOps::softmax_p).
 template <bool kX = true>
 __device__ __forceinline__ float row_normalizer(const KParams& kp, int32_t h, float m, float l) {
-  if (l == 0.f) return 0.f;
+  if (l == 0.f) return m == INFINITY ? __int_as_float(0x7fc00000) : 0.f;
   if (!kX || !kp.p.sinks) return 1.f / l;
   const float sink = kp.p.sinks[h] * 1.4426950408889634f;
   const float top = fmaxf(m, sink);

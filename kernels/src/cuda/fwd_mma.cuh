@@ -243,17 +243,18 @@ struct TileOps {
         const float m_old = m[mt][r], x = mx * sl2;
         const bool moves = x > m_old + kMaxSlack;
         const float m_new = moves ? x : m_old;
-        // No allowed key yet: 0 (every exp2 is 0). A +inf max (an allowed score of +inf, or a
-        // scaled score beyond float32): NaN, so that the row is NaN (docs/op-spec.md) rather than
-        // the zeros that exp2(s - inf) would give. fmaxf drops NaN scores, but their exp2 is NaN.
-        // m * 0 + m is m when finite and NaN for +-inf, so one select covers the three cases: a
-        // three-way conditional compiled to a branch with a convergence barrier per row, which
-        // kept the two rows' reductions and exp2s from overlapping (the consumers of the
-        // warp-specialized kernel measured 9-16% slower on long rows). The form of the old max
-        // depends only on the previous tile, and a max that moves is above -inf, so the path from
-        // this tile's max to its exp2s is one multiply, one compare and one select.
-        const float use_old = m_old == -INFINITY ? 0.f : fmaf(m_old, 0.f, m_old);
-        const float m_use = moves ? fmaf(x, 0.f, x) : use_old;
+        // The max the exps are taken against: 0 while no allowed key was seen (every exp2 is 0
+        // then, and alpha = exp2(-inf - m) = 0 for the first finite max). A +inf max (an allowed
+        // score of +inf, or a scaled score beyond float32) is used as is: a +inf score then gives
+        // exp2(inf - inf) = NaN in the sum, and every later tile's alpha = exp2(inf - inf) is NaN;
+        // a max that went +inf on the row's last tile with finite scores leaves l = 0 and
+        // m = +inf, which row_normalizer turns into a NaN row (docs/op-spec.md). fmaxf drops NaN
+        // scores, but their exp2 is NaN. The path from this tile's max to its exp2s is one
+        // multiply, one compare and one select; the test of the old max depends only on the
+        // previous tile. (A three-way conditional compiled to a branch with a convergence barrier
+        // per row, which kept the two rows' reductions and exp2s from overlapping: the consumers
+        // of the warp-specialized kernel measured 9-16% slower on long rows.)
+        const float m_use = moves ? x : (m_old == -INFINITY ? 0.f : m_old);
         alpha[mt * 2 + r] = fast_exp2(m_old - m_use);
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt) {
