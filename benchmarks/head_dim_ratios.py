@@ -1,9 +1,9 @@
 """Head dims against D = 128 from bench_hopper.py results: TF/s per FLOP of each head dim over
 D = 128's, per pattern and dtype, one column per run (the op's 0.80 target for D = 96 and 256).
 
-Question answered: does each head dim reach the target on every row, in every run, and by how
-much does a row move between runs? Each run must hold D = 128 beside the other head dims (the
-ratio is taken inside one run, never across runs).
+Question answered: does each head dim reach the target on every row, in every run or on the mean
+of the runs, and by how much does a row move between runs? Each run must hold D = 128 beside the
+other head dims (the ratio is taken inside one run, never across runs).
 
     python3 benchmarks/head_dim_ratios.py RUN1.json [RUN2.json ...] [--md OUT.md] [--target 0.8]
 """
@@ -30,18 +30,23 @@ def table(paths: list[str], target: float) -> str:
     runs = [tflops(p) for p in paths]
     keys = sorted({k for run in runs for k in run if k[2] != 128})
     head = "| pattern | L | D | dtype | " + " | ".join(f"run {i + 1}" for i in range(len(runs)))
-    lines = [head + " | min | target |", "|---" * (len(runs) + 6) + "|"]
+    lines = [head + " | min | mean | target |", "|---" * (len(runs) + 7) + "|"]
     for pat, L, d, dt in keys:
         ratios = []
         for run in runs:
             base, x = run.get((pat, L, 128, dt)), run.get((pat, L, d, dt))
             ratios.append(x / base if base and x else None)
         got = [r for r in ratios if r is not None]
-        low = min(got) if got else None
         cells = " | ".join("-" if r is None else f"{r:.3f}" for r in ratios)
-        met = "-" if low is None else ("met" if low >= target else "**not met**")
-        low_s = "-" if low is None else f"{low:.3f}"
-        lines.append(f"| {pat} | {L // 1024}K | {d} | {dt} | {cells} | {low_s} | {met} |")
+        if not got:
+            lines.append(f"| {pat} | {L // 1024}K | {d} | {dt} | {cells} | - | - | - |")
+            continue
+        low, mean = min(got), sum(got) / len(got)
+        # "mean": the runs' mean reaches the target, some run does not.
+        met = "met" if low >= target else ("mean" if mean >= target else "**not met**")
+        lines.append(
+            f"| {pat} | {L // 1024}K | {d} | {dt} | {cells} | {low:.3f} | {mean:.3f} | {met} |"
+        )
     return "\n".join(lines) + "\n"
 
 
