@@ -346,6 +346,29 @@ def test_gqa_stacked_rows(shape, pattern, dtype, feature):
     )
 
 
+# Decode steps over a long cache (stacked rows, the few-tiles bounded plan: every tile split
+# into the same pieces, the pieces launched without the whole tiles' items, the combine kernel a
+# programmatic dependent of the attention kernel): causal windows whose visit lists run from 1 to
+# 12 key tiles (shorter than a piece, as long, longer), whole caches in several pieces, a batch
+# with one key and one with none, with and without the optional inputs (global_mask takes the
+# counted plan instead).
+DECODE_WINDOWS = [0, 63, 64, 130, 250, 400, 520, 700, None]
+
+
+@pytest.mark.parametrize("feature", ["none", "sinks_kstart", "all"])
+@pytest.mark.parametrize("d", [32, 64, 96, 128])
+@pytest.mark.parametrize("window", DECODE_WINDOWS)
+def test_decode_visit_lengths(window, d, feature):
+    attrs = dict(causal=1) if window is None else dict(causal=1, window_left=window)
+    features = {"none": (), "sinks_kstart": ("sinks", "kstart"), "all": STACK_FEATURES["all"]}
+    kl = [2100, 1, 1700, 0]
+    seed = 31 + d + (window or 0)
+    extra = new_inputs(features[feature], 4, 16, 2100, kl, seed)
+    attrs = with_softcap(attrs, features[feature])
+    run_case(attrs, None, 4, 16, 4, 1, 2100, d, torch.bfloat16, kl, seed, extra=extra)
+    run_case(attrs, None, 4, 16, 4, 3, 2100, d, torch.float16, kl, seed + 1, extra=extra)
+
+
 def _attention_grids(fn, tmp_path):
     """The grids of the attention kernels that fn launches (from the profiler's trace)."""
     import json

@@ -391,6 +391,7 @@ struct WgmmaKernel {
     uint8_t* sMask = sm.mask;
     VisitSmem& vs = *sm.visit;
 
+    allow_dependent_launch();
     const Work w = get_work(kp);
     if (!w.valid) return;
     const Params& p = kp.p;
@@ -398,6 +399,10 @@ struct WgmmaKernel {
     const int warp = threadIdx.x >> 5;
     const int wrow = warp * 16;  // wgmma m64: warp w of the warpgroup owns rows 16 w .. 16 w + 15
 
+    // Q's loads go out before the visit list is built: they need nothing from it, and short
+    // rows (a decode step's piece, random and listed blocks) spend a visible part of their time
+    // waiting for their first loads.
+    load_tile<kRows>(sQ, in.q, p.q_row_stride, w.q.i0, p.len_q);
     VisitIter<kX> it;
     it.init(kp, w);
     int32_t cur = -1;
@@ -405,7 +410,6 @@ struct WgmmaKernel {
     bool have = it.next(kp, w, vs, &cur, &cur_full);
     int32_t klo, khi;  // the valid keys: rows outside are loaded as zeros
     valid_keys<kX>(kp, w.q.b, &klo, &khi);
-    load_tile<kRows>(sQ, in.q, p.q_row_stride, w.q.i0, p.len_q);
     if (have) load_tile<kBlockN>(sK, in.k, p.k_row_stride, cur * kBlockN, khi, klo);
     cp_async_commit();
 

@@ -231,6 +231,7 @@ constexpr int kCombineCtasX = 512;
 
 template <typename T, int kGroups>
 __global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant__ KParams kp) {
+  wait_for_primary_grid();
   if (kp.planned == kBounded) {
     const int32_t tiles = kp.n_split / kp.pieces;
     for (int32_t s = int32_t(blockIdx.x); s < tiles; s += int32_t(gridDim.x))
@@ -245,12 +246,25 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant
 }
 
 // Head dims up to 128 keep 4 groups per thread (the registers of the loads in flight); 256 takes 8.
+// On compute capability 9.0 and up, a programmatic dependent of the attention kernel just
+// enqueued (allow_dependent_launch); elsewhere an ordinary launch.
 template <typename T>
-void launch_combine_t(const KParams& kp, dim3 grid, cudaStream_t stream) {
-  if (kp.p.head_dim_v <= 128)
-    combine_kernel<T, 4><<<grid, kThreads, 0, stream>>>(kp);
-  else
-    combine_kernel<T, 8><<<grid, kThreads, 0, stream>>>(kp);
+cudaError_t launch_combine_t(const KParams& kp, dim3 grid, cudaStream_t stream) {
+  void (*fn)(KParams) = kp.p.head_dim_v <= 128 ? combine_kernel<T, 4> : combine_kernel<T, 8>;
+  DeviceFacts dev;
+  const cudaError_t e = device_facts(&dev);
+  if (e != cudaSuccess) return e;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = dev.cc >= 90 ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, fn, kp);
 }
 
 // Workspace layout (planned mode), each piece 256-byte aligned.
@@ -557,18 +571,14 @@ cudaError_t launch_combine(const KParams& kp, cudaStream_t stream) {
                   (kp.part_rows + kCombineRows - 1) / kCombineRows);
   switch (kp.p.dtype) {
     case DType::kFloat32:
-      launch_combine_t<float>(kp, grid, stream);
-      break;
+      return launch_combine_t<float>(kp, grid, stream);
     case DType::kFloat16:
-      launch_combine_t<__half>(kp, grid, stream);
-      break;
+      return launch_combine_t<__half>(kp, grid, stream);
     case DType::kBFloat16:
-      launch_combine_t<__nv_bfloat16>(kp, grid, stream);
-      break;
+      return launch_combine_t<__nv_bfloat16>(kp, grid, stream);
     default:
       return cudaErrorInvalidValue;
   }
-  return cudaGetLastError();
 }
 
 bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
@@ -760,7 +770,12 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   }
 
   if (kp.planned == kBounded) {
-    const cudaError_t e = launch_attention(kp, kp.n_split + kp.total_q_tiles, stream);
+    // When every query tile is split (few long tiles), the whole tiles' items after the pieces
+    // would only start and return: the one-warpgroup and mma.sync kernels launch the pieces
+    // alone (the persistent kernel's CTAs take the items in their own order).
+    const bool all_split = kp.heavy_nqt == kp.num_q_tiles && kernel != kKernelWs;
+    const cudaError_t e =
+        launch_attention(kp, kp.n_split + (all_split ? 0 : kp.total_q_tiles), stream);
     if (e != cudaSuccess || kp.n_split == 0) return e;
     return launch_combine(kp, stream);
   }
