@@ -759,7 +759,7 @@ def test_resume_keeps_skips_outside_this_run(tmp_path):
 
 
 def test_summary_of_the_committed_decode_result_has_each_row_once():
-    path = os.path.join(BENCH, "results", "hopper_h200_decode.json")
+    path = os.path.join(BENCH, "results", "hopper_h200_decode_pdl.json")
     data = summarize_hopper.load(path)
     ids = [r["id"] for r in data["rows"]]
     assert len(ids) == len(set(ids)) == 8
