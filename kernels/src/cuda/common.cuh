@@ -45,12 +45,13 @@ constexpr int kFewTilesSplitPieces = 256;
 // Upper bound of split work items the scheduler aims at (about 8 waves on a large GPU).
 constexpr int kSplitTarget = 1024;
 
-// Programmatic dependent launch (compute capability 9.0 and up): the combine kernel is launched
-// as a dependent of the attention kernel (launch.cu, launch_combine), so that its launch and its
-// CTAs' start overlap the attention kernel's last CTAs instead of following them. The attention
-// kernels let it start once each of their CTAs has started; the combine kernel waits, before
-// its first read, until the attention grid has finished and its writes are visible. Both are
-// no-ops without the launch attribute (and on older devices).
+// Programmatic dependent launch (compute capability 9.0 and up): after a Hopper kernel, the
+// combine kernel is launched as a dependent of it (launch.cu, launch_combine_t), so that its
+// launch and its CTAs' start overlap the attention kernel's last CTAs instead of following them.
+// The one-warpgroup kernel lets it start once each of its CTAs has started (the persistent
+// warp-specialized kernel holds its SMs to the end and lets it start as it finishes); the
+// combine kernel waits, before its first read, until the attention grid has finished and its
+// writes are visible. Both are no-ops without the launch attribute (and on older devices).
 __device__ __forceinline__ void allow_dependent_launch() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");

@@ -246,14 +246,13 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const __grid_constant
 }
 
 // Head dims up to 128 keep 4 groups per thread (the registers of the loads in flight); 256 takes 8.
-// On compute capability 9.0 and up, a programmatic dependent of the attention kernel just
-// enqueued (allow_dependent_launch); elsewhere an ordinary launch.
+// After a Hopper kernel, a programmatic dependent of it (allow_dependent_launch); elsewhere an
+// ordinary launch. The Hopper kernels run only where the library's sm_90a image runs, so the
+// combine kernel's code then holds its wait for the attention grid (wait_for_primary_grid); an
+// image for an older architecture, JIT-compiled for a newer device, would not.
 template <typename T>
 cudaError_t launch_combine_t(const KParams& kp, dim3 grid, cudaStream_t stream) {
   void (*fn)(KParams) = kp.p.head_dim_v <= 128 ? combine_kernel<T, 4> : combine_kernel<T, 8>;
-  DeviceFacts dev;
-  const cudaError_t e = device_facts(&dev);
-  if (e != cudaSuccess) return e;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = dim3(kThreads);
@@ -263,7 +262,7 @@ cudaError_t launch_combine_t(const KParams& kp, dim3 grid, cudaStream_t stream) 
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = dev.cc >= 90 ? 1 : 0;
+  cfg.numAttrs = kp.kernel != kKernelMma ? 1 : 0;
   return cudaLaunchKernelEx(&cfg, fn, kp);
 }
 
