@@ -141,6 +141,7 @@ struct KParams {
   int32_t total_q_tiles;    // B * Hq * num_q_tiles
   int32_t planned;          // kDirect, kCounted or kBounded (PlanKind)
   int32_t kernel;           // which kernel runs the 16-bit types (KernelKind)
+  int32_t ws_pairs;         // warp-specialized kernel: stages of two key tiles (launch.cu)
   int32_t split_target;     // the scheduler splits the total work into about this many items
   int32_t max_split_items;  // capacity of the partial buffers (2 * split_target)
   float scale_log2;         // scale * log2(e): the kernels use exp2; 1 with softcap (score_hook)

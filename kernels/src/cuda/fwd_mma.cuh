@@ -118,19 +118,24 @@ struct TileOps {
 
   // The family's score hook (common.cuh: softcap), on the raw scores of a tile before masking;
   // a uniform branch when softcap is off, nothing in the lean kernels.
-  __device__ static void apply_score_hook(const KParams& kp, float (&s)[MT][8][4]) {
+  // NT: the tile's n8 fragments (8: 64 keys; 16: the two key tiles of a warp-specialized stage).
+  template <int NT>
+  __device__ static void apply_score_hook(const KParams& kp, float (&s)[MT][NT][4]) {
     if constexpr (kX) {
       if (!kp.softcap_on) return;
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt)
+        for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
           for (int x = 0; x < 4; ++x) s[mt][nt][x] = score_hook(kp, s[mt][nt][x]);
     }
   }
 
-  __device__ static void apply_smem_mask(float (&s)[MT][8][4], int wrow, const uint8_t* sMask) {
+  // The masks below act on the 8 fragments [N0, N0 + 8) of an NT-fragment tile: one key tile.
+  template <int NT = 8, int N0 = 0>
+  __device__ static void apply_smem_mask(float (&s)[MT][NT][4], int wrow, const uint8_t* sMask) {
+    static_assert(N0 + 8 <= NT, "one key tile of the scores");
     const int lane = threadIdx.x & 31, g = lane >> 2, c4 = lane & 3;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -140,8 +145,8 @@ struct TileOps {
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt) {
           const uint16_t mm = *reinterpret_cast<const uint16_t*>(mrow + nt * 8);
-          if (!(mm & 0x00ffu)) s[mt][nt][2 * r] = -INFINITY;
-          if (!(mm & 0xff00u)) s[mt][nt][2 * r + 1] = -INFINITY;
+          if (!(mm & 0x00ffu)) s[mt][N0 + nt][2 * r] = -INFINITY;
+          if (!(mm & 0xff00u)) s[mt][N0 + nt][2 * r + 1] = -INFINITY;
         }
       }
   }
@@ -161,9 +166,10 @@ struct TileOps {
   // random/listed blocks can be decided once, from its first row, instead of per row. The
   // one-warpgroup kernel does (BigBird-like 5-6% faster); elsewhere the per-row form measured
   // faster on plain bands, where the test never runs.
-  template <bool kOncePerTile = false>
-  __device__ static void apply_reg_mask(const KParams& kp, const Work& w, float (&s)[MT][8][4],
+  template <bool kOncePerTile = false, int NT = 8, int N0 = 0>
+  __device__ static void apply_reg_mask(const KParams& kp, const Work& w, float (&s)[MT][NT][4],
                                         int wrow, int32_t j0) {
+    static_assert(N0 + 8 <= NT, "one key tile of the scores");
     const Params& p = kp.p;
     const Pattern& pat = kp.pat;  // row_bounds: pattern_of, at the call
     const bool blocks = pat.a.num_random > 0 || pat.block_indices != nullptr;
@@ -206,33 +212,56 @@ struct TileOps {
         rel.hi = rb.hi - base;
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt) {
-          if (!rel.allows(nt * 8)) s[mt][nt][2 * r] = -INFINITY;
-          if (!rel.allows(nt * 8 + 1)) s[mt][nt][2 * r + 1] = -INFINITY;
+          if (!rel.allows(nt * 8)) s[mt][N0 + nt][2 * r] = -INFINITY;
+          if (!rel.allows(nt * 8 + 1)) s[mt][N0 + nt][2 * r + 1] = -INFINITY;
         }
       }
+  }
+
+  // A key tile none of the warp's rows sees, beside one they do in a two-tile stage.
+  template <int NT, int N0>
+  __device__ static void mask_tile(float (&s)[MT][NT][4]) {
+    static_assert(N0 + 8 <= NT, "one key tile of the scores");
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int nt = N0; nt < N0 + 8; ++nt)
+#pragma unroll
+        for (int x = 0; x < 4; ++x) s[mt][nt][x] = -INFINITY;
   }
 
   // How far (log2 units) a row's scores may pass its running max before the max moves
   // (softmax_p).
   static constexpr float kMaxSlack = 8.f;
 
+  // The max (kMax) or sum of t[0, 2 W) as a tree: levels of W, W / 2, ... independent steps.
+  // (A loop over the levels, `w >>= 1`, was not unrolled at 16 fragments and put t in local
+  // memory.)
+  template <int W, bool kMax>
+  __device__ static float tree(float* t) {
+#pragma unroll
+    for (int x = 0; x < W; ++x) t[x] = kMax ? fmaxf(t[x], t[x + W]) : t[x] + t[x + W];
+    if constexpr (W > 1)
+      return tree<W / 2, kMax>(t);
+    else
+      return t[0];
+  }
+
   // Online softmax in log2 units: turns the scores into probabilities and updates the running
   // max and sum; alpha[mt][r] rescales what the output accumulator holds (rescale).
-  __device__ static void softmax_p(float (&s)[MT][8][4], float (&m)[MT][2], float (&l)[MT][2],
+  template <int NT>
+  __device__ static void softmax_p(float (&s)[MT][NT][4], float (&m)[MT][2], float (&l)[MT][2],
                                    float sl2, float (&alpha)[MT * 2]) {
+    static_assert(NT == 8 || NT == 16, "tree reductions over 8 or 16 fragments");
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         // Reductions as trees: short dependency chains, which matter at 2 warps per scheduler.
-        float t[8];
+        float t[NT];
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt) t[nt] = fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]);
-#pragma unroll
-        for (int w = 4; w >= 1; w >>= 1)
-#pragma unroll
-          for (int x = 0; x < w; ++x) t[x] = fmaxf(t[x], t[x + w]);
-        float mx = t[0];
+        for (int nt = 0; nt < NT; ++nt) t[nt] = fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]);
+        float mx = tree<NT / 2, true>(t);
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         // The running max moves only when a score passes it by more than kMaxSlack (log2 units):
@@ -257,16 +286,12 @@ struct TileOps {
         const float m_use = moves ? x : (m_old == -INFINITY ? 0.f : m_old);
         alpha[mt * 2 + r] = fast_exp2(m_old - m_use);
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt) {
+        for (int nt = 0; nt < NT; ++nt) {
           s[mt][nt][2 * r] = fast_exp2(fmaf(s[mt][nt][2 * r], sl2, -m_use));
           s[mt][nt][2 * r + 1] = fast_exp2(fmaf(s[mt][nt][2 * r + 1], sl2, -m_use));
           t[nt] = s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
         }
-#pragma unroll
-        for (int w = 4; w >= 1; w >>= 1)
-#pragma unroll
-          for (int x = 0; x < w; ++x) t[x] += t[x + w];
-        l[mt][r] = l[mt][r] * alpha[mt * 2 + r] + t[0];
+        l[mt][r] = l[mt][r] * alpha[mt * 2 + r] + tree<NT / 2, false>(t);
         m[mt][r] = m_new;
       }
   }
@@ -299,7 +324,8 @@ struct TileOps {
   }
 
   // The probabilities of keys [16 kk, 16 kk + 16) as the A fragment of an m16k16 product.
-  __device__ static void pack_p(const float (&s)[MT][8][4], int mt, int kk, uint32_t* pa) {
+  template <int NT>
+  __device__ static void pack_p(const float (&s)[MT][NT][4], int mt, int kk, uint32_t* pa) {
     pa[0] = MmaType<T>::pack(s[mt][2 * kk][0], s[mt][2 * kk][1]);
     pa[1] = MmaType<T>::pack(s[mt][2 * kk][2], s[mt][2 * kk][3]);
     pa[2] = MmaType<T>::pack(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);

@@ -119,6 +119,18 @@ __device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r):
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "r"(b_hi), "r"(accumulate),     \
           "n"(TB));                                                                              \
   }                                                                                              \
+  /* d[64] (+)= A(registers) B(smem, K-major): m64n128k16, S = Q K^T over a 128-key stage. */    \
+  __device__ __forceinline__ void wgmma_rs_kmajor_n128(TYPE, float* d, const uint32_t* a,        \
+                                                       uint32_t b_lo, uint32_t b_hi,             \
+                                                       int accumulate) {                          \
+    asm volatile(                                                                                \
+        "{\n.reg .pred p;\n.reg .b64 db;\nmov.b64 db, {%68, %69};\n"                             \
+        "setp.ne.b32 p, %70, 0;\n"                                                               \
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32" SUFFIX " " SPATTN_REGS64                   \
+        ", {%64, %65, %66, %67}, db, p, 1, 1, 0;\n}\n"                                           \
+        : SPATTN_ACC64                                                                           \
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "r"(b_hi), "r"(accumulate));    \
+  }                                                                                              \
   SPATTN_DEFINE_RS_NMAJOR(TYPE, SUFFIX, 32, SPATTN_ACC16, SPATTN_REGS16, 16, 17, 18, 19, 20, 21) \
   SPATTN_DEFINE_RS_NMAJOR(TYPE, SUFFIX, 96, SPATTN_ACC48, SPATTN_REGS48, 48, 49, 50, 51, 52, 53) \
   SPATTN_DEFINE_RS_NMAJOR(TYPE, SUFFIX, 128, SPATTN_ACC64, SPATTN_REGS64, 64, 65, 66, 67, 68, 69)
@@ -160,6 +172,11 @@ __device__ __forceinline__ void wgmma_rs_n64(TYPE, float*, const uint32_t*, uint
                                                 uint32_t) {                              \
     __trap();                                                                            \
   }
+template <typename TYPE>
+__device__ __forceinline__ void wgmma_rs_kmajor_n128(TYPE, float*, const uint32_t*, uint32_t,
+                                                     uint32_t, int) {
+  __trap();
+}
 SPATTN_DEFINE_RS_STUB(32)
 SPATTN_DEFINE_RS_STUB(96)
 SPATTN_DEFINE_RS_STUB(128)
@@ -213,7 +230,6 @@ struct WgmmaKernel {
   // Byte strides of the canonical layout: 8 rows of 128 bytes form a swizzle atom; a panel of
   // 64 columns holds all rows of the tile.
   static constexpr uint32_t kAtomBytes = 8 * 128;
-  static constexpr uint32_t kKVPanelBytes = kBlockN * 128;
   // Output accumulators per thread that P V writes (issue_pv): DK / 2; those of the padded
   // columns stay zero and are never fenced, rescaled or stored.
   static constexpr int kOAcc = DK / 2;
@@ -294,28 +310,39 @@ struct WgmmaKernel {
   // memory, half the shared-memory traffic of issue_qk. The warp-specialized kernel uses it
   // (its consumers have the registers); the one-warpgroup kernel keeps issue_qk, since 32 more
   // registers per thread cost it a CTA per SM.
+  // NK: the keys of the product (64, or 128 for a stage of two key tiles: m64n128, 64
+  // accumulators); R: the rows of each 64-column panel of the K buffer (kBlockN, or 128 for the
+  // warp-specialized kernel's two-tile stages).
+  template <int NK = kBlockN, int R = kBlockN>
   __device__ static void issue_qk_rs(float* sd, const uint32_t (&qa)[DK / 16][4], const T* k_s) {
+    static_assert(NK == 64 || NK == 128, "keys of one S = Q K^T");
     const uint32_t dk = desc_lo(k_s, 16);
     constexpr uint32_t hi = desc_hi(kAtomBytes);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < DK / 16; ++kk) {
-      const uint32_t ek = ((kk >> 2) * (kBlockN * kPanelElems) + (kk & 3) * 16) * sizeof(T) / 16;
-      wgmma_rs_n64<0>(T(), sd, qa[kk], dk + ek, hi, kk > 0);
+      const uint32_t ek = ((kk >> 2) * (R * kPanelElems) + (kk & 3) * 16) * sizeof(T) / 16;
+      if constexpr (NK == 128)
+        wgmma_rs_kmajor_n128(T(), sd, qa[kk], dk + ek, hi, kk > 0);
+      else
+        wgmma_rs_n64<0>(T(), sd, qa[kk], dk + ek, hi, kk > 0);
     }
     wgmma_commit();
   }
 
-  // O += P V: 4 steps of 16 keys, each two 8-row swizzle atoms of V. Only the DK columns that
-  // hold data are multiplied (head dims 32 and 96: n32, n96); the accumulators past them stay
-  // zero. (The instruction's N need not fill the last 64-column panel: it reads the first N / 8
-  // core matrices of the swizzled layout.)
-  __device__ static void issue_pv(float* od, const uint32_t (&pa)[4][4], const T* v_s) {
-    const uint32_t dv0 = desc_lo(v_s, kKVPanelBytes);
+  // O += P V: NK / 16 steps of 16 keys, each two 8-row swizzle atoms of V. Only the DK columns
+  // that hold data are multiplied (head dims 32 and 96: n32, n96); the accumulators past them
+  // stay zero. (The instruction's N need not fill the last 64-column panel: it reads the first
+  // N / 8 core matrices of the swizzled layout.) R: the rows of each 64-column panel of the V
+  // buffer (issue_qk_rs); pa: the NK / 16 A fragments of P.
+  template <int NK = kBlockN, int R = kBlockN>
+  __device__ static void issue_pv(float* od, const uint32_t (*pa)[4], const T* v_s) {
+    constexpr uint32_t kPanel = R * 128;  // bytes of one 64-column panel of the buffer
+    const uint32_t dv0 = desc_lo(v_s, kPanel);
     constexpr uint32_t hi = desc_hi(kAtomBytes);
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
+    for (int kk = 0; kk < NK / 16; ++kk) {
       const uint32_t dv = dv0 + uint32_t(kk * 16 * kPanelElems * sizeof(T) / 16);
       if constexpr (DK == 32) {
         wgmma_rs_n32(T(), od, pa[kk], dv, hi);
@@ -327,7 +354,7 @@ struct WgmmaKernel {
         // Columns [128 c, 128 c + 128): two panels further, accumulators 64 c onwards.
 #pragma unroll
         for (int c = 0; c < D / 128; ++c)
-          wgmma_rs_n128(T(), od + 64 * c, pa[kk], dv + uint32_t(c * 2 * kKVPanelBytes / 16), hi);
+          wgmma_rs_n128(T(), od + 64 * c, pa[kk], dv + uint32_t(c * 2 * kPanel / 16), hi);
       }
     }
     wgmma_commit();
@@ -341,9 +368,10 @@ struct WgmmaKernel {
 
   // O += P V issued and waited for at once: the last product of a walk, or one that cannot wait
   // for the next tile's S = Q K^T to overlap it.
-  __device__ static void pv_now(float* od, const uint32_t (&pa)[4][4], const T* v_s) {
+  template <int NK = kBlockN, int R = kBlockN>
+  __device__ static void pv_now(float* od, const uint32_t (*pa)[4], const T* v_s) {
     fence_regs<kOAcc>(od);
-    issue_pv(od, pa, v_s);
+    issue_pv<NK, R>(od, pa, v_s);
     wgmma_wait<0>();
     fence_regs<kOAcc>(od);
   }

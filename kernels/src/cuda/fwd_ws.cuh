@@ -113,8 +113,10 @@ __device__ __forceinline__ void turn_pass(int half) {
 // ---------------------------------------------------------------------------------------------
 // D: the tile width, DK: the call's head dim (WgmmaKernel). The bulk copies fill the columns
 // from DK on with zeros (out of the tensor map's bounds). kX: the feature set (TileOps).
-template <typename T, int D, int DK = D, bool kX = true>
+// kPairs: stages of two key tiles (launch.cu: KParams::ws_pairs says when), D = 64.
+template <typename T, int D, int DK = D, bool kX = true, bool kPairs = false>
 struct WsKernel {
+  static_assert(!kPairs || D == 64, "two-tile stages: tile width 64");
   static_assert(hopper_takes(DK), "head dims of the Hopper kernels");
   using Base = WgmmaKernel<T, D, DK, kX>;          // tile layout, loads and the two products
   static constexpr int kHalfRows = kBlockMWs / 2;  // rows of one consumer (one m64 tile)
@@ -123,7 +125,19 @@ struct WsKernel {
   // current one is written out), and Q read by the tensor cores from shared memory (issue_qk):
   // its register fragments (64 per thread) do not fit beside 128 output accumulators.
   static constexpr bool kWide = D == 256;
-  static constexpr int kStages = D == 64 ? 6 : (kWide ? 2 : 4);
+  // kPairs (D = 64): a stage holds two key tiles, so that S = Q K^T is one m64n128 product per
+  // 16 head-dim columns and P V runs over 128 keys. The per-tile steps that do not grow with the
+  // keys (the barriers, the running max's reductions and its compare, issuing the products) then
+  // run once per 128 keys, and each consumer's products are twice as long beside its softmax, so
+  // the two consumers' softmaxes leave the tensor cores idle less: dense 9% and the causal window
+  // 4% faster. Short rows keep one tile per stage: the two halves of a work item see different
+  // tiles at a band's edges, and a half computes the whole pair when it sees either (the band
+  // ran 9-19% slower with pairs). At D = 96 and 128 pairs measured no faster or slower
+  // (docs/kernels.md, "Tried and not kept"); D = 256 has no registers for them.
+  static constexpr int kSubs = kPairs ? 2 : 1;
+  static constexpr int kStageKeys = kSubs * kBlockN;
+  static constexpr int kNT = kStageKeys / 8;  // n8 fragments of a consumer's scores
+  static constexpr int kStages = kPairs ? 5 : (D == 64 ? 6 : (kWide ? 2 : 4));
   static constexpr int kQBufs = kWide ? 1 : 2;
   static constexpr bool kQRegs = !kWide;
   // K and V handed back apart (Smem::full_v): D = 256 needs it, with its two stages. At D <= 128
@@ -131,13 +145,16 @@ struct WsKernel {
   // more than they bring (D = 64 dense and causal window 3-4% slower with them).
   static constexpr bool kSplitKV = kWide;
   static constexpr int kQElems = kHalfRows * D;  // one half's Q tile
-  static constexpr int kKVElems = kBlockN * D;
+  static constexpr int kKVElems = kStageKeys * D;  // [D / 64 panels][kStageKeys rows][64]
   // Registers per thread after setmaxnreg (multiples of 8): the CTA starts with 168 per thread
   // (65536 / 384, rounded down to 8); the producer gives back what the consumers take. The
-  // producer keeps enough for the visit-list build; at D = 256 the consumers need more.
+  // producer keeps enough for the visit-list build; at D = 256 the consumers need more, and with
+  // pairs more still: 64 scores and 32 registers of P spilled at 200 and serialized the products
+  // (ptxas C7511). The long rows that run pairs build few list windows per item, so the
+  // producer's own spills at 40 cost little there.
   static constexpr int kEntryRegs = 168;
-  static constexpr int kProducerRegs = kWide ? 56 : 104;
-  static constexpr int kConsumerRegs = (3 * kEntryRegs - kProducerRegs) / 2;  // 200 (224)
+  static constexpr int kProducerRegs = kPairs ? 40 : (kWide ? 56 : 104);
+  static constexpr int kConsumerRegs = (3 * kEntryRegs - kProducerRegs) / 2;  // 200, 224, 232
   static_assert(kConsumerRegs % 8 == 0, "setmaxnreg takes multiples of 8");
   // Turns at the tensor cores (consume): at tile width 64, where a tile's products are shortest
   // beside its softmax. At 128 they measured even (the causal window 2.5% faster, ±256 + 64
@@ -145,13 +162,17 @@ struct WsKernel {
   // its turn on each).
   static constexpr bool kTurns = D == 64;
 
-  // Tag of a stage: bits 0-3 the two halves' classes (VisitIter::build), plus these.
-  static constexpr uint32_t kLast = 16;  // the last stage of the work item
-  static constexpr uint32_t kNone = 32;  // no key tile at all: nothing to load or compute
-  static constexpr uint32_t kPad = 64;  // the tile crosses key_starts or key_lengths (zero_padding)
+  // Tag of a stage: for key tile u of the stage, bits 4u..4u+3 the two halves' classes
+  // (VisitIter::build: bits 2h..2h+1 for half h, 0 = not seen, 1 = partly) and bit kPad << u,
+  // plus these. A second tile that is absent (the walk's last stage with an odd count) has
+  // classes 0.
+  static constexpr uint32_t kLast = 256;  // the last stage of the work item
+  static constexpr uint32_t kNone = 512;  // no key tile at all: nothing to load or compute
+  static constexpr uint32_t kPair = 1024;  // the stage holds kSubs tiles (else its first only)
+  static constexpr uint32_t kPad = 2048;  // << u: tile u crosses key_starts or key_lengths
 
   struct Stage {
-    int32_t tile;
+    int32_t tile[kSubs];
     uint32_t tag;
   };
   static constexpr int kLists = 2;  // visit-list window buffers (build_lists)
@@ -225,11 +246,13 @@ struct WsKernel {
   }
 
   // Loads a 64-row tile of a [B, H, L, D] tensor map at row r0: D / 64 boxes of 64 columns,
-  // each one 128-byte-swizzled panel of the tile.
+  // each into a 128-byte-swizzled panel of R rows (64: a Q half; kStageKeys: a K/V stage, whose
+  // tile u lands at row 64 u of each panel).
+  template <int R>
   __device__ static void load_box_rows(T* dst, const CUtensorMap* map, uint64_t* bar, int32_t r0,
                                        int32_t h, int32_t b) {
 #pragma unroll
-    for (int c = 0; c < D / 64; ++c) tma_load_4d(dst + c * 64 * 64, map, bar, c * 64, r0, h, b);
+    for (int c = 0; c < D / 64; ++c) tma_load_4d(dst + c * R * 64, map, bar, c * 64, r0, h, b);
   }
 
   // The walk of a work item reads another window of its visit list while candidates are left
@@ -297,15 +320,15 @@ struct WsKernel {
     }
   }
 
-  // Fill number n of the ring: the stage's tag, then its K and V copies (or, for an item without
-  // key tiles, the arrival alone).
-  __device__ static void fill_stage(const KParams& kp, const Smem& sm, uint32_t n, int32_t tile,
-                                    uint32_t tag, int32_t hk, int32_t b) {
-    constexpr uint32_t kTileBytes = kKVElems * sizeof(T);
+  // Fill number n of the ring: the stage's tag, then the K and V copies of its tiles (or, for
+  // an item without key tiles, the arrival alone).
+  __device__ static void fill_stage(const KParams& kp, const Smem& sm, uint32_t n,
+                                    const Stage& stage, int32_t hk, int32_t b) {
+    constexpr uint32_t kTileBytes = kBlockN * D * sizeof(T);
     const uint32_t s = n % kStages, ph = ((n / kStages) & 1u) ^ 1u;
     mbar_wait(sm.empty + s, ph);
-    sm.stage[s] = Stage{tile, tag};
-    if (tag & kNone) {
+    sm.stage[s] = stage;
+    if (stage.tag & kNone) {
       mbar_arrive(sm.full + s);
       if constexpr (kSplitKV) {
         mbar_wait(sm.empty_v + s, ph);
@@ -313,17 +336,28 @@ struct WsKernel {
       }
       return;
     }
-    if constexpr (!kSplitKV) {  // one barrier for both
-      mbar_arrive_expect_tx(sm.full + s, 2 * kTileBytes);
-      load_box_rows(sm.k + s * kKVElems, &kp.tma_k, sm.full + s, tile * kBlockN, hk, b);
-      load_box_rows(sm.v + s * kKVElems, &kp.tma_v, sm.full + s, tile * kBlockN, hk, b);
-      return;
+    T* k_s = sm.k + s * kKVElems;
+    T* v_s = sm.v + s * kKVElems;
+    uint64_t* v_bar = kSplitKV ? sm.full_v + s : sm.full + s;
+    // A stage without a second tile loads zeros in its place (a box wholly outside the tensor:
+    // rows -64..-1), so that the consumers run the same two-tile products on every stage: its
+    // scores are masked, and zero P times these zero rows of V adds nothing (an earlier stage's
+    // values there could be NaN).
+    int32_t r[kSubs];
+#pragma unroll
+    for (int u = 0; u < kSubs; ++u)
+      r[u] = u == 0 || (stage.tag & kPair) ? stage.tile[u] * kBlockN : -kBlockN;
+    mbar_arrive_expect_tx(sm.full + s, (kSplitKV ? 1u : 2u) * kSubs * kTileBytes);
+#pragma unroll
+    for (int u = 0; u < kSubs; ++u)
+      load_box_rows<kStageKeys>(k_s + u * kBlockN * 64, &kp.tma_k, sm.full + s, r[u], hk, b);
+    if constexpr (kSplitKV) {
+      mbar_wait(sm.empty_v + s, ph);
+      mbar_arrive_expect_tx(v_bar, kSubs * kTileBytes);
     }
-    mbar_arrive_expect_tx(sm.full + s, kTileBytes);
-    load_box_rows(sm.k + s * kKVElems, &kp.tma_k, sm.full + s, tile * kBlockN, hk, b);
-    mbar_wait(sm.empty_v + s, ph);
-    mbar_arrive_expect_tx(sm.full_v + s, kTileBytes);
-    load_box_rows(sm.v + s * kKVElems, &kp.tma_v, sm.full_v + s, tile * kBlockN, hk, b);
+#pragma unroll
+    for (int u = 0; u < kSubs; ++u)
+      load_box_rows<kStageKeys>(v_s + u * kBlockN * 64, &kp.tma_v, v_bar, r[u], hk, b);
   }
 
   // Thread 0 of the producer warpgroup: for each work item the builders chose (its first list
@@ -354,21 +388,24 @@ struct WsKernel {
       const int32_t hk = w.q.h / (p.heads_q / p.heads_kv);
       T* q_s = sm.q + qb * 2 * kQElems;
       mbar_arrive_expect_tx(sm.q_full + qb, kQTileBytes);
-      load_box_rows(q_s, &kp.tma_q, sm.q_full + qb, w.q.i0, w.q.h, w.q.b);
-      load_box_rows(q_s + kQElems, &kp.tma_q, sm.q_full + qb, w.q.i0 + kHalfRows, w.q.h, w.q.b);
+      load_box_rows<kHalfRows>(q_s, &kp.tma_q, sm.q_full + qb, w.q.i0, w.q.h, w.q.b);
+      load_box_rows<kHalfRows>(q_s + kQElems, &kp.tma_q, sm.q_full + qb, w.q.i0 + kHalfRows,
+                               w.q.h, w.q.b);
 
       int32_t klo, khi;  // the valid keys: the tiles crossing their bounds are tagged kPad
       valid_keys<kX>(kp, w.q.b, &klo, &khi);
-      const auto pad = [&](int32_t t) -> uint32_t {
+      const auto pad = [&](int32_t t) -> bool {
         const int32_t j0 = t * kBlockN;
-        return j0 < klo || (j0 + kBlockN > khi && khi < p.len_k) ? kPad : 0u;
+        return j0 < klo || (j0 + kBlockN > khi && khi < p.len_k);
       };
       VisitIter<kX> it;
       it.init(kp, w);
       int64_t kept = 0, rank = 0;
-      int32_t cur = -1;
-      uint32_t cur_tag = 0;
-      bool have_cur = false;
+      // The stage being gathered: `have` tiles so far. A full one is filled once the walk
+      // knows whether another tile follows (the last stage carries kLast).
+      Stage cur{};
+      cur.tag = 0;
+      uint32_t have = 0;
       bool first = true;
       do {
         if (!first) {
@@ -388,18 +425,28 @@ struct WsKernel {
         }
         for (; e < cnt && rank < w.r1; ++e, ++rank) {
           const uint32_t v = vs.list[e];
-          if (have_cur) fill_stage(kp, sm, n++, cur, cur_tag | pad(cur), hk, w.q.b);
-          cur = it.tile_of(wbase + int32_t(v & 0x7ffu));
-          cur_tag = (v >> 11) & 15u;
-          have_cur = true;
+          if (have == uint32_t(kSubs)) {
+            cur.tag |= kPair;
+            fill_stage(kp, sm, n++, cur, hk, w.q.b);
+            have = 0;
+            cur.tag = 0;
+          }
+          const int32_t t = it.tile_of(wbase + int32_t(v & 0x7ffu));
+          // (Constant indices: an indexed write would put the stage in local memory.)
+          if (have == 0)
+            cur.tile[0] = t;
+          else
+            cur.tile[kSubs - 1] = t;
+          cur.tag |= (((v >> 11) & 15u) << (4 * have)) | (pad(t) ? kPad << have : 0u);
+          ++have;
         }
         mbar_arrive(sm.list_empty + b);  // the window is read
         kept += cnt;
         ++wc;
       } while (more_windows(it, w, kept));
       // The item's last stage; an empty visit list gets one stage that says so.
-      fill_stage(kp, sm, n++, cur, have_cur ? cur_tag | pad(cur) | kLast : kNone | kLast, hk,
-                 w.q.b);
+      cur.tag |= kLast | (have == 0 ? kNone : have == uint32_t(kSubs) ? kPair : 0u);
+      fill_stage(kp, sm, n++, cur, hk, w.q.b);
       ++k;
     }
   }
@@ -410,7 +457,8 @@ struct WsKernel {
   // key_starts or key_lengths take this. Both consumers may zero the same rows: they write the
   // same zeros, each before its own product reads them (the generic-proxy writes are fenced for
   // the tensor cores' async proxy), and the stage is refilled only once both handed it back.
-  __device__ static void zero_padding(const KParams& kp, int32_t b, T* v, int32_t j0) {
+  // v: the stage's V buffer, whose tile u holds keys [j0, j0 + kBlockN).
+  __device__ static void zero_padding(const KParams& kp, int32_t b, T* v, int u, int32_t j0) {
     int32_t lo, hi;
     valid_keys<kX>(kp, b, &lo, &hi);
     constexpr int kChunks = D / 8;
@@ -424,11 +472,32 @@ struct WsKernel {
       const int r = x / kChunks, ch = x % kChunks;
       const int32_t j = j0 + r;
       if (j < lo || j >= hi)
-        *reinterpret_cast<uint4*>(v + (ch >> 3) * (kBlockN * 64) + r * 64 + (ch & 7) * 8) =
-            make_uint4(0u, 0u, 0u, 0u);
+        *reinterpret_cast<uint4*>(v + (ch >> 3) * (kStageKeys * 64) + (u * kBlockN + r) * 64 +
+                                  (ch & 7) * 8) = make_uint4(0u, 0u, 0u, 0u);
     }
     fence_async_smem();
     WarpgroupSync::sync();
+  }
+
+  // The mask of key tile U of a stage for a warp's rows: all of it when they do not see the tile
+  // (`partial` false), the token mask of a partial tile otherwise.
+  template <int U>
+  __device__ static void mask_sub(const KParams& kp, const Work& w, float (&s)[1][kNT][4],
+                                  bool partial, bool reg_mask, int wrow, int32_t tile,
+                                  uint8_t* mask) {
+    using Ops = TileOps<T, D, 1, kX>;
+    if (!partial) {
+      Ops::template mask_tile<kNT, 8 * U>(s);
+      return;
+    }
+    const int32_t j0 = tile * kBlockN;
+    if (reg_mask) {
+      Ops::template apply_reg_mask<false, kNT, 8 * U>(kp, w, s, wrow, j0);
+    } else {
+      Ops::build_mask(kp, w, wrow, j0, mask);
+      Ops::template apply_smem_mask<kNT, 8 * U>(s, wrow, mask);
+      __syncwarp();  // the warp's mask rows are rewritten by its next partial tile
+    }
   }
 
   // A consumer warpgroup: rows [64 half, 64 half + 64) of each work item. Both consumers run
@@ -459,17 +528,17 @@ struct WsKernel {
       if (x < 0) break;  // no more items
       const Work w = get_work(kp, x);
       float o[1][D / 8][4];
-      float s[1][8][4];
+      float s[1][kNT][4];
 #pragma unroll
       for (int c = 0; c < D / 8; ++c) o[0][c][0] = o[0][c][1] = o[0][c][2] = o[0][c][3] = 0.f;
 #pragma unroll
-      for (int c = 0; c < 8; ++c) s[0][c][0] = s[0][c][1] = s[0][c][2] = s[0][c][3] = 0.f;
+      for (int c = 0; c < kNT; ++c) s[0][c][0] = s[0][c][1] = s[0][c][2] = s[0][c][3] = 0.f;
       float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
       float* sd = &s[0][0][0];
       float* od = &o[0][0][0];
-      uint32_t pa[4][4];    // P of the previous computed tile, the A operand of its P V product
-      int32_t prev = -1;    // its stage, -1: none pending
-      uint32_t prev_n = 0;  // the fill index of that stage
+      uint32_t pa[kNT / 2][4];  // P of the previous computed stage, the A operand of its P V
+      int32_t prev = -1;        // its stage, -1: none pending
+      uint32_t prev_n = 0;      // the fill index of that stage
 
       T* sQ = sm.q + (qb * 2 + half) * kQElems;  // this half's Q, then its output staging
       // This warp's Q rows, the A operand of every S = Q K^T (D = 256: read from sQ instead).
@@ -478,7 +547,7 @@ struct WsKernel {
       // P V of the held stage, once its V landed; then V goes back to the producer.
       const auto held_pv = [&]() {
         if constexpr (kSplitKV) mbar_wait(sm.full_v + prev, (prev_n / kStages) & 1u);
-        Base::pv_now(od, pa, sm.v + prev * kKVElems);
+        Base::template pv_now<kStageKeys, kStageKeys>(od, pa, sm.v + prev * kKVElems);
         mbar_arrive((kSplitKV ? sm.empty_v : sm.empty) + prev);
         prev = -1;
       };
@@ -490,10 +559,11 @@ struct WsKernel {
         mbar_wait(sm.full + st, par);
         ++n;
         const Stage stage = sm.stage[st];
-        const uint32_t cls = (stage.tag >> (2 * half)) & 3u;
+        // Classes of this half: tile 0 in bits 0-1, tile 1 in bits 4-5 (0 when absent).
+        const uint32_t cls = (stage.tag >> (2 * half)) & 0x33u;
         const bool last = (stage.tag & kLast) != 0;
         if ((stage.tag & kNone) || cls == 0) {
-          // Nothing of this tile for these rows. V is handed back once it landed: its buffer's
+          // Nothing of this stage for these rows. V is handed back once it landed: its buffer's
           // next fill must not start under this one's copy (and the barrier's phases stay paired).
           if constexpr (kTurns) {
             turn_wait(half);
@@ -505,26 +575,33 @@ struct WsKernel {
             mbar_arrive(sm.empty_v + st);
           }
         } else {
-          // Whether the tile is partial for these rows, decided before the products and kept
-          // through them: the compiler otherwise recomputed the half's class from the thread index
-          // after them, 5 instructions per tile (ncu, dense D = 64). The asm makes the value
-          // opaque, so it is kept rather than rematerialized.
-          uint32_t partial;
-          asm volatile("mov.b32 %0, %1;" : "=r"(partial) : "r"(uint32_t(cls == 1)));
-          if (stage.tag & kPad) {
+          // The classes, decided before the products and kept through them: the compiler
+          // otherwise recomputed them from the thread index after them, 5 instructions per tile
+          // (ncu, dense D = 64). The asm makes the value opaque, so it is kept rather than
+          // rematerialized. Bit 0 (4): tile 0 (1) is partial; bit 1 (5): it is not seen.
+          const uint32_t c0 = cls & 3u, c1 = cls >> 4;
+          uint32_t kinds;
+          asm volatile("mov.b32 %0, %1;"
+                       : "=r"(kinds)
+                       : "r"((c0 == 1u ? 1u : 0u) | (c0 == 0u ? 2u : 0u) | (c1 == 1u ? 0x10u : 0u) |
+                             (c1 == 0u ? 0x20u : 0u)));
+          if (stage.tag & (kPad | (kPad << 1))) {
             if constexpr (kSplitKV) mbar_wait(sm.full_v + st, par);
-            zero_padding(kp, w.q.b, sm.v + st * kKVElems, stage.tile * kBlockN);
+#pragma unroll
+            for (int u = 0; u < kSubs; ++u)
+              if (stage.tag & (kPad << u))
+                zero_padding(kp, w.q.b, sm.v + st * kKVElems, u, stage.tile[u] * kBlockN);
           }
-          Base::template fence_regs<32>(sd);
+          Base::template fence_regs<kNT * 4>(sd);
           if constexpr (kTurns) turn_wait(half);
           if constexpr (kQRegs)
-            Base::issue_qk_rs(sd, qa, sm.k + st * kKVElems);
+            Base::template issue_qk_rs<kStageKeys, kStageKeys>(sd, qa, sm.k + st * kKVElems);
           else
             Base::issue_qk(sd, sQ, sm.k + st * kKVElems);
           if (prev >= 0) {
             if constexpr (kSplitKV) mbar_wait(sm.full_v + prev, (prev_n / kStages) & 1u);
             Base::template fence_regs<Base::kOAcc>(od);
-            Base::issue_pv(od, pa, sm.v + prev * kKVElems);
+            Base::template issue_pv<kStageKeys, kStageKeys>(od, pa, sm.v + prev * kKVElems);
             if constexpr (kTurns) turn_pass(half);
             wgmma_wait<1>();
           } else {
@@ -533,17 +610,20 @@ struct WsKernel {
           }
           // S = Q K^T is done: K goes back to the producer (or, K and V together, after P V).
           if constexpr (kSplitKV) mbar_arrive(sm.empty + st);
-          Base::template fence_regs<32>(sd);
-          const int32_t j0 = stage.tile * kBlockN;
+          Base::template fence_regs<kNT * 4>(sd);
           Ops::apply_score_hook(kp, s);
-          if (partial) {
-            if (reg_mask) {
-              Ops::apply_reg_mask(kp, w, s, wrow, j0);
-            } else {
-              Ops::build_mask(kp, w, wrow, j0, sm.mask);
-              Ops::apply_smem_mask(s, wrow, sm.mask);
-              __syncwarp();  // the warp's mask rows are rewritten by its next partial tile
-            }
+          // One tile per stage: a computed tile is seen, partly (kinds bit 0) or fully. (Testing
+          // for the unseen case here too cost the band 5%: the compiler predicated the whole-tile
+          // mask into every partial tile.)
+          if constexpr (kSubs == 1) {
+            if (kinds & 1u) mask_sub<0>(kp, w, s, true, reg_mask, wrow, stage.tile[0], sm.mask);
+          } else if (kinds & 3u) {
+            mask_sub<0>(kp, w, s, (kinds & 2u) == 0, reg_mask, wrow, stage.tile[0], sm.mask);
+          }
+          // An absent second tile (zeros) has classes 0.
+          if constexpr (kSubs > 1) {
+            if (kinds & 0x30u)
+              mask_sub<1>(kp, w, s, (kinds & 0x20u) == 0, reg_mask, wrow, stage.tile[1], sm.mask);
           }
           float alpha[2];
           Ops::softmax_p(s, m, l, sl2, alpha);
@@ -552,7 +632,7 @@ struct WsKernel {
           if (prev >= 0) mbar_arrive((kSplitKV ? sm.empty_v : sm.empty) + prev);  // its P V is done
           Ops::template rescale<DK>(o, alpha);
 #pragma unroll
-          for (int kk = 0; kk < 4; ++kk) Ops::pack_p(s, 0, kk, pa[kk]);
+          for (int kk = 0; kk < kNT / 2; ++kk) Ops::pack_p(s, 0, kk, pa[kk]);
           prev = int32_t(st);
           prev_n = n - 1;
           if (last) break;
@@ -613,28 +693,36 @@ struct WsKernel {
   }
 };
 
-template <typename T, int D, int DK, bool kX>
-__global__ void __launch_bounds__(WsKernel<T, D, DK, kX>::kCTAThreads, 1)
+template <typename T, int D, int DK, bool kX, bool kPairs>
+__global__ void __launch_bounds__(WsKernel<T, D, DK, kX, kPairs>::kCTAThreads, 1)
     ws_attention_kernel(const __grid_constant__ KParams kp) {
-  WsKernel<T, D, DK, kX>::run(kp);
+  WsKernel<T, D, DK, kX, kPairs>::run(kp);
 }
 
 // `grid`: the number of work items (direct and bounded plans) or its upper bound (counted
 // plan); the persistent CTAs, one per SM, take them as build_lists says.
-template <typename T, int DK, bool kX>
-cudaError_t launch_ws(const KParams& kp, int32_t grid, cudaStream_t stream) {
-  constexpr int D = hopper_dim(DK);
-  using K = WsKernel<T, D, DK, kX>;
-  if (kp.block_m != kBlockMWs) return cudaErrorInvalidValue;
+template <typename T, int D, int DK, bool kX, bool kPairs>
+cudaError_t launch_ws_form(const KParams& kp, int32_t grid, cudaStream_t stream) {
+  using K = WsKernel<T, D, DK, kX, kPairs>;
   constexpr size_t smem = K::kSmem;
-  cudaError_t e = allow_dynamic_smem<ws_attention_kernel<T, D, DK, kX>>(smem);
+  cudaError_t e = allow_dynamic_smem<ws_attention_kernel<T, D, DK, kX, kPairs>>(smem);
   if (e != cudaSuccess) return e;
   DeviceFacts dev;
   e = device_facts(&dev);
   if (e != cudaSuccess) return e;
   if (grid > dev.sms) grid = dev.sms;
-  ws_attention_kernel<T, D, DK, kX><<<grid, K::kCTAThreads, smem, stream>>>(kp);
+  ws_attention_kernel<T, D, DK, kX, kPairs><<<grid, K::kCTAThreads, smem, stream>>>(kp);
   return cudaGetLastError();
+}
+
+template <typename T, int DK, bool kX>
+cudaError_t launch_ws(const KParams& kp, int32_t grid, cudaStream_t stream) {
+  constexpr int D = hopper_dim(DK);
+  if (kp.block_m != kBlockMWs) return cudaErrorInvalidValue;
+  if constexpr (D == 64) {
+    if (kp.ws_pairs) return launch_ws_form<T, D, DK, kX, true>(kp, grid, stream);
+  }
+  return launch_ws_form<T, D, DK, kX, false>(kp, grid, stream);
 }
 
 // The tensor-core kernel of one (dtype, head dim, feature set) that launch() chose.

@@ -358,6 +358,17 @@ KernelKind kernel_for(const Params& p) {
 #endif
 }
 
+// Whether the warp-specialized kernel streams stages of two key tiles (WsKernel::kPairs): at
+// tile width 64 (head dims 32 and 64), for long rows (not narrow_rows: dense, wide windows,
+// strides), where both 64-row halves of a work item see nearly every tile it visits.
+// SPATTN_WS_PAIRS=0|1 forces the choice at those head dims (to compare the two forms).
+bool ws_pairs_for(const Params& p) {
+  if (hopper_dim(p.head_dim) != 64) return false;
+  const char* env = std::getenv("SPATTN_WS_PAIRS");
+  if (env && (std::strcmp(env, "0") == 0 || std::strcmp(env, "1") == 0)) return env[0] == '1';
+  return !narrow_rows(p);
+}
+
 int32_t block_m_for(const Params& p, KernelKind kernel) {
   if (p.dtype == DType::kFloat32) return kBlockMF32;
   if (kernel == kKernelWs) return kBlockMWs;
@@ -708,6 +719,7 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   kp.block_m = L.block_m;
   kp.part_rows = L.part_rows;
   kp.kernel = kernel;
+  kp.ws_pairs = kernel == kKernelWs && ws_pairs_for(p);
   kp.num_q_tiles = int32_t((int64_t(v.len_q) + L.block_m - 1) / L.block_m);
   kp.num_k_tiles = int32_t((int64_t(p.len_k) + kBlockN - 1) / kBlockN);
   kp.total_q_tiles = int32_t(L.total_q_tiles);
