@@ -369,8 +369,8 @@ def test_decode_visit_lengths(window, d, feature):
     run_case(attrs, None, 4, 16, 4, 3, 2100, d, torch.float16, kl, seed + 1, extra=extra)
 
 
-def _attention_grids(fn, tmp_path):
-    """The grids of the attention kernels that fn launches (from the profiler's trace)."""
+def _attention_kernels(fn, tmp_path):
+    """(name, grid) of the attention kernels that fn launches (from the profiler's trace)."""
     import json
 
     from torch.profiler import ProfilerActivity, profile
@@ -382,10 +382,15 @@ def _attention_grids(fn, tmp_path):
     prof.export_chrome_trace(str(path))
     events = json.loads(path.read_text())["traceEvents"]
     return [
-        tuple(e["args"]["grid"])
+        (e["name"], tuple(e["args"]["grid"]))
         for e in events
         if e.get("cat") == "kernel" and "attention_kernel" in e.get("name", "")
     ]
+
+
+def _attention_grids(fn, tmp_path):
+    """The grids of the attention kernels that fn launches."""
+    return [grid for _, grid in _attention_kernels(fn, tmp_path)]
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
@@ -964,6 +969,88 @@ def test_padding_keys_nonfinite_long_rows():
             extra=extra,
             poison=poison_padding(NONFINITE),
         )
+
+
+# The warp-specialized kernel runs the long rows of head dims 32 and 64 with stages of two key
+# tiles (WsKernel::kPairs, docs/kernels.md), the short ones with one; SPATTN_WS_PAIRS forces either
+# form. Odd tile counts (the last stage's second tile is zeros), a tile a half does not see beside
+# one it does, partial tiles in either slot of a pair, and NaN/inf padding keys in either slot.
+WS_PAIRS_CASES = {
+    "dense": (dict(), ()),  # key_lengths alone: the lean kernels
+    "causal": (dict(causal=1), ()),
+    "causal_window": (dict(causal=1, window_left=300), ("sinks",)),
+    "band_global": (dict(window_left=100, window_right=100, num_global=5), FEATURES["all"]),
+    "strided": (PATTERNS["strided"][0], ("sinks", "kstart")),
+}
+
+
+@pytest.mark.parametrize("pairs", ["0", "1"])
+@pytest.mark.parametrize("d", [32, 64])
+@pytest.mark.parametrize("case", list(WS_PAIRS_CASES))
+def test_ws_pairs_both_forms(case, d, pairs, monkeypatch):
+    monkeypatch.setenv("SPATTN_WS_PAIRS", pairs)
+    attrs, features = WS_PAIRS_CASES[case]
+    b, hq, hkv, lq, lk = 2, 4, 2, 1000, 1093  # 18 key tiles, the last one partial; Lq != Lk
+    kl = [1093, 811]
+    seed = zlib.crc32(case.encode()) % 991 + d
+    extra = new_inputs(features, b, hq, lk, kl, seed)
+    for dtype in (torch.bfloat16, torch.float16):
+        run_case(
+            with_softcap(attrs, features),
+            None,
+            b,
+            hq,
+            hkv,
+            lq,
+            lk,
+            d,
+            dtype,
+            kl,
+            seed,
+            extra=extra,
+            poison=poison_padding(NONFINITE),
+        )
+
+
+def _ws_pairs_of(name):
+    """The kPairs argument of a warp-specialized kernel's name (demangled or not), else None."""
+    import re
+
+    m = re.search(r"ws_attention_kernel<.*(true|false)>", name)
+    if m:
+        return m.group(1) == "true"
+    m = re.search(r"ws_attention_kernel.*Lb[01]ELb([01])E", name)
+    return m.group(1) == "1" if m else None
+
+
+# (attrs, head dim, SPATTN_WS_PAIRS or None, whether the stages hold two key tiles)
+WS_PAIRS_CHOICES = {
+    "dense_d64": (dict(), 64, None, True),
+    "window2000_d32": (dict(causal=1, window_left=2000), 32, None, True),
+    "band_d64": (dict(window_left=100, window_right=100), 64, None, False),
+    "dense_d128": (dict(), 128, None, False),
+    "dense_d64_forced_off": (dict(), 64, "0", False),
+    "band_d64_forced_on": (dict(window_left=100, window_right=100), 64, "1", True),
+}
+
+
+@pytest.mark.parametrize("case", list(WS_PAIRS_CHOICES))
+def test_ws_pairs_choice(case, monkeypatch, tmp_path):
+    # Long rows at head dims 32 and 64 run the two-tile stages, short rows and other head dims
+    # one tile per stage; SPATTN_WS_PAIRS overrides at head dims 32 and 64.
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the warp-specialized kernel runs on compute capability 9.0 only")
+    attrs, d, env, want = WS_PAIRS_CHOICES[case]
+    monkeypatch.setenv("SPATTN_CUDA_KERNEL", "ws")
+    if env is None:
+        monkeypatch.delenv("SPATTN_WS_PAIRS", raising=False)
+    else:
+        monkeypatch.setenv("SPATTN_WS_PAIRS", env)
+    q, k, v = make_inputs(1, 2, 2, 2048, 2048, d, torch.bfloat16, 5)
+    runner = capi.CudaRunner()
+    names = [n for n, _ in _attention_kernels(lambda: runner(q, k, v, attrs), tmp_path)]
+    got = [_ws_pairs_of(n) for n in names if "ws_attention_kernel" in n]
+    assert got == [want], names
 
 
 def signed_scores_inputs(b, h, lq, lk, d, dtype):

@@ -120,9 +120,8 @@ __device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r):
           "n"(TB));                                                                              \
   }                                                                                              \
   /* d[64] (+)= A(registers) B(smem, K-major): m64n128k16, S = Q K^T over a 128-key stage. */    \
-  __device__ __forceinline__ void wgmma_rs_kmajor_n128(TYPE, float* d, const uint32_t* a,        \
-                                                       uint32_t b_lo, uint32_t b_hi,             \
-                                                       int accumulate) {                          \
+  __device__ __forceinline__ void wgmma_rs_kmajor_n128(                                          \
+      TYPE, float* d, const uint32_t* a, uint32_t b_lo, uint32_t b_hi, int accumulate) {         \
     asm volatile(                                                                                \
         "{\n.reg .pred p;\n.reg .b64 db;\nmov.b64 db, {%68, %69};\n"                             \
         "setp.ne.b32 p, %70, 0;\n"                                                               \

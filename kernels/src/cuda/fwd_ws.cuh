@@ -10,7 +10,7 @@
 //    stages with bulk tensor copies (TMA: one instruction per 64 x 64 box, written in the tensor
 //    cores' swizzled layout, rows past the end filled with zeros); each stage carries its key
 //    tile's index and, for each 64-row half, whether that half sees the tile at all, partly or
-//    fully;
+//    fully (for the long rows at tile width 64, a stage holds two key tiles: kPairs);
 //  * two consumers (warpgroups 1 and 2) own 64 rows each and run the software pipeline of the
 //    one-warpgroup kernel on the stages (S = Q K^T with Q in registers, read once per work item,
 //    and K read by wgmma from shared memory; at D = 256 Q is read from shared memory too; P in
@@ -132,7 +132,7 @@ struct WsKernel {
   // the two consumers' softmaxes leave the tensor cores idle less: dense 9% and the causal window
   // 4% faster. Short rows keep one tile per stage: the two halves of a work item see different
   // tiles at a band's edges, and a half computes the whole pair when it sees either (the band
-  // ran 9-19% slower with pairs). At D = 96 and 128 pairs measured no faster or slower
+  // ran 14-21% slower with pairs). At D = 96 and 128 pairs measured no faster or slower
   // (docs/kernels.md, "Tried and not kept"); D = 256 has no registers for them.
   static constexpr int kSubs = kPairs ? 2 : 1;
   static constexpr int kStageKeys = kSubs * kBlockN;
@@ -144,7 +144,7 @@ struct WsKernel {
   // the deeper rings keep the producer ahead, and the extra barrier operations per tile cost
   // more than they bring (D = 64 dense and causal window 3-4% slower with them).
   static constexpr bool kSplitKV = kWide;
-  static constexpr int kQElems = kHalfRows * D;  // one half's Q tile
+  static constexpr int kQElems = kHalfRows * D;    // one half's Q tile
   static constexpr int kKVElems = kStageKeys * D;  // [D / 64 panels][kStageKeys rows][64]
   // Registers per thread after setmaxnreg (multiples of 8): the CTA starts with 168 per thread
   // (65536 / 384, rounded down to 8); the producer gives back what the consumers take. The
@@ -166,10 +166,10 @@ struct WsKernel {
   // (VisitIter::build: bits 2h..2h+1 for half h, 0 = not seen, 1 = partly) and bit kPad << u,
   // plus these. A second tile that is absent (the walk's last stage with an odd count) has
   // classes 0.
-  static constexpr uint32_t kLast = 256;  // the last stage of the work item
-  static constexpr uint32_t kNone = 512;  // no key tile at all: nothing to load or compute
+  static constexpr uint32_t kLast = 256;   // the last stage of the work item
+  static constexpr uint32_t kNone = 512;   // no key tile at all: nothing to load or compute
   static constexpr uint32_t kPair = 1024;  // the stage holds kSubs tiles (else its first only)
-  static constexpr uint32_t kPad = 2048;  // << u: tile u crosses key_starts or key_lengths
+  static constexpr uint32_t kPad = 2048;   // << u: tile u crosses key_starts or key_lengths
 
   struct Stage {
     int32_t tile[kSubs];
@@ -389,8 +389,8 @@ struct WsKernel {
       T* q_s = sm.q + qb * 2 * kQElems;
       mbar_arrive_expect_tx(sm.q_full + qb, kQTileBytes);
       load_box_rows<kHalfRows>(q_s, &kp.tma_q, sm.q_full + qb, w.q.i0, w.q.h, w.q.b);
-      load_box_rows<kHalfRows>(q_s + kQElems, &kp.tma_q, sm.q_full + qb, w.q.i0 + kHalfRows,
-                               w.q.h, w.q.b);
+      load_box_rows<kHalfRows>(q_s + kQElems, &kp.tma_q, sm.q_full + qb, w.q.i0 + kHalfRows, w.q.h,
+                               w.q.b);
 
       int32_t klo, khi;  // the valid keys: the tiles crossing their bounds are tagged kPad
       valid_keys<kX>(kp, w.q.b, &klo, &khi);
