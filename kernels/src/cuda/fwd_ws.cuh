@@ -404,7 +404,6 @@ struct WsKernel {
       // The stage being gathered: `have` tiles so far. A full one is filled once the walk
       // knows whether another tile follows (the last stage carries kLast).
       Stage cur{};
-      cur.tag = 0;
       uint32_t have = 0;
       bool first = true;
       do {
@@ -578,7 +577,8 @@ struct WsKernel {
           // The classes, decided before the products and kept through them: the compiler
           // otherwise recomputed them from the thread index after them, 5 instructions per tile
           // (ncu, dense D = 64). The asm makes the value opaque, so it is kept rather than
-          // rematerialized. Bit 0 (4): tile 0 (1) is partial; bit 1 (5): it is not seen.
+          // rematerialized. Bits 0 and 1: tile 0 is partial, tile 0 is not seen; bits 4 and 5:
+          // the same for tile 1.
           const uint32_t c0 = cls & 3u, c1 = cls >> 4;
           uint32_t kinds;
           asm volatile("mov.b32 %0, %1;"
