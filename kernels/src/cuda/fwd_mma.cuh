@@ -218,16 +218,19 @@ struct TileOps {
       }
   }
 
-  // A key tile none of the warp's rows sees, beside one they do in a two-tile stage.
+  // A key tile none of the warp's rows sees (`unseen`), beside one they do in a two-tile stage:
+  // its scores become -inf. Written as selects rather than a branch that stores constants: with
+  // the stores, the join after the mask took new registers for the scores, and every full tile
+  // paid 32 register moves per key tile to reach them (WsKernel::mask_sub).
   template <int NT, int N0>
-  __device__ static void mask_tile(float (&s)[MT][NT][4]) {
+  __device__ static void mask_tile(float (&s)[MT][NT][4], bool unseen) {
     static_assert(N0 + 8 <= NT, "one key tile of the scores");
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int nt = N0; nt < N0 + 8; ++nt)
 #pragma unroll
-        for (int x = 0; x < 4; ++x) s[mt][nt][x] = -INFINITY;
+        for (int x = 0; x < 4; ++x) s[mt][nt][x] = unseen ? -INFINITY : s[mt][nt][x];
   }
 
   // How far (log2 units) a row's scores may pass its running max before the max moves

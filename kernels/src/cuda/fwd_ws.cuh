@@ -479,24 +479,26 @@ struct WsKernel {
   }
 
   // The mask of key tile U of a stage for a warp's rows: all of it when they do not see the tile
-  // (`partial` false), the token mask of a partial tile otherwise.
+  // (`partial` false), the token mask of a partial tile otherwise. The unseen case is a select
+  // after the partial one, not an early return: that form made the compiler copy the 64 scores
+  // into new registers on every stage, full tiles included (about 80 instructions per stage and
+  // warp; dense and the causal window at D = 64 ran 7-8% slower, docs/kernels.md).
   template <int U>
   __device__ static void mask_sub(const KParams& kp, const Work& w, float (&s)[1][kNT][4],
                                   bool partial, bool reg_mask, int wrow, int32_t tile,
                                   uint8_t* mask) {
     using Ops = TileOps<T, D, 1, kX>;
-    if (!partial) {
-      Ops::template mask_tile<kNT, 8 * U>(s);
-      return;
+    if (partial) {
+      const int32_t j0 = tile * kBlockN;
+      if (reg_mask) {
+        Ops::template apply_reg_mask<false, kNT, 8 * U>(kp, w, s, wrow, j0);
+      } else {
+        Ops::build_mask(kp, w, wrow, j0, mask);
+        Ops::template apply_smem_mask<kNT, 8 * U>(s, wrow, mask);
+        __syncwarp();  // the warp's mask rows are rewritten by its next partial tile
+      }
     }
-    const int32_t j0 = tile * kBlockN;
-    if (reg_mask) {
-      Ops::template apply_reg_mask<false, kNT, 8 * U>(kp, w, s, wrow, j0);
-    } else {
-      Ops::build_mask(kp, w, wrow, j0, mask);
-      Ops::template apply_smem_mask<kNT, 8 * U>(s, wrow, mask);
-      __syncwarp();  // the warp's mask rows are rewritten by its next partial tile
-    }
+    Ops::template mask_tile<kNT, 8 * U>(s, !partial);
   }
 
   // A consumer warpgroup: rows [64 half, 64 half + 64) of each work item. Both consumers run
