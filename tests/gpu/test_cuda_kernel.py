@@ -971,7 +971,7 @@ def test_padding_keys_nonfinite_long_rows():
         )
 
 
-# The warp-specialized kernel runs the long rows of head dims 32 and 64 with stages of two key
+# The warp-specialized kernel runs the long rows of head dims up to 128 with stages of two key
 # tiles (WsKernel::kPairs, docs/kernels.md), the short ones with one; SPATTN_WS_PAIRS forces either
 # form. Odd tile counts (the last stage's second tile is zeros), a tile a half does not see beside
 # one it does, partial tiles in either slot of a pair, and NaN/inf padding keys in either slot.
@@ -985,7 +985,7 @@ WS_PAIRS_CASES = {
 
 
 @pytest.mark.parametrize("pairs", ["0", "1"])
-@pytest.mark.parametrize("d", [32, 64])
+@pytest.mark.parametrize("d", [32, 64, 96, 128])
 @pytest.mark.parametrize("case", list(WS_PAIRS_CASES))
 def test_ws_pairs_both_forms(case, d, pairs, monkeypatch):
     monkeypatch.setenv("SPATTN_WS_PAIRS", pairs)
@@ -1023,12 +1023,31 @@ def _ws_pairs_of(name):
     return m.group(1) == "1" if m else None
 
 
-# (attrs, head dim, SPATTN_WS_PAIRS or None, whether the stages hold two key tiles)
+# (attrs, head dim, SPATTN_WS_PAIRS or None, whether the stages hold two key tiles[, (query
+# heads, KV heads, Lq)]; 2 heads and Lq = Lk = 2048 when absent)
+CAUSAL = dict(causal=1)
 WS_PAIRS_CHOICES = {
     "dense_d64": (dict(), 64, None, True),
     "window2000_d32": (dict(causal=1, window_left=2000), 32, None, True),
     "band_d64": (dict(window_left=100, window_right=100), 64, None, False),
-    "dense_d128": (dict(), 128, None, False),
+    "dense_d128": (dict(), 128, None, True),
+    "dense_d96": (dict(), 96, None, True),
+    "causal_d128": (CAUSAL, 128, None, True),
+    "band_d128": (dict(window_left=100, window_right=100), 128, None, False),
+    "strided_d64": (dict(causal=1, window_left=127, stride=128), 64, None, False),
+    "strided_d128": (dict(causal=1, window_left=127, stride=128), 128, None, False),
+    # Decoding without GQA stacking: at tile width 128 one consumer works, one tile per stage.
+    "decode_d64": (CAUSAL, 64, None, True, (2, 2, 1)),
+    "decode_d128": (CAUSAL, 128, None, False, (2, 2, 1)),
+    "decode_d96_lq8": (CAUSAL, 96, None, False, (2, 2, 8)),
+    "lq64_d128": (CAUSAL, 128, None, False, (2, 2, 64)),
+    "lq65_d128": (CAUSAL, 128, None, True, (2, 2, 65)),
+    # GQA 4:1 stacks 4 x 32 rows into one 128-row tile: both halves have rows.
+    "stacked_lq32_d128": (CAUSAL, 128, None, True, (8, 2, 32)),
+    "decode_d128_forced_on": (CAUSAL, 128, "1", True, (2, 2, 1)),
+    "dense_d128_forced_off": (dict(), 128, "0", False),
+    "dense_d256": (dict(), 256, None, False),
+    "dense_d256_forced_on": (dict(), 256, "1", False),
     "dense_d64_forced_off": (dict(), 64, "0", False),
     "band_d64_forced_on": (dict(window_left=100, window_right=100), 64, "1", True),
 }
@@ -1036,21 +1055,28 @@ WS_PAIRS_CHOICES = {
 
 @pytest.mark.parametrize("case", list(WS_PAIRS_CHOICES))
 def test_ws_pairs_choice(case, monkeypatch, tmp_path):
-    # Long rows at head dims 32 and 64 run the two-tile stages, short rows and other head dims
-    # one tile per stage; SPATTN_WS_PAIRS overrides at head dims 32 and 64.
+    # Long rows at head dims up to 128 run the two-tile stages; short rows, strides, head dim 256
+    # and, at head dims 96 and 128, calls whose rows fit one 64-row half run one tile per stage.
+    # SPATTN_WS_PAIRS overrides at head dims up to 128 (256 has no two-tile form).
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the warp-specialized kernel runs on compute capability 9.0 only")
-    attrs, d, env, want = WS_PAIRS_CHOICES[case]
+    attrs, d, env, want, *shape = WS_PAIRS_CHOICES[case]
+    hq, hkv, lq = shape[0] if shape else (2, 2, 2048)
     monkeypatch.setenv("SPATTN_CUDA_KERNEL", "ws")
     if env is None:
         monkeypatch.delenv("SPATTN_WS_PAIRS", raising=False)
     else:
         monkeypatch.setenv("SPATTN_WS_PAIRS", env)
-    q, k, v = make_inputs(1, 2, 2, 2048, 2048, d, torch.bfloat16, 5)
+    q, k, v = make_inputs(1, hq, hkv, lq, 2048, d, torch.bfloat16, 5)
     runner = capi.CudaRunner()
     names = [n for n, _ in _attention_kernels(lambda: runner(q, k, v, attrs), tmp_path)]
     got = [_ws_pairs_of(n) for n in names if "ws_attention_kernel" in n]
     assert got == [want], names
+    # The form chosen gives the oracle's answer (every row sees keys in these cases).
+    ref, _ = oracle(q, k, v, attrs, None, None)
+    atol, rtol = tolerance(torch.bfloat16)
+    out = runner(q, k, v, attrs).double()
+    assert torch.allclose(out, ref, atol=atol, rtol=rtol), (case, (out - ref).abs().max().item())
 
 
 def signed_scores_inputs(b, h, lq, lk, d, dtype):

@@ -119,6 +119,17 @@ __device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r):
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b_lo), "r"(b_hi), "r"(accumulate),     \
           "n"(TB));                                                                              \
   }                                                                                              \
+  /* d[64] (+)= A(smem, K-major) B(smem, K-major): m64n128k16. */                                \
+  __device__ __forceinline__ void wgmma_ss_n128(TYPE, float* d, uint32_t a_lo, uint32_t a_hi,    \
+                                                uint32_t b_lo, uint32_t b_hi, int accumulate) {  \
+    asm volatile(                                                                                \
+        "{\n.reg .pred p;\n.reg .b64 da, db;\nmov.b64 da, {%64, %65};\n"                         \
+        "mov.b64 db, {%66, %67};\nsetp.ne.b32 p, %68, 0;\n"                                      \
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32" SUFFIX " " SPATTN_REGS64                   \
+        ", da, db, p, 1, 1, 0, 0;\n}\n"                                                          \
+        : SPATTN_ACC64                                                                           \
+        : "r"(a_lo), "r"(a_hi), "r"(b_lo), "r"(b_hi), "r"(accumulate));                          \
+  }                                                                                              \
   /* d[64] (+)= A(registers) B(smem, K-major): m64n128k16, S = Q K^T over a 128-key stage. */    \
   __device__ __forceinline__ void wgmma_rs_kmajor_n128(                                          \
       TYPE, float* d, const uint32_t* a, uint32_t b_lo, uint32_t b_hi, int accumulate) {         \
@@ -171,6 +182,11 @@ __device__ __forceinline__ void wgmma_rs_n64(TYPE, float*, const uint32_t*, uint
                                                 uint32_t) {                              \
     __trap();                                                                            \
   }
+template <typename TYPE>
+__device__ __forceinline__ void wgmma_ss_n128(TYPE, float*, uint32_t, uint32_t, uint32_t, uint32_t,
+                                              int) {
+  __trap();
+}
 template <typename TYPE>
 __device__ __forceinline__ void wgmma_rs_kmajor_n128(TYPE, float*, const uint32_t*, uint32_t,
                                                      uint32_t, int) {
@@ -281,7 +297,11 @@ struct WgmmaKernel {
   // S = Q K^T for 64 rows x 64 keys: D / 16 steps of 16 head-dim columns (32 bytes of a panel).
   // The descriptors are built once: the start address is bits 0-13 (bytes >> 4), and a step's
   // offset stays inside the tile, so it is added to the low word without a carry.
+  // NK: the keys of the K buffer (64, or 128: the m64n128 product of the warp-specialized
+  // kernel's two-tile stages).
+  template <int NK = kBlockN>
   __device__ static void issue_qk(float* sd, const T* sQ, const T* k_s) {
+    static_assert(NK == 64 || NK == 128, "keys of one S = Q K^T");
     const uint32_t dq = desc_lo(sQ, 16), dk = desc_lo(k_s, 16);
     constexpr uint32_t hi = desc_hi(kAtomBytes);
     wgmma_fence();
@@ -289,8 +309,11 @@ struct WgmmaKernel {
     for (int kk = 0; kk < DK / 16; ++kk) {
       // Element offsets of the step in the two tiles, in the descriptor's 16-byte units.
       const uint32_t eq = ((kk >> 2) * (kRows * kPanelElems) + (kk & 3) * 16) * sizeof(T) / 16;
-      const uint32_t ek = ((kk >> 2) * (kBlockN * kPanelElems) + (kk & 3) * 16) * sizeof(T) / 16;
-      wgmma_ss_n64(T(), sd, dq + eq, hi, dk + ek, hi, kk > 0);
+      const uint32_t ek = ((kk >> 2) * (NK * kPanelElems) + (kk & 3) * 16) * sizeof(T) / 16;
+      if constexpr (NK == 128)
+        wgmma_ss_n128(T(), sd, dq + eq, hi, dk + ek, hi, kk > 0);
+      else
+        wgmma_ss_n64(T(), sd, dq + eq, hi, dk + ek, hi, kk > 0);
     }
     wgmma_commit();
   }

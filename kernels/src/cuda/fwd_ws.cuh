@@ -10,7 +10,7 @@
 //    stages with bulk tensor copies (TMA: one instruction per 64 x 64 box, written in the tensor
 //    cores' swizzled layout, rows past the end filled with zeros); each stage carries its key
 //    tile's index and, for each 64-row half, whether that half sees the tile at all, partly or
-//    fully (for the long rows at tile width 64, a stage holds two key tiles: kPairs);
+//    fully (for the long rows at tile widths 64 and 128, a stage holds two key tiles: kPairs);
 //  * two consumers (warpgroups 1 and 2) own 64 rows each and run the software pipeline of the
 //    one-warpgroup kernel on the stages (S = Q K^T with Q in registers, read once per work item,
 //    and K read by wgmma from shared memory; at D = 256 Q is read from shared memory too; P in
@@ -113,10 +113,10 @@ __device__ __forceinline__ void turn_pass(int half) {
 // ---------------------------------------------------------------------------------------------
 // D: the tile width, DK: the call's head dim (WgmmaKernel). The bulk copies fill the columns
 // from DK on with zeros (out of the tensor map's bounds). kX: the feature set (TileOps).
-// kPairs: stages of two key tiles (launch.cu: KParams::ws_pairs says when), D = 64.
+// kPairs: stages of two key tiles (launch.cu: KParams::ws_pairs says when), D = 64 and 128.
 template <typename T, int D, int DK = D, bool kX = true, bool kPairs = false>
 struct WsKernel {
-  static_assert(!kPairs || D == 64, "two-tile stages: tile width 64");
+  static_assert(!kPairs || D <= 128, "two-tile stages: D <= 128");
   static_assert(hopper_takes(DK), "head dims of the Hopper kernels");
   using Base = WgmmaKernel<T, D, DK, kX>;          // tile layout, loads and the two products
   static constexpr int kHalfRows = kBlockMWs / 2;  // rows of one consumer (one m64 tile)
@@ -125,42 +125,47 @@ struct WsKernel {
   // current one is written out), and Q read by the tensor cores from shared memory (issue_qk):
   // its register fragments (64 per thread) do not fit beside 128 output accumulators.
   static constexpr bool kWide = D == 256;
-  // kPairs (D = 64): a stage holds two key tiles, so that S = Q K^T is one m64n128 product per
+  // kPairs: a stage holds two key tiles, so that S = Q K^T is one m64n128 product per
   // 16 head-dim columns and P V runs over 128 keys. The per-tile steps that do not grow with the
   // keys (the barriers, the running max's reductions and its compare, issuing the products) then
   // run once per 128 keys, and each consumer's products are twice as long beside its softmax, so
   // the two consumers' softmaxes leave the tensor cores idle less: dense 9% and the causal window
-  // 4% faster. Short rows keep one tile per stage: the two halves of a work item see different
-  // tiles at a band's edges, and a half computes the whole pair when it sees either (the band
-  // ran 14-21% slower with pairs). At D = 96 and 128 pairs measured no faster or slower
-  // (docs/kernels.md, "Tried and not kept"); D = 256 has no registers for them.
+  // 4% faster at D = 64. Short rows keep one tile per stage: the two halves of a work item see
+  // different tiles at a band's edges, and a half computes the whole pair when it sees either (the
+  // band ran 14-21% slower with pairs). At D = 128 (head dims 96 and 128) two stages of 128 keys
+  // fit, K and V handed back apart, with Q read from shared memory: Q's 32 register fragments
+  // beside 64 scores, 32 of P and 64 accumulators spilled. With turns, dense takes 0.90x the time
+  // and the causal window 0.89x at head dim 128 (0.95x and 0.93x at 96). D = 256 has no registers
+  // for them.
   static constexpr int kSubs = kPairs ? 2 : 1;
   static constexpr int kStageKeys = kSubs * kBlockN;
   static constexpr int kNT = kStageKeys / 8;  // n8 fragments of a consumer's scores
-  static constexpr int kStages = kPairs ? 5 : (D == 64 ? 6 : (kWide ? 2 : 4));
+  static constexpr int kStages = kPairs ? (D == 64 ? 5 : 2) : (D == 64 ? 6 : (kWide ? 2 : 4));
   static constexpr int kQBufs = kWide ? 1 : 2;
-  static constexpr bool kQRegs = !kWide;
-  // K and V handed back apart (Smem::full_v): D = 256 needs it, with its two stages. At D <= 128
-  // the deeper rings keep the producer ahead, and the extra barrier operations per tile cost
-  // more than they bring (D = 64 dense and causal window 3-4% slower with them).
-  static constexpr bool kSplitKV = kWide;
+  static constexpr bool kQRegs = kPairs ? D == 64 : !kWide;
+  // K and V handed back apart (Smem::full_v): two-stage rings need it (D = 256, and D = 128 with
+  // pairs). With one tile per stage at D <= 128 the deeper rings keep the producer ahead, and the
+  // extra barrier operations per tile cost more than they bring (D = 64 dense and causal window
+  // 3-4% slower with them).
+  static constexpr bool kSplitKV = kStages == 2;
   static constexpr int kQElems = kHalfRows * D;    // one half's Q tile
   static constexpr int kKVElems = kStageKeys * D;  // [D / 64 panels][kStageKeys rows][64]
   // Registers per thread after setmaxnreg (multiples of 8): the CTA starts with 168 per thread
   // (65536 / 384, rounded down to 8); the producer gives back what the consumers take. The
   // producer keeps enough for the visit-list build; at D = 256 the consumers need more, and with
   // pairs more still: 64 scores and 32 registers of P spilled at 200 and serialized the products
-  // (ptxas C7511). The long rows that run pairs build few list windows per item, so the
-  // producer's own spills at 40 cost little there.
+  // (ptxas C7511); at D = 128 the consumers take 240 (the producer 24). The long rows that run
+  // pairs build few list windows per item, so the producer's own spills cost little there.
   static constexpr int kEntryRegs = 168;
-  static constexpr int kProducerRegs = kPairs ? 40 : (kWide ? 56 : 104);
-  static constexpr int kConsumerRegs = (3 * kEntryRegs - kProducerRegs) / 2;  // 200, 224, 232
+  static constexpr int kProducerRegs = kPairs ? (D == 64 ? 40 : 24) : (kWide ? 56 : 104);
+  static constexpr int kConsumerRegs = (3 * kEntryRegs - kProducerRegs) / 2;  // 200 ... 240
   static_assert(kConsumerRegs % 8 == 0, "setmaxnreg takes multiples of 8");
   // Turns at the tensor cores (consume): at tile width 64, where a tile's products are shortest
-  // beside its softmax. At 128 they measured even (the causal window 2.5% faster, ±256 + 64
-  // global 4-5% slower: its global rows' half walks every key tile while the other half waits
-  // its turn on each).
-  static constexpr bool kTurns = D == 64;
+  // beside its softmax, and with pairs, where both halves see nearly every stage (at D = 128
+  // dense 7% and the causal window 4% faster than pairs without turns). One tile per stage at
+  // 128 measured even (the causal window 2.5% faster, ±256 + 64 global 4-5% slower: its global
+  // rows' half walks every key tile while the other half waits its turn on each).
+  static constexpr bool kTurns = D == 64 || kPairs;
 
   // Tag of a stage: for key tile u of the stage, bits 4u..4u+3 the two halves' classes
   // (VisitIter::build: bits 2h..2h+1 for half h, 0 = not seen, 1 = partly) and bit kPad << u,
@@ -599,7 +604,7 @@ struct WsKernel {
           if constexpr (kQRegs)
             Base::template issue_qk_rs<kStageKeys, kStageKeys>(sd, qa, sm.k + st * kKVElems);
           else
-            Base::issue_qk(sd, sQ, sm.k + st * kKVElems);
+            Base::template issue_qk<kStageKeys>(sd, sQ, sm.k + st * kKVElems);
           if (prev >= 0) {
             if constexpr (kSplitKV) mbar_wait(sm.full_v + prev, (prev_n / kStages) & 1u);
             Base::template fence_regs<Base::kOAcc>(od);
@@ -721,7 +726,7 @@ template <typename T, int DK, bool kX>
 cudaError_t launch_ws(const KParams& kp, int32_t grid, cudaStream_t stream) {
   constexpr int D = hopper_dim(DK);
   if (kp.block_m != kBlockMWs) return cudaErrorInvalidValue;
-  if constexpr (D == 64) {
+  if constexpr (D <= 128) {
     if (kp.ws_pairs) return launch_ws_form<T, D, DK, kX, true>(kp, grid, stream);
   }
   return launch_ws_form<T, D, DK, kX, false>(kp, grid, stream);

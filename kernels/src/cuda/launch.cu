@@ -359,14 +359,22 @@ KernelKind kernel_for(const Params& p) {
 }
 
 // Whether the warp-specialized kernel streams stages of two key tiles (WsKernel::kPairs): at
-// tile width 64 (head dims 32 and 64), for long rows (not narrow_rows: dense, wide windows,
-// strides), where both 64-row halves of a work item see nearly every tile it visits.
+// tile widths 64 and 128 (head dims up to 128), for long rows (not narrow_rows: dense, causal,
+// wide windows), where both 64-row halves of a work item see nearly every tile it visits. Not
+// for strides (pairs 1-4% slower at head dims 32 and 64, 10% at 96 and 128: a strided row's
+// columns and band seldom fill both tiles of a pair), nor at tile width 128 when `rows` (the
+// rows the kernel sees, GQA stacking included) fit one 64-row half: decoding without stacking,
+// where one consumer works and two stages of 128 keys keep fewer loads in flight than four of 64
+// (1-8% slower; at tile width 64, with five stages, pairs are 14-24% faster there).
+// benchmarks/results/pairs_choice_h200*.txt has the measurements.
 // SPATTN_WS_PAIRS=0|1 forces the choice at those head dims (to compare the two forms).
-bool ws_pairs_for(const Params& p) {
-  if (hopper_dim(p.head_dim) != 64) return false;
+bool ws_pairs_for(const Params& p, int64_t rows) {
+  const int32_t hd = hopper_dim(p.head_dim);
+  if (hd > 128) return false;
   const char* env = std::getenv("SPATTN_WS_PAIRS");
   if (env && (std::strcmp(env, "0") == 0 || std::strcmp(env, "1") == 0)) return env[0] == '1';
-  return !narrow_rows(p);
+  if (narrow_rows(p) || p.pattern.stride > 0) return false;
+  return hd == 64 || rows > kBlockMWs / 2;
 }
 
 int32_t block_m_for(const Params& p, KernelKind kernel) {
@@ -719,7 +727,7 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   kp.block_m = L.block_m;
   kp.part_rows = L.part_rows;
   kp.kernel = kernel;
-  kp.ws_pairs = kernel == kKernelWs && ws_pairs_for(p);
+  kp.ws_pairs = kernel == kKernelWs && ws_pairs_for(p, v.len_q);
   kp.num_q_tiles = int32_t((int64_t(v.len_q) + L.block_m - 1) / L.block_m);
   kp.num_k_tiles = int32_t((int64_t(p.len_k) + kBlockN - 1) / kBlockN);
   kp.total_q_tiles = int32_t(L.total_q_tiles);
