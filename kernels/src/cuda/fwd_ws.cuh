@@ -13,8 +13,8 @@
 //    fully (for the long rows at tile widths 64 and 128, a stage holds two key tiles: kPairs);
 //  * two consumers (warpgroups 1 and 2) own 64 rows each and run the software pipeline of the
 //    one-warpgroup kernel on the stages (S = Q K^T with Q in registers, read once per work item,
-//    and K read by wgmma from shared memory; at D = 256 Q is read from shared memory too; P in
-//    registers for O += P V), skipping the tiles their half does not see.
+//    and K read by wgmma from shared memory; at D = 256, and at 128 with kPairs, Q is read from
+//    shared memory too; P in registers for O += P V), skipping the tiles their half does not see.
 // Stages are handed over with mbarriers (full: the copies' bytes landed; empty: both consumers
 // are done with it), so no CTA-wide barrier runs in the main loop; the producer is already
 // loading the next work item while the consumers finish the current one. Both consumers share

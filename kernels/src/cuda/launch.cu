@@ -365,7 +365,7 @@ KernelKind kernel_for(const Params& p) {
 // columns and band seldom fill both tiles of a pair), nor at tile width 128 when `rows` (the
 // rows the kernel sees, GQA stacking included) fit one 64-row half: decoding without stacking,
 // where one consumer works and two stages of 128 keys keep fewer loads in flight than four of 64
-// (1-8% slower; at tile width 64, with five stages, pairs are 14-24% faster there).
+// (up to 8% slower; at tile width 64, with five stages, pairs are 12-24% faster there).
 // benchmarks/results/pairs_choice_h200*.txt has the measurements.
 // SPATTN_WS_PAIRS=0|1 forces the choice at those head dims (to compare the two forms).
 bool ws_pairs_for(const Params& p, int64_t rows) {
