@@ -119,6 +119,16 @@ attrs = {"window_left": 9, "window_right": 3, "num_global": 2, "num_random": 1, 
 got = capi.cpu_forward(q, k, v, **attrs)
 ref = reference_attention(*(torch.from_numpy(x) for x in (q, k, v)), attrs).numpy()
 assert_close(got, ref, np.float32)
+# softcap's tanh goes through the exponential: a NaN score stays NaN through it (the row is NaN),
+# and the other rows are the oracle's.
+q[0, 1, 40, 5] = np.nan
+capped = dict(attrs, softcap=5.0)
+got = capi.cpu_forward(q, k, v, **capped)
+assert np.isnan(got[0, 1, 40]).all(), got[0, 1, 40]
+ref = reference_attention(*(torch.from_numpy(x) for x in (q, k, v)), capped).numpy()
+keep = np.ones(got.shape[:3], bool)
+keep[0, 1, 40] = False
+assert_close(got[keep], ref[keep], np.float32)
 print("ok")
 """
 

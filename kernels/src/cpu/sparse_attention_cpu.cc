@@ -208,6 +208,10 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, cons
   w.allowed.resize(size_t(kTileQ) * kTileK);
   w.span.resize(size_t(kTileQ) * 2);
   const size_t kt_size = size_t(D) * kTileK, v_size = size_t(kTileK) * dv_pad;
+  // Float32 values whose rows are whole vector chunks (dv_pad == Dv) are read in place, as the
+  // micro-kernel reads a converted tile: copying them cost as much as transposing the keys. Only
+  // their non-finite check is kept with the key tile.
+  const bool v_in_place = p.dtype == DType::kFloat32 && dv_pad == Dv;
   if (w.call != call_id && !it.direct) {
     // Every tile is written whole (padding included) before its tag is set, so a new call only
     // forgets the tags: clearing the 2 x 32 tiles (2 MiB at D = 128) cost more than a decode
@@ -278,31 +282,39 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, cons
       const int64_t tag = (int64_t(b) * p.heads_kv + hk) * num_tiles + t;
       float* kt = &w.kt_cache[slot * kt_size];
       float* vc = &w.v_cache[slot * v_size];
+      const float* v_src =
+          v_in_place ? static_cast<const float*>(p.v) + v_base + int64_t(j0) * p.v_row_stride
+                     : nullptr;
       if (w.tag[slot] != tag) {
-        // K tile transposed to [D][kTileK], V tile to [kTileK][dv_pad]; zero padded.
+        // K tile transposed to [D][kTileK], V tile to [kTileK][dv_pad] (unless read in place);
+        // zero padded.
         bool bad = false;
         for (int32_t c = 0; c < cols; ++c) {
           load_row(p.dtype, p.k, k_base + (j0 + c) * p.k_row_stride, D, 1.f, krow);
           for (int32_t d = 0; d < D; ++d) kt[d * kTileK + c] = krow[d];
-          float* vr = vc + size_t(c) * dv_pad;
-          load_row(p.dtype, p.v, v_base + (j0 + c) * p.v_row_stride, Dv, 1.f, vr);
+          const float* vr = v_in_place ? v_src + c * p.v_row_stride : nullptr;
+          if (!v_in_place) {
+            float* vw = vc + size_t(c) * dv_pad;
+            load_row(p.dtype, p.v, v_base + (j0 + c) * p.v_row_stride, Dv, 1.f, vw);
+            std::fill(vw + Dv, vw + dv_pad, 0.f);
+            vr = vw;
+          }
           int nonfinite = 0;  // an OR reduction, which vectorizes
           for (int32_t d = 0; d < Dv; ++d)
             nonfinite |= !(std::fabs(vr[d]) <= std::numeric_limits<float>::max());
           bad = bad || nonfinite;
-          std::fill(vr + Dv, vr + dv_pad, 0.f);
         }
         w.v_nonfinite[slot] = bad;
         if (cols < kTileK) {
           for (int32_t d = 0; d < D; ++d)
             std::fill(kt + d * kTileK + cols, kt + (d + 1) * kTileK, 0.f);
-          std::fill(vc + size_t(cols) * dv_pad, vc + v_size, 0.f);
+          if (!v_in_place) std::fill(vc + size_t(cols) * dv_pad, vc + v_size, 0.f);
         }
         w.tag[slot] = tag;
       }
       kern.qk(w.q.data(), D, kt, D, w.s.data(), rows, scale, span);
-      vt = vc;
-      ldv = dv_pad;
+      vt = v_in_place ? v_src : vc;
+      ldv = v_in_place ? p.v_row_stride : dv_pad;
       v_bad = w.v_nonfinite[slot];
     }
     // The score hook: transforms of the scaled scores, before the mask (softcap). The mask then
@@ -401,8 +413,10 @@ std::string run(const Params& p, const ParallelFor& parallel_for) {
   const int32_t nqt = ceil_div(p.len_q, tile_rows), head_groups = p.heads_q / nh;
   const int64_t items = int64_t(p.batch) * head_groups * nqt;
   // A task is a run of consecutive query tiles of one (batch, head): they share most key tiles,
-  // which then stay in the thread's tile cache. Enough tasks remain to balance the threads.
-  const int64_t per_task = std::max<int64_t>(1, std::min<int64_t>(8, items / 64));
+  // which then stay in the thread's tile cache (a band's task of n query tiles converts about
+  // n + 9 key tiles). Eight tasks per hardware thread remain to balance the threads.
+  static const int64_t threads = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  const int64_t per_task = std::max<int64_t>(1, std::min<int64_t>(32, items / (8 * threads)));
   const int64_t tasks = (items + per_task - 1) / per_task;
   std::atomic<bool> failed{false};
   std::string error;
