@@ -21,6 +21,8 @@ import os
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)
+from summarize_hopper import _met  # noqa: E402  (one rendering of met / not met)
 
 # Issue targets in the order the tables list them (bench_hopper.py's pattern keys).
 PREFILL_ORDER = [
@@ -73,10 +75,6 @@ def latest_rows(paths: list[str]) -> dict[str, dict]:
 def _plot_order(e: dict) -> tuple:
     r = e["row"]
     return (r.get("kind", ""), r.get("D", 0), r.get("L", 0), r.get("dtype", ""), r.get("Lq", 0))
-
-
-def _met(flag) -> str:
-    return "n/a" if flag is None else ("met" if flag else "**not met**")
 
 
 def _range(values: list[float]) -> str:
@@ -227,7 +225,6 @@ def main(argv=None) -> None:
             f.write(text)
     if args.png:
         # bench_hopper.plot draws a run's rows; here the chosen rows of several runs.
-        sys.path.insert(0, _HERE)
         import bench_hopper
 
         devices = sorted({e["device"] for e in best.values()})
