@@ -8,8 +8,9 @@ memory grow linearly with the sequence length?
 Shapes: B=1, 8 heads, D=64, float32, pattern band +-256 plus 64 global tokens (Longformer-style).
 Both ops run in ONNX Runtime's CPU execution provider with the same intra-op thread count
 (``session.run`` with numpy inputs). Timing: after a warm-up call of each, ``--rounds`` rounds,
-each timing ``--calls`` consecutive calls of our op and of the dense op back to back (the order
-alternating by round; a round's time is its median call), so that load from other jobs on a
+each timing ``--calls`` consecutive calls of our op and of the dense op (the order alternating
+by round, ``--pause-ms`` before each block so that no block runs beside another session's
+spinning pool threads; a round's time is its median call), so that load from other jobs on a
 shared machine falls on both alike; reported: the median over rounds with min, max and
 quartiles, the speedup as the ratio of the medians, and the spread of the per-round ratios. The
 1-minute load average before and after each length is recorded.
@@ -21,7 +22,8 @@ benchmarks/results/cpu_sparse_vs_dense.json and .png (or ``--out``).
     python benchmarks/bench_cpu.py [--threads 2] [--lengths 1024 4096 16384] [--rounds 15]
                                    [--calls 3] [--memory 16384 32768 65536]
                                    [--target 5 --target-length 4096]
-                                   [--dense-max 16384] [--baseline-lib PATH] [--out PATH]
+                                   [--dense-max 16384] [--baseline-lib PATH] [--pause-ms 100]
+                                   [--out PATH]
 """
 
 from __future__ import annotations
@@ -90,8 +92,15 @@ def time_length(
     calls_per_round: int,
     dense: bool,
     baseline: str | None,
+    pause_s: float,
 ) -> dict[str, list[float]]:
-    """Per-round wall-clock times (ms): the median of each backend's calls, interleaved."""
+    """Per-round wall-clock times (ms): the median of each backend's calls, interleaved.
+
+    Each block of calls starts ``pause_s`` after the previous one: every session has its own
+    intra-op thread pool, whose threads spin for a while after a run. A call that starts while
+    another session's threads still spin shares the cores with them (about 1.3x the time on two
+    cores), so without the pause a backend would be timed slower merely for following another.
+    """
     feeds_s, feeds_d = _feeds(cfg, length)
     sparse = sparse_attention_model(cfg)
     calls = {SPARSE: (_session(sparse, cfg.threads, library_path("ort")), feeds_s)}
@@ -106,6 +115,7 @@ def time_length(
         order = list(calls) if r % 2 == 0 else list(reversed(calls))
         for name in order:
             session, feeds = calls[name]
+            time.sleep(pause_s)
             block = []
             for _ in range(calls_per_round):
                 t0 = time.perf_counter()
@@ -126,6 +136,9 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=5.0, help="speedup asked for ...")
     parser.add_argument("--target-length", type=int, default=4096, help="... at this length")
     parser.add_argument("--baseline-lib", help="another build of libspattn_ort.so to time beside")
+    parser.add_argument(
+        "--pause-ms", type=float, default=100, help="pause before each block of calls (ms)"
+    )
     parser.add_argument("--out", default=os.path.join(RESULTS, "cpu_sparse_vs_dense.json"))
     parser.add_argument("--note", default="", help="recorded in the JSON")
     args = parser.parse_args()
@@ -144,7 +157,13 @@ def main() -> None:
     for length in args.lengths:
         load_before = os.getloadavg()[0]
         times = time_length(
-            cfg, length, args.rounds, args.calls, length <= args.dense_max, args.baseline_lib
+            cfg,
+            length,
+            args.rounds,
+            args.calls,
+            length <= args.dense_max,
+            args.baseline_lib,
+            args.pause_ms / 1e3,
         )
         sparse = _spread(times[SPARSE])
         pairs = round(pattern.density(length) * length * length) * cfg.heads
@@ -220,10 +239,12 @@ def main() -> None:
         },
         "library": library_path("ort"),
         "baseline_library": args.baseline_lib,
+        "pause_ms": args.pause_ms,
         "note": args.note,
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "timing_method": f"{args.rounds} rounds after one warm-up call each; a round times "
-        f"{args.calls} consecutive calls of each op, the ops back to back (order alternating), "
+        f"{args.calls} consecutive calls of each op, {args.pause_ms:g} ms after the previous "
+        "block (another session's pool threads spin a while after its run; order alternating), "
         "its time the median call; times are medians over rounds (ms), the speedup the ratio of "
         "the medians; spreads: min, max, quartiles of the round times",
         "timing": rows,

@@ -21,16 +21,17 @@ Both run as one-node ONNX Runtime sessions with the same intra-op thread count, 
 
 Timing: wall clock of ``run_with_iobinding`` (inputs and outputs bound once); after a warm-up,
 ``--rounds`` rounds, each timing ``--calls`` consecutive calls of every backend in turn (so load
-from other jobs on the machine falls on all of them alike); a round's time is the median call of
-its block, the reported time the median over rounds, with the spread (min, max, quartiles). The
-1-minute load average before and after each row is recorded. Writes
-benchmarks/results/cpu_decode_vs_ort_gqa.json and .png.
+from other jobs on the machine falls on all of them alike; each block ``--pause-ms`` after the
+previous one); a round's time is the median call of its block, the reported time the median over
+rounds, with the spread (min, max, quartiles). The 1-minute load average before and after each
+row is recorded. Writes benchmarks/results/cpu_decode_vs_ort_gqa.json and .png.
 
 ``--baseline-lib PATH`` times another build of our library (libspattn_ort.so) beside it in the
 same rounds (a before/after of a kernel change).
 
     python benchmarks/bench_cpu_decode.py [--threads 2] [--lengths 4096 8192 16384] [--window 512]
                                           [--rounds 15] [--calls 20] [--target 2.0]
+                                          [--pause-ms 100]
                                           [--baseline-lib PATH] [--note TEXT] [--out PATH]
 """
 
@@ -211,13 +212,19 @@ class Case:
         return np.asarray(o)
 
 
-def time_case(case: Case, warmup: int, rounds: int, calls: int) -> dict[str, list[float]]:
+def time_case(
+    case: Case, warmup: int, rounds: int, calls: int, pause_s: float
+) -> dict[str, list[float]]:
+    """Per-round times (ms) of every backend; each block of calls starts ``pause_s`` after the
+    previous one, so that no block shares the cores with another session's spinning pool threads
+    (bench_cpu.time_length says why)."""
     for call in case.calls.values():
         for _ in range(warmup):
             call()
     per_round: dict[str, list[float]] = {n: [] for n in case.calls}
     for _ in range(rounds):
         for name, call in case.calls.items():
+            time.sleep(pause_s)
             t = []
             for _ in range(calls):
                 t0 = time.perf_counter()
@@ -247,6 +254,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--target", type=float, default=2.0, help="speedup asked for")
+    parser.add_argument(
+        "--pause-ms", type=float, default=100, help="pause before each block of calls (ms)"
+    )
     parser.add_argument("--out", default=os.path.join(RESULTS, NAME + ".json"))
     parser.add_argument(
         "--baseline-lib",
@@ -262,7 +272,7 @@ def main() -> None:
             case = Case(hq, hkv, d, length, args.window, args.threads, args.baseline_lib)
             ours = case.output("spattn")
             diffs = {}
-            per_round = time_case(case, args.warmup, args.rounds, args.calls)
+            per_round = time_case(case, args.warmup, args.rounds, args.calls, args.pause_ms / 1e3)
             for name in case.calls:
                 if name != "spattn":
                     diffs[name] = float(np.abs(case.output(name) - ours).max())
@@ -356,6 +366,7 @@ def main() -> None:
             "warmup_calls": args.warmup,
             "rounds": args.rounds,
             "calls_per_round": args.calls,
+            "pause_ms": args.pause_ms,
             "time": "median over rounds of each round's median call (ms); spread: min, max, "
             "quartiles of the round medians",
             "speedup": "GroupQueryAttention's faster way (gqa_shared or gqa_copy) / ours",

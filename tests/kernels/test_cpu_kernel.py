@@ -129,6 +129,31 @@ ref = reference_attention(*(torch.from_numpy(x) for x in (q, k, v)), capped).num
 keep = np.ones(got.shape[:3], bool)
 keep[0, 1, 40] = False
 assert_close(got[keep], ref[keep], np.float32)
+# Scores that overflow (op spec, "Non-finite values and masked positions"): query row 0 is 1e20
+# everywhere, so a key row of -1e20 scores -inf, one of 1e20 +inf. Two key tiles (64 + 36 keys).
+q = g.standard_normal((1, 1, 5, 48)).astype(np.float32)
+q[0, 0, 0] = 1e20
+def row0(fill, edit=None):
+    k = np.full((1, 1, 100, 48), fill, np.float32)
+    if edit:
+        edit(k)
+    return capi.cpu_forward(q, k, g.standard_normal((1, 1, 100, 40)).astype(np.float32))[0, 0]
+# only -inf scores: zeros
+assert (row0(-1e20)[0] == 0).all()
+# a NaN score among -inf ones, in the first tile (the running max is still -inf): NaN
+assert np.isnan(row0(-1e20, lambda k: k[0, 0, 5].__setitem__(0, np.nan))[0]).all()
+# the same in the second tile, after a tile of -inf scores
+assert np.isnan(row0(-1e20, lambda k: k[0, 0, 90].__setitem__(0, np.nan))[0]).all()
+# a NaN in the first tile, finite scores in the second: NaN for good
+def nan_then_finite(k):
+    k[0, 0, 5, 0] = np.nan
+    k[0, 0, 64:] = g.standard_normal((36, 48)) * 1e-21
+assert np.isnan(row0(-1e20, nan_then_finite)[0]).all()
+# a +inf score after finite ones: NaN
+def finite_then_inf(k):
+    k[0, 0, :64] = g.standard_normal((64, 48)) * 1e-21
+    k[0, 0, 70] = 1e20
+assert np.isnan(row0(-1e20, finite_then_inf)[0]).all()
 print("ok")
 """
 

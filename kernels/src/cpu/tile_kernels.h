@@ -31,7 +31,8 @@ struct TileKernels {
   // updates the running max m[r] and sum l[r], overwrites s with e^(s - m_new) (computed as
   // 2^((s - m_new) * log2(e)): the subtraction comes first, so large scores lose no accuracy) and
   // writes corr[r] = e^(m_old - m_new), which rescales the row's output accumulator. A NaN or
-  // +inf score makes l[r] NaN for good (the row's output is NaN); -inf weighs zero.
+  // +inf score makes l[r] NaN for good (the row's output is NaN; its weights in s may then be NaN
+  // too); -inf weighs zero.
   void (*softmax)(float* s, int rows, float* m, float* l, float* corr);
   // o[r][0..dv_pad) = corr[r] * o[r] + sum_c p[r][c] * v[c][0..dv_pad) for c < cols. skip_zero:
   // a zero p[r][c] adds nothing even when v[c] is not finite (the caller sets it for value tiles
