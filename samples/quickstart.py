@@ -35,15 +35,25 @@ from spattn.runtime import ort_session
 
 
 def paired_ms(
-    a: ort.InferenceSession, a_feeds: dict, b: ort.InferenceSession, b_feeds: dict, repeats: int
+    a: ort.InferenceSession,
+    a_feeds: dict,
+    b: ort.InferenceSession,
+    b_feeds: dict,
+    repeats: int,
+    pause_s: float = 0.1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run times (ms) of two sessions, alternating a, b, a, b...: a slower or faster moment of the
-    machine (other processes, frequency) hits both, so each pair's ratio is a fair speedup."""
+    machine (other processes, frequency) hits both, so each pair's ratio is a fair speedup.
+
+    Each run starts ``pause_s`` after the previous one: a session's thread pool spins a while
+    after its run, and a run of the other session that starts beside those threads shares the
+    cores with them (up to 1.3x its time on two cores)."""
     a.run(None, a_feeds)  # warm-up
     b.run(None, b_feeds)
     ta, tb = [], []
     for _ in range(repeats):
         for session, feeds, out in ((a, a_feeds, ta), (b, b_feeds, tb)):
+            time.sleep(pause_s)
             start = time.perf_counter()
             session.run(None, feeds)
             out.append(1e3 * (time.perf_counter() - start))
