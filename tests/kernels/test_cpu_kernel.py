@@ -300,3 +300,21 @@ def test_few_query_rows_nonfinite_value_of_allowed_key():
     keep = np.ones(got.shape, bool)
     keep[0, 4:, 0, 5] = False
     np.testing.assert_array_equal(got[keep], clean[keep])
+
+
+def test_tile_cache_across_calls():
+    """One thread's key/value tile cache serves calls of different head dims and dtypes one after
+    another (its slot count and value tiles depend on both): the global query rows walk every key
+    tile of a 4K row before the band's rows reuse the first ones, the last rows of a short query
+    see key tiles 0 and 64, which share a slot, and every result matches the oracle."""
+    attrs = {"window_left": 100, "window_right": 100, "num_global": 3}
+    for shape, dtype in [
+        ((1, 1, 1, 4100, 4100, 64, 64), np.float32),  # 64 slots, values read in place
+        ((1, 2, 1, 300, 4100, 64, 64), np.float16),  # 64 slots, values converted
+        ((1, 2, 2, 200, 2100, 128, 128), np.float32),  # 32 slots
+        ((1, 2, 2, 300, 4100, 64, 40), np.float32),  # 64 slots, values converted (Dv padded)
+        ((1, 2, 2, 300, 4100, 64, 64), np.float32),
+    ]:
+        q, k, v = _inputs(shape, dtype, seed=shape[5] + shape[6])
+        got = capi.cpu_forward(q, k, v, num_threads=1, **attrs)
+        assert_close(got, _ref(q, k, v, attrs), dtype)

@@ -168,12 +168,19 @@ struct Scratch {
   std::vector<int32_t> span;     // [kTileQ][2] its allowed columns per row (allowed_span)
   // Converted key/value tiles (K transposed to [D][kTileK], V as [kTileK][dv_pad]), cached by key
   // tile: neighbouring query tiles of a band visit mostly the same key tiles, so each tile is
-  // converted about once per thread instead of once per visit. Direct-mapped on the tile index.
-  static constexpr int kSlots = 32;
+  // converted about once per thread instead of once per visit. Direct-mapped on the tile index,
+  // `slots` of them (Scratch::slots_for).
+  static constexpr int kMaxSlots = 64;
   std::vector<float> kt_cache, v_cache;
-  int64_t tag[kSlots];
-  bool v_nonfinite[kSlots];  // the slot's value tile holds a NaN or an infinity
-  uint64_t call = 0;         // the call the tags belong to
+  int64_t tag[kMaxSlots];
+  bool v_nonfinite[kMaxSlots];  // the slot's value tile holds a NaN or an infinity
+  int slots = 0;
+  // 64 slots while a converted key tile takes at most 16 KB (D <= 64), else 32: a task's first
+  // item may be a global query row, which converts every key tile of the row; with 32 slots at
+  // 64 key tiles (L = 4K) its last tiles evicted the ones the band's items after it reuse (per
+  // head, 152 conversions where 101 suffice).
+  static int slots_for(int32_t head_dim) { return head_dim <= 64 ? 64 : 32; }
+  uint64_t call = 0;  // the call the tags belong to
 };
 
 // Each call gets a new id, so no thread reuses tiles converted from another call's tensors.
@@ -216,9 +223,10 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, cons
     // Every tile is written whole (padding included) before its tag is set, so a new call only
     // forgets the tags: clearing the 2 x 32 tiles (2 MiB at D = 128) cost more than a decode
     // step's whole work.
-    w.kt_cache.resize(kt_size * Scratch::kSlots);
-    w.v_cache.resize(v_size * Scratch::kSlots);
-    std::fill(w.tag, w.tag + Scratch::kSlots, int64_t(-1));
+    w.slots = Scratch::slots_for(D);
+    w.kt_cache.resize(kt_size * w.slots);
+    if (!v_in_place) w.v_cache.resize(v_size * w.slots);
+    std::fill(w.tag, w.tag + Scratch::kMaxSlots, int64_t(-1));
     w.call = call_id;
   }
 
@@ -278,10 +286,10 @@ void run_item(const Params& p, const Pattern& pat, const TileKernels& kern, cons
       v_bad = nonfinite != 0;
       kern.qk_rows(w.q.data(), D, kp, p.k_row_stride, cols, D, w.s.data(), rows, scale);
     } else {
-      const int slot = t % Scratch::kSlots;
+      const int slot = t % w.slots;
       const int64_t tag = (int64_t(b) * p.heads_kv + hk) * num_tiles + t;
       float* kt = &w.kt_cache[slot * kt_size];
-      float* vc = &w.v_cache[slot * v_size];
+      float* vc = v_in_place ? nullptr : &w.v_cache[slot * v_size];
       const float* v_src =
           v_in_place ? static_cast<const float*>(p.v) + v_base + int64_t(j0) * p.v_row_stride
                      : nullptr;
