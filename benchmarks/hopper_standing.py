@@ -22,7 +22,8 @@ import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
-from summarize_hopper import _met  # noqa: E402  (one rendering of met / not met)
+# One rendering of met / not met and of the band-efficiency cell.
+from summarize_hopper import _band_cell, _met  # noqa: E402
 
 # Issue targets in the order the tables list them (bench_hopper.py's pattern keys).
 PREFILL_ORDER = [
@@ -124,8 +125,7 @@ def prefill_tables(best: dict[str, dict]) -> tuple[list[str], list[dict]]:
             r = e["row"]
             t = r["target"]
             ours = r["impl"]["spattn"]
-            be = r.get("band_efficiency")
-            bs = "" if not be else f"{be['fraction']:.2f} ({_met(be['met'])})"
+            bs = _band_cell(r)
             lines.append(
                 f"| {r['L'] // 1024}K | {r['D']} | {r['dtype']} "
                 f"| {ours['median_ms']:.3f} ({ours.get('tflops', 0):.0f}) "

@@ -59,6 +59,12 @@ def _met(flag) -> str:
     return "n/a" if flag is None else ("met" if flag else "**not met**")
 
 
+def _band_cell(row: dict) -> str:
+    """The band-efficiency cell of a prefill row: the band's TF/s over dense's, met or not."""
+    be = row.get("band_efficiency")
+    return "" if not be else f"{be['fraction']:.2f} ({_met(be['met'])})"
+
+
 def prefill_table(data: dict) -> list[str]:
     rows = [r for r in data["rows"] if r.get("kind") == "prefill" and "L" in r]
     out = [
@@ -76,8 +82,7 @@ def prefill_table(data: dict) -> list[str]:
         tg = r.get("target") or {}
         ratio = tg.get("ratio")
         rs = "-" if ratio is None else f"{ratio:.2f}x ({tg.get('best_anchor')})"
-        be = r.get("band_efficiency")
-        bs = "" if not be else f"{be['fraction']:.2f} ({_met(be['met'])})"
+        bs = _band_cell(r)
         out.append(
             f"| {r['pattern']} | {r['L'] // 1024}K | {r['D']} | {r['dtype']} | {sp} "
             f"| {_anchor(impl, 'fa4')} | {_cudnn(impl)} | {_anchor(impl, 'flex')} | {rs} "
