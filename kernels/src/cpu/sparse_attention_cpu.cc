@@ -178,7 +178,7 @@ struct Scratch {
   // 64 slots while a converted key tile takes at most 16 KB (D <= 64), else 32: a task's first
   // item may be a global query row, which converts every key tile of the row; with 32 slots at
   // 64 key tiles (L = 4K) its last tiles evicted the ones the band's items after it reuse (per
-  // head, 152 conversions where 101 suffice).
+  // head, 152 conversions where 101 suffice: benchmarks/cpu_tile_cache_replay.py).
   static int slots_for(int32_t head_dim) { return head_dim <= 64 ? 64 : 32; }
   uint64_t call = 0;  // the call the tags belong to
 };
