@@ -1,16 +1,18 @@
-"""A mid-size Mistral-like model exported by spattn and by Optimum, run by ONNX Runtime.
+"""A mid-size Mistral-like model exported by spattn, by Optimum and by ONNX Runtime GenAI's model
+builder, run by ONNX Runtime.
 
 Random weights (hidden 512, 4 layers, 8 query / 2 key-value heads of 64, MLP 1536, vocabulary
-4096, sliding window 512), ``text-generation-with-past`` from both exporters, the same
-``save_pretrained`` folder. For each length L: prefill latency (batch 1, L tokens, empty cache),
-the peak memory of the process that ran it (each (exporter, L) in its own process), decode
-tokens/s (``--decode-steps`` single-token steps after the prefill) and the KV-cache bytes the
-prefill returns.
+4096, sliding window 512), ``text-generation-with-past`` from each exporter, the same
+``save_pretrained`` folder. For each length L: prefill latency (batch 1, L tokens, empty cache;
+on the CPU the median of ``--prefill-runs``), the peak memory of the process that ran it (each
+(exporter, L) in its own process), decode tokens/s (``--decode-steps`` single-token steps after
+the prefill) and the KV-cache bytes the prefill returns.
 
 CPU (float32)::
 
     python benchmarks/bench_hf.py --lengths 2048 8192 16384 --threads 2 --max-rss-gib 16 \\
         --optimum-python /path/to/venv-with-optimum-onnx/bin/python \\
+        --genai-python /path/to/venv-with-onnxruntime-genai/bin/python \\
         --out benchmarks/results/hf_cpu.json --plot benchmarks/results/hf_cpu.png
 
 ``--max-rss-gib`` stops a run whose resident memory passes the limit (or that would leave the
@@ -30,9 +32,19 @@ transpose), and measures::
         --out benchmarks/results/hf_cuda_h200.json --plot benchmarks/results/hf_cuda_h200.png
 
 Optimum (``optimum-onnx``) needs transformers < 4.58, so it runs from its own environment
-(``--optimum-python``); without it only spattn's export is measured. Both float16 graphs are
-exports of the checkpoint loaded in float16 (Optimum's CLI on a CPU exports float32 only; its
-exporter is given the float16 model, as its CLI does with ``--dtype fp16`` on a GPU).
+(``--optimum-python``); without it only spattn's export is measured. ``--genai-python`` (an
+environment with ``onnxruntime-genai``, ``onnx_ir`` and a transformers its model builder imports)
+adds ONNX Runtime GenAI: its model builder's graph (fused ``GroupQueryAttention`` with rotary,
+``SkipSimplifiedLayerNormalization``, one QKV matrix), run by its own generator. The builder
+needs a tokenizer in the model folder: a word-level one over the vocabulary is saved there.
+
+Each completed run also records exactness: the logits of one prompt of ``--exact-length``
+tokens (twice the window by default) against the model under ``attn_implementation="eager"``,
+overall and at the positions past the window, where a graph that ignores the window differs.
+
+Both float16 graphs are exports of the checkpoint loaded in float16 (Optimum's CLI on a CPU
+exports float32 only; its exporter is given the float16 model, as its CLI does with
+``--dtype fp16`` on a GPU).
 """
 
 from __future__ import annotations
@@ -72,7 +84,8 @@ INIT_STD = 0.02
 # Weight matrices at least this large are left out of a prepared pack and refilled; smaller
 # initializers (norm weights, constants) stay in the graph as exported.
 REFILL_MIN_ELEMENTS = 4096
-EXPORTERS = ("spattn", "optimum")
+EXPORTERS = ("spattn", "optimum", "genai")
+NAMES = {"spattn": "spattn", "optimum": "Optimum", "genai": "GenAI"}
 
 
 def _hf_model(work: Path) -> Path:
@@ -112,8 +125,53 @@ def _optimum_export(src: Path, out: Path, optimum_python: str, dtype: str = "flo
     print(f"optimum export ({dtype}): {time.time() - t:.1f} s", flush=True)
 
 
-def build(work: Path, optimum_python: str | None, dtype: str = "float32") -> dict[str, str]:
-    """Float32 (or ``dtype``) exports of the benchmark model; returns exporter -> model.onnx."""
+def _save_tokenizer(src: Path) -> None:
+    """A word-level tokenizer over the vocabulary (``t0`` ... ``t4095``): GenAI's model builder
+    copies the model folder's tokenizer beside its graph and stops without one."""
+    if (src / "tokenizer.json").is_file():
+        return
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"t{i}": i for i in range(CONFIG["vocab_size"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="t3"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="t3", pad_token="t0", bos_token="t1", eos_token="t2"
+    )
+    fast.save_pretrained(str(src))
+
+
+# GenAI's generator sizes its cache by the window when genai_config.json names one, and then every
+# prompt longer than the window fails in GroupQueryAttention ("total_sequence_length must equal
+# past_sequence_length + kv_sequence_length ..."). Its graph attends every past key anyway
+# (local_window_size -1), so the entry is removed and the cache holds every key.
+GENAI_CONFIG_PATCH = (
+    "removed model.decoder.sliding_window from genai_config.json: with it, prompts longer than "
+    "the window fail in GroupQueryAttention"
+)
+
+
+def _genai_build(src: Path, out: Path, genai_python: str) -> None:
+    if (out / "genai_config.json").is_file():
+        return
+    _save_tokenizer(src)
+    t = time.time()
+    cmd = [genai_python, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(out)]
+    cmd += ["-p", "fp32", "-e", "cpu", "-c", str(out.parent / "genai_cache")]
+    subprocess.run(cmd, check=True)
+    cfg_path = out / "genai_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["model"]["decoder"].pop("sliding_window", None)
+    cfg_path.write_text(json.dumps(cfg, indent=4) + "\n")
+    print(f"genai model builder (float32, cpu): {time.time() - t:.1f} s", flush=True)
+
+
+def build(
+    work: Path, optimum_python: str | None, dtype: str = "float32", genai_python: str | None = None
+) -> dict[str, str]:
+    """Float32 (or ``dtype``) exports of the benchmark model; returns exporter -> model.onnx
+    (GenAI: its model folder)."""
     import spattn
 
     src = _hf_model(work)
@@ -134,7 +192,43 @@ def build(work: Path, optimum_python: str | None, dtype: str = "float32") -> dic
         opt = work / ("optimum" if dtype == "float32" else f"optimum_{dtype}")
         _optimum_export(src, opt, optimum_python, dtype)
         paths["optimum"] = str(opt / "model.onnx")
+    if genai_python and dtype == "float32":
+        _genai_build(src, work / "genai", genai_python)
+        paths["genai"] = str(work / "genai")
     return paths
+
+
+def reference_logits(work: Path, length: int) -> Path:
+    """The eager model's logits for one seeded prompt of ``length`` tokens (the exactness
+    check's reference), saved with the prompt."""
+    import numpy as np
+    import torch
+    import transformers
+
+    out = work / f"exact_{length}.npz"
+    if out.is_file():
+        return out
+    src = _hf_model(work)
+    model = transformers.AutoModelForCausalLM.from_pretrained(src, attn_implementation="eager")
+    ids = np.random.default_rng(1).integers(5, CONFIG["vocab_size"], (1, length)).astype(np.int64)
+    with torch.no_grad():
+        logits = model(input_ids=torch.from_numpy(ids)).logits[0].float().numpy()
+    np.savez(out, ids=ids, logits=logits)
+    return out
+
+
+def _exactness(logits: Any, ref_file: str) -> dict[str, Any]:
+    import numpy as np
+
+    ref = np.load(ref_file)["logits"]
+    diff = np.abs(np.asarray(logits, np.float32).reshape(ref.shape) - ref)
+    w = CONFIG["sliding_window"]
+    return {
+        "exact_length": int(ref.shape[0]),
+        "max_abs_diff": float(diff.max()),
+        "max_abs_diff_past_window": float(diff[w:].max()) if ref.shape[0] > w else None,
+        "max_abs_diff_within_window": float(diff[:w].max()),
+    }
 
 
 # --- packs of weightless graphs (prepared here, refilled on a machine without transformers) ---
@@ -253,10 +347,13 @@ def refill(pack: Path, work: Path) -> dict[str, str]:
 def _session(path: str, provider: str, threads: int) -> Any:
     import onnxruntime as ort
 
-    from spattn.runtime import library_path
+    from spattn.runtime import SESSION_MEM_PATTERN, library_path
 
     so = ort.SessionOptions()
     so.register_custom_ops_library(library_path("ort"))
+    # Both exporters' graphs run with the options spattn's own sessions use: the memory pattern
+    # off (with it, the second prefill of a length plans a new block beside the arena's chunks).
+    so.enable_mem_pattern = SESSION_MEM_PATTERN
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     if provider == "cuda":
@@ -280,8 +377,16 @@ def _phase(name: str) -> None:
     print(f"phase: {name}", file=sys.stderr, flush=True)
 
 
-def measure(path: str, length: int, threads: int, decode_steps: int) -> dict[str, Any]:
-    """CPU EP, numpy feeds (the float32 table)."""
+def measure(
+    path: str,
+    length: int,
+    threads: int,
+    decode_steps: int,
+    prefill_runs: int = 1,
+    exact: str | None = None,
+) -> dict[str, Any]:
+    """CPU EP, numpy feeds (the float32 table). Prefill: the median of ``prefill_runs`` runs
+    (the first one also pays for the memory the process touches for the first time)."""
     import numpy as np
 
     sess = _session(path, "cpu", threads)
@@ -297,22 +402,25 @@ def measure(path: str, length: int, threads: int, decode_steps: int) -> dict[str
 
     empty = {n: np.zeros((1, ins[n].shape[1], 0, ins[n].shape[3]), np.float32) for n in past_names}
     names = [o.name for o in sess.get_outputs()]
+
+    def prefill_feeds(ids: Any) -> dict[str, Any]:
+        n = ids.shape[1]
+        return feeds(ids, np.ones((1, n), np.int64), np.arange(n, dtype=np.int64)[None], empty)
+
     _phase("warm-up")
-    w = 256
-    sess.run(
-        None,
-        feeds(rng.integers(5, 4096, (1, w)), np.ones((1, w), np.int64), np.arange(w)[None], empty),
-    )
+    sess.run(None, prefill_feeds(rng.integers(5, 4096, (1, 256))))
     ids = rng.integers(5, 4096, (1, length)).astype(np.int64)
-    mask = np.ones((1, length), np.int64)
-    pos = np.arange(length, dtype=np.int64)[None]
     _phase("prefill")
-    t = time.perf_counter()
-    outs = dict(zip(names, sess.run(None, feeds(ids, mask, pos, empty)), strict=True))
-    prefill = time.perf_counter() - t
+    times, outs = [], {}
+    for _ in range(prefill_runs):
+        outs.clear()  # the last run's outputs are freed before this one allocates its own
+        t = time.perf_counter()
+        outs = dict(zip(names, sess.run(None, prefill_feeds(ids)), strict=True))
+        times.append(time.perf_counter() - t)
     past = {n: outs[n.replace("past_key_values.", "present.")] for n in past_names}
     kv_bytes = int(sum(v.nbytes for v in past.values()))
     tok = outs["logits"][:, -1].argmax(-1)[:, None].astype(np.int64)
+    del outs
     _phase("decode")
     t = time.perf_counter()
     for s in range(decode_steps):
@@ -325,13 +433,84 @@ def measure(path: str, length: int, threads: int, decode_steps: int) -> dict[str
         past = {n: o[n.replace("past_key_values.", "present.")] for n in past_names}
         tok = o["logits"][:, -1].argmax(-1)[:, None].astype(np.int64)
     decode = time.perf_counter() - t
-    return {
-        "prefill_s": prefill,
+    row = {
+        "prefill_s": statistics.median(times),
+        "prefill_runs_s": times,
         "decode_tokens_per_s": decode_steps / decode if decode_steps else None,
         "kv_cache_bytes_after_prefill": kv_bytes,
         "kv_cache_bytes_after_decode": int(sum(v.nbytes for v in past.values())),
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": _peak_rss(),  # before the exactness prompt
     }
+    if exact:
+        _phase("exactness")
+        ref_ids = np.load(exact)["ids"]
+        logits = dict(zip(names, sess.run(None, prefill_feeds(ref_ids)), strict=True))["logits"]
+        row["exactness"] = _exactness(logits, exact)
+    return row
+
+
+def measure_genai(
+    path: str,
+    length: int,
+    threads: int,
+    decode_steps: int,
+    prefill_runs: int = 1,
+    exact: str | None = None,
+) -> dict[str, Any]:
+    """ONNX Runtime GenAI's own generator on its model builder's folder (CPU, greedy): the
+    prefill is ``append_tokens`` of the prompt to a new generator (median of ``prefill_runs``),
+    decode ``generate_next_token``. Its cache is one buffer for the whole sequence
+    (past_present_share_buffer), sized by max_length = L + decode steps + 1."""
+    import numpy as np
+    import onnxruntime_genai as og
+
+    cfg = og.Config(path)
+    cfg.clear_providers()  # the CPU
+    so = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
+    cfg.overlay(json.dumps({"model": {"decoder": {"session_options": so}}}))
+    model = og.Model(cfg)
+    rng = np.random.default_rng(0)
+
+    def generator(max_length: int) -> Any:
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=max_length, do_sample=False)
+        return og.Generator(model, params)
+
+    _phase("warm-up")
+    generator(257).append_tokens(rng.integers(5, 4096, (1, 256)).astype(np.int32))
+    ids = rng.integers(5, 4096, (1, length)).astype(np.int32)
+    _phase("prefill")
+    times, g = [], None
+    for _ in range(prefill_runs):
+        g = None  # the last generator (its cache) is freed before this one allocates its own
+        g = generator(length + decode_steps + 1)
+        t = time.perf_counter()
+        g.append_tokens(ids)
+        times.append(time.perf_counter() - t)
+    _phase("decode")
+    t = time.perf_counter()
+    for _ in range(decode_steps):
+        g.generate_next_token()
+    decode = time.perf_counter() - t
+    dec = json.loads((Path(path) / "genai_config.json").read_text())["model"]["decoder"]
+    kv = 2 * dec["num_hidden_layers"] * dec["num_key_value_heads"] * dec["head_size"] * 4
+    row = {
+        "prefill_s": statistics.median(times),
+        "prefill_runs_s": times,
+        "decode_tokens_per_s": decode_steps / decode if decode_steps else None,
+        # the shared buffer as allocated: every position up to max_length
+        "kv_cache_bytes_after_prefill": kv * (length + decode_steps + 1),
+        "kv_cache_bytes_after_decode": kv * (length + decode_steps + 1),
+        "peak_rss_bytes": _peak_rss(),  # before the exactness prompt
+    }
+    del g
+    if exact:
+        _phase("exactness")
+        ref_ids = np.load(exact)["ids"]
+        g = generator(ref_ids.shape[1] + 1)
+        g.append_tokens(ref_ids.astype(np.int32))
+        row["exactness"] = _exactness(g.get_output("logits"), exact)
+    return row
 
 
 def measure_bound(
@@ -416,7 +595,7 @@ def measure_bound(
         "decode_tokens_per_s_runs": rates,
         "kv_cache_bytes_after_prefill": kv_bytes,
         "kv_cache_bytes_after_decode": after if rates else kv_bytes,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": _peak_rss(),
         # to compare exporters: the same weights give the same next-token distribution
         "last_logits_head": [float(x) for x in logits_last[:8]],
         "last_logits_argmax": int(logits_last.argmax()),
@@ -427,14 +606,22 @@ def measure_bound(
 # --- the parent: one guarded subprocess per (exporter, L) ---
 
 
-def _rss(pid: int) -> int:
+def _rss(pid: int | str, key: str = "VmRSS") -> int:
+    """A size line of /proc/PID/status in bytes (0 where there is none)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError):
         pass
     return 0
+
+
+def _peak_rss() -> int:
+    """This process's peak resident memory. VmHWM, not ``ru_maxrss``: Linux folds the RSS of the
+    image an ``execve`` replaces into ``ru_maxrss``, so a measuring child started by a parent that
+    had just exported the model (torch loaded) reported the parent's 1 GB as its own."""
+    return _rss("self", "VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _mem_available() -> int:
@@ -539,13 +726,15 @@ def _gb(b: float) -> str:
 
 
 def table(results: dict[str, Any]) -> str:
-    """Markdown table of a results file: one row per L, spattn / Optimum in each cell."""
+    """Markdown table of a results file: one row per L, one value per exporter in each cell
+    (spattn / Optimum / GenAI, those the file has), then the exactness of each exporter."""
     runs = results["runs"]
+    names = [e for e in EXPORTERS if e in runs]
     lengths = sorted({int(L) for rows in runs.values() for L in rows})
     mem = "peak GPU memory" if results.get("provider") == "cuda" else "peak memory (RSS)"
+    who = " / ".join(NAMES[e] for e in names)
     lines = [
-        f"| L | prefill spattn / Optimum | {mem} spattn / Optimum | "
-        "decode tokens/s spattn / Optimum | KV cache spattn / Optimum |",
+        f"| L | prefill {who} | {mem} {who} | decode tokens/s {who} | KV cache {who} |",
         "|---|---|---|---|---|",
     ]
     memkey = "peak_gpu_bytes" if results.get("provider") == "cuda" else "peak_rss_bytes"
@@ -571,11 +760,28 @@ def table(results: dict[str, Any]) -> str:
         ]
 
     for L in lengths:
-        a = cells(runs.get("spattn", {}).get(str(L)))
-        b = cells(runs.get("optimum", {}).get(str(L)))
+        cols = [cells(runs[e].get(str(L))) for e in names]
         lines.append(
-            f"| {L} | " + " | ".join(f"{x} / {y}" for x, y in zip(a, b, strict=True)) + " |"
+            f"| {L} | " + " | ".join(" / ".join(c) for c in zip(*cols, strict=True)) + " |"
         )
+    exact = {
+        e: next((r["exactness"] for _, r in sorted(runs[e].items()) if "exactness" in r), None)
+        for e in names
+    }
+    if any(exact.values()):
+        w = results.get("config", CONFIG)["sliding_window"]
+        lines += [
+            "",
+            f"| logits vs eager, one prompt | all positions | positions >= {w}, past the window |",
+            "|---|---|---|",
+        ]
+        for e, x in exact.items():
+            if x:
+                past = x["max_abs_diff_past_window"]
+                lines.append(
+                    f"| {NAMES[e]} ({x['exact_length']} tokens) | {x['max_abs_diff']:.2g} | "
+                    + (f"{past:.2g} |" if past is not None else "- |")
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -595,7 +801,7 @@ def plot(results: dict[str, Any], path: str) -> None:
         ("kv_cache_bytes_after_prefill", "KV cache after prefill (MiB)"),
     ]
     scale = {memkey: 2**30, "kv_cache_bytes_after_prefill": 2**20}
-    colors = {"spattn": "C0", "optimum": "C1"}
+    colors = {"spattn": "C0", "optimum": "C1", "genai": "C2"}
     for ax, (k, label) in zip(axes, keys, strict=True):
         for exporter, rows in results["runs"].items():
             c = colors.get(exporter, None)
@@ -657,19 +863,31 @@ def _device_name() -> str:
         return "unknown GPU"
 
 
-def _optimum_versions(python: str) -> str:
+def _env_versions(python: str, packages: tuple[str, ...]) -> str:
     code = (
         "import importlib.metadata as m; print(', '.join(f'{p} {m.version(p)}' for p in "
-        "('optimum-onnx', 'optimum', 'transformers', 'torch', 'onnxruntime')))"
+        f"{packages!r}))"
     )
     return subprocess.run([python, "-c", code], capture_output=True, text=True).stdout.strip()
+
+
+def _machine() -> str:
+    """The CPU's model name (and AVX-512 where it has it) and its core count."""
+    name = platform.processor() or platform.machine()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        name = next(ln.split(":", 1)[1].strip() for ln in info.splitlines() if "model name" in ln)
+        name += ", AVX-512" if " avx512f" in info else ""
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} cores"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lengths", type=int, nargs="+", default=[2048, 8192, 16384])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--decode-steps", type=int, default=16)
+    ap.add_argument("--decode-steps", type=int, default=64)
     ap.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument(
         "--io-binding",
@@ -679,6 +897,20 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5, help="I/O binding: prefill/decode repeats")
     ap.add_argument("--work", default="/tmp/spattn_bench_hf")
     ap.add_argument("--optimum-python")
+    ap.add_argument(
+        "--genai-python",
+        help="an environment with onnxruntime-genai and onnx_ir: adds its model builder's graph, "
+        "run by its generator (CPU, float32)",
+    )
+    ap.add_argument(
+        "--prefill-runs", type=int, default=3, help="CPU: prefills per run (the median is kept)"
+    )
+    ap.add_argument(
+        "--exact-length",
+        type=int,
+        default=2 * CONFIG["sliding_window"],
+        help="CPU: tokens of the prompt whose logits are compared with the eager model's (0: none)",
+    )
     ap.add_argument("--exporters", nargs="+", default=list(EXPORTERS))
     ap.add_argument("--skip", nargs="*", default=[], help="exporter:L pairs not to run")
     ap.add_argument(
@@ -699,9 +931,13 @@ def main() -> None:
         help="measure nothing: print the markdown table of --out (and write --plot from it)",
     )
     ap.add_argument("--measure", nargs=2, metavar=("ONNX", "L"), help=argparse.SUPPRESS)
+    ap.add_argument("--measure-genai", nargs=2, metavar=("DIR", "L"), help=argparse.SUPPRESS)
+    ap.add_argument("--exact", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.runs < 1:
         ap.error(f"--runs: expected at least 1, got {a.runs}")
+    if a.prefill_runs < 1:
+        ap.error(f"--prefill-runs: expected at least 1, got {a.prefill_runs}")
     if a.max_rss_gib is not None and a.max_rss_gib <= 0:
         ap.error(f"--max-rss-gib: expected a positive number of GiB, got {a.max_rss_gib}")
     if a.measure:
@@ -710,7 +946,20 @@ def main() -> None:
                 a.measure[0], int(a.measure[1]), a.provider, a.threads, a.decode_steps, a.runs
             )
         else:
-            row = measure(a.measure[0], int(a.measure[1]), a.threads, a.decode_steps)
+            row = measure(
+                a.measure[0], int(a.measure[1]), a.threads, a.decode_steps, a.prefill_runs, a.exact
+            )
+        print(json.dumps(row))
+        return
+    if a.measure_genai:
+        row = measure_genai(
+            a.measure_genai[0],
+            int(a.measure_genai[1]),
+            a.threads,
+            a.decode_steps,
+            a.prefill_runs,
+            a.exact,
+        )
         print(json.dumps(row))
         return
     if a.table:
@@ -735,12 +984,18 @@ def main() -> None:
         if not a.gpu_pack:
             ap.error("--provider cuda: give --gpu-pack DIR (made by --prepare-gpu)")
     paths = refill(Path(a.gpu_pack), work / "refilled") if a.gpu_pack else None
-    paths = paths or build(work, a.optimum_python)
+    paths = paths or build(work, a.optimum_python, genai_python=a.genai_python)
+    cpu = a.provider == "cpu" and not a.io_binding
+    exact = (
+        str(reference_logits(work, a.exact_length))
+        if cpu and a.exact_length and not a.gpu_pack
+        else None
+    )
     import onnxruntime as ort
 
     results: dict[str, Any] = {
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": _machine(),
         "provider": a.provider,
         "onnxruntime": ort.__version__,
         "threads": a.threads,
@@ -757,8 +1012,21 @@ def main() -> None:
             "use before the process started; includes the CUDA context and ONNX Runtime's "
             "arena (kSameAsRequested)"
         )
+    if cpu:
+        results["prefill_runs"] = a.prefill_runs
+        results["session_options"] = (
+            "spattn and Optimum: ONNX Runtime's defaults but enable_mem_pattern off, as in "
+            "spattn's own sessions (spattn.runtime.SESSION_MEM_PATTERN); GenAI: its generator's"
+        )
     if a.optimum_python:
-        results["optimum_env"] = _optimum_versions(a.optimum_python)
+        results["optimum_env"] = _env_versions(
+            a.optimum_python, ("optimum-onnx", "optimum", "transformers", "torch", "onnxruntime")
+        )
+    if a.genai_python and "genai" in paths:
+        results["genai_env"] = _env_versions(
+            a.genai_python, ("onnxruntime-genai", "onnx-ir", "transformers", "onnxruntime")
+        )
+        results["genai_config_patch"] = GENAI_CONFIG_PATCH
     if a.max_rss_gib is not None:
         results["max_rss_gib"] = a.max_rss_gib
     if Path(a.out).is_file():  # keep earlier runs (e.g. a length measured on another machine)
@@ -777,10 +1045,11 @@ def main() -> None:
         for L in a.lengths:
             if f"{exporter}:{L}" in a.skip:
                 continue
+            genai = exporter == "genai"
             cmd = [
-                sys.executable,
+                a.genai_python if genai else sys.executable,
                 __file__,
-                "--measure",
+                "--measure-genai" if genai else "--measure",
                 paths[exporter],
                 str(L),
                 "--provider",
@@ -791,7 +1060,10 @@ def main() -> None:
                 str(a.decode_steps),
                 "--runs",
                 str(a.runs),
+                "--prefill-runs",
+                str(a.prefill_runs),
                 *(["--io-binding"] if a.io_binding else []),
+                *(["--exact", exact] if exact else []),
             ]
             row = run_guarded(cmd, max_rss, a.timeout_s, gpu=a.provider == "cuda")
             row["command"] = len(results["commands"]) - 1
@@ -801,7 +1073,7 @@ def main() -> None:
             Path(a.out).write_text(json.dumps(results, indent=2) + "\n")
     agreement = {}
     for L in a.lengths:
-        r = [results["runs"].get(e, {}).get(str(L), {}) for e in EXPORTERS]
+        r = [results["runs"].get(e, {}).get(str(L), {}) for e in ("spattn", "optimum")]
         if all("last_logits_head" in x for x in r):
             diff = max(abs(x - y) for x, y in zip(*(x["last_logits_head"] for x in r), strict=True))
             same = r[0]["last_logits_argmax"] == r[1]["last_logits_argmax"]

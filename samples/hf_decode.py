@@ -42,6 +42,9 @@ def library_path() -> str:
 def session(model_dir: str, threads: int | None = None) -> ort.InferenceSession:
     so = ort.SessionOptions()
     so.register_custom_ops_library(library_path())
+    # Without the memory pattern a second prompt of the same length reuses the arena's chunks
+    # instead of planning a new block beside them (resident memory 1.69 -> 0.95 GB at 16K).
+    so.enable_mem_pattern = False
     if threads:
         so.intra_op_num_threads = threads
     return ort.InferenceSession(

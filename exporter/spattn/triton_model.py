@@ -98,6 +98,9 @@ class TritonPythonModel:
 
         so = ort.SessionOptions()
         so.register_custom_ops_library(library)
+        # Requests of one length reuse the arena's chunks instead of a newly planned block each
+        # (spattn.runtime.SESSION_MEM_PATTERN says why; this file imports nothing of spattn).
+        so.enable_mem_pattern = False
         threads = int(params.get("intra_op_threads", "0") or 0)
         if threads > 0:
             so.intra_op_num_threads = threads
