@@ -58,6 +58,24 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "phi3": _decoder(
         hidden_size=192, num_attention_heads=2, num_key_value_heads=1, sliding_window=7
     ),
+    # Families that reach the op through AttentionInterface alone, with no code of their own
+    # here: biases in the projections (Starcoder2), mixtures of experts (Mixtral, Qwen2-MoE,
+    # PhiMoE), hybrid layer types (EXAONE 4, OLMo 3). Qwen2-MoE and PhiMoE pass no
+    # sliding_window to the attention call: the window is in their masks only (layer_window).
+    "starcoder2": _decoder(sliding_window=5, use_bias=True),
+    "mixtral": _decoder(sliding_window=5, num_local_experts=4, num_experts_per_tok=2),
+    "qwen2_moe": _decoder(
+        sliding_window=6,
+        use_sliding_window=True,
+        max_window_layers=1,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=32,
+    ),
+    "phimoe": _decoder(sliding_window=5, num_local_experts=4, num_experts_per_tok=2),
+    "exaone4": _decoder(sliding_window=5, layer_types=["sliding_attention", "full_attention"]),
+    "olmo3": _decoder(sliding_window=5, layer_types=["sliding_attention", "full_attention"]),
     "gpt_neo": dict(
         hidden_size=64,
         num_layers=2,
@@ -112,6 +130,12 @@ DECODERS = [
     "phi3",
     "gpt_oss",
     "gpt_neo",
+    "starcoder2",
+    "mixtral",
+    "qwen2_moe",
+    "phimoe",
+    "exaone4",
+    "olmo3",
 ]
 ENCODERS = ["modernbert", "big_bird", "longformer"]
 

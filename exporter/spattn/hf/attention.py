@@ -12,6 +12,9 @@ function made, and the layer's own keyword arguments (``scaling``, ``sliding_win
   Gemma 3 bidirectional passes ``W`` with the same exclusive overlay), so ``window_left = W - 1``
   (and ``window_right = W - 1`` when non-causal). The one exception is a causal layer whose config
   has ``is_causal = False``: ``masking_utils`` then uses ``|p - j| <= config.sliding_window``.
+  A layer whose call passes no ``sliding_window`` at all (Qwen2-MoE, PhiMoE: the window is in
+  their masks only) takes the module's own ``sliding_window``, else its layer's window by the
+  config, the rule the exported cache follows too (:func:`layer_window`).
 - ``scaling`` is the op's ``scale``; ``softcap`` the ``softcap`` attribute, ``s_aux`` (gpt-oss)
   the ``sinks`` input.
 
@@ -35,6 +38,8 @@ __all__ = [
     "spattn_attention_forward",
     "spattn_mask",
     "layer_pattern",
+    "config_window",
+    "layer_window",
     "padding_inputs",
 ]
 
@@ -115,6 +120,46 @@ def _config_value(module: Any, name: str, default: Any = None) -> Any:
     return getattr(cfg, name, default) if cfg is not None else default
 
 
+# The default of spattn_attention_forward's ``sliding_window``: the call did not pass one (a full
+# layer passes ``None``).
+_NOT_PASSED: Any = object()
+
+
+def config_window(config: Any, layer_idx: int) -> int | None:
+    """The sliding window ``W`` of decoder layer ``layer_idx`` by its config, or ``None`` (full).
+
+    ``config.layer_types`` when the config has them (``"sliding_attention"`` layers slide), else
+    ``config.sliding_window`` on every layer (Mistral, Phi-3, PhiMoE build every layer's mask with
+    it). The exported cache keeps ``W - 1`` keys of such a layer by the same rule
+    (``export.layer_windows``).
+    """
+    w = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    if types is not None:
+        slides = 0 <= layer_idx < len(types) and types[layer_idx] == "sliding_attention"
+        return int(w) if slides and w else None
+    return int(w) if w else None
+
+
+def layer_window(module: Any) -> int | None:
+    """The window of a layer whose attention call passes no ``sliding_window``.
+
+    Some families build a sliding mask for their sliding layers but never pass the window to the
+    attention function (Qwen2-MoE sets ``self.sliding_window`` on those layers and leaves it out
+    of the call; PhiMoE masks every layer with ``config.sliding_window``), so eager attention
+    slides and a function reading only the call would not. The module's own positive
+    ``sliding_window``, else its layer's window by the config (:func:`config_window`), else
+    ``None``.
+    """
+    w = getattr(module, "sliding_window", None)
+    if isinstance(w, int) and not isinstance(w, bool) and w > 0:
+        return w
+    cfg, idx = getattr(module, "config", None), getattr(module, "layer_idx", None)
+    if cfg is None or not isinstance(idx, int):
+        return None
+    return config_window(cfg, idx)
+
+
 def layer_pattern(
     module: Any,
     sliding_window: int | None = None,
@@ -171,7 +216,7 @@ def spattn_attention_forward(
     attention_mask: torch.Tensor | None,
     dropout: float = 0.0,
     scaling: float | None = None,
-    sliding_window: int | None = None,
+    sliding_window: int | None = _NOT_PASSED,
     softcap: float | None = None,
     s_aux: torch.Tensor | None = None,
     is_causal: bool | None = None,
@@ -192,6 +237,8 @@ def spattn_attention_forward(
             f"mask function returns, got shape {list(attention_mask.shape)} (a 4-D mask passed "
             "to the model is not supported)"
         )
+    if sliding_window is _NOT_PASSED:
+        sliding_window = layer_window(module)
     pattern = layer_pattern(module, sliding_window, is_causal, scaling, softcap)
     key_starts, key_lengths = padding_inputs(attention_mask, key.shape[2], query.shape[0])
     extra: dict[str, Any] = {}

@@ -31,6 +31,7 @@ from torch import nn
 
 from .. import tolerances
 from ..export import check_model, node_attributes, spattn_nodes
+from .attention import config_window
 from .convert import convert_hf
 
 __all__ = ["TASKS", "HFExportReport", "export_hf", "layer_windows"]
@@ -114,11 +115,7 @@ def layer_windows(config: Any) -> list[int | None]:
     n = int(getattr(config, "num_hidden_layers", None) or config.num_layers)
     if getattr(config, "model_type", "") == "gpt_neo":
         return [int(config.window_size) if t == "local" else None for t in config.attention_layers]
-    w = getattr(config, "sliding_window", None)
-    types = getattr(config, "layer_types", None)
-    if types is not None:
-        return [int(w) if t == "sliding_attention" and w else None for t in types[:n]]
-    return [int(w) if w else None for _ in range(n)]
+    return [config_window(config, i) for i in range(n)]
 
 
 def _cache_layer_class() -> Any:
