@@ -135,6 +135,69 @@ def test_layer_pattern_mapping() -> None:
         layer_pattern(causal, sliding_window=0)
 
 
+def test_window_of_a_call_without_one_follows_the_mask() -> None:
+    # layers that pass no sliding_window: the module's own window, else the config's rule
+    import types
+
+    from spattn.hf.attention import layer_window
+
+    cfg = types.SimpleNamespace(
+        sliding_window=8, layer_types=["sliding_attention", "full_attention"]
+    )
+    assert layer_window(types.SimpleNamespace(config=cfg, layer_idx=0)) == 8
+    assert layer_window(types.SimpleNamespace(config=cfg, layer_idx=1)) is None
+    assert layer_window(types.SimpleNamespace(config=cfg, layer_idx=1, sliding_window=5)) == 5
+    every = types.SimpleNamespace(sliding_window=8)  # no layer_types: every layer (PhiMoE)
+    assert layer_window(types.SimpleNamespace(config=every, layer_idx=3)) == 8
+    none = types.SimpleNamespace(sliding_window=None)
+    assert layer_window(types.SimpleNamespace(config=none, layer_idx=0)) is None
+
+
+def test_masks_the_op_cannot_express_are_errors() -> None:
+    from transformers import masking_utils as mu
+
+    from spattn.hf.attention import spattn_mask
+
+    m = torch.ones(2, 6, dtype=torch.long)
+    kw = dict(batch_size=2, q_length=6, kv_length=6, attention_mask=m)
+    for ok in (mu.causal_mask_function, mu.sliding_window_causal_mask_function(3)):
+        assert spattn_mask(mask_function=ok, **kw).dtype == torch.bool
+    bad = {
+        "chunked attention": mu.chunked_causal_mask_function(4, torch.zeros(2, dtype=torch.long)),
+        "or_mask_function": mu.or_masks(mu.causal_mask_function, lambda b, h, q, k: k == 0),
+        "packed sequences": mu.and_masks(
+            mu.causal_mask_function, mu.packed_sequence_mask_function(torch.zeros(2, 6))
+        ),
+    }
+    for what, fn in bad.items():
+        with pytest.raises(NotImplementedError, match=what):
+            spattn_mask(mask_function=fn, **kw)
+
+
+def test_chunked_attention_model_is_an_error_not_a_different_result() -> None:
+    # Llama 4's chunked layers: eager attention sees only the query's chunk, which a causal
+    # call would not honour
+    cfg = dict(
+        CONFIGS["mistral"],
+        head_dim=16,
+        attention_chunk_size=4,
+        num_local_experts=2,
+        num_experts_per_tok=1,
+        intermediate_size_mlp=96,
+        no_rope_layers=[1, 0],
+        layer_types=["chunked_attention", "full_attention"],
+    )
+    cfg.pop("sliding_window")
+    import transformers
+
+    model = transformers.AutoModel.from_config(
+        transformers.AutoConfig.for_model("llama4_text", **cfg), attn_implementation="spattn"
+    ).eval()
+    ids, mask = padded_batch([12, 12], 12)
+    with pytest.raises(NotImplementedError, match="chunked attention"), torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+
+
 def test_mask_with_holes_is_an_error() -> None:
     _, ours = model_pair("mistral")
     ids, mask = padded_batch([20, 20], 20)

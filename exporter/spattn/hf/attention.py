@@ -50,6 +50,39 @@ def _is_tensor_value(x: Any) -> bool:
     return isinstance(x, torch.Tensor) or type(x).__name__ == "SymInt"
 
 
+# Pieces of a transformers mask function (masking_utils) that change which keys a query sees
+# beyond causal, bidirectional, sliding window and padding. The mask function only returns the
+# padding mask and each layer's call brings its pattern, so one of these would be silently lost:
+# a call whose mask function is built from one is an error instead.
+_UNSUPPORTED_MASK_PARTS = {
+    "chunked_overlay": "chunked attention (Llama 4's attention_chunk_size: queries see only the "
+    "keys of their own chunk)",
+    "or_masks": "an or_mask_function overlay (keys allowed beyond the causal or sliding mask, "
+    "such as bidirectional image tokens)",
+    "blockwise_overlay": "block-wise bidirectional attention over block_sequence_ids",
+    "packed_sequence_mask_function": "packed sequences (position_ids restarting inside a row: "
+    "each sequence attends only to itself)",
+    "remap_positions_for_packed_sequence": "packed sequences (position_ids restarting inside a "
+    "row: each sequence attends only to itself)",
+}
+
+
+def _mask_parts(fn: Any, depth: int = 0) -> list[str]:
+    """The functions a masking_utils mask function is built from: its own qualified name's
+    outer function (``chunked_overlay`` for ``chunked_overlay.<locals>.inner_mask``) and, through
+    its closure (``and_masks``/``or_masks`` keep their parts there), those of its parts."""
+    names = [getattr(fn, "__qualname__", type(fn).__name__).split(".<locals>")[0]]
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            v = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        for part in v if isinstance(v, tuple) else (v,):
+            if callable(part) and not isinstance(part, torch.Tensor) and depth < 8:
+                names += _mask_parts(part, depth + 1)
+    return names
+
+
 def spattn_mask(
     batch_size: int,
     q_length: int,
@@ -71,6 +104,14 @@ def spattn_mask(
             "attention_mask: attn_implementation='spattn' takes a 2-D padding mask [batch, keys], "
             f"got shape {list(attention_mask.shape)}"
         )
+    if mask_function is not None:
+        for part in _mask_parts(mask_function):
+            if part in _UNSUPPORTED_MASK_PARTS:
+                raise NotImplementedError(
+                    f"attn_implementation='spattn': this layer's mask uses "
+                    f"{_UNSUPPORTED_MASK_PARTS[part]} (transformers' {part}), which the op cannot "
+                    "express; use attn_implementation='eager' or 'sdpa' for this model"
+                )
     ints = (q_length, kv_length, q_offset, kv_offset)
     if not _is_tracing() and not any(_is_tensor_value(v) for v in ints):
         if q_offset + q_length != kv_offset + kv_length:
