@@ -45,6 +45,12 @@ FAMILIES = {
 }
 
 
+def transformers_config(folder):
+    import transformers
+
+    return transformers.AutoConfig.from_pretrained(str(folder))
+
+
 def save_tiny(model_type: str, head: str, path: str, **overrides) -> str:
     import transformers
 
@@ -90,6 +96,18 @@ def test_export_validates_against_eager(model_type: str, tmp_path) -> None:
         assert len([n for n in outs if n.startswith("present.")]) == 2 * layers
     if model_type == "longformer":
         assert "global_attention_mask" in ins
+    # _lean_graph: no RMSNorm left as x * Reciprocal(Sqrt(v)), and with a cache, each layer's
+    # past-length Shape reads the first past of its window (one padding-range chain per window)
+    assert not any(n.op_type == "Reciprocal" for n in proto.graph.node)
+    if task == "text-generation-with-past":
+        from spattn.hf.export import layer_windows
+
+        windows = layer_windows(transformers_config(tmp_path / "out"))
+        firsts = {
+            f"past_key_values.{windows.index(w)}.{kv}" for w in windows for kv in ("key", "value")
+        }
+        read = {n.input[0] for n in proto.graph.node if n.op_type == "Shape"}
+        assert {r for r in read if r.startswith("past_key_values.")} <= firsts
 
 
 @pytest.mark.skipif(not FULL, reason="set SPATTN_HF_FULL=1 (two more exports)")
