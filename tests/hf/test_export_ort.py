@@ -17,7 +17,7 @@ import os
 import onnx
 import pytest
 import torch
-from hf_models import make_config
+from hf_models import CONFIGS, make_config
 
 import spattn
 from spattn.hf.export import export_hf
@@ -173,6 +173,25 @@ def test_cli_export_dispatches_a_model_folder(tmp_path) -> None:
     assert (tmp_path / "out" / "config.json").is_file()
     res = CliRunner().invoke(cli, ["export", src, "-o", str(tmp_path / "o2")])
     assert res.exit_code != 0 and "--task" in res.output
+
+
+def test_cli_export_of_a_mask_the_op_cannot_express_names_it(tmp_path) -> None:
+    # Llama 4's chunked layers: the exporter's own "failed to export" error would hide why
+    import transformers
+    from click.testing import CliRunner
+
+    from spattn.cli import cli
+
+    kw = dict(CONFIGS["mistral"], head_dim=16, attention_chunk_size=4, num_local_experts=2)
+    kw.pop("sliding_window")
+    kw.update(num_experts_per_tok=1, intermediate_size_mlp=96, no_rope_layers=[1, 0])
+    kw["layer_types"] = ["chunked_attention", "full_attention"]
+    cfg = transformers.AutoConfig.for_model("llama4_text", **kw)
+    src = str(tmp_path / "llama4")
+    transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(src)
+    res = CliRunner().invoke(cli, ["export", src, "--task", "text-generation", "-o", src + "_o"])
+    assert res.exit_code != 0
+    assert "chunked attention" in res.output and "TorchExportError" not in res.output, res.output
 
 
 def test_export_of_a_model_without_convertible_attention_is_an_error(tmp_path) -> None:

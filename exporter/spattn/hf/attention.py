@@ -110,7 +110,8 @@ def spattn_mask(
                 raise NotImplementedError(
                     f"attn_implementation='spattn': this layer's mask uses "
                     f"{_UNSUPPORTED_MASK_PARTS[part]} (transformers' {part}), which the op cannot "
-                    "express; use attn_implementation='eager' or 'sdpa' for this model"
+                    "express, so this model cannot run through spattn (in PyTorch, "
+                    "attn_implementation='eager' or 'sdpa' runs it)"
                 )
     ints = (q_length, kv_length, q_offset, kv_offset)
     if not _is_tracing() and not any(_is_tensor_value(v) for v in ints):

@@ -368,6 +368,23 @@ def _rename_dims(proto: onnx.ModelProto, names: list[str], out_names: list[str])
             setdim(vi, 1, "sequence_length")
 
 
+def _spattn_cause(e: BaseException) -> BaseException | None:
+    """The ValueError or NotImplementedError that spattn's own code raised behind ``e`` (the
+    exporter reports any error inside the traced model as its own TorchExportError)."""
+    import traceback
+
+    seen: set[int] = set()
+    c: BaseException | None = e
+    while c is not None and id(c) not in seen:
+        seen.add(id(c))
+        if isinstance(c, (ValueError, NotImplementedError)):
+            frames = traceback.extract_tb(c.__traceback__)
+            if any(f"{os.sep}spattn{os.sep}" in f.filename for f in frames):
+                return c
+        c = c.__cause__ or c.__context__
+    return None
+
+
 def _lean_graph(proto: onnx.ModelProto, windows: list[int | None]) -> dict[str, int]:
     """Two rewrites of the exported graph that leave its results as they were and let ONNX
     Runtime merge or fuse what the tracer wrote once per layer; returns how many of each.
@@ -541,17 +558,24 @@ def export_hf(
     from .. import op as _op
 
     with torch.no_grad():
-        program = torch.onnx.export(
-            wrapper,
-            tuple(args),
-            dynamo=True,
-            input_names=names,
-            output_names=out_names,
-            dynamic_shapes=(tuple(shapes),),  # forward(*args): one varargs entry
-            opset_version=opset,
-            custom_translation_table=_op.custom_translation_table(),
-            verbose=False,
-        )
+        try:
+            program = torch.onnx.export(
+                wrapper,
+                tuple(args),
+                dynamo=True,
+                input_names=names,
+                output_names=out_names,
+                dynamic_shapes=(tuple(shapes),),  # forward(*args): one varargs entry
+                opset_version=opset,
+                custom_translation_table=_op.custom_translation_table(),
+                verbose=False,
+            )
+        except Exception as e:
+            ours = _spattn_cause(e)
+            if ours is None:
+                raise
+            # the exporter wraps it in its own "failed to export" error: say ours
+            raise type(ours)(str(ours)) from e
     assert program is not None
     proto = program.model_proto
     proto.ir_version = min(proto.ir_version, 10)
