@@ -418,9 +418,11 @@ def _lean_graph(proto: onnx.ModelProto, windows: list[int | None]) -> dict[str, 
             if n.op_type != "Shape" or n.input[0] not in past:
                 continue
             _, layer, kind = n.input[0].split(".")
-            r = first[windows[int(layer)]]
-            if r != int(layer):
-                n.input[0] = f"past_key_values.{r}.{kind}"
+            if int(layer) >= len(windows):
+                continue
+            target = f"past_key_values.{first[windows[int(layer)]]}.{kind}"
+            if target != n.input[0] and target in past:
+                n.input[0] = target
                 counts["shared_past_shapes"] += 1
     producer = {o: n for n in g.node for o in n.output}
     consumers: dict[str, list[Any]] = {}
