@@ -1027,10 +1027,10 @@ def main() -> None:
         )
     if cpu:
         results["prefill_runs"] = a.prefill_runs
-        results["session_options"] = (
-            "spattn and Optimum: ONNX Runtime's defaults but enable_mem_pattern off, as in "
-            "spattn's own sessions (spattn.runtime.SESSION_MEM_PATTERN); GenAI: its generator's"
-        )
+    results["session_options"] = (
+        "spattn and Optimum: ONNX Runtime's defaults but enable_mem_pattern off, as in "
+        "spattn's own sessions (spattn.runtime.SESSION_MEM_PATTERN); GenAI: its generator's"
+    )
     if a.optimum_python:
         results["optimum_env"] = _env_versions(
             a.optimum_python, ("optimum-onnx", "optimum", "transformers", "torch", "onnxruntime")
