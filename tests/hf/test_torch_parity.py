@@ -146,7 +146,11 @@ def test_window_of_a_call_without_one_follows_the_mask() -> None:
     )
     assert layer_window(types.SimpleNamespace(config=cfg, layer_idx=0)) == 8
     assert layer_window(types.SimpleNamespace(config=cfg, layer_idx=1)) is None
-    assert layer_window(types.SimpleNamespace(config=cfg, layer_idx=1, sliding_window=5)) == 5
+    # layer_types decide where the config has them (masking_utils follows them), else the
+    # module's own window
+    assert layer_window(types.SimpleNamespace(config=cfg, layer_idx=1, sliding_window=5)) is None
+    untyped = types.SimpleNamespace(sliding_window=None)
+    assert layer_window(types.SimpleNamespace(config=untyped, layer_idx=0, sliding_window=5)) == 5
     every = types.SimpleNamespace(sliding_window=8)  # no layer_types: every layer (PhiMoE)
     assert layer_window(types.SimpleNamespace(config=every, layer_idx=3)) == 8
     none = types.SimpleNamespace(sliding_window=None)

@@ -13,8 +13,8 @@ function made, and the layer's own keyword arguments (``scaling``, ``sliding_win
   (and ``window_right = W - 1`` when non-causal). The one exception is a causal layer whose config
   has ``is_causal = False``: ``masking_utils`` then uses ``|p - j| <= config.sliding_window``.
   A layer whose call passes no ``sliding_window`` at all (Qwen2-MoE, PhiMoE: the window is in
-  their masks only) takes the module's own ``sliding_window``, else its layer's window by the
-  config, the rule the exported cache follows too (:func:`layer_window`).
+  their masks only) takes its layer's window by the config, the rule the exported cache follows
+  too, or the module's own ``sliding_window`` (:func:`layer_window`).
 - ``scaling`` is the op's ``scale``; ``softcap`` the ``softcap`` attribute, ``s_aux`` (gpt-oss)
   the ``sinks`` input.
 
@@ -187,19 +187,22 @@ def layer_window(module: Any) -> int | None:
     """The window of a layer whose attention call passes no ``sliding_window``.
 
     Some families build a sliding mask for their sliding layers but never pass the window to the
-    attention function (Qwen2-MoE sets ``self.sliding_window`` on those layers and leaves it out
-    of the call; PhiMoE masks every layer with ``config.sliding_window``), so eager attention
-    slides and a function reading only the call would not. The module's own positive
-    ``sliding_window``, else its layer's window by the config (:func:`config_window`), else
-    ``None``.
+    attention function (Qwen2-MoE leaves ``self.sliding_window`` out of the call; PhiMoE masks
+    every layer with ``config.sliding_window``), so eager attention slides and a function reading
+    only the call would not. The window their masks use: by ``config.layer_types`` where the
+    config has them (what ``masking_utils`` follows), else the module's own positive
+    ``sliding_window``, else ``config.sliding_window`` on every layer (:func:`config_window`).
     """
+    cfg, idx = getattr(module, "config", None), getattr(module, "layer_idx", None)
+    typed = cfg is not None and getattr(cfg, "layer_types", None) is not None
+    if typed and isinstance(idx, int):
+        return config_window(cfg, idx)
     w = getattr(module, "sliding_window", None)
     if isinstance(w, int) and not isinstance(w, bool) and w > 0:
         return w
-    cfg, idx = getattr(module, "config", None), getattr(module, "layer_idx", None)
-    if cfg is None or not isinstance(idx, int):
+    if cfg is None or typed:  # typed without a layer index: not a decoder layer of the config
         return None
-    return config_window(cfg, idx)
+    return config_window(cfg, -1)
 
 
 def layer_pattern(
