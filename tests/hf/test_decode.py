@@ -81,12 +81,16 @@ def test_cli_export_of_a_folder_needs_a_task(exported, tmp_path) -> None:
     assert res.exit_code != 0 and "--task" in res.output
 
 
-@pytest.mark.parametrize("model_type", ["mistral", "gemma3_text"])
+# Gemma 3: hybrid layers; Qwen2-MoE and PhiMoE: windows only in their masks (layer_window),
+# hybrid (Qwen2-MoE) and on every layer (PhiMoE)
+@pytest.mark.parametrize("model_type", ["mistral", "gemma3_text", "qwen2_moe", "phimoe"])
 def test_greedy_decode_matches_generate(model_type: str, exported, tmp_path) -> None:
     if model_type == "mistral":
         model, cfg, out, _ = exported
     elif os.environ.get("SPATTN_HF_FULL") != "1":
-        pytest.skip("set SPATTN_HF_FULL=1 to export a second decoder (Gemma 3, hybrid layers)")
+        pytest.skip(
+            "set SPATTN_HF_FULL=1 to export more decoders (hybrid layers, mask-only windows)"
+        )
     else:
         torch.manual_seed(0)
         cfg = make_config(model_type, eos_token_id=None)

@@ -258,10 +258,13 @@ def _load(model_dir_or_id: str, task: str, dtype: torch.dtype, attn: str) -> nn.
     kw: dict[str, Any] = {}
     if attn != "eager":
         cfg = transformers.AutoConfig.from_pretrained(model_dir_or_id)
-        if hasattr(cfg, "num_local_experts"):
+        experts = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+        if any(isinstance(getattr(cfg, a, None), int) and getattr(cfg, a) > 0 for a in experts):
             # mixture-of-experts blocks: the default implementation loops over the experts a
             # token picked (data-dependent control flow torch.export cannot trace);
-            # "batched_mm" computes the same with gathers and batched products
+            # "batched_mm" computes the same with gathers and batched products (the config names
+            # its expert count in one of these: Qwen2-MoE has num_experts only, and its default
+            # grouped_mm has no ONNX translation)
             kw["experts_implementation"] = "batched_mm"
     model = cls.from_pretrained(model_dir_or_id, attn_implementation="eager", dtype=dtype, **kw)
     return model.eval()
