@@ -194,6 +194,19 @@ def test_cli_export_of_a_mask_the_op_cannot_express_names_it(tmp_path) -> None:
     assert "chunked attention" in res.output and "TorchExportError" not in res.output, res.output
 
 
+def test_cache_export_of_a_model_with_other_layer_state_is_an_error(tmp_path) -> None:
+    # LFM2's convolution layers keep a state between steps that the exported cache would drop
+    import transformers
+
+    kw = dict(CONFIGS["mistral"], layer_types=["conv", "full_attention"])
+    kw.pop("sliding_window")
+    src = str(tmp_path / "lfm2")
+    cfg = transformers.AutoConfig.for_model("lfm2", **kw)
+    transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(src)
+    with pytest.raises(NotImplementedError, match=r"layer types \['conv'\].*'text-generation'"):
+        export_hf(src, task="text-generation-with-past", output_dir=str(tmp_path / "o"))
+
+
 def test_export_of_a_model_without_convertible_attention_is_an_error(tmp_path) -> None:
     import transformers
 

@@ -533,6 +533,19 @@ def export_hf(
     model = _load(src, task, torch.float32, "spattn")
     model = convert_hf(model).to(tdtype)
     with_past = task == "text-generation-with-past"
+    if with_past:
+        # The exported cache carries softmax attention's keys and values only; other layers'
+        # state (LFM2's convolutions, Qwen3-Next's linear attention, state-space layers) would
+        # be dropped between steps.
+        types = getattr(model.config, "layer_types", None) or []
+        kv_only = {"full_attention", "sliding_attention", "chunked_attention"}
+        other = sorted({str(t) for t in types} - kv_only)
+        if other:
+            raise NotImplementedError(
+                f"task {task!r}: this model's layer types {other} keep a state of their own "
+                "between decoding steps, which the exported cache (attention keys and values "
+                "only) does not carry; export it with task 'text-generation' (no cache)"
+            )
     names = _input_names(model, task)
     windows = layer_windows(model.config) if task.startswith("text-generation") else []
     if with_past:
