@@ -512,9 +512,8 @@ def measure_genai(
     decode = time.perf_counter() - t
     dec = json.loads((Path(path) / "genai_config.json").read_text())["model"]["decoder"]
     kv = 2 * dec["num_hidden_layers"] * dec["num_key_value_heads"] * dec["head_size"] * 4
-    allocated = kv * (
-        length + decode_steps + 1
-    )  # the shared buffer: every position up to max_length
+    # the shared buffer as allocated: every position up to max_length
+    allocated = kv * (length + decode_steps + 1)
     row = _timing_row(times, decode_steps, decode, allocated, allocated)
     del g
     if exact:
