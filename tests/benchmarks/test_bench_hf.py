@@ -134,6 +134,19 @@ def test_measuring_child_reports_its_own_peak_memory() -> None:
     del held
 
 
+def test_model_presets_and_a_work_folder_of_another_model(tmp_path) -> None:
+    try:
+        bench_hf.use_model("wide")
+        assert (bench_hf.CONFIG["hidden_size"], bench_hf.CONFIG["head_dim"]) == (2048, 128)
+        (tmp_path / "model").mkdir()
+        (tmp_path / "model" / "config.json").write_text(json.dumps(bench_hf.MODELS["small"]))
+        with pytest.raises(SystemExit, match="holds another model"):
+            bench_hf._hf_model(tmp_path)
+    finally:
+        bench_hf.use_model("small")
+    assert bench_hf.CONFIG == bench_hf.MODELS["small"]
+
+
 def test_cuda_provider_without_the_cuda_ep_is_a_clear_error(tmp_path) -> None:
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" in ort.get_available_providers():
