@@ -55,6 +55,15 @@ CONFIGS: dict[str, dict[str, Any]] = {
         query_pre_attn_scalar=24,
         layer_types=["sliding_attention", "full_attention"],
     ),
+    # Gemma 4: full-attention layers with their own head dim (512 here) beside the sliding ones
+    "gemma4_text": _decoder(
+        sliding_window=5,
+        head_dim=16,
+        query_pre_attn_scalar=24,
+        layer_types=["sliding_attention", "full_attention"],
+        vocab_size_per_layer_input=VOCAB,  # its per-layer embeddings: 134 M parameters otherwise
+        hidden_size_per_layer_input=8,
+    ),
     "phi3": _decoder(
         hidden_size=192, num_attention_heads=2, num_key_value_heads=1, sliding_window=7
     ),
@@ -127,6 +136,7 @@ DECODERS = [
     "gemma2",
     "gemma2_softcap",
     "gemma3_text",
+    "gemma4_text",
     "phi3",
     "gpt_oss",
     "gpt_neo",

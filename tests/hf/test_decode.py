@@ -13,7 +13,7 @@ import pytest
 import torch
 from hf_models import make_config
 
-from spattn.hf.export import export_hf, layer_windows
+from spattn.hf.export import _kv_dims, export_hf, layer_windows
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("onnxruntime")
@@ -81,9 +81,11 @@ def test_cli_export_of_a_folder_needs_a_task(exported, tmp_path) -> None:
     assert res.exit_code != 0 and "--task" in res.output
 
 
-# Gemma 3: hybrid layers; Qwen2-MoE and PhiMoE: windows only in their masks (layer_window),
-# hybrid (Qwen2-MoE) and on every layer (PhiMoE)
-@pytest.mark.parametrize("model_type", ["mistral", "gemma3_text", "qwen2_moe", "phimoe"])
+# Gemma 3: hybrid layers; Gemma 4: hybrid layers of different head dims; Qwen2-MoE and PhiMoE:
+# windows only in their masks (layer_window), hybrid (Qwen2-MoE) and on every layer (PhiMoE)
+@pytest.mark.parametrize(
+    "model_type", ["mistral", "gemma3_text", "gemma4_text", "qwen2_moe", "phimoe"]
+)
 def test_greedy_decode_matches_generate(model_type: str, exported, tmp_path) -> None:
     if model_type == "mistral":
         model, cfg, out, _ = exported
@@ -122,10 +124,11 @@ def test_greedy_decode_matches_generate(model_type: str, exported, tmp_path) -> 
     # the cache: sliding layers keep W - 1 keys whatever the length; full layers grow
     windows = layer_windows(cfg)
     assert any(w is not None for w in windows)
-    per_token = 2 * cfg.num_key_value_heads * (getattr(cfg, "head_dim", None) or 16) * 4
-    per_token *= len(PROMPTS)
+    # per layer: 2 x heads x head dim x 4 bytes per token and prompt (Gemma 4's differ by layer)
+    per_token = [2 * h * d * 4 * len(PROMPTS) for h, d in _kv_dims(model)]
     total_len = ids.shape[1] + new - 1
     expect_last = sum(
-        per_token * (total_len if w is None else min(total_len, w - 1)) for w in windows
+        t * (total_len if w is None else min(total_len, w - 1))
+        for t, w in zip(per_token, windows, strict=True)
     )
     assert info["cache_bytes"][-1] == expect_last

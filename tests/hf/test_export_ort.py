@@ -32,6 +32,7 @@ FAMILIES = {
     "cohere2": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "gemma2_softcap": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "gemma3_text": ("text-generation-with-past", "AutoModelForCausalLM", 1),
+    "gemma4_text": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "phi3": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "gpt_neo": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "gpt_oss": ("text-generation-with-past", "AutoModelForCausalLM", 1),
@@ -204,6 +205,20 @@ def test_cache_export_of_a_model_with_other_layer_state_is_an_error(tmp_path) ->
     cfg = transformers.AutoConfig.for_model("lfm2", **kw)
     transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(src)
     with pytest.raises(NotImplementedError, match=r"layer types \['conv'\].*'text-generation'"):
+        export_hf(src, task="text-generation-with-past", output_dir=str(tmp_path / "o"))
+
+
+def test_cache_export_with_kv_sharing_is_an_error(tmp_path) -> None:
+    import transformers
+
+    # four layers, the last two reading the cache of the first two
+    sliding, full = "sliding_attention", "full_attention"
+    kw = dict(CONFIGS["gemma4_text"], num_hidden_layers=4, num_kv_shared_layers=2)
+    kw["layer_types"] = [sliding, full, sliding, full]
+    cfg = transformers.AutoConfig.for_model("gemma4_text", **kw)
+    src = str(tmp_path / "g4")
+    transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(src)
+    with pytest.raises(NotImplementedError, match="num_kv_shared_layers=2"):
         export_hf(src, task="text-generation-with-past", output_dir=str(tmp_path / "o"))
 
 

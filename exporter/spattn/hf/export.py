@@ -293,6 +293,20 @@ def _head_dims(model: nn.Module) -> tuple[int, int, int]:
     return cfg.num_hidden_layers, hkv, d
 
 
+def _kv_dims(model: nn.Module) -> list[tuple[int, int]]:
+    """Per decoder layer: (key/value heads, head dim) of its cache. A config whose layers differ
+    (Gemma 4: its full-attention layers have their own head dim) names those attributes in
+    ``per_layer_attributes`` and holds them in ``per_layer_config``; the others hold one pair
+    for every layer."""
+    cfg: Any = model.config
+    varying = set(getattr(cfg, "per_layer_attributes", None) or ())
+    if varying & {"head_dim", "num_key_value_heads"}:
+        per = cfg.per_layer_config
+        return [(int(per[i].num_key_value_heads), int(per[i].head_dim)) for i in range(len(per))]
+    n, hkv, d = _head_dims(model)
+    return [(hkv, d)] * n
+
+
 def example_inputs(
     model: nn.Module,
     names: list[str],
@@ -320,7 +334,7 @@ def example_inputs(
     pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
     out: list[torch.Tensor] = []
     windows = layer_windows(cfg)
-    _, hkv, d = _head_dims(model)
+    dims = _kv_dims(model)
     for name in names:
         if name == "input_ids":
             out.append(ids)
@@ -339,6 +353,7 @@ def example_inputs(
             i = int(name.split(".")[1])
             w = windows[i]
             n = past if w is None else min(past, w - 1)
+            hkv, d = dims[i]
             out.append(torch.randn(batch, hkv, n, d, generator=g).to(dtype))
         else:  # pragma: no cover - names come from _input_names
             raise AssertionError(name)
@@ -540,6 +555,13 @@ def export_hf(
         types = getattr(model.config, "layer_types", None) or []
         kv_only = {"full_attention", "sliding_attention", "chunked_attention"}
         other = sorted({str(t) for t in types} - kv_only)
+        shared = getattr(model.config, "num_kv_shared_layers", 0) or 0
+        if shared:
+            raise NotImplementedError(
+                f"task {task!r}: num_kv_shared_layers={shared}: this model's last layers reuse "
+                "other layers' keys and values (Gemma 3n/4 KV sharing), which the exported "
+                "cache, one per layer, does not express"
+            )
         if other:
             raise NotImplementedError(
                 f"task {task!r}: this model's layer types {other} keep a state of their own "
