@@ -55,7 +55,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import signal
 import statistics
@@ -917,15 +916,15 @@ def _env_versions(python: str, packages: tuple[str, ...]) -> str:
 
 
 def _machine() -> str:
-    """The CPU's model name (and AVX-512 where it has it) and its core count."""
-    name = platform.processor() or platform.machine()
+    """The CPU's model name (bench_cpu's reader), AVX-512 where it has it, and its core count."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_cpu import _cpu_name
+
     try:
-        info = Path("/proc/cpuinfo").read_text()
-        name = next(ln.split(":", 1)[1].strip() for ln in info.splitlines() if "model name" in ln)
-        name += ", AVX-512" if " avx512f" in info else ""
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {os.cpu_count()} cores"
+        avx512 = " avx512f" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        avx512 = False
+    return f"{_cpu_name()}{', AVX-512' if avx512 else ''}, {os.cpu_count()} cores"
 
 
 def main() -> None:
