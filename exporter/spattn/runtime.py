@@ -96,7 +96,8 @@ def _model_bytes(model: Any) -> bytes | str:
 # ONNX Runtime's memory pattern off in the sessions spattn creates. With it, the second run of
 # an input shape allocates the first run's planned peak as one new block while the arena still
 # holds the first run's chunks: a Mistral-like export's 16K prefill went from 0.95 GB resident
-# after its first run to 1.69 GB after its second, at the same speed without it (docs/hf.md).
+# after its first run to 1.69 GB after its second; without it the speed is the same or better
+# (benchmarks/results/hf_graph_ab.json, docs/hf.md).
 SESSION_MEM_PATTERN = False
 
 
