@@ -1012,15 +1012,21 @@ def test_ws_pairs_both_forms(case, d, pairs, monkeypatch):
         )
 
 
-def _ws_pairs_of(name):
-    """The kPairs argument of a warp-specialized kernel's name (demangled or not), else None."""
+def _ws_form_of(name):
+    """(kPairs, kParts) of a warp-specialized kernel's name (demangled or not), else None."""
     import re
 
-    m = re.search(r"ws_attention_kernel<.*(true|false)>", name)
+    m = re.search(r"ws_attention_kernel<.*(true|false), (\d+)>", name)
     if m:
-        return m.group(1) == "true"
-    m = re.search(r"ws_attention_kernel.*Lb[01]ELb([01])E", name)
-    return m.group(1) == "1" if m else None
+        return m.group(1) == "true", int(m.group(2))
+    m = re.search(r"ws_attention_kernel.*Lb[01]ELb([01])ELi(\d+)E", name)
+    return (m.group(1) == "1", int(m.group(2))) if m else None
+
+
+def _ws_pairs_of(name):
+    """The kPairs argument of a warp-specialized kernel's name, else None."""
+    form = _ws_form_of(name)
+    return form[0] if form else None
 
 
 # (attrs, head dim, SPATTN_WS_PAIRS or None, whether the stages hold two key tiles[, (query
@@ -1077,6 +1083,77 @@ def test_ws_pairs_choice(case, monkeypatch, tmp_path):
     atol, rtol = tolerance(torch.bfloat16)
     out = runner(q, k, v, attrs).double()
     assert torch.allclose(out, ref, atol=atol, rtol=rtol), (case, (out - ref).abs().max().item())
+
+
+# (attrs, head dim, SPATTN_WS_PARTS or None, consumers, (query heads, KV heads, Lq)): three
+# consumers (192-row tiles) at tile width 64 wherever the stages hold two key tiles.
+WS_PARTS_CHOICES = {
+    "dense_d64": (dict(), 64, None, 3, (2, 2, 2048)),
+    "causal_window_gqa_d32": (dict(causal=1, window_left=1500), 32, None, 3, (8, 2, 2048)),
+    "band_d64": (dict(window_left=100, window_right=100), 64, None, 2, (2, 2, 2048)),
+    "strided_d64": (dict(causal=1, window_left=127, stride=128), 64, None, 2, (2, 2, 2048)),
+    "dense_d128": (dict(), 128, None, 2, (2, 2, 2048)),
+    "dense_d96": (dict(), 96, None, 2, (2, 2, 2048)),
+    "dense_d64_forced_2": (dict(), 64, "2", 2, (2, 2, 2048)),
+    "dense_d128_forced_3": (dict(), 128, "3", 2, (2, 2, 2048)),
+    # Lq not a multiple of 192, one 192-row tile holding a GQA group's rows (4 x 40 = 160)
+    "causal_lq1000_d64": (CAUSAL, 64, None, 3, (2, 2, 1000)),
+    "stacked_lq40_d64": (CAUSAL, 64, None, 3, (8, 2, 40)),
+}
+
+
+@pytest.mark.parametrize("case", list(WS_PARTS_CHOICES))
+def test_ws_parts_choice(case, monkeypatch, tmp_path):
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the warp-specialized kernel runs on compute capability 9.0 only")
+    attrs, d, env, want, (hq, hkv, lq) = WS_PARTS_CHOICES[case]
+    monkeypatch.setenv("SPATTN_CUDA_KERNEL", "ws")
+    monkeypatch.delenv("SPATTN_WS_PAIRS", raising=False)
+    if env is None:
+        monkeypatch.delenv("SPATTN_WS_PARTS", raising=False)
+    else:
+        monkeypatch.setenv("SPATTN_WS_PARTS", env)
+    q, k, v = make_inputs(1, hq, hkv, lq, 2048, d, torch.bfloat16, 7)
+    runner = capi.CudaRunner()
+    names = [n for n, _ in _attention_kernels(lambda: runner(q, k, v, attrs), tmp_path)]
+    got = [_ws_form_of(n)[1] for n in names if "ws_attention_kernel" in n]
+    assert got == [want], names
+    ref, _ = oracle(q, k, v, attrs, None, None)
+    atol, rtol = tolerance(torch.bfloat16)
+    out = runner(q, k, v, attrs).double()
+    assert torch.allclose(out, ref, atol=atol, rtol=rtol), (case, (out - ref).abs().max().item())
+
+
+@pytest.mark.parametrize("parts", ["2", "3"])
+@pytest.mark.parametrize("case", list(WS_PAIRS_CASES))
+def test_ws_parts_both_counts(case, parts, monkeypatch):
+    # Both consumer counts on every case of the two-tile stages (pairs forced, so the band and
+    # the strided rows run three consumers too), Lq = 1000: the last 192-row tile is partial.
+    monkeypatch.setenv("SPATTN_CUDA_KERNEL", "ws")
+    monkeypatch.setenv("SPATTN_WS_PAIRS", "1")
+    monkeypatch.setenv("SPATTN_WS_PARTS", parts)
+    attrs, features = WS_PAIRS_CASES[case]
+    b, hq, hkv, lq, lk = 2, 4, 2, 1000, 1093
+    kl = [1093, 811]
+    seed = zlib.crc32(case.encode()) % 991 + 7
+    extra = new_inputs(features, b, hq, lk, kl, seed)
+    for d in (32, 64):
+        for dtype in (torch.bfloat16, torch.float16):
+            run_case(
+                with_softcap(attrs, features),
+                None,
+                b,
+                hq,
+                hkv,
+                lq,
+                lk,
+                d,
+                dtype,
+                kl,
+                seed,
+                extra=extra,
+                poison=poison_padding(NONFINITE),
+            )
 
 
 def signed_scores_inputs(b, h, lq, lk, d, dtype):

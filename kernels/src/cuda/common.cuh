@@ -67,10 +67,13 @@ __device__ __forceinline__ void wait_for_primary_grid() {
 enum KernelKind : int32_t {
   kKernelMma = 0,    // portable mma.sync kernel, fwd_mma.cuh
   kKernelWgmma = 1,  // Hopper, one warpgroup per 64-row tile, fwd_wgmma.cuh
-  kKernelWs = 2,     // Hopper, warp-specialized and persistent, 128-row tiles, fwd_ws.cuh
+  kKernelWs = 2,     // Hopper, warp-specialized and persistent, 128- or 192-row tiles, fwd_ws.cuh
 };
-// Query rows per tile of the warp-specialized kernel: two consumer warpgroups of 64 rows.
-constexpr int kBlockMWs = 128;
+// Query rows per tile of the warp-specialized kernel: two consumer warpgroups of kPartRows, or
+// three (kBlockMWs3: tile width 64 with two-tile stages, launch.cu ws_parts_for).
+constexpr int kPartRows = 64;  // one consumer's rows (one m64 tile)
+constexpr int kBlockMWs = 2 * kPartRows;
+constexpr int kBlockMWs3 = 3 * kPartRows;
 
 // The head dims each kernel is built for (every one of kCudaHeadDims runs on the mma.sync kernel
 // and the float32 kernel). The two Hopper kernels keep Q/K/V in 64-column panels of the tensor
@@ -142,6 +145,7 @@ struct KParams {
   int32_t planned;          // kDirect, kCounted or kBounded (PlanKind)
   int32_t kernel;           // which kernel runs the 16-bit types (KernelKind)
   int32_t ws_pairs;         // warp-specialized kernel: stages of two key tiles (launch.cu)
+  int32_t ws_parts;         // warp-specialized kernel: consumers, 64 rows each (block_m / 64)
   int32_t split_target;     // the scheduler splits the total work into about this many items
   int32_t max_split_items;  // capacity of the partial buffers (2 * split_target)
   float scale_log2;         // scale * log2(e): the kernels use exp2; 1 with softcap (score_hook)
@@ -511,11 +515,14 @@ struct VisitIter {
 
   // Builds the list of the window starting at candidate index w0. Called by every thread of the CTA
   // (Sync = CtaSync) or of one warpgroup (WarpgroupSync). An entry is the tile's offset in the
-  // window (11 bits) and either its full flag (bit 15) or, with kHalves, the class of the tile
-  // for each 64-row half of the query tile (2 bits each from bit 11: 0 empty, 1 partial, 2 full).
-  // Either way the list holds the tiles Pattern::classify does not call empty for the whole tile,
-  // the list count_kernel counts.
-  template <typename Sync = CtaSync, bool kHalves = false>
+  // window (11 bits) and either its full flag (bit 15) or, with kParts 64-row parts of the query
+  // tile (the warp-specialized kernel's consumers), the class of the tile for each part (2 bits
+  // each: 0 empty, 1 partial, 2 full): two parts' classes sit in the entry from bit 11; three
+  // parts' do not fit the 5 bits left, so they stay in the window's flags byte of the entry's
+  // offset (bits 0-5), which the window keeps until its list is read. Either way the list holds
+  // the tiles Pattern::classify does not call empty for the whole tile, the list count_kernel
+  // counts.
+  template <typename Sync = CtaSync, int kParts = 0>
   __device__ void build(const KParams& kp, const Work& w, VisitSmem& sm) {
     const Pattern& pat = kp.pat;  // classify: pattern_of, at each call
     const int tid = Sync::tid();
@@ -550,7 +557,7 @@ struct VisitIter {
     // Pass 1: classify, candidate u by thread u % Sync::kCount, so that a run of expensive
     // candidates (a band, with random blocks to test) is spread over the threads. The result
     // replaces the candidate's byte in sm.flags (each byte has one owner): 0 dropped, else
-    // kKept | the full flag (bit 0) or, with kHalves, the two halves' classes (bits 0-3).
+    // kKept | the full flag (bit 0) or, with kParts, the parts' classes (bits 0 .. 2 kParts - 1).
     constexpr uint32_t kKept = 0x80u;
 #pragma unroll 1
     for (int32_t u = w0 + tid; u < wend; u += Sync::kCount) {
@@ -571,14 +578,15 @@ struct VisitIter {
           // A tile reaching past Lk holds padding columns that must be masked.
           const bool in_bounds = tile.j0 + kBlockN <= kp.p.len_k;
           code = kKept;
-          if constexpr (kHalves) {
+          if constexpr (kParts > 0) {
+            static_assert(kParts == 2 || kParts == 3, "two or three 64-row parts");
 #pragma unroll 1
-            for (int hh = 0; hh < 2; ++hh) {
+            for (int hh = 0; hh < kParts; ++hh) {
               Tile ht = tile;
-              ht.i0 = w.q.i0 + hh * (kBlockMWs / 2);
-              ht.i1 = min(ht.i0 + kBlockMWs / 2, w.q.i1);
+              ht.i0 = w.q.i0 + hh * kPartRows;
+              ht.i1 = min(ht.i0 + kPartRows, w.q.i1);
               if (ht.i0 >= ht.i1) continue;  // rows past Lq
-              if (kp.fold > 1) {  // the half's rows may hold any query index: all of them
+              if (kp.fold > 1) {  // the part's rows may hold any query index: all of them
                 ht.i0 = w.q.pi0;
                 ht.i1 = w.q.pi1;
               }
@@ -625,7 +633,9 @@ struct VisitIter {
     for (int32_t u = base; u < stop; ++u) {
       const uint32_t code = sm.flags[u - w0];
       if (code & kKept) {
-        const uint32_t tag = kHalves ? (code & 15u) << 11 : (code & 1u) << 15;
+        const uint32_t tag = kParts == 2   ? (code & 15u) << 11
+                             : kParts == 3 ? 0u
+                                           : (code & 1u) << 15;
         sm.list[off++] = uint16_t(uint32_t(u - w0) | tag);
       }
     }
@@ -668,7 +678,7 @@ struct VisitIter {
         return true;
       }
       if (w0 >= nu) return false;
-      build<Sync, kHalves>(kp, w, sm);
+      build<Sync, kHalves ? 2 : 0>(kp, w, sm);
     }
   }
 };

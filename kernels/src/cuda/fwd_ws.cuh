@@ -22,6 +22,8 @@
 // setmaxnreg moves registers from the producer to the consumers.
 #pragma once
 
+#include <type_traits>
+
 #include "fwd_wgmma.cuh"
 
 namespace spattn {
@@ -99,28 +101,51 @@ __device__ __forceinline__ void regs_alloc() {
 }
 
 // The consumers' turns at the tensor cores (WsKernel::consume): consumer h waits on barrier
-// kTurnBar + h for its turn and passes the turn by arriving on the other's. Barrier IDs after those
-// of WarpgroupSync (1..3) and BuilderSync (4); 256 threads: the 128 that wait and the 128 that
-// arrive.
+// kTurnBar + h for its turn and passes the turn by arriving on the next one's (h + 1, the last
+// consumer's to consumer 0). Barrier IDs after those of WarpgroupSync (1..3) and BuilderSync (4),
+// and before ConsumerSync3's 8; 256 threads: the 128 that wait and the 128 that arrive.
 constexpr int kTurnBar = 5;
 __device__ __forceinline__ void turn_wait(int half) {
   asm volatile("bar.sync %0, 256;\n" ::"r"(kTurnBar + half) : "memory");
 }
+template <int kParts>
 __device__ __forceinline__ void turn_pass(int half) {
-  asm volatile("bar.arrive %0, 256;\n" ::"r"(kTurnBar + 1 - half) : "memory");
+  const int next = kParts == 2 ? 1 - half : (half + 1 == kParts ? 0 : half + 1);
+  asm volatile("bar.arrive %0, 256;\n" ::"r"(kTurnBar + next) : "memory");
 }
+
+// The warpgroup of the calling thread in a CTA of four (three consumers): WarpgroupSync's IDs,
+// except 8 for the fourth warpgroup, since 4 is BuilderSync's.
+struct ConsumerSync3 {
+  static constexpr int kCount = kThreads;
+  __device__ static void sync() {
+    const int g = int(threadIdx.x) / kThreads;
+    asm volatile("bar.sync %0, %1;\n" ::"r"(g == 3 ? 8 : g + 1), "n"(kThreads) : "memory");
+  }
+  __device__ static int tid() { return int(threadIdx.x) % kThreads; }
+};
 
 // ---------------------------------------------------------------------------------------------
 // D: the tile width, DK: the call's head dim (WgmmaKernel). The bulk copies fill the columns
 // from DK on with zeros (out of the tensor map's bounds). kX: the feature set (TileOps).
 // kPairs: stages of two key tiles (launch.cu: KParams::ws_pairs says when), D = 64 and 128.
-template <typename T, int D, int DK = D, bool kX = true, bool kPairs = false>
+// kParts: consumer warpgroups of 64 rows each, so work items of 64 kParts rows: 2, or 3 at tile
+// width 64 with pairs (KParams::ws_parts), the layout FlashAttention-3 and -4 run at head dims up
+// to 64. With three, each consumer's softmax has two others' products to hide behind, where two
+// consumers leave the tensor cores idle whenever both are in theirs, and each K/V stage serves
+// 192 rows instead of 128.
+template <typename T, int D, int DK = D, bool kX = true, bool kPairs = false, int kParts = 2>
 struct WsKernel {
   static_assert(!kPairs || D <= 128, "two-tile stages: D <= 128");
   static_assert(hopper_takes(DK), "head dims of the Hopper kernels");
-  using Base = WgmmaKernel<T, D, DK, kX>;          // tile layout, loads and the two products
-  static constexpr int kHalfRows = kBlockMWs / 2;  // rows of one consumer (one m64 tile)
-  static constexpr int kCTAThreads = 3 * kThreads;
+  static_assert(kParts == 2 || (kParts == 3 && D == 64 && kPairs),
+                "three consumers: tile width 64 with two-tile stages");
+  using Base = WgmmaKernel<T, D, DK, kX>;      // tile layout, loads and the two products
+  static constexpr int kHalfRows = kPartRows;  // rows of one consumer (one m64 tile)
+  static constexpr int kBlockRows = kParts * kPartRows;
+  static constexpr int kCTAThreads = (kParts + 1) * kThreads;
+  // The consumers' barrier (WarpgroupSync's IDs collide with BuilderSync's in a fourth group).
+  using CSync = std::conditional_t<kParts == 3, ConsumerSync3, WarpgroupSync>;
   // D = 256: 64 KB per K/V stage, so two stages, one Q buffer (the next item's Q loads once the
   // current one is written out), and Q read by the tensor cores from shared memory (issue_qk):
   // its register fragments (64 per thread) do not fit beside 128 output accumulators.
@@ -140,9 +165,13 @@ struct WsKernel {
   static constexpr int kSubs = kPairs ? 2 : 1;
   static constexpr int kStageKeys = kSubs * kBlockN;
   static constexpr int kNT = kStageKeys / 8;  // n8 fragments of a consumer's scores
-  static constexpr int kStages = kPairs ? (D == 64 ? 5 : 2) : (D == 64 ? 6 : (kWide ? 2 : 4));
+  // (Three consumers: four stages of two tiles fit beside their Q buffers and mask.)
+  static constexpr int kStages =
+      kPairs ? (D == 64 ? (kParts == 3 ? 4 : 5) : 2) : (D == 64 ? 6 : (kWide ? 2 : 4));
   static constexpr int kQBufs = kWide ? 1 : 2;
-  static constexpr bool kQRegs = kPairs ? D == 64 : !kWide;
+  // Three consumers read Q from shared memory: at 160 registers each, the 16 of Q's fragments
+  // beside 64 scores, 32 of P and 32 accumulators would spill.
+  static constexpr bool kQRegs = kPairs ? D == 64 && kParts == 2 : !kWide;
   // K and V handed back apart (Smem::full_v): two-stage rings need it (D = 256, and D = 128 with
   // pairs). With one tile per stage at D <= 128 the deeper rings keep the producer ahead, and the
   // extra barrier operations per tile cost more than they bring (D = 64 dense and causal window
@@ -156,9 +185,13 @@ struct WsKernel {
   // pairs more still: 64 scores and 32 registers of P spilled at 200 and serialized the products
   // (ptxas C7511); at D = 128 the consumers take 240 (the producer 24). The long rows that run
   // pairs build few list windows per item, so the producer's own spills cost little there.
-  static constexpr int kEntryRegs = 168;
-  static constexpr int kProducerRegs = kPairs ? (D == 64 ? 40 : 24) : (kWide ? 56 : 104);
-  static constexpr int kConsumerRegs = (3 * kEntryRegs - kProducerRegs) / 2;  // 200 ... 240
+  // Three consumers: 128 per thread at entry (65536 / 512), the producer at 32 and the
+  // consumers at 160.
+  static constexpr int kEntryRegs = kParts == 3 ? 128 : 168;
+  static constexpr int kProducerRegs =
+      kParts == 3 ? 32 : (kPairs ? (D == 64 ? 40 : 24) : (kWide ? 56 : 104));
+  static constexpr int kConsumerRegs =
+      ((kParts + 1) * kEntryRegs - kProducerRegs) / kParts;  // 160 ... 240
   static_assert(kConsumerRegs % 8 == 0, "setmaxnreg takes multiples of 8");
   // Turns at the tensor cores (consume): at tile width 64, where a tile's products are shortest
   // beside its softmax, and with pairs, where both halves see nearly every stage (at D = 128
@@ -167,14 +200,16 @@ struct WsKernel {
   // rows' half walks every key tile while the other half waits its turn on each).
   static constexpr bool kTurns = D == 64 || kPairs;
 
-  // Tag of a stage: for key tile u of the stage, bits 4u..4u+3 the two halves' classes
-  // (VisitIter::build: bits 2h..2h+1 for half h, 0 = not seen, 1 = partly) and bit kPad << u,
+  // Tag of a stage: for key tile u of the stage, bits kClsBits u .. the parts' classes
+  // (VisitIter::build: bits 2h..2h+1 for part h, 0 = not seen, 1 = partly) and bit kPad << u,
   // plus these. A second tile that is absent (the walk's last stage with an odd count) has
   // classes 0.
-  static constexpr uint32_t kLast = 256;   // the last stage of the work item
-  static constexpr uint32_t kNone = 512;   // no key tile at all: nothing to load or compute
-  static constexpr uint32_t kPair = 1024;  // the stage holds kSubs tiles (else its first only)
-  static constexpr uint32_t kPad = 2048;   // << u: tile u crosses key_starts or key_lengths
+  static constexpr int kClsBits = kParts == 3 ? 8 : 4;  // a tile's classes: 2 kParts bits
+  static constexpr int kFlag0 = 2 * kClsBits;
+  static constexpr uint32_t kLast = 1u << kFlag0;        // the last stage of the work item
+  static constexpr uint32_t kNone = 1u << (kFlag0 + 1);  // no key tile: nothing to load or compute
+  static constexpr uint32_t kPair = 1u << (kFlag0 + 2);  // the stage holds kSubs tiles (else one)
+  static constexpr uint32_t kPad = 1u << (kFlag0 + 3);   // << u: tile u crosses the valid keys
 
   struct Stage {
     int32_t tile[kSubs];
@@ -182,14 +217,14 @@ struct WsKernel {
   };
   static constexpr int kLists = 2;  // visit-list window buffers (build_lists)
 
-  // Shared memory after the 1024-byte alignment: kQBufs Q buffers of two halves each (with two,
+  // Shared memory after the 1024-byte alignment: kQBufs Q buffers of kParts parts each (with two,
   // the next work item's Q loads while the current one runs; a half's buffer then stages its
   // output tile), the K and V rings, the token mask (128 rows), then the producer's visit lists,
   // the stage tags and the barriers. Every tile is a multiple of 8 KB (swizzle atoms stay
   // aligned).
-  static constexpr size_t kQBytes = size_t(2 * kQBufs) * kQElems * sizeof(T);
+  static constexpr size_t kQBytes = size_t(kParts * kQBufs) * kQElems * sizeof(T);
   static constexpr size_t kKVBytes = size_t(kStages) * kKVElems * sizeof(T);
-  static constexpr size_t kMaskBytes = size_t(kBlockMWs) * kBlockN;
+  static constexpr size_t kMaskBytes = size_t(kBlockRows) * kBlockN;
   static constexpr size_t kOffK = kQBytes;
   static constexpr size_t kOffV = kOffK + kKVBytes;
   static constexpr size_t kOffMask = kOffV + kKVBytes;
@@ -204,7 +239,7 @@ struct WsKernel {
   static_assert(kSmem <= 227 * 1024, "shared memory of one CTA");
 
   struct Smem {
-    T* q;  // [kQBufs buffers][2 halves][kQElems]
+    T* q;  // [kQBufs buffers][kParts parts][kQElems]
     T* k;  // [kStages][kKVElems]
     T* v;
     uint8_t* mask;
@@ -309,7 +344,7 @@ struct WsKernel {
         const uint32_t b = wc % kLists;
         mbar_wait(sm.list_empty + b, ((wc / kLists) & 1u) ^ 1u);
         if (it.w0 < it.nu) {
-          it.template build<BuilderSync, true>(kp, w, sm.visit[b]);
+          it.template build<BuilderSync, kParts>(kp, w, sm.visit[b]);
         } else {
           it.n = 0;
         }
@@ -372,7 +407,7 @@ struct WsKernel {
   // buffer's, one arrival (after its item is written) plus the bytes of the Q tile.
   __device__ static void stream(const KParams& kp, const Smem& sm) {
     const Params& p = kp.p;
-    constexpr uint32_t kQTileBytes = 2 * kQElems * sizeof(T);
+    constexpr uint32_t kQTileBytes = kParts * kQElems * sizeof(T);
     uint32_t n = 0;   // stage fills so far
     uint32_t k = 0;   // work items run so far
     uint32_t wc = 0;  // list windows read so far
@@ -391,11 +426,12 @@ struct WsKernel {
       }
       const Work w = get_work(kp, x);
       const int32_t hk = w.q.h / (p.heads_q / p.heads_kv);
-      T* q_s = sm.q + qb * 2 * kQElems;
+      T* q_s = sm.q + qb * kParts * kQElems;
       mbar_arrive_expect_tx(sm.q_full + qb, kQTileBytes);
-      load_box_rows<kHalfRows>(q_s, &kp.tma_q, sm.q_full + qb, w.q.i0, w.q.h, w.q.b);
-      load_box_rows<kHalfRows>(q_s + kQElems, &kp.tma_q, sm.q_full + qb, w.q.i0 + kHalfRows, w.q.h,
-                               w.q.b);
+#pragma unroll
+      for (int h = 0; h < kParts; ++h)
+        load_box_rows<kHalfRows>(q_s + h * kQElems, &kp.tma_q, sm.q_full + qb,
+                                 w.q.i0 + h * kHalfRows, w.q.h, w.q.b);
 
       int32_t klo, khi;  // the valid keys: the tiles crossing their bounds are tagged kPad
       valid_keys<kX>(kp, w.q.b, &klo, &khi);
@@ -441,7 +477,9 @@ struct WsKernel {
             cur.tile[0] = t;
           else
             cur.tile[kSubs - 1] = t;
-          cur.tag |= (((v >> 11) & 15u) << (4 * have)) | (pad(t) ? kPad << have : 0u);
+          // The parts' classes: in the entry (two), or in the window's flags (three: build).
+          const uint32_t cls = kParts == 2 ? (v >> 11) & 15u : uint32_t(vs.flags[v & 0x7ffu]) & 63u;
+          cur.tag |= (cls << (kClsBits * have)) | (pad(t) ? kPad << have : 0u);
           ++have;
         }
         mbar_arrive(sm.list_empty + b);  // the window is read
@@ -480,7 +518,7 @@ struct WsKernel {
                                   (ch & 7) * 8) = make_uint4(0u, 0u, 0u, 0u);
     }
     fence_async_smem();
-    WarpgroupSync::sync();
+    CSync::sync();
   }
 
   // The mask of key tile U of a stage for a warp's rows: all of it when they do not see the tile
@@ -518,7 +556,7 @@ struct WsKernel {
   // turns only on the stages both compute, which both can tell from the tag, measured slower on
   // dense: the predicated barriers cost more than the lockstep they avoid.)
   __device__ static void consume(const KParams& kp, const Smem& sm, const int half) {
-    using Sync = WarpgroupSync;
+    using Sync = CSync;
     using Ops = TileOps<T, D, 1, kX>;
     const int warp = Sync::tid() >> 5;
     const int row0 = half * kHalfRows;
@@ -526,7 +564,7 @@ struct WsKernel {
     const float sl2 = kp.scale_log2;
     const bool reg_mask = Ops::reg_mask_ok(kp);
     uint32_t n = 0, k = 0;
-    if (kTurns && half == 1) turn_pass(half);  // consumer 0 takes the first turn
+    if (kTurns && half == kParts - 1) turn_pass<kParts>(half);  // consumer 0 takes the first turn
     while (true) {
       const uint32_t qb = k % kQBufs;
       mbar_wait(sm.q_full + qb, (k / kQBufs) & 1u);
@@ -546,7 +584,7 @@ struct WsKernel {
       int32_t prev = -1;        // its stage, -1: none pending
       uint32_t prev_n = 0;      // the fill index of that stage
 
-      T* sQ = sm.q + (qb * 2 + half) * kQElems;  // this half's Q, then its output staging
+      T* sQ = sm.q + (qb * kParts + half) * kQElems;  // this part's Q, then its output staging
       // This warp's Q rows, the A operand of every S = Q K^T (D = 256: read from sQ instead).
       uint32_t qa[kQRegs ? DK / 16 : 1][4];
       if constexpr (kQRegs) Base::load_q_frags(qa, sQ, warp * 16);
@@ -565,15 +603,15 @@ struct WsKernel {
         mbar_wait(sm.full + st, par);
         ++n;
         const Stage stage = sm.stage[st];
-        // Classes of this half: tile 0 in bits 0-1, tile 1 in bits 4-5 (0 when absent).
-        const uint32_t cls = (stage.tag >> (2 * half)) & 0x33u;
+        // Classes of this part: tile 0 in bits 0-1, tile 1 in bits kClsBits.. (0 when absent).
+        const uint32_t cls = (stage.tag >> (2 * half)) & (3u | (3u << kClsBits));
         const bool last = (stage.tag & kLast) != 0;
         if ((stage.tag & kNone) || cls == 0) {
           // Nothing of this stage for these rows. V is handed back once it landed: its buffer's
           // next fill must not start under this one's copy (and the barrier's phases stay paired).
           if constexpr (kTurns) {
             turn_wait(half);
-            turn_pass(half);
+            turn_pass<kParts>(half);
           }
           mbar_arrive(sm.empty + st);
           if constexpr (kSplitKV) {
@@ -586,7 +624,7 @@ struct WsKernel {
           // (ncu, dense D = 64). The asm makes the value opaque, so it is kept rather than
           // rematerialized. Bits 0 and 1: tile 0 is partial, tile 0 is not seen; bits 4 and 5:
           // the same for tile 1.
-          const uint32_t c0 = cls & 3u, c1 = cls >> 4;
+          const uint32_t c0 = cls & 3u, c1 = cls >> kClsBits;
           uint32_t kinds;
           asm volatile("mov.b32 %0, %1;"
                        : "=r"(kinds)
@@ -609,10 +647,10 @@ struct WsKernel {
             if constexpr (kSplitKV) mbar_wait(sm.full_v + prev, (prev_n / kStages) & 1u);
             Base::template fence_regs<Base::kOAcc>(od);
             Base::template issue_pv<kStageKeys, kStageKeys>(od, pa, sm.v + prev * kKVElems);
-            if constexpr (kTurns) turn_pass(half);
+            if constexpr (kTurns) turn_pass<kParts>(half);
             wgmma_wait<1>();
           } else {
-            if constexpr (kTurns) turn_pass(half);
+            if constexpr (kTurns) turn_pass<kParts>(half);
             wgmma_wait<0>();
           }
           // S = Q K^T is done: K goes back to the producer (or, K and V together, after P V).
@@ -655,7 +693,7 @@ struct WsKernel {
       mbar_arrive(sm.q_empty + qb);  // Q and the staged output are read
       ++k;
     }
-    if (kTurns && half == 0) turn_wait(half);  // consumer 1's last pass: no arrival left over
+    if (kTurns && half == 0) turn_wait(half);  // the last consumer's pass: no arrival left over
   }
 
   __device__ static void run(const KParams& kp) {
@@ -664,15 +702,15 @@ struct WsKernel {
     if (threadIdx.x == 0) {
       for (int s = 0; s < kStages; ++s) {
         mbar_init(sm.full + s, 1);
-        mbar_init(sm.empty + s, 2 * kThreads);
+        mbar_init(sm.empty + s, kParts * kThreads);
         if constexpr (kSplitKV) {
           mbar_init(sm.full_v + s, 1);
-          mbar_init(sm.empty_v + s, 2 * kThreads);
+          mbar_init(sm.empty_v + s, kParts * kThreads);
         }
       }
       for (int b = 0; b < 2; ++b) {
         mbar_init(sm.q_full + b, 1);
-        mbar_init(sm.q_empty + b, 2 * kThreads);
+        mbar_init(sm.q_empty + b, kParts * kThreads);
       }
       for (int b = 0; b < kLists; ++b) {
         mbar_init(sm.list_full + b, BuilderSync::kCount);
@@ -700,32 +738,38 @@ struct WsKernel {
   }
 };
 
-template <typename T, int D, int DK, bool kX, bool kPairs>
-__global__ void __launch_bounds__(WsKernel<T, D, DK, kX, kPairs>::kCTAThreads, 1)
+template <typename T, int D, int DK, bool kX, bool kPairs, int kParts>
+__global__ void __launch_bounds__(WsKernel<T, D, DK, kX, kPairs, kParts>::kCTAThreads, 1)
     ws_attention_kernel(const __grid_constant__ KParams kp) {
-  WsKernel<T, D, DK, kX, kPairs>::run(kp);
+  WsKernel<T, D, DK, kX, kPairs, kParts>::run(kp);
 }
 
 // `grid`: the number of work items (direct and bounded plans) or its upper bound (counted
 // plan); the persistent CTAs, one per SM, take them as build_lists says.
-template <typename T, int D, int DK, bool kX, bool kPairs>
+template <typename T, int D, int DK, bool kX, bool kPairs, int kParts = 2>
 cudaError_t launch_ws_form(const KParams& kp, int32_t grid, cudaStream_t stream) {
-  using K = WsKernel<T, D, DK, kX, kPairs>;
+  using K = WsKernel<T, D, DK, kX, kPairs, kParts>;
   constexpr size_t smem = K::kSmem;
-  cudaError_t e = allow_dynamic_smem<ws_attention_kernel<T, D, DK, kX, kPairs>>(smem);
+  cudaError_t e = allow_dynamic_smem<ws_attention_kernel<T, D, DK, kX, kPairs, kParts>>(smem);
   if (e != cudaSuccess) return e;
   DeviceFacts dev;
   e = device_facts(&dev);
   if (e != cudaSuccess) return e;
   if (grid > dev.sms) grid = dev.sms;
-  ws_attention_kernel<T, D, DK, kX, kPairs><<<grid, K::kCTAThreads, smem, stream>>>(kp);
+  ws_attention_kernel<T, D, DK, kX, kPairs, kParts><<<grid, K::kCTAThreads, smem, stream>>>(kp);
   return cudaGetLastError();
 }
 
 template <typename T, int DK, bool kX>
 cudaError_t launch_ws(const KParams& kp, int32_t grid, cudaStream_t stream) {
   constexpr int D = hopper_dim(DK);
-  if (kp.block_m != kBlockMWs) return cudaErrorInvalidValue;
+  if constexpr (D == 64) {
+    if (kp.ws_parts == 3) {
+      if (kp.block_m != kBlockMWs3 || !kp.ws_pairs) return cudaErrorInvalidValue;
+      return launch_ws_form<T, D, DK, kX, true, 3>(kp, grid, stream);
+    }
+  }
+  if (kp.block_m != kBlockMWs || kp.ws_parts != 2) return cudaErrorInvalidValue;
   if constexpr (D <= 128) {
     if (kp.ws_pairs) return launch_ws_form<T, D, DK, kX, true>(kp, grid, stream);
   }

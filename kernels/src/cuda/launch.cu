@@ -377,9 +377,20 @@ bool ws_pairs_for(const Params& p, int64_t rows) {
   return hd == 64 || rows > kBlockMWs / 2;
 }
 
+// Consumer warpgroups of the warp-specialized kernel (WsKernel::kParts): three at tile width 64
+// (head dims 32 and 64) whenever its stages hold two key tiles, the 192-row tiles FlashAttention-3
+// and -4 run there; two otherwise. SPATTN_WS_PARTS=2|3 forces the count where three can run (to
+// compare them).
+int32_t ws_parts_for(const Params& p) {
+  if (hopper_dim(p.head_dim) != 64 || !ws_pairs_for(p, INT64_MAX)) return 2;
+  const char* env = std::getenv("SPATTN_WS_PARTS");
+  if (env && (std::strcmp(env, "2") == 0 || std::strcmp(env, "3") == 0)) return env[0] - '0';
+  return 3;
+}
+
 int32_t block_m_for(const Params& p, KernelKind kernel) {
   if (p.dtype == DType::kFloat32) return kBlockMF32;
-  if (kernel == kKernelWs) return kBlockMWs;
+  if (kernel == kKernelWs) return kPartRows * ws_parts_for(p);
   if (kernel == kKernelWgmma) return kBlockMMmaNarrow;
   return narrow_rows(p) || !mma_wide_takes(p.head_dim) ? kBlockMMmaNarrow : kBlockMMmaWide;
 }
@@ -409,9 +420,10 @@ Params call_view(const Params& p, KernelKind k, int32_t* fold = nullptr) {
   return folded(p, g);
 }
 
-Layout make_layout(const Params& p, KernelKind kernel) {
+// block_m: the kernel's rows per tile (0: block_m_for).
+Layout make_layout(const Params& p, KernelKind kernel, int32_t block_m = 0) {
   Layout L;
-  L.block_m = block_m_for(p, kernel);
+  L.block_m = block_m > 0 ? block_m : block_m_for(p, kernel);
   const int64_t nqt = (int64_t(p.len_q) + L.block_m - 1) / L.block_m;
   L.total_q_tiles = int64_t(p.batch) * p.heads_q * nqt;
   // Split pieces are bounded by 2 * split_target (see schedule_kernel: at most total/per pieces
@@ -676,6 +688,14 @@ size_t workspace_size(const Params& p) {
     const size_t t = make_layout(call_view(p, k), k).total;
     if (t > most) most = t;
   }
+  // Either consumer count of the warp-specialized kernel (ws_parts_for), whichever this call
+  // would take: an engine's workspace then holds a call whose sizes choose the other.
+  if (p.dtype != DType::kFloat32 && hopper_dim(p.head_dim) == 64) {
+    for (int32_t bm : {kBlockMWs, kBlockMWs3}) {
+      const size_t t = make_layout(folded(p, gqa_fold(p, bm)), kKernelWs, bm).total;
+      if (t > most) most = t;
+    }
+  }
   return most;
 }
 
@@ -728,6 +748,7 @@ cudaError_t launch(const Params& p, void* workspace, size_t workspace_bytes, cud
   kp.part_rows = L.part_rows;
   kp.kernel = kernel;
   kp.ws_pairs = kernel == kKernelWs && ws_pairs_for(p, v.len_q);
+  kp.ws_parts = kernel == kKernelWs ? L.block_m / kPartRows : 2;
   kp.num_q_tiles = int32_t((int64_t(v.len_q) + L.block_m - 1) / L.block_m);
   kp.num_k_tiles = int32_t((int64_t(p.len_k) + kBlockN - 1) / kBlockN);
   kp.total_q_tiles = int32_t(L.total_q_tiles);
