@@ -1,23 +1,25 @@
 // Block-sparse forward for float16 / bfloat16 on Hopper (sm_90a): warp-specialized and
 // persistent, built from the products of fwd_wgmma.cuh and the per-tile steps of TileOps.
 //
-// A CTA runs three warpgroups and stays on its SM for a series of work items (its first by index,
-// the next ones by stride, or, in planned plans, from the workspace's item counter whenever it is
-// ready for another: KParams::next_item):
+// A CTA runs three warpgroups (four with three consumers, kParts) and stays on its SM for a
+// series of work items (its first by index, the next ones by stride, or, in planned plans, from
+// the workspace's item counter whenever it is ready for another: KParams::next_item):
 //  * the producer (warpgroup 0): its warps 1..3 choose the items and build the visit lists of
-//    their 128-row query tiles ahead, window by window, into a ring of list buffers; its thread 0
-//    reads them and streams the Q tile and the K/V tiles into a ring of kStages shared-memory
-//    stages with bulk tensor copies (TMA: one instruction per 64 x 64 box, written in the tensor
-//    cores' swizzled layout, rows past the end filled with zeros); each stage carries its key
-//    tile's index and, for each 64-row half, whether that half sees the tile at all, partly or
-//    fully (for the long rows at tile widths 64 and 128, a stage holds two key tiles: kPairs);
-//  * two consumers (warpgroups 1 and 2) own 64 rows each and run the software pipeline of the
-//    one-warpgroup kernel on the stages (S = Q K^T with Q in registers, read once per work item,
-//    and K read by wgmma from shared memory; at D = 256, and at 128 with kPairs, Q is read from
-//    shared memory too; P in registers for O += P V), skipping the tiles their half does not see.
-// Stages are handed over with mbarriers (full: the copies' bytes landed; empty: both consumers
-// are done with it), so no CTA-wide barrier runs in the main loop; the producer is already
-// loading the next work item while the consumers finish the current one. Both consumers share
+//    their 128-row (or 192-row) query tiles ahead, window by window, into a ring of list
+//    buffers; its thread 0 reads them and streams the Q tile and the K/V tiles into a ring of
+//    kStages shared-memory stages with bulk tensor copies (TMA: one instruction per 64 x 64 box,
+//    written in the tensor cores' swizzled layout, rows past the end filled with zeros); each
+//    stage carries its key tile's index and, for each 64-row part, whether that part sees the
+//    tile at all, partly or fully (for the long rows at tile widths 64 and 128, a stage holds two
+//    key tiles: kPairs);
+//  * two consumers (warpgroups 1 and 2; three at tile width 64 with kPairs) own 64 rows each and
+//    run the software pipeline of the one-warpgroup kernel on the stages (S = Q K^T with Q in
+//    registers, read once per work item, and K read by wgmma from shared memory; at D = 256, at
+//    128 with kPairs and with three consumers, Q is read from shared memory too; P in registers
+//    for O += P V), skipping the tiles their part does not see.
+// Stages are handed over with mbarriers (full: the copies' bytes landed; empty: every consumer
+// is done with it), so no CTA-wide barrier runs in the main loop; the producer is already
+// loading the next work item while the consumers finish the current one. The consumers share
 // every K/V load, which halves the traffic from L2 per product compared with 64-row tiles.
 // setmaxnreg moves registers from the producer to the consumers.
 #pragma once
