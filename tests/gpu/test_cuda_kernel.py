@@ -984,15 +984,11 @@ WS_PAIRS_CASES = {
 }
 
 
-@pytest.mark.parametrize("pairs", ["0", "1"])
-@pytest.mark.parametrize("d", [32, 64, 96, 128])
-@pytest.mark.parametrize("case", list(WS_PAIRS_CASES))
-def test_ws_pairs_both_forms(case, d, pairs, monkeypatch):
-    monkeypatch.setenv("SPATTN_WS_PAIRS", pairs)
+def _run_ws_pairs_case(case, d, seed):
+    """WS_PAIRS_CASES[case] at head dim d in both 16-bit types, against the oracle."""
     attrs, features = WS_PAIRS_CASES[case]
     b, hq, hkv, lq, lk = 2, 4, 2, 1000, 1093  # 18 key tiles, the last one partial; Lq != Lk
     kl = [1093, 811]
-    seed = zlib.crc32(case.encode()) % 991 + d
     extra = new_inputs(features, b, hq, lk, kl, seed)
     for dtype in (torch.bfloat16, torch.float16):
         run_case(
@@ -1010,6 +1006,14 @@ def test_ws_pairs_both_forms(case, d, pairs, monkeypatch):
             extra=extra,
             poison=poison_padding(NONFINITE),
         )
+
+
+@pytest.mark.parametrize("pairs", ["0", "1"])
+@pytest.mark.parametrize("d", [32, 64, 96, 128])
+@pytest.mark.parametrize("case", list(WS_PAIRS_CASES))
+def test_ws_pairs_both_forms(case, d, pairs, monkeypatch):
+    monkeypatch.setenv("SPATTN_WS_PAIRS", pairs)
+    _run_ws_pairs_case(case, d, zlib.crc32(case.encode()) % 991 + d)
 
 
 def _ws_form_of(name):
@@ -1132,28 +1136,8 @@ def test_ws_parts_both_counts(case, parts, monkeypatch):
     monkeypatch.setenv("SPATTN_CUDA_KERNEL", "ws")
     monkeypatch.setenv("SPATTN_WS_PAIRS", "1")
     monkeypatch.setenv("SPATTN_WS_PARTS", parts)
-    attrs, features = WS_PAIRS_CASES[case]
-    b, hq, hkv, lq, lk = 2, 4, 2, 1000, 1093
-    kl = [1093, 811]
-    seed = zlib.crc32(case.encode()) % 991 + 7
-    extra = new_inputs(features, b, hq, lk, kl, seed)
     for d in (32, 64):
-        for dtype in (torch.bfloat16, torch.float16):
-            run_case(
-                with_softcap(attrs, features),
-                None,
-                b,
-                hq,
-                hkv,
-                lq,
-                lk,
-                d,
-                dtype,
-                kl,
-                seed,
-                extra=extra,
-                poison=poison_padding(NONFINITE),
-            )
+        _run_ws_pairs_case(case, d, zlib.crc32(case.encode()) % 991 + 7)
 
 
 def signed_scores_inputs(b, h, lq, lk, d, dtype):
