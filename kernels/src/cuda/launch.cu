@@ -688,8 +688,8 @@ size_t workspace_size(const Params& p) {
     const size_t t = make_layout(call_view(p, k), k).total;
     if (t > most) most = t;
   }
-  // Either consumer count of the warp-specialized kernel (ws_parts_for), whichever this call
-  // would take: an engine's workspace then holds a call whose sizes choose the other.
+  // Both consumer counts of the warp-specialized kernel (ws_parts_for): the count follows the
+  // attributes and SPATTN_WS_PARTS, which an engine's calls may set apart from its build.
   if (p.dtype != DType::kFloat32 && hopper_dim(p.head_dim) == 64) {
     for (int32_t bm : {kBlockMWs, kBlockMWs3}) {
       const size_t t = make_layout(folded(p, gqa_fold(p, bm)), kKernelWs, bm).total;
