@@ -1027,10 +1027,17 @@ def _ws_form_of(name):
     return (m.group(1) == "1", int(m.group(2))) if m else None
 
 
-def _ws_pairs_of(name):
-    """The kPairs argument of a warp-specialized kernel's name, else None."""
-    form = _ws_form_of(name)
-    return form[0] if form else None
+def _ws_forms(case, attrs, d, hq, hkv, lq, seed, tmp_path):
+    """(kPairs, kParts) of each warp-specialized kernel one call launches; the call's output is
+    checked against the oracle (every row sees keys in these cases)."""
+    q, k, v = make_inputs(1, hq, hkv, lq, 2048, d, torch.bfloat16, seed)
+    runner = capi.CudaRunner()
+    names = [n for n, _ in _attention_kernels(lambda: runner(q, k, v, attrs), tmp_path)]
+    ref, _ = oracle(q, k, v, attrs, None, None)
+    atol, rtol = tolerance(torch.bfloat16)
+    out = runner(q, k, v, attrs).double()
+    assert torch.allclose(out, ref, atol=atol, rtol=rtol), (case, (out - ref).abs().max().item())
+    return [_ws_form_of(n) for n in names if "ws_attention_kernel" in n]
 
 
 # (attrs, head dim, SPATTN_WS_PAIRS or None, whether the stages hold two key tiles[, (query
@@ -1077,16 +1084,8 @@ def test_ws_pairs_choice(case, monkeypatch, tmp_path):
         monkeypatch.delenv("SPATTN_WS_PAIRS", raising=False)
     else:
         monkeypatch.setenv("SPATTN_WS_PAIRS", env)
-    q, k, v = make_inputs(1, hq, hkv, lq, 2048, d, torch.bfloat16, 5)
-    runner = capi.CudaRunner()
-    names = [n for n, _ in _attention_kernels(lambda: runner(q, k, v, attrs), tmp_path)]
-    got = [_ws_pairs_of(n) for n in names if "ws_attention_kernel" in n]
-    assert got == [want], names
-    # The form chosen gives the oracle's answer (every row sees keys in these cases).
-    ref, _ = oracle(q, k, v, attrs, None, None)
-    atol, rtol = tolerance(torch.bfloat16)
-    out = runner(q, k, v, attrs).double()
-    assert torch.allclose(out, ref, atol=atol, rtol=rtol), (case, (out - ref).abs().max().item())
+    forms = _ws_forms(case, attrs, d, hq, hkv, lq, 5, tmp_path)
+    assert [f[0] for f in forms] == [want], forms
 
 
 # (attrs, head dim, SPATTN_WS_PARTS or None, consumers, (query heads, KV heads, Lq)): three
@@ -1117,15 +1116,8 @@ def test_ws_parts_choice(case, monkeypatch, tmp_path):
         monkeypatch.delenv("SPATTN_WS_PARTS", raising=False)
     else:
         monkeypatch.setenv("SPATTN_WS_PARTS", env)
-    q, k, v = make_inputs(1, hq, hkv, lq, 2048, d, torch.bfloat16, 7)
-    runner = capi.CudaRunner()
-    names = [n for n, _ in _attention_kernels(lambda: runner(q, k, v, attrs), tmp_path)]
-    got = [_ws_form_of(n)[1] for n in names if "ws_attention_kernel" in n]
-    assert got == [want], names
-    ref, _ = oracle(q, k, v, attrs, None, None)
-    atol, rtol = tolerance(torch.bfloat16)
-    out = runner(q, k, v, attrs).double()
-    assert torch.allclose(out, ref, atol=atol, rtol=rtol), (case, (out - ref).abs().max().item())
+    forms = _ws_forms(case, attrs, d, hq, hkv, lq, 7, tmp_path)
+    assert [f[1] for f in forms] == [want], forms
 
 
 @pytest.mark.parametrize("parts", ["2", "3"])
