@@ -1,17 +1,24 @@
-"""The warp-specialized kernel's two forms on the rows the A/B scripts leave out.
+"""The warp-specialized kernel's forms on the rows the A/B scripts leave out.
 
 Question answered: on the calls that `ws_pairs_for` (kernels/src/cuda/launch.cu) sends to two key
-tiles per stage, is that form at least as fast as one tile per stage? ab_kernels.sh times dense
-and the causal window with GQA; this script adds the other long-row calls: decoding without GQA
-row stacking (query heads = KV heads, so the warp-specialized kernel runs it: Phi-3's head dim 96
-among them), full causal prefill, and the Sparse Transformer's strided pattern. One library,
-SPATTN_WS_PAIRS=0 and =1 forced in turn (and unset: the default choice), interleaved over
-rounds, CUDA events, warm-up, the median of each round; outputs of the two forms compared.
+tiles per stage, is that form at least as fast as one tile per stage, and on the calls it keeps
+on one tile, would two be faster? ab_kernels.sh times dense and the causal window with GQA;
+``--cases long`` (the default) adds the other long-row calls: decoding without GQA row stacking
+(query heads = KV heads, so the warp-specialized kernel runs it: Phi-3's head dim 96 among them),
+full causal prefill, and the Sparse Transformer's strided pattern. ``--cases band`` times the
+short rows the choice keeps on one tile per stage (`narrow_rows`): ±256 at 16K and 64K, ±256 +
+64 global tokens and a causal window of 1024 at 16K (at head dim 64, ±256 + 64 global runs the
+one-warpgroup kernel whatever the forms: a control of the run's noise). One library, the forms forced in turn
+through the environment (SPATTN_WS_PAIRS=0, =1; at head dims up to 64 also =1 with two consumer
+warpgroups, SPATTN_WS_PARTS=2, since pairs there bring three; and unset: the default choice),
+interleaved over rounds, CUDA events, warm-up, the median of each round; outputs of the forms
+compared with one tile per stage's.
 
-    python3 benchmarks/pairs_choice.py --out DIR [--D 96 128] [--rounds 3] [--tag T]
+    python3 benchmarks/pairs_choice.py --out DIR [--D 96 128] [--cases long|band] [--rounds 3]
+        [--tag T]
 
-Writes DIR/pairs_choice[_T].json (rows, each form's per-round medians, the ratio pairs / one
-tile, the max output difference, command, device, library sha256) and .txt (the table).
+Writes DIR/pairs_choice[_T].json (rows, each form's per-round medians, the ratio of each form to
+one tile, the max output difference, command, device, library sha256) and .txt (the table).
 """
 
 from __future__ import annotations
@@ -30,7 +37,33 @@ from bench_cuda import time_callable  # noqa: E402
 
 from spattn.capi import CudaRunner, load  # noqa: E402
 
-FORMS = ("0", "1", None)  # one tile per stage, two, the default choice
+# Form name -> the environment it forces (docs/op-spec.md names both variables).
+FORMS = {
+    "one tile": {"SPATTN_WS_PAIRS": "0"},
+    "pairs": {"SPATTN_WS_PAIRS": "1"},
+    "pairs, 2 consumers": {"SPATTN_WS_PAIRS": "1", "SPATTN_WS_PARTS": "2"},
+    "default": {},
+}
+_ENV = ("SPATTN_WS_PAIRS", "SPATTN_WS_PARTS")
+
+
+def forms_for(d):
+    """The forms that differ at head dim d (two consumers with pairs: tile width 64 only)."""
+    return [f for f in FORMS if f != "pairs, 2 consumers" or d <= 64]
+
+
+def band_cases(dims):
+    """Short rows (narrow_rows), which the choice keeps on one tile per stage."""
+    out = []
+    for d in dims:
+        for lk in (16384, 65536):
+            band = {"window_left": 256, "window_right": 256}
+            out.append((f"prefill ±256 {lk // 1024}K", 1, 16, 16, lk, lk, d, band))
+        glob = {"window_left": 256, "window_right": 256, "num_global": 64}
+        out.append(("prefill ±256 + 64 global 16K", 1, 16, 16, 16384, 16384, d, glob))
+        win = {"causal": 1, "window_left": 1023}
+        out.append(("prefill causal window 1024 16K", 1, 16, 16, 16384, 16384, d, win))
+    return out
 
 
 def cases(dims):
@@ -71,29 +104,30 @@ def cases(dims):
 def run(args):
     runner = CudaRunner()
     rows = []
-    for name, b, hq, hkv, lq, lk, d, attrs in cases(args.D):
+    plan = cases(args.D) if args.cases == "long" else band_cases(args.D)
+    for name, b, hq, hkv, lq, lk, d, attrs in plan:
         g = torch.Generator(device="cuda").manual_seed(0)
         dt = torch.bfloat16
         q = torch.randn(b, hq, lq, d, device="cuda", dtype=dt, generator=g)
         k = torch.randn(b, hkv, lk, d, device="cuda", dtype=dt, generator=g)
         v = torch.randn(b, hkv, lk, d, device="cuda", dtype=dt, generator=g)
-        outs = {f: torch.empty(b, hq, lq, d, device="cuda", dtype=dt) for f in FORMS}
-        times = {f: [] for f in FORMS}
+        forms = forms_for(d)
+        outs = {f: torch.empty(b, hq, lq, d, device="cuda", dtype=dt) for f in forms}
+        times: dict = {f: [] for f in forms}
         for r in range(args.rounds):
-            order = FORMS if r % 2 == 0 else tuple(reversed(FORMS))
+            order = forms if r % 2 == 0 else list(reversed(forms))
             for f in order:
-                if f is None:
-                    os.environ.pop("SPATTN_WS_PAIRS", None)
-                else:
-                    os.environ["SPATTN_WS_PAIRS"] = f
+                os.environ.update(FORMS[f])
                 try:
                     call = runner.prepare(q, k, v, outs[f], attrs)
                     t = time_callable(call, warmup=args.warmup, iters=args.iters)
                 finally:
-                    os.environ.pop("SPATTN_WS_PAIRS", None)
+                    for e in _ENV:
+                        os.environ.pop(e, None)
                 times[f].append(t["median_ms"])
-        diff = (outs["0"].float() - outs["1"].float()).abs().max().item()
-        mean = {f: statistics.mean(times[f]) for f in FORMS}
+        one = outs["one tile"].float()
+        diffs = {f: (outs[f].float() - one).abs().max().item() for f in forms}
+        mean = {f: statistics.mean(times[f]) for f in forms}
         row = {
             "case": name,
             "B": b,
@@ -103,18 +137,15 @@ def run(args):
             "Lk": lk,
             "D": d,
             "attrs": attrs,
-            "one_tile_ms": times["0"],
-            "pairs_ms": times["1"],
-            "default_ms": times[None],
-            "pairs_over_one_tile": mean["1"] / mean["0"],
-            "default_over_one_tile": mean[None] / mean["0"],
-            "max_abs_diff_pairs_vs_one_tile": diff,
+            "forms_ms": times,
+            "over_one_tile": {f: mean[f] / mean["one tile"] for f in forms},
+            "max_abs_diff_vs_one_tile": diffs,
         }
         rows.append(row)
+        ratios = "  ".join(f"{f} x{row['over_one_tile'][f]:.3f}" for f in forms[1:])
         print(
-            f"{name:48s} D={d:3d} one tile {mean['0']:8.3f} ms  pairs {mean['1']:8.3f} ms "
-            f"(x{row['pairs_over_one_tile']:.3f})  default x{row['default_over_one_tile']:.3f}  "
-            f"max diff {diff:.3g}",
+            f"{name:40s} D={d:3d} one tile {mean['one tile']:8.3f} ms  {ratios}  "
+            f"max diff {max(diffs.values()):.3g}",
             flush=True,
         )
         del q, k, v, outs
@@ -125,6 +156,7 @@ def run(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--D", type=int, nargs="+", default=[96, 128])
+    ap.add_argument("--cases", choices=["long", "band"], default="long")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--iters", type=int, default=20)
@@ -150,16 +182,18 @@ def main():
     with open(base + ".txt", "w") as f:
         f.write(f"Device: {meta['device']}; library sha256 {sha[:16]}...\n")
         f.write(f"Command: `{meta['command']}`\n")
-        f.write("Mean of the rounds' medians (ms); ratio to one tile per stage ")
-        f.write("(SPATTN_WS_PAIRS=0)\n\n")
-        f.write("| case | D | one tile | pairs | pairs / one tile | default / one tile ")
-        f.write("| max diff |\n")
-        f.write("|---|---|---|---|---|---|---|\n")
+        f.write("Mean of the rounds' medians (ms); each form's ratio to one tile per stage ")
+        f.write("(SPATTN_WS_PAIRS=0); a blank: the form is the same kernel at that head dim\n\n")
+        names = list(FORMS)
+        f.write("| case | D | one tile ms | " + " | ".join(n + " / one tile" for n in names[1:]))
+        f.write(" | max diff |\n|" + "---|" * (len(names) + 3) + "\n")
         for r in rows:
+            ratio = r["over_one_tile"]
+            cells = [f"{ratio[n]:.3f}" if n in ratio else "" for n in names]
             f.write(
-                f"| {r['case']} | {r['D']} | {statistics.mean(r['one_tile_ms']):.3f} | "
-                f"{statistics.mean(r['pairs_ms']):.3f} | {r['pairs_over_one_tile']:.3f} | "
-                f"{r['default_over_one_tile']:.3f} | {r['max_abs_diff_pairs_vs_one_tile']:.3g} |\n"
+                f"| {r['case']} | {r['D']} | {statistics.mean(r['forms_ms']['one tile']):.3f} | "
+                + " | ".join(cells[1:])
+                + f" | {max(r['max_abs_diff_vs_one_tile'].values()):.3g} |\n"
             )
 
 
