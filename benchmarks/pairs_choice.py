@@ -8,11 +8,11 @@ on one tile, would two be faster? ab_kernels.sh times dense and the causal windo
 full causal prefill, and the Sparse Transformer's strided pattern. ``--cases band`` times the
 short rows the choice keeps on one tile per stage (`narrow_rows`): ±256 at 16K and 64K, ±256 +
 64 global tokens and a causal window of 1024 at 16K (at head dim 64, ±256 + 64 global runs the
-one-warpgroup kernel whatever the forms: a control of the run's noise). One library, the forms forced in turn
-through the environment (SPATTN_WS_PAIRS=0, =1; at head dims up to 64 also =1 with two consumer
-warpgroups, SPATTN_WS_PARTS=2, since pairs there bring three; and unset: the default choice),
-interleaved over rounds, CUDA events, warm-up, the median of each round; outputs of the forms
-compared with one tile per stage's.
+one-warpgroup kernel whatever the forms: a control of the run's noise). One library, the forms
+forced in turn through the environment (SPATTN_WS_PAIRS=0, =1; at head dims up to 64 also =1
+with two consumer warpgroups, SPATTN_WS_PARTS=2, since pairs there bring three; and unset: the
+default choice), interleaved over rounds, CUDA events, warm-up, the median of each round;
+outputs of the forms compared with one tile per stage's.
 
     python3 benchmarks/pairs_choice.py --out DIR [--D 96 128] [--cases long|band] [--rounds 3]
         [--tag T]
