@@ -101,6 +101,26 @@ def cases(dims):
     return out
 
 
+def make_row(case, times, diffs):
+    """One case's result: each form's per-round medians (ms), the ratio of the mean of a form's
+    medians to one tile per stage's, and each form's max output difference to one tile's."""
+    name, b, hq, hkv, lq, lk, d, attrs = case
+    mean = {f: statistics.mean(t) for f, t in times.items()}
+    return {
+        "case": name,
+        "B": b,
+        "heads_q": hq,
+        "heads_kv": hkv,
+        "Lq": lq,
+        "Lk": lk,
+        "D": d,
+        "attrs": attrs,
+        "forms_ms": times,
+        "over_one_tile": {f: mean[f] / mean["one tile"] for f in times},
+        "max_abs_diff_vs_one_tile": diffs,
+    }
+
+
 def run(args):
     runner = CudaRunner()
     rows = []
@@ -127,30 +147,50 @@ def run(args):
                 times[f].append(t["median_ms"])
         one = outs["one tile"].float()
         diffs = {f: (outs[f].float() - one).abs().max().item() for f in forms}
-        mean = {f: statistics.mean(times[f]) for f in forms}
-        row = {
-            "case": name,
-            "B": b,
-            "heads_q": hq,
-            "heads_kv": hkv,
-            "Lq": lq,
-            "Lk": lk,
-            "D": d,
-            "attrs": attrs,
-            "forms_ms": times,
-            "over_one_tile": {f: mean[f] / mean["one tile"] for f in forms},
-            "max_abs_diff_vs_one_tile": diffs,
-        }
+        row = make_row((name, b, hq, hkv, lq, lk, d, attrs), times, diffs)
         rows.append(row)
         ratios = "  ".join(f"{f} x{row['over_one_tile'][f]:.3f}" for f in forms[1:])
         print(
-            f"{name:40s} D={d:3d} one tile {mean['one tile']:8.3f} ms  {ratios}  "
+            f"{name:40s} D={d:3d} one tile {statistics.mean(times['one tile']):8.3f} ms  {ratios}  "
             f"max diff {max(diffs.values()):.3g}",
             flush=True,
         )
         del q, k, v, outs
         torch.cuda.empty_cache()
     return rows
+
+
+def table(meta, rows):
+    """The text summary: one line per case, each form's ratio to one tile per stage."""
+    names = list(FORMS)
+    out = [
+        f"Device: {meta['device']}; library sha256 {meta['library_sha256'][:16]}...",
+        f"Command: `{meta['command']}`",
+        "Mean of the rounds' medians (ms); each form's ratio to one tile per stage "
+        "(SPATTN_WS_PAIRS=0); a blank: the form is the same kernel at that head dim",
+        "",
+        "| case | D | one tile ms | "
+        + " | ".join(n + " / one tile" for n in names[1:])
+        + " | max diff |",
+        "|" + "---|" * (len(names) + 3),
+    ]
+    for r in rows:
+        ratio = r["over_one_tile"]
+        cells = [f"{ratio[n]:.3f}" if n in ratio else "" for n in names]
+        out.append(
+            f"| {r['case']} | {r['D']} | {statistics.mean(r['forms_ms']['one tile']):.3f} | "
+            + " | ".join(cells[1:])
+            + f" | {max(r['max_abs_diff_vs_one_tile'].values()):.3g} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def write(base, meta, rows):
+    """base.json (meta and rows) and base.txt (table)."""
+    with open(base + ".json", "w") as f:
+        json.dump({**meta, "rows": rows}, f, indent=1)
+    with open(base + ".txt", "w") as f:
+        f.write(table(meta, rows))
 
 
 def main():
@@ -177,24 +217,7 @@ def main():
         "library_sha256": sha,
         "dtype": "bfloat16",
     }
-    with open(base + ".json", "w") as f:
-        json.dump({**meta, "rows": rows}, f, indent=1)
-    with open(base + ".txt", "w") as f:
-        f.write(f"Device: {meta['device']}; library sha256 {sha[:16]}...\n")
-        f.write(f"Command: `{meta['command']}`\n")
-        f.write("Mean of the rounds' medians (ms); each form's ratio to one tile per stage ")
-        f.write("(SPATTN_WS_PAIRS=0); a blank: the form is the same kernel at that head dim\n\n")
-        names = list(FORMS)
-        f.write("| case | D | one tile ms | " + " | ".join(n + " / one tile" for n in names[1:]))
-        f.write(" | max diff |\n|" + "---|" * (len(names) + 3) + "\n")
-        for r in rows:
-            ratio = r["over_one_tile"]
-            cells = [f"{ratio[n]:.3f}" if n in ratio else "" for n in names]
-            f.write(
-                f"| {r['case']} | {r['D']} | {statistics.mean(r['forms_ms']['one tile']):.3f} | "
-                + " | ".join(cells[1:])
-                + f" | {max(r['max_abs_diff_vs_one_tile'].values()):.3g} |\n"
-            )
+    write(base, meta, rows)
 
 
 if __name__ == "__main__":
