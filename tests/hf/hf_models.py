@@ -84,7 +84,62 @@ CONFIGS: dict[str, dict[str, Any]] = {
     ),
     "phimoe": _decoder(sliding_window=5, num_local_experts=4, num_experts_per_tok=2),
     "exaone4": _decoder(sliding_window=5, layer_types=["sliding_attention", "full_attention"]),
+    # DeepSeek-V3 (multi-head latent attention): its cache holds the compressed latent (16 wide)
+    # and the rotary key part (8 wide), one head each, not the attention's keys and values
+    "deepseek_v3": _decoder(
+        num_key_value_heads=4,
+        q_lora_rank=None,
+        kv_lora_rank=16,
+        qk_rope_head_dim=8,
+        qk_nope_head_dim=8,
+        v_head_dim=16,
+        n_routed_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        first_k_dense_replace=1,
+        n_group=1,
+        topk_group=1,
+    ),
     "olmo3": _decoder(sliding_window=5, layer_types=["sliding_attention", "full_attention"]),
+    # More families through AttentionInterface alone, each with something of its own:
+    # multi-head attention without num_key_value_heads and Conv1D projections (GPT-2), partial
+    # rotary (GPT-NeoX, GPT-J, GLM-4), learned positions with an offset (OPT), layers without
+    # RoPE (SmolLM3), scaling multipliers (Granite: the layer's `scaling` is not 1/sqrt(D)),
+    # AltUp and LAuReL blocks (Gemma 3n, without KV sharing)
+    "gpt2": dict(n_embd=64, n_layer=2, n_head=4, n_positions=256, **_COMMON),
+    "gpt_neox": dict(
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=256,
+        **_COMMON,
+    ),
+    "opt": dict(
+        hidden_size=64,
+        ffn_dim=96,
+        word_embed_proj_dim=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=256,
+        **_COMMON,
+    ),
+    "gptj": dict(n_embd=64, n_layer=2, n_head=4, rotary_dim=8, n_positions=256, **_COMMON),
+    "glm4": _decoder(head_dim=16),
+    "smollm3": _decoder(no_rope_layers=[1, 0]),
+    "granite": _decoder(attention_multiplier=0.2, residual_multiplier=0.5, logits_scaling=2.0),
+    "gemma3n_text": _decoder(
+        head_dim=16,
+        sliding_window=5,
+        layer_types=["sliding_attention", "full_attention"],
+        num_kv_shared_layers=0,
+        vocab_size_per_layer_input=VOCAB,
+        hidden_size_per_layer_input=8,
+        laurel_rank=4,
+        altup_num_inputs=2,
+        activation_sparsity_pattern=[0.0, 0.0],
+        intermediate_size=[96, 96],
+    ),
     "gpt_neo": dict(
         hidden_size=64,
         num_layers=2,
@@ -146,6 +201,15 @@ DECODERS = [
     "phimoe",
     "exaone4",
     "olmo3",
+    "deepseek_v3",
+    "gpt2",
+    "gpt_neox",
+    "opt",
+    "gptj",
+    "glm4",
+    "smollm3",
+    "granite",
+    "gemma3n_text",
 ]
 ENCODERS = ["modernbert", "big_bird", "longformer"]
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from hf_models import make_config
 
-from spattn.hf.export import _kv_dims, export_hf, layer_windows
+from spattn.hf.export import _kv_shapes, export_hf, layer_windows
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("onnxruntime")
@@ -82,9 +82,10 @@ def test_cli_export_of_a_folder_needs_a_task(exported, tmp_path) -> None:
 
 
 # Gemma 3: hybrid layers; Gemma 4: hybrid layers of different head dims; Qwen2-MoE and PhiMoE:
-# windows only in their masks (layer_window), hybrid (Qwen2-MoE) and on every layer (PhiMoE)
+# windows only in their masks (layer_window), hybrid (Qwen2-MoE) and on every layer (PhiMoE);
+# DeepSeek-V3: a cache of latents, not of keys and values
 @pytest.mark.parametrize(
-    "model_type", ["mistral", "gemma3_text", "gemma4_text", "qwen2_moe", "phimoe"]
+    "model_type", ["mistral", "gemma3_text", "gemma4_text", "qwen2_moe", "phimoe", "deepseek_v3"]
 )
 def test_greedy_decode_matches_generate(model_type: str, exported, tmp_path) -> None:
     if model_type == "mistral":
@@ -123,9 +124,10 @@ def test_greedy_decode_matches_generate(model_type: str, exported, tmp_path) -> 
     assert got == expected
     # the cache: sliding layers keep W - 1 keys whatever the length; full layers grow
     windows = layer_windows(cfg)
-    assert any(w is not None for w in windows)
-    # per layer: 2 x heads x head dim x 4 bytes per token and prompt (Gemma 4's differ by layer)
-    per_token = [2 * h * d * 4 * len(PROMPTS) for h, d in _kv_dims(model)]
+    assert any(w is not None for w in windows) or model_type == "deepseek_v3"  # no window
+    # per layer: (key heads x dim + value heads x dim) x 4 bytes per token and prompt (Gemma 4's
+    # differ by layer; DeepSeek-V3 caches a latent and a rotary part of different widths)
+    per_token = [(hk * dk + hv * dv) * 4 * len(PROMPTS) for (hk, dk), (hv, dv) in _kv_shapes(model)]
     total_len = ids.shape[1] + new - 1
     expect_last = sum(
         t * (total_len if w is None else min(total_len, w - 1))

@@ -40,6 +40,15 @@ FAMILIES = {
     "mixtral": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "exaone4": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "phimoe": ("text-generation-with-past", "AutoModelForCausalLM", 1),
+    "deepseek_v3": ("text-generation-with-past", "AutoModelForCausalLM", 1),
+    "gpt2": ("text-generation-with-past", "AutoModelForCausalLM", 1),
+    "gpt_neox": ("text-generation-with-past", "AutoModelForCausalLM", 1),
+    "opt": ("text-generation-with-past", "AutoModelForCausalLM", 1),
+    "gptj": ("text-generation-with-past", "AutoModelForCausalLM", 1),
+    "glm4": ("text-generation-with-past", "AutoModelForCausalLM", 1),
+    "smollm3": ("text-generation-with-past", "AutoModelForCausalLM", 1),
+    "granite": ("text-generation-with-past", "AutoModelForCausalLM", 1),
+    "gemma3n_text": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "modernbert": ("feature-extraction", "AutoModel", 1),
     "big_bird": ("feature-extraction", "AutoModel", 1),
     "longformer": ("feature-extraction", "AutoModel", 2),
@@ -81,7 +90,7 @@ def test_export_validates_against_eager(model_type: str, tmp_path) -> None:
     rep = export_hf(src, task=task, output_dir=str(tmp_path / "out"), intra_op_threads=1)
     assert rep.passed, rep.summary()
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
-    layers = cfg.get("num_hidden_layers") or cfg.get("num_layers")
+    layers = cfg.get("num_hidden_layers") or cfg.get("num_layers") or cfg.get("n_layer")
     assert rep.num_spattn_nodes == per_layer * layers
     assert len(rep.errors) >= 2  # both validation shapes ran
     proto = onnx.load(rep.path, load_external_data=False)
@@ -233,6 +242,18 @@ def test_export_of_a_model_without_convertible_attention_is_an_error(tmp_path) -
         export_hf(
             str(tmp_path / "xlnet"), task="feature-extraction", output_dir=str(tmp_path / "o")
         )
+
+
+def test_alibi_model_error_says_why(tmp_path) -> None:
+    # BLOOM computes its attention (with ALiBi biases) in its own code: the error names both
+    import transformers
+
+    cfg = transformers.AutoConfig.for_model(
+        "bloom", hidden_size=32, n_layer=1, n_head=2, vocab_size=64
+    )
+    transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(str(tmp_path / "bloom"))
+    with pytest.raises(ValueError, match="BloomAttention.*AttentionInterface.*ALiBi.*'eager'"):
+        export_hf(str(tmp_path / "bloom"), task="text-generation", output_dir=str(tmp_path / "o"))
 
 
 def test_spattn_package_exposes_export_hf() -> None:

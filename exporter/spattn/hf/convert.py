@@ -299,6 +299,7 @@ def convert_hf(model: nn.Module) -> nn.Module:
         raise ValueError(
             f"convert_hf: no attention of this {type(model).__name__} (model_type {mt!r}) could "
             f"be converted to spattn; attention classes found: {attention_classes(model) or 'none'}"
+            + _why_not_converted(model)
         )
     if mt in ("gpt_neo", "big_bird"):
         # their masks come from masking_utils: spattn's mask function keeps them 2-D. Longformer
@@ -306,6 +307,25 @@ def convert_hf(model: nn.Module) -> nn.Module:
         _set_config_impl(model)
     model._spattn_converted = converted  # type: ignore[assignment]
     return model
+
+
+def _why_not_converted(model: nn.Module) -> str:
+    """The reason a model has no attention call to route to spattn, for convert_hf's error."""
+    cfg = getattr(model, "config", None)
+    mt = getattr(cfg, "model_type", None)
+    why = ""
+    if not getattr(model, "_supports_attention_backend", False):
+        why = (
+            " (its attention modules compute attention in their own code instead of calling "
+            "transformers' AttentionInterface, so there is no call to route to the op"
+        )
+        # ALiBi adds a per-head linear position bias to the scores: not a pattern the op has
+        if mt in ("bloom", "mpt") or getattr(cfg, "alibi", False):
+            why += (
+                "; they also add ALiBi position biases to the scores, which the op does not express"
+            )
+        why += ")"
+    return why + "; in PyTorch, attn_implementation='eager' or 'sdpa' runs it"
 
 
 def _calls_interface(m: nn.Module) -> bool:

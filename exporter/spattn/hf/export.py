@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -293,11 +294,11 @@ def _head_dims(model: nn.Module) -> tuple[int, int, int]:
     return cfg.num_hidden_layers, hkv, d
 
 
-def _kv_dims(model: nn.Module) -> list[tuple[int, int]]:
-    """Per decoder layer: (key/value heads, head dim) of its cache. A config whose layers differ
-    (Gemma 4: its full-attention layers have their own head dim) names those attributes in
-    ``per_layer_attributes`` and holds them in ``per_layer_config``; the others hold one pair
-    for every layer."""
+def _config_kv_dims(model: nn.Module) -> list[tuple[int, int]]:
+    """Per decoder layer: (key/value heads, head dim) of its cache by the config. A config whose
+    layers differ (Gemma 4: its full-attention layers have their own head dim) names those
+    attributes in ``per_layer_attributes`` and holds them in ``per_layer_config``; the others
+    hold one pair for every layer."""
     cfg: Any = model.config
     varying = set(getattr(cfg, "per_layer_attributes", None) or ())
     if varying & {"head_dim", "num_key_value_heads"}:
@@ -305,6 +306,52 @@ def _kv_dims(model: nn.Module) -> list[tuple[int, int]]:
         return [(int(per[i].num_key_value_heads), int(per[i].head_dim)) for i in range(len(per))]
     n, hkv, d = _head_dims(model)
     return [(hkv, d)] * n
+
+
+# model -> its cache's per-layer shapes (probing runs the model, so once per model)
+_KV_SHAPES: weakref.WeakKeyDictionary[nn.Module, list[tuple[tuple[int, int], tuple[int, int]]]]
+_KV_SHAPES = weakref.WeakKeyDictionary()
+
+
+def _kv_shapes(model: nn.Module) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Per decoder layer: ((heads, dim) of its cached keys, (heads, dim) of its cached values).
+
+    Read from the cache the model itself fills in one forward of two tokens: what a layer caches
+    is not always what the config's head counts say (DeepSeek-V3 caches its compressed latent
+    and its rotary key part, one head each, of different widths; GPT-2 has no
+    ``num_key_value_heads``). Falls back to the config (:func:`_config_kv_dims`) when the model
+    cannot be run that way (the probe's failure then surfaces in the export itself).
+    """
+    if model in _KV_SHAPES:
+        return _KV_SHAPES[model]
+    n = len(layer_windows(model.config))
+    shapes = [(dims, dims) for dims in _config_kv_dims(model)]
+    try:
+        from transformers.cache_utils import DynamicCache
+
+        cfg: Any = model.config
+        cache = DynamicCache(config=cfg)
+        ids = torch.full((1, 2), min(5, int(cfg.vocab_size) - 1), dtype=torch.int64)
+        params = inspect.signature(model.forward).parameters
+        cache_arg = "cache" if "cache" in params else "past_key_values"
+        with torch.no_grad():
+            model(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                use_cache=True,
+                **{cache_arg: cache},
+            )
+        layers = list(getattr(cache, "layers", None) or [])
+        probed = [
+            ((int(k.shape[1]), int(k.shape[3])), (int(v.shape[1]), int(v.shape[3])))
+            for k, v in ((layer.keys, layer.values) for layer in layers)
+        ]
+        if len(probed) == n:
+            shapes = probed
+    except Exception:  # noqa: BLE001 - any failure keeps the config's dims
+        pass
+    _KV_SHAPES[model] = shapes
+    return shapes
 
 
 def example_inputs(
@@ -334,7 +381,7 @@ def example_inputs(
     pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
     out: list[torch.Tensor] = []
     windows = layer_windows(cfg)
-    dims = _kv_dims(model)
+    dims = _kv_shapes(model) if any(n.startswith("past_key_values.") for n in names) else []
     for name in names:
         if name == "input_ids":
             out.append(ids)
@@ -353,7 +400,7 @@ def example_inputs(
             i = int(name.split(".")[1])
             w = windows[i]
             n = past if w is None else min(past, w - 1)
-            hkv, d = dims[i]
+            hkv, d = dims[i][0 if name.endswith(".key") else 1]
             out.append(torch.randn(batch, hkv, n, d, generator=g).to(dtype))
         else:  # pragma: no cover - names come from _input_names
             raise AssertionError(name)
