@@ -1,10 +1,11 @@
 """Export a tiny random model of many Hugging Face families through ``spattn export``.
 
-Question answered: which causal-LM families of the installed transformers go through
-``spattn export DIR --task text-generation-with-past`` in one command and match the eager model
-(the export's own validation: two shapes, one left-padded, with a past), and which fail, with
-what message? The test matrix (tests/hf) holds the families with a feature of their own; this
-sweep covers more of them, each built from a small config with random weights (no download).
+Question answered: which families of the installed transformers go through
+``spattn export DIR --task T`` in one command and match the eager model (the export's own
+validation: two shapes, one padded; decoders with ``text-generation-with-past``, left-padded,
+with a past; encoders with ``feature-extraction``, right-padded), and which fail, with what
+message? The test matrix (tests/hf) holds the families with a feature of their own; this sweep
+covers more of them, each built from a small config with random weights (no download).
 
     python scripts/hf_family_sweep.py --out benchmarks/results/hf_family_sweep.json
     python scripts/hf_family_sweep.py --only llama gpt2      # a few families
@@ -112,6 +113,30 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "lfm2": dict(_DECODER, layer_types=["conv", "full_attention"]),
 }
 
+_ENCODER = dict(
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=256,
+    vocab_size=96,
+    pad_token_id=0,
+)
+# Encoders (AutoModel, task feature-extraction)
+ENCODERS: dict[str, dict[str, Any]] = {
+    "bert": _ENCODER,
+    "roberta": dict(_ENCODER, pad_token_id=1),
+    "xlm-roberta": dict(_ENCODER, pad_token_id=1),
+    "camembert": dict(_ENCODER, pad_token_id=1),
+    "electra": dict(_ENCODER, embedding_size=64),
+    "ernie": _ENCODER,
+    "distilbert": dict(dim=64, hidden_dim=96, n_layers=2, n_heads=4, vocab_size=96, pad_token_id=0),
+    "deberta-v2": _ENCODER,
+    "mpnet": _ENCODER,
+    "roformer": _ENCODER,
+}
+FAMILIES.update(ENCODERS)
+
 # Families the op cannot run exactly, and words their error must hold
 EXPECTED_ERRORS: dict[str, list[str]] = {
     "stablelm": ["AttentionInterface"],
@@ -120,6 +145,9 @@ EXPECTED_ERRORS: dict[str, list[str]] = {
     "falcon": ["AttentionInterface", "ALiBi"],
     "llama4_text": ["chunked attention"],
     "lfm2": ["['conv']", "text-generation"],
+    "deberta-v2": ["AttentionInterface"],
+    "mpnet": ["AttentionInterface"],
+    "roformer": ["AttentionInterface"],
 }
 
 
@@ -159,18 +187,22 @@ def run_family(name: str, work: Path, timeout_s: float) -> dict[str, Any]:
     try:
         cfg = transformers.AutoConfig.for_model(name.split("@")[0], **FAMILIES[name])
         torch.manual_seed(0)
-        transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(src)
+        head = transformers.AutoModel if name in ENCODERS else transformers.AutoModelForCausalLM
+        head.from_config(cfg).save_pretrained(src)
     except Exception as e:  # noqa: BLE001 - a config this transformers cannot build
         row.update(outcome="not built", message=f"{type(e).__name__}: {e}".splitlines()[0])
         return row
-    cmd = [*_spattn(), "export", str(src), "--task", "text-generation-with-past", "-o", str(out)]
+    task = "feature-extraction" if name in ENCODERS else "text-generation-with-past"
+    row["task"] = task
+    cmd = [*_spattn(), "export", str(src), "--task", task, "-o", str(out)]
     t0 = time.time()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     row["seconds"] = round(time.time() - t0, 1)
     report = out / "export_report.json"
     if r.returncode == 0 and report.exists():
         rep = json.loads(report.read_text())
-        logits = [v for k, v in rep.get("errors", {}).items() if k.startswith("logits")]
+        main = "last_hidden_state" if name in ENCODERS else "logits"
+        logits = [v for k, v in rep.get("errors", {}).items() if k.startswith(main)]
         row.update(
             outcome="passed" if rep.get("passed") else "validation failed",
             max_logits_error=max(logits) if logits else None,

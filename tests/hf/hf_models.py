@@ -161,6 +161,19 @@ CONFIGS: dict[str, dict[str, Any]] = {
         sep_token_id=4,
         **_COMMON,
     ),
+    # Encoders through AttentionInterface: BERT (the common case), DistilBERT (its attention
+    # modules keep no layer index)
+    "bert": dict(
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=256,
+        **_COMMON,
+    ),
+    "distilbert": dict(
+        dim=64, hidden_dim=96, n_layers=2, n_heads=4, max_position_embeddings=256, **_COMMON
+    ),
     "longformer": dict(
         hidden_size=64,
         intermediate_size=96,
@@ -211,7 +224,7 @@ DECODERS = [
     "granite",
     "gemma3n_text",
 ]
-ENCODERS = ["modernbert", "big_bird", "longformer"]
+ENCODERS = ["modernbert", "big_bird", "longformer", "bert", "distilbert"]
 
 
 def make_config(model_type: str, **overrides: Any) -> Any:

@@ -50,6 +50,8 @@ FAMILIES = {
     "granite": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "gemma3n_text": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "modernbert": ("feature-extraction", "AutoModel", 1),
+    "bert": ("feature-extraction", "AutoModel", 1),
+    "distilbert": ("feature-extraction", "AutoModel", 1),
     "big_bird": ("feature-extraction", "AutoModel", 1),
     "longformer": ("feature-extraction", "AutoModel", 2),
 }
@@ -90,7 +92,12 @@ def test_export_validates_against_eager(model_type: str, tmp_path) -> None:
     rep = export_hf(src, task=task, output_dir=str(tmp_path / "out"), intra_op_threads=1)
     assert rep.passed, rep.summary()
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
-    layers = cfg.get("num_hidden_layers") or cfg.get("num_layers") or cfg.get("n_layer")
+    layers = (
+        cfg.get("num_hidden_layers")
+        or cfg.get("num_layers")
+        or cfg.get("n_layer")
+        or cfg.get("n_layers")
+    )
     assert rep.num_spattn_nodes == per_layer * layers
     assert len(rep.errors) >= 2  # both validation shapes ran
     proto = onnx.load(rep.path, load_external_data=False)

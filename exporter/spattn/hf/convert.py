@@ -17,6 +17,8 @@ one that reproduces Hugging Face's eval semantics exactly:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import types
 from typing import Any
 
@@ -329,6 +331,19 @@ def _why_not_converted(model: nn.Module) -> str:
 
 
 def _calls_interface(m: nn.Module) -> bool:
-    """An attention module of an AttentionInterface model (it has the projections and a config)."""
+    """An attention module of an AttentionInterface model: it has a config and a layer index
+    (decoders), or its forward looks its attention function up in ALL_ATTENTION_FUNCTIONS
+    (encoders such as DistilBERT keep no layer index)."""
     name = type(m).__name__
-    return name.endswith("Attention") and hasattr(m, "config") and hasattr(m, "layer_idx")
+    if not (name.endswith("Attention") and hasattr(m, "config")):
+        return False
+    forward: Any = type(m).forward
+    return hasattr(m, "layer_idx") or _forward_reads_interface(forward)
+
+
+@functools.cache
+def _forward_reads_interface(forward: Any) -> bool:
+    try:
+        return "ALL_ATTENTION_FUNCTIONS" in inspect.getsource(forward)
+    except (OSError, TypeError):  # no source (a compiled or generated class)
+        return False
