@@ -251,6 +251,18 @@ def test_export_of_a_model_without_convertible_attention_is_an_error(tmp_path) -
         )
 
 
+def test_complex_rotary_model_error_says_why(tmp_path) -> None:
+    # DeepSeek-V2's rotary embedding multiplies complex tensors, which torch.onnx cannot
+    # translate: the error says so instead of torch.onnx's "this looks like a bug"
+    import transformers
+
+    kw = dict(CONFIGS["deepseek_v3"])
+    cfg = transformers.AutoConfig.for_model("deepseek_v2", **kw)
+    transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(str(tmp_path / "ds2"))
+    with pytest.raises(NotImplementedError, match="complex-valued tensors.*view_as_complex"):
+        export_hf(str(tmp_path / "ds2"), task="text-generation", output_dir=str(tmp_path / "o"))
+
+
 def test_alibi_model_error_says_why(tmp_path) -> None:
     # BLOOM computes its attention (with ALiBi biases) in its own code: the error names both
     import transformers

@@ -317,8 +317,16 @@ def _why_not_converted(model: nn.Module) -> str:
     mt = getattr(cfg, "model_type", None)
     why = ""
     if not getattr(model, "_supports_attention_backend", False):
+        calls = any(
+            type(m).__name__.endswith("Attention") and _forward_reads_interface(type(m).forward)
+            for m in model.modules()
+        )
         why = (
-            " (its attention modules compute attention in their own code instead of calling "
+            " (its attention modules call transformers' AttentionInterface, but its model class "
+            "does not accept a registered attention implementation: transformers sets no "
+            "_supports_attention_backend for it"
+            if calls
+            else " (its attention modules compute attention in their own code instead of calling "
             "transformers' AttentionInterface, so there is no call to route to the op"
         )
         # ALiBi adds a per-head linear position bias to the scores: not a pattern the op has

@@ -450,6 +450,21 @@ def _spattn_cause(e: BaseException) -> BaseException | None:
     return None
 
 
+def _complex_cause(e: BaseException) -> str | None:
+    """The first line of an error behind ``e`` about complex-valued tensors, which torch.onnx
+    cannot translate (rotary embeddings computed with ``torch.view_as_complex``)."""
+    seen: set[int] = set()
+    c: BaseException | None = e
+    while c is not None and id(c) not in seen:
+        seen.add(id(c))
+        msg = str(c)
+        if "complex" in msg.lower():
+            lines = [ln.strip() for ln in msg.splitlines() if "complex" in ln.lower()]
+            return lines[0] if lines else msg.strip()
+        c = c.__cause__ or c.__context__
+    return None
+
+
 def _lean_graph(proto: onnx.ModelProto, windows: list[int | None]) -> dict[str, int]:
     """Two rewrites of the exported graph that leave its results as they were and let ONNX
     Runtime merge or fuse what the tracer wrote once per layer; returns how many of each.
@@ -663,6 +678,14 @@ def export_hf(
         except Exception as e:
             ours = _spattn_cause(e)
             if ours is None:
+                complex_ = _complex_cause(e)
+                if complex_ is not None:
+                    raise NotImplementedError(
+                        "torch.onnx cannot translate this model's complex-valued tensors (ONNX "
+                        "has no complex type; rotary embeddings computed with "
+                        "torch.view_as_complex, as in DeepSeek-V2 and Llama 4, are the usual "
+                        f"source): {complex_}"
+                    ) from e
                 raise
             # the exporter wraps it in its own "failed to export" error: say ours
             raise type(ours)(str(ours)) from e
