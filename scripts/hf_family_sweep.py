@@ -41,8 +41,25 @@ _DECODER = dict(
     **_COMMON,
 )
 _MHA = {k: v for k, v in _DECODER.items() if k != "num_key_value_heads"}
+# Multi-head latent attention (DeepSeek-V2/V3): a cache of the compressed latent (16 wide) and the
+# rotary key part (8 wide), one head each
+_MLA = dict(
+    _DECODER,
+    num_key_value_heads=4,
+    q_lora_rank=None,
+    kv_lora_rank=16,
+    qk_rope_head_dim=8,
+    qk_nope_head_dim=8,
+    v_head_dim=16,
+    n_routed_experts=4,
+    num_experts_per_tok=2,
+    moe_intermediate_size=32,
+    first_k_dense_replace=1,
+    n_group=1,
+    topk_group=1,
+)
 
-# model_type (a sweep name; the part before "@" is the transformers model type) -> config
+# transformers model type -> config (decoders: AutoModelForCausalLM, task text-generation-with-past)
 FAMILIES: dict[str, dict[str, Any]] = {
     "llama": _DECODER,
     "qwen2": _DECODER,
@@ -63,21 +80,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "arcee": _DECODER,
     "apertus": _DECODER,
     "ernie4_5": dict(_DECODER, head_dim=16),
-    "deepseek_v3": dict(
-        _DECODER,
-        num_key_value_heads=4,
-        q_lora_rank=None,
-        kv_lora_rank=16,
-        qk_rope_head_dim=8,
-        qk_nope_head_dim=8,
-        v_head_dim=16,
-        n_routed_experts=4,
-        num_experts_per_tok=2,
-        moe_intermediate_size=32,
-        first_k_dense_replace=1,
-        n_group=1,
-        topk_group=1,
-    ),
+    "deepseek_v3": _MLA,
     "gemma3n_text": dict(
         _DECODER,
         head_dim=16,
@@ -111,21 +114,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
         no_rope_layers=[1, 1],
     ),
     "lfm2": dict(_DECODER, layer_types=["conv", "full_attention"]),
-    "deepseek_v2": dict(
-        _DECODER,
-        num_key_value_heads=4,
-        q_lora_rank=None,
-        kv_lora_rank=16,
-        qk_rope_head_dim=8,
-        qk_nope_head_dim=8,
-        v_head_dim=16,
-        n_routed_experts=4,
-        num_experts_per_tok=2,
-        moe_intermediate_size=32,
-        first_k_dense_replace=1,
-        n_group=1,
-        topk_group=1,
-    ),
+    "deepseek_v2": _MLA,  # the same layers; its rotary multiplies complex tensors
     "qwen3_next": dict(
         _DECODER,
         layer_types=["linear_attention", "full_attention"],
@@ -226,7 +215,7 @@ def run_family(name: str, work: Path, timeout_s: float) -> dict[str, Any]:
     src, out = work / name, work / f"{name}_onnx"
     row: dict[str, Any] = {"family": name}
     try:
-        cfg = transformers.AutoConfig.for_model(name.split("@")[0], **FAMILIES[name])
+        cfg = transformers.AutoConfig.for_model(name, **FAMILIES[name])
         torch.manual_seed(0)
         head = transformers.AutoModel if name in ENCODERS else transformers.AutoModelForCausalLM
         head.from_config(cfg).save_pretrained(src)
