@@ -453,14 +453,14 @@ def _spattn_cause(e: BaseException) -> BaseException | None:
 def _complex_cause(e: BaseException) -> str | None:
     """The first line of an error behind ``e`` about complex-valued tensors, which torch.onnx
     cannot translate (rotary embeddings computed with ``torch.view_as_complex``)."""
+    marks = ("complex-valued", "complex64", "complex128", "complexfloat", "view_as_complex")
     seen: set[int] = set()
     c: BaseException | None = e
     while c is not None and id(c) not in seen:
         seen.add(id(c))
-        msg = str(c)
-        if "complex" in msg.lower():
-            lines = [ln.strip() for ln in msg.splitlines() if "complex" in ln.lower()]
-            return lines[0] if lines else msg.strip()
+        lines = [ln.strip() for ln in str(c).splitlines() if any(m in ln.lower() for m in marks)]
+        if lines:
+            return lines[0]
         c = c.__cause__ or c.__context__
     return None
 
