@@ -95,7 +95,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
         intermediate_size=[96, 96],
     ),
     "phi": _MHA,
-    "stablelm": _MHA,
+    "stablelm": _DECODER,
     "gpt2": dict(n_embd=64, n_layer=2, n_head=4, n_positions=256, **_COMMON),
     "gpt_bigcode": dict(n_embd=64, n_layer=2, n_head=4, n_positions=256, **_COMMON),
     "gpt_neox": _MHA,
@@ -166,7 +166,6 @@ FAMILIES.update(ENCODERS)
 
 # Families the op cannot run exactly, and words their error must hold
 EXPECTED_ERRORS: dict[str, list[str]] = {
-    "stablelm": ["AttentionInterface"],
     "bloom": ["AttentionInterface", "ALiBi"],
     "mpt": ["AttentionInterface", "ALiBi"],
     "falcon": ["AttentionInterface", "ALiBi"],

@@ -107,6 +107,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # RoPE (SmolLM3), scaling multipliers (Granite: the layer's `scaling` is not 1/sqrt(D)),
     # AltUp and LAuReL blocks (Gemma 3n, without KV sharing)
     "gpt2": dict(n_embd=64, n_layer=2, n_head=4, n_positions=256, **_COMMON),
+    # StableLM: its class is not flagged for registered attention implementations (convert_hf
+    # switches its config directly); partial rotary
+    "stablelm": _decoder(),
     "gpt_neox": dict(
         hidden_size=64,
         intermediate_size=96,
@@ -223,6 +226,7 @@ DECODERS = [
     "smollm3",
     "granite",
     "gemma3n_text",
+    "stablelm",
 ]
 ENCODERS = ["modernbert", "big_bird", "longformer", "bert", "distilbert"]
 

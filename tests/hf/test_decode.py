@@ -83,9 +83,11 @@ def test_cli_export_of_a_folder_needs_a_task(exported, tmp_path) -> None:
 
 # Gemma 3: hybrid layers; Gemma 4: hybrid layers of different head dims; Qwen2-MoE and PhiMoE:
 # windows only in their masks (layer_window), hybrid (Qwen2-MoE) and on every layer (PhiMoE);
-# DeepSeek-V3: a cache of latents, not of keys and values
+# DeepSeek-V3: a cache of latents, not of keys and values; StableLM: converted without
+# transformers' flag for registered attention
 @pytest.mark.parametrize(
-    "model_type", ["mistral", "gemma3_text", "gemma4_text", "qwen2_moe", "phimoe", "deepseek_v3"]
+    "model_type",
+    ["mistral", "gemma3_text", "gemma4_text", "qwen2_moe", "phimoe", "deepseek_v3", "stablelm"],
 )
 def test_greedy_decode_matches_generate(model_type: str, exported, tmp_path) -> None:
     if model_type == "mistral":
@@ -124,7 +126,7 @@ def test_greedy_decode_matches_generate(model_type: str, exported, tmp_path) -> 
     assert got == expected
     # the cache: sliding layers keep W - 1 keys whatever the length; full layers grow
     windows = layer_windows(cfg)
-    assert any(w is not None for w in windows) or model_type == "deepseek_v3"  # no window
+    assert any(w is not None for w in windows) or model_type in ("deepseek_v3", "stablelm")
     # per layer: (key heads x dim + value heads x dim) x 4 bytes per token and prompt (Gemma 4's
     # differ by layer; DeepSeek-V3 caches a latent and a rotary part of different widths)
     per_token = [(hk * dk + hv * dv) * 4 * len(PROMPTS) for (hk, dk), (hv, dv) in _kv_shapes(model)]

@@ -49,6 +49,7 @@ FAMILIES = {
     "smollm3": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "granite": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "gemma3n_text": ("text-generation-with-past", "AutoModelForCausalLM", 1),
+    "stablelm": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "modernbert": ("feature-extraction", "AutoModel", 1),
     "bert": ("feature-extraction", "AutoModel", 1),
     "distilbert": ("feature-extraction", "AutoModel", 1),
