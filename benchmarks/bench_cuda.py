@@ -33,6 +33,7 @@ import torch
 
 from spattn import reference
 from spattn.attributes import PATTERN_ATTRIBUTES
+from spattn.bench import require_cuda
 from spattn.capi import CudaRunner
 
 
@@ -379,6 +380,7 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--tag", default="bench")
     args = ap.parse_args(argv)
+    require_cuda("bench_cuda.py")
     if args.also_mma and "mma" not in args.also_kernels:
         args.also_kernels.append("mma")
     args._flex_compiled = None

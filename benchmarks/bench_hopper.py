@@ -120,6 +120,7 @@ if _HERE not in sys.path:
 from bench_cuda import Pattern, time_callable  # noqa: E402
 
 from spattn import reference  # noqa: E402
+from spattn.bench import require_cuda  # noqa: E402
 from spattn.tolerances import TOLERANCES  # noqa: E402
 
 H200_PEAK_TBPS = 4.8
@@ -1772,6 +1773,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    require_cuda("bench_hopper.py")
     if args.fa4_compile_worker:
         return worker_main(args.fa4_compile_worker, args.worker_out)
     DECODE_SHAPE["D"] = args.decode_d

@@ -40,7 +40,7 @@ import torch
 from onnx import TensorProto, helper
 
 from spattn import capi
-from spattn.bench import cuda_event_times
+from spattn.bench import cuda_event_times, require_cuda
 from spattn.patterns import Pattern
 from spattn.runtime import library_path
 
@@ -206,6 +206,7 @@ def main() -> None:
         help="sequence length of the fixed-cost probe (see run_cost_row)",
     )
     args = ap.parse_args()
+    require_cuda("bench_ort_cuda.py")
     torch.manual_seed(0)
     rows = []
     for d in args.dims:

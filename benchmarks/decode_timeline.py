@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from spattn.bench import require_cuda
 from spattn.capi import CudaRunner
 
 B, HQ, HK, D = 16, 32, 8, 128
@@ -50,6 +51,7 @@ def step_times(q, k, v, attrs) -> str:
 
 
 def main() -> None:
+    require_cuda("decode_timeline.py")
     for cache, lq in [(32768, 1), (32768, 8)]:
         k = torch.randn(B, HK, cache, D, device="cuda", dtype=torch.bfloat16)
         v = torch.randn_like(k)

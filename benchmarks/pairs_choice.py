@@ -35,6 +35,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_cuda import time_callable  # noqa: E402
 
+from spattn.bench import require_cuda  # noqa: E402
 from spattn.capi import CudaRunner, load  # noqa: E402
 
 # Form name -> the environment it forces (docs/op-spec.md names both variables).
@@ -203,6 +204,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--tag")
     args = ap.parse_args()
+    require_cuda("pairs_choice.py")
     os.makedirs(args.out, exist_ok=True)
     rows = run(args)
     lib = load()._name

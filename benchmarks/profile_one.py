@@ -16,6 +16,7 @@ import sys
 
 import torch
 
+from spattn.bench import require_cuda
 from spattn.capi import CudaRunner
 
 PATTERNS = {
@@ -27,6 +28,7 @@ PATTERNS = {
 
 
 def main() -> None:
+    require_cuda("profile_one.py")
     length = int(os.environ.get("L", 16384))
     d = int(os.environ.get("D", 128))
     pat = os.environ.get("PAT", "sliding")

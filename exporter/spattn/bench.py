@@ -429,6 +429,32 @@ def _density(attrs: dict[str, Any], length: int, heads: int) -> float | None:
         return None
 
 
+def require_cuda(script: str) -> None:
+    """Stop a GPU benchmark at its start, with what to fix, where no CUDA GPU is usable.
+
+    The GPU scripts of ``benchmarks/`` time kernels on the device through PyTorch's CUDA
+    tensors; without this check a CPU-only machine ends them in a traceback from deep inside
+    torch (a generator or tensor on ``device="cuda"``), which names neither the cause nor the fix.
+    """
+    try:
+        import torch
+    except ImportError:
+        raise SystemExit(
+            f"{script}: needs PyTorch with CUDA (import torch failed); install a CUDA build of "
+            "torch on a machine with an NVIDIA GPU"
+        ) from None
+    if torch.cuda.is_available():
+        return
+    if torch.version.cuda is None:
+        why = f"this PyTorch ({torch.__version__}) is a CPU-only build"
+    else:
+        why = "PyTorch sees no CUDA device (torch.cuda.is_available() is False)"
+    raise SystemExit(
+        f"{script} times kernels on an NVIDIA GPU, and {why}. Run it on a machine with a CUDA "
+        "GPU and a CUDA build of torch (`spattn doctor` says what this machine can run)."
+    )
+
+
 def gpu_backends_status() -> tuple[bool, str, bool, str]:
     """``(ort_cuda_ok, reason, flex_ok, reason)``."""
     from .runners import backend_status
