@@ -114,7 +114,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
         no_rope_layers=[1, 1],
     ),
     "lfm2": dict(_DECODER, layer_types=["conv", "full_attention"]),
-    "deepseek_v2": _MLA,  # the same layers; its rotary multiplies complex tensors
+    "deepseek_v2": _MLA,  # the same layers; convert_hf makes its complex rotary real
     "qwen3_next": dict(
         _DECODER,
         layer_types=["linear_attention", "full_attention"],
@@ -171,7 +171,6 @@ EXPECTED_ERRORS: dict[str, list[str]] = {
     "falcon": ["AttentionInterface", "ALiBi"],
     "llama4_text": ["chunked attention"],
     "lfm2": ["['conv']", "text-generation"],
-    "deepseek_v2": ["complex"],
     "qwen3_next": ["AttentionInterface", "_supports_attention_backend"],
     "jamba": ["AttentionInterface"],
     "deberta-v2": ["AttentionInterface"],

@@ -30,6 +30,22 @@ def _decoder(**kw: Any) -> dict[str, Any]:
     return base
 
 
+# Multi-head latent attention (DeepSeek-V2 and V3)
+_MLA: dict[str, Any] = dict(
+    num_key_value_heads=4,
+    q_lora_rank=None,
+    kv_lora_rank=16,
+    qk_rope_head_dim=8,
+    qk_nope_head_dim=8,
+    v_head_dim=16,
+    n_routed_experts=4,
+    num_experts_per_tok=2,
+    moe_intermediate_size=32,
+    first_k_dense_replace=1,
+    n_group=1,
+    topk_group=1,
+)
+
 # model_type -> config kwargs. Windows are small so that the test lengths (up to ~40) cross them.
 CONFIGS: dict[str, dict[str, Any]] = {
     "mistral": _decoder(sliding_window=5),
@@ -86,20 +102,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "exaone4": _decoder(sliding_window=5, layer_types=["sliding_attention", "full_attention"]),
     # DeepSeek-V3 (multi-head latent attention): its cache holds the compressed latent (16 wide)
     # and the rotary key part (8 wide), one head each, not the attention's keys and values
-    "deepseek_v3": _decoder(
-        num_key_value_heads=4,
-        q_lora_rank=None,
-        kv_lora_rank=16,
-        qk_rope_head_dim=8,
-        qk_nope_head_dim=8,
-        v_head_dim=16,
-        n_routed_experts=4,
-        num_experts_per_tok=2,
-        moe_intermediate_size=32,
-        first_k_dense_replace=1,
-        n_group=1,
-        topk_group=1,
-    ),
+    "deepseek_v3": _decoder(**_MLA),
+    # DeepSeek-V2: the same layers; its rotary embedding multiplies complex tensors, which
+    # convert_hf turns into real (cos, sin) pairs
+    "deepseek_v2": _decoder(**_MLA),
     "olmo3": _decoder(sliding_window=5, layer_types=["sliding_attention", "full_attention"]),
     # More families through AttentionInterface alone, each with something of its own:
     # multi-head attention without num_key_value_heads and Conv1D projections (GPT-2), partial
@@ -218,6 +224,7 @@ DECODERS = [
     "exaone4",
     "olmo3",
     "deepseek_v3",
+    "deepseek_v2",
     "gpt2",
     "gpt_neox",
     "opt",

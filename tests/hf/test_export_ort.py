@@ -41,6 +41,7 @@ FAMILIES = {
     "exaone4": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "phimoe": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "deepseek_v3": ("text-generation-with-past", "AutoModelForCausalLM", 1),
+    "deepseek_v2": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "gpt2": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "gpt_neox": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "opt": ("text-generation-with-past", "AutoModelForCausalLM", 1),
@@ -252,14 +253,17 @@ def test_export_of_a_model_without_convertible_attention_is_an_error(tmp_path) -
         )
 
 
-def test_complex_rotary_model_error_says_why(tmp_path) -> None:
-    # DeepSeek-V2's rotary embedding multiplies complex tensors, which torch.onnx cannot
-    # translate: the error says so instead of torch.onnx's "this looks like a bug"
+def test_complex_tensors_error_says_why(tmp_path, monkeypatch) -> None:
+    # A model whose traced code holds complex tensors (DeepSeek-V2 without convert_hf's real
+    # rotary pairs): torch.onnx cannot translate them, and the error says so instead of
+    # torch.onnx's "this looks like a bug"
     import transformers
 
-    kw = dict(CONFIGS["deepseek_v3"])
-    cfg = transformers.AutoConfig.for_model("deepseek_v2", **kw)
+    import spattn.hf.convert as convert
+
+    cfg = transformers.AutoConfig.for_model("deepseek_v2", **CONFIGS["deepseek_v2"])
     transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(str(tmp_path / "ds2"))
+    monkeypatch.setattr(convert, "_real_rotary", lambda model: 0)
     with pytest.raises(NotImplementedError, match="complex-valued tensors.*view_as_complex"):
         export_hf(str(tmp_path / "ds2"), task="text-generation", output_dir=str(tmp_path / "o"))
 

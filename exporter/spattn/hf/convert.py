@@ -253,6 +253,62 @@ def _convert_bigbird(model: nn.Module) -> int:
     return n
 
 
+# ---------------------------------------------------------------- complex rotary (DeepSeek-V2)
+# DeepSeek-V2's rotary embedding returns complex frequencies (torch.polar) and its
+# apply_rotary_emb multiplies complex views of q and k; ONNX has no complex type, so torch.onnx
+# cannot translate it. The converted model's rotary modules return the same numbers as real
+# (cos, sin) pairs, and the modeling module's apply_rotary_emb, for such pairs, multiplies
+# out the real and imaginary parts: (a + ib)(c + is) = (ac - bs) + i(as + bc), the product
+# torch computes for complex64. Complex frequencies still take the original function, so an
+# unconverted model (the eager reference) runs unchanged.
+def _rotate_pairs(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """x [..., d] as d/2 (real, imaginary) pairs times f [..., d/2, 2] (cos, sin), in float32."""
+    xp = x.float().reshape(*x.shape[:-1], -1, 2)
+    a, b = xp[..., 0], xp[..., 1]
+    c, s = f[..., 0], f[..., 1]
+    return torch.stack((a * c - b * s, a * s + b * c), dim=-1).flatten(-2)
+
+
+def _real_rotary_forward(self: Any, x: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    """The rotary module's forward with its complex result as real (cos, sin) pairs."""
+    freqs = position_ids[..., None].float() * self.inv_freq.to(device=x.device, dtype=torch.float)
+    scaling = float(self.attention_scaling)
+    return torch.stack((torch.cos(freqs) * scaling, torch.sin(freqs) * scaling), dim=-1)
+
+
+def _real_apply_rotary_emb(original: Any) -> Any:
+    """DeepSeek-V2's apply_rotary_emb, taking real (cos, sin) pairs too."""
+
+    @functools.wraps(original)
+    def apply_rotary_emb(
+        xq: torch.Tensor, xk: torch.Tensor, freqs_cis: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if freqs_cis.is_complex():
+            return original(xq, xk, freqs_cis)
+        f = freqs_cis.unsqueeze(1).to(xq.device)  # [B, 1, L, d/2, 2], as the original broadcasts
+        return _rotate_pairs(xq, f).type_as(xq), _rotate_pairs(xk, f).type_as(xk)
+
+    apply_rotary_emb._spattn_real_pairs = True  # type: ignore[attr-defined]
+    return apply_rotary_emb
+
+
+def _real_rotary(model: nn.Module) -> int:
+    """Switch DeepSeek-V2's rotary modules to real pairs; returns how many were switched."""
+    from transformers.modeling_rope_utils import dynamic_rope_update
+    from transformers.models.deepseek_v2 import modeling_deepseek_v2 as mod
+
+    if not getattr(mod.apply_rotary_emb, "_spattn_real_pairs", False):
+        mod.apply_rotary_emb = _real_apply_rotary_emb(mod.apply_rotary_emb)
+    # dynamic_rope_update: the same update of inv_freq for the dynamic RoPE types as the original
+    forward = dynamic_rope_update(_real_rotary_forward)
+    n = 0
+    for m in model.modules():
+        if isinstance(m, mod.DeepseekV2RotaryEmbedding):
+            m.forward = types.MethodType(forward, m)  # type: ignore[method-assign]
+            n += 1
+    return n
+
+
 # ---------------------------------------------------------------------------------- dispatch
 def _convert_gpt_neo(model: nn.Module) -> int:
     from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoSelfAttention
@@ -309,6 +365,8 @@ def convert_hf(model: nn.Module) -> nn.Module:
             f"be converted to spattn; attention classes found: {attention_classes(model) or 'none'}"
             + _why_not_converted(model)
         )
+    if mt == "deepseek_v2":
+        _real_rotary(model)
     if mt in ("gpt_neo", "big_bird"):
         # their masks come from masking_utils: spattn's mask function keeps them 2-D. Longformer
         # slices the eager mask back to 2-D itself and keeps the eager one.
