@@ -1773,7 +1773,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    require_cuda("bench_hopper.py")
     if args.fa4_compile_worker:
         return worker_main(args.fa4_compile_worker, args.worker_out)
     DECODE_SHAPE["D"] = args.decode_d
@@ -1796,6 +1795,9 @@ def main(argv=None):
 
         if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
             raise SystemExit("--ort needs onnxruntime-gpu (no CUDAExecutionProvider)")
+    # after the checks of the arguments and of --resume, whose errors come first; an FA4
+    # compile worker (above) reports its own failure to the pool
+    require_cuda("bench_hopper.py")
     import torch._dynamo
 
     torch._dynamo.config.cache_size_limit = 1024
