@@ -149,6 +149,31 @@ CONFIGS: dict[str, dict[str, Any]] = {
         activation_sparsity_pattern=[0.0, 0.0],
         intermediate_size=[96, 96],
     ),
+    # KV sharing (Gemma 3n and Gemma 4 checkpoints): the last two of four layers reuse the keys
+    # and values of the last earlier layer of their type, and keep no cache of their own
+    "gemma4_text_kv_shared": _decoder(
+        sliding_window=5,
+        head_dim=16,
+        query_pre_attn_scalar=24,
+        num_hidden_layers=4,
+        num_kv_shared_layers=2,
+        layer_types=["sliding_attention", "full_attention"] * 2,
+        vocab_size_per_layer_input=VOCAB,
+        hidden_size_per_layer_input=8,
+    ),
+    "gemma3n_text_kv_shared": _decoder(
+        head_dim=16,
+        sliding_window=5,
+        num_hidden_layers=4,
+        num_kv_shared_layers=2,
+        layer_types=["sliding_attention", "full_attention"] * 2,
+        vocab_size_per_layer_input=VOCAB,
+        hidden_size_per_layer_input=8,
+        laurel_rank=4,
+        altup_num_inputs=2,
+        activation_sparsity_pattern=[0.0] * 4,
+        intermediate_size=[96] * 4,
+    ),
     "gpt_neo": dict(
         hidden_size=64,
         num_layers=2,
@@ -234,14 +259,27 @@ DECODERS = [
     "granite",
     "gemma3n_text",
     "stablelm",
+    "gemma4_text_kv_shared",
+    "gemma3n_text_kv_shared",
 ]
 ENCODERS = ["modernbert", "big_bird", "longformer", "bert", "distilbert"]
+
+
+# Variants of a family in CONFIGS: the key's suffix names what differs
+_VARIANTS = ("_softcap", "_kv_shared")
+
+
+def base_type(model_type: str) -> str:
+    """The transformers model_type of a CONFIGS key (``gemma2_softcap`` -> ``gemma2``)."""
+    for suffix in _VARIANTS:
+        model_type = model_type.removesuffix(suffix)
+    return model_type
 
 
 def make_config(model_type: str, **overrides: Any) -> Any:
     kw = copy.deepcopy(CONFIGS[model_type])
     kw.update(overrides)
-    return transformers.AutoConfig.for_model(model_type.replace("_softcap", ""), **kw)
+    return transformers.AutoConfig.for_model(base_type(model_type), **kw)
 
 
 def model_pair(model_type: str, head: Any = None, **overrides: Any) -> tuple[Any, Any]:

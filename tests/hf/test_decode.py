@@ -13,7 +13,7 @@ import pytest
 import torch
 from hf_models import make_config
 
-from spattn.hf.export import _kv_shapes, export_hf, layer_windows
+from spattn.hf.export import _kv_shapes, cache_layers, export_hf, layer_windows
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("onnxruntime")
@@ -96,6 +96,8 @@ def test_cli_export_of_a_folder_needs_a_task(exported, tmp_path) -> None:
         "deepseek_v3",
         "deepseek_v2",
         "stablelm",
+        "gemma4_text_kv_shared",
+        "gemma3n_text_kv_shared",
     ],
 )
 def test_greedy_decode_matches_generate(model_type: str, exported, tmp_path) -> None:
@@ -141,8 +143,9 @@ def test_greedy_decode_matches_generate(model_type: str, exported, tmp_path) -> 
     # differ by layer; DeepSeek-V3 caches a latent and a rotary part of different widths)
     per_token = [(hk * dk + hv * dv) * 4 * len(PROMPTS) for (hk, dk), (hv, dv) in _kv_shapes(model)]
     total_len = ids.shape[1] + new - 1
+    kv_layers = cache_layers(cfg)  # layers that reuse another's keys and values cache none
     expect_last = sum(
-        t * (total_len if w is None else min(total_len, w - 1))
-        for t, w in zip(per_token, windows, strict=True)
+        per_token[i] * (total_len if windows[i] is None else min(total_len, windows[i] - 1))
+        for i in kv_layers
     )
     assert info["cache_bytes"][-1] == expect_last

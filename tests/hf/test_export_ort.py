@@ -20,7 +20,7 @@ import torch
 from hf_models import CONFIGS, make_config
 
 import spattn
-from spattn.hf.export import export_hf
+from spattn.hf.export import cache_layers, export_hf
 
 pytest.importorskip("onnxruntime")
 
@@ -51,6 +51,8 @@ FAMILIES = {
     "granite": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "gemma3n_text": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "stablelm": ("text-generation-with-past", "AutoModelForCausalLM", 1),
+    "gemma4_text_kv_shared": ("text-generation-with-past", "AutoModelForCausalLM", 1),
+    "gemma3n_text_kv_shared": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "modernbert": ("feature-extraction", "AutoModel", 1),
     "bert": ("feature-extraction", "AutoModel", 1),
     "distilbert": ("feature-extraction", "AutoModel", 1),
@@ -112,7 +114,15 @@ def test_export_validates_against_eager(model_type: str, tmp_path) -> None:
     if task == "text-generation-with-past":
         assert "past_key_values.0.key" in ins and "present.0.value" in outs
         assert dims["past_key_values.0.key"][2] == "past_sequence_length"
-        assert len([n for n in outs if n.startswith("present.")]) == 2 * layers
+        # one past and one present per layer with a cache of its own (not the KV-sharing ones)
+        kv_layers = cache_layers(transformers_config(tmp_path / "out"))
+        assert len(kv_layers) == layers - (2 if model_type.endswith("_kv_shared") else 0)
+        assert [n for n in outs if n.startswith("present.")] == [
+            f"present.{i}.{kv}" for i in kv_layers for kv in ("key", "value")
+        ]
+        assert [n for n in ins if n.startswith("past_key_values.")] == [
+            f"past_key_values.{i}.{kv}" for i in kv_layers for kv in ("key", "value")
+        ]
     if model_type == "longformer":
         assert "global_attention_mask" in ins
     # _lean_graph: no RMSNorm left as x * Reciprocal(Sqrt(v)), and with a cache, each layer's
@@ -223,20 +233,6 @@ def test_cache_export_of_a_model_with_other_layer_state_is_an_error(tmp_path) ->
     cfg = transformers.AutoConfig.for_model("lfm2", **kw)
     transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(src)
     with pytest.raises(NotImplementedError, match=r"layer types \['conv'\].*'text-generation'"):
-        export_hf(src, task="text-generation-with-past", output_dir=str(tmp_path / "o"))
-
-
-def test_cache_export_with_kv_sharing_is_an_error(tmp_path) -> None:
-    import transformers
-
-    # four layers, the last two reading the cache of the first two
-    sliding, full = "sliding_attention", "full_attention"
-    kw = dict(CONFIGS["gemma4_text"], num_hidden_layers=4, num_kv_shared_layers=2)
-    kw["layer_types"] = [sliding, full, sliding, full]
-    cfg = transformers.AutoConfig.for_model("gemma4_text", **kw)
-    src = str(tmp_path / "g4")
-    transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(src)
-    with pytest.raises(NotImplementedError, match="num_kv_shared_layers=2"):
         export_hf(src, task="text-generation-with-past", output_dir=str(tmp_path / "o"))
 
 

@@ -65,6 +65,22 @@ def test_softcap_matters_in_the_tiny_config() -> None:
     assert d > 1e-3
 
 
+@pytest.mark.parametrize("keep", [0, 1, 3])
+def test_kv_shared_layers_with_kept_logits(keep: int) -> None:
+    """Gemma 4 slices its inputs to the kept logits' positions before its KV-shared layers
+    (what generate asks for): the converted model keeps its 2-D masks through that slicing,
+    and its kept logits equal eager's."""
+    import transformers
+
+    eager, ours = model_pair("gemma4_text_kv_shared", head=transformers.AutoModelForCausalLM)
+    ids, mask = padded_batch([30, 19], 30, "left")  # the last positions are valid ones
+    with torch.no_grad():
+        a = eager(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+        b = ours(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+    assert a.shape == b.shape and a.shape[1] == (keep or 30)
+    assert _max_diff(a, b, mask[:, -a.shape[1] :]) <= ATOL  # the valid positions
+
+
 def test_spattn_really_runs_and_window_matters() -> None:
     """The parity above is not vacuous: the op is called, and an off-by-one window shows."""
     eager, ours = model_pair("mistral")

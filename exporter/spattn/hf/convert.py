@@ -309,6 +309,47 @@ def _real_rotary(model: nn.Module) -> int:
     return n
 
 
+# ------------------------------------------------------------------ KV-shared layers (Gemma 4)
+def _keep_2d_masks_when_slicing(model: nn.Module) -> int:
+    """Gemma 4's text model slices its inputs to the kept logits' positions before its
+    KV-shared layers (``_maybe_slice_kv_shared_inputs``), masks included as ``m[:, :, keep, :]``:
+    4-D indexing, where spattn's masks are the 2-D padding mask ``[B, keys]``, which no query
+    slicing changes (the op aligns the kept queries with the last keys). Around the original,
+    each 2-D mask is viewed as ``[B, 1, 1, keys]`` (one query row, which the slice keeps) and
+    turned back after, so the slicing, and its savings in ``generate``, stay as they are."""
+    n = 0
+    for m in model.modules():
+        original = getattr(m, "_maybe_slice_kv_shared_inputs", None)
+        if original is None or getattr(original, "_spattn_2d_masks", False):
+            continue
+
+        def slicing(
+            hidden_states: Any,
+            per_layer_inputs: Any,
+            position_embeddings: Any,
+            causal_mask_mapping: dict[str, Any],
+            *args: Any,
+            _original: Any = original,
+            **kwargs: Any,
+        ) -> Any:
+            flat = {  # the 2-D masks, each as one query row
+                k: v is not None and v.dim() == 2 for k, v in causal_mask_mapping.items()
+            }
+            as_4d = {
+                k: v[:, None, None, :] if flat[k] else v for k, v in causal_mask_mapping.items()
+            }
+            hidden, per_layer, positions, sliced = _original(
+                hidden_states, per_layer_inputs, position_embeddings, as_4d, *args, **kwargs
+            )
+            back = {k: v[:, 0, 0, :] if flat[k] else v for k, v in sliced.items()}
+            return hidden, per_layer, positions, back
+
+        slicing._spattn_2d_masks = True  # type: ignore[attr-defined]
+        setattr(m, "_maybe_slice_kv_shared_inputs", slicing)  # noqa: B010 - an instance attribute
+        n += 1
+    return n
+
+
 # ---------------------------------------------------------------------------------- dispatch
 def _convert_gpt_neo(model: nn.Module) -> int:
     from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoSelfAttention
@@ -367,6 +408,7 @@ def convert_hf(model: nn.Module) -> nn.Module:
         )
     if mt == "deepseek_v2":
         _real_rotary(model)
+    _keep_2d_masks_when_slicing(model)
     if mt in ("gpt_neo", "big_bird"):
         # their masks come from masking_utils: spattn's mask function keeps them 2-D. Longformer
         # slices the eager mask back to 2-D itself and keeps the eager one.

@@ -119,6 +119,20 @@ def layer_windows(config: Any) -> list[int | None]:
     return [config_window(config, i) for i in range(n)]
 
 
+def cache_layers(config: Any) -> list[int]:
+    """The decoder layers that keep a cache of their own, in order: every layer but those that
+    reuse another layer's keys and values (KV sharing: Gemma 3n and Gemma 4's last
+    ``num_kv_shared_layers`` layers read those of the last earlier layer of their type, which
+    transformers names in ``config.kv_sharing_modes``). Only these layers have
+    ``past_key_values.{i}.*`` inputs and ``present.{i}.*`` outputs."""
+    n = len(layer_windows(config))
+    modes = getattr(config, "kv_sharing_modes", None)
+    if modes is None:  # configs that name only the count: the last layers share
+        shared = int(getattr(config, "num_kv_shared_layers", 0) or 0)
+        modes = [None] * (n - shared) + ["reuse"] * shared
+    return [i for i in range(n) if modes[i] != "reuse"]
+
+
 def _cache_layer_class() -> Any:
     from transformers.cache_utils import DynamicLayer
 
@@ -164,12 +178,19 @@ def _cache_layer_class() -> Any:
 
 
 def _make_cache(
-    pasts: list[tuple[torch.Tensor, torch.Tensor]], windows: list[int | None], past_length: Any
+    pasts: list[tuple[torch.Tensor, torch.Tensor] | None],
+    windows: list[int | None],
+    past_length: Any,
 ) -> Any:
-    from transformers.cache_utils import Cache
+    """One cache layer per decoder layer; ``None`` in ``pasts``: a layer that reuses another's
+    keys and values (KV sharing), which holds none (transformers' ``DummyLayer``)."""
+    from transformers.cache_utils import Cache, DummyLayer
 
     cls = _cache_layer_class()
-    layers = [cls(k, v, w, past_length) for (k, v), w in zip(pasts, windows, strict=True)]
+    layers = [
+        DummyLayer() if kv is None else cls(kv[0], kv[1], w, past_length)
+        for kv, w in zip(pasts, windows, strict=True)
+    ]
     return Cache(layers=layers)
 
 
@@ -210,6 +231,8 @@ class _Wrapper(nn.Module):
             n = len(self.windows)
             pasts = [
                 (named[f"past_key_values.{i}.key"], named[f"past_key_values.{i}.value"])
+                if f"past_key_values.{i}.key" in named
+                else None  # a layer that reuses another's keys and values
                 for i in range(n)
             ]
             past_length = named["attention_mask"].shape[1] - named["input_ids"].shape[1]
@@ -238,7 +261,8 @@ class _Wrapper(nn.Module):
             return (main,)
         flat: list[torch.Tensor] = []
         for layer in cache.layers:
-            flat += [layer.keys, layer.values]
+            if layer.keys is not None:  # DummyLayer: KV sharing, no cache of its own
+                flat += [layer.keys, layer.values]
         return (main, *flat)
 
 
@@ -342,12 +366,14 @@ def _kv_shapes(model: nn.Module) -> list[tuple[tuple[int, int], tuple[int, int]]
                 **{cache_arg: cache},
             )
         layers = list(getattr(cache, "layers", None) or [])
-        probed = [
-            ((int(k.shape[1]), int(k.shape[3])), (int(v.shape[1]), int(v.shape[3])))
-            for k, v in ((layer.keys, layer.values) for layer in layers)
-        ]
-        if len(probed) == n:
-            shapes = probed
+        if len(layers) == n:
+            # layers that reuse another's keys and values (DummyLayer) hold none: the config's
+            shapes = [
+                ((int(k.shape[1]), int(k.shape[3])), (int(v.shape[1]), int(v.shape[3])))
+                if k is not None and v is not None
+                else shapes[i]
+                for i, (k, v) in enumerate((layer.keys, layer.values) for layer in layers)
+            ]
     except Exception:  # noqa: BLE001 - any failure keeps the config's dims
         pass
     _KV_SHAPES[model] = shapes
@@ -496,7 +522,8 @@ def _lean_graph(proto: onnx.ModelProto, windows: list[int | None]) -> dict[str, 
     if past and same and len(windows) > 1:
         first: dict[Any, int] = {}
         for i, w in enumerate(windows):
-            first.setdefault(w, i)
+            if f"past_key_values.{i}.key" in past:  # not a layer that reuses another's cache
+                first.setdefault(w, i)
         for n in g.node:
             if n.op_type != "Shape" or n.input[0] not in past:
                 continue
@@ -620,13 +647,6 @@ def export_hf(
         types = getattr(model.config, "layer_types", None) or []
         kv_only = {"full_attention", "sliding_attention", "chunked_attention"}
         other = sorted({str(t) for t in types} - kv_only)
-        shared = getattr(model.config, "num_kv_shared_layers", 0) or 0
-        if shared:
-            raise NotImplementedError(
-                f"task {task!r}: num_kv_shared_layers={shared}: this model's last layers reuse "
-                "other layers' keys and values (Gemma 3n/4 KV sharing), which the exported "
-                "cache, one per layer, does not express"
-            )
         if other:
             raise NotImplementedError(
                 f"task {task!r}: this model's layer types {other} keep a state of their own "
@@ -635,14 +655,13 @@ def export_hf(
             )
     names = _input_names(model, task)
     windows = layer_windows(model.config) if task.startswith("text-generation") else []
+    kv_layers = cache_layers(model.config) if with_past else []
     if with_past:
-        names += [
-            f"past_key_values.{i}.{kv}" for i in range(len(windows)) for kv in ("key", "value")
-        ]
+        names += [f"past_key_values.{i}.{kv}" for i in kv_layers for kv in ("key", "value")]
     main = "logits" if task != "feature-extraction" else "last_hidden_state"
     out_names = [main]
     if with_past:
-        out_names += [f"present.{i}.{kv}" for i in range(len(windows)) for kv in ("key", "value")]
+        out_names += [f"present.{i}.{kv}" for i in kv_layers for kv in ("key", "value")]
     wrapper = _Wrapper(model, names, main, with_past, windows).eval()
 
     past = 5 if with_past else 0
@@ -780,20 +799,26 @@ def _validate(
         args = example_inputs(eager, names, b, n, p, pad=side, seed=case + 1, dtype=tdtype)
         with torch.no_grad():
             ref_args = list(args)
-            for i, (w, rw) in enumerate(zip(windows, ref_windows, strict=True)):
-                if w != rw:  # left-pad the trimmed past to the full past length
-                    for kv in ("key", "value"):
-                        j = names.index(f"past_key_values.{i}.{kv}")
-                        t = args[j]
-                        shape = (t.shape[0], t.shape[1], p - t.shape[2], t.shape[3])
-                        ref_args[j] = torch.cat([t.new_zeros(shape), t], 2)
+            # only the layers with a cache of their own have past inputs and present outputs
+            trimmed = [
+                i
+                for i, (w, rw) in enumerate(zip(windows, ref_windows, strict=True))
+                if w != rw and f"past_key_values.{i}.key" in names
+            ]
+            for i in trimmed:  # left-pad the trimmed past to the full past length
+                for kv in ("key", "value"):
+                    j = names.index(f"past_key_values.{i}.{kv}")
+                    t = args[j]
+                    shape = (t.shape[0], t.shape[1], p - t.shape[2], t.shape[3])
+                    ref_args[j] = torch.cat([t.new_zeros(shape), t], 2)
             expected = list(ref(*ref_args))
-            for i, (w, rw) in enumerate(zip(windows, ref_windows, strict=True)):
-                if w != rw and w is not None:
-                    for j in (1 + 2 * i, 2 + 2 * i):
-                        expected[j] = (
-                            expected[j][:, :, -(w - 1) :] if w > 1 else expected[j][:, :, :0]
-                        )
+            for i in trimmed:
+                w = windows[i]
+                if w is None:
+                    continue
+                for kv in ("key", "value"):
+                    j = out_names.index(f"present.{i}.{kv}")
+                    expected[j] = expected[j][:, :, -(w - 1) :] if w > 1 else expected[j][:, :, :0]
         feeds = {k: runtime_feed(a) for k, a in zip(names, args, strict=True)}
         got = runtime.run_ort(None, feeds, session=session)
         valid = _valid_positions(names, args, p)
