@@ -174,6 +174,20 @@ CONFIGS: dict[str, dict[str, Any]] = {
         activation_sparsity_pattern=[0.0] * 4,
         intermediate_size=[96] * 4,
     ),
+    # Qwen3-Next: linear-attention layers (their state is not a KV cache) beside full attention;
+    # transformers does not flag its class for registered attention (convert_hf, as StableLM)
+    "qwen3_next": _decoder(
+        layer_types=["linear_attention", "full_attention"],
+        num_experts=2,
+        num_experts_per_tok=1,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=32,
+        head_dim=16,
+        linear_key_head_dim=8,
+        linear_value_head_dim=8,
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
+    ),
     "gpt_neo": dict(
         hidden_size=64,
         num_layers=2,
@@ -261,6 +275,7 @@ DECODERS = [
     "stablelm",
     "gemma4_text_kv_shared",
     "gemma3n_text_kv_shared",
+    "qwen3_next",
 ]
 ENCODERS = ["modernbert", "big_bird", "longformer", "bert", "distilbert"]
 

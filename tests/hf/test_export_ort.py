@@ -53,6 +53,8 @@ FAMILIES = {
     "stablelm": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "gemma4_text_kv_shared": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "gemma3n_text_kv_shared": ("text-generation-with-past", "AutoModelForCausalLM", 1),
+    # one layer in two is attention; the linear-attention state is no KV cache: no past
+    "qwen3_next": ("text-generation", "AutoModelForCausalLM", 0.5),
     "modernbert": ("feature-extraction", "AutoModel", 1),
     "bert": ("feature-extraction", "AutoModel", 1),
     "distilbert": ("feature-extraction", "AutoModel", 1),
@@ -233,6 +235,16 @@ def test_cache_export_of_a_model_with_other_layer_state_is_an_error(tmp_path) ->
     cfg = transformers.AutoConfig.for_model("lfm2", **kw)
     transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(src)
     with pytest.raises(NotImplementedError, match=r"layer types \['conv'\].*'text-generation'"):
+        export_hf(src, task="text-generation-with-past", output_dir=str(tmp_path / "o"))
+
+
+def test_cache_export_of_qwen3_next_is_an_error(tmp_path) -> None:
+    # converted (its class is not flagged for registered attention), but its linear-attention
+    # layers keep a state of their own: the -with-past export names them
+    src = save_tiny("qwen3_next", "AutoModelForCausalLM", str(tmp_path / "src"))
+    with pytest.raises(
+        NotImplementedError, match=r"layer types \['linear_attention'\].*'text-generation'"
+    ):
         export_hf(src, task="text-generation-with-past", output_dir=str(tmp_path / "o"))
 
 
