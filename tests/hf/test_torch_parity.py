@@ -81,6 +81,22 @@ def test_kv_shared_layers_with_kept_logits(keep: int) -> None:
     assert _max_diff(a, b, mask[:, -a.shape[1] :]) <= ATOL  # the valid positions
 
 
+@pytest.mark.parametrize("model_type", ["qwen3_next", "gemma4_text_kv_shared", "deepseek_v2"])
+def test_generate_matches_eager(model_type: str) -> None:
+    """generate in PyTorch with transformers' own cache: linear-attention states beside the KV
+    cache (Qwen3-Next), KV-shared layers and their slicing to the last position (Gemma 4), the
+    real rotary pairs (DeepSeek-V2); left-padded prompts, greedy tokens equal to eager's."""
+    import transformers
+
+    eager, ours = model_pair(model_type, head=transformers.AutoModelForCausalLM)
+    ids, mask = padded_batch([12, 7], 12, "left")
+    kw = dict(max_new_tokens=10, min_new_tokens=10, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        a = eager.generate(input_ids=ids, attention_mask=mask, **kw)
+        b = ours.generate(input_ids=ids, attention_mask=mask, **kw)
+    assert a.shape == (2, 22) and torch.equal(a, b)
+
+
 def test_spattn_really_runs_and_window_matters() -> None:
     """The parity above is not vacuous: the op is called, and an off-by-one window shows."""
     eager, ours = model_pair("mistral")
