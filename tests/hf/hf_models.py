@@ -149,31 +149,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
         activation_sparsity_pattern=[0.0, 0.0],
         intermediate_size=[96, 96],
     ),
-    # KV sharing (Gemma 3n and Gemma 4 checkpoints): the last two of four layers reuse the keys
-    # and values of the last earlier layer of their type, and keep no cache of their own
-    "gemma4_text_kv_shared": _decoder(
-        sliding_window=5,
-        head_dim=16,
-        query_pre_attn_scalar=24,
-        num_hidden_layers=4,
-        num_kv_shared_layers=2,
-        layer_types=["sliding_attention", "full_attention"] * 2,
-        vocab_size_per_layer_input=VOCAB,
-        hidden_size_per_layer_input=8,
-    ),
-    "gemma3n_text_kv_shared": _decoder(
-        head_dim=16,
-        sliding_window=5,
-        num_hidden_layers=4,
-        num_kv_shared_layers=2,
-        layer_types=["sliding_attention", "full_attention"] * 2,
-        vocab_size_per_layer_input=VOCAB,
-        hidden_size_per_layer_input=8,
-        laurel_rank=4,
-        altup_num_inputs=2,
-        activation_sparsity_pattern=[0.0] * 4,
-        intermediate_size=[96] * 4,
-    ),
     # Qwen3-Next: linear-attention layers (their state is not a KV cache) beside full attention;
     # transformers does not flag its class for registered attention (convert_hf, as StableLM)
     "qwen3_next": _decoder(
@@ -243,6 +218,19 @@ CONFIGS: dict[str, dict[str, Any]] = {
         **_COMMON,
     ),
 }
+
+# KV sharing (Gemma 3n and Gemma 4 checkpoints): the base configs with four layers, the last two
+# reusing the keys and values of the last earlier layer of their type (no cache of their own)
+for _base in ("gemma4_text", "gemma3n_text"):
+    CONFIGS[f"{_base}_kv_shared"] = dict(
+        CONFIGS[_base],
+        num_hidden_layers=4,
+        num_kv_shared_layers=2,
+        layer_types=["sliding_attention", "full_attention"] * 2,
+    )
+CONFIGS["gemma3n_text_kv_shared"].update(  # Gemma 3n's per-layer lists grow with the layers
+    activation_sparsity_pattern=[0.0] * 4, intermediate_size=[96] * 4
+)
 
 DECODERS = [
     "mistral",
