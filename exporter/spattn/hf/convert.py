@@ -259,7 +259,7 @@ def _convert_bigbird(model: nn.Module) -> int:
 # cannot translate it. The converted model's rotary modules return the same numbers as real
 # (cos, sin) pairs, and the modeling module's apply_rotary_emb, for such pairs, multiplies
 # out the real and imaginary parts: (a + ib)(c + is) = (ac - bs) + i(as + bc), in float32 as
-# the original's complex64 (equal to it within rounding: 4.8e-7 on the tests' logits). Complex
+# the original's complex64 (equal to it within rounding; tests/hf checks the logits). Complex
 # frequencies still take the original function, so an unconverted model (the eager reference)
 # runs unchanged.
 def _rotate_pairs(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
