@@ -169,7 +169,6 @@ EXPECTED_ERRORS: dict[str, list[str]] = {
     "bloom": ["AttentionInterface", "ALiBi"],
     "mpt": ["AttentionInterface", "ALiBi"],
     "falcon": ["AttentionInterface", "ALiBi"],
-    "llama4_text": ["chunked attention"],
     "lfm2": ["['conv']", "text-generation"],
     "qwen3_next": ["['linear_attention']", "text-generation"],
     "jamba": ["AttentionInterface"],

@@ -222,6 +222,9 @@ OP_PARAMS: tuple[Input | Attribute, ...] = (
         "per query head, a logit added to the softmax's denominator only",
         "not NaN",
     ),
+    _A("chunk_size", "INT", 0, 0, INT32_MAX, ">= 0 (0: off)", "> 0: the local band stops at "
+       "the query's chunk, runs of chunk_size positions counted from key_starts[b] (Llama 4's "
+       "chunked attention); 0 off", always_written=False, schema_default=False),
     _A("plugin_version", "STRING", "1", None, None, "'1'", "read by TensorRT's ONNX parser only; "
        "ignored by the op", pattern=False, export_value="1", choices=("1",)),
     _A("plugin_namespace", "STRING", "", None, None, "a string", "read by TensorRT's ONNX parser "

@@ -108,6 +108,8 @@ def _chunks(ctx: _Ctx, block_q: int) -> Iterator[_Chunk]:
             bounds |= set(range(0, lq, bs))
     edges = sorted(b for b in bounds if 0 <= b <= lq)
     lo_key = ctx.min_key
+    ks = ctx.rule.key_starts  # the chunks' origins, one per batch
+    starts = [0] if ks is None or ks.numel() == 0 else ks.tolist()
     for i0, i1 in zip(edges[:-1], edges[1:], strict=False):
         p0, p1 = i0 + ctx.shift, i1 - 1 + ctx.shift
         hi = min(lk, ctx.max_len) - 1
@@ -129,6 +131,10 @@ def _chunks(ctx: _Ctx, block_q: int) -> Iterator[_Chunk]:
         if ctx.rule.local_on:
             lo = 0 if f["window_left"] == -1 else max(p0 - f["window_left"], 0)
             up = hi if f["window_right"] == -1 else min(p1 + f["window_right"], hi)
+            c = f["chunk_size"]
+            if c > 0:  # from the first row's chunk to the last row's, over every batch's origin
+                lo = max(lo, min(s0 + (p0 - s0) // c * c for s0 in starts))
+                up = min(up, max(s0 + (p1 - s0) // c * c for s0 in starts) + c - 1)
             if lo <= up:
                 member[lo : up + 1] = True
         member |= ctx.global_keys
@@ -416,6 +422,7 @@ def count_allowed_bands(pattern: Any, lq: int, lk: int) -> int | None:
     if (
         f["stride"] > 0
         or f["num_random"] > 0
+        or f["chunk_size"] > 0
         or getattr(pattern, "block_indices", None) is not None
     ):
         return None

@@ -69,6 +69,9 @@ _FIELDS: list[tuple[str, Any]] = (
     # caller's struct size; zero leaves each off).
     + [(n, ctypes.c_void_p) for n in ("global_mask", "key_starts", "sinks")]
     + [("softcap", ctypes.c_float)]
+    # The third version starts past the second's tail padding (never read: a caller built
+    # against the second passes it uninitialized).
+    + [("reserved_v2_padding", ctypes.c_int32), ("chunk_size", ctypes.c_int32)]
 )
 
 
@@ -133,7 +136,9 @@ def load() -> ctypes.CDLL:
 
 
 def _uses_v2(args: SpattnArgs) -> bool:
-    return bool(args.global_mask or args.key_starts or args.sinks or args.softcap)
+    return bool(
+        args.global_mask or args.key_starts or args.sinks or args.softcap or args.chunk_size
+    )
 
 
 def _forward(lib: ctypes.CDLL, device: str, args: SpattnArgs, err: Any) -> int:
@@ -144,7 +149,7 @@ def _forward(lib: ctypes.CDLL, device: str, args: SpattnArgs, err: Any) -> int:
         return int(ex(ctypes.byref(args), ctypes.sizeof(SpattnArgs), err, len(err)))
     if _uses_v2(args):
         raise ValueError(
-            f"{find_library()} predates global_mask, key_starts, sinks and softcap "
+            f"{find_library()} predates global_mask, key_starts, sinks, softcap and chunk_size "
             "(no spattn_*_forward_ex entry): rebuild it"
         )
     return int(getattr(lib, f"spattn_{device}_forward")(ctypes.byref(args), err, len(err)))
@@ -169,10 +174,11 @@ _TORCH_DTYPES = {"torch.float32": 0, "torch.float16": 1, "torch.bfloat16": 2}
 def _fill(
     args: SpattnArgs, q_shape, k_shape, v_shape, scale: float | None, attrs: dict, bi_shape=None
 ) -> None:
-    unknown = set(attrs) - set(_ATTRS) - {"softcap"}
+    unknown = set(attrs) - set(_ATTRS) - {"softcap", "chunk_size"}
     if unknown:
         raise TypeError(f"unknown SparseAttention attributes: {sorted(unknown)}")
     args.softcap = float(attrs.get("softcap", 0.0) or 0.0)
+    args.chunk_size = int(attrs.get("chunk_size", 0) or 0)
     args.batch, args.heads_q, args.len_q, args.head_dim = (int(x) for x in q_shape)
     _, args.heads_kv, args.len_k, _ = (int(x) for x in k_shape)
     args.head_dim_v = int(v_shape[3])

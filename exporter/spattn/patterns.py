@@ -144,6 +144,7 @@ class Pattern:
     block_indices: Any = field(default=None, compare=False, repr=False)
     name: str = field(default="", compare=False)
     softcap: float = _DEFAULT["softcap"]
+    chunk_size: int = _DEFAULT["chunk_size"]
 
     def __post_init__(self) -> None:
         # Every attribute of the table, checked by its own rule (type and range), so that
@@ -202,6 +203,22 @@ class Pattern:
         """
         window = _int_arg("window", window, 1, attributes.INT32_MAX + 1)
         return cls(window_left=window - 1, causal=True, name="causal sliding window")
+
+    @classmethod
+    def chunked(cls, chunk_size: int, causal: bool = True) -> Pattern:
+        """Chunked attention (Llama 4's ``attention_chunk_size``): the positions form runs of
+        ``chunk_size`` (counted from the first valid key, ``key_starts``), and a query sees only
+        the keys of its own run (causal by default: the keys up to the query).
+
+        Examples
+        --------
+        >>> Pattern.chunked(4).token_mask(6)[0].int().tolist()[4:]
+        [[0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 1, 1]]
+        """
+        chunk_size = _int_arg("chunk_size", chunk_size, 1)
+        causal = _bool_arg("causal", causal)
+        name = "causal chunked attention" if causal else "chunked attention"
+        return cls(chunk_size=chunk_size, causal=causal, name=name)
 
     @classmethod
     def longformer(cls, attention_window: int, num_global: int = 0) -> Pattern:
@@ -449,7 +466,8 @@ class Pattern:
     def local_on(self) -> bool:
         """The spec's "local off" rule, for a call that passes this pattern's own layout."""
         other = self.num_global > 0 or self.stride > 0 or self.num_random > 0 or self.has_layout
-        return not (self.window_left == -1 and self.window_right == -1 and other)
+        unbounded = self.window_left == -1 and self.window_right == -1
+        return self.chunk_size > 0 or not (unbounded and other)
 
     def replace(self, **changes: Any) -> Pattern:
         """A copy with some fields changed.
@@ -572,13 +590,21 @@ class Pattern:
         has_global = self.num_global > 0 or global_mask
         others = has_global or self.stride > 0 or self.num_random > 0 or self.has_layout
         on = {
-            "window": not (self.window_left == -1 and self.window_right == -1 and others),
+            "window": self.chunk_size > 0
+            or not (self.window_left == -1 and self.window_right == -1 and others),
             "global": has_global,
             "strided": self.stride > 0,
             "random": self.num_random > 0,
             "listed": self.has_layout,
         }
         return [c for c, v in on.items() if v]
+
+    def _band(self, short: bool) -> str:
+        """The local component in words: the band, and the chunks that bound it."""
+        text = _band_text(self.window_left, self.window_right, self.causal, short)
+        if self.chunk_size > 0:
+            text += f" within chunks of {self.chunk_size}"
+        return text
 
     def component_text(self, component: str, global_mask: bool = False) -> str:
         """What one component of :meth:`components` allows, in words.
@@ -590,7 +616,7 @@ class Pattern:
         """
         bs = self.block_size
         if component == "window":
-            return "window: " + _band_text(self.window_left, self.window_right, self.causal)
+            return "window: " + self._band(short=False)
         if component == "global":
             who = []
             if self.num_global:
@@ -642,6 +668,8 @@ class Pattern:
             return "Sparse Transformer strided"
         if comps == ["listed"]:
             return "block layout"
+        if comps == ["window"] and self.chunk_size > 0:
+            return "causal chunked attention" if self.causal else "chunked attention"
         if comps == ["window"]:
             if wl == -1 and (wr == -1 or self.causal):
                 return "causal dense" if self.causal else "dense"
@@ -665,7 +693,7 @@ class Pattern:
         comps = self.components(global_mask)
         for c in comps:
             if c == "window":
-                parts.append(_band_text(self.window_left, self.window_right, self.causal, True))
+                parts.append(self._band(short=True))
             elif c == "global":
                 if self.num_global:
                     parts.append(f"{_first_tokens(self.num_global)} global")

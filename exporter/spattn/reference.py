@@ -316,7 +316,8 @@ class MaskRule:
         self.has_blocks = f["num_random"] > 0 or bi is not None
         # The presence of global_mask (like that of block_indices), not its content, counts.
         other = f["num_global"] > 0 or gm is not None or f["stride"] > 0 or self.has_blocks
-        self.local_on = not (f["window_left"] == -1 and f["window_right"] == -1 and other)
+        unbounded = f["window_left"] == -1 and f["window_right"] == -1
+        self.local_on = f["chunk_size"] > 0 or not (unbounded and other)
         self._table: torch.Tensor | None = None
 
     @property
@@ -419,6 +420,15 @@ class MaskRule:
                 local = local & (d <= wl)
             if wr != -1:
                 local = local & (-d <= wr)
+            c = f["chunk_size"]
+            if c > 0:  # the query's chunk: runs of c positions from the first valid key
+                if self.key_starts is not None and b is None:
+                    raise ValueError("MaskRule.allowed: chunks with key_starts need the batch b")
+                s0: Any = 0 if self.key_starts is None else self.key_starts[b]
+                local = local & (
+                    torch.div(p - s0, c, rounding_mode="floor")
+                    == torch.div(j - s0, c, rounding_mode="floor")
+                )
             struct = local
         if g > 0:  # queries at negative positions (Lq > Lk) are never global
             struct = _or(struct, (j < g) | ((p >= 0) & (p < g)))

@@ -255,6 +255,8 @@ def _valid_config(rng, provider: str) -> Config:
         put("scale", float(np.float32(scale)))
     if rng.random() < 0.25:
         put("softcap", float(np.float32(_pick(rng, [0.0, rng.uniform(0.5, 50.0)]))))
+    if rng.random() < 0.2:
+        put("chunk_size", int(_pick(rng, [0, int(rng.integers(1, 40)), INT32_MAX])))
 
     opt: dict[str, Tensor] = {}
     if rng.random() < 0.35:

@@ -171,12 +171,17 @@ def allowed_mask(
     jj = np.arange(lk, dtype=np.int64)[None, :]
     valid = (jj >= starts[:, None]) & (jj < lens[:, None])  # [B, Lk]
     other_on = g > 0 or s > 0 or r > 0 or block_indices is not None or global_mask is not None
-    local_on = not (wl == -1 and wr == -1 and other_on)
+    c = int(attrs.get("chunk_size", 0))
+    local_on = c > 0 or not (wl == -1 and wr == -1 and other_on)
     local = np.full((lq, lk), local_on)
     if wl != -1:
         local &= (p - j) <= wl
     if wr != -1:
         local &= (j - p) <= wr
+    local_b = np.broadcast_to(local, (b_size, lq, lk)).copy()
+    if c > 0:  # runs of c positions from each batch's key_starts
+        s0 = starts[:, None, None]
+        local_b &= np.floor_divide(p[None] - s0, c) == np.floor_divide(j[None] - s0, c)
     glob = (j < g) | ((p >= 0) & (p < g))  # [Lq, Lk]
     glob_b = np.broadcast_to(glob, (b_size, lq, lk)).copy()
     if global_mask is not None:
@@ -188,7 +193,7 @@ def allowed_mask(
         qglob[:, inside] = gm[:, pi[inside]]
         glob_b |= qglob[:, :, None]
     strided = ((p - j) % s == 0) if s > 0 else np.zeros((lq, lk), bool)
-    pattern = (local | strided)[None, None] | glob_b[:, None]  # [B, 1, Lq, Lk]
+    pattern = (local_b | strided[None])[:, None] | glob_b[:, None]  # [B, 1, Lq, Lk]
     pattern = np.broadcast_to(pattern, (b_size, hq, lq, lk)).copy()
     nqb, nkb = -(-lq // bs), -(-lk // bs)
     kb = np.arange(lk) // bs

@@ -88,6 +88,14 @@ PATTERNS = {
     "listed_bs128": (dict(block_size=128, window_left=5, window_right=5), ("hq", 2)),
     "huge_block": (dict(block_size=65536, num_random=1, window_left=10, window_right=10), None),
     "scale": (dict(scale=0.3, window_left=20, window_right=5), None),
+    # Chunked attention (Llama 4): chunks shorter than a key tile, across several, and a band
+    # bounded by chunks beside global tokens
+    "chunked": (dict(causal=1, chunk_size=48), None),
+    "chunked_long": (dict(causal=1, chunk_size=150), None),
+    "chunked_band_global": (
+        dict(chunk_size=40, window_left=25, window_right=25, num_global=3),
+        None,
+    ),
 }
 
 # (B, Lq, Lk, key_lengths or None)
@@ -307,6 +315,7 @@ STACK_SHAPES = {
 }
 STACK_PATTERNS = [
     "causal",
+    "chunked",
     "causal_sliding",
     "dense",
     "sliding",
@@ -363,6 +372,22 @@ def test_decode_visit_lengths(window, d, feature):
     features = {"none": (), "sinks_kstart": ("sinks", "kstart"), "all": STACK_FEATURES["all"]}
     kl = [2100, 1, 1700, 0]
     seed = 31 + d + (window or 0)
+    extra = new_inputs(features[feature], 4, 16, 2100, kl, seed)
+    attrs = with_softcap(attrs, features[feature])
+    run_case(attrs, None, 4, 16, 4, 1, 2100, d, torch.bfloat16, kl, seed, extra=extra)
+    run_case(attrs, None, 4, 16, 4, 3, 2100, d, torch.float16, kl, seed + 1, extra=extra)
+
+
+# Decode steps of Llama 4's chunked layers: chunks shorter than a key tile, around the split
+# pieces' length, longer than the cache; left padding (key_starts) moves their origin.
+@pytest.mark.parametrize("feature", ["none", "kstart", "all"])
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("chunk", [37, 64, 300, 1000, 8192])
+def test_decode_chunked(chunk, d, feature):
+    attrs = dict(causal=1, chunk_size=chunk)
+    features = {"none": (), "kstart": ("kstart",), "all": STACK_FEATURES["all"]}
+    kl = [2100, 1, 1700, 0]
+    seed = 7 + d + chunk
     extra = new_inputs(features[feature], 4, 16, 2100, kl, seed)
     attrs = with_softcap(attrs, features[feature])
     run_case(attrs, None, 4, 16, 4, 1, 2100, d, torch.bfloat16, kl, seed, extra=extra)
@@ -617,6 +642,7 @@ FEATURES = {
 }
 NEW_INPUT_PATTERNS = [
     "dense",
+    "chunked",  # key_starts moves the chunks' origin
     "causal",
     "causal_sliding",
     "longformer",

@@ -163,6 +163,19 @@ CONFIGS: dict[str, dict[str, Any]] = {
         linear_num_key_heads=2,
         linear_num_value_heads=4,
     ),
+    # Llama 4: chunked attention (chunks of 4: the test lengths cross many, and the cache drops
+    # keys) on its RoPE layers, a full-attention NoPE layer with attention temperature tuning,
+    # mixtures of experts, complex rotary (convert_hf makes it real)
+    "llama4_text": _decoder(
+        head_dim=16,
+        attention_chunk_size=4,
+        layer_types=["chunked_attention", "full_attention"],
+        no_rope_layers=[1, 0],
+        num_local_experts=2,
+        num_experts_per_tok=1,
+        intermediate_size_mlp=96,
+        floor_scale=4,
+    ),
     "gpt_neo": dict(
         hidden_size=64,
         num_layers=2,
@@ -264,6 +277,7 @@ DECODERS = [
     "gemma4_text_kv_shared",
     "gemma3n_text_kv_shared",
     "qwen3_next",
+    "llama4_text",
 ]
 ENCODERS = ["modernbert", "big_bird", "longformer", "bert", "distilbert"]
 

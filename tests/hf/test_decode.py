@@ -84,7 +84,8 @@ def test_cli_export_of_a_folder_needs_a_task(exported, tmp_path) -> None:
 # Gemma 3: hybrid layers; Gemma 4: hybrid layers of different head dims; Qwen2-MoE and PhiMoE:
 # windows only in their masks (layer_window), hybrid (Qwen2-MoE) and on every layer (PhiMoE);
 # DeepSeek-V3: a cache of latents, not of keys and values; StableLM: converted without
-# transformers' flag for registered attention
+# transformers' flag for registered attention; Llama 4: chunked layers whose cache keeps C - 1
+# keys (12 new tokens cross three chunks of 4, the left padding of 4 a whole one)
 @pytest.mark.parametrize(
     "model_type",
     [
@@ -98,12 +99,13 @@ def test_cli_export_of_a_folder_needs_a_task(exported, tmp_path) -> None:
         "stablelm",
         "gemma4_text_kv_shared",
         "gemma3n_text_kv_shared",
+        "llama4_text",
     ],
 )
 def test_greedy_decode_matches_generate(model_type: str, exported, tmp_path) -> None:
     if model_type == "mistral":
         model, cfg, out, _ = exported
-    elif os.environ.get("SPATTN_HF_FULL") != "1":
+    elif os.environ.get("SPATTN_HF_FULL") != "1" and model_type != "llama4_text":
         pytest.skip(
             "set SPATTN_HF_FULL=1 to export more decoders (hybrid layers, mask-only windows)"
         )

@@ -53,6 +53,8 @@ FAMILIES = {
     "stablelm": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "gemma4_text_kv_shared": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     "gemma3n_text_kv_shared": ("text-generation-with-past", "AutoModelForCausalLM", 1),
+    # chunked layers (chunk_size) beside a full one, the chunked cache keeping C - 1 keys
+    "llama4_text": ("text-generation-with-past", "AutoModelForCausalLM", 1),
     # one layer in two is attention; the linear-attention state is no KV cache: no past
     "qwen3_next": ("text-generation", "AutoModelForCausalLM", 0.5),
     "modernbert": ("feature-extraction", "AutoModel", 1),
@@ -206,23 +208,28 @@ def test_cli_export_dispatches_a_model_folder(tmp_path) -> None:
     assert res.exit_code != 0 and "--task" in res.output
 
 
-def test_cli_export_of_a_mask_the_op_cannot_express_names_it(tmp_path) -> None:
-    # Llama 4's chunked layers: the exporter's own "failed to export" error would hide why
-    import transformers
+def test_cli_exports_llama4_chunked_layers_with_a_cache(tmp_path) -> None:
+    # Llama 4's chunked layers become chunk_size on their nodes; the cache of a chunked layer
+    # keeps C - 1 keys like a window of C; validation (left-padded, with a past) passes
     from click.testing import CliRunner
 
     from spattn.cli import cli
 
-    kw = dict(CONFIGS["mistral"], head_dim=16, attention_chunk_size=4, num_local_experts=2)
-    kw.pop("sliding_window")
-    kw.update(num_experts_per_tok=1, intermediate_size_mlp=96, no_rope_layers=[1, 0])
-    kw["layer_types"] = ["chunked_attention", "full_attention"]
-    cfg = transformers.AutoConfig.for_model("llama4_text", **kw)
-    src = str(tmp_path / "llama4")
-    transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(src)
-    res = CliRunner().invoke(cli, ["export", src, "--task", "text-generation", "-o", src + "_o"])
-    assert res.exit_code != 0
-    assert "chunked attention" in res.output and "TorchExportError" not in res.output, res.output
+    src = save_tiny("llama4_text", "AutoModelForCausalLM", str(tmp_path / "llama4"))
+    res = CliRunner().invoke(
+        cli,
+        ["export", src, "--task", "text-generation-with-past", "-o", src + "_o", "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout[res.stdout.index("{") :])
+    assert report["passed"] is True
+    m = onnx.load(os.path.join(src + "_o", "model.onnx"))
+    chunks = [
+        next((a.i for a in n.attribute if a.name == "chunk_size"), 0)
+        for n in m.graph.node
+        if n.op_type == "SparseAttention"
+    ]
+    assert chunks == [4, 0]  # the chunked layer, then the full one
 
 
 def test_cache_export_of_a_model_with_other_layer_state_is_an_error(tmp_path) -> None:

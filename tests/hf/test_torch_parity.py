@@ -81,11 +81,15 @@ def test_kv_shared_layers_with_kept_logits(keep: int) -> None:
     assert _max_diff(a, b, mask[:, -a.shape[1] :]) <= ATOL  # the valid positions
 
 
-@pytest.mark.parametrize("model_type", ["qwen3_next", "gemma4_text_kv_shared", "deepseek_v2"])
+@pytest.mark.parametrize(
+    "model_type", ["qwen3_next", "gemma4_text_kv_shared", "deepseek_v2", "llama4_text"]
+)
 def test_generate_matches_eager(model_type: str) -> None:
     """generate in PyTorch with transformers' own cache: linear-attention states beside the KV
     cache (Qwen3-Next), KV-shared layers and their slicing to the last position (Gemma 4), the
-    real rotary pairs (DeepSeek-V2); left-padded prompts, greedy tokens equal to eager's."""
+    real rotary pairs (DeepSeek-V2), chunked layers whose cache drops keys (Llama 4, chunks of 4;
+    left padding of 5 tokens, more than a chunk); left-padded prompts, greedy tokens equal to
+    eager's."""
     import transformers
 
     eager, ours = model_pair(model_type, head=transformers.AutoModelForCausalLM)
@@ -198,8 +202,17 @@ def test_masks_the_op_cannot_express_are_errors() -> None:
     kw = dict(batch_size=2, q_length=6, kv_length=6, attention_mask=m)
     for ok in (mu.causal_mask_function, mu.sliding_window_causal_mask_function(3)):
         assert spattn_mask(mask_function=ok, **kw).dtype == torch.bool
+    # A chunked layer's mask keeps its width even unpadded: the chunks are placed by it
+    chunked = mu.chunked_causal_mask_function(4, torch.zeros(2, dtype=torch.long))
+    assert spattn_mask(mask_function=chunked, **kw).shape == (2, 6)
+    ones = spattn_mask(
+        mask_function=chunked, **dict(kw, attention_mask=None, q_offset=3, kv_offset=3)
+    )
+    assert ones.dtype == torch.bool and ones.shape == (2, 9) and bool(ones.all())
+    assert (
+        spattn_mask(mask_function=mu.causal_mask_function, **dict(kw, attention_mask=None)) is None
+    )
     bad = {
-        "chunked attention": mu.chunked_causal_mask_function(4, torch.zeros(2, dtype=torch.long)),
         "or_mask_function": mu.or_masks(mu.causal_mask_function, lambda b, h, q, k: k == 0),
         "packed sequences": mu.and_masks(
             mu.causal_mask_function, mu.packed_sequence_mask_function(torch.zeros(2, 6))
@@ -210,28 +223,71 @@ def test_masks_the_op_cannot_express_are_errors() -> None:
             spattn_mask(mask_function=fn, **kw)
 
 
-def test_chunked_attention_model_is_an_error_not_a_different_result() -> None:
-    # Llama 4's chunked layers: eager attention sees only the query's chunk, which a causal
-    # call would not honour
-    cfg = dict(
-        CONFIGS["mistral"],
-        head_dim=16,
-        attention_chunk_size=4,
-        num_local_experts=2,
-        num_experts_per_tok=1,
-        intermediate_size_mlp=96,
-        no_rope_layers=[1, 0],
-        layer_types=["chunked_attention", "full_attention"],
-    )
-    cfg.pop("sliding_window")
-    import transformers
+def test_chunks_matter_in_the_tiny_config() -> None:
+    """The Llama 4 parity is not vacuous: the converted model's chunked layer sets chunk_size,
+    and without it (a causal call) the outputs differ from eager."""
+    import spattn.hf.attention as A
 
-    model = transformers.AutoModel.from_config(
-        transformers.AutoConfig.for_model("llama4_text", **cfg), attn_implementation="spattn"
-    ).eval()
-    ids, mask = padded_batch([12, 12], 12)
-    with pytest.raises(NotImplementedError, match="chunked attention"), torch.no_grad():
-        model(input_ids=ids, attention_mask=mask)
+    eager, ours = model_pair("llama4_text")
+    ids, mask = padded_batch([30, 19], 30, "left")
+    seen = []
+    real_forward, real_chunk = A.sparse_attention, A.layer_chunk
+
+    def spy(*args, **kwargs):
+        seen.append((args[3].chunk_size, kwargs.get("key_starts")))
+        return real_forward(*args, **kwargs)
+
+    A.sparse_attention = spy
+    try:
+        with torch.no_grad():
+            a = eager(input_ids=ids, attention_mask=mask)[0]
+            b = ours(input_ids=ids, attention_mask=mask)[0]
+        A.layer_chunk = lambda module: None
+        with torch.no_grad():
+            c = ours(input_ids=ids, attention_mask=mask)[0]
+    finally:
+        A.sparse_attention, A.layer_chunk = real_forward, real_chunk
+    assert [s[0] for s in seen[:2]] == [4, 0]  # the chunked layer, then the full one
+    assert seen[0][1].tolist() == [0, 11]  # the chunks start at the first real token
+    assert _max_diff(a, b, mask) <= ATOL
+    assert _max_diff(a, c, mask) > 1e-3
+
+
+def test_chunk_key_starts_keep_the_chunks_of_a_cache_that_dropped_keys() -> None:
+    """A chunked layer's cache keeps its last C - 1 keys: key_starts puts the chunk boundaries
+    where the whole sequence has them, and marks invalid only keys of a chunk the queries left."""
+    from spattn import Pattern, sparse_attention
+    from spattn.hf.attention import chunk_key_starts
+
+    c, total, lk, lq = 4, 23, 4, 1  # a decode step: 3 kept keys and the new one
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(3, 2, total, 8, generator=g)
+    k = torch.randn(3, 2, total, 8, generator=g)
+    mask = torch.ones(3, total, dtype=torch.bool)
+    mask[1, :2] = False  # left padding shorter than the dropped keys
+    mask[2, :21] = False  # longer: the valid keys start inside the kept ones
+    for end in range(lk + 1, total + 1):  # every step: the sequence's first `end` positions
+        m = mask[:, :end]
+        pad = (~m).int().cumsum(-1).eq(torch.arange(1, end + 1)).sum(-1)
+        full = sparse_attention(
+            q[:, :, :end], k[:, :, :end], k[:, :, :end], Pattern.chunked(c), key_starts=pad.int()
+        )[:, :, -lq:]
+        kept = slice(end - lk, end)
+        from spattn.hf.attention import padding_inputs
+
+        starts, lengths = padding_inputs(m, lk)
+        ks = chunk_key_starts(m, lk, c, starts, lengths)
+        extra = {} if ks is None else {"key_starts": ks}
+        got = sparse_attention(
+            q[:, :, end - lq : end],
+            k[:, :, kept],
+            k[:, :, kept],
+            Pattern.chunked(c),
+            key_lengths=lengths,
+            **extra,
+        )
+        rows = m[:, -1]  # rows whose query is a real token
+        torch.testing.assert_close(got[rows], full[rows], atol=1e-6, rtol=0)
 
 
 def test_mask_with_holes_is_an_error() -> None:

@@ -22,7 +22,7 @@ SPEC = ROOT / "docs" / "op-spec.md"
 
 # X(TYPE, name, default, min, max, c_block, "expectation"), one per line.
 ROW = re.compile(
-    r'^\s*X\((FLOAT|INT),\s*(\w+),\s*([^,]+),\s*([^,]+),\s*([^,]+),\s*([12]),\s*"([^"]*)"\)'
+    r'^\s*X\((FLOAT|INT),\s*(\w+),\s*([^,]+),\s*([^,]+),\s*([^,]+),\s*([123]),\s*"([^"]*)"\)'
 )
 MACROS = {"SPATTN_INT32_MAX_VALUE": 2**31 - 1, "SPATTN_FLOAT_MAX_VALUE": math.inf}
 
@@ -128,7 +128,7 @@ def test_c_api_struct_layout(tmp_path):
         "q k v o key_lengths block_indices dtype batch heads_q heads_kv len_q len_k head_dim "
         "head_dim_v bi_heads bi_k scale window_left window_right causal num_global stride "
         "block_size num_random seed stream workspace workspace_bytes num_threads global_mask "
-        "key_starts sinks softcap"
+        "key_starts sinks softcap reserved_v2_padding chunk_size"
     ).split()
     src = tmp_path / "layout.c"
     src.write_text(
@@ -151,7 +151,9 @@ def test_c_api_struct_layout(tmp_path):
         assert out[name] == off, (name, out[name], off)
     assert out["v1"] == 160 == out["global_mask"]
     assert out["key_starts"] == 168 and out["sinks"] == 176 and out["softcap"] == 184
-    assert out["size"] == 192
+    # The second version was 192 bytes, its last 4 padding: the third starts past them.
+    assert out["reserved_v2_padding"] == 188 and out["chunk_size"] == 192
+    assert out["size"] == 200
 
 
 def test_head_dims_agree_with_the_python_table():

@@ -13,6 +13,7 @@
 // random and listed blocks, key_lengths and key_starts, Lq != Lk.
 // Built and run by tests/kernels/test_pattern_rules.py. Prints "N passed, 0 failed" on success.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -127,6 +128,20 @@ static void large_lengths() {
         "band of the one query");
   pat.mark_candidate_tiles(0, 0, 0, 1, 65536, marks.data());
   CHECK(marks[rkb] == 1 && marks[16383] == 1, "candidate tiles of the one query");
+
+  // Chunks at 2^30 keys, the largest chunk_size and one that leaves a short last chunk.
+  p.len_q = kLimit;
+  p.pattern = spattn::PatternAttrs();
+  p.pattern.causal = 1;
+  p.pattern.chunk_size = kMax;
+  pat = Pattern::make(p);
+  CHECK(pat.allowed(0, 0, last, 0) && pat.row_bounds(0, last).lo == 0, "one chunk of 2^31-1");
+  p.pattern.chunk_size = kLimit - 5;  // chunks [0, 2^30 - 5) and [2^30 - 5, 2^30)
+  pat = Pattern::make(p);
+  const spattn::RowBounds rc = pat.row_bounds(0, last);
+  CHECK(rc.lo == kLimit - 5 && rc.hi == last && !pat.allowed(0, 0, last, kLimit - 6),
+        "last chunk %d %d", rc.lo, rc.hi);
+  CHECK(pat.classify(0, 0, Tile{last - 3, kLimit, 0, 64}) == TileClass::kEmpty, "earlier chunk");
 }
 
 int main() {
@@ -177,6 +192,7 @@ int main() {
     p.pattern.block_size = pick(1, 20);
     p.pattern.num_random = pick(0, 2) == 0 ? pick(1, 3) : 0;
     p.pattern.seed = pick(0, 1000);
+    p.pattern.chunk_size = pick(0, 2) == 0 ? pick(1, 24) : 0;
     const int nqb = spattn::ceil_div(p.len_q, p.pattern.block_size);
     const int nkb = spattn::ceil_div(p.len_k, p.pattern.block_size);
     std::vector<int32_t> bi;
@@ -210,9 +226,13 @@ int main() {
       if (A.causal && j > pos) return false;
       const bool other = A.num_global > 0 || A.stride > 0 || A.num_random > 0 ||
                          p.block_indices != nullptr || p.global_mask != nullptr;
-      const bool local_on = !(A.window_left == -1 && A.window_right == -1 && other);
+      const bool local_on =
+          A.chunk_size > 0 || !(A.window_left == -1 && A.window_right == -1 && other);
+      // Chunk numbers by floating-point floor (the rule's own words), not the kernels' integers.
+      auto chunk_of = [&](int64_t x) { return std::floor(double(x - start) / A.chunk_size); };
+      const bool same_chunk = A.chunk_size == 0 || chunk_of(pos) == chunk_of(j);
       const bool local = local_on && (A.window_left == -1 || pos - j <= A.window_left) &&
-                         (A.window_right == -1 || j - pos <= A.window_right);
+                         (A.window_right == -1 || j - pos <= A.window_right) && same_chunk;
       const bool gm_key = p.global_mask && p.global_mask[b * p.len_k + j] != 0;
       const bool gm_row =
           p.global_mask && pos >= 0 && pos < p.len_k && p.global_mask[b * p.len_k + pos] != 0;

@@ -69,12 +69,16 @@ def spec_mask(b, h, lq, lk, a, key_lengths, block_indices, global_mask, key_star
     j = np.arange(lk)[None, :]
     d = p - j
     other = g > 0 or s > 0 or r > 0 or block_indices is not None or global_mask is not None
-    local_on = not (wl == -1 and wr == -1 and other)
+    chunk = a.get("chunk_size", 0)
+    local_on = chunk > 0 or not (wl == -1 and wr == -1 and other)
     local = np.full((lq, lk), local_on)
     if wl != -1:
         local &= d <= wl
     if wr != -1:
         local &= -d <= wr
+    if chunk > 0:  # the query's run of `chunk` positions, counted from the first valid key
+        origin = 0 if key_starts is None else int(key_starts[b])
+        local &= np.floor((p - origin) / chunk) == np.floor((j - origin) / chunk)
     glob = (j < g) | ((p >= 0) & (p < g))
     if global_mask is not None:
         gk = global_mask[b] != 0
@@ -255,6 +259,8 @@ ADDITIONS = {
     "sinks": ({}, {"sinks": 1}),
     "softcap": ({"softcap": 2.5}, {}),
     "all": ({"softcap": 3.0}, {"global_mask": 1, "key_starts": 1, "sinks": 1}),
+    "chunk_size": ({"chunk_size": 7}, {}),
+    "chunk_size_key_starts": ({"chunk_size": 5}, {"key_starts": 1}),
 }
 SHAPES = [  # B, Hq, Hkv, Lq, Lk, D, Dv
     (2, 4, 2, 37, 45, 16, 16),  # GQA, Lq < Lk
@@ -298,6 +304,39 @@ def test_everything_together_with_long_rows():
     for dtype in DTYPES:
         check_case(dtype, (2, 4, 2, 150, 260, 32, 32), attrs, key_lengths=True, block_indices=True,
                    global_mask=True, key_starts=True, sinks=True, gm_density=40)  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "lq, lk",
+    [(37, 37), (1, 53), (6, 53), (130, 130)],  # prefill, decode, a few drafts, past one tile
+)
+def test_chunked_attention_as_llama4(lq, lk, dtype):
+    """Llama 4's chunked layers: causal, chunks of 8, GQA 4:2, left padding of 0, 3 and 13
+    tokens (key_starts: the chunks start at the first real token), and with key_lengths."""
+    attrs = {"causal": 1, "chunk_size": 8}
+    b, hq, hkv, dim = 3, 4, 2, 16
+    rng = np.random.default_rng(lq)
+    q = _rounded((b, hq, lq, dim), dtype, rng)
+    k = _rounded((b, hkv, lk, dim), dtype, rng)
+    v = _rounded((b, hkv, lk, dim), dtype, rng)
+    ks = np.array([0, 3, 13], np.int32)
+    kl = np.array([lk, lk, lk - 1], np.int32)
+    got = run_ort(dtype, q, k, v, attrs, key_starts=ks, key_lengths=kl)
+    want = spec_attention(q, k, v, attrs, kl, None, None, ks)
+    atol, rtol = TOLERANCES[dtype]
+    np.testing.assert_allclose(got, want, atol=atol, rtol=rtol)
+    # the chunks change the answer: causal attention over the same keys differs
+    plain = spec_attention(q, k, v, {"causal": 1}, kl, None, None, ks)
+    assert np.abs(plain - want).max() > 1e-2
+
+
+def test_chunk_size_of_a_length_or_more_is_causal_attention():
+    rng = np.random.default_rng(8)
+    q, k, v = (rng.standard_normal((1, 2, 24, 8)).astype(np.float32) for _ in range(3))
+    for c in (24, 25, 2**31 - 1):
+        a = run_ort("float32", q, k, v, {"causal": 1, "chunk_size": c})
+        np.testing.assert_allclose(a, run_ort("float32", q, k, v, {"causal": 1}), atol=1e-6)
 
 
 def test_global_mask_union_with_num_global():

@@ -21,6 +21,8 @@ def families() -> dict[str, Pattern]:
         "strided": Pattern.strided(6),
         "strided_bidir": Pattern.strided(5, causal=False),
         "random_only": Pattern(num_random=2, block_size=16, seed=3),
+        "chunked": Pattern.chunked(5),
+        "chunked_bidir_global": Pattern(chunk_size=6, window_left=3, window_right=3, num_global=2),
         "mixed": Pattern(
             window_left=2,
             window_right=0,

@@ -57,6 +57,20 @@ def test_blocksparse_matches_reference(name, ratio, dtype):
             raise AssertionError(f"{ex}\n{note}") from ex
 
 
+@pytest.mark.parametrize("lq, lk", [(40, 40), (1, 41), (7, 41)])
+def test_blocksparse_chunks_follow_each_batch_key_start(lq, lk):
+    """Chunks start at each batch's key_starts: rows of different origins share a query block,
+    and the block's candidates must hold every batch's chunk."""
+    q, k, v = make_qkv(3, 4, 2, lq, lk, d=16, seed=4)
+    ks = torch.tensor([0, 3, 9], dtype=torch.int32)
+    for pattern in (Pattern.chunked(6), Pattern(chunk_size=8, window_left=5, window_right=2)):
+        want = reference_attention(q, k, v, pattern, key_starts=ks)
+        got = block_sparse_attention(q, k, v, pattern, key_starts=ks, block_q=16)
+        assert_close(got, want, torch.float32, msg=str(pattern))
+        origin0 = reference_attention(q, k, v, pattern, key_starts=torch.zeros_like(ks))
+        assert (origin0[1:] - want[1:]).abs().max() > 1e-3  # the origin matters
+
+
 @pytest.mark.parametrize("hl", [1, 4])
 @pytest.mark.parametrize("base", ["block_layout", "bigbird", "windowed"])
 def test_blocksparse_listed_blocks(hl, base):

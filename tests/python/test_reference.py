@@ -51,8 +51,10 @@ def _allowed_scalar(f, lq, lk, heads, b, h, i, j, key_lengths, bi):
         return False
     g, s, nr = f["num_global"], f["stride"], f["num_random"]
     wl, wr = f["window_left"], f["window_right"]
-    local_on = not (wl == -1 and wr == -1 and (g > 0 or s > 0 or nr > 0 or bi is not None))
-    if local_on and (wl == -1 or p - j <= wl) and (wr == -1 or j - p <= wr):
+    c = f["chunk_size"]  # no key_starts here: chunks from position 0
+    local_on = c > 0 or not (wl == -1 and wr == -1 and (g > 0 or s > 0 or nr > 0 or bi is not None))
+    same_chunk = c == 0 or math.floor(p / c) == math.floor(j / c)
+    if local_on and (wl == -1 or p - j <= wl) and (wr == -1 or j - p <= wr) and same_chunk:
         return True
     if g > 0 and (j < g or 0 <= p < g):
         return True

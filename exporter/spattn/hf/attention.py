@@ -17,6 +17,8 @@ function made, and the layer's own keyword arguments (``scaling``, ``sliding_win
   too, or the module's own ``sliding_window`` (:func:`layer_window`).
 - ``scaling`` is the op's ``scale``; ``softcap`` the ``softcap`` attribute, ``s_aux`` (gpt-oss)
   the ``sinks`` input.
+- chunked layers (Llama 4's ``attention_chunk_size``, :func:`layer_chunk`) set ``chunk_size``,
+  with ``key_starts`` placing the chunks where transformers does (:func:`chunk_key_starts`).
 
 The mask function (registered for ``AttentionMaskInterface``) returns the 2-D padding mask
 ``[B, M]`` unchanged (``M`` = past + new tokens). A layer's keys are the last ``Lk`` positions of
@@ -38,6 +40,8 @@ __all__ = [
     "spattn_attention_forward",
     "spattn_mask",
     "layer_pattern",
+    "layer_chunk",
+    "chunk_key_starts",
     "config_window",
     "layer_window",
     "padding_inputs",
@@ -55,8 +59,6 @@ def _is_tensor_value(x: Any) -> bool:
 # padding mask and each layer's call brings its pattern, so one of these would be silently lost:
 # a call whose mask function is built from one is an error instead.
 _UNSUPPORTED_MASK_PARTS = {
-    "chunked_overlay": "chunked attention (Llama 4's attention_chunk_size: queries see only the "
-    "keys of their own chunk)",
     "or_masks": "an or_mask_function overlay (keys allowed beyond the causal or sliding mask, "
     "such as bidirectional image tokens)",
     "blockwise_overlay": "block-wise bidirectional attention over block_sequence_ids",
@@ -128,8 +130,46 @@ def spattn_mask(
                 f"tokens), got {attention_mask.shape[-1]}"
             )
     if attention_mask is None:
+        if mask_function is not None and "chunked_overlay" in _mask_parts(mask_function):
+            # A chunked layer places its chunks by the mask's width (chunk_key_starts): an
+            # unpadded call gets an all-valid mask of the sequence's length.
+            return torch.ones(batch_size, kv_offset + kv_length, dtype=torch.bool)
         return None
     return attention_mask.to(torch.bool)
+
+
+def chunk_key_starts(
+    attention_mask: torch.Tensor | None,
+    lk: Any,
+    chunk_size: int,
+    key_starts: torch.Tensor | None,
+    key_lengths: torch.Tensor | None,
+) -> torch.Tensor | None:
+    """``key_starts`` of a chunked layer (Llama 4) with ``lk`` keys: the op counts its chunks
+    from ``key_starts[b]``, transformers from the row's first real token of the whole sequence
+    (``left_padding`` of ``chunked_overlay``), which a cache that dropped old keys no longer holds.
+
+    The layer's keys are the last ``lk`` of the mask's ``M`` columns (``dropped = M - lk``).
+    Where the left padding ``pad_b >= dropped`` the valid keys start at ``pad_b - dropped``, the
+    chunks' origin already. Otherwise every kept key is valid and the origin lies before them:
+    ``key_starts = (pad_b - dropped) mod C`` keeps the origin modulo ``C`` and marks invalid only
+    kept keys before the first chunk boundary, which no query of the call sees: a cache drops keys
+    only once it holds ``C - 1``, so the first query sits at least ``C - 1`` keys past the first
+    kept one, beyond that boundary (docs/op-spec.md, "Chunks").
+    """
+    if attention_mask is None:  # no padding and no dropped keys known: chunks from key 0
+        return key_starts
+    m = attention_mask if attention_mask.dtype == torch.bool else attention_mask != 0
+    pad = (m.to(torch.int32).cumsum(-1) == 0).sum(-1).to(torch.int32)  # leading padding
+    dropped = m.shape[-1] - lk
+    x = pad - dropped
+    local = key_starts if key_starts is not None else torch.zeros_like(x)
+    ks = torch.where(x >= 0, local.to(torch.int32), torch.remainder(x, chunk_size))
+    if key_lengths is not None:
+        ks = torch.minimum(ks, key_lengths.to(torch.int32))
+    if not _is_tracing() and not bool((ks > 0).any()):
+        return None
+    return ks.to(torch.int32)
 
 
 def padding_inputs(
@@ -181,6 +221,21 @@ def config_window(config: Any, layer_idx: int) -> int | None:
         slides = 0 <= layer_idx < len(types) and types[layer_idx] == "sliding_attention"
         return int(w) if slides and w else None
     return int(w) if w else None
+
+
+def layer_chunk(module: Any) -> int | None:
+    """The chunk size of a chunked-attention layer (Llama 4's ``attention_chunk_size``, on the
+    layers ``config.layer_types`` names ``"chunked_attention"``; on every layer of a config that
+    has no ``layer_types`` and no ``sliding_window``, as ``masking_utils`` decides), or ``None``."""
+    cfg, idx = getattr(module, "config", None), getattr(module, "layer_idx", None)
+    c = getattr(cfg, "attention_chunk_size", None) if cfg is not None else None
+    if not c:
+        return None
+    types = getattr(cfg, "layer_types", None)
+    if types is not None:
+        chunked = isinstance(idx, int) and 0 <= idx < len(types)
+        return int(c) if chunked and types[idx] == "chunked_attention" else None
+    return None if getattr(cfg, "sliding_window", None) else int(c)
 
 
 def layer_window(module: Any) -> int | None:
@@ -286,6 +341,10 @@ def spattn_attention_forward(
         sliding_window = layer_window(module)
     pattern = layer_pattern(module, sliding_window, is_causal, scaling, softcap)
     key_starts, key_lengths = padding_inputs(attention_mask, key.shape[2], query.shape[0])
+    chunk = layer_chunk(module)
+    if chunk is not None:
+        pattern = pattern.replace(chunk_size=chunk, name=f"hf chunked attention ({chunk})")
+        key_starts = chunk_key_starts(attention_mask, key.shape[2], chunk, key_starts, key_lengths)
     extra: dict[str, Any] = {}
     if key_starts is not None:
         extra["key_starts"] = key_starts

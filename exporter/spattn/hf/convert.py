@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import types
 from typing import Any
 
@@ -253,8 +254,8 @@ def _convert_bigbird(model: nn.Module) -> int:
     return n
 
 
-# ---------------------------------------------------------------- complex rotary (DeepSeek-V2)
-# DeepSeek-V2's rotary embedding returns complex frequencies (torch.polar) and its
+# ------------------------------------------------------- complex rotary (DeepSeek-V2, Llama 4)
+# These families' rotary embeddings return complex frequencies (torch.polar) and their
 # apply_rotary_emb multiplies complex views of q and k; ONNX has no complex type, so torch.onnx
 # cannot translate it. The converted model's rotary modules return the same numbers as real
 # (cos, sin) pairs, and the modeling module's apply_rotary_emb, for such pairs, multiplies
@@ -277,8 +278,8 @@ def _real_rotary_forward(self: Any, x: torch.Tensor, position_ids: torch.Tensor)
     return torch.stack((torch.cos(freqs) * scaling, torch.sin(freqs) * scaling), dim=-1)
 
 
-def _real_apply_rotary_emb(original: Any) -> Any:
-    """DeepSeek-V2's apply_rotary_emb, taking real (cos, sin) pairs too."""
+def _real_apply_rotary_emb(original: Any, heads_axis: int) -> Any:
+    """A family's apply_rotary_emb, taking real (cos, sin) pairs too."""
 
     @functools.wraps(original)
     def apply_rotary_emb(
@@ -286,27 +287,45 @@ def _real_apply_rotary_emb(original: Any) -> Any:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if freqs_cis.is_complex():
             return original(xq, xk, freqs_cis)
-        f = freqs_cis.unsqueeze(1).to(xq.device)  # [B, 1, L, d/2, 2], as the original broadcasts
+        # the pairs' last axis comes after d/2, so the heads axis goes where the original's does
+        f = freqs_cis.unsqueeze(heads_axis).to(xq.device)
         return _rotate_pairs(xq, f).type_as(xq), _rotate_pairs(xk, f).type_as(xk)
 
     apply_rotary_emb._spattn_real_pairs = True  # type: ignore[attr-defined]
     return apply_rotary_emb
 
 
-def _real_rotary(model: nn.Module) -> int:
-    """Switch DeepSeek-V2's rotary modules to real pairs; returns how many were switched."""
-    from transformers.modeling_rope_utils import dynamic_rope_update
-    from transformers.models.deepseek_v2 import modeling_deepseek_v2 as mod
+# (modeling module under transformers.models, rotary class, axis where apply_rotary_emb inserts
+# the heads into freqs_cis [B, L, d/2]): q and k are [B, H, L, d] in DeepSeek-V2's call and
+# [B, L, H, d] in Llama 4's (it rotates before the transpose)
+_COMPLEX_ROTARY: tuple[tuple[str, str, int], ...] = (
+    ("deepseek_v2.modeling_deepseek_v2", "DeepseekV2RotaryEmbedding", 1),
+    ("llama4.modeling_llama4", "Llama4TextRotaryEmbedding", 2),
+)
 
-    if not getattr(mod.apply_rotary_emb, "_spattn_real_pairs", False):
-        mod.apply_rotary_emb = _real_apply_rotary_emb(mod.apply_rotary_emb)
+
+def _real_rotary(model: nn.Module) -> int:
+    """Switch the complex rotary modules of ``_COMPLEX_ROTARY`` to real pairs; returns how many
+    were switched."""
+    from transformers.modeling_rope_utils import dynamic_rope_update
+
     # dynamic_rope_update: the same update of inv_freq for the dynamic RoPE types as the original
     forward = dynamic_rope_update(_real_rotary_forward)
     n = 0
-    for m in model.modules():
-        if isinstance(m, mod.DeepseekV2RotaryEmbedding):
+    for module, cls_name, heads_axis in _COMPLEX_ROTARY:
+        # a model holding the family's classes has loaded its module; importing each family's
+        # here would load them all for every model
+        mod: Any = sys.modules.get(f"transformers.models.{module}")
+        if mod is None:
+            continue
+        rotary = [m for m in model.modules() if isinstance(m, getattr(mod, cls_name))]
+        if not rotary:
+            continue
+        if not getattr(mod.apply_rotary_emb, "_spattn_real_pairs", False):
+            mod.apply_rotary_emb = _real_apply_rotary_emb(mod.apply_rotary_emb, heads_axis)
+        for m in rotary:
             m.forward = types.MethodType(forward, m)  # type: ignore[method-assign]
-            n += 1
+        n += len(rotary)
     return n
 
 
@@ -407,8 +426,7 @@ def convert_hf(model: nn.Module) -> nn.Module:
             f"be converted to spattn; attention classes found: {attention_classes(model) or 'none'}"
             + _why_not_converted(model)
         )
-    if mt == "deepseek_v2":
-        _real_rotary(model)
+    _real_rotary(model)
     _keep_2d_masks_when_slicing(model)
     if mt in ("gpt_neo", "big_bird"):
         # their masks come from masking_utils: spattn's mask function keeps them 2-D. Longformer

@@ -32,7 +32,7 @@ from torch import nn
 
 from .. import tolerances
 from ..export import check_model, node_attributes, spattn_nodes
-from .attention import config_window
+from .attention import config_window, layer_chunk
 from .convert import convert_hf
 
 __all__ = ["TASKS", "HFExportReport", "export_hf", "layer_windows"]
@@ -107,7 +107,8 @@ def _count(items: list[str]) -> dict[str, int]:
 
 # ------------------------------------------------------------------------------ the KV cache
 def layer_windows(config: Any) -> list[int | None]:
-    """Per decoder layer: the sliding window ``W`` (keys kept: ``W - 1``) or ``None`` (full).
+    """Per decoder layer: the sliding window ``W`` (keys kept: ``W - 1``) or ``None`` (full);
+    a chunked layer's chunk size counts as its window.
 
     Mirrors how each family decides which layers slide: ``layer_types`` when the config has
     them, else ``config.sliding_window`` on every layer (Mistral, Phi-3), GPT-Neo's
@@ -116,7 +117,15 @@ def layer_windows(config: Any) -> list[int | None]:
     n = int(getattr(config, "num_hidden_layers", None) or config.num_layers)
     if getattr(config, "model_type", "") == "gpt_neo":
         return [int(config.window_size) if t == "local" else None for t in config.attention_layers]
-    return [config_window(config, i) for i in range(n)]
+    return [config_window(config, i) or _config_chunk(config, i) for i in range(n)]
+
+
+def _config_chunk(config: Any, layer_idx: int) -> int | None:
+    """A chunked layer's chunk size ``C``: its queries see at most the ``C - 1`` keys before them,
+    so its cache keeps ``C - 1`` like a window of ``C`` (transformers' does the same); the chunks
+    stay where they were through ``key_starts`` (``attention.chunk_key_starts``)."""
+    holder = type("Layer", (), {"config": config, "layer_idx": layer_idx})()
+    return layer_chunk(holder)
 
 
 def cache_layers(config: Any) -> list[int]:

@@ -11,7 +11,8 @@
  *   default     the value when the attribute is absent
  *   min, max    the valid range, inclusive; a FLOAT must also be finite
  *   c_block     where the field sits in the C API struct spattn_args: 1 in the first block of
- *               attributes (the original layout), 2 in the block appended at its end
+ *               attributes (the original layout), 2 and 3 in the blocks appended at its end by
+ *               the struct's second and third versions
  *   expectation the text of the error message for a value outside the range
  * C and C++ compatible (c_api.h is a C header). */
 #ifndef SPATTN_ATTRIBUTES_H_
@@ -33,7 +34,8 @@
   X(INT, block_size, 64, 1, 65536, 1, "in [1, 65536]") \
   X(INT, num_random, 0, 0, 65536, 1, "in [0, 65536]") \
   X(INT, seed, 0, 0, SPATTN_INT32_MAX_VALUE, 1, "in [0, 2^31-1]") \
-  X(FLOAT, softcap, 0.0, 0.0, SPATTN_FLOAT_MAX_VALUE, 2, "a finite value >= 0 (0 off)")
+  X(FLOAT, softcap, 0.0, 0.0, SPATTN_FLOAT_MAX_VALUE, 2, "a finite value >= 0 (0 off)") \
+  X(INT, chunk_size, 0, 0, SPATTN_INT32_MAX_VALUE, 3, ">= 0 (0 off)")
 /* clang-format on */
 
 /* The C type of an attribute: SPATTN_ATTR_CTYPE(FLOAT) is float, SPATTN_ATTR_CTYPE(INT) int32_t. */
@@ -44,7 +46,12 @@
 /* SPATTN_ATTR_IF_BLOCK_<c_block>_<wanted>(x): x when the row's c_block is the wanted one. */
 #define SPATTN_ATTR_IF_BLOCK_1_1(x) x
 #define SPATTN_ATTR_IF_BLOCK_1_2(x)
+#define SPATTN_ATTR_IF_BLOCK_1_3(x)
 #define SPATTN_ATTR_IF_BLOCK_2_1(x)
 #define SPATTN_ATTR_IF_BLOCK_2_2(x) x
+#define SPATTN_ATTR_IF_BLOCK_2_3(x)
+#define SPATTN_ATTR_IF_BLOCK_3_1(x)
+#define SPATTN_ATTR_IF_BLOCK_3_2(x)
+#define SPATTN_ATTR_IF_BLOCK_3_3(x) x
 
 #endif /* SPATTN_ATTRIBUTES_H_ */

@@ -20,11 +20,13 @@ extern "C" {
 #endif
 
 /* The attribute fields are expanded from attributes.h: those of c_block 1 where the original
- * layout had them, those of c_block 2 in the block appended at the end. */
+ * layout had them, those of c_blocks 2 and 3 in the blocks appended at the end. */
 #define SPATTN_C_ATTR_FIELD_1(TYPE, name, def, lo, hi, c_block, expect) \
   SPATTN_ATTR_IF_BLOCK_##c_block##_1(SPATTN_ATTR_CTYPE(TYPE) name;)
 #define SPATTN_C_ATTR_FIELD_2(TYPE, name, def, lo, hi, c_block, expect) \
   SPATTN_ATTR_IF_BLOCK_##c_block##_2(SPATTN_ATTR_CTYPE(TYPE) name;)
+#define SPATTN_C_ATTR_FIELD_3(TYPE, name, def, lo, hi, c_block, expect) \
+  SPATTN_ATTR_IF_BLOCK_##c_block##_3(SPATTN_ATTR_CTYPE(TYPE) name;)
 
 typedef struct spattn_args {
   const void* q;                /* [B, Hq, Lq, D] */
@@ -49,6 +51,12 @@ typedef struct spattn_args {
   const float* sinks;         /* [Hq] float32 or NULL; a logit in each row's softmax denominator */
   /* float softcap (0: off) */
   SPATTN_ATTRIBUTES(SPATTN_C_ATTR_FIELD_2)
+  /* The second version ended here, followed by 4 bytes of tail padding that a caller built
+   * against it passes uninitialized within its args_size: never read, so that the third
+   * version's fields start past it. */
+  int32_t reserved_v2_padding;
+  /* Appended in the third version: int32_t chunk_size (0: off) */
+  SPATTN_ATTRIBUTES(SPATTN_C_ATTR_FIELD_3)
 } spattn_args;
 
 /* The struct grows only at its end. Each entry has a form that takes the caller's

@@ -29,7 +29,8 @@ inline int dtype_size(DType t) { return t == DType::kFloat32 ? 4 : 2; }
 
 // The op's attributes (attributes.h), already validated (validate.h) and resolved: scale is never
 // 0 here (1/sqrt(D) when the attribute is 0 or absent). softcap > 0: scores become
-// softcap * tanh(s / softcap) after scaling.
+// softcap * tanh(s / softcap) after scaling. chunk_size > 0: the local band stops at the query's
+// chunk (Pattern::chunk_begin).
 struct PatternAttrs {
 #define SPATTN_ATTR_FIELD(TYPE, name, def, lo, hi, c_block, expect) \
   SPATTN_ATTR_CTYPE(TYPE) name = SPATTN_ATTR_CTYPE(TYPE)(def);

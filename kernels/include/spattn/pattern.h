@@ -129,11 +129,26 @@ struct Pattern {
     // The presence of global_mask (like block_indices), not its content, counts as a component.
     const bool other = t.a.num_global > 0 || t.a.stride > 0 || t.a.num_random > 0 ||
                        p.block_indices != nullptr || p.global_mask != nullptr;
-    t.local_on = !(t.a.window_left < 0 && t.a.window_right < 0 && other);
+    t.local_on = local_component_on(t.a, other);
     t.num_key_blocks = ceil_div(p.len_k, t.a.block_size);
     if (t.num_key_blocks > 0) t.key_blocks_magic = fastmod_magic(uint32_t(t.num_key_blocks));
     t.num_query_blocks = ceil_div(p.len_q, t.a.block_size);
     return t;
+  }
+
+  // Is the local component on? Off only when both windows are unbounded, no chunk bounds it
+  // and another component exists (the pattern is then that component, not dense); `other`: a
+  // global, strided, random or listed component, or global_mask. launch.cu sizes its plans by
+  // the same rule.
+  SPATTN_HD static bool local_component_on(const PatternAttrs& a, bool other) {
+    return a.chunk_size > 0 || !(a.window_left < 0 && a.window_right < 0 && other);
+  }
+
+  // The first position of the chunk holding position x of batch b (chunk_size > 0): chunks are
+  // runs of chunk_size positions counted from key_start(b), the first valid key.
+  SPATTN_HD int64_t chunk_begin(int32_t b, int64_t x) const {
+    const int64_t s = key_start(b);
+    return s + floor_div(x - s, a.chunk_size) * a.chunk_size;
   }
 
   // Position of query i (bottom-right alignment).
@@ -191,7 +206,8 @@ struct Pattern {
     const int64_t p = pos(i);
     const int64_t d = p - j;  // how far the key lies before the query
     if (local_on && (a.window_left < 0 || d <= a.window_left) &&
-        (a.window_right < 0 || -d <= a.window_right))
+        (a.window_right < 0 || -d <= a.window_right) &&
+        (a.chunk_size <= 0 || chunk_begin(b, p) == chunk_begin(b, j)))
       return true;
     if (global_key(b, j) || global_row(b, i)) return true;
     if (a.stride > 0 && d % a.stride == 0) return true;
@@ -236,6 +252,11 @@ struct Pattern {
     } else if (local_on) {
       lo = a.window_left < 0 ? 0 : p - a.window_left;
       hi = a.window_right < 0 ? up - 1 : p + a.window_right;
+      if (a.chunk_size > 0) {  // the band stops at the query's chunk
+        const int64_t c0 = chunk_begin(b, p);
+        if (lo < c0) lo = c0;
+        if (hi > c0 + a.chunk_size - 1) hi = c0 + a.chunk_size - 1;
+      }
     }
     if (lo < low) lo = low;
     if (hi > up - 1) hi = up - 1;
@@ -348,10 +369,19 @@ struct Pattern {
       const bool hi_ok_any = a.window_left < 0 || dmin <= int64_t(a.window_left);
       // With causal, pairs with d < 0 are never allowed: the band must reach d >= 0.
       const bool causal_ok = !a.causal || dmax >= 0;
-      if (lo_ok_any && hi_ok_any && causal_ok) any = true;
-      if ((a.window_right < 0 || dmin >= -int64_t(a.window_right)) &&
-          (a.window_left < 0 || dmax <= int64_t(a.window_left)))
-        all = true;
+      bool band_any = lo_ok_any && hi_ok_any && causal_ok;
+      bool band_all = (a.window_right < 0 || dmin >= -int64_t(a.window_right)) &&
+                      (a.window_left < 0 || dmax <= int64_t(a.window_left));
+      if (a.chunk_size > 0) {
+        // Chunks of the tile's queries [q0, q1] and keys [k0, k1] (by first position): some
+        // pair can share one only if the ranges meet; every pair does only if all are one chunk.
+        const int64_t q0 = chunk_begin(b, p0), q1 = chunk_begin(b, p1);
+        const int64_t k0 = chunk_begin(b, t.j0), k1 = chunk_begin(b, t.j1 - 1);
+        band_any = band_any && (q0 > k0 ? q0 : k0) <= (q1 < k1 ? q1 : k1);
+        band_all = band_all && q0 == q1 && k0 == k1 && q0 == k0;
+      }
+      any = band_any;
+      all = band_all;
     }
     if (a.num_global > 0) {
       if (t.j0 < a.num_global) any = true;
@@ -418,11 +448,17 @@ struct Pattern {
     c.global_keys = global_mask != nullptr;
     bool rows_any = false, rows_all;
     if (a.num_global > 0 || global_mask) global_rows(b, i0, i1, &rows_any, &rows_all);
-    const bool unbounded_local = local_on && a.window_left < 0 && a.window_right < 0;
+    const bool unbounded_local =
+        local_on && a.window_left < 0 && a.window_right < 0 && a.chunk_size <= 0;
     c.all = a.stride > 0 || rows_any || unbounded_local;
     if (local_on) {
       int64_t lo = a.window_left < 0 ? 0 : p0 - a.window_left;
       int64_t hi = a.window_right < 0 ? int64_t(len_k) - 1 : p1 + a.window_right;
+      if (a.chunk_size > 0) {  // the rows' chunks: from the first row's to the last row's end
+        const int64_t c0 = chunk_begin(b, p0), c1 = chunk_begin(b, p1) + a.chunk_size - 1;
+        if (lo < c0) lo = c0;
+        if (hi > c1) hi = c1;
+      }
       if (lo < start) lo = start;
       if (hi > end) hi = end;
       if (lo <= hi) {

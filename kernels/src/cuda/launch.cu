@@ -282,6 +282,7 @@ bool narrow_rows(const Params& p) {
   if (a.stride > 0) return false;
   const bool other = a.num_global > 0 || a.num_random > 0 || p.block_indices != nullptr ||
                      p.global_mask != nullptr;
+  if (a.chunk_size > 0 && a.chunk_size <= 1024) return true;  // every row within its chunk
   if (a.window_left < 0 && a.window_right < 0) return other;  // local off, or dense
   if (a.window_left < 0 || (a.window_right < 0 && !a.causal)) return false;
   const int64_t width = int64_t(a.window_left) + (a.causal ? 0 : int64_t(a.window_right)) + 1;
@@ -502,17 +503,27 @@ bool bounded_plan(const Params& p, const Layout& L, KParams* kp) {
   const bool few = few_long_tiles(p, L);
   const int64_t nkt = (int64_t(p.len_k) + kBlockN - 1) / kBlockN;
   const bool other = a.num_global > 0 || a.num_random > 0 || p.block_indices != nullptr;
-  const bool local_on = !(a.window_left < 0 && a.window_right < 0 && other);
+  const bool local_on = Pattern::local_component_on(a, other);
   const int64_t bm = L.block_m;
-  // An upper estimate of a whole tile's visit list (it only sizes the pieces).
+  // An upper estimate of a whole tile's visit list (it only sizes the pieces, so it must never
+  // fall short: the bounded plan of few tiles gives each tile pieces for this many key tiles).
   int64_t light = 0;
   if (local_on) {
-    if (a.window_left < 0 || (a.window_right < 0 && !a.causal)) {  // long rows
+    // The keys a tile's band can span: width + bm - 1 for a window of width keys per row;
+    // chunks: the first row's chunk to the last row's, bm + chunk_size - 1 keys with causal
+    // (no key past the last row), at most bm + 2 * chunk_size - 2 without.
+    const bool long_rows = a.window_left < 0 || (a.window_right < 0 && !a.causal);
+    int64_t span = -1;
+    if (!long_rows) span = int64_t(a.window_left) + (a.causal ? 0 : int64_t(a.window_right)) + bm;
+    if (a.chunk_size > 0) {
+      const int64_t c = int64_t(a.chunk_size) * (a.causal ? 1 : 2) + bm;
+      if (span < 0 || c < span) span = c;
+    }
+    if (span < 0) {  // long rows
       if (!few) return false;
       light = nkt;
     } else {
-      const int64_t width = int64_t(a.window_left) + (a.causal ? 0 : int64_t(a.window_right)) + 1;
-      light += (width + bm - 1) / kBlockN + 2;
+      light += span / kBlockN + 2;
     }
   }
   if (a.num_global > 0) light += (a.num_global + kBlockN - 1) / kBlockN;
