@@ -649,6 +649,10 @@ class Pattern:
         if self.name and comps == self.components():
             return self.name  # not when the global_mask input switches the band off
 
+        if self.chunk_size > 0:  # the families below have no chunks
+            if comps != ["window"]:
+                return ""
+            return "causal chunked attention" if self.causal else "chunked attention"
         wl, wr, sym = self.window_left, self.window_right, self.window_left == self.window_right
         if comps == ["window", "global"] and sym and wl >= 0 and not self.causal:
             return "Longformer"
@@ -668,8 +672,6 @@ class Pattern:
             return "Sparse Transformer strided"
         if comps == ["listed"]:
             return "block layout"
-        if comps == ["window"] and self.chunk_size > 0:
-            return "causal chunked attention" if self.causal else "chunked attention"
         if comps == ["window"]:
             if wl == -1 and (wr == -1 or self.causal):
                 return "causal dense" if self.causal else "dense"

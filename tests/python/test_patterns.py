@@ -162,3 +162,21 @@ def test_describe_and_plot(tmp_path):
     for lq in (64, 2048):
         path = Pattern.bigbird(16).plot(lq, str(tmp_path / f"p{lq}.png"))
         assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_chunked_pattern_words_and_attributes():
+    p = Pattern.chunked(8192)
+    assert p.attributes() == {**Pattern.dense(causal=True).attributes(), "chunk_size": 8192}
+    assert p.family() == "causal chunked attention" and p.components() == ["window"]
+    assert "within chunks of 8192" in p.label()
+    # chunks beside global tokens: a band with no family of its own, never "Longformer"
+    q = Pattern(chunk_size=6, window_left=3, window_right=3, num_global=2)
+    assert q.family() == "" and q.local_on and q.components() == ["window", "global"]
+    # chunks keep the band on beside another component (the spec's local_on)
+    assert Pattern(chunk_size=4, num_global=1).local_on
+    assert not Pattern(num_global=1).local_on
+    assert Pattern.dense().attributes().get("chunk_size") is None  # written only when set
+    with pytest.raises(ValueError, match="chunk_size"):
+        Pattern.chunked(0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        Pattern(chunk_size=-1)
