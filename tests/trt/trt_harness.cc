@@ -968,6 +968,7 @@ void new_input_checks(Library& lib, cudaStream_t s) {
     bool gm, ks, sk;
     float softcap;
     int32_t d;
+    int32_t chunk = 0;  // chunk_size, with causal (Llama 4's chunked layers)
   };
   const Case cases[] = {
       {"global_mask alone", true, false, false, 0.f, 64},
@@ -975,6 +976,7 @@ void new_input_checks(Library& lib, cudaStream_t s) {
       {"sinks alone", false, false, true, 0.f, 64},
       {"softcap alone", false, false, false, 20.f, 64},
       {"all four", true, true, true, 20.f, 128},
+      {"causal chunks with key_starts", false, true, false, 0.f, 128, 40},
   };
   for (spattn::DType dtype :
        {spattn::DType::kFloat32, spattn::DType::kFloat16, spattn::DType::kBFloat16}) {
@@ -982,11 +984,14 @@ void new_input_checks(Library& lib, cudaStream_t s) {
       const bool all = c.gm && c.ks && c.sk;
       int32_t ints[3] = {all ? 16 : -1, all ? 8 : -1, all ? 2 : 0};
       float cap = c.softcap;
-      PluginField f[4] = {{"window_left", &ints[0], PluginFieldType::kINT32, 1},
+      int32_t chunk[2] = {c.chunk, c.chunk > 0 ? 1 : 0};  // chunk_size, causal
+      PluginField f[6] = {{"window_left", &ints[0], PluginFieldType::kINT32, 1},
                           {"window_right", &ints[1], PluginFieldType::kINT32, 1},
                           {"num_global", &ints[2], PluginFieldType::kINT32, 1},
-                          {"softcap", &cap, PluginFieldType::kFLOAT32, 1}};
-      nvinfer1::PluginFieldCollection fc{4, f};
+                          {"softcap", &cap, PluginFieldType::kFLOAT32, 1},
+                          {"chunk_size", &chunk[0], PluginFieldType::kINT32, 1},
+                          {"causal", &chunk[1], PluginFieldType::kINT32, 1}};
+      nvinfer1::PluginFieldCollection fc{6, f};
       const std::string tag = std::string(c.label) + "/" + dtype_label(dtype) + " D" +
                               std::to_string(c.d) + (c.softcap > 0 ? " softcap" : "");
       PluginHandle h(lib.creator->createPlugin("new", &fc, nvinfer1::TensorRTPhase::kBUILD));
@@ -1014,6 +1019,8 @@ void new_input_checks(Library& lib, cudaStream_t s) {
         attrs.window_right = ints[1];
         attrs.num_global = ints[2];
         attrs.softcap = cap;
+        attrs.chunk_size = chunk[0];
+        attrs.causal = chunk[1];
         const bool ok =
             rc == 0 && close(decode(got, dtype), prob.reference(attrs), tolerance(dtype), &summary);
         check(ok, tag + " enqueue vs CPU kernel: " + (rc == 0 ? summary : lib.logger.last()));
@@ -1076,6 +1083,7 @@ void bad_field_checks(Library& lib) {
       {"softcap", PluginFieldType::kFLOAT32, NAN, 1},
       {"softcap", PluginFieldType::kFLOAT32, INFINITY, 1},
       {"softcap", PluginFieldType::kINT32, 30, 1},
+      {"chunk_size", PluginFieldType::kINT32, -1, 1},
   };
   for (const Case& c : cases) {
     int32_t ints[2] = {int32_t(c.value), int32_t(c.value)};
