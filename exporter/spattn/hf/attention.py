@@ -133,7 +133,8 @@ def spattn_mask(
         if mask_function is not None and "chunked_overlay" in _mask_parts(mask_function):
             # A chunked layer places its chunks by the mask's width (chunk_key_starts): an
             # unpadded call gets an all-valid mask of the sequence's length.
-            return torch.ones(batch_size, kv_offset + kv_length, dtype=torch.bool)
+            device = kwargs.get("device")
+            return torch.ones(batch_size, kv_offset + kv_length, dtype=torch.bool, device=device)
         return None
     return attention_mask.to(torch.bool)
 
