@@ -5,8 +5,9 @@ which torch.onnx cannot export; convert_hf gives its rotary module and ``apply_r
 real-pair form. These tests hold that form to the complex original: the frequencies, the rotated
 q and k, the logits (with and without padding) and an ONNX export validated against eager.
 
-The tiny config has no chunked-attention layer (``attention_chunk_size=None``, both layers full)
-and RoPE in both layers (``no_rope_layers=[1, 1]``), so every layer goes through the rotary.
+The tiny config (tests/hf/hf_models.py's, changed) has no chunked-attention layer
+(``attention_chunk_size=None``, both layers full) and RoPE in both layers
+(``no_rope_layers=[1, 1]``), so every layer goes through the rotary.
 """
 
 from __future__ import annotations
@@ -28,17 +29,14 @@ from transformers.models.llama4 import modeling_llama4  # noqa: E402
 ATOL = 2e-5  # logits, as tests/hf/test_torch_parity.py
 FREQ_ATOL = 1e-6  # frequencies and rotated q, k: float32 rounding
 
+# The matrix's Llama 4 config with RoPE on both layers and no chunked layer (its chunks are
+# tested with the other families)
 LLAMA4: dict[str, Any] = dict(
-    CONFIGS["mistral"],
-    head_dim=16,
-    num_local_experts=2,
-    num_experts_per_tok=1,
-    intermediate_size_mlp=96,
+    CONFIGS["llama4_text"],
     no_rope_layers=[1, 1],
     attention_chunk_size=None,
     layer_types=["full_attention", "full_attention"],
 )
-LLAMA4.pop("sliding_window")
 
 # rope types of the rotary module: Llama 4 checkpoints use llama3; yarn's attention_scaling is
 # not 1; dynamic updates inv_freq past max_position_embeddings (256) through dynamic_rope_update
