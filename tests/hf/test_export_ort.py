@@ -232,6 +232,35 @@ def test_cli_exports_llama4_chunked_layers_with_a_cache(tmp_path) -> None:
     assert chunks == [4, 0]  # the chunked layer, then the full one
 
 
+def test_multimodal_llama4_checkpoint_exports_its_language_model(tmp_path) -> None:
+    # Llama 4's released checkpoints are multimodal (model_type "llama4"): a text task loads
+    # their language model (AutoModelForCausalLM), whose chunked layers export as the text
+    # family's; the vision encoder (complex rotary of its own) is not part of the graph
+    import transformers
+
+    vision = dict(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=48,
+        image_size=28,
+        patch_size=14,
+        vision_output_dim=32,
+        projector_input_dim=32,
+        projector_output_dim=64,
+    )
+    cfg = transformers.Llama4Config(text_config=dict(CONFIGS["llama4_text"]), vision_config=vision)
+    src = str(tmp_path / "scout_like")
+    torch.manual_seed(0)
+    transformers.Llama4ForConditionalGeneration(cfg).eval().save_pretrained(src)
+    # the language model takes the checkpoint's weights, none left to a random init
+    _, info = transformers.AutoModelForCausalLM.from_pretrained(src, output_loading_info=True)
+    assert not info["missing_keys"], info["missing_keys"]
+    rep = export_hf(src, task="text-generation-with-past", output_dir=str(tmp_path / "out"))
+    assert rep.passed, rep.summary()
+    assert rep.num_spattn_nodes == 2 and len(rep.errors) >= 2
+
+
 def test_cache_export_of_a_model_with_other_layer_state_is_an_error(tmp_path) -> None:
     # LFM2's convolution layers keep a state between steps that the exported cache would drop
     import transformers
