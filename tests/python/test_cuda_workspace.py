@@ -32,6 +32,9 @@ PATTERNS = {
     "dense": dict(),
     "band_global": dict(window_left=256, window_right=256, num_global=64),
     "bigbird": dict(block_size=64, window_left=64, window_right=64, num_global=64, num_random=2),
+    # Llama 4's chunked layers: chunks shorter than a tile of keys and as long as the released 8192
+    "chunked_small": dict(causal=1, chunk_size=40),
+    "chunked": dict(causal=1, chunk_size=8192),
 }
 
 
@@ -74,5 +77,13 @@ def test_decode_workspace_stays_small():
     # small pieces (counts, items); unstacked, it would be sized for 512 tiles of 128 rows (67 MB).
     attrs = PATTERNS["causal_window"]
     got = _size(16, 32, 8, 1, 131072, 128, attrs, torch.bfloat16)
+    rows = 2 * 512 * 32
+    assert 0 < got <= rows * (128 * 4 + 8) + (1 << 20)
+
+
+def test_chunked_decode_workspace_stays_small():
+    # A chunked layer's decode step reads one chunk: its plan is sized from the chunk's span,
+    # within the bound of the causal window of the same width above
+    got = _size(16, 32, 8, 1, 131072, 128, PATTERNS["chunked"], torch.bfloat16)
     rows = 2 * 512 * 32
     assert 0 < got <= rows * (128 * 4 + 8) + (1 << 20)
