@@ -1,5 +1,6 @@
-"""The fields appended to the direct C API's spattn_args (global_mask, key_starts, sinks, softcap)
-through libspattn_kernels.so's CPU entry, with a ctypes mirror of the whole current struct
+"""The fields appended to the direct C API's spattn_args (global_mask, key_starts, sinks, softcap;
+chunk_size in the third version)
+through libspattn_kernels.so's CPU entry, with ctypes mirrors of the second and third versions
 written here from c_api.h: the `_ex` entry against the float64 NumPy statement of the spec of
 tests/plugins/test_ort_new_inputs.py, and the entry without a size reading the first version only.
 """
@@ -29,7 +30,7 @@ _ATTRS1 = "window_left window_right causal num_global stride block_size num_rand
 
 
 class Args(ctypes.Structure):
-    """spattn_args of c_api.h, current version."""
+    """spattn_args of c_api.h, second version (192 bytes: softcap, then 4 bytes of padding)."""
 
     _fields_ = (
         [(n, ctypes.c_void_p) for n in ("q", "k", "v", "o", "key_lengths", "block_indices")]
@@ -50,6 +51,16 @@ class Args(ctypes.Structure):
     )
 
 
+class Args3(ctypes.Structure):
+    """The third version: the second's tail padding as a field that is never read, then
+    chunk_size (one flat list: a ctypes subclass would start its fields after the padding)."""
+
+    _fields_ = Args._fields_ + [
+        ("reserved_v2_padding", ctypes.c_int32),
+        ("chunk_size", ctypes.c_int32),
+    ]
+
+
 def _lib():
     lib = ctypes.CDLL(library_path("kernels"))
     for name in ("spattn_cpu_forward_ex", "spattn_cpu_forward"):
@@ -65,8 +76,8 @@ def _lib():
     return lib
 
 
-def _args(q, k, v, o, attrs, **arrays):
-    a = Args()
+def _args(q, k, v, o, attrs, cls=Args, **arrays):
+    a = cls()
     a.q, a.k, a.v, a.o = (x.ctypes.data for x in (q, k, v, o))
     a.dtype = 0
     a.batch, a.heads_q, a.len_q, a.head_dim = q.shape
@@ -148,3 +159,36 @@ def test_ex_entry_errors(change, size, text):
     rc = lib.spattn_cpu_forward_ex(ctypes.byref(a), size or ctypes.sizeof(Args), err, 512)
     assert rc != 0
     assert re.search(text, err.value.decode()), err.value
+
+
+def test_ex_entry_computes_chunk_size():
+    lib = _lib()
+    q, k, v, gm, kl, ks, sk = _data(seed=3)
+    attrs = {"causal": 1, "chunk_size": 6}
+    o = np.zeros_like(q)
+    a = _args(q, k, v, o, attrs, cls=Args3, key_starts=ks)
+    assert Args3.chunk_size.offset == 192
+    err = ctypes.create_string_buffer(512)
+    assert ctypes.sizeof(Args3) == 200
+    ptr = ctypes.cast(ctypes.pointer(a), ctypes.POINTER(Args))  # the entry's declared type
+    assert lib.spattn_cpu_forward_ex(ptr, ctypes.sizeof(Args3), err, 512) == 0, err.value
+    want = spec_numpy.spec_attention(q, k, v, attrs, None, None, None, ks)
+    np.testing.assert_allclose(o, want, atol=2e-5, rtol=1e-4)
+    plain = spec_numpy.spec_attention(q, k, v, {"causal": 1}, None, None, None, ks)
+    assert np.abs(plain - want).max() > 1e-2  # the chunks changed the answer
+
+
+def test_second_version_tail_padding_is_never_read():
+    """A caller built against the second version passes its 4 bytes of tail padding inside its
+    size, uninitialized: whatever they hold, no chunk_size is read from them."""
+    lib = _lib()
+    q, k, v, gm, kl, ks, sk = _data(seed=4)
+    o = np.zeros_like(q)
+    a = _args(q, k, v, o, {"causal": 1})
+    assert ctypes.sizeof(Args) == 192 and Args.softcap.offset == 184
+    # a small value, which read as chunk_size would change the answer
+    ctypes.c_int32.from_address(ctypes.addressof(a) + 188).value = 3
+    err = ctypes.create_string_buffer(512)
+    assert lib.spattn_cpu_forward_ex(ctypes.byref(a), ctypes.sizeof(Args), err, 512) == 0, err.value
+    want = spec_numpy.spec_attention(q, k, v, {"causal": 1})
+    np.testing.assert_allclose(o, want, atol=2e-5, rtol=1e-4)
