@@ -71,19 +71,13 @@ def test_workspace_grows_with_every_size(pattern, heads, d, dtype):
             )
 
 
-def test_decode_workspace_stays_small():
+@pytest.mark.parametrize("pattern", ["causal_window", "chunked"])
+def test_decode_workspace_stays_small(pattern):
     # A stacked decode step (16 x 8 KV heads, 128 tiles) is sized by the floor of the partial
     # buffers: 2 x 512 pieces x 32 rows of 128 float32 columns and their (max, sum), plus the
     # small pieces (counts, items); unstacked, it would be sized for 512 tiles of 128 rows (67 MB).
-    attrs = PATTERNS["causal_window"]
+    # A chunked layer's step (Llama 4, chunks of 8192) reads one chunk: the same bound.
+    attrs = PATTERNS[pattern]
     got = _size(16, 32, 8, 1, 131072, 128, attrs, torch.bfloat16)
-    rows = 2 * 512 * 32
-    assert 0 < got <= rows * (128 * 4 + 8) + (1 << 20)
-
-
-def test_chunked_decode_workspace_stays_small():
-    # A chunked layer's decode step reads one chunk: its plan is sized from the chunk's span,
-    # within the bound of the causal window of the same width above
-    got = _size(16, 32, 8, 1, 131072, 128, PATTERNS["chunked"], torch.bfloat16)
     rows = 2 * 512 * 32
     assert 0 < got <= rows * (128 * 4 + 8) + (1 << 20)
